@@ -1,0 +1,37 @@
+#include "config/config.h"
+
+namespace bulwark::config {
+
+std::string SocketAddress::text() const {
+  std::string out;
+  // Only an IPv6 literal contains a colon; it needs brackets so the port stays unambiguous.
+  const bool bracket = host.find(':') != std::string::npos;
+  out.reserve(host.size() + 8);
+  if (bracket) out += '[';
+  out += host;
+  if (bracket) out += ']';
+  out += ':';
+  out += std::to_string(port);
+  return out;
+}
+
+const ClusterConfig* Config::find_cluster(std::string_view name) const {
+  for (const ClusterConfig& cluster : clusters) {
+    if (cluster.name == name) return &cluster;
+  }
+  return nullptr;
+}
+
+const char* to_string(LbPolicy lb) {
+  switch (lb) {
+    case LbPolicy::kRoundRobin:
+      return "round_robin";
+    case LbPolicy::kLeastRequest:
+      return "least_request";
+    case LbPolicy::kRandom:
+      return "random";
+  }
+  return "unknown";
+}
+
+}  // namespace bulwark::config

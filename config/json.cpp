@@ -1,0 +1,247 @@
+#include "config/json.h"
+
+#include "config/units.h"
+
+namespace bulwark::config {
+
+namespace {
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes there are not valid
+// UTF-8 (stray continuation byte, overlong form, surrogate, beyond U+10FFFF, or truncated).
+size_t utf8_sequence_length(std::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char lead = byte(i);
+  size_t length = 0;
+  unsigned char min_second = 0x80;
+  unsigned char max_second = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) min_second = 0xA0;  // overlong
+    if (lead == 0xED) max_second = 0x9F;  // surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) min_second = 0x90;  // overlong
+    if (lead == 0xF4) max_second = 0x8F;  // beyond U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + length > s.size()) return 0;
+  if (byte(i + 1) < min_second || byte(i + 1) > max_second) return 0;
+  for (size_t k = 2; k < length; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return length;
+}
+
+class JsonWriter {
+ public:
+  std::string take() { return std::move(out_); }
+
+  void begin_object() { open('{'); }
+  void end_object() { close('}'); }
+  void begin_array() { open('['); }
+  void end_array() { close(']'); }
+
+  // Starts a member of the current object; the next call writes its value.
+  void key(std::string_view name) {
+    separate();
+    append_json_string(out_, name);
+    out_ += ':';
+    after_key_ = true;
+  }
+
+  void value(std::string_view s) {
+    separate();
+    append_json_string(out_, s);
+  }
+  void value(const char* s) { value(std::string_view(s)); }
+  void value(uint64_t n) {
+    separate();
+    out_ += std::to_string(n);
+  }
+  void value(bool b) {
+    separate();
+    out_ += b ? "true" : "false";
+  }
+  void null() {
+    separate();
+    out_ += "null";
+  }
+
+  template <typename T>
+  void member(std::string_view name, const T& v) {
+    key(name);
+    value(v);
+  }
+
+ private:
+  void open(char c) {
+    separate();
+    out_ += c;
+    first_ = true;
+  }
+  void close(char c) {
+    out_ += c;
+    first_ = false;
+  }
+  // Writes the comma between siblings; a value right after its key needs none.
+  void separate() {
+    if (after_key_) {
+      after_key_ = false;
+      return;
+    }
+    if (!first_) out_ += ',';
+    first_ = false;
+  }
+
+  std::string out_;
+  bool first_ = true;
+  bool after_key_ = false;
+};
+
+void write_listener(JsonWriter& w, const ListenerConfig& listener) {
+  w.begin_object();
+  w.member("name", listener.name);
+  w.member("address", listener.address.text());
+  w.member("request_headers_timeout", format_duration(listener.request_headers_timeout));
+  w.member("idle_timeout", format_duration(listener.idle_timeout));
+  w.member("max_request_headers_size", format_size(listener.max_request_headers_size));
+  w.key("routes");
+  w.begin_array();
+  for (const RouteConfig& route : listener.routes) {
+    w.begin_object();
+    w.member("name", route.name);
+    w.key("match");
+    w.begin_object();
+    switch (route.match.path.kind) {
+      case PathMatch::Kind::kPrefix:
+        w.member("prefix", route.match.path.value);
+        break;
+      case PathMatch::Kind::kExact:
+        w.member("path", route.match.path.value);
+        break;
+      case PathMatch::Kind::kRegex:
+        w.member("regex", route.match.path.value);
+        break;
+    }
+    if (route.match.host.empty()) {
+      w.key("host");
+      w.null();
+    } else {
+      w.member("host", (route.match.host.wildcard ? "*" : "") + route.match.host.value);
+    }
+    w.key("headers");
+    w.begin_object();
+    for (const HeaderMatch& header : route.match.headers) w.member(header.name, header.value);
+    w.end_object();
+    w.key("methods");
+    w.begin_array();
+    for (const std::string& method : route.match.methods) w.value(method);
+    w.end_array();
+    w.end_object();
+    w.member("cluster", route.cluster);
+    w.member("timeout", format_duration(route.timeout));
+    w.key("prefix_rewrite");
+    if (route.prefix_rewrite) {
+      w.value(*route.prefix_rewrite);
+    } else {
+      w.null();
+    }
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
+}
+
+void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
+  w.begin_object();
+  w.member("name", cluster.name);
+  w.key("endpoints");
+  w.begin_array();
+  for (const EndpointConfig& endpoint : cluster.endpoints) {
+    w.begin_object();
+    w.member("address", endpoint.address.text());
+    w.member("weight", uint64_t{endpoint.weight});
+    w.end_object();
+  }
+  w.end_array();
+  w.member("dns_refresh", format_duration(cluster.dns_refresh));
+  w.member("lb", to_string(cluster.lb));
+  w.member("connect_timeout", format_duration(cluster.connect_timeout));
+  w.key("pool");
+  w.begin_object();
+  w.member("max_connections", uint64_t{cluster.pool.max_connections});
+  w.member("idle_timeout", format_duration(cluster.pool.idle_timeout));
+  w.member("max_requests_per_connection", uint64_t{cluster.pool.max_requests_per_connection});
+  w.member("max_pending", uint64_t{cluster.pool.max_pending});
+  w.member("pending_timeout", format_duration(cluster.pool.pending_timeout));
+  w.end_object();
+  w.end_object();
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      const size_t length = utf8_sequence_length(s, i);
+      if (length == 0) {
+        out += "\\ufffd";  // one replacement character per invalid byte keeps the output valid
+        ++i;
+      } else {
+        out.append(s.substr(i, length));
+        i += length;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+std::string to_json(const Config& config) {
+  JsonWriter w;
+  w.begin_object();
+  w.member("source_file", config.source_file);
+  w.member("workers", uint64_t{config.workers});
+  w.key("admin");
+  w.begin_object();
+  w.member("address", config.admin.address.text());
+  w.end_object();
+  w.member("drain_delay", format_duration(config.drain_delay));
+  w.member("drain_timeout", format_duration(config.drain_timeout));
+  w.key("listeners");
+  w.begin_array();
+  for (const ListenerConfig& listener : config.listeners) write_listener(w, listener);
+  w.end_array();
+  w.key("clusters");
+  w.begin_array();
+  for (const ClusterConfig& cluster : config.clusters) write_cluster(w, cluster);
+  w.end_array();
+  w.end_object();
+  return w.take();
+}
+
+}  // namespace bulwark::config

@@ -1,0 +1,22 @@
+#pragma once
+// The effective config as JSON, for the admin listener's GET /config.
+
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+
+namespace bulwark::config {
+
+// The whole effective config, defaults applied, as one line of compact JSON. Durations and sizes
+// are written the way the YAML accepts them ("1s", "60KiB"); an absent optional value is null.
+std::string to_json(const Config& config);
+
+// Appends `s` to `out` as a JSON string literal, with quotes and escapes. Shared by every JSON
+// writer in bulwark (logs, admin) so escaping lives in one place. '"' and '\\' get a backslash;
+// control characters (below 0x20, and 0x7f) are written as \u00XX; valid UTF-8 passes through
+// unchanged, and each byte that is not part of valid UTF-8 becomes \ufffd, so the output is always
+// valid JSON whatever bytes a client sent.
+void append_json_string(std::string& out, std::string_view s);
+
+}  // namespace bulwark::config

@@ -1,0 +1,851 @@
+#include "config/loader.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <optional>
+#include <regex>
+#include <tuple>
+
+#include "config/units.h"
+
+namespace bulwark::config {
+
+namespace {
+
+constexpr std::string_view kDurationExamples = "e.g. 250ms, 1s, 2m, 1h";
+constexpr std::string_view kSizeExamples = "e.g. 512B, 64KiB, 1MiB, or a number of bytes";
+constexpr uint32_t kMaxWorkers = 1024;
+constexpr uint32_t kMinWeight = 1;
+constexpr uint32_t kMaxWeight = 10000;
+constexpr uint64_t kMinHeadersSize = 1024;
+constexpr uint64_t kMaxHeadersSize = 1024 * 1024;
+
+std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::string child_path(const std::string& parent, std::string_view key) {
+  if (parent.empty()) return std::string(key);
+  return parent + "." + std::string(key);
+}
+
+std::string item_path(const std::string& parent, size_t index) {
+  return parent + "[" + std::to_string(index) + "]";
+}
+
+const char* describe_kind(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "a string";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+  }
+  return "something else";
+}
+
+std::string join(std::initializer_list<std::string_view> words) {
+  std::string out;
+  for (std::string_view word : words) {
+    if (!out.empty()) out += ", ";
+    out += word;
+  }
+  return out;
+}
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+char to_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char to_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
+
+// RFC 9110 token characters, used by header names and methods.
+bool is_token_char(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_token_char);
+}
+
+bool is_host_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+}
+
+// Whether the line `mark` is on starts with whitespace that includes a tab: yaml-cpp then reports
+// something unhelpful such as "illegal block entry".
+bool tab_indented(std::string_view text, const YAML::Mark& mark) {
+  if (mark.is_null() || mark.line < 0) return false;
+  size_t start = 0;
+  for (int line = 0; line < mark.line; ++line) {
+    start = text.find('\n', start);
+    if (start == std::string_view::npos) return false;
+    ++start;
+  }
+  for (size_t i = start; i < text.size() && (text[i] == ' ' || text[i] == '\t'); ++i) {
+    if (text[i] == '\t') return true;
+  }
+  return false;
+}
+
+bool is_unspecified_host(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
+
+// A key and its value in a YAML map, or an item of a YAML list (then `key` is unset), with the
+// dotted path used in error messages ("listeners[0].routes[1].timeout").
+struct Field {
+  YAML::Node key;
+  YAML::Node value;
+  std::string path;
+  YAML::Mark mark;  // where errors about the value point
+};
+
+Field map_field(const YAML::Node& key, const YAML::Node& value, std::string path) {
+  // An empty value ("timeout:" with nothing after it) is marked at the next token, often on the
+  // next line, so errors about it point at its key instead.
+  const YAML::Mark mark = value.IsNull() ? key.Mark() : value.Mark();
+  return Field{key, value, std::move(path), mark};
+}
+
+Field item_field(const YAML::Node& item, std::string path) {
+  return Field{YAML::Node(), item, std::move(path), item.Mark()};
+}
+
+// The checked keys of one YAML map. Built by Loader::read_map, which has already reported unknown
+// and duplicate keys; `valid` is false when the node was not a map at all.
+struct MapView {
+  bool valid = false;
+  std::string path;
+  YAML::Mark mark;
+  std::string what;  // "listener", "route", ... for messages
+  std::map<std::string, Field, std::less<>> fields;
+
+  const Field* find(std::string_view key) const {
+    auto it = fields.find(key);
+    return it == fields.end() ? nullptr : &it->second;
+  }
+};
+
+enum class AddressUse { kListen, kEndpoint };
+
+// A route's `cluster` value, resolved once every cluster name is known.
+struct ClusterReference {
+  size_t listener = 0;
+  size_t route = 0;
+  std::string route_name;
+  std::string path;
+  YAML::Mark mark;
+};
+
+// A listening address (a listener or the admin listener), to refuse two that would collide.
+struct ListenAddress {
+  SocketAddress address;
+  std::string owner;  // "listener 'inbound'" or "the admin listener"
+  std::string path;
+  YAML::Mark mark;
+};
+
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  LoadResult load(std::string_view yaml) {
+    auto config = std::make_shared<Config>();
+    config->source_file = file_;
+    try {
+      std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
+      if (documents.empty() || documents[0].IsNull()) {
+        error(YAML::Mark(), "",
+              "the config is empty; expected a map with at least 'listeners' and 'clusters'");
+      } else {
+        if (documents.size() > 1) {
+          error(documents[1].Mark(), "",
+                "only one YAML document is allowed; found another one here");
+        }
+        read_root(documents[0], *config);
+      }
+    } catch (const YAML::Exception& e) {
+      std::string message = "YAML syntax error: " + e.msg;
+      if (tab_indented(yaml, e.mark)) message += " (YAML does not allow tabs for indentation)";
+      error(e.mark, "", message);
+    } catch (const std::exception& e) {
+      error(YAML::Mark::null_mark(), "", std::string("could not load the config: ") + e.what());
+    }
+    LoadResult result;
+    std::stable_sort(errors_.begin(), errors_.end(),
+                     [](const ConfigError& a, const ConfigError& b) {
+                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     });
+    result.errors = std::move(errors_);
+    if (result.errors.empty()) result.config = std::move(config);
+    return result;
+  }
+
+ private:
+  // Records an error at `mark` (0-based, as yaml-cpp gives it) about the value at `path`.
+  void error(const YAML::Mark& mark, const std::string& path, const std::string& message) {
+    ConfigError e;
+    e.file = file_;
+    if (!mark.is_null()) {
+      e.line = mark.line + 1;
+      e.column = mark.column + 1;
+    }
+    e.message = path.empty() ? message : path + ": " + message;
+    errors_.push_back(std::move(e));
+  }
+
+  void error(const Field& field, const std::string& message) {
+    error(field.mark, field.path, message);
+  }
+
+  SourceLocation location(const YAML::Mark& mark) const {
+    SourceLocation where;
+    where.file = file_;
+    if (!mark.is_null()) {
+      where.line = mark.line + 1;
+      where.column = mark.column + 1;
+    }
+    return where;
+  }
+
+  // Checks that `field` holds a map whose keys are all in `allowed`, each once. Unknown, duplicate
+  // and non-string keys are reported; the known keys are returned.
+  MapView read_map(const Field& field, std::string_view what,
+                   std::initializer_list<std::string_view> allowed) {
+    MapView view;
+    view.path = field.path;
+    view.mark = field.mark;
+    view.what = std::string(what);
+    if (!field.value.IsMap()) {
+      error(field, "expected a map (" + std::string(what) + "), got " + describe_kind(field.value));
+      return view;
+    }
+    view.valid = true;
+    const std::string in_what = what == "top level" ? "at top level" : "in " + std::string(what);
+    for (auto it = field.value.begin(); it != field.value.end(); ++it) {
+      // The iterator hands out a temporary pair; keep copies (they share the node) past it.
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
+      if (!key.IsScalar()) {
+        error(key.Mark(), field.path,
+              "keys must be plain strings, got " + std::string(describe_kind(key)));
+        continue;
+      }
+      const std::string& name = key.Scalar();
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        std::string message = "unknown key " + quoted(name) + " " + in_what;
+        if (auto suggestion = closest(name, allowed)) {
+          message += " (did you mean " + quoted(*suggestion) + "?)";
+        }
+        message += "; expected one of: " + join(allowed);
+        error(key.Mark(), field.path, message);
+        continue;
+      }
+      if (const Field* first = view.find(name)) {
+        error(key.Mark(), field.path,
+              "duplicate key " + quoted(name) + " " + in_what + " (first set on line " +
+                  std::to_string(first->key.Mark().line + 1) + ")");
+        continue;
+      }
+      view.fields.emplace(name, map_field(key, value, child_path(field.path, name)));
+    }
+    return view;
+  }
+
+  static std::optional<std::string_view> closest(std::string_view name,
+                                                 std::initializer_list<std::string_view> allowed) {
+    std::optional<std::string_view> best;
+    size_t best_distance = 3;  // suggest only near misses
+    for (std::string_view candidate : allowed) {
+      const size_t distance = edit_distance(name, candidate);
+      if (distance < best_distance && distance < candidate.size()) {
+        best = candidate;
+        best_distance = distance;
+      }
+    }
+    return best;
+  }
+
+  // Returns the field, or reports it missing (pointing at the enclosing map) and returns null.
+  const Field* require(const MapView& map, std::string_view key) {
+    const Field* field = map.find(key);
+    if (field == nullptr && map.valid) {
+      const std::string in_what = map.what == "top level" ? "at top level" : "in " + map.what;
+      error(map.mark, map.path, "missing required key " + quoted(key) + " " + in_what);
+    }
+    return field;
+  }
+
+  // The scalar text of `field`, or nullopt after reporting that it is not a scalar.
+  std::optional<std::string> scalar(const Field& field, std::string_view expected) {
+    if (!field.value.IsScalar()) {
+      error(field, "expected " + std::string(expected) + ", got " + describe_kind(field.value));
+      return std::nullopt;
+    }
+    return field.value.Scalar();
+  }
+
+  bool read_name(const Field* field, std::string& out) {
+    if (field == nullptr) return false;
+    auto text = scalar(*field, "a name");
+    if (!text) return false;
+    if (text->empty()) {
+      error(*field, "must not be empty");
+      return false;
+    }
+    out = std::move(*text);
+    return true;
+  }
+
+  void read_duration(const Field* field, Duration& out, bool must_be_positive) {
+    if (field == nullptr) return;
+    auto text = scalar(*field, "a duration (" + std::string(kDurationExamples) + ")");
+    if (!text) return;
+    auto value = parse_duration(*text);
+    if (!value) {
+      error(*field, "invalid duration " + quoted(*text) + " (expected " +
+                        std::string(kDurationExamples) + ")");
+      return;
+    }
+    if (must_be_positive && value->count() == 0) {
+      error(*field, "must be greater than 0s");
+      return;
+    }
+    out = *value;
+  }
+
+  void read_size(const Field* field, size_t& out, uint64_t min, uint64_t max) {
+    if (field == nullptr) return;
+    auto text = scalar(*field, "a size (" + std::string(kSizeExamples) + ")");
+    if (!text) return;
+    auto value = parse_size(*text);
+    if (!value) {
+      error(*field,
+            "invalid size " + quoted(*text) + " (expected " + std::string(kSizeExamples) + ")");
+      return;
+    }
+    if (*value < min || *value > max) {
+      error(*field, "must be between " + format_size(min) + " and " + format_size(max) + ", got " +
+                        quoted(*text));
+      return;
+    }
+    out = static_cast<size_t>(*value);
+  }
+
+  void read_uint(const Field* field, uint32_t& out, uint32_t min, uint32_t max) {
+    if (field == nullptr) return;
+    const std::string expected =
+        "an integer from " + std::to_string(min) + " to " + std::to_string(max);
+    auto text = scalar(*field, expected);
+    if (!text) return;
+    uint64_t value = 0;
+    bool ok = !text->empty();
+    for (char c : *text) {
+      if (c < '0' || c > '9' || value > max) {
+        ok = false;
+        break;
+      }
+      value = value * 10 + static_cast<uint64_t>(c - '0');
+    }
+    if (!ok || value < min || value > max) {
+      error(*field, "must be " + expected + ", got " + quoted(*text));
+      return;
+    }
+    out = static_cast<uint32_t>(value);
+  }
+
+  std::optional<SocketAddress> read_address(const Field& field, AddressUse use) {
+    const char* example = use == AddressUse::kListen
+                              ? "0.0.0.0:8080 or [::]:8080"
+                              : "10.0.0.5:9000, [::1]:9000 or app.internal:9000";
+    auto text = scalar(field, std::string("an address such as ") + example);
+    if (!text) return std::nullopt;
+    std::string why;
+    auto address = parse_address(*text, &why);
+    if (!address) {
+      error(field,
+            "invalid address " + quoted(*text) + ": " + why + " (expected e.g. " + example + ")");
+      return std::nullopt;
+    }
+    if (use == AddressUse::kListen && !address->is_ip) {
+      error(field, "must be an IP address to listen on, not a DNS name: " + quoted(*text) +
+                       " (expected e.g. " + example + ")");
+      return std::nullopt;
+    }
+    if (use == AddressUse::kEndpoint && address->port == 0) {
+      error(field, "port must be 1..65535, got " + quoted(*text));
+      return std::nullopt;
+    }
+    return address;
+  }
+
+  // Reads a list that must have at least one item; returns its items, or nothing after an error.
+  std::vector<Field> read_list(const Field* field, std::string_view item_name) {
+    std::vector<Field> items;
+    if (field == nullptr) return items;
+    if (!field->value.IsSequence()) {
+      error(*field, "expected a list of " + std::string(item_name) + "s, got " +
+                        describe_kind(field->value));
+      return items;
+    }
+    if (field->value.size() == 0) {
+      error(*field, "must list at least one " + std::string(item_name));
+      return items;
+    }
+    size_t index = 0;
+    for (const YAML::Node& item : field->value) {
+      items.push_back(item_field(item, item_path(field->path, index++)));
+    }
+    return items;
+  }
+
+  void read_root(const YAML::Node& root, Config& config) {
+    const Field field{YAML::Node(), root, "", root.Mark()};
+    if (!root.IsMap()) {
+      error(field, "the top level must be a map with at least 'listeners' and 'clusters', got " +
+                       std::string(describe_kind(root)));
+      return;
+    }
+    MapView map =
+        read_map(field, "top level",
+                 {"workers", "drain_delay", "drain_timeout", "admin", "listeners", "clusters"});
+    read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
+    read_duration(map.find("drain_delay"), config.drain_delay, false);
+    read_duration(map.find("drain_timeout"), config.drain_timeout, false);
+    if (const Field* admin = map.find("admin")) read_admin(*admin, config.admin);
+    if (listen_addresses_.empty()) {
+      // The admin listener always exists; a listener must not take its default address either.
+      listen_addresses_.push_back({config.admin.address,
+                                   "the admin listener (its default; set admin.address to move it)",
+                                   "admin.address", YAML::Mark::null_mark()});
+    }
+
+    for (const Field& item : read_list(require(map, "listeners"), "listener")) {
+      config.listeners.emplace_back();
+      read_listener(item, config.listeners.size() - 1, config.listeners.back());
+    }
+    for (const Field& item : read_list(require(map, "clusters"), "cluster")) {
+      config.clusters.emplace_back();
+      read_cluster(item, config.clusters.size() - 1, config.clusters.back());
+    }
+    // Without a usable `clusters` list, or with a cluster whose name could not be read, a route
+    // may well name a cluster we could not register; the error already reported says enough.
+    if (!config.clusters.empty() && !cluster_unnamed_) resolve_clusters(config);
+    check_listen_addresses();
+  }
+
+  void read_admin(const Field& field, AdminConfig& admin) {
+    MapView map = read_map(field, "admin", {"address"});
+    if (const Field* address = map.find("address")) {
+      if (auto parsed = read_address(*address, AddressUse::kListen)) {
+        admin.address = *parsed;
+        listen_addresses_.push_back({*parsed, "the admin listener", address->path, address->mark});
+      }
+    }
+  }
+
+  void read_listener(const Field& field, size_t index, ListenerConfig& listener) {
+    listener.location = location(field.mark);
+    MapView map = read_map(field, "listener",
+                           {"name", "address", "request_headers_timeout", "idle_timeout",
+                            "max_request_headers_size", "routes"});
+    if (!map.valid) return;
+    const Field* name = require(map, "name");
+    if (read_name(name, listener.name)) {
+      check_unique(listener_names_, listener.name, "listener", *name);
+    }
+    if (const Field* address = require(map, "address")) {
+      if (auto parsed = read_address(*address, AddressUse::kListen)) {
+        listener.address = *parsed;
+        const std::string owner =
+            listener.name.empty() ? "listener " + field.path : "listener " + quoted(listener.name);
+        listen_addresses_.push_back({*parsed, owner, address->path, address->mark});
+      }
+    }
+    read_duration(map.find("request_headers_timeout"), listener.request_headers_timeout, true);
+    read_duration(map.find("idle_timeout"), listener.idle_timeout, true);
+    read_size(map.find("max_request_headers_size"), listener.max_request_headers_size,
+              kMinHeadersSize, kMaxHeadersSize);
+    std::map<std::string, int, std::less<>> route_names;
+    for (const Field& item : read_list(require(map, "routes"), "route")) {
+      listener.routes.emplace_back();
+      read_route(item, index, listener.routes.size() - 1, listener.routes.back(), route_names);
+    }
+  }
+
+  void read_route(const Field& field, size_t listener_index, size_t route_index, RouteConfig& route,
+                  std::map<std::string, int, std::less<>>& route_names) {
+    route.location = location(field.mark);
+    route.match.path.value = "/";  // a route without a path matcher matches every path
+    MapView map =
+        read_map(field, "route", {"name", "match", "cluster", "timeout", "prefix_rewrite"});
+    if (!map.valid) return;
+    const Field* name = require(map, "name");
+    if (read_name(name, route.name)) check_unique(route_names, route.name, "route", *name);
+    if (const Field* match = map.find("match")) read_match(*match, route.match);
+    if (const Field* cluster = require(map, "cluster")) {
+      if (read_name(cluster, route.cluster)) {
+        cluster_references_.push_back(
+            {listener_index, route_index, route.name, cluster->path, cluster->mark});
+      }
+    }
+    read_duration(map.find("timeout"), route.timeout, false);
+    if (const Field* rewrite = map.find("prefix_rewrite")) {
+      if (auto text = scalar(*rewrite, "a path starting with '/'")) {
+        if (route.match.path.kind != PathMatch::Kind::kPrefix) {
+          error(*rewrite,
+                "only allowed when the route matches a 'prefix' (this route matches a " +
+                    std::string(route.match.path.kind == PathMatch::Kind::kExact ? "'path'"
+                                                                                 : "'regex'") +
+                    ")");
+        } else if (text->empty() || text->front() != '/') {
+          error(*rewrite, "must start with '/', got " + quoted(*text));
+        } else {
+          route.prefix_rewrite = std::move(*text);
+        }
+      }
+    }
+  }
+
+  void read_match(const Field& field, RouteMatch& match) {
+    MapView map =
+        read_map(field, "route match", {"prefix", "path", "regex", "host", "headers", "methods"});
+    if (!map.valid) return;
+
+    // At most one path matcher; without one the route matches every path (prefix "/"). When
+    // there are more, the first in the file is read and each later one is reported.
+    std::vector<const Field*> matchers;
+    for (std::string_view kind : {"prefix", "path", "regex"}) {
+      if (const Field* candidate = map.find(kind)) matchers.push_back(candidate);
+    }
+    std::sort(matchers.begin(), matchers.end(),
+              [](const Field* a, const Field* b) { return a->key.Mark().pos < b->key.Mark().pos; });
+    for (size_t i = 1; i < matchers.size(); ++i) {
+      error(matchers[i]->key.Mark(), field.path,
+            "only one of 'prefix', 'path' or 'regex' may be set, found " +
+                quoted(matchers[0]->key.Scalar()) + " and " + quoted(matchers[i]->key.Scalar()));
+    }
+    if (!matchers.empty()) read_path_match(*matchers[0], match.path);
+
+    if (const Field* host = map.find("host")) read_host_match(*host, match.host);
+    if (const Field* headers = map.find("headers")) read_header_matches(*headers, match.headers);
+    if (const Field* methods = map.find("methods")) read_methods(*methods, match.methods);
+  }
+
+  void read_path_match(const Field& field, PathMatch& path) {
+    const std::string kind = field.key.Scalar();
+    auto text =
+        scalar(field, kind == "regex" ? "a regular expression" : "a path starting with '/'");
+    if (!text) return;
+    if (kind == "regex") {
+      try {
+        path.regex = std::make_shared<const std::regex>(*text, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        error(field, "invalid regex " + quoted(*text) + ": " + e.what());
+        return;
+      }
+      path.kind = PathMatch::Kind::kRegex;
+    } else {
+      if (text->empty() || text->front() != '/') {
+        error(field, "must start with '/', got " + quoted(*text));
+        return;
+      }
+      path.kind = kind == "prefix" ? PathMatch::Kind::kPrefix : PathMatch::Kind::kExact;
+    }
+    path.value = std::move(*text);
+  }
+
+  void read_host_match(const Field& field, HostMatch& host) {
+    auto text = scalar(field, "a host name such as api.example.com or *.example.com");
+    if (!text) return;
+    std::string value = *text;
+    std::transform(value.begin(), value.end(), value.begin(), to_lower);
+    bool wildcard = false;
+    std::string_view name = value;
+    if (name.size() >= 2 && name.substr(0, 2) == "*.") {
+      wildcard = true;
+      name.remove_prefix(1);  // keep the dot: ".example.com"
+    }
+    bool valid = false;
+    if (!wildcard && name.size() > 2 && name.front() == '[' && name.back() == ']') {
+      in6_addr ip6{};
+      valid = inet_pton(AF_INET6, std::string(name.substr(1, name.size() - 2)).c_str(), &ip6) == 1;
+    } else {
+      const std::string_view body = wildcard ? name.substr(1) : name;
+      valid = !body.empty() && std::all_of(body.begin(), body.end(), is_host_char);
+    }
+    if (!valid) {
+      error(field, "invalid host " + quoted(*text) +
+                       " (expected an exact name such as api.example.com, or a leading wildcard "
+                       "such as *.example.com; no port)");
+      return;
+    }
+    host.value = std::string(name);
+    host.wildcard = wildcard;
+  }
+
+  void read_header_matches(const Field& field, std::vector<HeaderMatch>& headers) {
+    if (!field.value.IsMap()) {
+      error(field, "expected a map of header name to value, got " +
+                       std::string(describe_kind(field.value)));
+      return;
+    }
+    std::map<std::string, int, std::less<>> seen;
+    for (auto it = field.value.begin(); it != field.value.end(); ++it) {
+      // The iterator hands out a temporary pair; keep copies (they share the node) past it.
+      const YAML::Node key = it->first;
+      const YAML::Node value = it->second;
+      if (!key.IsScalar() || !is_token(key.Scalar())) {
+        error(key.Mark(), field.path,
+              "invalid header name " +
+                  (key.IsScalar() ? quoted(key.Scalar()) : describe_kind(key)) +
+                  " (expected a token such as x-canary)");
+        continue;
+      }
+      HeaderMatch header;
+      header.name = key.Scalar();
+      std::transform(header.name.begin(), header.name.end(), header.name.begin(), to_lower);
+      const Field value_field = map_field(key, value, child_path(field.path, header.name));
+      if (auto first = seen.find(header.name); first != seen.end()) {
+        error(key.Mark(), field.path,
+              "duplicate header " + quoted(header.name) + " (first set on line " +
+                  std::to_string(first->second) + "; header names are case-insensitive)");
+        continue;
+      }
+      seen.emplace(header.name, key.Mark().line + 1);
+      auto text = scalar(value_field, "a header value");
+      if (!text) continue;
+      if (std::any_of(text->begin(), text->end(), [](char c) {
+            const auto byte = static_cast<unsigned char>(c);
+            return (byte < 0x20 && c != '\t') || byte == 0x7f;
+          })) {
+        error(value_field, "header value must not contain control characters");
+        continue;
+      }
+      header.value = std::move(*text);
+      headers.push_back(std::move(header));
+    }
+  }
+
+  void read_methods(const Field& field, std::vector<std::string>& methods) {
+    for (const Field& item : read_list(&field, "method")) {
+      auto text = scalar(item, "an HTTP method such as GET");
+      if (!text) continue;
+      if (!is_token(*text)) {
+        error(item, "invalid method " + quoted(*text) + " (expected a token such as GET)");
+        continue;
+      }
+      std::string method = std::move(*text);
+      std::transform(method.begin(), method.end(), method.begin(), to_upper);
+      if (std::find(methods.begin(), methods.end(), method) != methods.end()) {
+        error(item, "duplicate method " + quoted(method));
+        continue;
+      }
+      methods.push_back(std::move(method));
+    }
+  }
+
+  void read_cluster(const Field& field, size_t index, ClusterConfig& cluster) {
+    cluster.location = location(field.mark);
+    MapView map = read_map(field, "cluster",
+                           {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool"});
+    if (!map.valid) {
+      cluster_unnamed_ = true;
+      return;
+    }
+    const Field* name = require(map, "name");
+    if (read_name(name, cluster.name)) {
+      if (check_unique(cluster_names_, cluster.name, "cluster", *name)) {
+        cluster_indexes_.emplace(cluster.name, index);
+      }
+    } else {
+      cluster_unnamed_ = true;
+    }
+    for (const Field& item : read_list(require(map, "endpoints"), "endpoint")) {
+      cluster.endpoints.emplace_back();
+      read_endpoint(item, cluster.endpoints.back());
+    }
+    read_duration(map.find("dns_refresh"), cluster.dns_refresh, true);
+    if (const Field* lb = map.find("lb")) {
+      if (auto text = scalar(*lb, "a load-balancing policy")) {
+        if (*text == "round_robin") {
+          cluster.lb = LbPolicy::kRoundRobin;
+        } else if (*text == "least_request") {
+          cluster.lb = LbPolicy::kLeastRequest;
+        } else if (*text == "random") {
+          cluster.lb = LbPolicy::kRandom;
+        } else {
+          error(*lb, "unknown policy " + quoted(*text) +
+                         "; expected one of: round_robin, least_request, random");
+        }
+      }
+    }
+    read_duration(map.find("connect_timeout"), cluster.connect_timeout, true);
+    if (const Field* pool = map.find("pool")) read_pool(*pool, cluster.pool);
+  }
+
+  void read_endpoint(const Field& field, EndpointConfig& endpoint) {
+    endpoint.location = location(field.mark);
+    if (field.value.IsScalar()) {
+      if (auto address = read_address(field, AddressUse::kEndpoint)) endpoint.address = *address;
+      return;
+    }
+    if (!field.value.IsMap()) {
+      error(field, "expected \"host:port\" or a map with 'address' and optional 'weight', got " +
+                       std::string(describe_kind(field.value)));
+      return;
+    }
+    MapView map = read_map(field, "endpoint", {"address", "weight"});
+    if (const Field* address = require(map, "address")) {
+      if (auto parsed = read_address(*address, AddressUse::kEndpoint)) endpoint.address = *parsed;
+    }
+    read_uint(map.find("weight"), endpoint.weight, kMinWeight, kMaxWeight);
+  }
+
+  void read_pool(const Field& field, PoolConfig& pool) {
+    MapView map = read_map(field, "pool",
+                           {"max_connections", "idle_timeout", "max_requests_per_connection",
+                            "max_pending", "pending_timeout"});
+    constexpr uint32_t kMax = std::numeric_limits<uint32_t>::max();
+    read_uint(map.find("max_connections"), pool.max_connections, 1, kMax);
+    read_duration(map.find("idle_timeout"), pool.idle_timeout, true);
+    read_uint(map.find("max_requests_per_connection"), pool.max_requests_per_connection, 0, kMax);
+    read_uint(map.find("max_pending"), pool.max_pending, 0, kMax);
+    read_duration(map.find("pending_timeout"), pool.pending_timeout, true);
+  }
+
+  // Records `name` as seen; reports a duplicate and returns false when it was seen before.
+  bool check_unique(std::map<std::string, int, std::less<>>& seen, const std::string& name,
+                    std::string_view what, const Field& field) {
+    auto [it, inserted] = seen.emplace(name, field.mark.line + 1);
+    if (!inserted) {
+      error(field, "duplicate " + std::string(what) + " name " + quoted(name) +
+                       " (first defined on line " + std::to_string(it->second) + ")");
+    }
+    return inserted;
+  }
+
+  void resolve_clusters(Config& config) {
+    for (const ClusterReference& ref : cluster_references_) {
+      RouteConfig& route = config.listeners[ref.listener].routes[ref.route];
+      auto it = cluster_indexes_.find(route.cluster);
+      if (it != cluster_indexes_.end()) {
+        route.cluster_index = it->second;
+        continue;
+      }
+      std::string known;
+      for (const auto& [name, index] : cluster_indexes_) {
+        known += known.empty() ? name : ", " + name;
+      }
+      const std::string route_name = ref.route_name.empty() ? "" : quoted(ref.route_name) + " ";
+      error(ref.mark, ref.path,
+            "route " + route_name + "names unknown cluster " + quoted(route.cluster) +
+                (known.empty() ? "" : " (defined clusters: " + known + ")"));
+    }
+  }
+
+  // Two listening sockets on the same port collide when their hosts are equal or either is the
+  // unspecified address. Listeners use SO_REUSEPORT, so the kernel would not refuse the second one;
+  // it would silently share the traffic.
+  void check_listen_addresses() {
+    for (size_t i = 0; i < listen_addresses_.size(); ++i) {
+      const ListenAddress& later = listen_addresses_[i];
+      if (later.address.port == 0) continue;
+      for (size_t j = 0; j < i; ++j) {
+        const ListenAddress& earlier = listen_addresses_[j];
+        if (earlier.address.port != later.address.port) continue;
+        if (earlier.address.host != later.address.host &&
+            !is_unspecified_host(earlier.address.host) &&
+            !is_unspecified_host(later.address.host)) {
+          continue;
+        }
+        error(later.mark, later.path,
+              "address " + later.address.text() + " collides with " + earlier.address.text() +
+                  " of " + earlier.owner);
+        break;
+      }
+    }
+  }
+
+  std::string file_;
+  std::vector<ConfigError> errors_;
+  std::map<std::string, int, std::less<>> listener_names_;
+  std::map<std::string, int, std::less<>> cluster_names_;
+  std::map<std::string, size_t, std::less<>> cluster_indexes_;
+  std::vector<ClusterReference> cluster_references_;
+  bool cluster_unnamed_ = false;  // some cluster's name could not be read
+  std::vector<ListenAddress> listen_addresses_;
+};
+
+}  // namespace
+
+std::string ConfigError::to_string() const {
+  if (line == 0) return file + ": " + message;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+LoadResult load_config_string(std::string_view yaml, const std::string& file) {
+  return Loader(file).load(yaml);
+}
+
+LoadResult load_config_file(const std::string& path) {
+  const auto fail = [&](const std::string& why) {
+    LoadResult result;
+    ConfigError e;
+    e.file = path;
+    e.message = "cannot read the config file: " + why;
+    result.errors.push_back(std::move(e));
+    return result;
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(std::strerror(errno));
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || S_ISDIR(info.st_mode)) {
+    const int saved = S_ISDIR(info.st_mode) ? EISDIR : errno;
+    ::close(fd);
+    return fail(std::strerror(saved));
+  }
+  std::string text;
+  char buffer[16 * 1024];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int saved = errno;
+      ::close(fd);
+      return fail(std::strerror(saved));
+    }
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return load_config_string(text, path);
+}
+
+}  // namespace bulwark::config

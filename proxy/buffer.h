@@ -1,0 +1,63 @@
+#pragma once
+// Read buffers. Each worker owns a BufferPool of fixed-size blocks; a connection holds a block
+// only while it has bytes to parse or forward, so an idle keep-alive connection holds none.
+
+#include <cstddef>
+#include <vector>
+
+namespace bulwark {
+
+// Hands out blocks of one size and keeps up to `max_free` released ones for reuse.
+// Single-threaded: each worker has its own.
+class BufferPool {
+ public:
+  explicit BufferPool(size_t block_size = 16 * 1024, size_t max_free = 4096);
+  ~BufferPool();
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+
+  size_t block_size() const { return block_size_; }
+  char* acquire();
+  void release(char* block);
+
+ private:
+  size_t block_size_;
+  size_t max_free_;
+  std::vector<char*> free_;
+};
+
+// One direction's input: bytes [parsed, filled) arrived but are not parsed yet; bytes before
+// `parsed` were parsed, and may still be referenced by writes in flight until the owner says so.
+// The buffer grows beyond a pool block only to hold an oversized message head.
+class InputBuffer {
+ public:
+  InputBuffer() = default;
+  ~InputBuffer();
+  InputBuffer(const InputBuffer&) = delete;
+  InputBuffer& operator=(const InputBuffer&) = delete;
+
+  bool empty() const { return parsed == filled; }
+  bool has_storage() const { return data != nullptr; }
+  size_t space() const { return capacity - filled; }
+  char* tail() { return data + filled; }
+
+  // Gets a block from the pool if there is none.
+  void ensure(BufferPool& pool);
+  // Returns the storage when nothing unparsed is left in it.
+  void release_if_empty(BufferPool& pool);
+  void release(BufferPool& pool);
+  // Moves the unparsed bytes to the front. Only when no span or write refers to earlier bytes.
+  void compact();
+  // Grows to `new_capacity` (> capacity), keeping the bytes and their offsets.
+  void grow(BufferPool& pool, size_t new_capacity);
+
+  char* data = nullptr;
+  size_t capacity = 0;
+  size_t parsed = 0;
+  size_t filled = 0;
+
+ private:
+  bool pooled_ = false;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,84 @@
+#pragma once
+// Clusters: the shared, cross-worker state of each upstream cluster (ClusterState), and each
+// worker's own view of it (WorkerCluster: endpoint pools, the load balancer, waiting requests).
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "config/config.h"
+#include "proxy/endpoint.h"
+#include "proxy/lb.h"
+#include "proxy/list.h"
+#include "proxy/metrics.h"
+#include "proxy/upstream.h"
+
+namespace bulwark {
+
+class DownstreamConnection;
+
+// Shared by all workers; owned by the Server. The endpoint set is swapped by the main thread
+// (DNS) and handed to each worker by a posted message, so workers never take this lock on the
+// request path.
+class ClusterState {
+ public:
+  ClusterState(const config::ClusterConfig& config, size_t index) : config(config), index(index) {}
+  const config::ClusterConfig& config;
+  const size_t index;
+
+  std::shared_ptr<const EndpointSet> endpoints() const;
+  void set_endpoints(std::shared_ptr<const EndpointSet> set);
+
+  // Upstream connections open across all workers, against pool.max_connections.
+  std::atomic<uint32_t> connections{0};
+  // Requests waiting for a connection across all workers, against pool.max_pending.
+  std::atomic<uint32_t> pending{0};
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const EndpointSet> endpoints_;
+};
+
+// One worker's view of a cluster. Lives on the worker's loop thread only.
+class WorkerCluster {
+ public:
+  WorkerCluster(Worker& worker, ClusterState& shared, ClusterStats& stats);
+  ~WorkerCluster();
+
+  // Applies a new endpoint set: pools of endpoints that stayed are kept, others retire.
+  void update(const std::shared_ptr<const EndpointSet>& set);
+  // The endpoint for the next request, or null when the cluster has none.
+  EndpointPool* pick();
+
+  // Reserves a slot for a new connection against the cluster-wide limit.
+  bool try_reserve_connection();
+  void release_connection_slot();
+  // Called by pools when a connection of this cluster went idle or closed, so waiting requests
+  // can go.
+  void on_capacity();
+
+  // Requests waiting for a connection slot, oldest first.
+  bool enqueue_waiter(DownstreamConnection* d);
+  void remove_waiter(DownstreamConnection* d);
+
+  // Closes idle connections and stops (drain).
+  void close_idle();
+
+  ClusterState& shared;
+  ClusterStats& stats;
+  const config::ClusterConfig& config() const { return shared.config; }
+  const std::vector<std::unique_ptr<EndpointPool>>& pools() const { return pools_; }
+
+ private:
+  Worker& worker_;
+  std::shared_ptr<const EndpointSet> set_;
+  std::vector<std::unique_ptr<EndpointPool>> pools_;
+  std::vector<std::unique_ptr<EndpointPool>> retired_;
+  std::vector<LbCandidate> candidates_;
+  LoadBalancer lb_;
+  std::vector<DownstreamConnection*> waiters_;  // FIFO; small
+  bool serving_waiters_ = false;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,205 @@
+#include "proxy/codec.h"
+
+#include <strings.h>
+
+namespace bulwark::http {
+
+const Header* MessageHead::find(std::string_view name) const {
+  for (const Header& h : headers) {
+    if (h.name.length == name.size() &&
+        strncasecmp(base + h.name.offset, name.data(), name.size()) == 0) {
+      return &h;
+    }
+  }
+  return nullptr;
+}
+
+Parser::Parser(Type type, ParserCallbacks* callbacks) : callbacks_(callbacks) {
+  llhttp_settings_init(&settings_);
+  settings_.on_message_begin = &Parser::on_message_begin;
+  settings_.on_url = &Parser::on_url;
+  settings_.on_status = &Parser::on_status;
+  settings_.on_header_field = &Parser::on_header_field;
+  settings_.on_header_value = &Parser::on_header_value;
+  settings_.on_headers_complete = &Parser::on_headers_complete;
+  settings_.on_body = &Parser::on_body;
+  settings_.on_message_complete = &Parser::on_message_complete;
+  llhttp_init(&parser_, type == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+  head_.headers.reserve(32);
+}
+
+void Parser::reset() {
+  llhttp_reset(&parser_);
+  in_head_ = in_message_ = in_value_ = head_too_large_ = false;
+}
+
+void Parser::resume() { llhttp_resume(&parser_); }
+
+Parser::Result Parser::execute(const char* base, size_t from, size_t to) {
+  base_ = base;
+  // Parsing pauses after each message, so a new message always starts at `from`.
+  if (!in_message_) head_start_ = from;
+  Result result;
+  llhttp_errno_t err = llhttp_execute(&parser_, base + from, to - from);
+  switch (err) {
+    case HPE_OK:
+      result.consumed = to - from;
+      if (in_head_ && to - head_start_ > max_head_size_) result.status = Status::kHeadTooLarge;
+      return result;
+    case HPE_PAUSED:
+      result.status = Status::kPaused;
+      break;
+    case HPE_PAUSED_UPGRADE:
+      result.status = Status::kUpgrade;
+      break;
+    default:
+      result.status = head_too_large_ ? Status::kHeadTooLarge : Status::kError;
+      result.error = llhttp_get_error_reason(&parser_);
+      if (result.error == nullptr) result.error = llhttp_errno_name(err);
+      break;
+  }
+  const char* pos = llhttp_get_error_pos(&parser_);
+  result.consumed = pos != nullptr ? static_cast<size_t>(pos - (base + from)) : 0;
+  return result;
+}
+
+Parser::Result Parser::finish() {
+  Result result;
+  llhttp_errno_t err = llhttp_finish(&parser_);
+  if (err == HPE_OK) return result;
+  if (err == HPE_PAUSED) {
+    result.status = Status::kPaused;
+    return result;
+  }
+  result.status = Status::kError;
+  result.error = llhttp_get_error_reason(&parser_);
+  if (result.error == nullptr) result.error = llhttp_errno_name(err);
+  return result;
+}
+
+void Parser::extend(Span& span, uint32_t offset, size_t len) {
+  // The owner's buffer is contiguous, so a span split across two execute() calls continues
+  // exactly where the previous piece ended.
+  if (span.length == 0) span.offset = offset;
+  span.length += static_cast<uint32_t>(len);
+}
+
+int Parser::on_message_begin(llhttp_t* p) {
+  auto* self = static_cast<Parser*>(p->data);
+  self->in_head_ = true;
+  self->in_message_ = true;
+  self->in_value_ = false;
+  self->head_too_large_ = false;
+  MessageHead& h = self->head_;
+  h.base = self->base_;
+  h.method = {};
+  h.target = {};
+  h.reason = {};
+  h.status = 0;
+  h.headers.clear();
+  h.keep_alive = true;
+  h.chunked = false;
+  h.has_content_length = false;
+  h.content_length = 0;
+  h.upgrade = false;
+  h.is_head_method = false;
+  h.is_connect_method = false;
+  return 0;
+}
+
+int Parser::on_url(llhttp_t* p, const char* at, size_t len) {
+  auto* self = static_cast<Parser*>(p->data);
+  auto offset = static_cast<uint32_t>(at - self->base_);
+  extend(self->head_.target, offset, len);
+  return 0;
+}
+
+int Parser::on_status(llhttp_t* p, const char* at, size_t len) {
+  auto* self = static_cast<Parser*>(p->data);
+  extend(self->head_.reason, static_cast<uint32_t>(at - self->base_), len);
+  return 0;
+}
+
+int Parser::on_header_field(llhttp_t* p, const char* at, size_t len) {
+  auto* self = static_cast<Parser*>(p->data);
+  auto offset = static_cast<uint32_t>(at - self->base_);
+  if (offset + len - self->head_start_ > self->max_head_size_) {
+    self->head_too_large_ = true;
+    return -1;
+  }
+  auto& headers = self->head_.headers;
+  if (headers.empty() || self->in_value_) {
+    headers.push_back({});
+    self->in_value_ = false;
+  }
+  extend(headers.back().name, offset, len);
+  return 0;
+}
+
+int Parser::on_header_value(llhttp_t* p, const char* at, size_t len) {
+  auto* self = static_cast<Parser*>(p->data);
+  auto offset = static_cast<uint32_t>(at - self->base_);
+  if (offset + len - self->head_start_ > self->max_head_size_) {
+    self->head_too_large_ = true;
+    return -1;
+  }
+  self->in_value_ = true;
+  extend(self->head_.headers.back().value, offset, len);
+  return 0;
+}
+
+int Parser::on_headers_complete(llhttp_t* p) {
+  auto* self = static_cast<Parser*>(p->data);
+  MessageHead& h = self->head_;
+  h.base = self->base_;
+  h.version_major = p->http_major;
+  h.version_minor = p->http_minor;
+  if (p->type == HTTP_REQUEST) {
+    h.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+    h.is_head_method = p->method == HTTP_HEAD;
+    h.is_connect_method = p->method == HTTP_CONNECT;
+  } else {
+    h.status = p->status_code;
+  }
+  h.keep_alive = llhttp_should_keep_alive(p) != 0;
+  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  h.content_length = h.has_content_length ? p->content_length : 0;
+  h.upgrade = p->upgrade != 0;
+  self->in_head_ = false;
+  // Trim trailing whitespace llhttp leaves in values (optional whitespace, RFC 9110 5.5).
+  for (Header& hd : h.headers) {
+    while (hd.value.length > 0) {
+      char c = self->base_[hd.value.offset + hd.value.length - 1];
+      if (c != ' ' && c != '\t') break;
+      --hd.value.length;
+    }
+  }
+  switch (self->callbacks_->on_head(h)) {
+    case ParserCallbacks::kNoBody:
+      return 1;
+    case ParserCallbacks::kPause:
+      return HPE_PAUSED;
+    default:
+      return 0;
+  }
+}
+
+int Parser::on_body(llhttp_t* p, const char* at, size_t len) {
+  auto* self = static_cast<Parser*>(p->data);
+  self->callbacks_->on_body(at, len);
+  return 0;
+}
+
+int Parser::on_message_complete(llhttp_t* p) {
+  auto* self = static_cast<Parser*>(p->data);
+  self->in_message_ = false;
+  self->in_head_ = false;
+  self->callbacks_->on_message_complete();
+  // An upgrade ends in HPE_PAUSED_UPGRADE by itself; everything else pauses so the owner
+  // handles one message at a time.
+  return p->upgrade ? 0 : HPE_PAUSED;
+}
+
+}  // namespace bulwark::http

@@ -1,0 +1,842 @@
+#include "proxy/downstream.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "proxy/cluster.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace bulwark {
+namespace {
+
+constexpr size_t kMaxResponseHeadSize = 64 * 1024;
+constexpr size_t kMaxRequestIdSize = 128;
+
+uint64_t now_us() { return uv_hrtime() / 1000; }
+
+// "Keep-Alive: timeout=5, max=100" -> 5000 ms; 0 when absent.
+uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
+  const http::Header* h = head.find("keep-alive");
+  if (h == nullptr) return 0;
+  std::string_view v = head.str(h->value);
+  size_t pos = v.find("timeout=");
+  if (pos == std::string_view::npos) return 0;
+  uint64_t secs = 0;
+  for (size_t i = pos + 8; i < v.size() && v[i] >= '0' && v[i] <= '9'; ++i) secs = secs * 10 + (v[i] - '0');
+  return secs * 1000;
+}
+
+}  // namespace
+
+DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& listener)
+    : worker_(worker),
+      listener_(listener),
+      request_parser_(http::Parser::Type::kRequest, &request_callbacks_),
+      response_parser_(http::Parser::Type::kResponse, &response_callbacks_) {
+  request_callbacks_.self = this;
+  response_callbacks_.self = this;
+  request_parser_.set_max_head_size(listener.config.max_request_headers_size);
+  response_parser_.set_max_head_size(kMaxResponseHeadSize);
+  tcp_.data = timer_.data = route_timer_.data = this;
+}
+
+bool DownstreamConnection::accept(uv_stream_t* server) {
+  uv_tcp_init(worker_.loop(), &tcp_);
+  uv_timer_init(worker_.loop(), &timer_);
+  uv_timer_init(worker_.loop(), &route_timer_);
+  open_handles_ = 3;
+  worker_.connection_opened(this);
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
+    close();
+    return false;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  sockaddr_storage peer{};
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
+    if (peer.ss_family == AF_INET) {
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), client_ip_, sizeof client_ip_);
+    } else if (peer.ss_family == AF_INET6) {
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&peer), client_ip_, sizeof client_ip_);
+    }
+  }
+  arm_idle_timer();
+  update_reading();
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and parsing the request.
+
+void DownstreamConnection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<DownstreamConnection*>(h->data);
+  self->in_.ensure(self->worker_.buffers());
+  *buf = uv_buf_init(self->in_.tail(), static_cast<unsigned>(self->in_.space()));
+}
+
+void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+  auto* self = static_cast<DownstreamConnection*>(s->data);
+  if (nread == 0 || nread == UV_ENOBUFS) {
+    self->update_reading();
+    return;
+  }
+  if (nread < 0) {
+    self->in_.release_if_empty(self->worker_.buffers());
+    switch (self->phase_) {
+      case Phase::kProxying:
+        if (nread == UV_EOF && self->request_complete_) {
+          // The client half-closed after its request: answer it, then close.
+          self->client_eof_ = true;
+          self->update_reading();
+          return;
+        }
+        break;
+      case Phase::kLocalReply:
+        self->client_eof_ = true;
+        self->update_reading();
+        return;
+      default:
+        break;
+    }
+    self->close();
+    return;
+  }
+  self->in_.filled += static_cast<size_t>(nread);
+  switch (self->phase_) {
+    case Phase::kIdle:
+      self->phase_ = Phase::kHead;
+      self->arm_headers_timer();
+      self->parse_request();
+      break;
+    case Phase::kHead:
+      self->parse_request();
+      break;
+    case Phase::kProxying:
+      if (!self->request_complete_) self->parse_request();
+      break;
+    case Phase::kTunnel:
+      self->to_upstream_.add_data(self->in_.data + self->in_.parsed, self->in_.filled - self->in_.parsed);
+      self->in_.parsed = self->in_.filled;
+      self->flush_to_upstream();
+      break;
+    default:
+      break;
+  }
+  self->update_reading();
+}
+
+void DownstreamConnection::parse_request() {
+  while (true) {
+    http::Parser::Result r = request_parser_.execute(in_.data, in_.parsed, in_.filled);
+    in_.parsed += r.consumed;
+    if (closed_) return;
+    switch (r.status) {
+      case http::Parser::Status::kOk:
+        if (request_parser_.in_head() && in_.space() == 0) {
+          size_t limit = listener_.config.max_request_headers_size + 1024;
+          if (in_.capacity >= limit) {
+            local_reply(LocalReason::kHeadersTooLarge, true);
+            return;
+          }
+          in_.grow(worker_.buffers(), std::min(in_.capacity * 2, limit));
+        }
+        break;
+      case http::Parser::Status::kPaused:
+      case http::Parser::Status::kUpgrade:
+        break;
+      case http::Parser::Status::kHeadTooLarge:
+        if (phase_ == Phase::kHead) local_reply(LocalReason::kHeadersTooLarge, true);
+        return;
+      case http::Parser::Status::kError:
+        log::debug("bad request").str("error", r.error).str("client", client_ip_);
+        if (phase_ == Phase::kHead || (phase_ == Phase::kProxying && !response_head_sent_ && !to_client_.in_flight())) {
+          if (upstream_ != nullptr) release_upstream(false);
+          local_reply(LocalReason::kBadRequest, true);
+        } else {
+          close();
+        }
+        return;
+    }
+    break;
+  }
+  if (phase_ == Phase::kProxying) flush_to_upstream();
+}
+
+http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::MessageHead& head) {
+  uv_timer_stop(&timer_);
+  start_us_ = now_us();
+  client_http10_ = head.version_major == 1 && head.version_minor == 0;
+  client_keep_alive_ = head.keep_alive;
+  request_head_request_ = head.is_head_method;
+  request_upgrade_ = head.upgrade && !head.is_connect_method;
+  request_complete_ = response_started_ = response_head_sent_ = response_complete_ = false;
+  response_interim_ = upstream_reusable_ = replayed_ = false;
+  response_status_ = 0;
+  keep_client_ = true;
+  route_index_ = -1;
+  route_stats_ = nullptr;
+  cluster_ = nullptr;
+  request_framing_ = head.chunked              ? http::BodyFraming::kChunked
+                     : head.has_content_length ? http::BodyFraming::kContentLength
+                                               : http::BodyFraming::kNone;
+  bool has_body = head.chunked || head.content_length > 0;
+
+  // The request id: the client's, or a new one.
+  const http::Header* rid = head.find("x-request-id");
+  bool add_request_id = true;
+  if (rid != nullptr && rid->value.length > 0 && rid->value.length < kMaxRequestIdSize &&
+      rid->value.length < sizeof request_id_) {
+    std::memcpy(request_id_, head.base + rid->value.offset, rid->value.length);
+    request_id_len_ = rid->value.length;
+    add_request_id = false;
+  } else {
+    worker_.new_request_id(request_id_);
+    request_id_len_ = 32;
+  }
+
+  if (head.is_connect_method) {
+    local_reply(LocalReason::kNotImplemented, true);
+    return http::ParserCallbacks::kPause;
+  }
+  RequestTarget target;
+  if (!split_target(head.str(head.target), &target)) {
+    local_reply(LocalReason::kBadRequest, true);
+    return http::ParserCallbacks::kPause;
+  }
+  char host_buf[256];
+  std::string_view host = request_host(head, target, host_buf, sizeof host_buf);
+  route_index_ = listener_.router.match(head, target, host);
+  if (route_index_ < 0) {
+    local_reply(LocalReason::kNoRoute, has_body);
+    return has_body ? http::ParserCallbacks::kPause : http::ParserCallbacks::kProceed;
+  }
+  const config::RouteConfig& route = listener_.config.routes[static_cast<size_t>(route_index_)];
+  route_stats_ = listener_.stats.routes[static_cast<size_t>(route_index_)].get();
+  cluster_ = &worker_.cluster(route.cluster_index);
+  phase_ = Phase::kProxying;
+
+  std::string_view path = head.str(head.target);
+  if (route.prefix_rewrite && route.match.path.kind == config::PathMatch::Kind::kPrefix) {
+    path_buf_.assign(*route.prefix_rewrite);
+    path_buf_.append(target.path.substr(route.match.path.value.size()));
+    path_buf_.append(target.query);
+    path = path_buf_;
+  } else if (!target.authority.empty()) {
+    path_buf_.assign(target.path);
+    path_buf_.append(target.query);
+    path = path_buf_;
+  }
+  http::UpstreamRequestHead how;
+  how.path = path;
+  how.client_address = client_ip_;
+  how.request_id = {request_id_, request_id_len_};
+  how.add_request_id = add_request_id;
+  how.upgrade = request_upgrade_;
+  how.framing = request_framing_;
+  to_upstream_.clear();
+  http::write_upstream_request(head, how, to_upstream_.head);
+  to_upstream_.add_head();
+  // Until the first response byte, keep what was sent so the request can go again on a new
+  // connection if a reused one turns out to be closed.
+  to_upstream_.set_keep_history(true);
+
+  if (route.timeout.count() > 0) {
+    uv_timer_start(&route_timer_, &DownstreamConnection::on_route_timer,
+                   static_cast<uint64_t>(route.timeout.count()), 0);
+  }
+  cluster_->stats.active_requests.add(1);
+  connect_upstream(false);
+  return http::ParserCallbacks::kProceed;
+}
+
+void DownstreamConnection::on_request_body(const char* data, size_t n) {
+  if (phase_ != Phase::kProxying) return;
+  if (request_framing_ == http::BodyFraming::kChunked) {
+    to_upstream_.add_chunk(data, n);
+  } else {
+    to_upstream_.add_data(data, n);
+  }
+}
+
+void DownstreamConnection::on_request_complete() {
+  request_complete_ = true;
+  if (phase_ == Phase::kProxying && request_framing_ == http::BodyFraming::kChunked && !request_upgrade_) {
+    to_upstream_.add_last_chunk();
+  }
+  if (phase_ == Phase::kLocalReply && !to_client_.in_flight()) {
+    // The reply was already written; the request's end was all we waited for. Defer: we are
+    // inside the parser.
+    uv_timer_start(&timer_, [](uv_timer_t* t) {
+      auto* self = static_cast<DownstreamConnection*>(t->data);
+      self->finish_exchange();
+    }, 0, 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream side of the exchange.
+
+void DownstreamConnection::connect_upstream(bool fresh_only) {
+  endpoint_ = cluster_->pick();
+  if (endpoint_ == nullptr) {
+    upstream_failed(LocalReason::kNoEndpoints, 0);
+    return;
+  }
+  if (!fresh_only) {
+    if (UpstreamConnection* idle = endpoint_->idle.pop_front()) {
+      cluster_->stats.idle_connections.add(-1);
+      cluster_->stats.active_connections.add(1);
+      idle->attach(this);
+      endpoint_->active_requests++;
+      use_upstream(idle);
+      return;
+    }
+  }
+  if (!cluster_->try_reserve_connection()) {
+    const config::PoolConfig& pool = cluster_->config().pool;
+    if (!cluster_->enqueue_waiter(this)) {
+      upstream_failed(LocalReason::kPoolExhausted, 0);
+      return;
+    }
+    waiting_for_pool_ = true;
+    uv_timer_start(&timer_, &DownstreamConnection::on_timer,
+                   static_cast<uint64_t>(pool.pending_timeout.count()), 0);
+    return;
+  }
+  auto* conn = new UpstreamConnection(worker_, *endpoint_);
+  endpoint_->active_requests++;
+  upstream_ = conn;
+  cluster_->stats.active_connections.add(1);
+  conn->connect(this, static_cast<uint64_t>(cluster_->config().connect_timeout.count()));
+}
+
+void DownstreamConnection::on_pool_capacity() {
+  if (!waiting_for_pool_) return;
+  waiting_for_pool_ = false;
+  uv_timer_stop(&timer_);
+  connect_upstream(false);
+}
+
+void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int status) {
+  if (status != 0) {
+    log::debug("upstream connect failed")
+        .str("endpoint", conn.pool().endpoint.address)
+        .str("error", uv_strerror(status));
+    cluster_->stats.connect_failures.inc();
+    upstream_ = nullptr;  // the connection closes itself
+    endpoint_->active_requests--;
+    cluster_->stats.active_connections.add(-1);
+    upstream_failed(LocalReason::kUpstreamConnectFailure, status);
+    return;
+  }
+  use_upstream(&conn);
+}
+
+void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
+  upstream_ = conn;
+  conn->count_request();
+  response_parser_.reset();
+  conn->start_reading();
+  flush_to_upstream();
+}
+
+void DownstreamConnection::flush_to_upstream() {
+  if (upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy) return;
+  if (to_upstream_.in_flight() || to_upstream_.empty()) return;
+  to_upstream_.req.data = this;
+  int rc = to_upstream_.flush(upstream_->stream(), &DownstreamConnection::on_upstream_written);
+  if (rc == 0) {
+    ++writes_in_flight_;
+  } else if (!try_replay()) {
+    upstream_failed(LocalReason::kUpstreamReset, rc);
+  }
+}
+
+void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
+  auto* self = static_cast<DownstreamConnection*>(req->data);
+  --self->writes_in_flight_;
+  self->to_upstream_.on_written();
+  if (self->closed_) {
+    self->maybe_free();
+    return;
+  }
+  if (status == UV_ECANCELED) return;  // we closed that connection ourselves
+  if (status < 0) {
+    if (self->phase_ == Phase::kTunnel) {
+      self->close();
+      return;
+    }
+    if (self->phase_ == Phase::kProxying && !self->response_started_) {
+      if (!self->try_replay()) self->upstream_failed(LocalReason::kUpstreamReset, status);
+    }
+    return;
+  }
+  // The bytes went out: the part of in_ they came from may be reused, unless it is kept for a
+  // possible replay (then only until the buffer fills up).
+  InputBuffer& in = self->in_;
+  if (self->phase_ == Phase::kTunnel || !self->request_complete_) {
+    if (self->to_upstream_.keep_history() && in.space() == 0) self->to_upstream_.set_keep_history(false);
+    if (!self->to_upstream_.keep_history() && in.parsed == in.filled) in.parsed = in.filled = 0;
+  }
+  if (self->phase_ == Phase::kProxying && !self->request_complete_ && !in.empty()) {
+    self->parse_request();
+  }
+  self->update_reading();
+}
+
+void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nread) {
+  if (nread > 0) {
+    conn.in.filled += static_cast<size_t>(nread);
+    if (phase_ == Phase::kTunnel) {
+      to_client_.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
+      conn.in.parsed = conn.in.filled;
+      flush_to_client();
+      return;
+    }
+    if (!response_started_) {
+      response_started_ = true;
+      to_upstream_.set_keep_history(false);
+    }
+    parse_response(conn);
+    return;
+  }
+  // The upstream closed or failed.
+  if (phase_ == Phase::kTunnel) {
+    if (to_client_.in_flight()) {
+      keep_client_ = false;
+      release_upstream(false);
+    } else {
+      close();
+    }
+    return;
+  }
+  if (response_started_ && !response_complete_ && nread == UV_EOF && response_parser_.needs_eof()) {
+    http::Parser::Result r = response_parser_.finish();  // completes a close-delimited body
+    if (r.status != http::Parser::Status::kError) {
+      upstream_reusable_ = false;
+      flush_to_client();
+      if (!to_client_.in_flight() && response_complete_) finish_exchange();
+      return;
+    }
+  }
+  if (!response_started_ && try_replay()) return;
+  log::debug("upstream closed").str("endpoint", conn.pool().endpoint.address)
+      .str("error", uv_strerror(static_cast<int>(nread))).boolean("response_started", response_started_);
+  upstream_failed(LocalReason::kUpstreamReset, static_cast<int>(nread));
+}
+
+void DownstreamConnection::parse_response(UpstreamConnection& conn) {
+  while (true) {
+    http::Parser::Result r = response_parser_.execute(conn.in.data, conn.in.parsed, conn.in.filled);
+    conn.in.parsed += r.consumed;
+    if (closed_) return;
+    if (r.status == http::Parser::Status::kPaused && response_interim_ && !response_complete_) {
+      // A 1xx ended; the final response follows.
+      response_parser_.resume();
+      continue;
+    }
+    if (r.status == http::Parser::Status::kUpgrade) {
+      start_tunnel();
+      return;
+    }
+    if (r.status == http::Parser::Status::kError || r.status == http::Parser::Status::kHeadTooLarge) {
+      log::debug("bad upstream response").str("endpoint", conn.pool().endpoint.address).str("error", r.error);
+      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+      return;
+    }
+    if (r.status == http::Parser::Status::kOk && response_parser_.in_head() && conn.in.space() == 0) {
+      if (conn.in.capacity >= kMaxResponseHeadSize + 1024) {
+        upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+        return;
+      }
+      conn.in.grow(worker_.buffers(), kMaxResponseHeadSize + 1024);
+    }
+    break;
+  }
+  flush_to_client();
+  if (to_client_.in_flight()) {
+    conn.stop_reading();
+  } else if (response_complete_) {
+    finish_exchange();
+  } else if (conn.in.parsed == conn.in.filled) {
+    conn.in.parsed = conn.in.filled = 0;
+  }
+}
+
+http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::MessageHead& head) {
+  response_status_ = head.status;
+  if (head.status >= 100 && head.status < 200 && head.status != 101) {
+    response_interim_ = true;
+    if (!client_http10_) {
+      // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.
+      std::string interim;
+      http::DownstreamResponseHead how;
+      how.framing = http::BodyFraming::kNone;
+      http::write_downstream_response(head, how, interim);
+      to_client_.add_framing(interim);
+    }
+    return http::ParserCallbacks::kProceed;
+  }
+  response_interim_ = false;
+  if (head.status == 101) {
+    if (!request_upgrade_) {
+      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+      return http::ParserCallbacks::kPause;
+    }
+    http::DownstreamResponseHead how;
+    how.upgrade = true;
+    how.framing = http::BodyFraming::kNone;
+    how.request_id = {request_id_, request_id_len_};
+    http::write_downstream_response(head, how, to_client_.head);
+    to_client_.add_head();
+    response_head_sent_ = true;
+    cluster_->stats.upstream_requests.inc(head.status);
+    return http::ParserCallbacks::kProceed;
+  }
+  if (request_head_request_ || head.status == 204 || head.status == 304) {
+    response_framing_ = http::BodyFraming::kNone;
+  } else if (head.has_content_length && !head.chunked) {
+    response_framing_ = http::BodyFraming::kContentLength;
+  } else {
+    response_framing_ = client_http10_ ? http::BodyFraming::kClose : http::BodyFraming::kChunked;
+  }
+  keep_client_ = keep_client_ && client_keep_alive_ && !client_eof_ && !draining_ && !worker_.draining() &&
+                 request_complete_ && response_framing_ != http::BodyFraming::kClose;
+  upstream_reusable_ = head.keep_alive;
+  if (upstream_ != nullptr) upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
+  http::DownstreamResponseHead how;
+  how.keep_alive = keep_client_;
+  how.http10_keep_alive = client_http10_ && keep_client_;
+  how.framing = response_framing_;
+  how.request_id = {request_id_, request_id_len_};
+  http::write_downstream_response(head, how, to_client_.head);
+  to_client_.add_head();
+  response_head_sent_ = true;
+  cluster_->stats.upstream_requests.inc(head.status);
+  return request_head_request_ ? http::ParserCallbacks::kNoBody : http::ParserCallbacks::kProceed;
+}
+
+void DownstreamConnection::on_response_body(const char* data, size_t n) {
+  if (response_framing_ == http::BodyFraming::kChunked) {
+    to_client_.add_chunk(data, n);
+  } else {
+    to_client_.add_data(data, n);
+  }
+}
+
+void DownstreamConnection::on_response_complete() {
+  if (response_interim_) return;
+  response_complete_ = true;
+  if (response_framing_ == http::BodyFraming::kChunked) to_client_.add_last_chunk();
+}
+
+bool DownstreamConnection::try_replay() {
+  // Only a reused connection that failed before any response byte, and only once: the upstream
+  // closed it while idle, so it never saw the request.
+  if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ ||
+      !to_upstream_.keep_history() || to_upstream_.in_flight()) {
+    return false;
+  }
+  replayed_ = true;
+  log::debug("reused upstream connection was closed; sending the request again on a new one")
+      .str("endpoint", upstream_->pool().endpoint.address);
+  UpstreamConnection* stale = upstream_;
+  upstream_ = nullptr;
+  endpoint_->active_requests--;
+  cluster_->stats.active_connections.add(-1);
+  stale->close();
+  to_upstream_.rewind();
+  connect_upstream(true);
+  return true;
+}
+
+void DownstreamConnection::release_upstream(bool reusable) {
+  if (upstream_ == nullptr) return;
+  UpstreamConnection* conn = upstream_;
+  upstream_ = nullptr;
+  endpoint_->active_requests--;
+  cluster_->stats.active_connections.add(-1);
+  const config::PoolConfig& pool = cluster_->config().pool;
+  bool ok = reusable && request_complete_ && response_complete_ && !to_upstream_.in_flight() &&
+            conn->in.empty() && !worker_.draining() &&
+            (pool.max_requests_per_connection == 0 || conn->requests() < pool.max_requests_per_connection);
+  if (ok) {
+    cluster_->stats.idle_connections.add(1);
+    conn->release(static_cast<uint64_t>(pool.idle_timeout.count()));
+  } else {
+    conn->close();
+  }
+}
+
+void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
+  if (upstream_ != nullptr) release_upstream(false);
+  if (cluster_ != nullptr && reason != LocalReason::kNoEndpoints) cluster_->stats.upstream_requests.inc(0);
+  if (response_head_sent_ || to_client_.in_flight()) {
+    // The client already has part of a response: all we can do is cut the connection, after
+    // what is queued.
+    keep_client_ = false;
+    flush_to_client();
+    if (!to_client_.in_flight()) close();
+    return;
+  }
+  local_reply(reason, !request_complete_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing to the client.
+
+void DownstreamConnection::flush_to_client() {
+  if (to_client_.in_flight() || to_client_.empty() || closed_) return;
+  to_client_.req.data = this;
+  int rc = to_client_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_client_written);
+  if (rc == 0) {
+    ++writes_in_flight_;
+  } else {
+    close();
+  }
+}
+
+void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
+  auto* self = static_cast<DownstreamConnection*>(req->data);
+  --self->writes_in_flight_;
+  self->to_client_.on_written();
+  if (self->closed_) {
+    self->maybe_free();
+    return;
+  }
+  if (status < 0) {
+    self->close();
+    return;
+  }
+  switch (self->phase_) {
+    case Phase::kLocalReply:
+      if (!self->keep_client_ || self->client_eof_) {
+        self->close();
+      } else if (self->request_complete_) {
+        self->finish_exchange();
+      }
+      return;
+    case Phase::kTunnel:
+      if (self->upstream_ == nullptr) {
+        self->close();
+        return;
+      }
+      self->upstream_->in.parsed = self->upstream_->in.filled = 0;
+      self->upstream_->start_reading();
+      return;
+    case Phase::kProxying:
+      break;
+    default:
+      return;
+  }
+  if (self->response_complete_) {
+    self->finish_exchange();
+    return;
+  }
+  if (self->upstream_ == nullptr) {
+    self->close();  // the upstream went away mid-response
+    return;
+  }
+  UpstreamConnection& conn = *self->upstream_;
+  if (conn.in.parsed == conn.in.filled) {
+    conn.in.parsed = conn.in.filled = 0;
+    conn.start_reading();
+  } else {
+    self->parse_response(conn);
+  }
+}
+
+void DownstreamConnection::local_reply(LocalReason reason, bool close_after) {
+  const LocalReasonInfo& r = info(reason);
+  log::debug("local reply").str("reason", r.token).num("status", r.status).str("client", client_ip_);
+  uv_timer_stop(&route_timer_);
+  if (waiting_for_pool_) {
+    cluster_->remove_waiter(this);
+    waiting_for_pool_ = false;
+  }
+  if (cluster_ != nullptr && phase_ == Phase::kProxying) cluster_->stats.active_requests.add(-1);
+  phase_ = Phase::kLocalReply;
+  response_status_ = r.status;
+  keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_eof_;
+  worker_.mutable_stats().local_replies[static_cast<size_t>(reason)].inc();
+  http::write_local_reply(r.status, r.token, keep_client_, {request_id_, request_id_len_},
+                          request_head_request_, to_client_.head);
+  to_client_.add_head();
+  flush_to_client();
+  update_reading();
+}
+
+void DownstreamConnection::finish_exchange() {
+  uv_timer_stop(&timer_);
+  uv_timer_stop(&route_timer_);
+  if (route_stats_ != nullptr) {
+    route_stats_->requests.inc(response_status_);
+    route_stats_->duration.observe_us(now_us() - start_us_);
+  }
+  if (phase_ == Phase::kProxying) {
+    release_upstream(upstream_reusable_);
+    cluster_->stats.active_requests.add(-1);
+  }
+  if (!request_complete_) keep_client_ = false;
+  to_upstream_.clear();
+  to_client_.clear();
+  phase_ = Phase::kIdle;
+  route_stats_ = nullptr;
+  cluster_ = nullptr;
+  endpoint_ = nullptr;
+  if (!keep_client_ || client_eof_ || draining_ || worker_.draining()) {
+    close();
+    return;
+  }
+  request_parser_.resume();
+  if (!in_.empty()) {
+    in_.compact();
+    phase_ = Phase::kHead;
+    arm_headers_timer();
+    parse_request();
+  } else {
+    in_.release(worker_.buffers());
+    arm_idle_timer();
+  }
+  if (!closed_) update_reading();
+}
+
+void DownstreamConnection::start_tunnel() {
+  phase_ = Phase::kTunnel;
+  uv_timer_stop(&route_timer_);
+  to_upstream_.set_keep_history(false);
+  // Bytes that followed the heads on either side are already tunnel data.
+  if (!in_.empty()) {
+    to_upstream_.add_data(in_.data + in_.parsed, in_.filled - in_.parsed);
+    in_.parsed = in_.filled;
+  }
+  UpstreamConnection& conn = *upstream_;
+  if (!conn.in.empty()) {
+    to_client_.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
+    conn.in.parsed = conn.in.filled;
+  }
+  flush_to_client();
+  if (to_client_.in_flight()) conn.stop_reading();
+  flush_to_upstream();
+  update_reading();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers, reading control, drain and lifetime.
+
+void DownstreamConnection::arm_idle_timer() {
+  uv_timer_start(&timer_, &DownstreamConnection::on_timer,
+                 static_cast<uint64_t>(listener_.config.idle_timeout.count()), 0);
+}
+
+void DownstreamConnection::arm_headers_timer() {
+  uv_timer_start(&timer_, &DownstreamConnection::on_timer,
+                 static_cast<uint64_t>(listener_.config.request_headers_timeout.count()), 0);
+}
+
+void DownstreamConnection::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<DownstreamConnection*>(t->data);
+  if (self->waiting_for_pool_) {
+    self->cluster_->remove_waiter(self);
+    self->waiting_for_pool_ = false;
+    self->local_reply(LocalReason::kPoolTimeout, !self->request_complete_);
+    return;
+  }
+  switch (self->phase_) {
+    case Phase::kIdle:
+      self->close();
+      return;
+    case Phase::kHead:
+      self->local_reply(LocalReason::kRequestHeadersTimeout, true);
+      return;
+    default:
+      return;
+  }
+}
+
+void DownstreamConnection::on_route_timer(uv_timer_t* t) {
+  auto* self = static_cast<DownstreamConnection*>(t->data);
+  if (self->phase_ != Phase::kProxying) return;
+  if (self->waiting_for_pool_) {
+    self->cluster_->remove_waiter(self);
+    self->waiting_for_pool_ = false;
+    uv_timer_stop(&self->timer_);
+  }
+  self->upstream_failed(LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+}
+
+void DownstreamConnection::update_reading() {
+  if (closed_) return;
+  bool want = false;
+  switch (phase_) {
+    case Phase::kIdle:
+    case Phase::kHead:
+      want = true;
+      break;
+    case Phase::kProxying:
+      want = request_complete_ || !to_upstream_.in_flight();
+      break;
+    case Phase::kTunnel:
+      want = !to_upstream_.in_flight();
+      break;
+    default:
+      want = false;
+  }
+  if (client_eof_) want = false;
+  if (in_.has_storage() && in_.space() == 0) want = false;
+  if (want && !reading_) {
+    reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_alloc,
+                             &DownstreamConnection::on_read) == 0;
+  } else if (!want && reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+}
+
+void DownstreamConnection::drain() {
+  draining_ = true;
+  if (phase_ == Phase::kIdle) close();
+}
+
+void DownstreamConnection::abort() { close(); }
+
+void DownstreamConnection::close() {
+  if (closed_) return;
+  closed_ = true;
+  phase_ = Phase::kClosing;
+  if (waiting_for_pool_) {
+    cluster_->remove_waiter(this);
+    waiting_for_pool_ = false;
+  }
+  if (upstream_ != nullptr) {
+    UpstreamConnection* conn = upstream_;
+    upstream_ = nullptr;
+    endpoint_->active_requests--;
+    cluster_->stats.active_connections.add(-1);
+    conn->close();
+  }
+  if (cluster_ != nullptr) {
+    cluster_->stats.active_requests.add(-1);
+    cluster_ = nullptr;
+  }
+  worker_.connection_closed(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &DownstreamConnection::on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&route_timer_), &DownstreamConnection::on_closed);
+}
+
+void DownstreamConnection::on_closed(uv_handle_t* h) {
+  auto* self = static_cast<DownstreamConnection*>(h->data);
+  --self->open_handles_;
+  self->maybe_free();
+}
+
+void DownstreamConnection::maybe_free() {
+  if (open_handles_ > 0 || writes_in_flight_ > 0) return;
+  in_.release(worker_.buffers());
+  delete this;
+}
+
+}  // namespace bulwark

@@ -1,0 +1,168 @@
+#pragma once
+// A client connection and the exchange (request + response) it is currently carrying.
+//
+// Data flows in two directions, each with one Outbox and at most one write in flight:
+//   request:  client socket -> in_ -> request parser -> to_upstream_ -> upstream socket
+//   response: upstream socket -> upstream.in -> response parser -> to_client_ -> client socket
+// A direction's reader is stopped while its Outbox has a write in flight (the Outbox points into
+// the reader's buffer), so a fast sender facing a slow receiver is paused and memory per
+// connection stays bounded. Requests on one connection are handled one at a time; pipelined
+// requests wait, unparsed, in in_ and are answered in order.
+//
+// Lifetime: the object frees itself once its handles are closed and no write it issued is in
+// flight (libuv may still call those back after close).
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "proxy/buffer.h"
+#include "proxy/codec.h"
+#include "proxy/headers.h"
+#include "proxy/outbox.h"
+#include "proxy/reasons.h"
+#include "proxy/router.h"
+#include "proxy/upstream.h"
+
+namespace bulwark {
+
+class Worker;
+struct ListenerContext;
+class WorkerCluster;
+struct RouteStats;
+
+class DownstreamConnection : public UpstreamConnection::Owner {
+ public:
+  DownstreamConnection(Worker& worker, ListenerContext& listener);
+  DownstreamConnection(const DownstreamConnection&) = delete;
+  DownstreamConnection& operator=(const DownstreamConnection&) = delete;
+
+  // Accepts the pending connection of `server` and starts reading. False if accept failed
+  // (the object then closes itself).
+  bool accept(uv_stream_t* server);
+  // Drain: an idle connection closes now; a busy one closes after its current response.
+  void drain();
+  // Closes at once (shutdown of the worker).
+  void abort();
+  // A connection slot of the cluster this connection waits on became free.
+  void on_pool_capacity();
+
+  size_t worker_slot = 0;  // index in the worker's connection list
+
+ private:
+  // UpstreamConnection::Owner
+  void on_upstream_connected(UpstreamConnection& conn, int status) override;
+  void on_upstream_read(UpstreamConnection& conn, ssize_t nread) override;
+
+  // Request side.
+  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  void parse_request();
+  http::ParserCallbacks::HeadAction on_request_head(http::MessageHead& head);
+  void on_request_body(const char* data, size_t n);
+  void on_request_complete();
+  void start_exchange(http::MessageHead& head);
+
+  // Upstream side.
+  void connect_upstream(bool fresh_only);
+  void use_upstream(UpstreamConnection* conn);
+  void flush_to_upstream();
+  static void on_upstream_written(uv_write_t* req, int status);
+  void parse_response(UpstreamConnection& conn);
+  http::ParserCallbacks::HeadAction on_response_head(http::MessageHead& head);
+  void on_response_body(const char* data, size_t n);
+  void on_response_complete();
+  void upstream_failed(LocalReason reason, int err);
+  bool try_replay();
+  void release_upstream(bool reusable);
+
+  // Client side output.
+  void flush_to_client();
+  static void on_client_written(uv_write_t* req, int status);
+  void local_reply(LocalReason reason, bool close_after);
+  void finish_exchange();
+  void start_tunnel();
+
+  // Timers and lifetime.
+  void arm_idle_timer();
+  void arm_headers_timer();
+  static void on_timer(uv_timer_t* t);
+  static void on_route_timer(uv_timer_t* t);
+  void update_reading();
+  void close();
+  static void on_closed(uv_handle_t* h);
+  void maybe_free();
+
+  struct RequestCallbacks : http::ParserCallbacks {
+    DownstreamConnection* self;
+    HeadAction on_head(http::MessageHead& h) override { return self->on_request_head(h); }
+    void on_body(const char* d, size_t n) override { self->on_request_body(d, n); }
+    void on_message_complete() override { self->on_request_complete(); }
+  };
+  struct ResponseCallbacks : http::ParserCallbacks {
+    DownstreamConnection* self;
+    HeadAction on_head(http::MessageHead& h) override { return self->on_response_head(h); }
+    void on_body(const char* d, size_t n) override { self->on_response_body(d, n); }
+    void on_message_complete() override { self->on_response_complete(); }
+  };
+
+  enum class Phase {
+    kIdle,        // between requests (or before the first)
+    kHead,        // reading a request head
+    kLocalReply,  // writing a reply of our own
+    kProxying,    // an exchange with an upstream is under way
+    kTunnel,      // after 101: raw bytes both ways
+    kClosing,
+  };
+
+  Worker& worker_;
+  ListenerContext& listener_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;        // idle / request headers / pool wait
+  uv_timer_t route_timer_;  // the route's whole-request timeout
+  int open_handles_ = 0;
+  int writes_in_flight_ = 0;
+  RequestCallbacks request_callbacks_;
+  ResponseCallbacks response_callbacks_;
+  http::Parser request_parser_;
+  http::Parser response_parser_;
+  InputBuffer in_;
+  Outbox to_upstream_;
+  Outbox to_client_;
+  char client_ip_[48] = {0};
+  Phase phase_ = Phase::kIdle;
+  bool reading_ = false;
+  bool client_eof_ = false;
+  bool draining_ = false;
+  bool closed_ = false;
+
+  // The current exchange.
+  int route_index_ = -1;
+  WorkerCluster* cluster_ = nullptr;
+  RouteStats* route_stats_ = nullptr;
+  EndpointPool* endpoint_ = nullptr;
+  UpstreamConnection* upstream_ = nullptr;
+  bool waiting_for_pool_ = false;
+  bool request_complete_ = false;
+  bool request_head_request_ = false;  // HEAD: the response has no body
+  bool request_upgrade_ = false;
+  bool client_keep_alive_ = true;
+  bool client_http10_ = false;
+  bool response_started_ = false;   // any response byte arrived from the upstream
+  bool response_head_sent_ = false; // a final response head was queued for the client
+  bool response_complete_ = false;
+  bool response_interim_ = false;   // the message being parsed is a 1xx
+  bool keep_client_ = true;         // keep the client connection after this response
+  bool upstream_reusable_ = false;
+  bool replayed_ = false;
+  http::BodyFraming request_framing_ = http::BodyFraming::kNone;
+  http::BodyFraming response_framing_ = http::BodyFraming::kNone;
+  int response_status_ = 0;
+  uint64_t start_us_ = 0;
+  char request_id_[40] = {0};
+  size_t request_id_len_ = 0;
+  std::string path_buf_;  // the rewritten path when prefix_rewrite applies
+};
+
+}  // namespace bulwark

@@ -1,0 +1,67 @@
+#pragma once
+// Header rewriting between the two sides of the proxy (RFC 9110 7.6, RFC 9112).
+//
+// bulwark removes hop-by-hop headers (Connection and every name it lists, Keep-Alive, TE,
+// Trailer, Transfer-Encoding, Upgrade unless tunnelling, Proxy-Connection), re-frames bodies
+// itself, and adds the forwarding headers. Heads are written into a caller-owned std::string
+// whose capacity is reused from request to request.
+
+#include <string>
+#include <string_view>
+
+#include "proxy/codec.h"
+
+namespace bulwark::http {
+
+bool iequals(std::string_view a, std::string_view b);
+std::string_view reason_phrase(int status);
+
+// What the Connection header(s) of a message say, beyond the version defaults.
+struct ConnectionOptions {
+  bool close = false;
+  bool keep_alive = false;
+  bool upgrade = false;
+};
+ConnectionOptions parse_connection(const MessageHead& head);
+// True if the header must not be forwarded (always-hop-by-hop, or named in Connection).
+bool is_hop_by_hop(const MessageHead& head, std::string_view name);
+
+// How the body of an outgoing message is framed.
+enum class BodyFraming {
+  kNone,           // no body (HEAD response, 1xx, 204, 304, bodiless request)
+  kContentLength,  // the Content-Length is passed through
+  kChunked,        // bulwark writes chunked framing
+  kClose,          // the body ends when bulwark closes the connection (HTTP/1.0 peer)
+};
+
+struct UpstreamRequestHead {
+  std::string_view path;            // the request-target to send (after prefix_rewrite)
+  std::string_view client_address;  // appended to X-Forwarded-For
+  std::string_view request_id;      // the request's id, kept or generated
+  bool add_request_id = false;      // the request had no X-Request-Id
+  bool upgrade = false;             // forward Upgrade and Connection: upgrade
+  BodyFraming framing = BodyFraming::kNone;
+};
+void write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,
+                            std::string& out);
+
+struct DownstreamResponseHead {
+  bool keep_alive = true;          // false: add Connection: close
+  bool http10_keep_alive = false;  // an HTTP/1.0 client that asked to keep the connection
+  bool upgrade = false;            // 101: forward Upgrade and Connection: upgrade
+  BodyFraming framing = BodyFraming::kContentLength;
+  std::string_view request_id;     // added as X-Request-Id if the response has none
+};
+void write_downstream_response(const MessageHead& response, const DownstreamResponseHead& how,
+                               std::string& out);
+
+// A local reply: status, x-bulwark-reason token, a short text body.
+void write_local_reply(int status, std::string_view reason_token, bool keep_alive,
+                       std::string_view request_id, bool head_request, std::string& out);
+
+// Chunk framing: "1f4\r\n" before `size` bytes of data (the data is followed by "\r\n").
+size_t write_chunk_header(char* out, size_t size);  // out needs 20 bytes
+inline constexpr std::string_view kChunkEnd = "\r\n";
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+}  // namespace bulwark::http

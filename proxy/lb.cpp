@@ -1,0 +1,71 @@
+#include "proxy/lb.h"
+
+namespace bulwark {
+
+FastRandom::FastRandom(uint64_t seed) {
+  // splitmix64 to spread any seed over both words.
+  auto mix = [](uint64_t& x) {
+    uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  s0_ = mix(seed);
+  s1_ = mix(seed);
+}
+
+uint64_t FastRandom::next() {
+  uint64_t x = s0_;
+  const uint64_t y = s1_;
+  s0_ = y;
+  x ^= x << 23;
+  s1_ = x ^ y ^ (x >> 17) ^ (y >> 26);
+  return s1_ + y;
+}
+
+size_t LoadBalancer::pick(std::vector<LbCandidate>& c, FastRandom& random) {
+  const size_t n = c.size();
+  if (n == 1) return 0;
+  switch (policy_) {
+    case config::LbPolicy::kRoundRobin: {
+      bool equal = true;
+      int64_t total = 0;
+      for (const LbCandidate& x : c) {
+        total += x.weight;
+        equal = equal && x.weight == c[0].weight;
+      }
+      if (equal) return next_++ % n;
+      // Smooth weighted round robin (as nginx): spreads a heavy endpoint's turns evenly.
+      size_t best = 0;
+      for (size_t i = 0; i < n; ++i) {
+        c[i].current_weight += c[i].weight;
+        if (c[i].current_weight > c[best].current_weight) best = i;
+      }
+      c[best].current_weight -= total;
+      return best;
+    }
+    case config::LbPolicy::kLeastRequest: {
+      // Power of two choices: two distinct random candidates, the less loaded wins.
+      size_t a = random.below(static_cast<uint32_t>(n));
+      size_t b = random.below(static_cast<uint32_t>(n - 1));
+      if (b >= a) ++b;
+      // Weight scales capacity: compare active/weight without division.
+      uint64_t la = static_cast<uint64_t>(c[a].active_requests) * c[b].weight;
+      uint64_t lb = static_cast<uint64_t>(c[b].active_requests) * c[a].weight;
+      return lb < la ? b : a;
+    }
+    case config::LbPolicy::kRandom: {
+      uint64_t total = 0;
+      for (const LbCandidate& x : c) total += x.weight;
+      uint64_t r = random.next() % total;
+      for (size_t i = 0; i < n; ++i) {
+        if (r < c[i].weight) return i;
+        r -= c[i].weight;
+      }
+      return n - 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace bulwark

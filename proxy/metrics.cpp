@@ -1,0 +1,153 @@
+#include "proxy/metrics.h"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+namespace bulwark {
+
+void LocalHistogram::observe_us(uint64_t micros) {
+  size_t i = 0;
+  // Bounds are in seconds; compare in microseconds.
+  static constexpr auto kBoundsUs = [] {
+    std::array<uint64_t, kBounds.size()> us{};
+    for (size_t k = 0; k < kBounds.size(); ++k) us[k] = static_cast<uint64_t>(kBounds[k] * 1e6 + 0.5);
+    return us;
+  }();
+  while (i < kBoundsUs.size() && micros > kBoundsUs[i]) ++i;
+  buckets_[i].inc();
+  sum_us_.inc(micros);
+}
+
+WorkerStats::WorkerStats(const config::Config& config) {
+  for (const auto& l : config.listeners) {
+    auto ls = std::make_unique<ListenerStats>();
+    for (size_t i = 0; i < l.routes.size(); ++i) ls->routes.push_back(std::make_unique<RouteStats>());
+    listeners.push_back(std::move(ls));
+  }
+  for (size_t i = 0; i < config.clusters.size(); ++i) clusters.push_back(std::make_unique<ClusterStats>());
+}
+
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily family(const char* name, const char* help, MetricType type) {
+  MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  return f;
+}
+
+ClientMetric labelled(std::vector<prometheus::ClientMetric::Label> labels) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  return m;
+}
+
+void add_counter(MetricFamily& f, std::vector<ClientMetric::Label> labels, uint64_t value) {
+  ClientMetric m = labelled(std::move(labels));
+  m.counter.value = static_cast<double>(value);
+  f.metric.push_back(std::move(m));
+}
+
+void add_gauge(MetricFamily& f, std::vector<ClientMetric::Label> labels, double value) {
+  ClientMetric m = labelled(std::move(labels));
+  m.gauge.value = value;
+  f.metric.push_back(std::move(m));
+}
+
+std::string code_label(int code) { return code == 0 ? "none" : std::to_string(code); }
+
+}  // namespace
+
+std::string render_metrics(const config::Config& config,
+                           const std::vector<const WorkerStats*>& workers) {
+  std::vector<MetricFamily> out;
+
+  auto requests = family("bulwark_requests_total",
+                         "Downstream requests by listener, route and response status.",
+                         MetricType::Counter);
+  auto duration = family("bulwark_request_duration_seconds",
+                         "Time from the request head to the end of the response.",
+                         MetricType::Histogram);
+  auto downstream = family("bulwark_downstream_connections",
+                           "Open client connections by listener.", MetricType::Gauge);
+  for (size_t li = 0; li < config.listeners.size(); ++li) {
+    const auto& l = config.listeners[li];
+    int64_t conns = 0;
+    for (const WorkerStats* w : workers) conns += w->listeners[li]->connections.value();
+    add_gauge(downstream, {{"listener", l.name}}, static_cast<double>(conns));
+    for (size_t ri = 0; ri < l.routes.size(); ++ri) {
+      const auto& r = l.routes[ri];
+      for (int code = 0; code < StatusCounters::kMax; ++code) {
+        uint64_t n = 0;
+        for (const WorkerStats* w : workers) n += w->listeners[li]->routes[ri]->requests.codes[code].value();
+        if (n > 0) add_counter(requests, {{"listener", l.name}, {"route", r.name}, {"code", code_label(code)}}, n);
+      }
+      ClientMetric h = labelled({{"listener", l.name}, {"route", r.name}});
+      uint64_t cumulative = 0;
+      uint64_t sum_us = 0;
+      for (size_t b = 0; b <= LocalHistogram::kBounds.size(); ++b) {
+        for (const WorkerStats* w : workers) cumulative += w->listeners[li]->routes[ri]->duration.bucket(b);
+        if (b < LocalHistogram::kBounds.size()) {
+          h.histogram.bucket.push_back({cumulative, LocalHistogram::kBounds[b]});
+        } else {
+          h.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
+        }
+      }
+      for (const WorkerStats* w : workers) sum_us += w->listeners[li]->routes[ri]->duration.sum_us();
+      h.histogram.sample_count = cumulative;
+      h.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
+      duration.metric.push_back(std::move(h));
+    }
+  }
+
+  auto upstream = family("bulwark_upstream_requests_total",
+                         "Requests sent upstream by cluster and response status (none: no response).",
+                         MetricType::Counter);
+  auto connections = family("bulwark_upstream_connections",
+                            "Upstream connections by cluster and state.", MetricType::Gauge);
+  auto active = family("bulwark_upstream_active_requests",
+                       "Requests in flight to the cluster.", MetricType::Gauge);
+  auto connect_failures = family("bulwark_upstream_connect_failures_total",
+                                 "Upstream connection attempts that failed.", MetricType::Counter);
+  for (size_t ci = 0; ci < config.clusters.size(); ++ci) {
+    const std::string& name = config.clusters[ci].name;
+    int64_t act = 0, idle = 0, reqs = 0;
+    uint64_t failures = 0;
+    for (const WorkerStats* w : workers) {
+      act += w->clusters[ci]->active_connections.value();
+      idle += w->clusters[ci]->idle_connections.value();
+      reqs += w->clusters[ci]->active_requests.value();
+      failures += w->clusters[ci]->connect_failures.value();
+    }
+    add_gauge(connections, {{"cluster", name}, {"state", "active"}}, static_cast<double>(act));
+    add_gauge(connections, {{"cluster", name}, {"state", "idle"}}, static_cast<double>(idle));
+    add_gauge(active, {{"cluster", name}}, static_cast<double>(reqs));
+    add_counter(connect_failures, {{"cluster", name}}, failures);
+    for (int code = 0; code < StatusCounters::kMax; ++code) {
+      uint64_t n = 0;
+      for (const WorkerStats* w : workers) n += w->clusters[ci]->upstream_requests.codes[code].value();
+      if (n > 0) add_counter(upstream, {{"cluster", name}, {"code", code_label(code)}}, n);
+    }
+  }
+
+  auto local = family("bulwark_local_replies_total",
+                      "Replies bulwark generated itself, by reason token.", MetricType::Counter);
+  for (size_t r = 0; r < static_cast<size_t>(LocalReason::kCount); ++r) {
+    uint64_t n = 0;
+    for (const WorkerStats* w : workers) n += w->local_replies[r].value();
+    add_counter(local, {{"reason", std::string(kLocalReasons[r].token)}}, n);
+  }
+
+  for (auto* f : {&requests, &duration, &downstream, &upstream, &connections, &active,
+                  &connect_failures, &local}) {
+    out.push_back(std::move(*f));
+  }
+  return prometheus::TextSerializer().Serialize(out);
+}
+
+}  // namespace bulwark

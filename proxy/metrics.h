@@ -1,0 +1,91 @@
+#pragma once
+// Statistics. Each worker owns its own counters (created when the config is applied, reached
+// by pointer on the request path, never looked up by label), and only that worker writes them:
+// an increment is a relaxed load and store, no lock and no contended cache line. The admin
+// listener sums the workers' values when Prometheus scrapes, and serialises them with
+// prometheus-cpp's TextSerializer.
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "proxy/reasons.h"
+
+namespace bulwark {
+
+// Written by one thread, read by any.
+class LocalCounter {
+ public:
+  void inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  uint64_t value() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+class LocalGauge {
+ public:
+  void add(int64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  int64_t value() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> v_{0};
+};
+
+// Request durations from 0.5 ms to 30 s.
+class LocalHistogram {
+ public:
+  static constexpr std::array<double, 15> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                     0.025,  0.05,  0.1,    0.25,  0.5,
+                                                     1,      2.5,   5,      10,    30};
+  void observe_us(uint64_t micros);
+  uint64_t bucket(size_t i) const { return buckets_[i].value(); }  // not cumulative; i <= 15
+  uint64_t sum_us() const { return sum_us_.value(); }
+
+ private:
+  std::array<LocalCounter, kBounds.size() + 1> buckets_;  // last: +Inf
+  LocalCounter sum_us_;
+};
+
+// Responses by exact status code 100..599 (anything else counts as 0: "no response").
+struct StatusCounters {
+  static constexpr int kMax = 600;
+  void inc(int status) { codes[status >= 100 && status < kMax ? status : 0].inc(); }
+  std::array<LocalCounter, kMax> codes;
+};
+
+struct RouteStats {
+  StatusCounters requests;
+  LocalHistogram duration;
+};
+
+struct ClusterStats {
+  StatusCounters upstream_requests;
+  LocalGauge active_connections;
+  LocalGauge idle_connections;
+  LocalGauge active_requests;
+  LocalCounter connect_failures;
+};
+
+struct ListenerStats {
+  LocalGauge connections;
+  std::vector<std::unique_ptr<RouteStats>> routes;  // index as ListenerConfig::routes
+};
+
+// Everything one worker counts, shaped like the config it was created from.
+struct WorkerStats {
+  explicit WorkerStats(const config::Config& config);
+  std::vector<std::unique_ptr<ListenerStats>> listeners;  // index as Config::listeners
+  std::vector<std::unique_ptr<ClusterStats>> clusters;    // index as Config::clusters
+  std::array<LocalCounter, static_cast<size_t>(LocalReason::kCount)> local_replies;
+};
+
+// Prometheus text exposition of the sum over `workers`.
+std::string render_metrics(const config::Config& config,
+                           const std::vector<const WorkerStats*>& workers);
+
+}  // namespace bulwark

@@ -1,0 +1,80 @@
+#include "proxy/outbox.h"
+
+#include "proxy/headers.h"
+
+namespace bulwark {
+
+void Outbox::add_data(const char* p, size_t n) {
+  if (n == 0) return;
+  segments_.push_back({p, kData, static_cast<uint32_t>(n)});
+  pending_bytes_ += n;
+}
+
+void Outbox::add_framing(std::string_view s) {
+  segments_.push_back({nullptr, static_cast<uint32_t>(framing_.size()), static_cast<uint32_t>(s.size())});
+  framing_.append(s);
+  pending_bytes_ += s.size();
+}
+
+void Outbox::add_chunk(const char* p, size_t n) {
+  if (n == 0) return;  // a zero-size chunk would end the body
+  char size_line[20];
+  add_framing({size_line, http::write_chunk_header(size_line, n)});
+  add_data(p, n);
+  add_framing(http::kChunkEnd);
+}
+
+void Outbox::add_last_chunk() { add_framing(http::kLastChunk); }
+
+int Outbox::flush(uv_stream_t* stream, uv_write_cb cb) {
+  bufs_.clear();
+  for (size_t i = first_unsent_; i < segments_.size(); ++i) {
+    const Segment& s = segments_[i];
+    const char* p = s.offset == kHead ? head.data() : s.offset == kData ? s.data : framing_.data() + s.offset;
+    size_t len = s.offset == kHead ? head.size() : s.length;
+    if (len > 0) bufs_.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
+  }
+  flushed_until_ = segments_.size();
+  if (bufs_.empty()) {
+    first_unsent_ = flushed_until_;
+    pending_bytes_ = 0;
+    return 0;
+  }
+  int rc = uv_write(&req, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()), cb);
+  if (rc == 0) in_flight_ = true;
+  return rc;
+}
+
+void Outbox::on_written() {
+  in_flight_ = false;
+  total_bytes_ += pending_bytes_;
+  pending_bytes_ = 0;
+  first_unsent_ = flushed_until_;
+  if (!keep_history_) {
+    segments_.clear();
+    framing_.clear();
+    first_unsent_ = flushed_until_ = 0;
+    total_bytes_ = 0;
+  }
+}
+
+void Outbox::clear() {
+  segments_.clear();
+  framing_.clear();
+  head.clear();
+  first_unsent_ = flushed_until_ = 0;
+  pending_bytes_ = total_bytes_ = 0;
+  keep_history_ = false;
+}
+
+void Outbox::set_keep_history(bool keep) {
+  keep_history_ = keep;
+  if (!keep && !in_flight_ && first_unsent_ > 0) {
+    // Drop what was already written; keep what is still to go.
+    segments_.erase(segments_.begin(), segments_.begin() + static_cast<long>(first_unsent_));
+    first_unsent_ = flushed_until_ = 0;
+    total_bytes_ = 0;
+  }
+}
+
+}  // namespace bulwark

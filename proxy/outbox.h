@@ -1,0 +1,71 @@
+#pragma once
+// The bytes one side is about to write: a message head, body data that still lives in the other
+// side's read buffer (no copy), and chunk framing, sent together with one uv_write.
+//
+// While a write is in flight nothing may be added (the producer is paused: its reader is
+// stopped), which is what bounds memory per connection. With `keep_history` the segments stay
+// after they were written, so the whole request can be sent again on a new connection
+// (the upstream closed an idle connection just as we reused it).
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bulwark {
+
+class Outbox {
+ public:
+  std::string head;  // filled by the caller, then add_head()
+
+  bool empty() const { return first_unsent_ == segments_.size(); }
+  bool in_flight() const { return in_flight_; }
+  size_t bytes_pending() const { return pending_bytes_; }
+
+  void add_head() { segments_.push_back({nullptr, kHead, static_cast<uint32_t>(head.size())}); pending_bytes_ += head.size(); }
+  void add_data(const char* p, size_t n);
+  void add_framing(std::string_view s);
+  // One chunk of chunked encoding around data p[0, n).
+  void add_chunk(const char* p, size_t n);
+  void add_last_chunk();
+
+  // Writes everything not yet written. `req.data` must be set by the caller. Returns 0 or a
+  // libuv error (then nothing is in flight).
+  int flush(uv_stream_t* stream, uv_write_cb cb);
+  // Called from the write callback.
+  void on_written();
+  // Forgets everything (and the history).
+  void clear();
+  // Makes everything (from the head on) unsent again, to send it on another connection.
+  void rewind() {
+    first_unsent_ = 0;
+    pending_bytes_ += total_bytes_;
+    total_bytes_ = 0;
+  }
+  void set_keep_history(bool keep);
+  bool keep_history() const { return keep_history_; }
+
+  uv_write_t req;
+
+ private:
+  static constexpr uint32_t kHead = UINT32_MAX;
+  static constexpr uint32_t kData = UINT32_MAX - 1;
+  struct Segment {
+    const char* data;  // kData: the bytes
+    uint32_t offset;   // kHead, kData, or an offset into framing_
+    uint32_t length;
+  };
+  std::vector<Segment> segments_;
+  std::vector<uv_buf_t> bufs_;
+  std::string framing_;
+  size_t first_unsent_ = 0;
+  size_t flushed_until_ = 0;
+  size_t pending_bytes_ = 0;
+  size_t total_bytes_ = 0;
+  bool in_flight_ = false;
+  bool keep_history_ = false;
+};
+
+}  // namespace bulwark

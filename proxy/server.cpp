@@ -1,0 +1,397 @@
+#include "proxy/server.h"
+
+#include <netdb.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <csignal>
+#include <thread>
+
+#include "config/json.h"
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+#include "proxy/net.h"
+
+namespace bulwark {
+
+// Keeps one cluster's endpoint set current: IP literals are used as they are; DNS names are
+// resolved with uv_getaddrinfo (on libuv's thread pool, never blocking a loop) at start and
+// every dns_refresh, and a changed answer is published to the workers.
+class ClusterResolver {
+ public:
+  ClusterResolver(Server& server, uv_loop_t* loop, ClusterState& cluster)
+      : server_(server), loop_(loop), cluster_(cluster) {
+    const auto& eps = cluster.config.endpoints;
+    answers_.resize(eps.size());
+    for (size_t i = 0; i < eps.size(); ++i) {
+      if (!eps[i].address.is_ip) {
+        has_names_ = true;
+        continue;
+      }
+      Endpoint e;
+      e.name = eps[i].address.text();
+      to_sockaddr(eps[i].address, &e.sockaddr);
+      e.address = format_sockaddr(e.sockaddr);
+      e.weight = eps[i].weight;
+      answers_[i].push_back(e);
+    }
+    uv_timer_init(loop, &timer_);
+    timer_.data = this;
+  }
+
+  // Publishes the IP literals now and starts resolving names.
+  void start() {
+    publish();
+    if (has_names_) resolve_all();
+  }
+
+  void stop() {
+    stopped_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  }
+
+ private:
+  struct Lookup {
+    uv_getaddrinfo_t req;
+    ClusterResolver* self;
+    size_t index;
+  };
+
+  void resolve_all() {
+    const auto& eps = cluster_.config.endpoints;
+    for (size_t i = 0; i < eps.size(); ++i) {
+      if (eps[i].address.is_ip) continue;
+      auto* l = new Lookup{{}, this, i};
+      l->req.data = l;
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      ++outstanding_;
+      int rc = uv_getaddrinfo(loop_, &l->req, &ClusterResolver::on_resolved, eps[i].address.host.c_str(),
+                              std::to_string(eps[i].address.port).c_str(), &hints);
+      if (rc != 0) {
+        --outstanding_;
+        log::warn("dns lookup failed").str("cluster", cluster_.config.name).str("name", eps[i].address.text())
+            .str("error", uv_strerror(rc));
+        delete l;
+      }
+    }
+    if (outstanding_ == 0) schedule();
+  }
+
+  static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+    auto* l = static_cast<Lookup*>(req->data);
+    ClusterResolver* self = l->self;
+    size_t i = l->index;
+    delete l;
+    const config::EndpointConfig& ep = self->cluster_.config.endpoints[i];
+    if (status == 0) {
+      std::vector<Endpoint> found;
+      for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+        Endpoint e;
+        e.name = ep.address.text();
+        std::memcpy(&e.sockaddr, a->ai_addr, a->ai_addrlen);
+        e.address = format_sockaddr(e.sockaddr);
+        e.weight = ep.weight;
+        bool dup = std::any_of(found.begin(), found.end(), [&](const Endpoint& f) { return f.address == e.address; });
+        if (!dup) found.push_back(e);
+      }
+      self->answers_[i] = std::move(found);
+    } else {
+      // Keep the last good answer.
+      log::warn("dns lookup failed").str("cluster", self->cluster_.config.name).str("name", ep.address.text())
+          .str("error", uv_strerror(status));
+    }
+    uv_freeaddrinfo(res);
+    if (--self->outstanding_ == 0 && !self->stopped_) {
+      self->publish();
+      self->schedule();
+    }
+  }
+
+  void schedule() {
+    if (stopped_) return;
+    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<ClusterResolver*>(t->data)->resolve_all(); },
+                   static_cast<uint64_t>(std::max<int64_t>(1000, cluster_.config.dns_refresh.count())), 0);
+  }
+
+  void publish() {
+    auto set = std::make_shared<EndpointSet>();
+    for (const auto& a : answers_) set->endpoints.insert(set->endpoints.end(), a.begin(), a.end());
+    std::vector<std::string> now;
+    for (const Endpoint& e : set->endpoints) now.push_back(e.address + "/" + std::to_string(e.weight));
+    if (published_ && now == last_) return;
+    if (published_) {
+      log::info("cluster endpoints changed").str("cluster", cluster_.config.name).num("endpoints", static_cast<int64_t>(now.size()));
+    }
+    published_ = true;
+    last_ = std::move(now);
+    server_.publish_endpoints(cluster_.index, std::move(set));
+  }
+
+  Server& server_;
+  uv_loop_t* loop_;
+  ClusterState& cluster_;
+  uv_timer_t timer_;
+  std::vector<std::vector<Endpoint>> answers_;  // per configured endpoint
+  std::vector<std::string> last_;
+  int outstanding_ = 0;
+  bool has_names_ = false;
+  bool published_ = false;
+  bool stopped_ = false;
+};
+
+Server::Server(std::shared_ptr<const config::Config> config)
+    : config_(std::move(config)), admin_(&loop_, [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
+        handle_admin(r, std::move(respond));
+      }) {
+  uv_loop_init(&loop_);
+  tasks_.init(&loop_);
+}
+
+Server::~Server() { uv_loop_close(&loop_); }
+
+void Server::publish_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set) {
+  clusters_[cluster]->set_endpoints(set);
+  for (auto& w : workers_) w->update_endpoints(cluster, set);
+}
+
+bool Server::open_listeners() {
+  size_t n_workers = config_->workers;
+  listener_fds_.assign(n_workers, std::vector<int>(config_->listeners.size(), -1));
+  for (size_t li = 0; li < config_->listeners.size(); ++li) {
+    const auto& l = config_->listeners[li];
+    sockaddr_storage addr{};
+    if (to_sockaddr(l.address, &addr) != 0) {
+      log::error("invalid listener address").str("listener", l.name).str("address", l.address.text());
+      return false;
+    }
+    for (size_t w = 0; w < n_workers; ++w) {
+      std::string step;
+      int fd = open_reuseport_listener(addr, 4096, &step);
+      if (fd < 0) {
+        log::error("cannot listen").str("listener", l.name).str("address", l.address.text())
+            .str("step", step).str("error", strerror(-fd));
+        return false;
+      }
+      listener_fds_[w][li] = fd;
+      if (w == 0) {
+        // With port 0 the kernel picked one; the other workers join that port.
+        socklen_t len = sizeof addr;
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+        log::info("listening").str("listener", l.name).str("address", format_sockaddr(addr));
+      }
+    }
+  }
+  return true;
+}
+
+int Server::run() {
+  signal(SIGPIPE, SIG_IGN);
+  start_time_ms_ = uv_now(&loop_);
+  for (size_t i = 0; i < config_->clusters.size(); ++i) {
+    clusters_.push_back(std::make_unique<ClusterState>(config_->clusters[i], i));
+  }
+  if (!open_listeners()) return 1;
+  std::string admin_address;
+  int rc = admin_.listen(config_->admin.address, &admin_address);
+  if (rc != 0) {
+    log::error("cannot listen").str("listener", "admin").str("address", config_->admin.address.text())
+        .str("error", uv_strerror(rc));
+    return 1;
+  }
+  log::info("listening").str("listener", "admin").str("address", admin_address);
+
+  // Endpoints known now (IP literals) go in before the workers start.
+  for (auto& c : clusters_) resolvers_.push_back(std::make_unique<ClusterResolver>(*this, &loop_, *c));
+  for (auto& r : resolvers_) r->start();
+  for (size_t w = 0; w < config_->workers; ++w) {
+    std::vector<ClusterState*> shared;
+    for (auto& c : clusters_) shared.push_back(c.get());
+    workers_.push_back(std::make_unique<Worker>(w, config_, shared, listener_fds_[w], [this] {
+      tasks_.post([this] { on_worker_drained(); });
+    }));
+  }
+  for (auto& w : workers_) w->start();
+
+  uv_signal_init(&loop_, &sigterm_);
+  uv_signal_init(&loop_, &sigint_);
+  sigterm_.data = sigint_.data = this;
+  auto on_signal = [](uv_signal_t* s, int signum) {
+    static_cast<Server*>(s->data)->begin_drain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  };
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_timer_init(&loop_, &drain_delay_timer_);
+  uv_timer_init(&loop_, &drain_timeout_timer_);
+  drain_delay_timer_.data = drain_timeout_timer_.data = this;
+
+  log::info("started").num("workers", static_cast<int64_t>(config_->workers)).str("version", BULWARK_VERSION)
+      .str("config", config_->source_file);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  for (auto& w : workers_) w->join();
+  log::info("stopped");
+  return 0;
+}
+
+void Server::begin_drain(const char* why) {
+  if (draining_) {
+    log::warn("second signal during drain: stopping now").str("signal", why);
+    finish();
+    return;
+  }
+  draining_ = true;
+  log::info("draining").str("signal", why).num("drain_delay_ms", config_->drain_delay.count())
+      .num("drain_timeout_ms", config_->drain_timeout.count());
+  // /ready is 503 from now on. Listeners keep accepting for drain_delay, so load balancers and
+  // Kubernetes endpoints can catch up before we stop taking connections.
+  uv_timer_start(&drain_delay_timer_, [](uv_timer_t* t) {
+    auto* self = static_cast<Server*>(t->data);
+    log::info("closing listeners; finishing in-flight requests");
+    for (auto& w : self->workers_) w->begin_drain();
+    uv_timer_start(&self->drain_timeout_timer_, [](uv_timer_t* t2) {
+      log::warn("drain timeout: closing remaining connections");
+      static_cast<Server*>(t2->data)->finish();
+    }, static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
+  }, static_cast<uint64_t>(config_->drain_delay.count()), 0);
+}
+
+void Server::on_worker_drained() {
+  if (++workers_drained_ == workers_.size()) {
+    log::info("drained");
+    finish();
+  }
+}
+
+void Server::finish() {
+  if (finished_) return;
+  finished_ = true;
+  for (auto& w : workers_) w->stop();
+  for (auto& r : resolvers_) r->stop();
+  admin_.close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_delay_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timeout_timer_), nullptr);
+  tasks_.close();
+  // Admin connections still open would keep the loop alive.
+  uv_walk(&loop_, [](uv_handle_t* h, void*) {
+    if (!uv_is_closing(h)) uv_close(h, [](uv_handle_t* hh) { if (hh->type == UV_TCP) { /* owned elsewhere */ } });
+  }, nullptr);
+}
+
+void Server::handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond) {
+  bool get = req.method == "GET" || req.method == "HEAD";
+  if (req.path == "/healthz" || req.path == "/ready" || req.path == "/metrics" || req.path == "/config" ||
+      req.path == "/clusters") {
+    if (!get) {
+      respond({405, "text/plain; charset=utf-8", "method not allowed: use GET\n"});
+      return;
+    }
+  }
+  if (req.path == "/healthz") {
+    respond({200, "text/plain; charset=utf-8", "ok\n"});
+  } else if (req.path == "/ready") {
+    if (draining_) {
+      respond({503, "text/plain; charset=utf-8", "draining\n"});
+    } else {
+      respond({200, "text/plain; charset=utf-8", "ready\n"});
+    }
+  } else if (req.path == "/metrics") {
+    std::vector<const WorkerStats*> stats;
+    for (auto& w : workers_) stats.push_back(&w->stats());
+    respond({200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*config_, stats)});
+  } else if (req.path == "/config") {
+    respond({200, "application/json", config::to_json(*config_) + "\n"});
+  } else if (req.path == "/clusters") {
+    clusters_json(std::move(respond));
+  } else {
+    respond({404, "text/plain; charset=utf-8",
+             "not found; try /healthz /ready /metrics /config /clusters\n"});
+  }
+}
+
+// Each worker reports its own pools (on its own thread); the answer is put together on the main
+// thread once all have answered.
+void Server::clusters_json(std::function<void(AdminResponse)> respond) {
+  struct EndpointView {
+    std::string name, address;
+    uint32_t weight = 1;
+    int64_t active_requests = 0, connections = 0, idle = 0;
+  };
+  struct Gather {
+    std::vector<std::vector<EndpointView>> clusters;
+    size_t waiting = 0;
+    std::function<void(AdminResponse)> respond;
+  };
+  auto g = std::make_shared<Gather>();
+  g->clusters.resize(clusters_.size());
+  g->respond = std::move(respond);
+  g->waiting = workers_.size();
+  auto complete = [this, g] {
+    std::string out = "{\"clusters\":[";
+    for (size_t ci = 0; ci < clusters_.size(); ++ci) {
+      const auto& cc = clusters_[ci]->config;
+      if (ci > 0) out += ',';
+      out += "{\"name\":";
+      config::append_json_string(out, cc.name);
+      out += ",\"lb\":";
+      config::append_json_string(out, config::to_string(cc.lb));
+      out += ",\"connections\":" + std::to_string(clusters_[ci]->connections.load());
+      out += ",\"max_connections\":" + std::to_string(cc.pool.max_connections);
+      out += ",\"pending\":" + std::to_string(clusters_[ci]->pending.load());
+      out += ",\"endpoints\":[";
+      bool first = true;
+      for (const EndpointView& e : g->clusters[ci]) {
+        if (!first) out += ',';
+        first = false;
+        out += "{\"name\":";
+        config::append_json_string(out, e.name);
+        out += ",\"address\":";
+        config::append_json_string(out, e.address);
+        out += ",\"weight\":" + std::to_string(e.weight);
+        out += ",\"active_requests\":" + std::to_string(e.active_requests);
+        out += ",\"connections\":" + std::to_string(e.connections);
+        out += ",\"idle_connections\":" + std::to_string(e.idle) + "}";
+      }
+      out += "]}";
+    }
+    out += "]}\n";
+    g->respond({200, "application/json", out});
+  };
+  if (workers_.empty()) {
+    complete();
+    return;
+  }
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->post([this, worker, g, complete] {
+      std::vector<std::vector<EndpointView>> mine(g->clusters.size());
+      for (size_t ci = 0; ci < worker->clusters().size(); ++ci) {
+        for (const auto& p : worker->clusters()[ci]->pools()) {
+          mine[ci].push_back({p->endpoint.name, p->endpoint.address, p->endpoint.weight, p->active_requests,
+                              p->connections, static_cast<int64_t>(p->idle.size())});
+        }
+      }
+      tasks_.post([g, mine = std::move(mine), complete] {
+        for (size_t ci = 0; ci < mine.size(); ++ci) {
+          auto& into = g->clusters[ci];
+          for (const EndpointView& e : mine[ci]) {
+            auto it = std::find_if(into.begin(), into.end(), [&](const EndpointView& x) { return x.address == e.address; });
+            if (it == into.end()) {
+              into.push_back(e);
+            } else {
+              it->active_requests += e.active_requests;
+              it->connections += e.connections;
+              it->idle += e.idle;
+            }
+          }
+        }
+        if (--g->waiting == 0) complete();
+      });
+    });
+  }
+}
+
+}  // namespace bulwark

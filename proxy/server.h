@@ -1,0 +1,59 @@
+#pragma once
+// The main thread: owns the config, the listener sockets, the shared cluster state, the workers,
+// the admin listener, DNS refresh, signals and the graceful drain.
+
+#include <uv.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "proxy/admin.h"
+#include "proxy/cluster.h"
+#include "proxy/task_queue.h"
+#include "proxy/worker.h"
+
+namespace bulwark {
+
+class ClusterResolver;
+
+class Server {
+ public:
+  explicit Server(std::shared_ptr<const config::Config> config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds, starts the workers and runs until drained. Returns the process exit code.
+  int run();
+
+  // Publishes a cluster's new endpoint set to every worker (main thread).
+  void publish_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set);
+
+ private:
+  bool open_listeners();
+  void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
+  void clusters_json(std::function<void(AdminResponse)> respond);
+  void begin_drain(const char* why);
+  void on_worker_drained();
+  void finish();
+
+  std::shared_ptr<const config::Config> config_;
+  uv_loop_t loop_;
+  TaskQueue tasks_;
+  uv_signal_t sigterm_, sigint_;
+  uv_timer_t drain_delay_timer_, drain_timeout_timer_;
+  AdminServer admin_;
+  std::vector<std::unique_ptr<ClusterState>> clusters_;
+  std::vector<std::unique_ptr<ClusterResolver>> resolvers_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::vector<int>> listener_fds_;  // [worker][listener]
+  size_t workers_drained_ = 0;
+  bool draining_ = false;
+  bool finished_ = false;
+  uint64_t start_time_ms_ = 0;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,100 @@
+#pragma once
+// Upstream connections and the per-worker, per-endpoint pools that keep them.
+//
+// An UpstreamConnection is a socket, its read buffer and one timer. While a request uses it, it
+// has an Owner that receives its events and writes to it; while it sits idle in its pool it
+// watches the socket itself, and closes when the upstream closes it, sends anything unexpected,
+// or the idle timeout passes.
+
+#include <uv.h>
+
+#include <cstdint>
+
+#include "proxy/buffer.h"
+#include "proxy/endpoint.h"
+#include "proxy/list.h"
+
+namespace bulwark {
+
+class Worker;
+class EndpointPool;
+class WorkerCluster;
+
+class UpstreamConnection {
+ public:
+  // Receives the events of a connection in use. Calls come from the worker's loop.
+  class Owner {
+   public:
+    virtual ~Owner() = default;
+    // The connect finished: status 0, or a libuv error (refused, timed out as UV_ETIMEDOUT).
+    virtual void on_upstream_connected(UpstreamConnection& conn, int status) = 0;
+    // Bytes arrived in conn.in (nread > 0), or the upstream closed (UV_EOF) or failed (< 0).
+    virtual void on_upstream_read(UpstreamConnection& conn, ssize_t nread) = 0;
+  };
+
+  enum class State { kConnecting, kBusy, kIdle, kClosed };
+
+  UpstreamConnection(Worker& worker, EndpointPool& pool);
+  UpstreamConnection(const UpstreamConnection&) = delete;
+  UpstreamConnection& operator=(const UpstreamConnection&) = delete;
+
+  // Starts a non-blocking connect with a timeout.
+  void connect(Owner* owner, uint64_t timeout_ms);
+  // Takes an idle connection out of its pool for `owner`.
+  void attach(Owner* owner);
+  void start_reading();
+  void stop_reading();
+  // Returns the connection to its pool as idle (or closes it when the pool is gone or full).
+  void release(uint64_t idle_timeout_ms);
+  // Closes the socket; the object frees itself once libuv has released its handles.
+  void close();
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  State state() const { return state_; }
+  EndpointPool& pool() { return *pool_; }
+  bool reused() const { return requests_ > 0; }
+  void count_request() { ++requests_; }
+  uint32_t requests() const { return requests_; }
+  // A deadline for reuse, from the upstream's "Keep-Alive: timeout=N" (0: none).
+  void set_keep_alive_timeout_ms(uint64_t ms) { keep_alive_timeout_ms_ = ms; }
+
+  InputBuffer in;
+  ListHook<UpstreamConnection> idle_hook;
+
+ private:
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_timer(uv_timer_t* t);
+  static void on_closed(uv_handle_t* h);
+  void set_state(State s);
+
+  Worker& worker_;
+  EndpointPool* pool_;
+  Owner* owner_ = nullptr;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_connect_t connect_req_;
+  State state_ = State::kConnecting;
+  int open_handles_ = 0;
+  uint32_t requests_ = 0;
+  uint64_t keep_alive_timeout_ms_ = 0;
+  bool reading_ = false;
+};
+
+using IdleList = IntrusiveList<UpstreamConnection, &UpstreamConnection::idle_hook>;
+
+// One endpoint's upstream connections within one worker.
+class EndpointPool {
+ public:
+  EndpointPool(WorkerCluster& cluster, const Endpoint& endpoint)
+      : cluster(cluster), endpoint(endpoint) {}
+  WorkerCluster& cluster;
+  const Endpoint endpoint;
+  IdleList idle;             // most recently used at the front
+  uint32_t connections = 0;  // open connections of this pool, idle or not
+  uint32_t active_requests = 0;
+  bool retired = false;      // the endpoint left the cluster; close connections as they free up
+};
+
+}  // namespace bulwark

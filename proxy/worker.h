@@ -1,0 +1,103 @@
+#pragma once
+// A worker: one thread, one libuv loop, its own SO_REUSEPORT listener sockets, its own upstream
+// pools and statistics. Workers share nothing on the path of a normal request; the main thread
+// talks to a worker only through post().
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "proxy/buffer.h"
+#include "proxy/cluster.h"
+#include "proxy/lb.h"
+#include "proxy/list.h"
+#include "proxy/metrics.h"
+#include "proxy/router.h"
+#include "proxy/task_queue.h"
+
+namespace bulwark {
+
+class DownstreamConnection;
+class Worker;
+
+// One configured listener inside one worker.
+struct ListenerContext {
+  ListenerContext(Worker& w, const config::ListenerConfig& c, size_t i, ListenerStats& s)
+      : worker(w), config(c), index(i), router(c), stats(s) {}
+  Worker& worker;
+  const config::ListenerConfig& config;
+  size_t index;
+  Router router;
+  ListenerStats& stats;
+  uv_tcp_t handle;
+  bool open = false;
+};
+
+class Worker {
+ public:
+  // `listener_fds[i]` is a bound, listening SO_REUSEPORT socket for config->listeners[i]; the
+  // worker takes ownership. `on_drained` is called (on the worker thread) once the worker is
+  // draining and has no client connection left.
+  Worker(size_t id, std::shared_ptr<const config::Config> config,
+         const std::vector<ClusterState*>& clusters, std::vector<int> listener_fds,
+         std::function<void()> on_drained);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void start();
+  void join();
+  // Runs `fn` on the worker's loop thread soon. Safe from any thread.
+  void post(std::function<void()> fn);
+
+  // Thread-safe requests, carried out on the worker thread.
+  void update_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set);
+  void begin_drain();   // stop accepting, close idle connections, finish in-flight ones
+  void stop();          // close everything and end the loop
+
+  const WorkerStats& stats() const { return stats_; }
+  size_t id() const { return id_; }
+
+  // The rest is for objects living on this worker's loop.
+  uv_loop_t* loop() { return &loop_; }
+  const config::Config& config() const { return *config_; }
+  BufferPool& buffers() { return buffers_; }
+  FastRandom& random() { return random_; }
+  WorkerStats& mutable_stats() { return stats_; }
+  WorkerCluster& cluster(size_t i) { return *clusters_[i]; }
+  const std::vector<std::unique_ptr<WorkerCluster>>& clusters() const { return clusters_; }
+  bool draining() const { return draining_; }
+  void connection_opened(DownstreamConnection* d);
+  void connection_closed(DownstreamConnection* d);
+  // Writes a fresh request id (32 hex digits) into out[0..32).
+  void new_request_id(char* out);
+
+ private:
+  void run();
+  void on_accept(ListenerContext& l);
+  void drain_step();
+
+  size_t id_;
+  std::shared_ptr<const config::Config> config_;
+  uv_loop_t loop_;
+  TaskQueue tasks_;
+  std::thread thread_;
+  BufferPool buffers_;
+  FastRandom random_;
+  WorkerStats stats_;
+  std::vector<std::unique_ptr<WorkerCluster>> clusters_;
+  std::vector<std::unique_ptr<ListenerContext>> listeners_;
+  std::vector<int> listener_fds_;
+  std::vector<DownstreamConnection*> connections_;  // all open client connections
+  std::function<void()> on_drained_;
+  bool draining_ = false;
+  bool drained_reported_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace bulwark

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages bulwark needs to build and test, if any are missing.
+# Runs apt-get as root, or through sudo. Nothing else is downloaded.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config            # toolchain
+  libuv1-dev node-llhttp libssl-dev           # event loop, HTTP/1.1 parser sources, TLS
+  libyaml-cpp-dev prometheus-cpp-dev doctest-dev
+  curl                                        # used by the demo and by people
+)
+# Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(wrk nginx-light haproxy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

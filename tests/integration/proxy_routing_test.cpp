@@ -1,0 +1,151 @@
+// Routing: path prefix, exact path and regex; host, wildcard host, header and method matches;
+// first match wins; prefix_rewrite; no_route.
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "tests/integration/proxy_fixture.h"
+
+using namespace bulwark::test;
+
+namespace {
+
+// Three upstreams "a", "b" and "c" (each answers with header x-upstream: NAME) behind a bulwark
+// whose listener "inbound" has the given routes (YAML list items, indented by 6 in the file).
+struct RoutedProxy {
+  explicit RoutedProxy(const std::string& routes) {
+    std::string yaml =
+        "workers: 1\n"
+        "drain_delay: 0s\n"
+        "admin: {address: 127.0.0.1:0}\n"
+        "listeners:\n"
+        "  - name: inbound\n"
+        "    address: 127.0.0.1:0\n"
+        "    routes:\n" +
+        indent(routes, 6) +
+        "clusters:\n"
+        "  - name: a\n"
+        "    endpoints: [" + a.address() + "]\n"
+        "  - name: b\n"
+        "    endpoints: [" + b.address() + "]\n"
+        "  - name: c\n"
+        "    endpoints: [" + c.address() + "]\n";
+    bulwark.start(yaml);
+  }
+
+  // Which upstream answered: "a", "b", "c", or the x-bulwark-reason of a local reply, or the
+  // failure.
+  std::string route(std::string_view method, std::string_view target, HeaderList headers = {}) {
+    std::string error;
+    auto response = http_request(bulwark.port("inbound"), method, target, headers, {},
+                                 kDefaultTimeout, &error);
+    if (!response) return "no response: " + error;
+    if (response->has("x-upstream")) return response->get("x-upstream");
+    return std::to_string(response->status) + " " + response->get("x-bulwark-reason");
+  }
+
+  TestUpstream a{{}, "a"};
+  TestUpstream b{{}, "b"};
+  TestUpstream c{{}, "c"};
+  BulwarkProcess bulwark;
+};
+
+}  // namespace
+
+TEST_CASE("routes match by exact path, path prefix and regex") {
+  RoutedProxy proxy(
+      "- name: exact\n"
+      "  match: {path: /exact}\n"
+      "  cluster: a\n"
+      "- name: prefix\n"
+      "  match: {prefix: /api/}\n"
+      "  cluster: b\n"
+      "- name: versioned\n"
+      "  match: {regex: '^/v[0-9]+/'}\n"
+      "  cluster: c\n");
+  CHECK(proxy.route("GET", "/exact") == "a");
+  CHECK(proxy.route("GET", "/exact?query=1") == "a");  // the query is not part of the path
+  CHECK(proxy.route("GET", "/exact/more") == "404 no_route");
+  CHECK(proxy.route("GET", "/api/users") == "b");
+  CHECK(proxy.route("GET", "/api/") == "b");
+  CHECK(proxy.route("GET", "/api") == "404 no_route");
+  CHECK(proxy.route("GET", "/v2/items") == "c");
+  CHECK(proxy.route("GET", "/v10/") == "c");
+  CHECK(proxy.route("GET", "/vx/items") == "404 no_route");
+  CHECK(proxy.route("GET", "/other") == "404 no_route");
+}
+
+TEST_CASE("the first matching route wins") {
+  RoutedProxy proxy(
+      "- name: broad\n"
+      "  match: {prefix: /api/}\n"
+      "  cluster: a\n"
+      "- name: narrow\n"
+      "  match: {prefix: /api/special/}\n"
+      "  cluster: b\n"
+      "- name: rest\n"
+      "  match: {prefix: /}\n"
+      "  cluster: c\n");
+  CHECK(proxy.route("GET", "/api/special/x") == "a");
+  CHECK(proxy.route("GET", "/api/x") == "a");
+  CHECK(proxy.route("GET", "/elsewhere") == "c");
+}
+
+TEST_CASE("routes match by host, wildcard host, header and method") {
+  RoutedProxy proxy(
+      "- name: exact-host\n"
+      "  match: {prefix: /, host: a.example.com}\n"
+      "  cluster: a\n"
+      "- name: wildcard-host\n"
+      "  match: {prefix: /, host: '*.example.com'}\n"
+      "  cluster: b\n"
+      "- name: canary\n"
+      "  match: {prefix: /, headers: {x-canary: \"1\"}}\n"
+      "  cluster: c\n"
+      "- name: writes\n"
+      "  match: {prefix: /write, methods: [POST, PUT]}\n"
+      "  cluster: a\n");
+  CHECK(proxy.route("GET", "/", {{"Host", "a.example.com"}}) == "a");
+  CHECK(proxy.route("GET", "/", {{"Host", "A.Example.COM:8080"}}) == "a");
+  CHECK(proxy.route("GET", "/", {{"Host", "b.example.com"}}) == "b");
+  CHECK(proxy.route("GET", "/", {{"Host", "x.y.example.com"}}) == "b");
+  CHECK(proxy.route("GET", "/", {{"Host", "example.com"}}) == "404 no_route");
+  CHECK(proxy.route("GET", "/", {{"Host", "notexample.com"}}) == "404 no_route");
+  CHECK(proxy.route("GET", "/", {{"Host", "other.org"}, {"X-Canary", "1"}}) == "c");
+  CHECK(proxy.route("GET", "/", {{"Host", "other.org"}, {"X-Canary", "2"}}) == "404 no_route");
+  CHECK(proxy.route("POST", "/write", {{"Host", "other.org"}}) == "a");
+  CHECK(proxy.route("PUT", "/write/x", {{"Host", "other.org"}}) == "a");
+  CHECK(proxy.route("GET", "/write", {{"Host", "other.org"}}) == "404 no_route");
+}
+
+TEST_CASE("prefix_rewrite replaces the matched prefix and keeps the rest and the query") {
+  RoutedProxy proxy(
+      "- name: api\n"
+      "  match: {prefix: /api/}\n"
+      "  cluster: a\n"
+      "  prefix_rewrite: /\n"
+      "- name: old\n"
+      "  match: {prefix: /old}\n"
+      "  cluster: b\n"
+      "  prefix_rewrite: /new\n");
+  auto response = http_get(proxy.bulwark.port("inbound"), "/api/users/7?x=1");
+  REQUIRE(response);
+  CHECK(response->body == "GET /users/7?x=1\n");
+  auto old = http_get(proxy.bulwark.port("inbound"), "/old/page");
+  REQUIRE(old);
+  CHECK(old->body == "GET /new/page\n");
+}
+
+TEST_CASE("a request no route matches gets 404 no_route and reaches no upstream") {
+  RoutedProxy proxy(
+      "- name: only\n"
+      "  match: {path: /only}\n"
+      "  cluster: a\n");
+  auto response = http_get(proxy.bulwark.port("inbound"), "/nothing-here");
+  REQUIRE(response);
+  CHECK(response->status == 404);
+  CHECK(response->get("x-bulwark-reason") == "no_route");
+  CHECK_FALSE(response->body.empty());
+  CHECK(proxy.a.connections() == 0);
+}

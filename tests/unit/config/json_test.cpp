@@ -1,0 +1,266 @@
+#include "config/json.h"
+
+#include <doctest/doctest.h>
+
+#include <cctype>
+#include <string>
+#include <string_view>
+
+#include "config/loader.h"
+#include "config_test_support.h"
+
+namespace bulwark::config {
+namespace {
+
+using testing::load;
+
+// A strict RFC 8259 syntax check, enough to tell that to_json's output is well formed: one value,
+// no trailing bytes, only the escapes JSON defines, no raw control characters in strings.
+class JsonSyntax {
+ public:
+  static bool valid(std::string_view text) {
+    JsonSyntax p(text);
+    return p.value() && p.at_end();
+  }
+
+ private:
+  explicit JsonSyntax(std::string_view text) : s_(text) {}
+
+  bool at_end() const { return i_ == s_.size(); }
+  bool eat(char c) {
+    if (i_ < s_.size() && s_[i_] == c) {
+      ++i_;
+      return true;
+    }
+    return false;
+  }
+  bool literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  bool value() {
+    if (i_ >= s_.size()) return false;
+    switch (s_[i_]) {
+      case '{':
+        return object();
+      case '[':
+        return array();
+      case '"':
+        return string();
+      case 't':
+        return literal("true");
+      case 'f':
+        return literal("false");
+      case 'n':
+        return literal("null");
+      default:
+        return number();
+    }
+  }
+  bool object() {
+    eat('{');
+    if (eat('}')) return true;
+    do {
+      if (!string() || !eat(':') || !value()) return false;
+    } while (eat(','));
+    return eat('}');
+  }
+  bool array() {
+    eat('[');
+    if (eat(']')) return true;
+    do {
+      if (!value()) return false;
+    } while (eat(','));
+    return eat(']');
+  }
+  bool string() {
+    if (!eat('"')) return false;
+    while (i_ < s_.size()) {
+      const auto c = static_cast<unsigned char>(s_[i_++]);
+      if (c == '"') return true;
+      if (c < 0x20) return false;
+      if (c != '\\') continue;
+      if (i_ >= s_.size()) return false;
+      const char e = s_[i_++];
+      if (e == 'u') {
+        for (int k = 0; k < 4; ++k) {
+          if (i_ >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_++]))) return false;
+        }
+      } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+        return false;
+      }
+    }
+    return false;
+  }
+  bool number() {
+    const size_t start = i_;
+    eat('-');
+    if (eat('0')) {
+    } else if (i_ < s_.size() && s_[i_] >= '1' && s_[i_] <= '9') {
+      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
+    } else {
+      return false;
+    }
+    return i_ > start;
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+std::string json_string(std::string_view s) {
+  std::string out;
+  append_json_string(out, s);
+  return out;
+}
+
+TEST_CASE("the JSON syntax check used below tells good from bad") {
+  CHECK(JsonSyntax::valid(R"({"a":[1,true,null,"x\n"],"b":{}})"));
+  CHECK_FALSE(JsonSyntax::valid(R"({"a":1,})"));
+  CHECK_FALSE(JsonSyntax::valid(R"({"a":1}x)"));
+  CHECK_FALSE(JsonSyntax::valid("\"\x01\""));
+  CHECK_FALSE(JsonSyntax::valid(R"("\x")"));
+}
+
+TEST_CASE("append_json_string escapes quotes, backslashes and control characters") {
+  CHECK(json_string("") == R"("")");
+  CHECK(json_string("plain /path?q=1") == R"("plain /path?q=1")");
+  CHECK(json_string("say \"hi\"") == R"("say \"hi\"")");
+  CHECK(json_string("C:\\dir") == R"("C:\\dir")");
+  CHECK(json_string("a\nb") == R"("a\u000ab")");
+  CHECK(json_string("\r\t\b\f") == R"("\u000d\u0009\u0008\u000c")");
+  CHECK(json_string(std::string_view("\0", 1)) == R"("\u0000")");
+  CHECK(json_string("\x01\x1f") == R"("\u0001\u001f")");
+  CHECK(json_string("\x7f") == R"("\u007f")");
+  CHECK(json_string(" ~") == R"(" ~")");
+
+  std::string appended = "prefix:";
+  append_json_string(appended, "x");
+  CHECK(appended == R"(prefix:"x")");
+}
+
+TEST_CASE("append_json_string passes valid UTF-8 and replaces invalid bytes") {
+  CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");            // é
+  CHECK(json_string("\xe2\x82\xac") == "\"\xe2\x82\xac\"");          // €
+  CHECK(json_string("\xf0\x9f\x98\x80") == "\"\xf0\x9f\x98\x80\"");  // 😀
+  CHECK(json_string("\xf4\x8f\xbf\xbf") == "\"\xf4\x8f\xbf\xbf\"");  // U+10FFFF
+  CHECK(json_string("a\xff"
+                    "b") == R"("a\ufffdb")");                                 // never valid
+  CHECK(json_string("\x80") == R"("\ufffd")");                                // stray continuation
+  CHECK(json_string("\xe2\x82") == R"("\ufffd\ufffd")");                      // truncated
+  CHECK(json_string("\xc0\xaf") == R"("\ufffd\ufffd")");                      // overlong '/'
+  CHECK(json_string("\xe0\x80\xaf") == R"("\ufffd\ufffd\ufffd")");            // overlong
+  CHECK(json_string("\xed\xa0\x80") == R"("\ufffd\ufffd\ufffd")");            // surrogate
+  CHECK(json_string("\xf4\x90\x80\x80") == R"("\ufffd\ufffd\ufffd\ufffd")");  // beyond U+10FFFF
+  CHECK(json_string("\xc3") == R"("\ufffd")");                                // cut at the end
+  for (std::string_view s : {"\xff\xfe", "\xc3\xa9\x80", "\x01\"\\\xe2\x82"}) {
+    CHECK(JsonSyntax::valid(json_string(s)));
+  }
+}
+
+constexpr std::string_view kFullConfig = R"(
+workers: 3
+drain_delay: 1500ms
+drain_timeout: 0s
+admin:
+  address: "[::1]:9902"
+listeners:
+  - name: in
+    address: 0.0.0.0:8080
+    request_headers_timeout: 5s
+    idle_timeout: 300s
+    max_request_headers_size: 64KiB
+    routes:
+      - name: 'say "hi"'
+        match:
+          prefix: /api/
+          host: "*.Example.com"
+          headers: {X-Canary: "a\tb"}
+          methods: [get, POST]
+        cluster: app
+        timeout: 0s
+        prefix_rewrite: /
+      - name: exact
+        match: {path: /healthz}
+        cluster: app
+      - name: pattern
+        match: {regex: "^/x/\\d+$"}
+        cluster: app
+clusters:
+  - name: app
+    endpoints:
+      - 127.0.0.1:9000
+      - {address: app.internal:9001, weight: 7}
+    dns_refresh: 2m
+    lb: least_request
+    connect_timeout: 250ms
+    pool: {max_connections: 8, idle_timeout: 90s, max_requests_per_connection: 100, max_pending: 0, pending_timeout: 3s}
+)";
+
+TEST_CASE("to_json writes every field of the effective config as one line of valid JSON") {
+  LoadResult result = load(kFullConfig);
+  CHECK_LOADS(result);
+  const std::string json = to_json(*result.config);
+  INFO(json);
+  CHECK(JsonSyntax::valid(json));
+  CHECK(json.find('\n') == std::string::npos);
+  CHECK(json.find(' ') == json.find(R"(say \"hi\")") + 3);  // the only space is inside a name
+
+  for (
+      std::string_view expected : {
+          R"({"source_file":"test.yaml","workers":3,)",
+          R"("admin":{"address":"[::1]:9902"})",
+          R"("drain_delay":"1500ms","drain_timeout":"0s")",
+          R"("name":"in","address":"0.0.0.0:8080","request_headers_timeout":"5s",)",
+          R"("idle_timeout":"5m","max_request_headers_size":"64KiB")",
+          R"("name":"say \"hi\"")",
+          R"("match":{"prefix":"/api/","host":"*.example.com","headers":{"x-canary":"a\u0009b"},"methods":["GET","POST"]})",
+          R"("cluster":"app","timeout":"0s","prefix_rewrite":"/")",
+          R"("match":{"path":"/healthz","host":null,"headers":{},"methods":[]})",
+          R"("timeout":"15s","prefix_rewrite":null)",
+          R"("match":{"regex":"^/x/\\d+$")",
+          R"("endpoints":[{"address":"127.0.0.1:9000","weight":1},{"address":"app.internal:9001","weight":7}])",
+          R"("dns_refresh":"2m","lb":"least_request","connect_timeout":"250ms")",
+          R"("pool":{"max_connections":8,"idle_timeout":"90s","max_requests_per_connection":100,"max_pending":0,"pending_timeout":"3s"})",
+      }) {
+    CAPTURE(expected);
+    CHECK(json.find(expected) != std::string::npos);
+  }
+}
+
+TEST_CASE("to_json fills in defaults for absent keys") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    routes: [{name: all, cluster: app}]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+)");
+  CHECK_LOADS(result);
+  const std::string json = to_json(*result.config);
+  INFO(json);
+  CHECK(JsonSyntax::valid(json));
+  CHECK(
+      json ==
+      R"({"source_file":"test.yaml","workers":0,"admin":{"address":"127.0.0.1:9901"},)"
+      R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
+      R"("request_headers_timeout":"10s","idle_timeout":"5m","max_request_headers_size":"60KiB",)"
+      R"("routes":[{"name":"all","match":{"prefix":"/","host":null,"headers":{},"methods":[]},)"
+      R"("cluster":"app","timeout":"15s","prefix_rewrite":null}]}],"clusters":[{"name":"app",)"
+      R"("endpoints":[{"address":"127.0.0.1:9000","weight":1}],"dns_refresh":"30s",)"
+      R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
+      R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
+      R"("pending_timeout":"1s"}}]})");
+}
+
+TEST_CASE("to_json of an empty Config is still valid JSON") {
+  const std::string json = to_json(Config{});
+  CHECK(JsonSyntax::valid(json));
+  CHECK(json.find(R"("listeners":[],"clusters":[])") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace bulwark::config

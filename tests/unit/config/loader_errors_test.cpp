@@ -1,0 +1,591 @@
+// Every way a config can be wrong, each checked for the exact line:column and the message.
+//
+// Most cases start from one small valid config and add a few lines at a known place, so the line
+// numbers below can be read off the helpers:
+//
+//   1  listeners:
+//   2    - name: in
+//   3      address: 127.0.0.1:8080       <- in_listener() inserts after this line (at line 4)
+//   4      routes:
+//   5        - name: all
+//   6          cluster: app               <- in_route() inserts after this line (at line 7)
+//   7  clusters:                          <- with_clusters() replaces the cluster section from here
+//   8    - name: app
+//   9      endpoints: [127.0.0.1:9000]    <- in_cluster() appends after this line (at line 10)
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <string_view>
+
+#include "config/loader.h"
+#include "config_test_support.h"
+
+namespace bulwark::config {
+namespace {
+
+using testing::describe;
+using testing::has_error;
+using testing::load;
+
+const std::string kHead = "listeners:\n  - name: in\n    address: 127.0.0.1:8080\n";
+const std::string kRoutes = "    routes:\n      - name: all\n        cluster: app\n";
+const std::string kClusters = "clusters:\n  - name: app\n    endpoints: [127.0.0.1:9000]\n";
+
+std::string at_top(std::string_view lines) {
+  return std::string(lines) + kHead + kRoutes + kClusters;
+}
+std::string in_listener(std::string_view lines) {
+  return kHead + std::string(lines) + kRoutes + kClusters;
+}
+std::string in_route(std::string_view lines) {
+  return kHead + kRoutes + std::string(lines) + kClusters;
+}
+std::string in_cluster(std::string_view lines) {
+  return kHead + kRoutes + kClusters + std::string(lines);
+}
+std::string with_clusters(std::string_view section) {
+  return kHead + kRoutes + std::string(section);
+}
+// The listener's address (line 3, column 14) replaced by `address`.
+std::string with_listener_address(std::string_view address) {
+  return "listeners:\n  - name: in\n    address: " + std::string(address) + "\n" + kRoutes +
+         kClusters;
+}
+
+struct Case {
+  const char* what;
+  std::string yaml;
+  int line;
+  int column;
+  const char* message;
+};
+
+void check_only_errors(std::initializer_list<Case> cases) {
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    CAPTURE(c.yaml);
+    CHECK_ONLY_ERROR(load(c.yaml), c.line, c.column, c.message);
+  }
+}
+
+TEST_CASE("the base config of these tests is valid") {
+  CHECK_LOADS(load(at_top("")));
+  CHECK_LOADS(load(with_listener_address("'[::1]:8080'")));
+}
+
+TEST_CASE("unknown keys are errors at every level, listing the keys allowed there") {
+  check_only_errors({
+      {"top level", at_top("foo: 1\n"), 1, 1,
+       "unknown key 'foo' at top level; expected one of: workers, drain_delay, drain_timeout, "
+       "admin, listeners, clusters"},
+      {"near miss at top level", at_top("worker: 2\n"), 1, 1,
+       "unknown key 'worker' at top level (did you mean 'workers'?); expected one of: workers,"},
+      {"admin", at_top("admin:\n  port: 9901\n"), 2, 3,
+       "admin: unknown key 'port' in admin; expected one of: address"},
+      {"listener", in_listener("    max_headers: 1\n"), 4, 5,
+       "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
+       "request_headers_timeout, idle_timeout, max_request_headers_size, routes"},
+      {"route", in_route("        retries: 3\n"), 7, 9,
+       "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
+       "cluster, timeout, prefix_rewrite"},
+      {"route match", in_route("        match:\n          pathh: /x\n"), 8, 11,
+       "listeners[0].routes[0].match: unknown key 'pathh' in route match (did you mean 'path'?); "
+       "expected one of: prefix, path, regex, host, headers, methods"},
+      {"cluster", in_cluster("    lb_policy: random\n"), 10, 5,
+       "clusters[0]: unknown key 'lb_policy' in cluster; expected one of: name, endpoints, "
+       "dns_refresh, lb, connect_timeout, pool"},
+      {"endpoint",
+       with_clusters("clusters:\n  - name: app\n    endpoints:\n      - address: 127.0.0.1:1\n"
+                     "        wieght: 2\n"),
+       11, 9,
+       "clusters[0].endpoints[0]: unknown key 'wieght' in endpoint (did you mean 'weight'?); "
+       "expected one of: address, weight"},
+      {"pool", in_cluster("    pool:\n      max_conns: 1\n"), 11, 7,
+       "clusters[0].pool: unknown key 'max_conns' in pool; expected one of: max_connections, "
+       "idle_timeout, max_requests_per_connection, max_pending, pending_timeout"},
+      {"a key that is not a string", at_top("? [a, b]\n: 1\n"), 1, 3,
+       "keys must be plain strings, got a list"},
+  });
+}
+
+TEST_CASE("duplicate YAML keys are errors, not silently dropped") {
+  check_only_errors({
+      {"top level", at_top("workers: 1\nworkers: 2\n"), 2, 1,
+       "duplicate key 'workers' at top level (first set on line 1)"},
+      {"listener", in_listener("    address: 127.0.0.1:9090\n"), 4, 5,
+       "listeners[0]: duplicate key 'address' in listener (first set on line 3)"},
+      {"flow map", in_cluster("    pool: {max_pending: 1, max_pending: 2}\n"), 10, 28,
+       "clusters[0].pool: duplicate key 'max_pending' in pool (first set on line 10)"},
+  });
+}
+
+TEST_CASE("integers are checked for type and range") {
+  check_only_errors({
+      {"word", at_top("workers: abc\n"), 1, 10,
+       "workers: must be an integer from 1 to 1024, got 'abc'"},
+      {"zero", at_top("workers: 0\n"), 1, 10,
+       "workers: must be an integer from 1 to 1024, got '0'"},
+      {"negative", at_top("workers: -1\n"), 1, 10, "got '-1'"},
+      {"too many", at_top("workers: 1025\n"), 1, 10, "got '1025'"},
+      {"huge", at_top("workers: 99999999999999999999999\n"), 1, 10,
+       "got '99999999999999999999999'"},
+      {"fraction", at_top("workers: 2.5\n"), 1, 10, "got '2.5'"},
+      {"hex", at_top("workers: 0x10\n"), 1, 10, "got '0x10'"},
+      {"list", at_top("workers: [1]\n"), 1, 10,
+       "workers: expected an integer from 1 to 1024, got a list"},
+      {"nothing", at_top("workers:\n"), 1, 1,
+       "workers: expected an integer from 1 to 1024, got nothing"},
+      {"max_connections 0", in_cluster("    pool:\n      max_connections: 0\n"), 11, 24,
+       "clusters[0].pool.max_connections: must be an integer from 1 to 4294967295, got '0'"},
+      {"max_pending negative", in_cluster("    pool:\n      max_pending: -1\n"), 11, 20,
+       "clusters[0].pool.max_pending: must be an integer from 0 to 4294967295, got '-1'"},
+      {"max_requests_per_connection too big",
+       in_cluster("    pool:\n      max_requests_per_connection: 4294967296\n"), 11, 36,
+       "clusters[0].pool.max_requests_per_connection: must be an integer from 0 to 4294967295"},
+  });
+}
+
+TEST_CASE("durations are checked for syntax and, where zero makes no sense, for zero") {
+  check_only_errors({
+      {"garbage", in_route("        timeout: abc\n"), 7, 18,
+       "listeners[0].routes[0].timeout: invalid duration 'abc' (expected e.g. 250ms, 1s, 2m, 1h)"},
+      {"negative", in_route("        timeout: -1s\n"), 7, 18, "invalid duration '-1s'"},
+      {"no unit", in_route("        timeout: 15\n"), 7, 18, "invalid duration '15'"},
+      {"fraction", in_route("        timeout: 1.5s\n"), 7, 18, "invalid duration '1.5s'"},
+      {"overflow", in_route("        timeout: 9999999999999999h\n"), 7, 18,
+       "invalid duration '9999999999999999h'"},
+      {"nothing points at the key", in_route("        timeout:\n"), 7, 9,
+       "listeners[0].routes[0].timeout: expected a duration (e.g. 250ms, 1s, 2m, 1h), got nothing"},
+      {"a map", in_route("        timeout: {s: 1}\n"), 7, 18,
+       "expected a duration (e.g. 250ms, 1s, 2m, 1h), got a map"},
+      {"space", at_top("drain_delay: 5 s\n"), 1, 14, "drain_delay: invalid duration '5 s'"},
+      {"unknown unit", at_top("drain_timeout: 1d\n"), 1, 16,
+       "drain_timeout: invalid duration '1d'"},
+      {"request_headers_timeout 0", in_listener("    request_headers_timeout: 0s\n"), 4, 30,
+       "listeners[0].request_headers_timeout: must be greater than 0s"},
+      {"idle_timeout 0", in_listener("    idle_timeout: 0ms\n"), 4, 19,
+       "listeners[0].idle_timeout: must be greater than 0s"},
+      {"connect_timeout 0", in_cluster("    connect_timeout: 0s\n"), 10, 22,
+       "clusters[0].connect_timeout: must be greater than 0s"},
+      {"dns_refresh 0", in_cluster("    dns_refresh: 0s\n"), 10, 18,
+       "clusters[0].dns_refresh: must be greater than 0s"},
+      {"pool idle_timeout 0", in_cluster("    pool:\n      idle_timeout: 0s\n"), 11, 21,
+       "clusters[0].pool.idle_timeout: must be greater than 0s"},
+      {"pool pending_timeout 0", in_cluster("    pool:\n      pending_timeout: 0s\n"), 11, 24,
+       "clusters[0].pool.pending_timeout: must be greater than 0s"},
+  });
+}
+
+TEST_CASE("sizes are checked for syntax and range") {
+  check_only_errors({
+      {"decimal unit", in_listener("    max_request_headers_size: 12KB\n"), 4, 31,
+       "listeners[0].max_request_headers_size: invalid size '12KB' (expected e.g. 512B, 64KiB, "
+       "1MiB, or a number of bytes)"},
+      {"fraction", in_listener("    max_request_headers_size: 1.5KiB\n"), 4, 31,
+       "invalid size '1.5KiB'"},
+      {"too small", in_listener("    max_request_headers_size: 1023\n"), 4, 31,
+       "listeners[0].max_request_headers_size: must be between 1KiB and 1MiB, got '1023'"},
+      {"too large", in_listener("    max_request_headers_size: 2MiB\n"), 4, 31,
+       "must be between 1KiB and 1MiB, got '2MiB'"},
+      {"a list", in_listener("    max_request_headers_size: [1]\n"), 4, 31,
+       "expected a size (e.g. 512B, 64KiB, 1MiB, or a number of bytes), got a list"},
+  });
+}
+
+TEST_CASE("listener and admin addresses must be IP literals with a port") {
+  check_only_errors({
+      {"DNS name", with_listener_address("localhost:8080"), 3, 14,
+       "listeners[0].address: must be an IP address to listen on, not a DNS name: "
+       "'localhost:8080'"},
+      {"no port", with_listener_address("127.0.0.1"), 3, 14,
+       "listeners[0].address: invalid address '127.0.0.1': missing port (expected e.g. "
+       "0.0.0.0:8080 or [::]:8080)"},
+      {"IPv6 without brackets", with_listener_address("'::1:8080'"), 3, 14,
+       "an IPv6 address must be in brackets"},
+      {"bad IPv6", with_listener_address("'[::g]:8080'"), 3, 14,
+       "'::g' is not a valid IPv6 address"},
+      {"port out of range", with_listener_address("127.0.0.1:70000"), 3, 14,
+       "port '70000' is out of range 0..65535"},
+      {"named port", with_listener_address("0.0.0.0:http"), 3, 14, "port 'http' is not a number"},
+      {"bad IPv4", with_listener_address("127.0.0.256:80"), 3, 14,
+       "'127.0.0.256' is neither an IPv4 address nor a valid DNS name"},
+      {"a list", with_listener_address("[127.0.0.1:8080]"), 3, 14,
+       "listeners[0].address: expected an address such as 0.0.0.0:8080 or [::]:8080, got a list"},
+      {"admin DNS name", at_top("admin:\n  address: localhost:9901\n"), 2, 12,
+       "admin.address: must be an IP address to listen on, not a DNS name"},
+      {"admin no port", at_top("admin:\n  address: 127.0.0.1\n"), 2, 12,
+       "admin.address: invalid address"},
+      {"admin not a map", at_top("admin: 127.0.0.1:9901\n"), 1, 8,
+       "admin: expected a map (admin), got a string"},
+  });
+}
+
+TEST_CASE("endpoint addresses may be DNS names but need a port from 1 to 65535") {
+  const auto endpoints = [](std::string_view list) {
+    return with_clusters("clusters:\n  - name: app\n    endpoints: " + std::string(list) + "\n");
+  };
+  // "    endpoints: [" is 16 characters, so the first endpoint is at 9:17.
+  check_only_errors({
+      {"port 0", endpoints("[127.0.0.1:0]"), 9, 17,
+       "clusters[0].endpoints[0]: port must be 1..65535, got '127.0.0.1:0'"},
+      {"port 0 in a map", endpoints("[{address: 'app.internal:0'}]"), 9, 27,
+       "clusters[0].endpoints[0].address: port must be 1..65535"},
+      {"IPv6 without brackets", endpoints("['::1:80']"), 9, 17,
+       "clusters[0].endpoints[0]: invalid address '::1:80': an IPv6 address must be in brackets"},
+      {"bad DNS name", endpoints("['bad_host!:80']"), 9, 17,
+       "'bad_host!' is neither an IPv4 address nor a valid DNS name (expected e.g. 10.0.0.5:9000, "
+       "[::1]:9000 or app.internal:9000)"},
+      {"no port", endpoints("[127.0.0.1:9000, app.internal]"), 9, 33,
+       "clusters[0].endpoints[1]: invalid address 'app.internal': missing port"},
+      {"a list", endpoints("[[127.0.0.1:9000]]"), 9, 17,
+       "clusters[0].endpoints[0]: expected \"host:port\" or a map with 'address' and optional "
+       "'weight', got a list"},
+      {"map without address", endpoints("[{weight: 2}]"), 9, 17,
+       "clusters[0].endpoints[0]: missing required key 'address' in endpoint"},
+      {"not a list", endpoints("127.0.0.1:9000"), 9, 16,
+       "clusters[0].endpoints: expected a list of endpoints, got a string"},
+      {"empty", endpoints("[]"), 9, 16, "clusters[0].endpoints: must list at least one endpoint"},
+  });
+}
+
+TEST_CASE("endpoint weights are 1..10000") {
+  const auto weight = [](std::string_view value) {
+    return with_clusters(
+        "clusters:\n  - name: app\n    endpoints:\n      - address: 127.0.0.1:1\n"
+        "        weight: " +
+        std::string(value) + "\n");
+  };
+  check_only_errors({
+      {"zero", weight("0"), 11, 17,
+       "clusters[0].endpoints[0].weight: must be an integer from 1 to 10000, got '0'"},
+      {"too big", weight("10001"), 11, 17, "must be an integer from 1 to 10000, got '10001'"},
+      {"negative", weight("-1"), 11, 17, "got '-1'"},
+      {"word", weight("heavy"), 11, 17, "got 'heavy'"},
+      {"fraction", weight("1.5"), 11, 17, "got '1.5'"},
+  });
+  CHECK_LOADS(load(weight("10000")));
+  CHECK_LOADS(load(weight("1")));
+}
+
+TEST_CASE("required keys are reported missing at the map that lacks them") {
+  check_only_errors({
+      {"listeners", kClusters, 1, 1, "missing required key 'listeners' at top level"},
+      {"clusters", kHead + kRoutes, 1, 1, "missing required key 'clusters' at top level"},
+      {"listener name", "listeners:\n  - address: 127.0.0.1:8080\n" + kRoutes + kClusters, 2, 5,
+       "listeners[0]: missing required key 'name' in listener"},
+      {"listener address", "listeners:\n  - name: in\n" + kRoutes + kClusters, 2, 5,
+       "listeners[0]: missing required key 'address' in listener"},
+      {"listener routes", kHead + kClusters, 2, 5,
+       "listeners[0]: missing required key 'routes' in listener"},
+      {"route name", kHead + "    routes:\n      - cluster: app\n" + kClusters, 5, 9,
+       "listeners[0].routes[0]: missing required key 'name' in route"},
+      {"route cluster", kHead + "    routes:\n      - name: all\n        timeout: 1s\n" + kClusters,
+       5, 9, "listeners[0].routes[0]: missing required key 'cluster' in route"},
+      {"cluster name", with_clusters("clusters:\n  - endpoints: [127.0.0.1:9000]\n"), 8, 5,
+       "clusters[0]: missing required key 'name' in cluster"},
+      {"cluster endpoints", with_clusters("clusters:\n  - name: app\n"), 8, 5,
+       "clusters[0]: missing required key 'endpoints' in cluster"},
+      {"in a flow map", with_clusters("clusters: [{endpoints: ['127.0.0.1:1']}]\n"), 7, 12,
+       "clusters[0]: missing required key 'name' in cluster"},
+  });
+}
+
+TEST_CASE("lists that must not be empty, and lists that are not lists") {
+  check_only_errors({
+      {"listeners empty", "listeners: []\n" + kClusters, 1, 12,
+       "listeners: must list at least one listener"},
+      {"routes empty", kHead + "    routes: []\n" + kClusters, 4, 13,
+       "listeners[0].routes: must list at least one route"},
+      {"clusters empty", kHead + kRoutes + "clusters: []\n", 7, 11,
+       "clusters: must list at least one cluster"},
+      {"methods empty", in_route("        match: {methods: []}\n"), 7, 26,
+       "listeners[0].routes[0].match.methods: must list at least one method"},
+      {"listeners a map", "listeners: {}\n" + kClusters, 1, 12,
+       "listeners: expected a list of listeners, got a map"},
+      {"listeners nothing", "listeners:\n" + kClusters, 1, 1,
+       "listeners: expected a list of listeners, got nothing"},
+      {"routes a string", kHead + "    routes: all\n" + kClusters, 4, 13,
+       "listeners[0].routes: expected a list of routes, got a string"},
+      {"listener a string", "listeners: [inbound]\n" + kClusters, 1, 13,
+       "listeners[0]: expected a map (listener), got a string"},
+      {"route a list", kHead + "    routes: [[all]]\n" + kClusters, 4, 14,
+       "listeners[0].routes[0]: expected a map (route), got a list"},
+  });
+}
+
+TEST_CASE("names are strings, not empty, and unique where they must be") {
+  check_only_errors({
+      {"listener name empty",
+       "listeners:\n  - name: ''\n    address: 127.0.0.1:8080\n" + kRoutes + kClusters, 2, 11,
+       "listeners[0].name: must not be empty"},
+      {"route name a list",
+       kHead + "    routes:\n      - name: [a]\n        cluster: app\n" + kClusters, 5, 15,
+       "listeners[0].routes[0].name: expected a name, got a list"},
+      {"cluster reference a map",
+       kHead + "    routes:\n      - name: all\n        cluster: {app: 1}\n" + kClusters, 6, 18,
+       "listeners[0].routes[0].cluster: expected a name, got a map"},
+      {"duplicate listener",
+       kHead + kRoutes + "  - name: in\n    address: 127.0.0.1:8081\n" + kRoutes + kClusters, 7, 11,
+       "listeners[1].name: duplicate listener name 'in' (first defined on line 2)"},
+      {"duplicate route", in_route("      - name: all\n        cluster: app\n"), 7, 15,
+       "listeners[0].routes[1].name: duplicate route name 'all' (first defined on line 5)"},
+      {"duplicate cluster", in_cluster("  - name: app\n    endpoints: [127.0.0.1:9001]\n"), 10, 11,
+       "clusters[1].name: duplicate cluster name 'app' (first defined on line 8)"},
+  });
+}
+
+TEST_CASE("a route must name a defined cluster; the error points at the name") {
+  check_only_errors({
+      {"unknown cluster",
+       "listeners:\n  - name: in\n    address: 127.0.0.1:8080\n    routes:\n      - name: api\n"
+       "        cluster: app\n"
+       "clusters:\n  - name: web\n    endpoints: [127.0.0.1:9000]\n  - name: db\n"
+       "    endpoints: [127.0.0.1:9001]\n",
+       6, 18,
+       "listeners[0].routes[0].cluster: route 'api' names unknown cluster 'app' (defined clusters: "
+       "db, web)"},
+      {"case matters", kHead + "    routes:\n      - name: all\n        cluster: App\n" + kClusters,
+       6, 18, "route 'all' names unknown cluster 'App'"},
+  });
+}
+
+TEST_CASE("route matches: path matchers") {
+  check_only_errors({
+      {"prefix and path", in_route("        match:\n          prefix: /a\n          path: /b\n"), 9,
+       11,
+       "listeners[0].routes[0].match: only one of 'prefix', 'path' or 'regex' may be set, found "
+       "'prefix' and 'path'"},
+      {"in file order", in_route("        match:\n          regex: x\n          prefix: /a\n"), 9,
+       11, "found 'regex' and 'prefix'"},
+      {"prefix without slash", in_route("        match: {prefix: api}\n"), 7, 25,
+       "listeners[0].routes[0].match.prefix: must start with '/', got 'api'"},
+      {"empty path", in_route("        match: {path: ''}\n"), 7, 23,
+       "listeners[0].routes[0].match.path: must start with '/', got ''"},
+      {"path a list", in_route("        match: {path: [/a]}\n"), 7, 23,
+       "listeners[0].routes[0].match.path: expected a path starting with '/', got a list"},
+      {"invalid regex", in_route("        match: {regex: '('}\n"), 7, 24,
+       "listeners[0].routes[0].match.regex: invalid regex '(': "},
+      {"invalid bracket regex", in_route("        match: {regex: '/[a-'}\n"), 7, 24,
+       "invalid regex '/[a-': "},
+      {"match a list", in_route("        match: [/x]\n"), 7, 16,
+       "listeners[0].routes[0].match: expected a map (route match), got a list"},
+  });
+
+  SUBCASE("all three matchers: two errors") {
+    LoadResult result = load(
+        in_route("        match:\n          prefix: /a\n          path: /b\n          regex: c\n"));
+    INFO(describe(result));
+    CHECK(result.errors.size() == 2);
+    CHECK(has_error(result, 9, 11, "found 'prefix' and 'path'"));
+    CHECK(has_error(result, 10, 11, "found 'prefix' and 'regex'"));
+  }
+  SUBCASE("the regex error carries std::regex_error's explanation") {
+    LoadResult result = load(in_route("        match: {regex: '('}\n"));
+    REQUIRE(result.errors.size() == 1);
+    const std::string& message = result.errors[0].message;
+    CHECK(message.size() >
+          std::string("listeners[0].routes[0].match.regex: invalid regex '(': ").size());
+  }
+}
+
+TEST_CASE("route matches: prefix_rewrite needs a prefix match") {
+  check_only_errors({
+      {"with path", in_route("        match: {path: /a}\n        prefix_rewrite: /b\n"), 8, 25,
+       "listeners[0].routes[0].prefix_rewrite: only allowed when the route matches a 'prefix' "
+       "(this route matches a 'path')"},
+      {"with regex", in_route("        prefix_rewrite: /b\n        match: {regex: ^/a}\n"), 7, 25,
+       "only allowed when the route matches a 'prefix' (this route matches a 'regex')"},
+      {"without slash", in_route("        match: {prefix: /a/}\n        prefix_rewrite: b/\n"), 8,
+       25, "listeners[0].routes[0].prefix_rewrite: must start with '/', got 'b/'"},
+      {"a list", in_route("        prefix_rewrite: [/]\n"), 7, 25,
+       "listeners[0].routes[0].prefix_rewrite: expected a path starting with '/', got a list"},
+  });
+}
+
+TEST_CASE("route matches: hosts") {
+  // "        match: {host: " is 22 characters, so the host is at 7:23.
+  const auto host = [](std::string_view value) {
+    return in_route("        match: {host: " + std::string(value) + "}\n");
+  };
+  for (std::string_view bad :
+       {"'api.*.com'", "'*'", "'*.'", "'*example.com'", "'**.example.com'", "'api.example.com:443'",
+        "'a b'", "'api/v1'", "''", "'[::1'", "'[nope]'", "'*.[::1]'"}) {
+    CAPTURE(bad);
+    CHECK_ONLY_ERROR(load(host(bad)), 7, 23, "listeners[0].routes[0].match.host: invalid host '");
+  }
+  CHECK_ONLY_ERROR(load(host("'*.example.com:80'")), 7, 23,
+                   "invalid host '*.example.com:80' (expected an exact name such as "
+                   "api.example.com, or a leading wildcard such as *.example.com; no port)");
+  CHECK_ONLY_ERROR(load(host("[a]")), 7, 23,
+                   "listeners[0].routes[0].match.host: expected a host name such as "
+                   "api.example.com or *.example.com, got a list");
+}
+
+TEST_CASE("route matches: headers") {
+  check_only_errors({
+      {"a list", in_route("        match: {headers: [x-a]}\n"), 7, 26,
+       "listeners[0].routes[0].match.headers: expected a map of header name to value, got a list"},
+      {"invalid name", in_route("        match:\n          headers:\n            bad name: x\n"), 9,
+       13,
+       "listeners[0].routes[0].match.headers: invalid header name 'bad name' (expected a token "
+       "such as x-canary)"},
+      {"value a list", in_route("        match:\n          headers:\n            x-a: [1]\n"), 9,
+       18, "listeners[0].routes[0].match.headers.x-a: expected a header value, got a list"},
+      {"value missing", in_route("        match:\n          headers:\n            x-a:\n"), 9, 13,
+       "listeners[0].routes[0].match.headers.x-a: expected a header value, got nothing"},
+      {"control character",
+       in_route("        match:\n          headers:\n            x-a: \"a\\nb\"\n"), 9, 18,
+       "listeners[0].routes[0].match.headers.x-a: header value must not contain control "
+       "characters"},
+      {"same name, other case",
+       in_route("        match:\n          headers:\n            X-A: 1\n            x-a: 2\n"), 10,
+       13,
+       "listeners[0].routes[0].match.headers: duplicate header 'x-a' (first set on line 9; header "
+       "names are case-insensitive)"},
+  });
+}
+
+TEST_CASE("route matches: methods") {
+  check_only_errors({
+      {"a string", in_route("        match: {methods: GET}\n"), 7, 26,
+       "listeners[0].routes[0].match.methods: expected a list of methods, got a string"},
+      {"not a token", in_route("        match:\n          methods: [GET, 'PO ST']\n"), 8, 26,
+       "listeners[0].routes[0].match.methods[1]: invalid method 'PO ST' (expected a token such as "
+       "GET)"},
+      {"a list inside", in_route("        match:\n          methods: [[GET]]\n"), 8, 21,
+       "listeners[0].routes[0].match.methods[0]: expected an HTTP method such as GET, got a list"},
+      {"duplicate after uppercasing", in_route("        match:\n          methods: [GET, get]\n"),
+       8, 26, "listeners[0].routes[0].match.methods[1]: duplicate method 'GET'"},
+  });
+}
+
+TEST_CASE("load-balancing policy and pool") {
+  check_only_errors({
+      {"unknown policy", in_cluster("    lb: fastest\n"), 10, 9,
+       "clusters[0].lb: unknown policy 'fastest'; expected one of: round_robin, least_request, "
+       "random"},
+      {"policy a list", in_cluster("    lb: [random]\n"), 10, 9,
+       "clusters[0].lb: expected a load-balancing policy, got a list"},
+      {"pool a string", in_cluster("    pool: 10\n"), 10, 11,
+       "clusters[0].pool: expected a map (pool), got a string"},
+  });
+}
+
+TEST_CASE("listening addresses must not collide") {
+  const auto two = [](std::string_view a, std::string_view b) {
+    return "listeners:\n  - name: a\n    address: " + std::string(a) + "\n" + kRoutes +
+           "  - name: b\n    address: " + std::string(b) + "\n" + kRoutes + kClusters;
+  };
+  // Listener b's address is at 8:14.
+  check_only_errors({
+      {"same address", two("127.0.0.1:8080", "127.0.0.1:8080"), 8, 14,
+       "listeners[1].address: address 127.0.0.1:8080 collides with 127.0.0.1:8080 of listener 'a'"},
+      {"wildcard first", two("0.0.0.0:8080", "127.0.0.1:8080"), 8, 14,
+       "address 127.0.0.1:8080 collides with 0.0.0.0:8080 of listener 'a'"},
+      {"wildcard second", two("'[::1]:8080'", "'[::]:8080'"), 8, 14,
+       "address [::]:8080 collides with [::1]:8080 of listener 'a'"},
+      {"admin", at_top("admin: {address: '127.0.0.1:8080'}\n"), 4, 14,
+       "listeners[0].address: address 127.0.0.1:8080 collides with 127.0.0.1:8080 of the admin "
+       "listener"},
+      {"admin by default", with_listener_address("0.0.0.0:9901"), 3, 14,
+       "listeners[0].address: address 0.0.0.0:9901 collides with 127.0.0.1:9901 of the admin "
+       "listener (its default; set admin.address to move it)"},
+  });
+}
+
+TEST_CASE("YAML syntax errors carry yaml-cpp's position, 1-based") {
+  check_only_errors({
+      {"map value in a plain scalar", "workers: 1\nlisteners: a: b\n", 2, 13,
+       "YAML syntax error: illegal map value"},
+      {"unclosed flow list", "workers: 1\nlisteners: [a, b\n", 3, 1,
+       "YAML syntax error: end of sequence flow not found"},
+      {"unclosed flow map", "admin: {address: 1\n", 2, 1,
+       "YAML syntax error: end of map flow not found"},
+      {"tab indentation", "listeners:\n\t- name: a\n", 2, 2,
+       "YAML syntax error: illegal block entry (YAML does not allow tabs for indentation)"},
+      {"unknown alias", "workers: *nope\n", 1, 10, "YAML syntax error: "},
+  });
+}
+
+TEST_CASE("the document itself must be one map") {
+  check_only_errors({
+      {"empty", "", 1, 1,
+       "the config is empty; expected a map with at least 'listeners' and 'clusters'"},
+      {"only comments", "# nothing here\n\n", 1, 1, "the config is empty"},
+      {"only a document marker", "---\n", 1, 1, "the config is empty"},
+      {"a list", "- a\n- b\n", 1, 1,
+       "the top level must be a map with at least 'listeners' and 'clusters', got a list"},
+      {"a string", "hello\n", 1, 1, "got a string"},
+      {"two documents", at_top("") + "---\nworkers: 1\n", 11, 1,
+       "only one YAML document is allowed; found another one here"},
+  });
+}
+
+TEST_CASE("every error is reported, in file order, and no config is returned") {
+  LoadResult result = load(R"(
+workers: none
+listeners:
+  - name: in
+    address: localhost:80
+    routes:
+      - name: r
+        cluster: missing
+        timeout: soon
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:0"]
+    lb: fair
+)");
+  INFO(describe(result));
+  CHECK(result.config == nullptr);
+  REQUIRE(result.errors.size() == 6);
+  CHECK(result.errors[0].to_string() ==
+        "test.yaml:1:10: workers: must be an integer from 1 to 1024, got 'none'");
+  CHECK(has_error(result, 4, 14, "listeners[0].address: must be an IP address"));
+  CHECK(has_error(result, 7, 18,
+                  "route 'r' names unknown cluster 'missing' (defined clusters: app)"));
+  CHECK(has_error(result, 8, 18, "listeners[0].routes[0].timeout: invalid duration 'soon'"));
+  CHECK(has_error(result, 11, 17, "clusters[0].endpoints[0]: port must be 1..65535"));
+  CHECK(has_error(result, 12, 9, "clusters[0].lb: unknown policy 'fair'"));
+  for (size_t i = 1; i < result.errors.size(); ++i) {
+    CHECK(result.errors[i - 1].line <= result.errors[i].line);
+  }
+  for (const ConfigError& e : result.errors) CHECK(e.file == "test.yaml");
+}
+
+TEST_CASE("a broken cluster does not also make its routes report an unknown cluster") {
+  SUBCASE("cluster without a name") {
+    CHECK_ONLY_ERROR(load(with_clusters("clusters:\n  - endpoints: [127.0.0.1:9000]\n")), 8, 5,
+                     "missing required key 'name'");
+  }
+  SUBCASE("cluster that is not a map") {
+    CHECK_ONLY_ERROR(load(with_clusters("clusters: [app]\n")), 7, 12,
+                     "clusters[0]: expected a map (cluster), got a string");
+  }
+  SUBCASE("clusters not a list") {
+    CHECK_ONLY_ERROR(load(with_clusters("clusters: {app: {}}\n")), 7, 11,
+                     "clusters: expected a list of clusters, got a map");
+  }
+}
+
+TEST_CASE("a file that cannot be read is an error without a position") {
+  SUBCASE("missing") {
+    LoadResult result = load_config_file("/nonexistent/bulwark.yaml");
+    CHECK(result.config == nullptr);
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].file == "/nonexistent/bulwark.yaml");
+    CHECK(result.errors[0].line == 0);
+    CHECK(result.errors[0].column == 0);
+    CHECK(result.errors[0].to_string() ==
+          "/nonexistent/bulwark.yaml: cannot read the config file: No such file or directory");
+  }
+  SUBCASE("a directory") {
+    LoadResult result = load_config_file("/tmp");
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].to_string() == "/tmp: cannot read the config file: Is a directory");
+  }
+}
+
+}  // namespace
+}  // namespace bulwark::config

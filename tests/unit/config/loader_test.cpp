@@ -1,0 +1,424 @@
+// Loading configs that are valid: every key, the defaults, the shipped examples, files.
+// The error paths are in loader_errors_test.cpp.
+
+#include "config/loader.h"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include "config_test_support.h"
+
+namespace bulwark::config {
+namespace {
+
+using std::chrono::hours;
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::seconds;
+using testing::load;
+
+// Every key in the schema, each set to something other than its default.
+constexpr std::string_view kEveryKey = R"(
+workers: 3
+drain_delay: 2s
+drain_timeout: 1m
+admin:
+  address: 127.0.0.2:0
+listeners:
+  - name: inbound
+    address: 0.0.0.0:8080
+    request_headers_timeout: 5s
+    idle_timeout: 2m
+    max_request_headers_size: 32KiB
+    routes:
+      - name: api
+        match:
+          prefix: /api/
+          host: API.Example.com
+          headers: {X-Canary: "1", x-tenant: acme}
+          methods: [get, POST, Purge]
+        cluster: batch
+        timeout: 0s
+        prefix_rewrite: /v1/
+      - name: health
+        match:
+          path: /healthz
+          host: "*.Example.COM"
+        cluster: app
+        timeout: 1500ms
+      - name: reports
+        match: {regex: "^/reports/[0-9]+$"}
+        cluster: app
+  - name: v6
+    address: "[::]:0"
+    request_headers_timeout: 1h
+    max_request_headers_size: 1MiB
+    routes:
+      - name: api
+        match: {host: "[::1]"}
+        cluster: app
+clusters:
+  - name: app
+    endpoints:
+      - 127.0.0.1:9000
+      - {address: app.internal:9001, weight: 2}
+      - address: "[::1]:9002"
+        weight: 10000
+    dns_refresh: 10s
+    lb: random
+    connect_timeout: 100ms
+    pool:
+      max_connections: 64
+      idle_timeout: 5s
+      max_requests_per_connection: 1000
+      max_pending: 0
+      pending_timeout: 250ms
+  - name: batch
+    endpoints: ["localhost:1"]
+    lb: least_request
+)";
+
+TEST_CASE("a config with every key loads into the structs exactly") {
+  LoadResult result = load(kEveryKey);
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+
+  CHECK(c.source_file == "test.yaml");
+  CHECK(c.workers == 3);
+  CHECK(c.drain_delay == seconds(2));
+  CHECK(c.drain_timeout == minutes(1));
+  CHECK(c.admin.address.text() == "127.0.0.2:0");
+  CHECK(c.admin.address.is_ip);
+
+  REQUIRE(c.listeners.size() == 2);
+  const ListenerConfig& in = c.listeners[0];
+  CHECK(in.name == "inbound");
+  CHECK(in.address.host == "0.0.0.0");
+  CHECK(in.address.port == 8080);
+  CHECK(in.address.is_ip);
+  CHECK(in.request_headers_timeout == seconds(5));
+  CHECK(in.idle_timeout == minutes(2));
+  CHECK(in.max_request_headers_size == 32 * 1024);
+  CHECK(in.location.file == "test.yaml");
+  CHECK(in.location.line == 7);
+  CHECK(in.location.column == 5);
+
+  REQUIRE(in.routes.size() == 3);
+  const RouteConfig& api = in.routes[0];
+  CHECK(api.name == "api");
+  CHECK(api.match.path.kind == PathMatch::Kind::kPrefix);
+  CHECK(api.match.path.value == "/api/");
+  CHECK(api.match.path.regex == nullptr);
+  CHECK(api.match.host.value == "api.example.com");
+  CHECK_FALSE(api.match.host.wildcard);
+  REQUIRE(api.match.headers.size() == 2);
+  CHECK(api.match.headers[0].name == "x-canary");
+  CHECK(api.match.headers[0].value == "1");
+  CHECK(api.match.headers[1].name == "x-tenant");
+  CHECK(api.match.headers[1].value == "acme");
+  CHECK(api.match.methods == std::vector<std::string>{"GET", "POST", "PURGE"});
+  CHECK(api.cluster == "batch");
+  CHECK(api.cluster_index == 1);
+  CHECK(api.timeout == Duration{0});
+  CHECK(api.prefix_rewrite == "/v1/");
+  CHECK(api.location.line == 13);
+  CHECK(api.location.column == 9);
+
+  const RouteConfig& health = in.routes[1];
+  CHECK(health.match.path.kind == PathMatch::Kind::kExact);
+  CHECK(health.match.path.value == "/healthz");
+  CHECK(health.match.host.value == ".example.com");
+  CHECK(health.match.host.wildcard);
+  CHECK(health.match.headers.empty());
+  CHECK(health.match.methods.empty());
+  CHECK(health.cluster_index == 0);
+  CHECK(health.timeout == milliseconds(1500));
+  CHECK_FALSE(health.prefix_rewrite.has_value());
+  CHECK(health.location.line == 22);
+
+  const RouteConfig& reports = in.routes[2];
+  CHECK(reports.match.path.kind == PathMatch::Kind::kRegex);
+  CHECK(reports.match.path.value == "^/reports/[0-9]+$");
+  REQUIRE(reports.match.path.regex != nullptr);
+  CHECK(std::regex_match("/reports/42", *reports.match.path.regex));
+  CHECK_FALSE(std::regex_match("/reports/x", *reports.match.path.regex));
+  CHECK(reports.match.host.empty());
+  CHECK(reports.location.line == 28);
+
+  const ListenerConfig& v6 = c.listeners[1];
+  CHECK(v6.name == "v6");
+  CHECK(v6.address.host == "::");
+  CHECK(v6.address.port == 0);
+  CHECK(v6.address.is_ip);
+  CHECK(v6.request_headers_timeout == hours(1));
+  CHECK(v6.idle_timeout == seconds(300));  // default
+  CHECK(v6.max_request_headers_size == 1024 * 1024);
+  REQUIRE(v6.routes.size() == 1);
+  CHECK(v6.routes[0].name == "api");  // route names are unique per listener only
+  CHECK(v6.routes[0].match.host.value == "[::1]");
+  CHECK(v6.routes[0].match.path.kind == PathMatch::Kind::kPrefix);
+  CHECK(v6.routes[0].match.path.value == "/");
+
+  REQUIRE(c.clusters.size() == 2);
+  const ClusterConfig& app = c.clusters[0];
+  CHECK(app.name == "app");
+  CHECK(app.location.line == 40);
+  CHECK(app.location.column == 5);
+  REQUIRE(app.endpoints.size() == 3);
+  CHECK(app.endpoints[0].address.text() == "127.0.0.1:9000");
+  CHECK(app.endpoints[0].address.is_ip);
+  CHECK(app.endpoints[0].weight == 1);
+  CHECK(app.endpoints[0].location.line == 42);
+  CHECK(app.endpoints[0].location.column == 9);
+  CHECK(app.endpoints[1].address.host == "app.internal");
+  CHECK(app.endpoints[1].address.port == 9001);
+  CHECK_FALSE(app.endpoints[1].address.is_ip);
+  CHECK(app.endpoints[1].weight == 2);
+  CHECK(app.endpoints[1].location.line == 43);
+  CHECK(app.endpoints[1].location.column == 9);
+  CHECK(app.endpoints[2].address.host == "::1");
+  CHECK(app.endpoints[2].address.port == 9002);
+  CHECK(app.endpoints[2].weight == 10000);
+  CHECK(app.endpoints[2].location.line == 44);
+  CHECK(app.dns_refresh == seconds(10));
+  CHECK(app.lb == LbPolicy::kRandom);
+  CHECK(app.connect_timeout == milliseconds(100));
+  CHECK(app.pool.max_connections == 64);
+  CHECK(app.pool.idle_timeout == seconds(5));
+  CHECK(app.pool.max_requests_per_connection == 1000);
+  CHECK(app.pool.max_pending == 0);
+  CHECK(app.pool.pending_timeout == milliseconds(250));
+
+  const ClusterConfig& batch = c.clusters[1];
+  CHECK(batch.name == "batch");
+  CHECK(batch.lb == LbPolicy::kLeastRequest);
+  REQUIRE(batch.endpoints.size() == 1);
+  CHECK(batch.endpoints[0].address.host == "localhost");
+  CHECK(batch.endpoints[0].address.port == 1);
+
+  CHECK(c.find_cluster("batch") == &c.clusters[1]);
+}
+
+TEST_CASE("absent keys take their documented defaults") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - name: all
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+)");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  CHECK(c.workers == 0);
+  CHECK(c.drain_delay == seconds(5));
+  CHECK(c.drain_timeout == seconds(20));
+  CHECK(c.admin.address.text() == "127.0.0.1:9901");
+  CHECK(c.admin.address.is_ip);
+
+  const ListenerConfig& in = c.listeners.at(0);
+  CHECK(in.request_headers_timeout == seconds(10));
+  CHECK(in.idle_timeout == seconds(300));
+  CHECK(in.max_request_headers_size == 60 * 1024);
+
+  const RouteConfig& route = in.routes.at(0);
+  CHECK(route.match.path.kind == PathMatch::Kind::kPrefix);
+  CHECK(route.match.path.value == "/");
+  CHECK(route.match.path.regex == nullptr);
+  CHECK(route.match.host.empty());
+  CHECK(route.match.headers.empty());
+  CHECK(route.match.methods.empty());
+  CHECK(route.cluster_index == 0);
+  CHECK(route.timeout == seconds(15));
+  CHECK_FALSE(route.prefix_rewrite.has_value());
+  CHECK(route.location.line == 5);
+  CHECK(route.location.column == 9);
+
+  const ClusterConfig& app = c.clusters.at(0);
+  CHECK(app.endpoints.at(0).weight == 1);
+  CHECK(app.endpoints.at(0).location.line == 9);
+  CHECK(app.endpoints.at(0).location.column == 17);
+  CHECK(app.dns_refresh == seconds(30));
+  CHECK(app.lb == LbPolicy::kRoundRobin);
+  CHECK(app.connect_timeout == seconds(1));
+  CHECK(app.pool.max_connections == 1024);
+  CHECK(app.pool.idle_timeout == seconds(60));
+  CHECK(app.pool.max_requests_per_connection == 0);
+  CHECK(app.pool.max_pending == 1024);
+  CHECK(app.pool.pending_timeout == seconds(1));
+}
+
+TEST_CASE("optional sections may be present but empty") {
+  LoadResult result = load(R"(
+admin: {}
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - name: all
+        match: {headers: {}}
+        cluster: app
+        prefix_rewrite: /root/
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+    pool: {}
+)");
+  CHECK_LOADS(result);
+  const RouteConfig& route = result.config->listeners.at(0).routes.at(0);
+  CHECK(route.match.path.value == "/");
+  CHECK(route.prefix_rewrite == "/root/");  // allowed: the default match is a prefix
+  CHECK(result.config->admin.address.text() == "127.0.0.1:9901");
+  CHECK(result.config->clusters.at(0).pool.max_connections == 1024);
+}
+
+TEST_CASE("boundary values are accepted") {
+  LoadResult result = load(R"(
+workers: 1024
+drain_delay: 0s
+drain_timeout: 0ms
+listeners:
+  - name: in
+    address: 0.0.0.0:65535
+    max_request_headers_size: 1KiB
+    routes: [{name: all, cluster: app, timeout: 0s}]
+clusters:
+  - name: app
+    endpoints: ["10.0.0.1:1", {address: "10.0.0.2:65535", weight: 1}, {address: "10.0.0.3:2", weight: 10000}]
+    pool: {max_connections: 1, max_pending: 4294967295, max_requests_per_connection: 4294967295}
+)");
+  CHECK_LOADS(result);
+  CHECK(result.config->workers == 1024);
+  CHECK(result.config->drain_delay == Duration{0});
+  CHECK(result.config->listeners.at(0).max_request_headers_size == 1024);
+  CHECK(result.config->clusters.at(0).pool.max_pending == 4294967295u);
+}
+
+TEST_CASE("listeners may share a port on different hosts, and port 0 any number of times") {
+  LoadResult result = load(R"(
+admin: {address: "127.0.0.1:0"}
+listeners:
+  - {name: a, address: "127.0.0.1:8080", routes: [{name: r, cluster: app}]}
+  - {name: b, address: "127.0.0.2:8080", routes: [{name: r, cluster: app}]}
+  - {name: c, address: "127.0.0.1:0", routes: [{name: r, cluster: app}]}
+  - {name: d, address: "0.0.0.0:0", routes: [{name: r, cluster: app}]}
+clusters:
+  - {name: app, endpoints: ["127.0.0.1:9000"]}
+)");
+  CHECK_LOADS(result);
+  CHECK(result.config->listeners.size() == 4);
+}
+
+TEST_CASE("quoted and plain scalars read the same, and YAML anchors work") {
+  LoadResult result = load(R"(
+workers: "2"
+listeners:
+  - name: "in"
+    address: '127.0.0.1:8080'
+    routes:
+      - &route {name: all, cluster: app, timeout: "3s"}
+  - name: second
+    address: 127.0.0.1:8081
+    routes: [*route]
+clusters:
+  - name: app
+    endpoints: ["127.0.0.1:9000"]
+)");
+  CHECK_LOADS(result);
+  CHECK(result.config->workers == 2);
+  CHECK(result.config->listeners.at(1).routes.at(0).timeout == seconds(3));
+}
+
+TEST_CASE("the example configs load without errors") {
+  for (const char* name : {"demo.yaml", "full.yaml"}) {
+    const std::string path = std::string(BULWARK_SOURCE_DIR) + "/config/examples/" + name;
+    CAPTURE(path);
+    LoadResult result = load_config_file(path);
+    CHECK_LOADS(result);
+    CHECK(result.config->source_file == path);
+  }
+}
+
+TEST_CASE("the demo example is what the quick start promises") {
+  LoadResult result =
+      load_config_file(std::string(BULWARK_SOURCE_DIR) + "/config/examples/demo.yaml");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  CHECK(c.workers == 2);
+  CHECK(c.drain_delay == seconds(1));
+  CHECK(c.admin.address.text() == "127.0.0.1:9901");
+  REQUIRE(c.listeners.size() == 1);
+  CHECK(c.listeners[0].name == "inbound");
+  CHECK(c.listeners[0].address.text() == "127.0.0.1:8080");
+  REQUIRE(c.listeners[0].routes.size() == 1);
+  CHECK(c.listeners[0].routes[0].name == "all");
+  CHECK(c.listeners[0].routes[0].match.path.kind == PathMatch::Kind::kPrefix);
+  CHECK(c.listeners[0].routes[0].match.path.value == "/");
+  CHECK(c.listeners[0].routes[0].cluster == "demo");
+  REQUIRE(c.clusters.size() == 1);
+  CHECK(c.clusters[0].name == "demo");
+  REQUIRE(c.clusters[0].endpoints.size() == 1);
+  CHECK(c.clusters[0].endpoints[0].address.text() == "127.0.0.1:9000");
+}
+
+// A file in the temporary directory, removed when the test ends.
+class TempFile {
+ public:
+  explicit TempFile(std::string_view contents) {
+    char pattern[] = "/tmp/bulwark_config_test_XXXXXX";
+    const int fd = ::mkstemp(pattern);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    path_ = pattern;
+    std::ofstream(path_) << contents;
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST_CASE("load_config_file reads a file and names it in the config and in errors") {
+  SUBCASE("valid") {
+    TempFile file(
+        "listeners: [{name: in, address: '127.0.0.1:1', routes: [{name: r, cluster: c}]}]\n"
+        "clusters: [{name: c, endpoints: ['127.0.0.1:2']}]\n");
+    LoadResult result = load_config_file(file.path());
+    CHECK_LOADS(result);
+    CHECK(result.config->source_file == file.path());
+  }
+  SUBCASE("invalid") {
+    TempFile file(
+        "workers: many\n"
+        "listeners: [{name: in, address: '127.0.0.1:1', routes: [{name: r, cluster: c}]}]\n"
+        "clusters: [{name: c, endpoints: ['127.0.0.1:2']}]\n");
+    LoadResult result = load_config_file(file.path());
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.config == nullptr);
+    const ConfigError& first = result.errors.at(0);
+    CHECK(first.file == file.path());
+    CHECK(first.line == 1);
+    CHECK(first.column == 10);
+    CHECK(first.to_string().rfind(file.path() + ":1:10: workers: must be an integer", 0) == 0);
+  }
+}
+
+TEST_CASE("ConfigError::to_string puts the place first") {
+  CHECK(ConfigError{"a.yaml", 3, 7, "workers: bad"}.to_string() == "a.yaml:3:7: workers: bad");
+  CHECK(ConfigError{"a.yaml", 0, 0, "cannot read"}.to_string() == "a.yaml: cannot read");
+}
+
+}  // namespace
+}  // namespace bulwark::config
