@@ -2,6 +2,8 @@
 
 #include <strings.h>
 
+#include <array>
+
 namespace bulwark::http {
 
 const Header* MessageHead::find(std::string_view name) const {
@@ -78,12 +80,33 @@ Parser::Result Parser::finish() {
   return result;
 }
 
-void Parser::extend(Span& span, uint32_t offset, size_t len) {
+bool Parser::extend(Span& span, uint32_t offset, size_t len) {
   // The owner's buffer is contiguous, so a span split across two execute() calls continues
-  // exactly where the previous piece ended.
-  if (span.length == 0) span.offset = offset;
+  // exactly where the previous piece ended. A gap means llhttp skipped bytes inside the value:
+  // an obs-fold line continuation (RFC 9112 5.2), which we reject.
+  if (span.length == 0) {
+    span.offset = offset;
+  } else if (span.offset + span.length != offset) {
+    return false;
+  }
   span.length += static_cast<uint32_t>(len);
+  return true;
 }
+
+namespace {
+// RFC 9110 5.6.2: tchar.
+bool is_tchar(unsigned char c) {
+  static constexpr auto kTable = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+    return t;
+  }();
+  return kTable[c];
+}
+}  // namespace
 
 int Parser::on_message_begin(llhttp_t* p) {
   auto* self = static_cast<Parser*>(p->data);
@@ -133,6 +156,12 @@ int Parser::on_header_field(llhttp_t* p, const char* at, size_t len) {
     headers.push_back({});
     self->in_value_ = false;
   }
+  for (size_t i = 0; i < len; ++i) {
+    if (!is_tchar(static_cast<unsigned char>(at[i]))) {
+      llhttp_set_error_reason(p, "Invalid character in header name");
+      return HPE_USER;
+    }
+  }
   extend(headers.back().name, offset, len);
   return 0;
 }
@@ -145,7 +174,10 @@ int Parser::on_header_value(llhttp_t* p, const char* at, size_t len) {
     return -1;
   }
   self->in_value_ = true;
-  extend(self->head_.headers.back().value, offset, len);
+  if (!extend(self->head_.headers.back().value, offset, len)) {
+    llhttp_set_error_reason(p, "Header line folding (obs-fold) is not allowed");
+    return HPE_USER;
+  }
   return 0;
 }
 

@@ -111,7 +111,7 @@ class Parser {
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, size_t len);
   static int on_message_complete(llhttp_t* p);
-  static void extend(Span& span, uint32_t offset, size_t len);
+  static bool extend(Span& span, uint32_t offset, size_t len);
 
   llhttp_t parser_;
   llhttp_settings_t settings_;

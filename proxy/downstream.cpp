@@ -129,7 +129,11 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
 
 void DownstreamConnection::parse_request() {
   while (true) {
+    // Nothing is written upstream while the parser runs: its callbacks add to to_upstream_,
+    // which must not change under a write in flight.
+    parsing_request_ = true;
     http::Parser::Result r = request_parser_.execute(in_.data, in_.parsed, in_.filled);
+    parsing_request_ = false;
     in_.parsed += r.consumed;
     if (closed_) return;
     switch (r.status) {
@@ -343,7 +347,7 @@ void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
 }
 
 void DownstreamConnection::flush_to_upstream() {
-  if (upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy) return;
+  if (parsing_request_ || upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy) return;
   if (to_upstream_.in_flight() || to_upstream_.empty()) return;
   to_upstream_.req.data = this;
   int rc = to_upstream_.flush(upstream_->stream(), &DownstreamConnection::on_upstream_written);
@@ -383,6 +387,7 @@ void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
   if (self->phase_ == Phase::kProxying && !self->request_complete_ && !in.empty()) {
     self->parse_request();
   }
+  self->flush_to_upstream();
   self->update_reading();
 }
 
@@ -457,7 +462,10 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
   }
   flush_to_client();
   if (to_client_.in_flight()) {
-    conn.stop_reading();
+    // Stop reading until the client has taken these bytes (backpressure). A complete response
+    // needs no more bytes, so keep the reader as it is: an idle pooled connection reads anyway,
+    // and this saves two epoll_ctl calls per request.
+    if (!response_complete_) conn.stop_reading();
   } else if (response_complete_) {
     finish_exchange();
   } else if (conn.in.parsed == conn.in.filled) {
@@ -515,7 +523,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   to_client_.add_head();
   response_head_sent_ = true;
   cluster_->stats.upstream_requests.inc(head.status);
-  return request_head_request_ ? http::ParserCallbacks::kNoBody : http::ParserCallbacks::kProceed;
+  // HEAD, 204 and 304 never have a body, whatever Content-Length says (RFC 9112 6.3).
+  return response_framing_ == http::BodyFraming::kNone ? http::ParserCallbacks::kNoBody
+                                                       : http::ParserCallbacks::kProceed;
 }
 
 void DownstreamConnection::on_response_body(const char* data, size_t n) {

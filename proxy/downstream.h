@@ -133,6 +133,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   char client_ip_[48] = {0};
   Phase phase_ = Phase::kIdle;
   bool reading_ = false;
+  bool parsing_request_ = false;
   bool client_eof_ = false;
   bool draining_ = false;
   bool closed_ = false;

@@ -1,6 +1,8 @@
 // Tests of the test harness itself, against TestUpstream, demo-upstream and stand-in processes,
 // with no proxy involved: if these fail, a proxy test failure says nothing about the proxy.
 
+#include "tests/support/harness.h"
+
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -8,8 +10,6 @@
 #include <chrono>
 #include <string>
 #include <thread>
-
-#include "tests/support/harness.h"
 
 using namespace bulwark::test;
 
@@ -151,8 +151,8 @@ TEST_CASE("harness: a 100 Continue is read as its own response") {
     conn.write_response(200, "got " + request->body);
   });
   ClientConn client(upstream.port());
-  REQUIRE(client.send(make_request("PUT", "/up",
-                                   {{"Expect", "100-continue"}, {"Content-Length", "4"}})));
+  REQUIRE(client.send(
+      make_request("PUT", "/up", {{"Expect", "100-continue"}, {"Content-Length", "4"}})));
   auto interim = client.read_response();
   REQUIRE(interim);
   CHECK(interim->status == 100);
@@ -266,8 +266,7 @@ TEST_CASE("harness: Subprocess captures output, exit status and signals") {
   shell.start({"/bin/sh", "-c", "echo one; echo two >&2; printf partial; exit 3"});
   CHECK(shell.wait_exit() == 3);
   CHECK(shell.wait_streams_closed());
-  CHECK(shell.lines(Subprocess::Stream::kStdout) ==
-        std::vector<std::string>{"one", "partial"});
+  CHECK(shell.lines(Subprocess::Stream::kStdout) == std::vector<std::string>{"one", "partial"});
   CHECK(shell.wait_for_line(Subprocess::Stream::kStderr, "two").value_or("") == "two");
 
   Subprocess sleeper;
@@ -343,8 +342,8 @@ TEST_CASE("harness: demo-upstream greets, keeps alive, echoes bodies and survive
   CHECK(echoed_chunked->chunked);
   CHECK(echoed_chunked->body == "in chunks");
 
-  REQUIRE(client.send(make_request("POST", "/echo",
-                                   {{"Expect", "100-continue"}, {"Content-Length", "2"}})));
+  REQUIRE(client.send(
+      make_request("POST", "/echo", {{"Expect", "100-continue"}, {"Content-Length", "2"}})));
   auto interim = client.read_response();
   REQUIRE(interim);
   CHECK(interim->status == 100);
@@ -365,10 +364,11 @@ TEST_CASE("harness: demo-upstream greets, keeps alive, echoes bodies and survive
   CHECK(verifier.ok());
 
   // Malformed requests get 400 and a closed connection.
-  for (std::string bad : std::vector<std::string>{"GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\n continued\r\n\r\n",
-                          "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                          "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                          std::string("\x00\xff\r\n\r\n", 6)}) {
+  for (std::string bad :
+       std::vector<std::string>{"GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\n continued\r\n\r\n",
+                                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                                "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                                std::string("\x00\xff\r\n\r\n", 6)}) {
     CAPTURE(bad);
     ClientConn conn(demo.port());
     REQUIRE(conn.send(bad));

@@ -23,13 +23,18 @@ bool looks_like_json_object(std::string_view body) {
   for (size_t i = 0; i < body.size(); ++i) {
     char c = body[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
-    else if (c == '{' || c == '[') ++depth;
-    else if (c == '}' || c == ']') --depth;
+    if (c == '"')
+      in_string = true;
+    else if (c == '{' || c == '[')
+      ++depth;
+    else if (c == '}' || c == ']')
+      --depth;
     if (depth < 0) return false;
   }
   return depth == 0 && !in_string;
@@ -78,8 +83,8 @@ TEST_CASE("admin /metrics counts local replies by reason") {
   bool counted = eventually([&] {
     auto metrics = http_get(bulwark.admin_port(), "/metrics");
     text = metrics ? metrics->body : "";
-    auto value = metric_value(text, "bulwark_local_replies_total",
-                              {{"reason", "upstream_connect_failure"}});
+    auto value =
+        metric_value(text, "bulwark_local_replies_total", {{"reason", "upstream_connect_failure"}});
     return value && *value >= 1;
   });
   INFO(text);
@@ -150,7 +155,7 @@ TEST_CASE("SIGTERM with a request that never finishes exits 0 after drain_timeou
     if (conn.read_request()) conn.wait_peer_close(Millis{10000});
   };
   ProxyOptions options;
-  options.top = "drain_timeout: 500ms";
+  options.drain_timeout = "500ms";
   ProxyFixture proxy(handler, options);
   ClientConn client(proxy.port());
   REQUIRE(client.send(make_request("GET", "/forever")));
@@ -185,8 +190,7 @@ TEST_CASE("--check rejects an invalid config with exit status 1 and FILE:LINE:CO
   CHECK(result.exit_code == 1);
   CHECK(output.find(result.config_path + ":5:5") != std::string::npos);
 
-  auto bad_value = run_check(proxy_config("127.0.0.1:9000") +
-                             "bogus_top_level_key: true\n");
+  auto bad_value = run_check(proxy_config("127.0.0.1:9000") + "bogus_top_level_key: true\n");
   CHECK(bad_value.exit_code == 1);
   CHECK((bad_value.out + bad_value.err).find(bad_value.config_path + ":") != std::string::npos);
 }

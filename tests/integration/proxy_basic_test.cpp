@@ -3,8 +3,11 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "tests/integration/proxy_fixture.h"
 
@@ -159,8 +162,7 @@ TEST_CASE("proxy removes hop-by-hop headers in both directions and keeps end-to-
     CAPTURE(name);
     CHECK_FALSE(response->has(name));
   }
-  CHECK(to_lower(joined(*response, "connection")).find("x-upstream-private") ==
-        std::string::npos);
+  CHECK(to_lower(joined(*response, "connection")).find("x-upstream-private") == std::string::npos);
 
   auto seen = proxy.upstream.last_request();
   REQUIRE(seen);
@@ -272,8 +274,8 @@ TEST_CASE("Expect: 100-continue relays the upstream's 100 Continue before the bo
   };
   ProxyFixture proxy(handler);
   ClientConn client(proxy.port());
-  REQUIRE(client.send(make_request("PUT", "/upload",
-                                   {{"Expect", "100-continue"}, {"Content-Length", "11"}})));
+  REQUIRE(client.send(
+      make_request("PUT", "/upload", {{"Expect", "100-continue"}, {"Content-Length", "11"}})));
   auto interim = client.read_response();
   REQUIRE_MESSAGE(interim, client.last_error_text());
   CHECK(interim->status == 100);
@@ -352,4 +354,42 @@ TEST_CASE("an idle client connection is closed after the listener's idle_timeout
   REQUIRE(client.send(make_request("GET", "/once")));
   REQUIRE(client.read_response());
   CHECK(client.is_closed(Millis{3000}));
+}
+
+TEST_CASE("a client's Connection: close gets its response and then a closed connection") {
+  ProxyFixture proxy;
+  ClientConn client(proxy.port());
+  REQUIRE(client.send(make_request("GET", "/bye", {{"Connection", "close"}})));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 200);
+  CHECK(response->body == "GET /bye\n");
+  CHECK(client.is_closed());
+}
+
+TEST_CASE("concurrent clients on both workers each get their own responses") {
+  constexpr int kClients = 32;
+  constexpr int kRequestsEach = 20;
+  ProxyFixture proxy;
+  std::atomic<int> correct{0};
+  std::vector<std::string> failures(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      ClientConn client(proxy.port());
+      for (int r = 0; r < kRequestsEach; ++r) {
+        std::string target = "/c" + std::to_string(c) + "/r" + std::to_string(r);
+        auto response =
+            client.send(make_request("GET", target)) ? client.read_response() : std::nullopt;
+        if (!response || response->body != "GET " + target + "\n") {
+          failures[c] = target + ": " + describe(response) + " " + client.last_error_text();
+          return;
+        }
+        ++correct;
+      }
+    });
+  }
+  for (auto& thread : clients) thread.join();
+  for (const auto& failure : failures) CHECK_MESSAGE(failure.empty(), failure);
+  CHECK(correct.load() == kClients * kRequestsEach);
 }

@@ -64,7 +64,8 @@ TEST_CASE("bodies of 0 B, 1 B and 1 MiB round-trip with Content-Length and chunk
         }
         REQUIRE(client.send(request + chunk("")));
       } else {
-        REQUIRE(client.send(make_request("POST", "/echo", {}, body, /*force_content_length=*/true)));
+        REQUIRE(
+            client.send(make_request("POST", "/echo", {}, body, /*force_content_length=*/true)));
       }
       auto response = client.read_response();
       REQUIRE_MESSAGE(response, client.last_error_text());
@@ -108,8 +109,8 @@ TEST_CASE("a 256 MiB upload streams through to the upstream while proxy memory s
   };
   ProxyFixture proxy(handler);
   ClientConn client(proxy.port());
-  REQUIRE(client.send(make_request("POST", "/upload",
-                                   {{"Content-Length", std::to_string(kSize)}})));
+  REQUIRE(
+      client.send(make_request("POST", "/upload", {{"Content-Length", std::to_string(kSize)}})));
   REQUIRE_MESSAGE(client.write_pattern(0, kSize), client.last_error_text());
   auto response = client.read_response(false, Millis{10000});
   REQUIRE_MESSAGE(response, client.last_error_text());
@@ -200,8 +201,8 @@ TEST_CASE("a slow upstream reader makes the proxy stop reading the client's uplo
   ProxyFixture proxy(handler);
   long rss_before = proxy.bulwark.rss_kib();
   ClientConn client(proxy.port());
-  REQUIRE(client.send(make_request("POST", "/upload",
-                                   {{"Content-Length", std::to_string(kSize)}})));
+  REQUIRE(
+      client.send(make_request("POST", "/upload", {{"Content-Length", std::to_string(kSize)}})));
   std::atomic<uint64_t> sent{0};
   std::atomic<bool> send_ok{false};
   std::thread writer([&] {
@@ -216,10 +217,12 @@ TEST_CASE("a slow upstream reader makes the proxy stop reading the client's uplo
   // Nobody reads the body: the client's writes must stall long before 64 MiB.
   bool all_sent = eventually([&] { return sent.load() == kSize; }, Millis{1500});
   long growth_kib = proxy.bulwark.rss_kib() - rss_before;
+  uint64_t sent_before_release = sent.load();
   release.set();
   writer.join();
-  INFO("client sent " << sent.load() / 1024 << " KiB before the upstream read; proxy RSS grew by "
-                      << growth_kib << " KiB");
+  INFO("client sent " << sent_before_release / 1024
+                      << " KiB before the upstream read; proxy RSS grew by " << growth_kib
+                      << " KiB");
   CHECK_FALSE(all_sent);
   CHECK(growth_kib < 60 * 1024);
   CHECK(send_ok.load());
@@ -227,4 +230,50 @@ TEST_CASE("a slow upstream reader makes the proxy stop reading the client's uplo
   REQUIRE_MESSAGE(response, client.last_error_text());
   CHECK(response->body == "ok");
   CHECK(upstream_verifier.received() == kSize);
+}
+
+TEST_CASE(
+    "a response body is streamed: the client sees its start before the upstream sends the rest") {
+  Event client_got_first_part;
+  TestUpstream::Handler handler = [&](UpstreamConn& conn) {
+    if (!conn.read_request()) return;
+    conn.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk("first part;"));
+    // A proxy that waited for the whole response would never let the client see the first part.
+    if (!client_got_first_part.wait(Millis{5000})) return;
+    conn.write(chunk("second part") + chunk(""));
+  };
+  ProxyFixture proxy(handler);
+  ClientConn client(proxy.port());
+  REQUIRE(client.send(make_request("GET", "/stream")));
+  std::string body;
+  auto response = client.read_response(false, kDefaultTimeout, [&](std::string_view data) {
+    body += data;
+    if (body.find("first part;") != std::string::npos) client_got_first_part.set();
+  });
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(body == "first part;second part");
+}
+
+TEST_CASE(
+    "a request body is streamed: the upstream sees its start before the client sends the rest") {
+  Event upstream_got_first_part;
+  TestUpstream::Handler handler = [&](UpstreamConn& conn) {
+    auto request = conn.read_request_head();
+    if (!request) return;
+    std::string body;
+    bool ok = conn.read_request_body(*request, kDefaultTimeout, [&](std::string_view data) {
+      body += data;
+      if (body.find("first part;") != std::string::npos) upstream_got_first_part.set();
+    });
+    if (ok) conn.write_response(200, body);
+  };
+  ProxyFixture proxy(handler);
+  ClientConn client(proxy.port());
+  REQUIRE(client.send(make_request("POST", "/upload", {{"Transfer-Encoding", "chunked"}}) +
+                      chunk("first part;")));
+  REQUIRE(upstream_got_first_part.wait());
+  REQUIRE(client.send(chunk("second part") + chunk("")));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->body == "first part;second part");
 }

@@ -52,7 +52,7 @@ TEST_CASE("malformed requests get 400 bad_request and the connection is closed")
     REQUIRE(client.send(raw));
     auto response = client.read_response();
     check_local_reply(response, 400, "bad_request");
-    CHECK(client.is_closed());
+    CHECK(client.is_closed(Millis{2000}));
   }
   // None of the requests whose head was bad may have reached the upstream. (The bad chunk size
   // is in the body, after a head the proxy may already have forwarded.)

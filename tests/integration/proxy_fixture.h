@@ -29,7 +29,8 @@ inline std::string indent(std::string_view text, int spaces) {
 
 // Extra YAML for the one-listener, one-route, one-cluster config of proxy_config().
 struct ProxyOptions {
-  std::string top;                    // top-level keys, e.g. "drain_timeout: 1s"
+  std::string drain_timeout = "5s";
+  std::string top;                    // other top-level keys
   std::string listener;               // keys of listener "inbound"
   std::string match = "{prefix: /}";  // the match of route "api"
   std::string route;                  // keys of route "api", e.g. "timeout: 300ms"
@@ -43,7 +44,9 @@ inline std::string proxy_config(const std::string& endpoint, const ProxyOptions&
   std::string yaml = "workers: " + std::to_string(options.workers) +
                      "\n"
                      "drain_delay: 0s\n"
-                     "drain_timeout: 5s\n"
+                     "drain_timeout: " +
+                     options.drain_timeout +
+                     "\n"
                      "admin: {address: 127.0.0.1:0}\n";
   yaml += indent(options.top, 0);
   yaml +=
@@ -54,13 +57,16 @@ inline std::string proxy_config(const std::string& endpoint, const ProxyOptions&
   yaml +=
       "    routes:\n"
       "      - name: api\n"
-      "        match: " + options.match + "\n"
+      "        match: " +
+      options.match +
+      "\n"
       "        cluster: app\n";
   yaml += indent(options.route, 8);
   yaml +=
       "clusters:\n"
       "  - name: app\n"
-      "    endpoints: [" + endpoint + "]\n";
+      "    endpoints: [" +
+      endpoint + "]\n";
   yaml += indent(options.cluster, 4);
   return yaml;
 }

@@ -26,11 +26,16 @@ struct RoutedProxy {
         indent(routes, 6) +
         "clusters:\n"
         "  - name: a\n"
-        "    endpoints: [" + a.address() + "]\n"
+        "    endpoints: [" +
+        a.address() +
+        "]\n"
         "  - name: b\n"
-        "    endpoints: [" + b.address() + "]\n"
+        "    endpoints: [" +
+        b.address() +
+        "]\n"
         "  - name: c\n"
-        "    endpoints: [" + c.address() + "]\n";
+        "    endpoints: [" +
+        c.address() + "]\n";
     bulwark.start(yaml);
   }
 
@@ -38,8 +43,8 @@ struct RoutedProxy {
   // failure.
   std::string route(std::string_view method, std::string_view target, HeaderList headers = {}) {
     std::string error;
-    auto response = http_request(bulwark.port("inbound"), method, target, headers, {},
-                                 kDefaultTimeout, &error);
+    auto response =
+        http_request(bulwark.port("inbound"), method, target, headers, {}, kDefaultTimeout, &error);
     if (!response) return "no response: " + error;
     if (response->has("x-upstream")) return response->get("x-upstream");
     return std::to_string(response->status) + " " + response->get("x-bulwark-reason");

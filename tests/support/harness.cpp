@@ -21,7 +21,6 @@
 #include <sstream>
 #include <stdexcept>
 
-
 namespace bulwark::test {
 
 namespace {
@@ -377,8 +376,8 @@ void BulwarkProcess::start(const std::string& yaml, const std::vector<std::strin
     std::string why = status ? "bulwark exited with status " + std::to_string(*status)
                              : "bulwark did not log \"msg\":\"started\" within " +
                                    std::to_string(timeout.count()) + " ms";
-    throw std::runtime_error(why + "\n--- config ---\n" + yaml + "--- stderr ---\n" +
-                             logs_text() + "--- stdout ---\n" + stdout_text());
+    throw std::runtime_error(why + "\n--- config ---\n" + yaml + "--- stderr ---\n" + logs_text() +
+                             "--- stdout ---\n" + stdout_text());
   }
   for (const auto& line : logs()) {
     if (!is_msg(line, "listening")) continue;
@@ -386,8 +385,10 @@ void BulwarkProcess::start(const std::string& yaml, const std::vector<std::strin
     auto address = json_string_field(line, "address");
     auto port = address ? port_of(*address) : std::nullopt;
     if (!name || !port) {
-      throw std::runtime_error("a \"listening\" log line lacks \"listener\" or a valid "
-                               "\"address\":\n" + line);
+      throw std::runtime_error(
+          "a \"listening\" log line lacks \"listener\" or a valid "
+          "\"address\":\n" +
+          line);
     }
     auto [it, inserted] = ports_.emplace(*name, *port);
     if (!inserted && it->second != *port) {
@@ -401,8 +402,8 @@ void BulwarkProcess::start(const std::string& yaml, const std::vector<std::strin
 uint16_t BulwarkProcess::port(const std::string& listener) const {
   auto it = ports_.find(listener);
   if (it == ports_.end()) {
-    throw std::runtime_error("bulwark did not log a \"listening\" line for listener \"" +
-                             listener + "\"\n--- stderr ---\n" + logs_text());
+    throw std::runtime_error("bulwark did not log a \"listening\" line for listener \"" + listener +
+                             "\"\n--- stderr ---\n" + logs_text());
   }
   return it->second;
 }
@@ -415,9 +416,7 @@ std::vector<std::string> BulwarkProcess::logs() const {
   return process_.lines(Subprocess::Stream::kStderr);
 }
 
-std::string BulwarkProcess::logs_text() const {
-  return process_.text(Subprocess::Stream::kStderr);
-}
+std::string BulwarkProcess::logs_text() const { return process_.text(Subprocess::Stream::kStderr); }
 
 std::string BulwarkProcess::stdout_text() const {
   return process_.text(Subprocess::Stream::kStdout);
@@ -446,9 +445,11 @@ void DemoUpstreamProcess::start(const std::string& name, Millis timeout) {
   auto line = process_.wait_for_line(Subprocess::Stream::kStdout, "listening on ", timeout);
   auto port = line ? port_of(*line) : std::nullopt;
   if (!port) {
-    throw std::runtime_error("demo-upstream did not print \"listening on ADDR:PORT\"\n"
-                             "--- stdout ---\n" + process_.text(Subprocess::Stream::kStdout) +
-                             "--- stderr ---\n" + process_.text(Subprocess::Stream::kStderr));
+    throw std::runtime_error(
+        "demo-upstream did not print \"listening on ADDR:PORT\"\n"
+        "--- stdout ---\n" +
+        process_.text(Subprocess::Stream::kStdout) + "--- stderr ---\n" +
+        process_.text(Subprocess::Stream::kStderr));
   }
   port_ = *port;
 }

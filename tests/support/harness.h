@@ -175,8 +175,8 @@ class BulwarkProcess {
   const std::string& config_path() const { return config_path_; }
 
   bool wait_for_log(std::string_view substring, Millis timeout = kDefaultTimeout) const;
-  std::vector<std::string> logs() const;   // stderr lines so far
-  std::string logs_text() const;           // stderr so far, for failure messages
+  std::vector<std::string> logs() const;  // stderr lines so far
+  std::string logs_text() const;          // stderr so far, for failure messages
   std::string stdout_text() const;
 
   pid_t pid() const { return process_.pid(); }
@@ -197,10 +197,10 @@ class BulwarkProcess {
 };
 
 struct CheckResult {
-  int exit_code = -1;        // 128 + signal when killed; -1 when it did not finish in time
-  std::string out;           // stdout
-  std::string err;           // stderr
-  std::string config_path;   // the file that was checked
+  int exit_code = -1;       // 128 + signal when killed; -1 when it did not finish in time
+  std::string out;          // stdout
+  std::string err;          // stderr
+  std::string config_path;  // the file that was checked
 };
 
 // Runs `bulwark --config FILE --check` on `yaml` and collects its output (10 s at most).
@@ -242,11 +242,11 @@ using BodySink = std::function<void(std::string_view)>;
 struct Request : HeaderAccess {
   std::string method;
   std::string target;
-  std::string version;      // "HTTP/1.1"
-  std::string body;         // decoded; empty when a sink received it
-  uint64_t body_size = 0;   // decoded bytes, also counted when a sink received them
+  std::string version;     // "HTTP/1.1"
+  std::string body;        // decoded; empty when a sink received it
+  uint64_t body_size = 0;  // decoded bytes, also counted when a sink received them
   bool chunked = false;
-  std::string head;         // the raw request line and headers, including the final CRLF CRLF
+  std::string head;  // the raw request line and headers, including the final CRLF CRLF
 };
 
 struct Response : HeaderAccess {
@@ -322,10 +322,9 @@ class HttpConn {
   // Reads a message head (up to and including CRLF CRLF) and splits the start line and headers.
   bool read_head(std::string& head, std::string& start_line, HeaderList& headers, Millis timeout);
   // Body readers. `out` collects bytes when `sink` is empty; `counter` counts them either way.
-  bool read_fixed_body(uint64_t length, std::string& out, uint64_t& counter,
-                       const BodySink& sink, Millis timeout);
-  bool read_chunked_body(std::string& out, uint64_t& counter, const BodySink& sink,
-                         Millis timeout);
+  bool read_fixed_body(uint64_t length, std::string& out, uint64_t& counter, const BodySink& sink,
+                       Millis timeout);
+  bool read_chunked_body(std::string& out, uint64_t& counter, const BodySink& sink, Millis timeout);
   bool read_close_delimited_body(std::string& out, uint64_t& counter, const BodySink& sink,
                                  Millis timeout);
   // Reads one CRLF-terminated line (without the CRLF).
@@ -350,17 +349,14 @@ class ClientConn : public HttpConn {
   // TCP window stays small (for tests of backpressure). False on failure or timeout.
   bool connect(uint16_t port, Millis timeout = kDefaultTimeout, int receive_buffer = 0);
 
-  bool send(std::string_view raw, Millis timeout = kDefaultTimeout) {
-    return write(raw, timeout);
-  }
+  bool send(std::string_view raw, Millis timeout = kDefaultTimeout) { return write(raw, timeout); }
 
   // Reads one response. A 1xx (100 Continue, 101 Switching Protocols) is returned on its own, with
   // no body. The body is decoded per RFC 9112: none for HEAD (`head_request`), 1xx, 204 and 304;
   // else chunked, Content-Length, or everything until the peer closes. Nullopt on timeout, close
   // before the end, or a malformed response; last_error() says which and partial() holds what
   // had been read.
-  std::optional<Response> read_response(bool head_request = false,
-                                        Millis timeout = kDefaultTimeout,
+  std::optional<Response> read_response(bool head_request = false, Millis timeout = kDefaultTimeout,
                                         const BodySink& sink = {});
   // Reads only the status line and headers; read_response_body() finishes the message.
   std::optional<Response> read_response_head(Millis timeout = kDefaultTimeout);
@@ -384,8 +380,7 @@ std::string chunk(std::string_view data);
 // One request on a new connection; nullopt when it fails (see the returned error via `error`).
 std::optional<Response> http_request(uint16_t port, std::string_view method,
                                      std::string_view target, const HeaderList& headers = {},
-                                     std::string_view body = {},
-                                     Millis timeout = kDefaultTimeout,
+                                     std::string_view body = {}, Millis timeout = kDefaultTimeout,
                                      std::string* error = nullptr);
 std::optional<Response> http_get(uint16_t port, std::string_view target,
                                  const HeaderList& headers = {}, Millis timeout = kDefaultTimeout,

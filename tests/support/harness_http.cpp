@@ -94,22 +94,38 @@ std::optional<uint64_t> content_length(const HeaderAccess& message) {
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Status";
   }
 }
 
@@ -174,12 +190,18 @@ std::vector<std::string> HeaderAccess::get_all(std::string_view name) const {
 
 const char* to_string(ReadError error) {
   switch (error) {
-    case ReadError::kNone: return "none";
-    case ReadError::kTimeout: return "timeout";
-    case ReadError::kClosed: return "closed";
-    case ReadError::kReset: return "reset";
-    case ReadError::kMalformed: return "malformed";
-    case ReadError::kIo: return "io";
+    case ReadError::kNone:
+      return "none";
+    case ReadError::kTimeout:
+      return "timeout";
+    case ReadError::kClosed:
+      return "closed";
+    case ReadError::kReset:
+      return "reset";
+    case ReadError::kMalformed:
+      return "malformed";
+    case ReadError::kIo:
+      return "io";
   }
   return "?";
 }
@@ -246,8 +268,9 @@ bool HttpConn::write(std::string_view raw, Millis timeout) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       pollfd pfd{fd_, POLLOUT, 0};
       int ready = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
-      if (ready == 0) return fail(ReadError::kTimeout, "write made no progress for " +
-                                                           std::to_string(timeout.count()) + " ms");
+      if (ready == 0)
+        return fail(ReadError::kTimeout,
+                    "write made no progress for " + std::to_string(timeout.count()) + " ms");
       continue;
     }
     return fail(errno == ECONNRESET ? ReadError::kReset : ReadError::kIo,
@@ -281,8 +304,7 @@ bool HttpConn::fill(Millis timeout) {
     int ready = ::poll(&pfd, 1, poll_ms(deadline));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
-      return fail(ReadError::kTimeout,
-                  "no data for " + std::to_string(timeout.count()) + " ms");
+      return fail(ReadError::kTimeout, "no data for " + std::to_string(timeout.count()) + " ms");
     }
     size_t old_size = buf_.size();
     buf_.resize(old_size + kReadSize);
@@ -416,8 +438,8 @@ bool HttpConn::read_fixed_body(uint64_t length, std::string& out, uint64_t& coun
       }
       return false;
     }
-    auto data = buffered().substr(0, static_cast<size_t>(std::min<uint64_t>(length,
-                                                                        buffered().size())));
+    auto data =
+        buffered().substr(0, static_cast<size_t>(std::min<uint64_t>(length, buffered().size())));
     if (sink) {
       sink(data);
     } else {
@@ -455,8 +477,8 @@ bool HttpConn::read_chunked_body(std::string& out, uint64_t& counter, const Body
   }
 }
 
-bool HttpConn::read_close_delimited_body(std::string& out, uint64_t& counter,
-                                         const BodySink& sink, Millis timeout) {
+bool HttpConn::read_close_delimited_body(std::string& out, uint64_t& counter, const BodySink& sink,
+                                         Millis timeout) {
   while (true) {
     auto data = buffered();
     if (!data.empty()) {
@@ -525,8 +547,7 @@ std::optional<Response> ClientConn::read_response_head(Millis timeout) {
   // HTTP-version SP 3DIGIT SP [reason-phrase]
   std::string_view line(start_line);
   size_t space = line.find(' ');
-  if (line.substr(0, 5) != "HTTP/" || space == std::string_view::npos ||
-      line.size() < space + 4 ||
+  if (line.substr(0, 5) != "HTTP/" || space == std::string_view::npos || line.size() < space + 4 ||
       !std::all_of(line.begin() + static_cast<ptrdiff_t>(space) + 1,
                    line.begin() + static_cast<ptrdiff_t>(space) + 4,
                    [](char c) { return c >= '0' && c <= '9'; }) ||
@@ -600,8 +621,8 @@ std::optional<Response> http_request(uint16_t port, std::string_view method,
                                      std::string_view body, Millis timeout, std::string* error) {
   ClientConn conn;
   std::optional<Response> response;
-  if (conn.connect(port, timeout) && conn.send(make_request(method, target, headers, body),
-                                               timeout)) {
+  if (conn.connect(port, timeout) &&
+      conn.send(make_request(method, target, headers, body), timeout)) {
     response = conn.read_response(method == "HEAD", timeout);
   }
   if (!response && error) {
@@ -610,8 +631,8 @@ std::optional<Response> http_request(uint16_t port, std::string_view method,
   return response;
 }
 
-std::optional<Response> http_get(uint16_t port, std::string_view target,
-                                 const HeaderList& headers, Millis timeout, std::string* error) {
+std::optional<Response> http_get(uint16_t port, std::string_view target, const HeaderList& headers,
+                                 Millis timeout, std::string* error) {
   return http_request(port, "GET", target, headers, {}, timeout, error);
 }
 
@@ -689,8 +710,8 @@ std::optional<Request> UpstreamConn::read_request(Millis timeout, const BodySink
 
 bool UpstreamConn::write_response(int status, std::string_view body, const HeaderList& headers,
                                   bool head_request) {
-  std::string response = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
-                         "\r\n";
+  std::string response =
+      "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
   HeaderAccess access{headers};
   for (const auto& [name, value] : headers) response += name + ": " + value + "\r\n";
   bool bodiless = (status >= 100 && status < 200) || status == 204 || status == 304;
