@@ -68,6 +68,12 @@ Parser::Result Parser::execute(const char* base, size_t from, size_t to) {
 
 Parser::Result Parser::finish() {
   Result result;
+  if (!in_message_) return result;  // the peer closed between messages: nothing lost
+  if (!needs_eof()) {
+    result.status = Status::kError;
+    result.error = "connection closed before the message was complete";
+    return result;
+  }
   llhttp_errno_t err = llhttp_finish(&parser_);
   if (err == HPE_OK) return result;
   if (err == HPE_PAUSED) {
@@ -208,14 +214,13 @@ int Parser::on_headers_complete(llhttp_t* p) {
       --hd.value.length;
     }
   }
-  switch (self->callbacks_->on_head(h)) {
-    case ParserCallbacks::kNoBody:
-      return 1;
-    case ParserCallbacks::kPause:
-      return HPE_PAUSED;
-    default:
-      return 0;
-  }
+  ParserCallbacks::HeadAction action = self->callbacks_->on_head(h);
+  if (action == ParserCallbacks::kPause) return HPE_PAUSED;
+  // 1xx (but 101), 204 and 304 responses never have a body, whatever Content-Length says
+  // (RFC 9112 6.3); llhttp would otherwise wait for the announced bytes.
+  bool bodiless = p->type == HTTP_RESPONSE &&
+                  ((h.status >= 100 && h.status < 200 && h.status != 101) || h.status == 204 || h.status == 304);
+  return action == ParserCallbacks::kNoBody || bodiless ? 1 : 0;
 }
 
 int Parser::on_body(llhttp_t* p, const char* at, size_t len) {

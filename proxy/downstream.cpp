@@ -329,9 +329,7 @@ void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int s
         .str("endpoint", conn.pool().endpoint.address)
         .str("error", uv_strerror(status));
     cluster_->stats.connect_failures.inc();
-    upstream_ = nullptr;  // the connection closes itself
-    endpoint_->active_requests--;
-    cluster_->stats.active_connections.add(-1);
+    detach_upstream();  // the connection closes itself
     upstream_failed(LocalReason::kUpstreamConnectFailure, status);
     return;
   }
@@ -552,22 +550,23 @@ bool DownstreamConnection::try_replay() {
   replayed_ = true;
   log::debug("reused upstream connection was closed; sending the request again on a new one")
       .str("endpoint", upstream_->pool().endpoint.address);
-  UpstreamConnection* stale = upstream_;
-  upstream_ = nullptr;
-  endpoint_->active_requests--;
-  cluster_->stats.active_connections.add(-1);
-  stale->close();
+  detach_upstream()->close();
   to_upstream_.rewind();
   connect_upstream(true);
   return true;
 }
 
-void DownstreamConnection::release_upstream(bool reusable) {
-  if (upstream_ == nullptr) return;
+UpstreamConnection* DownstreamConnection::detach_upstream() {
   UpstreamConnection* conn = upstream_;
   upstream_ = nullptr;
   endpoint_->active_requests--;
   cluster_->stats.active_connections.add(-1);
+  return conn;
+}
+
+void DownstreamConnection::release_upstream(bool reusable) {
+  if (upstream_ == nullptr) return;
+  UpstreamConnection* conn = detach_upstream();
   const config::PoolConfig& pool = cluster_->config().pool;
   bool ok = reusable && request_complete_ && response_complete_ && !to_upstream_.in_flight() &&
             conn->in.empty() && !worker_.draining() &&
@@ -820,13 +819,7 @@ void DownstreamConnection::close() {
     cluster_->remove_waiter(this);
     waiting_for_pool_ = false;
   }
-  if (upstream_ != nullptr) {
-    UpstreamConnection* conn = upstream_;
-    upstream_ = nullptr;
-    endpoint_->active_requests--;
-    cluster_->stats.active_connections.add(-1);
-    conn->close();
-  }
+  if (upstream_ != nullptr) detach_upstream()->close();
   if (cluster_ != nullptr) {
     cluster_->stats.active_requests.add(-1);
     cluster_ = nullptr;

@@ -75,6 +75,8 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void on_response_complete();
   void upstream_failed(LocalReason reason, int err);
   bool try_replay();
+  // The exchange stops using its upstream connection; the caller closes or pools it.
+  UpstreamConnection* detach_upstream();
   void release_upstream(bool reusable);
 
   // Client side output.

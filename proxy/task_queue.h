@@ -16,15 +16,19 @@ class TaskQueue {
     uv_async_init(loop, &async_, &TaskQueue::on_async);
     async_.data = this;
   }
+  // Drops `fn` once the queue is closed.
   void post(std::function<void()> fn) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      inbox_.push_back(std::move(fn));
-    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    inbox_.push_back(std::move(fn));
     uv_async_send(&async_);
   }
   // Closes the handle (on the loop's thread); posts after this are dropped.
-  void close() { uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr); }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  }
 
  private:
   static void on_async(uv_async_t* a) {
@@ -40,6 +44,7 @@ class TaskQueue {
   uv_async_t async_;
   std::mutex mu_;
   std::vector<std::function<void()>> inbox_;
+  bool closed_ = false;
 };
 
 }  // namespace bulwark

@@ -101,16 +101,20 @@ void Worker::new_request_id(char* out) {
   }
 }
 
+void Worker::close_listeners() {
+  for (auto& l : listeners_) {
+    if (l->open) {
+      l->open = false;
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->handle), nullptr);
+    }
+  }
+}
+
 void Worker::begin_drain() {
   post([this] {
     if (draining_) return;
     draining_ = true;
-    for (auto& l : listeners_) {
-      if (l->open) {
-        l->open = false;
-        uv_close(reinterpret_cast<uv_handle_t*>(&l->handle), nullptr);
-      }
-    }
+    close_listeners();
     // Idle connections close now; busy ones after their response (with Connection: close).
     std::vector<DownstreamConnection*> all = connections_;
     for (DownstreamConnection* d : all) d->drain();
@@ -120,7 +124,7 @@ void Worker::begin_drain() {
 }
 
 void Worker::drain_step() {
-  if (connections_.empty() && !drained_reported_) {
+  if (connections_.empty() && !drained_reported_ && !stopping_) {
     drained_reported_ = true;
     if (on_drained_) on_drained_();
   }
@@ -129,12 +133,7 @@ void Worker::drain_step() {
 void Worker::stop() {
   post([this] {
     stopping_ = true;
-    for (auto& l : listeners_) {
-      if (l->open) {
-        l->open = false;
-        uv_close(reinterpret_cast<uv_handle_t*>(&l->handle), nullptr);
-      }
-    }
+    close_listeners();
     std::vector<DownstreamConnection*> all = connections_;
     for (DownstreamConnection* d : all) d->abort();
     for (auto& c : clusters_) c->close_idle();

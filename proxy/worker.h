@@ -81,6 +81,7 @@ class Worker {
   void run();
   void on_accept(ListenerContext& l);
   void drain_step();
+  void close_listeners();
 
   size_t id_;
   std::shared_ptr<const config::Config> config_;
