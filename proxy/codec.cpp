@@ -23,6 +23,7 @@ Parser::Parser(Type type, ParserCallbacks* callbacks) : callbacks_(callbacks) {
   settings_.on_status = &Parser::on_status;
   settings_.on_header_field = &Parser::on_header_field;
   settings_.on_header_value = &Parser::on_header_value;
+  settings_.on_header_value_complete = &Parser::on_header_value_complete;
   settings_.on_headers_complete = &Parser::on_headers_complete;
   settings_.on_body = &Parser::on_body;
   settings_.on_message_complete = &Parser::on_message_complete;
@@ -137,26 +138,34 @@ int Parser::on_message_begin(llhttp_t* p) {
   return 0;
 }
 
+bool Parser::over_limit(uint32_t offset, size_t len) {
+  if (offset + len - head_start_ <= max_head_size_) return false;
+  head_too_large_ = true;
+  return true;
+}
+
 int Parser::on_url(llhttp_t* p, const char* at, size_t len) {
   auto* self = static_cast<Parser*>(p->data);
   auto offset = static_cast<uint32_t>(at - self->base_);
+  if (self->over_limit(offset, len)) return -1;
   extend(self->head_.target, offset, len);
   return 0;
 }
 
 int Parser::on_status(llhttp_t* p, const char* at, size_t len) {
   auto* self = static_cast<Parser*>(p->data);
-  extend(self->head_.reason, static_cast<uint32_t>(at - self->base_), len);
+  auto offset = static_cast<uint32_t>(at - self->base_);
+  if (self->over_limit(offset, len)) return -1;
+  extend(self->head_.reason, offset, len);
   return 0;
 }
 
 int Parser::on_header_field(llhttp_t* p, const char* at, size_t len) {
   auto* self = static_cast<Parser*>(p->data);
+  // Trailer fields (after a chunked body) are not part of the head; bulwark drops them.
+  if (!self->in_head_) return 0;
   auto offset = static_cast<uint32_t>(at - self->base_);
-  if (offset + len - self->head_start_ > self->max_head_size_) {
-    self->head_too_large_ = true;
-    return -1;
-  }
+  if (self->over_limit(offset, len)) return -1;
   auto& headers = self->head_.headers;
   if (headers.empty() || self->in_value_) {
     headers.push_back({});
@@ -174,16 +183,32 @@ int Parser::on_header_field(llhttp_t* p, const char* at, size_t len) {
 
 int Parser::on_header_value(llhttp_t* p, const char* at, size_t len) {
   auto* self = static_cast<Parser*>(p->data);
+  // Trailers are dropped; an empty value can come as an empty piece placed past the line end.
+  if (!self->in_head_ || len == 0) return 0;
   auto offset = static_cast<uint32_t>(at - self->base_);
-  if (offset + len - self->head_start_ > self->max_head_size_) {
-    self->head_too_large_ = true;
-    return -1;
+  if (self->over_limit(offset, len)) return -1;
+  Header& h = self->head_.headers.back();
+  bool folded = false;
+  if (h.value.length == 0) {
+    // The value's first piece must be on the name's line: a line break between the colon and
+    // the value is an obs-fold with an empty first line.
+    for (uint32_t i = h.name.offset + h.name.length; i < offset; ++i) {
+      char c = self->base_[i];
+      if (c == '\r' || c == '\n') folded = true;
+    }
   }
   self->in_value_ = true;
-  if (!extend(self->head_.headers.back().value, offset, len)) {
+  if (folded || !extend(h.value, offset, len)) {
     llhttp_set_error_reason(p, "Header line folding (obs-fold) is not allowed");
     return HPE_USER;
   }
+  return 0;
+}
+
+int Parser::on_header_value_complete(llhttp_t* p) {
+  // Marks the end of a header line even when its value was empty (no value span at all), so the
+  // next name starts a new header.
+  static_cast<Parser*>(p->data)->in_value_ = true;
   return 0;
 }
 

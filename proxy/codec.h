@@ -108,10 +108,13 @@ class Parser {
   static int on_status(llhttp_t* p, const char* at, size_t len);
   static int on_header_field(llhttp_t* p, const char* at, size_t len);
   static int on_header_value(llhttp_t* p, const char* at, size_t len);
+  static int on_header_value_complete(llhttp_t* p);
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, size_t len);
   static int on_message_complete(llhttp_t* p);
   static bool extend(Span& span, uint32_t offset, size_t len);
+  // True (and remembered) when a head piece ending at offset + len passes the size limit.
+  bool over_limit(uint32_t offset, size_t len);
 
   llhttp_t parser_;
   llhttp_settings_t settings_;

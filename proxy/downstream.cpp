@@ -466,7 +466,9 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
     if (!response_complete_) conn.stop_reading();
   } else if (response_complete_) {
     finish_exchange();
-  } else if (conn.in.parsed == conn.in.filled) {
+  } else if (conn.in.parsed == conn.in.filled && !response_parser_.in_head()) {
+    // Everything was parsed and written: reuse the buffer from its start. Not during a head,
+    // whose spans still point at the bytes.
     conn.in.parsed = conn.in.filled = 0;
   }
 }
@@ -650,7 +652,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   }
   UpstreamConnection& conn = *self->upstream_;
   if (conn.in.parsed == conn.in.filled) {
-    conn.in.parsed = conn.in.filled = 0;
+    if (!self->response_parser_.in_head()) conn.in.parsed = conn.in.filled = 0;
     conn.start_reading();
   } else {
     self->parse_response(conn);

@@ -2,6 +2,7 @@
 
 #include <strings.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace bulwark::http {
@@ -189,6 +190,7 @@ void write_local_reply(int status, std::string_view reason_token, bool keep_aliv
   int body_len = snprintf(line, sizeof line, "%d %.*s: %.*s\n", status,
                           static_cast<int>(phrase.size()), phrase.data(),
                           static_cast<int>(reason_token.size()), reason_token.data());
+  body_len = std::min(body_len, static_cast<int>(sizeof line) - 1);  // snprintf truncated it
   out.clear();
   char head[64];
   int n = snprintf(head, sizeof head, "HTTP/1.1 %d ", status);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "proxy/codec.h"
+#include "proxy/headers.h"
 
 namespace bulwark::test {
 
@@ -167,15 +168,7 @@ class ParsedHead : public http::ParserCallbacks {
   std::vector<std::string> values(std::string_view name) const {
     std::vector<std::string> out;
     for (const http::Header& h : head.headers) {
-      std::string_view n = head.str(h.name);
-      if (n.size() != name.size()) continue;
-      bool same = true;
-      for (size_t i = 0; i < n.size(); ++i) {
-        char a = n[i] >= 'A' && n[i] <= 'Z' ? static_cast<char>(n[i] - 'A' + 'a') : n[i];
-        char b = name[i] >= 'A' && name[i] <= 'Z' ? static_cast<char>(name[i] - 'A' + 'a') : name[i];
-        same = same && a == b;
-      }
-      if (same) out.emplace_back(head.str(h.value));
+      if (http::iequals(head.str(h.name), name)) out.emplace_back(head.str(h.value));
     }
     return out;
   }

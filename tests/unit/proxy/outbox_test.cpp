@@ -1,0 +1,249 @@
+#include "proxy/outbox.h"
+
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <string>
+
+namespace bulwark {
+namespace {
+
+// A uv pipe on one end of a socketpair; the test reads what the Outbox wrote from the other end.
+class Wire {
+ public:
+  Wire() {
+    REQUIRE(uv_loop_init(&loop_) == 0);
+    int fds[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+    peer_ = fds[1];
+    REQUIRE(uv_pipe_init(&loop_, &pipe_, 0) == 0);
+    REQUIRE(uv_pipe_open(&pipe_, fds[0]) == 0);
+  }
+  ~Wire() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    close(peer_);
+  }
+  Wire(const Wire&) = delete;
+  Wire& operator=(const Wire&) = delete;
+
+  // Flushes the outbox and runs the loop until the write callback ran. Returns the flush result.
+  int flush(Outbox& out) {
+    written_ = false;
+    status_ = 1;
+    out.req.data = this;
+    int rc = out.flush(stream(), [](uv_write_t* req, int status) {
+      auto* self = static_cast<Wire*>(req->data);
+      self->written_ = true;
+      self->status_ = status;
+    });
+    if (rc != 0) return rc;
+    if (!out.in_flight()) return 0;  // nothing to write
+    while (!written_) uv_run(&loop_, UV_RUN_ONCE);
+    CHECK(status_ == 0);
+    out.on_written();
+    return 0;
+  }
+
+  // Everything the peer has received so far.
+  std::string received() {
+    std::string s;
+    char buf[4096];
+    while (true) {
+      ssize_t n = recv(peer_, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        s.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      REQUIRE((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+      return s;
+    }
+  }
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&pipe_); }
+
+ private:
+  uv_loop_t loop_;
+  uv_pipe_t pipe_;
+  int peer_ = -1;
+  bool written_ = false;
+  int status_ = 1;
+};
+
+TEST_CASE("outbox: head, data and framing go out in order in one write") {
+  Wire wire;
+  Outbox out;
+  std::string body = "0123456789";  // lives in "the other side's buffer"
+  out.head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  out.add_head();
+  out.add_chunk(body.data(), 5);
+  out.add_chunk(body.data() + 5, 5);
+  out.add_last_chunk();
+  std::string expected = out.head + "5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n";
+  CHECK_FALSE(out.empty());
+  CHECK(out.bytes_pending() == expected.size());
+
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == expected);
+  CHECK(out.empty());
+  CHECK_FALSE(out.in_flight());
+  CHECK(out.bytes_pending() == 0);
+}
+
+TEST_CASE("outbox: data is sent from where it lives, not copied when added") {
+  Wire wire;
+  Outbox out;
+  std::string body = "before";
+  out.add_data(body.data(), body.size());
+  body = "after!";  // same size, same storage
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "after!");
+}
+
+TEST_CASE("outbox: empty data and zero-size chunks add nothing") {
+  Wire wire;
+  Outbox out;
+  const char* p = "x";
+  out.add_data(p, 0);
+  out.add_chunk(p, 0);  // a zero-size chunk would end the body early
+  CHECK(out.empty());
+  CHECK(out.bytes_pending() == 0);
+  out.add_chunk(p, 1);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "1\r\nx\r\n");
+}
+
+TEST_CASE("outbox: a second flush sends only what was added since") {
+  Wire wire;
+  Outbox out;
+  out.head = "HEAD-";
+  out.add_head();
+  std::string a = "aaa", b = "bbb";
+  out.add_data(a.data(), a.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "HEAD-aaa");
+
+  out.add_data(b.data(), b.size());
+  out.add_framing("!");
+  CHECK(out.bytes_pending() == 4);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "bbb!");
+}
+
+TEST_CASE("outbox: with history, rewind sends everything again") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  CHECK(out.keep_history());
+  out.head = "GET / HTTP/1.1\r\n\r\n";
+  out.add_head();
+  std::string body = "body";
+  out.add_chunk(body.data(), body.size());
+  REQUIRE(wire.flush(out) == 0);
+  std::string first = wire.received();
+  CHECK(first == out.head + "4\r\nbody\r\n");
+
+  std::string more = "more";
+  out.add_data(more.data(), more.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "more");
+
+  // The connection died: send the whole request on another one.
+  out.rewind();
+  CHECK_FALSE(out.empty());
+  CHECK(out.bytes_pending() == first.size() + more.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == first + more);
+  CHECK(out.bytes_pending() == 0);
+
+  // And again: the history survives a replay.
+  out.rewind();
+  CHECK(out.bytes_pending() == first.size() + more.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == first + more);
+}
+
+TEST_CASE("outbox: rewind before anything was written keeps the pending count right") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  out.head = "H";
+  out.add_head();
+  out.rewind();
+  CHECK(out.bytes_pending() == 1);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "H");
+}
+
+TEST_CASE("outbox: without history, written segments are dropped") {
+  Wire wire;
+  Outbox out;
+  out.head = "H1";
+  out.add_head();
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "H1");
+  out.rewind();  // nothing kept, nothing to resend
+  CHECK(out.empty());
+  CHECK(out.bytes_pending() == 0);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received().empty());
+}
+
+TEST_CASE("outbox: turning history off drops what was written and keeps what was not") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  std::string a = "written", b = "pending";
+  out.add_data(a.data(), a.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "written");
+  out.add_data(b.data(), b.size());
+
+  out.set_keep_history(false);
+  CHECK_FALSE(out.keep_history());
+  CHECK(out.bytes_pending() == b.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "pending");
+  out.rewind();
+  CHECK(out.empty());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received().empty());
+}
+
+TEST_CASE("outbox: clear forgets everything, history included") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  out.head = "old head";
+  out.add_head();
+  out.add_framing("old framing");
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "old headold framing");
+
+  out.clear();
+  CHECK(out.empty());
+  CHECK(out.head.empty());
+  CHECK(out.bytes_pending() == 0);
+  CHECK_FALSE(out.keep_history());
+  out.rewind();
+  CHECK(out.empty());
+
+  out.add_framing("new");
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "new");
+}
+
+TEST_CASE("outbox: flushing nothing writes nothing and leaves nothing in flight") {
+  Wire wire;
+  Outbox out;
+  REQUIRE(wire.flush(out) == 0);
+  CHECK_FALSE(out.in_flight());
+  CHECK(wire.received().empty());
+}
+
+}  // namespace
+}  // namespace bulwark
