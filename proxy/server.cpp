@@ -275,9 +275,10 @@ void Server::finish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_delay_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timeout_timer_), nullptr);
   tasks_.close();
-  // Admin connections still open would keep the loop alive.
+  // Admin client connections still open would keep the loop alive; the process exits right
+  // after, so their objects are not freed.
   uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, [](uv_handle_t* hh) { if (hh->type == UV_TCP) { /* owned elsewhere */ } });
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);
 }
 
