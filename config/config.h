@@ -10,8 +10,9 @@
 // non-empty and unique in its scope; listener and admin addresses are IP literals, and no two of
 // them (admin included) share a port on the same or an unspecified host unless the port is 0;
 // endpoint ports are 1..65535; RouteConfig::cluster_index is a valid index; every Duration is
-// greater than zero except Config::drain_delay, Config::drain_timeout and RouteConfig::timeout,
-// where 0 means "none"; a route without a path matcher has prefix "/".
+// greater than zero except Config::drain_delay, Config::drain_timeout, RouteConfig::timeout and
+// RetryConfig::per_try_timeout, where 0 means "none"; a route without a path matcher has prefix
+// "/". The resilience policies below are range-checked as their comments say.
 
 #include <chrono>
 #include <cstddef>
@@ -77,6 +78,69 @@ struct RouteMatch {
   std::vector<std::string> methods;     // uppercased; empty = any
 };
 
+// ---- Resilience policies (filters/) ----
+
+// When a failed try may be retried. YAML names in quotes.
+enum RetryOn : uint32_t {
+  kRetryOnConnectFailure = 1u << 0,          // "connect-failure": refused, unreachable, connect timeout
+  kRetryOnReset = 1u << 1,                   // "reset": connection lost before the full response head
+  kRetryOnGatewayError = 1u << 2,            // "gateway-error": 502, 503, 504
+  kRetryOn5xx = 1u << 3,                     // "5xx": any 5xx (and everything gateway-error covers)
+  kRetryOnRetriableStatusCodes = 1u << 4,    // "retriable-status-codes": RetryConfig::retriable_status_codes
+  kRetryOnPerTryTimeout = 1u << 5,           // "per-try-timeout": no response head within per_try_timeout
+};
+inline constexpr uint32_t kDefaultRetryOn = kRetryOnConnectFailure | kRetryOnReset | kRetryOnGatewayError;
+
+// Retries may add at most `ratio` of the original requests over `window`, but always at least
+// `min_retries_per_second` × window seconds.
+struct RetryBudgetConfig {
+  bool enabled = true;
+  double ratio = 0.2;                  // 0..1
+  uint32_t min_retries_per_second = 10;
+  Duration window{10000};
+};
+
+// A route's retry policy. A route without `retry:` gets these defaults (attempts 2).
+struct RetryConfig {
+  uint32_t attempts = 2;               // total tries including the first, 1..10; 1 = no retry
+  Duration per_try_timeout{0};         // time to the response head of each try; 0 = none
+  uint32_t retry_on = kDefaultRetryOn; // RetryOn bits
+  std::vector<int> retriable_status_codes;  // each 100..599
+  Duration backoff_base{25};           // exponential backoff with full jitter, base <= max
+  Duration backoff_max{250};
+  bool retry_non_idempotent = false;   // re-send POST/PATCH/... after bytes went out
+  size_t max_body_bytes = 64 * 1024;   // request bodies up to this are kept for re-sending
+  RetryBudgetConfig budget;
+};
+
+// Route bulkhead: at most max_concurrent requests in flight, max_queued more wait (FIFO) up to
+// queue_timeout.
+struct BulkheadConfig {
+  uint32_t max_concurrent = 100;       // >= 1
+  uint32_t max_queued = 0;             // 0 = no queue: reject at once
+  Duration queue_timeout{1000};
+};
+
+// Token bucket over all workers: refills at requests_per_second, holds up to burst.
+struct RateLimitConfig {
+  double requests_per_second = 100;    // > 0
+  uint32_t burst = 1;                  // >= 1
+};
+
+struct FaultDelayConfig {
+  double percent = 0;                  // 0..100
+  Duration duration{1000};
+};
+struct FaultAbortConfig {
+  double percent = 0;                  // 0..100
+  int status = 503;                    // 200..599
+};
+struct FaultConfig {
+  std::optional<FaultDelayConfig> delay;
+  std::optional<FaultAbortConfig> abort;
+  bool header_control = false;         // x-bulwark-fault-delay-ms / x-bulwark-fault-abort
+};
+
 struct RouteConfig {
   std::string name;
   RouteMatch match;
@@ -84,6 +148,10 @@ struct RouteConfig {
   size_t cluster_index = 0;     // index into Config::clusters, resolved by the loader
   Duration timeout{15000};      // the whole request; 0 = none
   std::optional<std::string> prefix_rewrite;
+  RetryConfig retry;            // always present: the defaults apply without `retry:`
+  std::optional<BulkheadConfig> bulkhead;
+  std::optional<RateLimitConfig> rate_limit;
+  std::optional<FaultConfig> fault;
   SourceLocation location;
 };
 
@@ -113,6 +181,18 @@ struct PoolConfig {
   Duration pending_timeout{1000};        // how long a request may wait for a connection
 };
 
+// Closed / open / half-open over a sliding time window (as Resilience4j).
+struct CircuitBreakerConfig {
+  uint32_t failure_rate_percent = 50;     // 1..100
+  Duration slow_call_duration{2000};      // a try whose response head takes longer is slow
+  uint32_t slow_call_rate_percent = 100;  // 1..100
+  Duration window{10000};
+  uint32_t minimum_calls = 20;            // >= 1
+  Duration open_duration{30000};
+  Duration max_open_duration{300000};     // >= open_duration
+  uint32_t half_open_calls = 5;           // >= 1
+};
+
 struct ClusterConfig {
   std::string name;
   std::vector<EndpointConfig> endpoints;
@@ -120,6 +200,7 @@ struct ClusterConfig {
   LbPolicy lb = LbPolicy::kRoundRobin;
   Duration connect_timeout{1000};
   PoolConfig pool;
+  std::optional<CircuitBreakerConfig> circuit_breaker;  // absent: no circuit breaker
   SourceLocation location;
 };
 

@@ -1,5 +1,7 @@
 #include "config/json.h"
 
+#include <optional>
+
 #include "config/units.h"
 
 namespace bulwark::config {
@@ -65,6 +67,10 @@ class JsonWriter {
     separate();
     out_ += b ? "true" : "false";
   }
+  void value(double d) {  // finite: the loader range-checks every number
+    separate();
+    out_ += format_decimal(d);
+  }
   void null() {
     separate();
     out_ += "null";
@@ -100,6 +106,76 @@ class JsonWriter {
   bool first_ = true;
   bool after_key_ = false;
 };
+
+// Writes `key`: the object `write` writes for a present value, or null.
+template <typename T, typename WriteFn>
+void member_or_null(JsonWriter& w, std::string_view key, const std::optional<T>& value,
+                    WriteFn write) {
+  w.key(key);
+  if (!value) {
+    w.null();
+    return;
+  }
+  w.begin_object();
+  write(*value);
+  w.end_object();
+}
+
+void write_retry(JsonWriter& w, const RetryConfig& retry) {
+  w.begin_object();
+  w.member("attempts", uint64_t{retry.attempts});
+  w.member("per_try_timeout", format_duration(retry.per_try_timeout));
+  w.key("retry_on");
+  w.begin_array();
+  for (const RetryOnName& name : kRetryOnNames) {
+    if ((retry.retry_on & name.bit) != 0) w.value(name.name);
+  }
+  w.end_array();
+  w.key("retriable_status_codes");
+  w.begin_array();
+  for (int code : retry.retriable_status_codes) w.value(static_cast<uint64_t>(code));
+  w.end_array();
+  w.key("backoff");
+  w.begin_object();
+  w.member("base", format_duration(retry.backoff_base));
+  w.member("max", format_duration(retry.backoff_max));
+  w.end_object();
+  w.member("retry_non_idempotent", retry.retry_non_idempotent);
+  w.member("max_body_bytes", format_size(retry.max_body_bytes));
+  w.key("budget");
+  w.begin_object();
+  w.member("enabled", retry.budget.enabled);
+  w.member("ratio", retry.budget.ratio);
+  w.member("min_retries_per_second", uint64_t{retry.budget.min_retries_per_second});
+  w.member("window", format_duration(retry.budget.window));
+  w.end_object();
+  w.end_object();
+}
+
+void write_route_policies(JsonWriter& w, const RouteConfig& route) {
+  w.key("retry");
+  write_retry(w, route.retry);
+  member_or_null(w, "bulkhead", route.bulkhead, [&](const BulkheadConfig& bulkhead) {
+    w.member("max_concurrent", uint64_t{bulkhead.max_concurrent});
+    w.member("max_queued", uint64_t{bulkhead.max_queued});
+    w.member("queue_timeout", format_duration(bulkhead.queue_timeout));
+  });
+  member_or_null(w, "rate_limit", route.rate_limit, [&](const RateLimitConfig& limit) {
+    w.member("requests_per_second", limit.requests_per_second);
+    w.member("burst", uint64_t{limit.burst});
+  });
+  member_or_null(w, "fault", route.fault, [&](const FaultConfig& fault) {
+    member_or_null(w, "delay", fault.delay, [&](const FaultDelayConfig& delay) {
+      w.member("percent", delay.percent);
+      w.member("duration", format_duration(delay.duration));
+    });
+    member_or_null(w, "abort", fault.abort, [&](const FaultAbortConfig& abort) {
+      w.member("percent", abort.percent);
+      w.member("status", static_cast<uint64_t>(abort.status));
+    });
+    w.member("header_control", fault.header_control);
+  });
+}
 
 void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.begin_object();
@@ -149,6 +225,7 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
     } else {
       w.null();
     }
+    write_route_policies(w, route);
     w.end_object();
   }
   w.end_array();
@@ -178,6 +255,17 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
   w.member("max_pending", uint64_t{cluster.pool.max_pending});
   w.member("pending_timeout", format_duration(cluster.pool.pending_timeout));
   w.end_object();
+  member_or_null(w, "circuit_breaker", cluster.circuit_breaker,
+                 [&](const CircuitBreakerConfig& breaker) {
+                   w.member("failure_rate_percent", uint64_t{breaker.failure_rate_percent});
+                   w.member("slow_call_duration", format_duration(breaker.slow_call_duration));
+                   w.member("slow_call_rate_percent", uint64_t{breaker.slow_call_rate_percent});
+                   w.member("window", format_duration(breaker.window));
+                   w.member("minimum_calls", uint64_t{breaker.minimum_calls});
+                   w.member("open_duration", format_duration(breaker.open_duration));
+                   w.member("max_open_duration", format_duration(breaker.max_open_duration));
+                   w.member("half_open_calls", uint64_t{breaker.half_open_calls});
+                 });
   w.end_object();
 }
 

@@ -9,7 +9,8 @@
 namespace bulwark::config {
 
 // The whole effective config, defaults applied, as one line of compact JSON. Durations and sizes
-// are written the way the YAML accepts them ("1s", "60KiB"); an absent optional value is null.
+// are written the way the YAML accepts them ("1s", "60KiB"), retry conditions as their YAML names;
+// an absent optional value or policy (bulkhead, rate_limit, fault, circuit_breaker) is null.
 std::string to_json(const Config& config);
 
 // Appends `s` to `out` as a JSON string literal, with quotes and escapes. Shared by every JSON

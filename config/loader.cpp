@@ -8,7 +8,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <initializer_list>
@@ -31,6 +33,17 @@ constexpr uint32_t kMinWeight = 1;
 constexpr uint32_t kMaxWeight = 10000;
 constexpr uint64_t kMinHeadersSize = 1024;
 constexpr uint64_t kMaxHeadersSize = 1024 * 1024;
+constexpr uint32_t kMaxCount = std::numeric_limits<uint32_t>::max();
+constexpr uint32_t kMaxRetryAttempts = 10;
+constexpr uint64_t kMaxRetryBodyBytes = 64 * 1024 * 1024;
+constexpr double kMaxRequestsPerSecond = 1e9;
+
+// The names of the retry conditions, for "expected one of" in messages.
+constexpr auto kRetryOnWords = [] {
+  std::array<std::string_view, kRetryOnNames.size()> words{};
+  for (size_t i = 0; i < words.size(); ++i) words[i] = kRetryOnNames[i].name;
+  return words;
+}();
 
 std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
@@ -58,15 +71,6 @@ const char* describe_kind(const YAML::Node& node) {
   return "something else";
 }
 
-std::string join(std::initializer_list<std::string_view> words) {
-  std::string out;
-  for (std::string_view word : words) {
-    if (!out.empty()) out += ", ";
-    out += word;
-  }
-  return out;
-}
-
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
@@ -80,6 +84,42 @@ size_t edit_distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
+}
+
+// `Words` is any range of std::string_view: an initializer_list or an array.
+template <typename Words>
+std::string join(const Words& words) {
+  std::string out;
+  for (std::string_view word : words) {
+    if (!out.empty()) out += ", ";
+    out += word;
+  }
+  return out;
+}
+
+template <typename Words>
+std::optional<std::string_view> closest(std::string_view name, const Words& allowed) {
+  std::optional<std::string_view> best;
+  size_t best_distance = 3;  // suggest only near misses
+  for (std::string_view candidate : allowed) {
+    const size_t distance = edit_distance(name, candidate);
+    if (distance < best_distance && distance < candidate.size()) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+// The tail of a message about a word that is not one of `allowed`:
+// " (did you mean 'x'?); expected one of: a, b, c".
+template <typename Words>
+std::string expected_one_of(std::string_view word, const Words& allowed) {
+  std::string out;
+  if (auto suggestion = closest(word, allowed)) {
+    out += " (did you mean " + quoted(*suggestion) + "?)";
+  }
+  return out + "; expected one of: " + join(allowed);
 }
 
 char to_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -259,12 +299,8 @@ class Loader {
       }
       const std::string& name = key.Scalar();
       if (std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
-        std::string message = "unknown key " + quoted(name) + " " + in_what;
-        if (auto suggestion = closest(name, allowed)) {
-          message += " (did you mean " + quoted(*suggestion) + "?)";
-        }
-        message += "; expected one of: " + join(allowed);
-        error(key.Mark(), field.path, message);
+        error(key.Mark(), field.path,
+              "unknown key " + quoted(name) + " " + in_what + expected_one_of(name, allowed));
         continue;
       }
       if (const Field* first = view.find(name)) {
@@ -276,20 +312,6 @@ class Loader {
       view.fields.emplace(name, map_field(key, value, child_path(field.path, name)));
     }
     return view;
-  }
-
-  static std::optional<std::string_view> closest(std::string_view name,
-                                                 std::initializer_list<std::string_view> allowed) {
-    std::optional<std::string_view> best;
-    size_t best_distance = 3;  // suggest only near misses
-    for (std::string_view candidate : allowed) {
-      const size_t distance = edit_distance(name, candidate);
-      if (distance < best_distance && distance < candidate.size()) {
-        best = candidate;
-        best_distance = distance;
-      }
-    }
-    return best;
   }
 
   // Returns the field, or reports it missing (pointing at the enclosing map) and returns null.
@@ -358,12 +380,13 @@ class Loader {
     out = static_cast<size_t>(*value);
   }
 
-  void read_uint(const Field* field, uint32_t& out, uint32_t min, uint32_t max) {
-    if (field == nullptr) return;
+  // Returns true when the field was present and valid, and so stored in `out`.
+  bool read_uint(const Field* field, uint32_t& out, uint32_t min, uint32_t max) {
+    if (field == nullptr) return false;
     const std::string expected =
         "an integer from " + std::to_string(min) + " to " + std::to_string(max);
     auto text = scalar(*field, expected);
-    if (!text) return;
+    if (!text) return false;
     uint64_t value = 0;
     bool ok = !text->empty();
     for (char c : *text) {
@@ -375,9 +398,61 @@ class Loader {
     }
     if (!ok || value < min || value > max) {
       error(*field, "must be " + expected + ", got " + quoted(*text));
-      return;
+      return false;
     }
     out = static_cast<uint32_t>(value);
+    return true;
+  }
+
+  // A number with an optional fraction ("10", "0.5") from `min` to `max`; when `min_excluded`,
+  // it must be greater than `min`.
+  void read_decimal(const Field* field, double& out, double min, double max, bool min_excluded) {
+    if (field == nullptr) return;
+    const std::string expected =
+        min_excluded
+            ? "a number greater than " + format_decimal(min) + " and at most " + format_decimal(max)
+            : "a number from " + format_decimal(min) + " to " + format_decimal(max);
+    auto text = scalar(*field, expected);
+    if (!text) return;
+    auto value = parse_decimal(*text);
+    if (!value || *value < min || (min_excluded && *value == min) || *value > max) {
+      error(*field, "must be " + expected + ", got " + quoted(*text));
+      return;
+    }
+    out = *value;
+  }
+
+  void read_bool(const Field* field, bool& out) {
+    if (field == nullptr) return;
+    auto text = scalar(*field, "true or false");
+    if (!text) return;
+    if (*text == "true") {
+      out = true;
+    } else if (*text == "false") {
+      out = false;
+    } else {
+      error(*field, "must be true or false, got " + quoted(*text));
+    }
+  }
+
+  // Two durations of one map that must be ordered, such as a backoff's base and max. When they
+  // are not, the error points at `upper_key`, or at `lower_key` when `upper_key` took its default.
+  // Call only when both values were read without errors.
+  void check_not_greater(const MapView& map, std::string_view lower_key, Duration lower,
+                         std::string_view upper_key, Duration upper) {
+    if (lower <= upper) return;
+    const Field* lower_field = map.find(lower_key);
+    const Field* upper_field = map.find(upper_key);
+    const auto value_of = [](const Field* field, Duration value) {
+      return format_duration(value) + (field == nullptr ? ", its default" : "");
+    };
+    if (upper_field != nullptr) {
+      error(*upper_field, "must not be less than " + std::string(lower_key) + " (" +
+                              value_of(lower_field, lower) + "), got " + format_duration(upper));
+    } else if (lower_field != nullptr) {
+      error(*lower_field, "must not be greater than " + std::string(upper_key) + " (" +
+                              value_of(upper_field, upper) + "), got " + format_duration(lower));
+    }
   }
 
   std::optional<SocketAddress> read_address(const Field& field, AddressUse use) {
@@ -503,8 +578,9 @@ class Loader {
                   std::map<std::string, int, std::less<>>& route_names) {
     route.location = location(field.mark);
     route.match.path.value = "/";  // a route without a path matcher matches every path
-    MapView map =
-        read_map(field, "route", {"name", "match", "cluster", "timeout", "prefix_rewrite"});
+    MapView map = read_map(field, "route",
+                           {"name", "match", "cluster", "timeout", "prefix_rewrite", "retry",
+                            "bulkhead", "rate_limit", "fault"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, route.name)) check_unique(route_names, route.name, "route", *name);
@@ -531,6 +607,10 @@ class Loader {
         }
       }
     }
+    if (const Field* retry = map.find("retry")) read_retry(*retry, route.retry);
+    if (const Field* bulkhead = map.find("bulkhead")) read_bulkhead(*bulkhead, route.bulkhead);
+    if (const Field* limit = map.find("rate_limit")) read_rate_limit(*limit, route.rate_limit);
+    if (const Field* fault = map.find("fault")) read_fault(*fault, route.fault);
   }
 
   void read_match(const Field& field, RouteMatch& match) {
@@ -671,10 +751,170 @@ class Loader {
     }
   }
 
+  void read_retry(const Field& field, RetryConfig& retry) {
+    const size_t errors_before = errors_.size();
+    MapView map = read_map(field, "retry",
+                           {"attempts", "per_try_timeout", "retry_on", "retriable_status_codes",
+                            "backoff", "retry_non_idempotent", "max_body_bytes", "budget"});
+    read_uint(map.find("attempts"), retry.attempts, 1, kMaxRetryAttempts);
+    read_duration(map.find("per_try_timeout"), retry.per_try_timeout, true);
+    std::map<uint32_t, Field> conditions;
+    if (const Field* retry_on = map.find("retry_on")) {
+      conditions = read_retry_on(*retry_on, retry.retry_on);
+    }
+    const Field* codes = map.find("retriable_status_codes");
+    if (codes != nullptr) read_status_codes(*codes, retry.retriable_status_codes);
+    // These conditions and values only work together. Checked only when all above is sound: a
+    // misspelt key may be the one meant to fit, and a mistake above already explains itself.
+    if (errors_.size() == errors_before) {
+      if (auto it = conditions.find(kRetryOnRetriableStatusCodes); it != conditions.end()) {
+        if (codes == nullptr) {
+          error(it->second,
+                "'retriable-status-codes' needs a non-empty retriable_status_codes "
+                "list in this retry policy");
+        }
+      } else if (codes != nullptr) {
+        error(*codes,
+              "these codes are only retried when retry_on lists 'retriable-status-codes'" +
+                  std::string(conditions.empty() ? " (the default retry_on does not)" : "") +
+                  "; add it to retry_on");
+      }
+      if (auto it = conditions.find(kRetryOnPerTryTimeout);
+          it != conditions.end() && retry.per_try_timeout.count() == 0) {
+        error(it->second, "'per-try-timeout' needs a per_try_timeout in this retry policy");
+      }
+    }
+    if (const Field* backoff = map.find("backoff")) read_backoff(*backoff, retry);
+    read_bool(map.find("retry_non_idempotent"), retry.retry_non_idempotent);
+    read_size(map.find("max_body_bytes"), retry.max_body_bytes, 0, kMaxRetryBodyBytes);
+    if (const Field* budget = map.find("budget")) read_retry_budget(*budget, retry.budget);
+  }
+
+  // Reads the list of retry conditions into `bits`, and returns each condition's item so later
+  // checks can point at it. `bits` is left as it was when the list has an error.
+  std::map<uint32_t, Field> read_retry_on(const Field& field, uint32_t& bits) {
+    const size_t errors_before = errors_.size();
+    std::map<uint32_t, Field> conditions;
+    uint32_t read = 0;
+    for (const Field& item : read_list(&field, "retry condition")) {
+      auto text = scalar(item, "a retry condition such as 5xx");
+      if (!text) continue;
+      const auto known = std::find_if(kRetryOnNames.begin(), kRetryOnNames.end(),
+                                      [&](const RetryOnName& name) { return name.name == *text; });
+      if (known == kRetryOnNames.end()) {
+        error(item,
+              "unknown retry condition " + quoted(*text) + expected_one_of(*text, kRetryOnWords));
+        continue;
+      }
+      if ((read & known->bit) != 0) {
+        error(item, "duplicate retry condition " + quoted(*text));
+        continue;
+      }
+      read |= known->bit;
+      conditions.emplace(known->bit, item);
+    }
+    if (errors_.size() != errors_before) return {};
+    bits = read;
+    return conditions;
+  }
+
+  void read_status_codes(const Field& field, std::vector<int>& codes) {
+    for (const Field& item : read_list(&field, "status code")) {
+      uint32_t code = 0;
+      if (!read_uint(&item, code, 100, 599)) continue;
+      if (std::find(codes.begin(), codes.end(), static_cast<int>(code)) != codes.end()) {
+        error(item, "duplicate status code " + std::to_string(code));
+        continue;
+      }
+      codes.push_back(static_cast<int>(code));
+    }
+  }
+
+  void read_backoff(const Field& field, RetryConfig& retry) {
+    const size_t errors_before = errors_.size();  // a misspelt key may be the one meant to fit
+    MapView map = read_map(field, "retry backoff", {"base", "max"});
+    read_duration(map.find("base"), retry.backoff_base, true);
+    read_duration(map.find("max"), retry.backoff_max, true);
+    if (errors_.size() == errors_before) {
+      check_not_greater(map, "base", retry.backoff_base, "max", retry.backoff_max);
+    }
+  }
+
+  void read_retry_budget(const Field& field, RetryBudgetConfig& budget) {
+    MapView map =
+        read_map(field, "retry budget", {"enabled", "ratio", "min_retries_per_second", "window"});
+    read_bool(map.find("enabled"), budget.enabled);
+    read_decimal(map.find("ratio"), budget.ratio, 0, 1, false);
+    read_uint(map.find("min_retries_per_second"), budget.min_retries_per_second, 0, kMaxCount);
+    read_duration(map.find("window"), budget.window, true);
+  }
+
+  void read_bulkhead(const Field& field, std::optional<BulkheadConfig>& out) {
+    MapView map = read_map(field, "bulkhead", {"max_concurrent", "max_queued", "queue_timeout"});
+    BulkheadConfig& bulkhead = out.emplace();
+    read_uint(map.find("max_concurrent"), bulkhead.max_concurrent, 1, kMaxCount);
+    read_uint(map.find("max_queued"), bulkhead.max_queued, 0, kMaxCount);
+    read_duration(map.find("queue_timeout"), bulkhead.queue_timeout, true);
+  }
+
+  void read_rate_limit(const Field& field, std::optional<RateLimitConfig>& out) {
+    MapView map = read_map(field, "rate limit", {"requests_per_second", "burst"});
+    RateLimitConfig& limit = out.emplace();
+    read_decimal(map.find("requests_per_second"), limit.requests_per_second, 0,
+                 kMaxRequestsPerSecond, true);
+    // Without a burst the bucket holds about one second of requests, and at least one.
+    limit.burst = static_cast<uint32_t>(std::max(1.0, std::round(limit.requests_per_second)));
+    read_uint(map.find("burst"), limit.burst, 1, kMaxCount);
+  }
+
+  void read_fault(const Field& field, std::optional<FaultConfig>& out) {
+    MapView map = read_map(field, "fault", {"delay", "abort", "header_control"});
+    FaultConfig& fault = out.emplace();
+    if (const Field* delay = map.find("delay")) {
+      MapView delay_map = read_map(*delay, "fault delay", {"percent", "duration"});
+      FaultDelayConfig& injected = fault.delay.emplace();
+      read_decimal(delay_map.find("percent"), injected.percent, 0, 100, false);
+      read_duration(delay_map.find("duration"), injected.duration, true);
+    }
+    if (const Field* abort = map.find("abort")) {
+      MapView abort_map = read_map(*abort, "fault abort", {"percent", "status"});
+      FaultAbortConfig& injected = fault.abort.emplace();
+      read_decimal(abort_map.find("percent"), injected.percent, 0, 100, false);
+      uint32_t status = 0;
+      if (read_uint(abort_map.find("status"), status, 200, 599)) {
+        injected.status = static_cast<int>(status);
+      }
+    }
+    read_bool(map.find("header_control"), fault.header_control);
+  }
+
+  void read_circuit_breaker(const Field& field, std::optional<CircuitBreakerConfig>& out) {
+    const size_t errors_before = errors_.size();
+    MapView map =
+        read_map(field, "circuit breaker",
+                 {"failure_rate_percent", "slow_call_duration", "slow_call_rate_percent", "window",
+                  "minimum_calls", "open_duration", "max_open_duration", "half_open_calls"});
+    CircuitBreakerConfig& breaker = out.emplace();
+    read_uint(map.find("failure_rate_percent"), breaker.failure_rate_percent, 1, 100);
+    read_duration(map.find("slow_call_duration"), breaker.slow_call_duration, true);
+    read_uint(map.find("slow_call_rate_percent"), breaker.slow_call_rate_percent, 1, 100);
+    read_duration(map.find("window"), breaker.window, true);
+    read_uint(map.find("minimum_calls"), breaker.minimum_calls, 1, kMaxCount);
+    read_duration(map.find("open_duration"), breaker.open_duration, true);
+    read_duration(map.find("max_open_duration"), breaker.max_open_duration, true);
+    read_uint(map.find("half_open_calls"), breaker.half_open_calls, 1, kMaxCount);
+    // Compared only when the whole block is sound: a misspelt key may be the one meant to fit.
+    if (errors_.size() == errors_before) {
+      check_not_greater(map, "open_duration", breaker.open_duration, "max_open_duration",
+                        breaker.max_open_duration);
+    }
+  }
+
   void read_cluster(const Field& field, size_t index, ClusterConfig& cluster) {
     cluster.location = location(field.mark);
-    MapView map = read_map(field, "cluster",
-                           {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool"});
+    MapView map = read_map(
+        field, "cluster",
+        {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool", "circuit_breaker"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -708,6 +948,9 @@ class Loader {
     }
     read_duration(map.find("connect_timeout"), cluster.connect_timeout, true);
     if (const Field* pool = map.find("pool")) read_pool(*pool, cluster.pool);
+    if (const Field* breaker = map.find("circuit_breaker")) {
+      read_circuit_breaker(*breaker, cluster.circuit_breaker);
+    }
   }
 
   void read_endpoint(const Field& field, EndpointConfig& endpoint) {
@@ -732,11 +975,11 @@ class Loader {
     MapView map = read_map(field, "pool",
                            {"max_connections", "idle_timeout", "max_requests_per_connection",
                             "max_pending", "pending_timeout"});
-    constexpr uint32_t kMax = std::numeric_limits<uint32_t>::max();
-    read_uint(map.find("max_connections"), pool.max_connections, 1, kMax);
+    read_uint(map.find("max_connections"), pool.max_connections, 1, kMaxCount);
     read_duration(map.find("idle_timeout"), pool.idle_timeout, true);
-    read_uint(map.find("max_requests_per_connection"), pool.max_requests_per_connection, 0, kMax);
-    read_uint(map.find("max_pending"), pool.max_pending, 0, kMax);
+    read_uint(map.find("max_requests_per_connection"), pool.max_requests_per_connection, 0,
+              kMaxCount);
+    read_uint(map.find("max_pending"), pool.max_pending, 0, kMaxCount);
     read_duration(map.find("pending_timeout"), pool.pending_timeout, true);
   }
 

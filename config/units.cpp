@@ -3,8 +3,11 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <array>
+#include <charconv>
 #include <limits>
+#include <system_error>
 
 namespace bulwark::config {
 
@@ -112,6 +115,21 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   return bytes;
 }
 
+std::optional<double> parse_decimal(std::string_view text) {
+  const size_t dot = text.find('.');
+  const std::string_view whole = text.substr(0, dot);
+  const std::string_view fraction =
+      dot == std::string_view::npos ? std::string_view("0") : text.substr(dot + 1);
+  const auto all_digits = [](std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
+  };
+  if (!all_digits(whole) || !all_digits(fraction)) return std::nullopt;
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
 std::optional<SocketAddress> parse_address(std::string_view text, std::string* why) {
   if (text.empty()) {
     set_why(why, "empty address");
@@ -215,6 +233,17 @@ std::string format_size(uint64_t bytes) {
     if (bytes % unit.bytes == 0) return std::to_string(bytes / unit.bytes) + unit.suffix;
   }
   return std::to_string(bytes) + "B";
+}
+
+std::string format_decimal(double value) {
+  // Without an exponent, as parse_decimal reads it; a value too large for the buffer (none the
+  // loader accepts) falls back to the shortest form with an exponent, which always fits.
+  std::array<char, 64> buffer{};
+  char* const first = buffer.data();
+  char* const last = first + buffer.size();
+  auto result = std::to_chars(first, last, value, std::chars_format::fixed);
+  if (result.ec != std::errc()) result = std::to_chars(first, last, value);
+  return std::string(first, result.ptr);
 }
 
 }  // namespace bulwark::config

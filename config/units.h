@@ -1,6 +1,8 @@
 #pragma once
-// Parsing of the value syntaxes used in the config: durations, sizes, socket addresses.
+// Parsing of the value syntaxes used in the config: durations, sizes, decimals, socket addresses,
+// and the names of retry conditions.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -20,7 +22,25 @@ std::optional<uint64_t> parse_size(std::string_view text);
 // only meaningful for listeners). On failure returns nullopt and sets *why to a short reason.
 std::optional<SocketAddress> parse_address(std::string_view text, std::string* why = nullptr);
 
-std::string format_duration(Duration d);  // "250ms", "1s", "2m" ... the shortest exact form
-std::string format_size(uint64_t bytes);  // "60KiB" when exact, else "123B"
+// "10", "0.5", "99.25": digits with an optional fraction after a dot. No sign, no exponent.
+std::optional<double> parse_decimal(std::string_view text);
+
+// The YAML name of each RetryOn bit, in bit order.
+struct RetryOnName {
+  uint32_t bit;
+  std::string_view name;
+};
+inline constexpr std::array<RetryOnName, 6> kRetryOnNames{{
+    {kRetryOnConnectFailure, "connect-failure"},
+    {kRetryOnReset, "reset"},
+    {kRetryOnGatewayError, "gateway-error"},
+    {kRetryOn5xx, "5xx"},
+    {kRetryOnRetriableStatusCodes, "retriable-status-codes"},
+    {kRetryOnPerTryTimeout, "per-try-timeout"},
+}};
+
+std::string format_duration(Duration d);   // "250ms", "1s", "2m" ... the shortest exact form
+std::string format_size(uint64_t bytes);   // "60KiB" when exact, else "123B"
+std::string format_decimal(double value);  // shortest exact, no exponent: "0.2", "100"
 
 }  // namespace bulwark::config

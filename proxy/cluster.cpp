@@ -52,8 +52,17 @@ void WorkerCluster::update(const std::shared_ptr<const EndpointSet>& set) {
   for (size_t i = 0; i < pools_.size(); ++i) candidates_[i].weight = pools_[i]->endpoint.weight;
 }
 
-EndpointPool* WorkerCluster::pick() {
+EndpointPool* WorkerCluster::pick(const EndpointPool* avoid) {
   if (pools_.empty()) return nullptr;
+  if (avoid != nullptr && pools_.size() > 1) {
+    // A retry: any other endpoint, chosen at random, without moving the balancer. (Taking the
+    // balancer's next turn would hand the next request's turn to the failed endpoint again.)
+    for (size_t a = 0; a < pools_.size(); ++a) {
+      if (pools_[a].get() != avoid) continue;
+      size_t i = worker_.random().below(static_cast<uint32_t>(pools_.size() - 1));
+      return pools_[i >= a ? i + 1 : i].get();
+    }
+  }
   for (size_t i = 0; i < pools_.size(); ++i) candidates_[i].active_requests = pools_[i]->active_requests;
   return pools_[lb_.pick(candidates_, worker_.random())].get();
 }
@@ -68,8 +77,20 @@ bool WorkerCluster::try_reserve_connection() {
 }
 
 void WorkerCluster::release_connection_slot() {
-  shared.connections.fetch_sub(1, std::memory_order_relaxed);
-  on_capacity();
+  shared.connections.fetch_sub(1, std::memory_order_seq_cst);
+  if (!waiters_.empty()) {
+    on_capacity();
+  } else if (shared.pending.load(std::memory_order_seq_cst) > 0 && shared.wake_other_workers) {
+    shared.wake_other_workers(worker_.id());
+  }
+}
+
+void WorkerCluster::on_remote_capacity() {
+  // Each served waiter either takes a slot or queues again at the back; stop after one round.
+  for (size_t n = waiters_.size(); n > 0 && !waiters_.empty(); --n) {
+    if (shared.connections.load(std::memory_order_relaxed) >= shared.config.pool.max_connections) return;
+    on_capacity();
+  }
 }
 
 void WorkerCluster::on_capacity() {
@@ -84,7 +105,7 @@ void WorkerCluster::on_capacity() {
 }
 
 bool WorkerCluster::enqueue_waiter(DownstreamConnection* d) {
-  uint32_t n = shared.pending.fetch_add(1, std::memory_order_relaxed);
+  uint32_t n = shared.pending.fetch_add(1, std::memory_order_seq_cst);
   if (n >= shared.config.pool.max_pending) {
     shared.pending.fetch_sub(1, std::memory_order_relaxed);
     return false;

@@ -3,11 +3,14 @@
 // worker's own view of it (WorkerCluster: endpoint pools, the load balancer, waiting requests).
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "config/config.h"
+#include "filters/circuit_breaker.h"
+#include "filters/clock.h"
 #include "proxy/endpoint.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
@@ -23,9 +26,15 @@ class DownstreamConnection;
 // request path.
 class ClusterState {
  public:
-  ClusterState(const config::ClusterConfig& config, size_t index) : config(config), index(index) {}
+  ClusterState(const config::ClusterConfig& config, size_t index, const filters::Clock& clock)
+      : config(config),
+        index(index),
+        circuit(config.circuit_breaker ? std::make_unique<filters::CircuitBreaker>(*config.circuit_breaker, clock)
+                                       : nullptr) {}
   const config::ClusterConfig& config;
   const size_t index;
+  // The cluster's circuit breaker; null when none is configured.
+  const std::unique_ptr<filters::CircuitBreaker> circuit;
 
   std::shared_ptr<const EndpointSet> endpoints() const;
   void set_endpoints(std::shared_ptr<const EndpointSet> set);
@@ -34,6 +43,9 @@ class ClusterState {
   std::atomic<uint32_t> connections{0};
   // Requests waiting for a connection across all workers, against pool.max_pending.
   std::atomic<uint32_t> pending{0};
+  // Set by the Server before workers start: a worker that closed a connection (freeing a slot
+  // of max_connections) while requests of other workers wait for one tells those workers.
+  std::function<void(size_t from_worker)> wake_other_workers;
 
  private:
   mutable std::mutex mu_;
@@ -48,12 +60,15 @@ class WorkerCluster {
 
   // Applies a new endpoint set: pools of endpoints that stayed are kept, others retire.
   void update(const std::shared_ptr<const EndpointSet>& set);
-  // The endpoint for the next request, or null when the cluster has none.
-  EndpointPool* pick();
+  // The endpoint for the next request, or null when the cluster has none. A retry passes the
+  // endpoint of the failed try as `avoid`, and gets another one when the cluster has several.
+  EndpointPool* pick(const EndpointPool* avoid = nullptr);
 
   // Reserves a slot for a new connection against the cluster-wide limit.
   bool try_reserve_connection();
   void release_connection_slot();
+  // Another worker freed a connection slot: serve this worker's waiters while slots are free.
+  void on_remote_capacity();
   // Called by pools when a connection of this cluster went idle or closed, so waiting requests
   // can go.
   void on_capacity();

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "proxy/cluster.h"
@@ -39,13 +40,13 @@ DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& list
   response_callbacks_.self = this;
   request_parser_.set_max_head_size(listener.config.max_request_headers_size);
   response_parser_.set_max_head_size(kMaxResponseHeadSize);
-  tcp_.data = timer_.data = route_timer_.data = this;
+  tcp_.data = timer_.data = deadline_timer_.data = this;
 }
 
 bool DownstreamConnection::accept(uv_stream_t* server) {
   uv_tcp_init(worker_.loop(), &tcp_);
   uv_timer_init(worker_.loop(), &timer_);
-  uv_timer_init(worker_.loop(), &route_timer_);
+  uv_timer_init(worker_.loop(), &deadline_timer_);
   open_handles_ = 3;
   worker_.connection_opened(this);
   if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
@@ -165,7 +166,10 @@ void DownstreamConnection::parse_request() {
     }
     break;
   }
-  if (phase_ == Phase::kProxying) flush_to_upstream();
+  if (phase_ != Phase::kProxying) return;
+  // A copied body does not live in in_: its bytes can be reused at once.
+  if (copy_body_ && in_.parsed == in_.filled && !request_parser_.in_head()) in_.parsed = in_.filled = 0;
+  flush_to_upstream();
 }
 
 http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::MessageHead& head) {
@@ -180,12 +184,20 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   response_status_ = 0;
   keep_client_ = true;
   route_index_ = -1;
+  route_ = nullptr;
   route_stats_ = nullptr;
   cluster_ = nullptr;
+  tries_ = 0;
+  failed_endpoint_ = nullptr;
+  fault_abort_status_ = 0;
+  failed_tries_.clear();
+  body_kept_ = 0;
+  may_resend_ = copy_body_ = request_sent_ = false;
   request_framing_ = head.chunked              ? http::BodyFraming::kChunked
                      : head.has_content_length ? http::BodyFraming::kContentLength
                                                : http::BodyFraming::kNone;
   bool has_body = head.chunked || head.content_length > 0;
+  request_has_body_ = has_body;
 
   // The request id: the client's, or a new one.
   const http::Header* rid = head.find("x-request-id");
@@ -217,7 +229,8 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
     return has_body ? http::ParserCallbacks::kPause : http::ParserCallbacks::kProceed;
   }
   const config::RouteConfig& route = listener_.config.routes[static_cast<size_t>(route_index_)];
-  route_stats_ = listener_.stats.routes[static_cast<size_t>(route_index_)].get();
+  route_ = &listener_.routes[static_cast<size_t>(route_index_)];
+  route_stats_ = route_->stats;
   cluster_ = &worker_.cluster(route.cluster_index);
   phase_ = Phase::kProxying;
 
@@ -242,21 +255,42 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   to_upstream_.clear();
   http::write_upstream_request(head, how, to_upstream_.head);
   to_upstream_.add_head();
-  // Until the first response byte, keep what was sent so the request can go again on a new
-  // connection if a reused one turns out to be closed.
-  to_upstream_.set_keep_history(true);
 
-  if (route.timeout.count() > 0) {
-    uv_timer_start(&route_timer_, &DownstreamConnection::on_route_timer,
-                   static_cast<uint64_t>(route.timeout.count()), 0);
-  }
+  // A request that may go again after bytes went out (an idempotent one, see filters/retry.h)
+  // is kept whole until its response is chosen: a retry, or a reused connection that turns out
+  // to be closed, re-sends it. Its body is copied when it fits max_body_bytes, so the client's
+  // read buffer does not have to hold it.
+  const config::RetryConfig& retry = route.retry;
+  may_resend_ = route_->shared->retry.may_resend(head.method, head.find("idempotency-key") != nullptr);
+  to_upstream_.set_keep_history(may_resend_);
+  copy_body_ = may_resend_ && has_body && retry.attempts > 1 &&
+               (head.chunked || head.content_length <= retry.max_body_bytes);
+
+  route_deadline_ms_ = route.timeout.count() > 0 ? uv_now(worker_.loop()) + static_cast<uint64_t>(route.timeout.count()) : 0;
+  try_deadline_ms_ = 0;
+  arm_deadline_timer();
   cluster_->stats.active_requests.add(1);
-  connect_upstream(false);
+  run_admission(head);
+  if (phase_ == Phase::kLocalReply && has_body) return http::ParserCallbacks::kPause;
   return http::ParserCallbacks::kProceed;
 }
 
 void DownstreamConnection::on_request_body(const char* data, size_t n) {
   if (phase_ != Phase::kProxying) return;
+  if (copy_body_) {
+    if (body_kept_ + n <= route_->shared->config.retry.max_body_bytes) {
+      body_kept_ += n;
+      if (request_framing_ == http::BodyFraming::kChunked) {
+        to_upstream_.add_chunk_copy(data, n);
+      } else {
+        to_upstream_.add_data_copy(data, n);
+      }
+      return;
+    }
+    // Too large to keep: the rest streams, and once bytes went out it cannot go again.
+    copy_body_ = false;
+    to_upstream_.set_keep_history(false);
+  }
   if (request_framing_ == http::BodyFraming::kChunked) {
     to_upstream_.add_chunk(data, n);
   } else {
@@ -280,10 +314,213 @@ void DownstreamConnection::on_request_complete() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Policies: admission, tries and retries.
+
+void DownstreamConnection::run_admission(const http::MessageHead& head) {
+  RouteState& policy = *route_->shared;
+  if (policy.rate_limit) {
+    filters::RateLimiter::Decision d = policy.rate_limit->try_acquire();
+    if (!d.allowed) {
+      route_stats_->rate_limited.inc();
+      auto seconds = static_cast<uint32_t>((d.retry_after + 999'999) / 1'000'000);
+      local_reply(LocalReason::kRateLimited, request_has_body_, 0, std::max<uint32_t>(seconds, 1));
+      return;
+    }
+  }
+  if (policy.fault) {
+    std::string_view delay_header, abort_header;
+    if (policy.fault->config().header_control) {
+      if (const http::Header* h = head.find(filters::kFaultDelayHeader)) delay_header = head.str(h->value);
+      if (const http::Header* h = head.find(filters::kFaultAbortHeader)) abort_header = head.str(h->value);
+    }
+    filters::FaultDecision fault =
+        policy.fault->decide(worker_.random().next(), worker_.random().next(), delay_header, abort_header);
+    fault_abort_status_ = fault.abort_status;
+    if (fault.delay > 0) {
+      route_stats_->fault_delays.inc();
+      wait_ = Wait::kFaultDelay;
+      uv_timer_start(&timer_, &DownstreamConnection::on_timer, static_cast<uint64_t>((fault.delay + 999) / 1000), 0);
+      return;
+    }
+  }
+  after_fault_delay();
+}
+
+void DownstreamConnection::after_fault_delay() {
+  if (fault_abort_status_ != 0) {
+    route_stats_->fault_aborts.inc();
+    local_reply(LocalReason::kFaultAbort, request_has_body_ && !request_complete_, fault_abort_status_);
+    return;
+  }
+  admit_to_bulkhead();
+}
+
+void DownstreamConnection::admit_to_bulkhead() {
+  filters::Bulkhead* bulkhead = route_->shared->bulkhead.get();
+  if (bulkhead == nullptr) {
+    start_try();
+    return;
+  }
+  bulkhead_slot_ = bulkhead->try_acquire();
+  if (bulkhead_slot_) {
+    start_try();
+    return;
+  }
+  queue_place_ = bulkhead->try_enqueue();
+  if (!queue_place_) {
+    route_stats_->bulkhead_full.inc();
+    local_reply(LocalReason::kBulkheadFull, request_has_body_ && !request_complete_);
+    return;
+  }
+  wait_ = Wait::kBulkhead;
+  route_->waiters.push_back(this);
+  uv_timer_start(&timer_, &DownstreamConnection::on_timer,
+                 static_cast<uint64_t>(bulkhead->config().queue_timeout.count()), 0);
+  // A slot may have freed up between try_acquire and try_enqueue (see filters/bulkhead.h).
+  route_->serve_waiters();
+}
+
+void DownstreamConnection::on_bulkhead_slot(filters::Bulkhead::Slot slot) {
+  uv_timer_stop(&timer_);
+  wait_ = Wait::kNone;
+  queue_place_.reset();
+  bulkhead_slot_ = std::move(slot);
+  start_try();
+}
+
+void DownstreamConnection::start_try() {
+  if (tries_ > 0) {
+    // A retry. The write to the failed connection was cancelled when it closed; libuv reports
+    // that before any timer runs, so nothing should be in flight. If it is, look again soon.
+    if (to_upstream_.in_flight()) {
+      wait_ = Wait::kBackoff;
+      uv_timer_start(&timer_, &DownstreamConnection::on_timer, 1, 0);
+      return;
+    }
+  }
+  if (filters::CircuitBreaker* circuit = cluster_->shared.circuit.get()) {
+    circuit_permit_ = circuit->try_acquire();
+    if (!circuit_permit_) {
+      local_reply(LocalReason::kCircuitOpen, request_has_body_ && !request_complete_);
+      return;
+    }
+  }
+  if (tries_ == 0) {
+    route_->shared->budget.on_request();
+  } else {
+    to_upstream_.rewind();
+    response_started_ = response_interim_ = upstream_reusable_ = replayed_ = false;
+    response_status_ = 0;
+  }
+  ++tries_;
+  try_start_us_ = now_us();
+  const config::RetryConfig& retry = route_->shared->config.retry;
+  if (retry.per_try_timeout.count() > 0) {
+    try_deadline_ms_ = uv_now(worker_.loop()) + static_cast<uint64_t>(retry.per_try_timeout.count());
+    arm_deadline_timer();
+  }
+  connect_upstream(false);
+}
+
+void DownstreamConnection::record_circuit(bool failure) {
+  if (circuit_permit_) {
+    circuit_permit_.record(failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
+                           static_cast<filters::Micros>(now_us() - try_start_us_));
+  }
+}
+
+void DownstreamConnection::try_failed(filters::TryFailure failure, LocalReason reason, int err) {
+  if (upstream_ != nullptr) release_upstream(false);
+  if (!response_head_sent_) {
+    cluster_->stats.upstream_requests.inc(0);
+    record_circuit(true);
+    if (maybe_retry(route_->shared->retry.retriable_failure(failure))) return;
+  }
+  upstream_failed(reason, err);
+}
+
+bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reason) {
+  if (!reason || response_head_sent_) return false;
+  RouteState& policy = *route_->shared;
+  if (tries_ >= policy.config.retry.attempts) return false;
+  // The whole request must still be at hand, and may go again if bytes of it went out.
+  if (!to_upstream_.can_rewind() || (request_sent_ && !may_resend_)) return false;
+  filters::Micros backoff = policy.retry.backoff(tries_, worker_.random().next());
+  uint64_t backoff_ms = static_cast<uint64_t>((backoff + 999) / 1000);
+  if (route_deadline_ms_ != 0 && uv_now(worker_.loop()) + backoff_ms >= route_deadline_ms_) return false;
+  if (!policy.budget.try_spend()) {
+    route_stats_->retry_budget_exhausted.inc();
+    return false;
+  }
+  route_stats_->retries[static_cast<size_t>(*reason)].inc();
+  if (!failed_tries_.empty()) failed_tries_.append(", ");
+  failed_tries_.append(endpoint_ != nullptr ? std::string_view(endpoint_->endpoint.address) : "-");
+  failed_tries_.push_back(' ');
+  if (response_status_ >= 200) {
+    failed_tries_.append(std::to_string(response_status_));
+  } else {
+    failed_tries_.append(filters::to_string(*reason));
+  }
+  log::debug("retrying request")
+      .str("route", policy.config.name)
+      .str("request_id", {request_id_, request_id_len_})
+      .str("reason", filters::to_string(*reason))
+      .str("failed_tries", failed_tries_)
+      .num("attempt", tries_ + 1)
+      .num("backoff_ms", static_cast<int64_t>(backoff_ms));
+  if (upstream_ != nullptr) release_upstream(false);
+  circuit_permit_.reset();
+  failed_endpoint_ = endpoint_;
+  try_deadline_ms_ = 0;
+  arm_deadline_timer();
+  wait_ = Wait::kBackoff;
+  uv_timer_start(&timer_, &DownstreamConnection::on_timer, backoff_ms, 0);
+  return true;
+}
+
+void DownstreamConnection::cancel_wait() {
+  switch (wait_) {
+    case Wait::kPool:
+      cluster_->remove_waiter(this);
+      break;
+    case Wait::kBulkhead:
+      route_->remove_waiter(this);
+      queue_place_.reset();
+      break;
+    default:
+      break;
+  }
+  if (wait_ != Wait::kNone) uv_timer_stop(&timer_);
+  wait_ = Wait::kNone;
+}
+
+void DownstreamConnection::end_policies() {
+  cancel_wait();
+  circuit_permit_.reset();
+  if (bulkhead_slot_) {
+    bulkhead_slot_.reset();
+    route_->on_slot_released(worker_.id());
+  }
+  route_deadline_ms_ = try_deadline_ms_ = 0;
+  uv_timer_stop(&deadline_timer_);
+}
+
+void DownstreamConnection::arm_deadline_timer() {
+  uint64_t next = route_deadline_ms_;
+  if (try_deadline_ms_ != 0 && (next == 0 || try_deadline_ms_ < next)) next = try_deadline_ms_;
+  if (next == 0) {
+    uv_timer_stop(&deadline_timer_);
+    return;
+  }
+  uint64_t now = uv_now(worker_.loop());
+  uv_timer_start(&deadline_timer_, &DownstreamConnection::on_deadline_timer, next > now ? next - now : 0, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The upstream side of the exchange.
 
 void DownstreamConnection::connect_upstream(bool fresh_only) {
-  endpoint_ = cluster_->pick();
+  endpoint_ = cluster_->pick(failed_endpoint_);
   if (endpoint_ == nullptr) {
     upstream_failed(LocalReason::kNoEndpoints, 0);
     return;
@@ -304,9 +541,11 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
       upstream_failed(LocalReason::kPoolExhausted, 0);
       return;
     }
-    waiting_for_pool_ = true;
+    wait_ = Wait::kPool;
     uv_timer_start(&timer_, &DownstreamConnection::on_timer,
                    static_cast<uint64_t>(pool.pending_timeout.count()), 0);
+    // Another worker may have freed a slot between the two steps (it saw no waiter to wake).
+    cluster_->on_remote_capacity();
     return;
   }
   auto* conn = new UpstreamConnection(worker_, *endpoint_);
@@ -317,8 +556,8 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
 }
 
 void DownstreamConnection::on_pool_capacity() {
-  if (!waiting_for_pool_) return;
-  waiting_for_pool_ = false;
+  if (wait_ != Wait::kPool) return;
+  wait_ = Wait::kNone;
   uv_timer_stop(&timer_);
   connect_upstream(false);
 }
@@ -330,7 +569,7 @@ void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int s
         .str("error", uv_strerror(status));
     cluster_->stats.connect_failures.inc();
     detach_upstream();  // the connection closes itself
-    upstream_failed(LocalReason::kUpstreamConnectFailure, status);
+    try_failed(filters::TryFailure::kConnectFailure, LocalReason::kUpstreamConnectFailure, status);
     return;
   }
   use_upstream(&conn);
@@ -351,8 +590,9 @@ void DownstreamConnection::flush_to_upstream() {
   int rc = to_upstream_.flush(upstream_->stream(), &DownstreamConnection::on_upstream_written);
   if (rc == 0) {
     ++writes_in_flight_;
+    request_sent_ = true;
   } else if (!try_replay()) {
-    upstream_failed(LocalReason::kUpstreamReset, rc);
+    try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, rc);
   }
 }
 
@@ -370,8 +610,8 @@ void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
       self->close();
       return;
     }
-    if (self->phase_ == Phase::kProxying && !self->response_started_) {
-      if (!self->try_replay()) self->upstream_failed(LocalReason::kUpstreamReset, status);
+    if (self->phase_ == Phase::kProxying && !self->response_started_ && self->upstream_ != nullptr) {
+      if (!self->try_replay()) self->try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
     }
     return;
   }
@@ -398,10 +638,7 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
       flush_to_client();
       return;
     }
-    if (!response_started_) {
-      response_started_ = true;
-      to_upstream_.set_keep_history(false);
-    }
+    response_started_ = true;
     parse_response(conn);
     return;
   }
@@ -427,14 +664,14 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
   if (!response_started_ && try_replay()) return;
   log::debug("upstream closed").str("endpoint", conn.pool().endpoint.address)
       .str("error", uv_strerror(static_cast<int>(nread))).boolean("response_started", response_started_);
-  upstream_failed(LocalReason::kUpstreamReset, static_cast<int>(nread));
+  try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, static_cast<int>(nread));
 }
 
 void DownstreamConnection::parse_response(UpstreamConnection& conn) {
   while (true) {
     http::Parser::Result r = response_parser_.execute(conn.in.data, conn.in.parsed, conn.in.filled);
     conn.in.parsed += r.consumed;
-    if (closed_) return;
+    if (closed_ || upstream_ != &conn) return;  // the exchange left this connection (a retry, a failure)
     if (r.status == http::Parser::Status::kPaused && response_interim_ && !response_complete_) {
       // A 1xx ended; the final response follows.
       response_parser_.resume();
@@ -446,12 +683,12 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
     }
     if (r.status == http::Parser::Status::kError || r.status == http::Parser::Status::kHeadTooLarge) {
       log::debug("bad upstream response").str("endpoint", conn.pool().endpoint.address).str("error", r.error);
-      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+      try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
       return;
     }
     if (r.status == http::Parser::Status::kOk && response_parser_.in_head() && conn.in.space() == 0) {
       if (conn.in.capacity >= kMaxResponseHeadSize + 1024) {
-        upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+        try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
         return;
       }
       conn.in.grow(worker_.buffers(), kMaxResponseHeadSize + 1024);
@@ -488,6 +725,14 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
     return http::ParserCallbacks::kProceed;
   }
   response_interim_ = false;
+  // The try's outcome is known: its deadline no longer applies, and the circuit hears of it.
+  try_deadline_ms_ = 0;
+  arm_deadline_timer();
+  cluster_->stats.upstream_requests.inc(head.status);
+  record_circuit(head.status >= 500);
+  if (maybe_retry(route_->shared->retry.retriable_status(head.status))) return http::ParserCallbacks::kPause;
+  // This response goes to the client: the request will not be sent again.
+  to_upstream_.set_keep_history(false);
   if (head.status == 101) {
     if (!request_upgrade_) {
       upstream_failed(LocalReason::kUpstreamProtocolError, 0);
@@ -497,10 +742,10 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
     how.upgrade = true;
     how.framing = http::BodyFraming::kNone;
     how.request_id = {request_id_, request_id_len_};
+    how.attempts = tries_;
     http::write_downstream_response(head, how, to_client_.head);
     to_client_.add_head();
     response_head_sent_ = true;
-    cluster_->stats.upstream_requests.inc(head.status);
     return http::ParserCallbacks::kProceed;
   }
   if (request_head_request_ || head.status == 204 || head.status == 304) {
@@ -519,10 +764,10 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   how.http10_keep_alive = client_http10_ && keep_client_;
   how.framing = response_framing_;
   how.request_id = {request_id_, request_id_len_};
+  how.attempts = tries_;
   http::write_downstream_response(head, how, to_client_.head);
   to_client_.add_head();
   response_head_sent_ = true;
-  cluster_->stats.upstream_requests.inc(head.status);
   // HEAD, 204 and 304 never have a body, whatever Content-Length says (RFC 9112 6.3).
   return response_framing_ == http::BodyFraming::kNone ? http::ParserCallbacks::kNoBody
                                                        : http::ParserCallbacks::kProceed;
@@ -545,8 +790,8 @@ void DownstreamConnection::on_response_complete() {
 bool DownstreamConnection::try_replay() {
   // Only a reused connection that failed before any response byte, and only once: the upstream
   // closed it while idle, so it never saw the request.
-  if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ ||
-      !to_upstream_.keep_history() || to_upstream_.in_flight()) {
+  if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ || !may_resend_ ||
+      !to_upstream_.can_rewind() || to_upstream_.in_flight()) {
     return false;
   }
   replayed_ = true;
@@ -583,7 +828,6 @@ void DownstreamConnection::release_upstream(bool reusable) {
 
 void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
   if (upstream_ != nullptr) release_upstream(false);
-  if (cluster_ != nullptr && reason != LocalReason::kNoEndpoints) cluster_->stats.upstream_requests.inc(0);
   if (response_head_sent_ || to_client_.in_flight()) {
     // The client already has part of a response: all we can do is cut the connection, after
     // what is queued.
@@ -659,21 +903,24 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   }
 }
 
-void DownstreamConnection::local_reply(LocalReason reason, bool close_after) {
+void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int status,
+                                       uint32_t retry_after_s) {
   const LocalReasonInfo& r = info(reason);
-  log::debug("local reply").str("reason", r.token).num("status", r.status).str("client", client_ip_);
-  uv_timer_stop(&route_timer_);
-  if (waiting_for_pool_) {
-    cluster_->remove_waiter(this);
-    waiting_for_pool_ = false;
+  if (status == 0) status = r.status;
+  log::debug("local reply").str("reason", r.token).num("status", status).str("client", client_ip_);
+  if (phase_ == Phase::kProxying) {
+    end_policies();
+    if (cluster_ != nullptr) cluster_->stats.active_requests.add(-1);
   }
-  if (cluster_ != nullptr && phase_ == Phase::kProxying) cluster_->stats.active_requests.add(-1);
   phase_ = Phase::kLocalReply;
-  response_status_ = r.status;
+  response_status_ = status;
   keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_eof_;
   worker_.mutable_stats().local_replies[static_cast<size_t>(reason)].inc();
-  http::write_local_reply(r.status, r.token, keep_client_, {request_id_, request_id_len_},
-                          request_head_request_, to_client_.head);
+  http::LocalReplyExtras extras;
+  extras.attempts = tries_;
+  extras.retry_after_s = retry_after_s;
+  http::write_local_reply(status, r.token, keep_client_, {request_id_, request_id_len_},
+                          request_head_request_, to_client_.head, extras);
   to_client_.add_head();
   flush_to_client();
   update_reading();
@@ -681,19 +928,21 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after) {
 
 void DownstreamConnection::finish_exchange() {
   uv_timer_stop(&timer_);
-  uv_timer_stop(&route_timer_);
+  uv_timer_stop(&deadline_timer_);
   if (route_stats_ != nullptr) {
     route_stats_->requests.inc(response_status_);
     route_stats_->duration.observe_us(now_us() - start_us_);
   }
   if (phase_ == Phase::kProxying) {
     release_upstream(upstream_reusable_);
+    end_policies();
     cluster_->stats.active_requests.add(-1);
   }
   if (!request_complete_) keep_client_ = false;
   to_upstream_.clear();
   to_client_.clear();
   phase_ = Phase::kIdle;
+  route_ = nullptr;
   route_stats_ = nullptr;
   cluster_ = nullptr;
   endpoint_ = nullptr;
@@ -715,8 +964,9 @@ void DownstreamConnection::finish_exchange() {
 }
 
 void DownstreamConnection::start_tunnel() {
+  // A tunnel may live for hours: it gives its bulkhead slot back now.
+  end_policies();
   phase_ = Phase::kTunnel;
-  uv_timer_stop(&route_timer_);
   to_upstream_.set_keep_history(false);
   // Bytes that followed the heads on either side are already tunnel data.
   if (!in_.empty()) {
@@ -749,11 +999,27 @@ void DownstreamConnection::arm_headers_timer() {
 
 void DownstreamConnection::on_timer(uv_timer_t* t) {
   auto* self = static_cast<DownstreamConnection*>(t->data);
-  if (self->waiting_for_pool_) {
-    self->cluster_->remove_waiter(self);
-    self->waiting_for_pool_ = false;
-    self->local_reply(LocalReason::kPoolTimeout, !self->request_complete_);
-    return;
+  bool body_unread = self->request_has_body_ && !self->request_complete_;
+  switch (self->wait_) {
+    case Wait::kPool:
+      self->cancel_wait();
+      self->local_reply(LocalReason::kPoolTimeout, body_unread);
+      return;
+    case Wait::kBulkhead:
+      self->cancel_wait();
+      self->route_stats_->queue_timeout.inc();
+      self->local_reply(LocalReason::kQueueTimeout, body_unread);
+      return;
+    case Wait::kFaultDelay:
+      self->wait_ = Wait::kNone;
+      self->after_fault_delay();
+      return;
+    case Wait::kBackoff:
+      self->wait_ = Wait::kNone;
+      self->start_try();
+      return;
+    case Wait::kNone:
+      break;
   }
   switch (self->phase_) {
     case Phase::kIdle:
@@ -767,15 +1033,28 @@ void DownstreamConnection::on_timer(uv_timer_t* t) {
   }
 }
 
-void DownstreamConnection::on_route_timer(uv_timer_t* t) {
+void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
   auto* self = static_cast<DownstreamConnection*>(t->data);
   if (self->phase_ != Phase::kProxying) return;
-  if (self->waiting_for_pool_) {
-    self->cluster_->remove_waiter(self);
-    self->waiting_for_pool_ = false;
-    uv_timer_stop(&self->timer_);
+  uint64_t now = uv_now(self->worker_.loop());
+  if (self->route_deadline_ms_ != 0 && now >= self->route_deadline_ms_) {
+    // The route's timeout bounds all tries and waits together: no retry after it.
+    bool trying = self->upstream_ != nullptr && !self->response_head_sent_;
+    self->cancel_wait();
+    if (trying) {
+      self->cluster_->stats.upstream_requests.inc(0);
+      self->record_circuit(true);
+    }
+    self->upstream_failed(LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+    return;
   }
-  self->upstream_failed(LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+  if (self->try_deadline_ms_ != 0 && now >= self->try_deadline_ms_) {
+    self->try_deadline_ms_ = 0;
+    self->cancel_wait();  // a try may be waiting for a pool connection
+    self->try_failed(filters::TryFailure::kPerTryTimeout, LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+    return;
+  }
+  self->arm_deadline_timer();
 }
 
 void DownstreamConnection::update_reading() {
@@ -816,11 +1095,8 @@ void DownstreamConnection::abort() { close(); }
 void DownstreamConnection::close() {
   if (closed_) return;
   closed_ = true;
+  if (phase_ == Phase::kProxying) end_policies();
   phase_ = Phase::kClosing;
-  if (waiting_for_pool_) {
-    cluster_->remove_waiter(this);
-    waiting_for_pool_ = false;
-  }
   if (upstream_ != nullptr) detach_upstream()->close();
   if (cluster_ != nullptr) {
     cluster_->stats.active_requests.add(-1);
@@ -829,7 +1105,7 @@ void DownstreamConnection::close() {
   worker_.connection_closed(this);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &DownstreamConnection::on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&route_timer_), &DownstreamConnection::on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&deadline_timer_), &DownstreamConnection::on_closed);
 }
 
 void DownstreamConnection::on_closed(uv_handle_t* h) {

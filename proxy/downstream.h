@@ -9,14 +9,26 @@
 // connection stays bounded. Requests on one connection are handled one at a time; pipelined
 // requests wait, unparsed, in in_ and are answered in order.
 //
+// Policies (filters/) run between the request head and the upstream, in this order: rate
+// limit, fault injection, bulkhead, circuit breaker; then a try goes to an endpoint. A failed try
+// may be retried (filters/retry.h) after a backoff, on another endpoint, by re-sending the
+// request kept in to_upstream_. Each wait (fault delay, bulkhead queue, backoff, pool) runs on
+// `timer_`; the route's deadline and the try's deadline share `deadline_timer_`. Everything
+// a request holds from a policy (bulkhead slot or queue place, circuit permit) is an RAII guard
+// released by end_policies() when the exchange ends in any way.
+//
 // Lifetime: the object frees itself once its handles are closed and no write it issued is in
 // flight (libuv may still call those back after close).
 
 #include <uv.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
+#include "filters/bulkhead.h"
+#include "filters/circuit_breaker.h"
+#include "filters/retry.h"
 #include "proxy/buffer.h"
 #include "proxy/codec.h"
 #include "proxy/headers.h"
@@ -31,6 +43,7 @@ class Worker;
 struct ListenerContext;
 class WorkerCluster;
 struct RouteStats;
+struct WorkerRoute;
 
 class DownstreamConnection : public UpstreamConnection::Owner {
  public:
@@ -47,6 +60,8 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void abort();
   // A connection slot of the cluster this connection waits on became free.
   void on_pool_capacity();
+  // The route's bulkhead gave this waiting request a slot.
+  void on_bulkhead_slot(filters::Bulkhead::Slot slot);
 
   size_t worker_slot = 0;  // index in the worker's connection list
 
@@ -63,6 +78,20 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void on_request_body(const char* data, size_t n);
   void on_request_complete();
   void start_exchange(http::MessageHead& head);
+
+  // Policies and tries.
+  void run_admission(const http::MessageHead& head);
+  void after_fault_delay();
+  void admit_to_bulkhead();
+  void start_try();
+  // A try ended without a usable response: record it, retry if allowed, else reply.
+  void try_failed(filters::TryFailure failure, LocalReason reason, int err);
+  // Retries when the policy, the request and the budget allow it: true if a retry is scheduled.
+  bool maybe_retry(std::optional<filters::RetryReason> reason);
+  void record_circuit(bool failure);
+  void cancel_wait();
+  void end_policies();
+  void arm_deadline_timer();
 
   // Upstream side.
   void connect_upstream(bool fresh_only);
@@ -82,7 +111,8 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   // Client side output.
   void flush_to_client();
   static void on_client_written(uv_write_t* req, int status);
-  void local_reply(LocalReason reason, bool close_after);
+  // `status` overrides the reason's status (an injected abort); `retry_after_s` adds Retry-After.
+  void local_reply(LocalReason reason, bool close_after, int status = 0, uint32_t retry_after_s = 0);
   void finish_exchange();
   void start_tunnel();
 
@@ -90,7 +120,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void arm_idle_timer();
   void arm_headers_timer();
   static void on_timer(uv_timer_t* t);
-  static void on_route_timer(uv_timer_t* t);
+  static void on_deadline_timer(uv_timer_t* t);
   void update_reading();
   void close();
   static void on_closed(uv_handle_t* h);
@@ -109,6 +139,9 @@ class DownstreamConnection : public UpstreamConnection::Owner {
     void on_message_complete() override { self->on_response_complete(); }
   };
 
+  // What the exchange waits for on timer_, between its head and an upstream connection.
+  enum class Wait : unsigned char { kNone, kFaultDelay, kBulkhead, kBackoff, kPool };
+
   enum class Phase {
     kIdle,        // between requests (or before the first)
     kHead,        // reading a request head
@@ -121,8 +154,8 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   Worker& worker_;
   ListenerContext& listener_;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;        // idle / request headers / pool wait
-  uv_timer_t route_timer_;  // the route's whole-request timeout
+  uv_timer_t timer_;           // idle / request headers / the exchange's current Wait
+  uv_timer_t deadline_timer_;  // the route's timeout and the try's timeout, whichever is first
   int open_handles_ = 0;
   int writes_in_flight_ = 0;
   RequestCallbacks request_callbacks_;
@@ -142,11 +175,26 @@ class DownstreamConnection : public UpstreamConnection::Owner {
 
   // The current exchange.
   int route_index_ = -1;
+  WorkerRoute* route_ = nullptr;
   WorkerCluster* cluster_ = nullptr;
   RouteStats* route_stats_ = nullptr;
   EndpointPool* endpoint_ = nullptr;
   UpstreamConnection* upstream_ = nullptr;
-  bool waiting_for_pool_ = false;
+  Wait wait_ = Wait::kNone;
+  filters::Bulkhead::Slot bulkhead_slot_;
+  filters::Bulkhead::QueuePlace queue_place_;
+  filters::CircuitBreaker::Permit circuit_permit_;
+  uint64_t route_deadline_ms_ = 0;  // loop time; 0 = none
+  uint64_t try_deadline_ms_ = 0;    // loop time; 0 = none
+  uint64_t try_start_us_ = 0;
+  const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
+  uint32_t tries_ = 0;
+  int fault_abort_status_ = 0;
+  size_t body_kept_ = 0;            // request body bytes copied for re-sending
+  bool may_resend_ = false;         // the request may be sent again after bytes went out
+  bool copy_body_ = false;          // the body is copied into to_upstream_ as it arrives
+  bool request_sent_ = false;       // some request byte went to an upstream (any try)
+  bool request_has_body_ = false;
   bool request_complete_ = false;
   bool request_head_request_ = false;  // HEAD: the response has no body
   bool request_upgrade_ = false;
@@ -166,6 +214,9 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   char request_id_[40] = {0};
   size_t request_id_len_ = 0;
   std::string path_buf_;  // the rewritten path when prefix_rewrite applies
+  // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
+  // first try was the last): for the log now, for the access log later.
+  std::string failed_tries_;
 };
 
 }  // namespace bulwark

@@ -86,6 +86,12 @@ void append_header(std::string& out, std::string_view name, std::string_view val
   out.append("\r\n");
 }
 
+void append_number_header(std::string& out, std::string_view name, uint64_t value) {
+  char digits[24];
+  int n = snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(value));
+  append_header(out, name, {digits, static_cast<size_t>(n)});
+}
+
 // Copies the end-to-end headers. Content-Length is kept only when the framing is kContentLength.
 // X-Forwarded-* and X-Request-Id are left to the caller when `forwarding` is set.
 void copy_end_to_end(const MessageHead& head, bool keep_content_length, bool forwarding,
@@ -171,6 +177,7 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
   if (!how.request_id.empty() && response.find("x-request-id") == nullptr) {
     append_header(out, "X-Request-Id", how.request_id);
   }
+  if (how.attempts > 1) append_number_header(out, "x-bulwark-attempts", how.attempts);
   if (how.framing == BodyFraming::kChunked) out.append("Transfer-Encoding: chunked\r\n");
   if (how.upgrade) {
     if (const Header* up = response.find("upgrade")) append_header(out, "Upgrade", response.str(up->value));
@@ -184,7 +191,8 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
 }
 
 void write_local_reply(int status, std::string_view reason_token, bool keep_alive,
-                       std::string_view request_id, bool head_request, std::string& out) {
+                       std::string_view request_id, bool head_request, std::string& out,
+                       const LocalReplyExtras& extras) {
   char line[160];
   std::string_view phrase = reason_phrase(status);
   int body_len = snprintf(line, sizeof line, "%d %.*s: %.*s\n", status,
@@ -201,6 +209,8 @@ void write_local_reply(int status, std::string_view reason_token, bool keep_aliv
   out.append(head, static_cast<size_t>(n));
   append_header(out, "x-bulwark-reason", reason_token);
   if (!request_id.empty()) append_header(out, "x-request-id", request_id);
+  if (extras.attempts > 1) append_number_header(out, "x-bulwark-attempts", extras.attempts);
+  if (extras.retry_after_s > 0) append_number_header(out, "retry-after", extras.retry_after_s);
   if (!keep_alive) out.append("connection: close\r\n");
   out.append("\r\n");
   if (!head_request) out.append(line, static_cast<size_t>(body_len));

@@ -6,6 +6,7 @@
 // itself, and adds the forwarding headers. Heads are written into a caller-owned std::string
 // whose capacity is reused from request to request.
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -51,13 +52,20 @@ struct DownstreamResponseHead {
   bool upgrade = false;            // 101: forward Upgrade and Connection: upgrade
   BodyFraming framing = BodyFraming::kContentLength;
   std::string_view request_id;     // added as X-Request-Id if the response has none
+  uint32_t attempts = 1;           // tries it took; > 1 adds x-bulwark-attempts
 };
 void write_downstream_response(const MessageHead& response, const DownstreamResponseHead& how,
                                std::string& out);
 
+// Optional headers of a local reply.
+struct LocalReplyExtras {
+  uint32_t attempts = 1;        // tries it took; > 1 adds x-bulwark-attempts
+  uint32_t retry_after_s = 0;   // > 0 adds Retry-After (seconds)
+};
 // A local reply: status, x-bulwark-reason token, a short text body.
 void write_local_reply(int status, std::string_view reason_token, bool keep_alive,
-                       std::string_view request_id, bool head_request, std::string& out);
+                       std::string_view request_id, bool head_request, std::string& out,
+                       const LocalReplyExtras& extras = {});
 
 // Chunk framing: "1f4\r\n" before `size` bytes of data (the data is followed by "\r\n").
 size_t write_chunk_header(char* out, size_t size);  // out needs 20 bytes

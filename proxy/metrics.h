@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "filters/retry.h"
 #include "proxy/reasons.h"
 
 namespace bulwark {
@@ -61,6 +62,14 @@ struct StatusCounters {
 struct RouteStats {
   StatusCounters requests;
   LocalHistogram duration;
+  // Policies (filters/).
+  std::array<LocalCounter, static_cast<size_t>(filters::RetryReason::kCount)> retries;
+  LocalCounter retry_budget_exhausted;
+  LocalCounter bulkhead_full;
+  LocalCounter queue_timeout;
+  LocalCounter rate_limited;
+  LocalCounter fault_delays;
+  LocalCounter fault_aborts;
 };
 
 struct ClusterStats {
@@ -84,8 +93,21 @@ struct WorkerStats {
   std::array<LocalCounter, static_cast<size_t>(LocalReason::kCount)> local_replies;
 };
 
-// Prometheus text exposition of the sum over `workers`.
+// Values kept in shared policy state rather than in per-worker counters, read at scrape time.
+// Empty vectors leave those metrics out.
+struct SharedGauges {
+  struct Circuit {
+    bool enabled = false;
+    int state = 0;                            // 0 closed, 1 open, 2 half-open
+    std::array<uint64_t, 3> transitions{};    // into closed, open, half-open
+  };
+  std::vector<Circuit> circuits;                      // index as Config::clusters
+  std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
+};
+
+// Prometheus text exposition of the sum over `workers`, and of `shared`.
 std::string render_metrics(const config::Config& config,
-                           const std::vector<const WorkerStats*>& workers);
+                           const std::vector<const WorkerStats*>& workers,
+                           const SharedGauges& shared = {});
 
 }  // namespace bulwark

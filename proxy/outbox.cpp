@@ -24,6 +24,14 @@ void Outbox::add_chunk(const char* p, size_t n) {
   add_framing(http::kChunkEnd);
 }
 
+void Outbox::add_chunk_copy(const char* p, size_t n) {
+  if (n == 0) return;
+  char size_line[20];
+  add_framing({size_line, http::write_chunk_header(size_line, n)});
+  add_framing({p, n});
+  add_framing(http::kChunkEnd);
+}
+
 void Outbox::add_last_chunk() { add_framing(http::kLastChunk); }
 
 int Outbox::flush(uv_stream_t* stream, uv_write_cb cb) {
@@ -55,12 +63,19 @@ void Outbox::on_written() {
     framing_.clear();
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
+    forgot_written_ = true;
   }
 }
 
 void Outbox::clear() {
   segments_.clear();
-  framing_.clear();
+  // A kept request body may have grown the framing storage; an idle connection keeps none of it.
+  if (framing_.capacity() > 4096) {
+    std::string().swap(framing_);
+  } else {
+    framing_.clear();
+  }
+  forgot_written_ = false;
   head.clear();
   first_unsent_ = flushed_until_ = 0;
   pending_bytes_ = total_bytes_ = 0;
@@ -74,6 +89,7 @@ void Outbox::set_keep_history(bool keep) {
     segments_.erase(segments_.begin(), segments_.begin() + static_cast<long>(first_unsent_));
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
+    forgot_written_ = true;
   }
 }
 

@@ -29,6 +29,10 @@ class Outbox {
   void add_framing(std::string_view s);
   // One chunk of chunked encoding around data p[0, n).
   void add_chunk(const char* p, size_t n);
+  // The same, copying the data into the Outbox's own storage, so the caller's buffer can be
+  // reused at once (a request body kept for retries).
+  void add_data_copy(const char* p, size_t n) { if (n > 0) add_framing({p, n}); }
+  void add_chunk_copy(const char* p, size_t n);
   void add_last_chunk();
 
   // Writes everything not yet written. `req.data` must be set by the caller. Returns 0 or a
@@ -38,7 +42,11 @@ class Outbox {
   void on_written();
   // Forgets everything (and the history).
   void clear();
+  // True while every byte ever added is still held (nothing written was forgotten), so rewind()
+  // can replay the message from its first byte.
+  bool can_rewind() const { return !forgot_written_; }
   // Makes everything (from the head on) unsent again, to send it on another connection.
+  // Only when can_rewind() and nothing is in flight.
   void rewind() {
     first_unsent_ = 0;
     pending_bytes_ += total_bytes_;
@@ -66,6 +74,7 @@ class Outbox {
   size_t total_bytes_ = 0;
   bool in_flight_ = false;
   bool keep_history_ = false;
+  bool forgot_written_ = false;
 };
 
 }  // namespace bulwark

@@ -21,6 +21,11 @@ enum class LocalReason : unsigned char {
   kPoolExhausted,
   kPoolTimeout,
   kNotImplemented,
+  kCircuitOpen,
+  kBulkheadFull,
+  kQueueTimeout,
+  kRateLimited,
+  kFaultAbort,
   kCount,
 };
 
@@ -42,6 +47,11 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"pool_exhausted", 503},
     {"pool_timeout", 503},
     {"not_implemented", 501},
+    {"circuit_open", 503},
+    {"bulkhead_full", 503},
+    {"queue_timeout", 503},
+    {"rate_limited", 429},
+    {"fault_abort", 503},  // the status is the configured (or requested) one
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

@@ -190,9 +190,7 @@ bool Server::open_listeners() {
 int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   start_time_ms_ = uv_now(&loop_);
-  for (size_t i = 0; i < config_->clusters.size(); ++i) {
-    clusters_.push_back(std::make_unique<ClusterState>(config_->clusters[i], i));
-  }
+  create_policy_state();
   if (!open_listeners()) return 1;
   std::string admin_address;
   int rc = admin_.listen(config_->admin.address, &admin_address);
@@ -209,7 +207,12 @@ int Server::run() {
   for (size_t w = 0; w < config_->workers; ++w) {
     std::vector<ClusterState*> shared;
     for (auto& c : clusters_) shared.push_back(c.get());
-    workers_.push_back(std::make_unique<Worker>(w, config_, shared, listener_fds_[w], [this] {
+    std::vector<std::vector<RouteState*>> routes;
+    for (auto& l : routes_) {
+      routes.emplace_back();
+      for (auto& r : l) routes.back().push_back(r.get());
+    }
+    workers_.push_back(std::make_unique<Worker>(w, config_, shared, routes, listener_fds_[w], [this] {
       tasks_.post([this] { on_worker_drained(); });
     }));
   }
@@ -233,6 +236,58 @@ int Server::run() {
   for (auto& w : workers_) w->join();
   log::info("stopped");
   return 0;
+}
+
+void Server::create_policy_state() {
+  for (size_t i = 0; i < config_->clusters.size(); ++i) {
+    auto c = std::make_unique<ClusterState>(config_->clusters[i], i, clock_);
+    if (c->circuit) {
+      c->circuit->set_transition_hook([name = c->config.name, cb = c->circuit.get()](filters::CircuitState from,
+                                                                                      filters::CircuitState to) {
+        log::warn("circuit breaker changed state").str("cluster", name).str("from", filters::to_string(from))
+            .str("to", filters::to_string(to)).num("open_duration_ms", cb->open_duration() / 1000);
+      });
+    }
+    c->wake_other_workers = [this, i](size_t from) {
+      for (auto& w : workers_) {
+        if (w->id() != from) w->wake_pool_waiters(i);
+      }
+    };
+    clusters_.push_back(std::move(c));
+  }
+  for (size_t li = 0; li < config_->listeners.size(); ++li) {
+    routes_.emplace_back();
+    for (size_t ri = 0; ri < config_->listeners[li].routes.size(); ++ri) {
+      auto r = std::make_unique<RouteState>(config_->listeners[li].routes[ri], clock_);
+      // Workers are created after this; the hook reads workers_ when it runs.
+      r->wake_other_workers = [this, li, ri](size_t from) {
+        for (auto& w : workers_) {
+          if (w->id() != from) w->wake_bulkhead_waiters(li, ri);
+        }
+      };
+      routes_[li].push_back(std::move(r));
+    }
+  }
+}
+
+SharedGauges Server::shared_gauges() const {
+  SharedGauges g;
+  for (const auto& c : clusters_) {
+    SharedGauges::Circuit circuit;
+    if (c->circuit) {
+      circuit.enabled = true;
+      circuit.state = static_cast<int>(c->circuit->state());
+      for (size_t s = 0; s < circuit.transitions.size(); ++s) {
+        circuit.transitions[s] = c->circuit->transitions(static_cast<filters::CircuitState>(s));
+      }
+    }
+    g.circuits.push_back(circuit);
+  }
+  for (const auto& l : routes_) {
+    g.bulkhead_queued.emplace_back();
+    for (const auto& r : l) g.bulkhead_queued.back().push_back(r->bulkhead ? static_cast<int64_t>(r->bulkhead->queued()) : -1);
+  }
+  return g;
 }
 
 void Server::begin_drain(const char* why) {
@@ -302,7 +357,7 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
   } else if (req.path == "/metrics") {
     std::vector<const WorkerStats*> stats;
     for (auto& w : workers_) stats.push_back(&w->stats());
-    respond({200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*config_, stats)});
+    respond({200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*config_, stats, shared_gauges())});
   } else if (req.path == "/config") {
     respond({200, "application/json", config::to_json(*config_) + "\n"});
   } else if (req.path == "/clusters") {

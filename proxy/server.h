@@ -11,7 +11,9 @@
 
 #include "config/config.h"
 #include "proxy/admin.h"
+#include "filters/clock.h"
 #include "proxy/cluster.h"
+#include "proxy/route_state.h"
 #include "proxy/task_queue.h"
 #include "proxy/worker.h"
 
@@ -36,6 +38,8 @@ class Server {
   bool open_listeners();
   void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
   void clusters_json(std::function<void(AdminResponse)> respond);
+  void create_policy_state();
+  SharedGauges shared_gauges() const;
   void begin_drain(const char* why);
   void on_worker_drained();
   void finish();
@@ -46,7 +50,9 @@ class Server {
   uv_signal_t sigterm_, sigint_;
   uv_timer_t drain_delay_timer_, drain_timeout_timer_;
   AdminServer admin_;
+  filters::MonotonicClock clock_;
   std::vector<std::unique_ptr<ClusterState>> clusters_;
+  std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // [listener][route]
   std::vector<std::unique_ptr<ClusterResolver>> resolvers_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::vector<int>> listener_fds_;  // [worker][listener]

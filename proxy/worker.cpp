@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "proxy/downstream.h"
@@ -10,7 +11,8 @@
 namespace bulwark {
 
 Worker::Worker(size_t id, std::shared_ptr<const config::Config> config,
-               const std::vector<ClusterState*>& clusters, std::vector<int> listener_fds,
+               const std::vector<ClusterState*>& clusters,
+               const std::vector<std::vector<RouteState*>>& routes, std::vector<int> listener_fds,
                std::function<void()> on_drained)
     : id_(id),
       config_(std::move(config)),
@@ -27,7 +29,7 @@ Worker::Worker(size_t id, std::shared_ptr<const config::Config> config,
     clusters_.push_back(std::move(wc));
   }
   for (size_t i = 0; i < config_->listeners.size(); ++i) {
-    auto l = std::make_unique<ListenerContext>(*this, config_->listeners[i], i, *stats_.listeners[i]);
+    auto l = std::make_unique<ListenerContext>(*this, config_->listeners[i], i, *stats_.listeners[i], routes[i]);
     uv_tcp_init(&loop_, &l->handle);
     l->handle.data = l.get();
     int rc = uv_tcp_open(&l->handle, listener_fds_[i]);
@@ -69,6 +71,41 @@ void Worker::post(std::function<void()> fn) { tasks_.post(std::move(fn)); }
 
 void Worker::update_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set) {
   post([this, cluster, set = std::move(set)] { clusters_[cluster]->update(set); });
+}
+
+void Worker::wake_bulkhead_waiters(size_t listener, size_t route) {
+  post([this, listener, route] {
+    if (!stopping_) listeners_[listener]->routes[route].serve_waiters();
+  });
+}
+
+void Worker::wake_pool_waiters(size_t cluster) {
+  post([this, cluster] {
+    if (!stopping_) clusters_[cluster]->on_remote_capacity();
+  });
+}
+
+void WorkerRoute::serve_waiters() {
+  while (!waiters.empty()) {
+    filters::Bulkhead::Slot slot = shared->bulkhead->try_acquire();
+    if (!slot) return;
+    DownstreamConnection* d = waiters.front();
+    waiters.pop_front();
+    d->on_bulkhead_slot(std::move(slot));
+  }
+}
+
+void WorkerRoute::remove_waiter(DownstreamConnection* d) {
+  auto it = std::find(waiters.begin(), waiters.end(), d);
+  if (it != waiters.end()) waiters.erase(it);
+}
+
+void WorkerRoute::on_slot_released(size_t worker_id) {
+  if (!waiters.empty()) {
+    serve_waiters();
+  } else if (shared->bulkhead->queued() > 0 && shared->wake_other_workers) {
+    shared->wake_other_workers(worker_id);
+  }
 }
 
 void Worker::on_accept(ListenerContext& l) {

@@ -5,6 +5,7 @@
 
 #include <uv.h>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
+#include "proxy/route_state.h"
 #include "proxy/router.h"
 #include "proxy/task_queue.h"
 
@@ -25,15 +27,34 @@ namespace bulwark {
 class DownstreamConnection;
 class Worker;
 
+// One route inside one worker: the route's shared policy state, this worker's statistics of it,
+// and this worker's requests waiting for a bulkhead slot, oldest first.
+struct WorkerRoute {
+  RouteState* shared;
+  RouteStats* stats;
+  std::deque<DownstreamConnection*> waiters;
+
+  // Hands free bulkhead slots to waiting requests, oldest first, while there are both.
+  void serve_waiters();
+  void remove_waiter(DownstreamConnection* d);
+  // A request of this worker gave its slot back: the oldest local waiter gets it, or, when this
+  // worker has none but others do, they are told.
+  void on_slot_released(size_t worker_id);
+};
+
 // One configured listener inside one worker.
 struct ListenerContext {
-  ListenerContext(Worker& w, const config::ListenerConfig& c, size_t i, ListenerStats& s)
-      : worker(w), config(c), index(i), router(c), stats(s) {}
+  ListenerContext(Worker& w, const config::ListenerConfig& c, size_t i, ListenerStats& s,
+                  const std::vector<RouteState*>& route_states)
+      : worker(w), config(c), index(i), router(c), stats(s) {
+    for (size_t r = 0; r < c.routes.size(); ++r) routes.push_back({route_states[r], s.routes[r].get(), {}});
+  }
   Worker& worker;
   const config::ListenerConfig& config;
   size_t index;
   Router router;
   ListenerStats& stats;
+  std::vector<WorkerRoute> routes;  // index as ListenerConfig::routes
   uv_tcp_t handle;
   bool open = false;
 };
@@ -43,8 +64,10 @@ class Worker {
   // `listener_fds[i]` is a bound, listening SO_REUSEPORT socket for config->listeners[i]; the
   // worker takes ownership. `on_drained` is called (on the worker thread) once the worker is
   // draining and has no client connection left.
+  // `routes[l][r]` is the shared state of route r of listener l.
   Worker(size_t id, std::shared_ptr<const config::Config> config,
-         const std::vector<ClusterState*>& clusters, std::vector<int> listener_fds,
+         const std::vector<ClusterState*>& clusters,
+         const std::vector<std::vector<RouteState*>>& routes, std::vector<int> listener_fds,
          std::function<void()> on_drained);
   ~Worker();
   Worker(const Worker&) = delete;
@@ -58,6 +81,10 @@ class Worker {
   // Thread-safe requests, carried out on the worker thread.
   void update_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set);
   void begin_drain();   // stop accepting, close idle connections, finish in-flight ones
+  // A bulkhead slot of that route freed up in another worker: serve this worker's waiters.
+  void wake_bulkhead_waiters(size_t listener, size_t route);
+  // A connection slot of that cluster freed up in another worker: serve this worker's waiters.
+  void wake_pool_waiters(size_t cluster);
   void stop();          // close everything and end the loop
 
   const WorkerStats& stats() const { return stats_; }

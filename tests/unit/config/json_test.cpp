@@ -94,14 +94,22 @@ class JsonSyntax {
     return false;
   }
   bool number() {
-    const size_t start = i_;
     eat('-');
-    if (eat('0')) {
-    } else if (i_ < s_.size() && s_[i_] >= '1' && s_[i_] <= '9') {
-      while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
-    } else {
-      return false;
+    if (!eat('0')) {
+      if (i_ >= s_.size() || s_[i_] < '1' || s_[i_] > '9') return false;
+      digits();
     }
+    if (eat('.') && !digits()) return false;
+    if (eat('e') || eat('E')) {
+      if (!eat('+')) eat('-');
+      if (!digits()) return false;
+    }
+    return true;
+  }
+  // Eats a run of digits; false when there is none.
+  bool digits() {
+    const size_t start = i_;
+    while (i_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[i_]))) ++i_;
     return i_ > start;
   }
 
@@ -121,6 +129,11 @@ TEST_CASE("the JSON syntax check used below tells good from bad") {
   CHECK_FALSE(JsonSyntax::valid(R"({"a":1}x)"));
   CHECK_FALSE(JsonSyntax::valid("\"\x01\""));
   CHECK_FALSE(JsonSyntax::valid(R"("\x")"));
+  CHECK(JsonSyntax::valid(R"([0,-1,0.25,12.5,1e+21,2E-3])"));
+  CHECK_FALSE(JsonSyntax::valid(R"([1.])"));
+  CHECK_FALSE(JsonSyntax::valid(R"([.5])"));
+  CHECK_FALSE(JsonSyntax::valid(R"([01])"));
+  CHECK_FALSE(JsonSyntax::valid(R"([1e])"));
 }
 
 TEST_CASE("append_json_string escapes quotes, backslashes and control characters") {
@@ -249,11 +262,82 @@ clusters:
       R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
       R"("request_headers_timeout":"10s","idle_timeout":"5m","max_request_headers_size":"60KiB",)"
       R"("routes":[{"name":"all","match":{"prefix":"/","host":null,"headers":{},"methods":[]},)"
-      R"("cluster":"app","timeout":"15s","prefix_rewrite":null}]}],"clusters":[{"name":"app",)"
+      R"("cluster":"app","timeout":"15s","prefix_rewrite":null,)"
+      R"("retry":{"attempts":2,"per_try_timeout":"0s",)"
+      R"("retry_on":["connect-failure","reset","gateway-error"],"retriable_status_codes":[],)"
+      R"("backoff":{"base":"25ms","max":"250ms"},"retry_non_idempotent":false,)"
+      R"("max_body_bytes":"64KiB","budget":{"enabled":true,"ratio":0.2,)"
+      R"("min_retries_per_second":10,"window":"10s"}},)"
+      R"("bulkhead":null,"rate_limit":null,"fault":null}]}],"clusters":[{"name":"app",)"
       R"("endpoints":[{"address":"127.0.0.1:9000","weight":1}],"dns_refresh":"30s",)"
       R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
       R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
-      R"("pending_timeout":"1s"}}]})");
+      R"("pending_timeout":"1s"},"circuit_breaker":null}]})");
+}
+
+TEST_CASE("to_json writes the resilience policies, and null for those left out") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    routes:
+      - name: all
+        cluster: app
+        retry:
+          attempts: 3
+          per_try_timeout: 1500ms
+          retry_on: [retriable-status-codes, 5xx, connect-failure, per-try-timeout]
+          retriable_status_codes: [429, 409]
+          backoff: {base: 10ms, max: 2s}
+          retry_non_idempotent: true
+          max_body_bytes: 0
+          budget: {enabled: false, ratio: 0.5, min_retries_per_second: 3, window: 1m}
+        bulkhead: {max_concurrent: 7, max_queued: 50, queue_timeout: 500ms}
+        rate_limit: {requests_per_second: 0.5}
+        fault:
+          delay: {percent: 12.5, duration: 2s}
+          header_control: true
+      - name: abort
+        cluster: app
+        fault: {abort: {percent: 100, status: 429}}
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+    circuit_breaker:
+      failure_rate_percent: 25
+      slow_call_duration: 500ms
+      slow_call_rate_percent: 80
+      window: 30s
+      minimum_calls: 5
+      open_duration: 10s
+      max_open_duration: 1m
+      half_open_calls: 2
+)");
+  CHECK_LOADS(result);
+  const std::string json = to_json(*result.config);
+  INFO(json);
+  CHECK(JsonSyntax::valid(json));
+  for (
+      std::string_view expected : {
+          // retry_on in bit order, whatever the order in the YAML; codes as written.
+          R"("retry":{"attempts":3,"per_try_timeout":"1500ms",)"
+          R"("retry_on":["connect-failure","5xx","retriable-status-codes","per-try-timeout"],)"
+          R"("retriable_status_codes":[429,409],"backoff":{"base":"10ms","max":"2s"},)"
+          R"("retry_non_idempotent":true,"max_body_bytes":"0B",)"
+          R"("budget":{"enabled":false,"ratio":0.5,"min_retries_per_second":3,"window":"1m"}},)",
+          R"("bulkhead":{"max_concurrent":7,"max_queued":50,"queue_timeout":"500ms"},)",
+          R"("rate_limit":{"requests_per_second":0.5,"burst":1},)",
+          R"("fault":{"delay":{"percent":12.5,"duration":"2s"},"abort":null,"header_control":true}})",
+          R"("name":"abort",)",
+          R"("bulkhead":null,"rate_limit":null,)"
+          R"("fault":{"delay":null,"abort":{"percent":100,"status":429},"header_control":false}})",
+          R"("circuit_breaker":{"failure_rate_percent":25,"slow_call_duration":"500ms",)"
+          R"("slow_call_rate_percent":80,"window":"30s","minimum_calls":5,"open_duration":"10s",)"
+          R"("max_open_duration":"1m","half_open_calls":2}})",
+      }) {
+    CAPTURE(expected);
+    CHECK(json.find(expected) != std::string::npos);
+  }
 }
 
 TEST_CASE("to_json of an empty Config is still valid JSON") {

@@ -12,6 +12,10 @@
 //   7  clusters:                          <- with_clusters() replaces the cluster section from here
 //   8    - name: app
 //   9      endpoints: [127.0.0.1:9000]    <- in_cluster() appends after this line (at line 10)
+//
+// For the resilience policies, in_retry() puts its lines under "        retry:" (line 7), so they
+// start at line 8 with 10 spaces, and in_breaker() puts them under "    circuit_breaker:" (line
+// 10), so they start at line 11 with 6 spaces.
 
 #include <doctest/doctest.h>
 
@@ -46,6 +50,12 @@ std::string in_cluster(std::string_view lines) {
 }
 std::string with_clusters(std::string_view section) {
   return kHead + kRoutes + std::string(section);
+}
+std::string in_retry(std::string_view lines) {
+  return in_route("        retry:\n" + std::string(lines));
+}
+std::string in_breaker(std::string_view lines) {
+  return in_cluster("    circuit_breaker:\n" + std::string(lines));
 }
 // The listener's address (line 3, column 14) replaced by `address`.
 std::string with_listener_address(std::string_view address) {
@@ -88,13 +98,15 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
        "request_headers_timeout, idle_timeout, max_request_headers_size, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
-       "cluster, timeout, prefix_rewrite"},
+       "cluster, timeout, prefix_rewrite, retry, bulkhead, rate_limit, fault"},
+      {"near miss in route", in_route("        retyr: {}\n"), 7, 9,
+       "listeners[0].routes[0]: unknown key 'retyr' in route (did you mean 'retry'?)"},
       {"route match", in_route("        match:\n          pathh: /x\n"), 8, 11,
        "listeners[0].routes[0].match: unknown key 'pathh' in route match (did you mean 'path'?); "
        "expected one of: prefix, path, regex, host, headers, methods"},
       {"cluster", in_cluster("    lb_policy: random\n"), 10, 5,
        "clusters[0]: unknown key 'lb_policy' in cluster; expected one of: name, endpoints, "
-       "dns_refresh, lb, connect_timeout, pool"},
+       "dns_refresh, lb, connect_timeout, pool, circuit_breaker"},
       {"endpoint",
        with_clusters("clusters:\n  - name: app\n    endpoints:\n      - address: 127.0.0.1:1\n"
                      "        wieght: 2\n"),
@@ -107,6 +119,320 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
       {"a key that is not a string", at_top("? [a, b]\n: 1\n"), 1, 3,
        "keys must be plain strings, got a list"},
   });
+}
+
+TEST_CASE("unknown keys in the resilience policies, listing the keys allowed there") {
+  check_only_errors({
+      {"retry", in_retry("          attemps: 3\n"), 8, 11,
+       "listeners[0].routes[0].retry: unknown key 'attemps' in retry (did you mean 'attempts'?); "
+       "expected one of: attempts, per_try_timeout, retry_on, retriable_status_codes, backoff, "
+       "retry_non_idempotent, max_body_bytes, budget"},
+      {"retry backoff", in_retry("          backoff: {base: 1s, maximum: 2s}\n"), 8, 31,
+       "listeners[0].routes[0].retry.backoff: unknown key 'maximum' in retry backoff; expected "
+       "one of: base, max"},
+      {"retry budget", in_retry("          budget:\n            ration: 0.1\n"), 9, 13,
+       "listeners[0].routes[0].retry.budget: unknown key 'ration' in retry budget (did you mean "
+       "'ratio'?); expected one of: enabled, ratio, min_retries_per_second, window"},
+      {"bulkhead", in_route("        bulkhead:\n          max_concurrency: 1\n"), 8, 11,
+       "listeners[0].routes[0].bulkhead: unknown key 'max_concurrency' in bulkhead (did you mean "
+       "'max_concurrent'?); expected one of: max_concurrent, max_queued, queue_timeout"},
+      {"rate_limit", in_route("        rate_limit:\n          rps: 10\n"), 8, 11,
+       "listeners[0].routes[0].rate_limit: unknown key 'rps' in rate limit; expected one of: "
+       "requests_per_second, burst"},
+      {"fault", in_route("        fault:\n          delays: {}\n"), 8, 11,
+       "listeners[0].routes[0].fault: unknown key 'delays' in fault (did you mean 'delay'?); "
+       "expected one of: delay, abort, header_control"},
+      {"fault delay", in_route("        fault:\n          delay:\n            percentage: 5\n"), 9,
+       13,
+       "listeners[0].routes[0].fault.delay: unknown key 'percentage' in fault delay; expected one "
+       "of: percent, duration"},
+      {"fault abort", in_route("        fault:\n          abort:\n            code: 503\n"), 9, 13,
+       "listeners[0].routes[0].fault.abort: unknown key 'code' in fault abort; expected one of: "
+       "percent, status"},
+      {"circuit_breaker", in_breaker("      failure_rate: 50\n"), 11, 7,
+       "clusters[0].circuit_breaker: unknown key 'failure_rate' in circuit breaker; expected one "
+       "of: failure_rate_percent, slow_call_duration, slow_call_rate_percent, window, "
+       "minimum_calls, open_duration, max_open_duration, half_open_calls"},
+      {"duplicate", in_retry("          attempts: 2\n          attempts: 3\n"), 9, 11,
+       "listeners[0].routes[0].retry: duplicate key 'attempts' in retry (first set on line 8)"},
+  });
+}
+
+TEST_CASE("resilience policies must be maps") {
+  check_only_errors({
+      {"retry a number", in_route("        retry: 3\n"), 7, 16,
+       "listeners[0].routes[0].retry: expected a map (retry), got a string"},
+      {"bulkhead empty points at the key", in_route("        bulkhead:\n"), 7, 9,
+       "listeners[0].routes[0].bulkhead: expected a map (bulkhead), got nothing"},
+      {"rate_limit a list", in_route("        rate_limit: [100]\n"), 7, 21,
+       "listeners[0].routes[0].rate_limit: expected a map (rate limit), got a list"},
+      {"fault a string", in_route("        fault: abort\n"), 7, 16,
+       "listeners[0].routes[0].fault: expected a map (fault), got a string"},
+      {"fault delay a number", in_route("        fault: {delay: 10}\n"), 7, 24,
+       "listeners[0].routes[0].fault.delay: expected a map (fault delay), got a string"},
+      {"fault abort a list", in_route("        fault: {abort: [503]}\n"), 7, 24,
+       "listeners[0].routes[0].fault.abort: expected a map (fault abort), got a list"},
+      {"backoff a duration", in_retry("          backoff: 1s\n"), 8, 20,
+       "listeners[0].routes[0].retry.backoff: expected a map (retry backoff), got a string"},
+      {"budget a boolean", in_retry("          budget: false\n"), 8, 19,
+       "listeners[0].routes[0].retry.budget: expected a map (retry budget), got a string"},
+      {"circuit_breaker a list", in_cluster("    circuit_breaker: []\n"), 10, 22,
+       "clusters[0].circuit_breaker: expected a map (circuit breaker), got a list"},
+  });
+}
+
+TEST_CASE("retry: integers, durations, sizes and booleans are range-checked") {
+  check_only_errors({
+      {"attempts 0", in_retry("          attempts: 0\n"), 8, 21,
+       "listeners[0].routes[0].retry.attempts: must be an integer from 1 to 10, got '0'"},
+      {"attempts 11", in_retry("          attempts: 11\n"), 8, 21,
+       "must be an integer from 1 to 10, got '11'"},
+      {"attempts fraction", in_retry("          attempts: 2.5\n"), 8, 21, "got '2.5'"},
+      {"per_try_timeout 0", in_retry("          per_try_timeout: 0s\n"), 8, 28,
+       "listeners[0].routes[0].retry.per_try_timeout: must be greater than 0s"},
+      {"per_try_timeout without unit", in_retry("          per_try_timeout: 100\n"), 8, 28,
+       "invalid duration '100'"},
+      {"backoff base 0", in_retry("          backoff:\n            base: 0ms\n"), 9, 19,
+       "listeners[0].routes[0].retry.backoff.base: must be greater than 0s"},
+      {"backoff max 0", in_retry("          backoff: {max: 0s}\n"), 8, 26,
+       "listeners[0].routes[0].retry.backoff.max: must be greater than 0s"},
+      {"retry_non_idempotent yes", in_retry("          retry_non_idempotent: yes\n"), 8, 33,
+       "listeners[0].routes[0].retry.retry_non_idempotent: must be true or false, got 'yes'"},
+      {"retry_non_idempotent a list", in_retry("          retry_non_idempotent: [true]\n"), 8, 33,
+       "listeners[0].routes[0].retry.retry_non_idempotent: expected true or false, got a list"},
+      {"max_body_bytes too big", in_retry("          max_body_bytes: 65MiB\n"), 8, 27,
+       "listeners[0].routes[0].retry.max_body_bytes: must be between 0B and 64MiB, got '65MiB'"},
+      {"max_body_bytes negative", in_retry("          max_body_bytes: -1\n"), 8, 27,
+       "invalid size '-1'"},
+      {"budget ratio above 1", in_retry("          budget:\n            ratio: 1.5\n"), 9, 20,
+       "listeners[0].routes[0].retry.budget.ratio: must be a number from 0 to 1, got '1.5'"},
+      {"budget ratio negative", in_retry("          budget: {ratio: -0.1}\n"), 8, 27,
+       "must be a number from 0 to 1, got '-0.1'"},
+      {"budget ratio percent", in_retry("          budget: {ratio: 20%}\n"), 8, 27,
+       "must be a number from 0 to 1, got '20%'"},
+      {"budget min_retries_per_second negative",
+       in_retry("          budget: {min_retries_per_second: -1}\n"), 8, 44,
+       "listeners[0].routes[0].retry.budget.min_retries_per_second: must be an integer from 0 to "
+       "4294967295, got '-1'"},
+      {"budget window 0", in_retry("          budget: {window: 0s}\n"), 8, 28,
+       "listeners[0].routes[0].retry.budget.window: must be greater than 0s"},
+      {"budget enabled 1", in_retry("          budget: {enabled: 1}\n"), 8, 29,
+       "listeners[0].routes[0].retry.budget.enabled: must be true or false, got '1'"},
+  });
+}
+
+TEST_CASE("retry: backoff base must not exceed max, with the error on the key that was set") {
+  check_only_errors({
+      {"both set", in_retry("          backoff: {base: 500ms, max: 250ms}\n"), 8, 39,
+       "listeners[0].routes[0].retry.backoff.max: must not be less than base (500ms), got 250ms"},
+      {"base above the default max", in_retry("          backoff: {base: 1s}\n"), 8, 27,
+       "listeners[0].routes[0].retry.backoff.base: must not be greater than max (250ms, its "
+       "default), got 1s"},
+      {"max below the default base", in_retry("          backoff: {max: 10ms}\n"), 8, 26,
+       "listeners[0].routes[0].retry.backoff.max: must not be less than base (25ms, its default), "
+       "got 10ms"},
+      {"an invalid base is not compared too", in_retry("          backoff: {base: x, max: 1ms}\n"),
+       8, 27, "listeners[0].routes[0].retry.backoff.base: invalid duration 'x'"},
+  });
+  CHECK_LOADS(load(in_retry("          backoff: {base: 250ms, max: 250ms}\n")));
+}
+
+TEST_CASE("retry: retry_on lists known conditions, each once") {
+  // "          retry_on: [" is 21 characters, so the first condition is at 8:22.
+  check_only_errors({
+      {"unknown", in_retry("          retry_on: [gateway]\n"), 8, 22,
+       "listeners[0].routes[0].retry.retry_on[0]: unknown retry condition 'gateway'; expected one "
+       "of: connect-failure, reset, gateway-error, 5xx, retriable-status-codes, per-try-timeout"},
+      {"near miss", in_retry("          retry_on: [reset, connect-failures]\n"), 8, 29,
+       "listeners[0].routes[0].retry.retry_on[1]: unknown retry condition 'connect-failures' (did "
+       "you mean 'connect-failure'?); expected one of: connect-failure, reset,"},
+      {"case matters", in_retry("          retry_on: [5XX]\n"), 8, 22,
+       "unknown retry condition '5XX' (did you mean '5xx'?)"},
+      {"Envoy's underscore spelling", in_retry("          retry_on: [connect_failure]\n"), 8, 22,
+       "unknown retry condition 'connect_failure' (did you mean 'connect-failure'?)"},
+      {"duplicate", in_retry("          retry_on: [5xx, reset, 5xx]\n"), 8, 34,
+       "listeners[0].routes[0].retry.retry_on[2]: duplicate retry condition '5xx'"},
+      {"empty", in_retry("          retry_on: []\n"), 8, 21,
+       "listeners[0].routes[0].retry.retry_on: must list at least one retry condition"},
+      {"a string", in_retry("          retry_on: 5xx\n"), 8, 21,
+       "listeners[0].routes[0].retry.retry_on: expected a list of retry conditions, got a string"},
+      {"a list inside", in_retry("          retry_on: [[5xx]]\n"), 8, 22,
+       "listeners[0].routes[0].retry.retry_on[0]: expected a retry condition such as 5xx, got a "
+       "list"},
+  });
+}
+
+TEST_CASE("retry: status codes and the conditions that need them go together") {
+  check_only_errors({
+      {"code too small",
+       in_retry("          retry_on: [retriable-status-codes]\n"
+                "          retriable_status_codes: [99]\n"),
+       9, 36,
+       "listeners[0].routes[0].retry.retriable_status_codes[0]: must be an integer from 100 to "
+       "599, got '99'"},
+      {"code too big",
+       in_retry("          retry_on: [retriable-status-codes]\n"
+                "          retriable_status_codes: [409, 600]\n"),
+       9, 41,
+       "listeners[0].routes[0].retry.retriable_status_codes[1]: must be an integer from 100 to "
+       "599, got '600'"},
+      {"duplicate code",
+       in_retry("          retry_on: [retriable-status-codes]\n"
+                "          retriable_status_codes: [409, 409]\n"),
+       9, 41, "listeners[0].routes[0].retry.retriable_status_codes[1]: duplicate status code 409"},
+      {"empty list",
+       in_retry("          retry_on: [retriable-status-codes]\n"
+                "          retriable_status_codes: []\n"),
+       9, 35,
+       "listeners[0].routes[0].retry.retriable_status_codes: must list at least one status code"},
+      {"the condition without codes",
+       in_retry("          retry_on: [5xx, retriable-status-codes]\n"), 8, 27,
+       "listeners[0].routes[0].retry.retry_on[1]: 'retriable-status-codes' needs a non-empty "
+       "retriable_status_codes list in this retry policy"},
+      {"codes without the condition",
+       in_retry("          retry_on: [5xx]\n          retriable_status_codes: [409]\n"), 9, 35,
+       "listeners[0].routes[0].retry.retriable_status_codes: these codes are only retried when "
+       "retry_on lists 'retriable-status-codes'; add it to retry_on"},
+      {"codes with the default retry_on", in_retry("          retriable_status_codes: [409]\n"), 8,
+       35,
+       "these codes are only retried when retry_on lists 'retriable-status-codes' (the default "
+       "retry_on does not); add it to retry_on"},
+      {"a misspelt condition is the only error",
+       in_retry("          retry_on: [retriable-status-code]\n"
+                "          retriable_status_codes: [409]\n"),
+       8, 22,
+       "unknown retry condition 'retriable-status-code' (did you mean 'retriable-status-codes'?)"},
+      {"a misspelt retry_on is the only error",
+       in_retry("          retry_onn: [retriable-status-codes]\n"
+                "          retriable_status_codes: [409]\n"),
+       8, 11, "unknown key 'retry_onn' in retry (did you mean 'retry_on'?)"},
+      {"per-try-timeout without per_try_timeout",
+       in_retry("          retry_on: [per-try-timeout]\n"), 8, 22,
+       "listeners[0].routes[0].retry.retry_on[0]: 'per-try-timeout' needs a per_try_timeout in "
+       "this retry policy"},
+      {"an invalid per_try_timeout is the only error",
+       in_retry("          per_try_timeout: 0s\n          retry_on: [per-try-timeout]\n"), 8, 28,
+       "listeners[0].routes[0].retry.per_try_timeout: must be greater than 0s"},
+  });
+  CHECK_LOADS(
+      load(in_retry("          per_try_timeout: 1s\n          retry_on: [per-try-timeout]\n")));
+  CHECK_LOADS(load(in_retry("          per_try_timeout: 1s\n")));  // a limit without retrying it
+}
+
+TEST_CASE("bulkhead and rate_limit are range-checked") {
+  check_only_errors({
+      {"max_concurrent 0", in_route("        bulkhead: {max_concurrent: 0}\n"), 7, 36,
+       "listeners[0].routes[0].bulkhead.max_concurrent: must be an integer from 1 to 4294967295, "
+       "got '0'"},
+      {"max_queued negative", in_route("        bulkhead:\n          max_queued: -1\n"), 8, 23,
+       "listeners[0].routes[0].bulkhead.max_queued: must be an integer from 0 to 4294967295, got "
+       "'-1'"},
+      {"queue_timeout 0", in_route("        bulkhead:\n          queue_timeout: 0s\n"), 8, 26,
+       "listeners[0].routes[0].bulkhead.queue_timeout: must be greater than 0s"},
+      {"requests_per_second 0", in_route("        rate_limit:\n          requests_per_second: 0\n"),
+       8, 32,
+       "listeners[0].routes[0].rate_limit.requests_per_second: must be a number greater than 0 and "
+       "at most 1000000000, got '0'"},
+      {"requests_per_second 0.0",
+       in_route("        rate_limit:\n          requests_per_second: 0.0\n"), 8, 32, "got '0.0'"},
+      {"requests_per_second exponent",
+       in_route("        rate_limit:\n          requests_per_second: 1e3\n"), 8, 32,
+       "must be a number greater than 0 and at most 1000000000, got '1e3'"},
+      {"requests_per_second too many",
+       in_route("        rate_limit:\n          requests_per_second: 1000000000.5\n"), 8, 32,
+       "got '1000000000.5'"},
+      {"requests_per_second a map",
+       in_route("        rate_limit:\n          requests_per_second: {n: 1}\n"), 8, 32,
+       "listeners[0].routes[0].rate_limit.requests_per_second: expected a number greater than 0 "
+       "and at most 1000000000, got a map"},
+      {"burst 0", in_route("        rate_limit:\n          burst: 0\n"), 8, 18,
+       "listeners[0].routes[0].rate_limit.burst: must be an integer from 1 to 4294967295, got "
+       "'0'"},
+  });
+}
+
+TEST_CASE("fault percentages, durations and statuses are range-checked") {
+  check_only_errors({
+      {"delay percent above 100", in_route("        fault:\n          delay: {percent: 100.5}\n"),
+       8, 28,
+       "listeners[0].routes[0].fault.delay.percent: must be a number from 0 to 100, got '100.5'"},
+      {"delay percent with a sign", in_route("        fault:\n          delay: {percent: '10%'}\n"),
+       8, 28, "must be a number from 0 to 100, got '10%'"},
+      {"delay duration 0", in_route("        fault:\n          delay: {duration: 0s}\n"), 8, 29,
+       "listeners[0].routes[0].fault.delay.duration: must be greater than 0s"},
+      {"abort percent negative", in_route("        fault:\n          abort: {percent: -5}\n"), 8,
+       28, "listeners[0].routes[0].fault.abort.percent: must be a number from 0 to 100, got '-5'"},
+      {"abort percent a list", in_route("        fault:\n          abort: {percent: [5]}\n"), 8, 28,
+       "listeners[0].routes[0].fault.abort.percent: expected a number from 0 to 100, got a list"},
+      {"abort status 199", in_route("        fault:\n          abort: {status: 199}\n"), 8, 27,
+       "listeners[0].routes[0].fault.abort.status: must be an integer from 200 to 599, got '199'"},
+      {"abort status 600", in_route("        fault:\n          abort: {status: 600}\n"), 8, 27,
+       "must be an integer from 200 to 599, got '600'"},
+      {"header_control on", in_route("        fault:\n          header_control: on\n"), 8, 27,
+       "listeners[0].routes[0].fault.header_control: must be true or false, got 'on'"},
+  });
+}
+
+TEST_CASE("circuit_breaker values are range-checked") {
+  // "      KEY: " puts each value at column len(KEY) + 9 of line 11.
+  check_only_errors({
+      {"failure_rate_percent 0", in_breaker("      failure_rate_percent: 0\n"), 11, 29,
+       "clusters[0].circuit_breaker.failure_rate_percent: must be an integer from 1 to 100, got "
+       "'0'"},
+      {"failure_rate_percent 101", in_breaker("      failure_rate_percent: 101\n"), 11, 29,
+       "must be an integer from 1 to 100, got '101'"},
+      {"failure_rate_percent fraction", in_breaker("      failure_rate_percent: 50.5\n"), 11, 29,
+       "must be an integer from 1 to 100, got '50.5'"},
+      {"slow_call_duration 0", in_breaker("      slow_call_duration: 0s\n"), 11, 27,
+       "clusters[0].circuit_breaker.slow_call_duration: must be greater than 0s"},
+      {"slow_call_rate_percent 0", in_breaker("      slow_call_rate_percent: 0\n"), 11, 31,
+       "clusters[0].circuit_breaker.slow_call_rate_percent: must be an integer from 1 to 100, got "
+       "'0'"},
+      {"window 0", in_breaker("      window: 0s\n"), 11, 15,
+       "clusters[0].circuit_breaker.window: must be greater than 0s"},
+      {"minimum_calls 0", in_breaker("      minimum_calls: 0\n"), 11, 22,
+       "clusters[0].circuit_breaker.minimum_calls: must be an integer from 1 to 4294967295, got "
+       "'0'"},
+      {"open_duration 0", in_breaker("      open_duration: 0s\n"), 11, 22,
+       "clusters[0].circuit_breaker.open_duration: must be greater than 0s"},
+      {"max_open_duration garbage", in_breaker("      max_open_duration: forever\n"), 11, 26,
+       "clusters[0].circuit_breaker.max_open_duration: invalid duration 'forever'"},
+      {"half_open_calls 0", in_breaker("      half_open_calls: 0\n"), 11, 24,
+       "clusters[0].circuit_breaker.half_open_calls: must be an integer from 1 to 4294967295, got "
+       "'0'"},
+  });
+}
+
+TEST_CASE("circuit_breaker: max_open_duration must not be less than open_duration") {
+  check_only_errors({
+      {"both set", in_breaker("      open_duration: 1m\n      max_open_duration: 30s\n"), 12, 26,
+       "clusters[0].circuit_breaker.max_open_duration: must not be less than open_duration (1m), "
+       "got 30s"},
+      {"open_duration above the default max", in_breaker("      open_duration: 10m\n"), 11, 22,
+       "clusters[0].circuit_breaker.open_duration: must not be greater than max_open_duration (5m, "
+       "its default), got 10m"},
+      {"max_open_duration below the default open_duration",
+       in_breaker("      max_open_duration: 10s\n"), 11, 26,
+       "clusters[0].circuit_breaker.max_open_duration: must not be less than open_duration (30s, "
+       "its default), got 10s"},
+  });
+  CHECK_ONLY_ERROR(load(in_breaker("      open_duration: 10m\n      max_open_duraton: 1h\n")), 12,
+                   7, "unknown key 'max_open_duraton' in circuit breaker (did you mean");
+  CHECK_LOADS(load(in_breaker("      open_duration: 1m\n      max_open_duration: 1m\n")));
+}
+
+TEST_CASE("every mistake in one policy block is reported, each at its place") {
+  LoadResult result =
+      load(in_retry("          attempts: 0\n"
+                    "          backoff: {base: 0s}\n"
+                    "          budget: {ratio: 2, window: 0s}\n"));
+  INFO(describe(result));
+  CHECK(result.config == nullptr);
+  REQUIRE(result.errors.size() == 4);
+  CHECK(has_error(result, 8, 21, "retry.attempts: must be an integer from 1 to 10, got '0'"));
+  CHECK(has_error(result, 9, 27, "retry.backoff.base: must be greater than 0s"));
+  CHECK(has_error(result, 10, 27, "retry.budget.ratio: must be a number from 0 to 1, got '2'"));
+  CHECK(has_error(result, 10, 38, "retry.budget.window: must be greater than 0s"));
 }
 
 TEST_CASE("duplicate YAML keys are errors, not silently dropped") {

@@ -205,6 +205,109 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(c.find_cluster("batch") == &c.clusters[1]);
 }
 
+TEST_CASE("resilience policies: every key loads into the structs exactly") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - name: api
+        cluster: app
+        retry:
+          attempts: 3
+          per_try_timeout: 1s
+          retry_on: [connect-failure, reset, gateway-error, 5xx, retriable-status-codes, per-try-timeout]
+          retriable_status_codes: [409, 429]
+          backoff: {base: 10ms, max: 2s}
+          retry_non_idempotent: true
+          max_body_bytes: 1MiB
+          budget: {ratio: 0.5, min_retries_per_second: 3, window: 1m, enabled: false}
+        bulkhead: {max_concurrent: 7, max_queued: 50, queue_timeout: 500ms}
+        rate_limit: {requests_per_second: 12.5, burst: 40}
+        fault:
+          delay: {percent: 10, duration: 2s}
+          abort: {percent: 0.5, status: 429}
+          header_control: true
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+    circuit_breaker:
+      failure_rate_percent: 25
+      slow_call_duration: 500ms
+      slow_call_rate_percent: 80
+      window: 30s
+      minimum_calls: 5
+      open_duration: 10s
+      max_open_duration: 1m
+      half_open_calls: 2
+)");
+  CHECK_LOADS(result);
+  const RouteConfig& route = result.config->listeners.at(0).routes.at(0);
+
+  const RetryConfig& retry = route.retry;
+  CHECK(retry.attempts == 3);
+  CHECK(retry.per_try_timeout == seconds(1));
+  CHECK(retry.retry_on == (kRetryOnConnectFailure | kRetryOnReset | kRetryOnGatewayError |
+                           kRetryOn5xx | kRetryOnRetriableStatusCodes | kRetryOnPerTryTimeout));
+  CHECK(retry.retriable_status_codes == std::vector<int>{409, 429});
+  CHECK(retry.backoff_base == milliseconds(10));
+  CHECK(retry.backoff_max == seconds(2));
+  CHECK(retry.retry_non_idempotent);
+  CHECK(retry.max_body_bytes == 1024 * 1024);
+  CHECK_FALSE(retry.budget.enabled);
+  CHECK(retry.budget.ratio == 0.5);
+  CHECK(retry.budget.min_retries_per_second == 3);
+  CHECK(retry.budget.window == minutes(1));
+
+  REQUIRE(route.bulkhead.has_value());
+  CHECK(route.bulkhead->max_concurrent == 7);
+  CHECK(route.bulkhead->max_queued == 50);
+  CHECK(route.bulkhead->queue_timeout == milliseconds(500));
+
+  REQUIRE(route.rate_limit.has_value());
+  CHECK(route.rate_limit->requests_per_second == 12.5);
+  CHECK(route.rate_limit->burst == 40);
+
+  REQUIRE(route.fault.has_value());
+  REQUIRE(route.fault->delay.has_value());
+  CHECK(route.fault->delay->percent == 10.0);
+  CHECK(route.fault->delay->duration == seconds(2));
+  REQUIRE(route.fault->abort.has_value());
+  CHECK(route.fault->abort->percent == 0.5);
+  CHECK(route.fault->abort->status == 429);
+  CHECK(route.fault->header_control);
+
+  const ClusterConfig& app = result.config->clusters.at(0);
+  REQUIRE(app.circuit_breaker.has_value());
+  const CircuitBreakerConfig& breaker = *app.circuit_breaker;
+  CHECK(breaker.failure_rate_percent == 25);
+  CHECK(breaker.slow_call_duration == milliseconds(500));
+  CHECK(breaker.slow_call_rate_percent == 80);
+  CHECK(breaker.window == seconds(30));
+  CHECK(breaker.minimum_calls == 5);
+  CHECK(breaker.open_duration == seconds(10));
+  CHECK(breaker.max_open_duration == minutes(1));
+  CHECK(breaker.half_open_calls == 2);
+}
+
+TEST_CASE("retry_on replaces the default conditions, in any order") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - {name: a, cluster: app, retry: {retry_on: [5xx]}}
+      - {name: b, cluster: app, retry: {retry_on: [reset, connect-failure]}}
+clusters:
+  - {name: app, endpoints: [127.0.0.1:9000]}
+)");
+  CHECK_LOADS(result);
+  const auto& routes = result.config->listeners.at(0).routes;
+  CHECK(routes.at(0).retry.retry_on == kRetryOn5xx);
+  CHECK(routes.at(1).retry.retry_on == (kRetryOnConnectFailure | kRetryOnReset));
+  CHECK(routes.at(1).retry.attempts == 2);  // the rest keeps its defaults
+}
+
 TEST_CASE("absent keys take their documented defaults") {
   LoadResult result = load(R"(
 listeners:
@@ -243,6 +346,23 @@ clusters:
   CHECK(route.location.line == 5);
   CHECK(route.location.column == 9);
 
+  // Every route retries, with these defaults; the other policies are off.
+  CHECK(route.retry.attempts == 2);
+  CHECK(route.retry.per_try_timeout == Duration{0});
+  CHECK(route.retry.retry_on == (kRetryOnConnectFailure | kRetryOnReset | kRetryOnGatewayError));
+  CHECK(route.retry.retriable_status_codes.empty());
+  CHECK(route.retry.backoff_base == milliseconds(25));
+  CHECK(route.retry.backoff_max == milliseconds(250));
+  CHECK_FALSE(route.retry.retry_non_idempotent);
+  CHECK(route.retry.max_body_bytes == 64 * 1024);
+  CHECK(route.retry.budget.enabled);
+  CHECK(route.retry.budget.ratio == 0.2);
+  CHECK(route.retry.budget.min_retries_per_second == 10);
+  CHECK(route.retry.budget.window == seconds(10));
+  CHECK_FALSE(route.bulkhead.has_value());
+  CHECK_FALSE(route.rate_limit.has_value());
+  CHECK_FALSE(route.fault.has_value());
+
   const ClusterConfig& app = c.clusters.at(0);
   CHECK(app.endpoints.at(0).weight == 1);
   CHECK(app.endpoints.at(0).location.line == 9);
@@ -255,6 +375,7 @@ clusters:
   CHECK(app.pool.max_requests_per_connection == 0);
   CHECK(app.pool.max_pending == 1024);
   CHECK(app.pool.pending_timeout == seconds(1));
+  CHECK_FALSE(app.circuit_breaker.has_value());
 }
 
 TEST_CASE("optional sections may be present but empty") {
@@ -268,10 +389,18 @@ listeners:
         match: {headers: {}}
         cluster: app
         prefix_rewrite: /root/
+        retry: {backoff: {}, budget: {}}
+        bulkhead: {}
+        rate_limit: {}
+        fault: {}
+      - name: faults
+        cluster: app
+        fault: {delay: {}, abort: {}}
 clusters:
   - name: app
     endpoints: [127.0.0.1:9000]
     pool: {}
+    circuit_breaker: {}
 )");
   CHECK_LOADS(result);
   const RouteConfig& route = result.config->listeners.at(0).routes.at(0);
@@ -279,6 +408,124 @@ clusters:
   CHECK(route.prefix_rewrite == "/root/");  // allowed: the default match is a prefix
   CHECK(result.config->admin.address.text() == "127.0.0.1:9901");
   CHECK(result.config->clusters.at(0).pool.max_connections == 1024);
+
+  // An empty policy block turns the policy on with its defaults.
+  CHECK(route.retry.attempts == 2);
+  CHECK(route.retry.retry_on == kDefaultRetryOn);
+  CHECK(route.retry.backoff_max == milliseconds(250));
+  CHECK(route.retry.budget.ratio == 0.2);
+  REQUIRE(route.bulkhead.has_value());
+  CHECK(route.bulkhead->max_concurrent == 100);
+  CHECK(route.bulkhead->max_queued == 0);
+  CHECK(route.bulkhead->queue_timeout == seconds(1));
+  REQUIRE(route.rate_limit.has_value());
+  CHECK(route.rate_limit->requests_per_second == 100.0);
+  CHECK(route.rate_limit->burst == 100);
+  REQUIRE(route.fault.has_value());
+  CHECK_FALSE(route.fault->delay.has_value());
+  CHECK_FALSE(route.fault->abort.has_value());
+  CHECK_FALSE(route.fault->header_control);
+
+  const FaultConfig& faults = result.config->listeners.at(0).routes.at(1).fault.value();
+  REQUIRE(faults.delay.has_value());
+  CHECK(faults.delay->percent == 0.0);
+  CHECK(faults.delay->duration == seconds(1));
+  REQUIRE(faults.abort.has_value());
+  CHECK(faults.abort->percent == 0.0);
+  CHECK(faults.abort->status == 503);
+
+  REQUIRE(result.config->clusters.at(0).circuit_breaker.has_value());
+  const CircuitBreakerConfig& breaker = *result.config->clusters.at(0).circuit_breaker;
+  CHECK(breaker.failure_rate_percent == 50);
+  CHECK(breaker.slow_call_duration == seconds(2));
+  CHECK(breaker.slow_call_rate_percent == 100);
+  CHECK(breaker.window == seconds(10));
+  CHECK(breaker.minimum_calls == 20);
+  CHECK(breaker.open_duration == seconds(30));
+  CHECK(breaker.max_open_duration == minutes(5));
+  CHECK(breaker.half_open_calls == 5);
+}
+
+TEST_CASE("rate_limit burst defaults to requests_per_second rounded, and at least 1") {
+  struct Case {
+    const char* rate;
+    uint32_t burst;
+  };
+  for (const Case& c :
+       {Case{"0.1", 1}, Case{"0.5", 1}, Case{"1", 1}, Case{"1.4", 1}, Case{"1.5", 2},
+        Case{"2.5", 3}, Case{"200", 200}, Case{"1000000000", 1000000000}}) {
+    CAPTURE(c.rate);
+    LoadResult result = load(
+        "listeners:\n  - name: in\n    address: 127.0.0.1:8080\n    routes:\n"
+        "      - {name: all, cluster: app, rate_limit: {requests_per_second: " +
+        std::string(c.rate) + "}}\nclusters:\n  - {name: app, endpoints: [127.0.0.1:9000]}\n");
+    CHECK_LOADS(result);
+    const RateLimitConfig& limit = result.config->listeners.at(0).routes.at(0).rate_limit.value();
+    CHECK(limit.requests_per_second == std::stod(c.rate));
+    CHECK(limit.burst == c.burst);
+  }
+}
+
+TEST_CASE("boundary values of the resilience policies are accepted") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - name: low
+        cluster: app
+        retry:
+          attempts: 1
+          retry_on: [retriable-status-codes]
+          retriable_status_codes: [100, 599]
+          backoff: {base: 1ms, max: 1ms}
+          max_body_bytes: 0
+          budget: {ratio: 0, min_retries_per_second: 0, window: 1ms}
+        bulkhead: {max_concurrent: 1, max_queued: 0, queue_timeout: 1ms}
+        rate_limit: {requests_per_second: 0.001, burst: 1}
+        fault: {delay: {percent: 0, duration: 1ms}, abort: {percent: 0.0, status: 200}}
+      - name: high
+        cluster: app
+        retry:
+          attempts: 10
+          max_body_bytes: 64MiB
+          budget: {ratio: 1, min_retries_per_second: 4294967295}
+        bulkhead: {max_concurrent: 4294967295, max_queued: 4294967295}
+        rate_limit: {requests_per_second: 1000000000, burst: 4294967295}
+        fault: {delay: {percent: 100}, abort: {percent: 100.0, status: 599}}
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+    circuit_breaker:
+      failure_rate_percent: 1
+      slow_call_rate_percent: 1
+      minimum_calls: 1
+      open_duration: 1ms
+      max_open_duration: 1ms
+      half_open_calls: 1
+  - name: other
+    endpoints: [127.0.0.1:9001]
+    circuit_breaker: {failure_rate_percent: 100, slow_call_rate_percent: 100}
+)");
+  CHECK_LOADS(result);
+  const RouteConfig& low = result.config->listeners.at(0).routes.at(0);
+  CHECK(low.retry.attempts == 1);
+  CHECK(low.retry.retry_on == kRetryOnRetriableStatusCodes);
+  CHECK(low.retry.retriable_status_codes == std::vector<int>{100, 599});
+  CHECK(low.retry.max_body_bytes == 0);
+  CHECK(low.retry.budget.ratio == 0.0);
+  CHECK(low.rate_limit->requests_per_second == 0.001);
+  CHECK(low.fault->abort->status == 200);
+  const RouteConfig& high = result.config->listeners.at(0).routes.at(1);
+  CHECK(high.retry.attempts == 10);
+  CHECK(high.retry.max_body_bytes == 64 * 1024 * 1024);
+  CHECK(high.retry.budget.ratio == 1.0);
+  CHECK(high.bulkhead->max_queued == 4294967295u);
+  CHECK(high.rate_limit->burst == 4294967295u);
+  CHECK(high.fault->delay->percent == 100.0);
+  CHECK(high.fault->abort->status == 599);
+  CHECK(result.config->clusters.at(0).circuit_breaker->max_open_duration == milliseconds(1));
+  CHECK(result.config->clusters.at(1).circuit_breaker->failure_rate_percent == 100);
 }
 
 TEST_CASE("boundary values are accepted") {
@@ -346,6 +593,57 @@ TEST_CASE("the example configs load without errors") {
     CHECK_LOADS(result);
     CHECK(result.config->source_file == path);
   }
+}
+
+TEST_CASE("the full example shows each resilience policy") {
+  LoadResult result =
+      load_config_file(std::string(BULWARK_SOURCE_DIR) + "/config/examples/full.yaml");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  const ListenerConfig& inbound = c.listeners.at(0);
+  const auto route = [&](std::string_view name) -> const RouteConfig& {
+    for (const RouteConfig& r : inbound.routes) {
+      if (r.name == name) return r;
+    }
+    FAIL("no route " << name);
+    return inbound.routes.at(0);
+  };
+
+  // Route "api" and cluster "app" spell out the defaults.
+  const RouteConfig& api = route("api");
+  const RetryConfig defaults;
+  CHECK(api.retry.attempts == defaults.attempts);
+  CHECK(api.retry.retry_on == defaults.retry_on);
+  CHECK(api.retry.backoff_base == defaults.backoff_base);
+  CHECK(api.retry.backoff_max == defaults.backoff_max);
+  CHECK(api.retry.max_body_bytes == defaults.max_body_bytes);
+  CHECK(api.retry.budget.ratio == defaults.budget.ratio);
+  CHECK(api.retry.budget.window == defaults.budget.window);
+  REQUIRE(api.bulkhead.has_value());
+  CHECK(api.bulkhead->max_concurrent == BulkheadConfig{}.max_concurrent);
+  CHECK(api.bulkhead->queue_timeout == BulkheadConfig{}.queue_timeout);
+  REQUIRE(api.rate_limit.has_value());
+  CHECK(api.rate_limit->burst == 100);
+  REQUIRE(c.clusters.at(0).circuit_breaker.has_value());
+  CHECK(c.clusters.at(0).circuit_breaker->max_open_duration ==
+        CircuitBreakerConfig{}.max_open_duration);
+  CHECK(c.clusters.at(0).circuit_breaker->half_open_calls ==
+        CircuitBreakerConfig{}.half_open_calls);
+  CHECK_FALSE(c.clusters.at(1).circuit_breaker.has_value());
+
+  CHECK(route("health").retry.attempts == 1);
+  const RouteConfig& reports = route("reports");
+  CHECK(reports.retry.per_try_timeout == seconds(5));
+  CHECK((reports.retry.retry_on & kRetryOnPerTryTimeout) != 0);
+  CHECK(reports.retry.retriable_status_codes == std::vector<int>{409, 429});
+  REQUIRE(reports.rate_limit.has_value());
+  CHECK(reports.rate_limit->requests_per_second == 0.5);
+  CHECK(reports.rate_limit->burst == 1);
+  const RouteConfig& chaos = route("chaos");
+  REQUIRE(chaos.fault.has_value());
+  CHECK(chaos.fault->delay.value().percent == 10.0);
+  CHECK(chaos.fault->abort.value().status == 503);
+  CHECK_FALSE(route("fallback").fault.has_value());
 }
 
 TEST_CASE("the demo example is what the quick start promises") {

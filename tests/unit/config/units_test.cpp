@@ -101,6 +101,56 @@ TEST_CASE("parse_size refuses decimal units, other spellings and overflow") {
   }
 }
 
+TEST_CASE("parse_decimal accepts digits with an optional fraction") {
+  CHECK(parse_decimal("0") == 0.0);
+  CHECK(parse_decimal("10") == 10.0);
+  CHECK(parse_decimal("0.5") == 0.5);
+  CHECK(parse_decimal("0.2") == 0.2);
+  CHECK(parse_decimal("99.25") == 99.25);
+  CHECK(parse_decimal("100.0") == 100.0);
+  CHECK(parse_decimal("007.50") == 7.5);
+  CHECK(parse_decimal("1000000000") == 1e9);
+}
+
+TEST_CASE("parse_decimal refuses signs, exponents, bare dots and other forms") {
+  for (std::string_view text : {"", ".", ".5", "5.", "-1", "+1", "1e3", "1E3", "0x1", "inf", "nan",
+                                "1,5", "1.2.3", " 1", "1 ", "10%", "abc", "1..2", "١"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_decimal(text).has_value());
+  }
+  CHECK_FALSE(parse_decimal("1" + std::string(400, '0')).has_value());  // does not fit a double
+}
+
+TEST_CASE("format_decimal writes the shortest form that reads back the same") {
+  CHECK(format_decimal(0) == "0");
+  CHECK(format_decimal(1) == "1");
+  CHECK(format_decimal(100) == "100");
+  CHECK(format_decimal(0.2) == "0.2");
+  CHECK(format_decimal(0.5) == "0.5");
+  CHECK(format_decimal(12.5) == "12.5");
+  CHECK(format_decimal(1e9) == "1000000000");
+  for (double d : {0.0, 0.1, 0.2, 0.5, 1.0, 33.3, 99.99, 1e9}) {
+    CAPTURE(d);
+    CHECK(parse_decimal(format_decimal(d)) == d);
+  }
+}
+
+TEST_CASE("kRetryOnNames names each RetryOn bit once, in bit order") {
+  uint32_t all = 0;
+  for (size_t i = 0; i < kRetryOnNames.size(); ++i) {
+    CAPTURE(kRetryOnNames[i].name);
+    CHECK(kRetryOnNames[i].bit == (1u << i));
+    CHECK((all & kRetryOnNames[i].bit) == 0);
+    all |= kRetryOnNames[i].bit;
+    for (size_t j = 0; j < i; ++j) CHECK(kRetryOnNames[j].name != kRetryOnNames[i].name);
+  }
+  CHECK(all == (kRetryOnConnectFailure | kRetryOnReset | kRetryOnGatewayError | kRetryOn5xx |
+                kRetryOnRetriableStatusCodes | kRetryOnPerTryTimeout));
+  CHECK(kRetryOnNames[0].name == "connect-failure");
+  CHECK(kRetryOnNames[3].name == "5xx");
+  CHECK(kRetryOnNames[5].name == "per-try-timeout");
+}
+
 TEST_CASE("parse_address reads IPv4, bracketed IPv6 and DNS names") {
   SUBCASE("IPv4") {
     auto a = parse_address("127.0.0.1:8080");
