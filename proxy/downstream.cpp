@@ -262,9 +262,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // read buffer does not have to hold it.
   const config::RetryConfig& retry = route.retry;
   may_resend_ = route_->shared->retry.may_resend(head.method, head.find("idempotency-key") != nullptr);
-  to_upstream_.set_keep_history(may_resend_);
-  copy_body_ = may_resend_ && has_body && retry.attempts > 1 &&
-               (head.chunked || head.content_length <= retry.max_body_bytes);
+  copy_body_ = may_resend_ && has_body && (head.chunked || head.content_length <= retry.max_body_bytes);
+  // A body too large to copy streams: once bytes of it went out, the request cannot go again.
+  to_upstream_.set_keep_history(may_resend_ && (!has_body || copy_body_));
 
   route_deadline_ms_ = route.timeout.count() > 0 ? uv_now(worker_.loop()) + static_cast<uint64_t>(route.timeout.count()) : 0;
   try_deadline_ms_ = 0;
@@ -361,7 +361,8 @@ void DownstreamConnection::admit_to_bulkhead() {
     start_try();
     return;
   }
-  bulkhead_slot_ = bulkhead->try_acquire();
+  // A free slot is taken at once, unless others wait: then this request queues behind them.
+  if (bulkhead->queued() == 0) bulkhead_slot_ = bulkhead->try_acquire();
   if (bulkhead_slot_) {
     start_try();
     return;
@@ -373,11 +374,11 @@ void DownstreamConnection::admit_to_bulkhead() {
     return;
   }
   wait_ = Wait::kBulkhead;
-  route_->waiters.push_back(this);
   uv_timer_start(&timer_, &DownstreamConnection::on_timer,
                  static_cast<uint64_t>(bulkhead->config().queue_timeout.count()), 0);
-  // A slot may have freed up between try_acquire and try_enqueue (see filters/bulkhead.h).
-  route_->serve_waiters();
+  route_->enqueue(this);
+  // A slot may have freed up meanwhile (see filters/bulkhead.h): hand it to the oldest waiter.
+  route_->dispatch();
 }
 
 void DownstreamConnection::on_bulkhead_slot(filters::Bulkhead::Slot slot) {
@@ -499,7 +500,7 @@ void DownstreamConnection::end_policies() {
   circuit_permit_.reset();
   if (bulkhead_slot_) {
     bulkhead_slot_.reset();
-    route_->on_slot_released(worker_.id());
+    route_->dispatch();
   }
   route_deadline_ms_ = try_deadline_ms_ = 0;
   uv_timer_stop(&deadline_timer_);

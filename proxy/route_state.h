@@ -4,6 +4,8 @@
 // Server, created when the config is applied; workers reach it by pointer and never take a lock
 // on it. The per-worker side (the bulkhead's waiting requests) is WorkerRoute in worker.h.
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 
@@ -18,13 +20,38 @@ namespace bulwark {
 
 class RouteState {
  public:
-  RouteState(const config::RouteConfig& config, const filters::Clock& clock)
-      : config(config),
+  RouteState(const config::RouteConfig& config, const filters::Clock& clock, size_t workers)
+      : workers(workers),
+        oldest_waiter(std::make_unique<std::atomic<uint64_t>[]>(workers)),
+        config(config),
         retry(config.retry),
         budget(config.retry.budget, clock),
         bulkhead(config.bulkhead ? std::make_unique<filters::Bulkhead>(*config.bulkhead) : nullptr),
         rate_limit(config.rate_limit ? std::make_unique<filters::RateLimiter>(*config.rate_limit, clock) : nullptr),
-        fault(config.fault ? std::make_unique<filters::FaultInjector>(*config.fault) : nullptr) {}
+        fault(config.fault ? std::make_unique<filters::FaultInjector>(*config.fault) : nullptr) {
+    for (size_t w = 0; w < workers; ++w) oldest_waiter[w].store(kNoWaiter);
+  }
+
+  // The bulkhead queue across workers. Each waiting request takes a ticket (ascending); each
+  // worker publishes the ticket of its oldest waiter; a free slot goes to the worker with the
+  // smallest, so waiting is FIFO over the whole route.
+  static constexpr uint64_t kNoWaiter = UINT64_MAX;
+  static constexpr size_t kNoWorker = SIZE_MAX;
+  const size_t workers;
+  std::atomic<uint64_t> next_ticket{0};
+  const std::unique_ptr<std::atomic<uint64_t>[]> oldest_waiter;  // [worker]
+  size_t oldest_waiting_worker() const {
+    size_t best = kNoWorker;
+    uint64_t best_ticket = kNoWaiter;
+    for (size_t w = 0; w < workers; ++w) {
+      uint64_t t = oldest_waiter[w].load();
+      if (t < best_ticket) {
+        best_ticket = t;
+        best = w;
+      }
+    }
+    return best;
+  }
 
   const config::RouteConfig& config;
   const filters::RetryPolicy retry;
@@ -33,9 +60,9 @@ class RouteState {
   const std::unique_ptr<filters::RateLimiter> rate_limit;   // null: no rate limit
   const std::unique_ptr<filters::FaultInjector> fault;      // null: no fault injection
 
-  // Set by the Server before workers start: a worker that freed a bulkhead slot while requests
-  // wait in other workers' queues calls this, and those workers are told to serve their queues.
-  std::function<void(size_t from_worker)> wake_other_workers;
+  // Set by the Server before workers start: tells a worker to dispatch this route's bulkhead
+  // queue (WorkerRoute::dispatch) on its own loop.
+  std::function<void(size_t worker)> wake_worker;
 };
 
 }  // namespace bulwark

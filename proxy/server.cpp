@@ -258,13 +258,9 @@ void Server::create_policy_state() {
   for (size_t li = 0; li < config_->listeners.size(); ++li) {
     routes_.emplace_back();
     for (size_t ri = 0; ri < config_->listeners[li].routes.size(); ++ri) {
-      auto r = std::make_unique<RouteState>(config_->listeners[li].routes[ri], clock_);
+      auto r = std::make_unique<RouteState>(config_->listeners[li].routes[ri], clock_, config_->workers);
       // Workers are created after this; the hook reads workers_ when it runs.
-      r->wake_other_workers = [this, li, ri](size_t from) {
-        for (auto& w : workers_) {
-          if (w->id() != from) w->wake_bulkhead_waiters(li, ri);
-        }
-      };
+      r->wake_worker = [this, li, ri](size_t w) { workers_[w]->wake_bulkhead_waiters(li, ri); };
       routes_[li].push_back(std::move(r));
     }
   }

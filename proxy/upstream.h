@@ -52,7 +52,9 @@ class UpstreamConnection {
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   State state() const { return state_; }
   EndpointPool& pool() { return *pool_; }
-  bool reused() const { return requests_ > 0; }
+  // The connection served a request before the current one (count_request() counts the
+  // current one when it starts).
+  bool reused() const { return requests_ > 1; }
   void count_request() { ++requests_; }
   uint32_t requests() const { return requests_; }
   // A deadline for reuse, from the upstream's "Keep-Alive: timeout=N" (0: none).

@@ -29,7 +29,7 @@ Worker::Worker(size_t id, std::shared_ptr<const config::Config> config,
     clusters_.push_back(std::move(wc));
   }
   for (size_t i = 0; i < config_->listeners.size(); ++i) {
-    auto l = std::make_unique<ListenerContext>(*this, config_->listeners[i], i, *stats_.listeners[i], routes[i]);
+    auto l = std::make_unique<ListenerContext>(*this, id_, config_->listeners[i], i, *stats_.listeners[i], routes[i]);
     uv_tcp_init(&loop_, &l->handle);
     l->handle.data = l.get();
     int rc = uv_tcp_open(&l->handle, listener_fds_[i]);
@@ -75,7 +75,7 @@ void Worker::update_endpoints(size_t cluster, std::shared_ptr<const EndpointSet>
 
 void Worker::wake_bulkhead_waiters(size_t listener, size_t route) {
   post([this, listener, route] {
-    if (!stopping_) listeners_[listener]->routes[route].serve_waiters();
+    if (!stopping_) listeners_[listener]->routes[route].dispatch();
   });
 }
 
@@ -85,26 +85,39 @@ void Worker::wake_pool_waiters(size_t cluster) {
   });
 }
 
-void WorkerRoute::serve_waiters() {
-  while (!waiters.empty()) {
-    filters::Bulkhead::Slot slot = shared->bulkhead->try_acquire();
-    if (!slot) return;
-    DownstreamConnection* d = waiters.front();
-    waiters.pop_front();
-    d->on_bulkhead_slot(std::move(slot));
-  }
+void WorkerRoute::enqueue(DownstreamConnection* d) {
+  waiters.emplace_back(shared->next_ticket.fetch_add(1), d);
+  if (waiters.size() == 1) publish_oldest();
 }
 
 void WorkerRoute::remove_waiter(DownstreamConnection* d) {
-  auto it = std::find(waiters.begin(), waiters.end(), d);
-  if (it != waiters.end()) waiters.erase(it);
+  auto it = std::find_if(waiters.begin(), waiters.end(), [d](const auto& w) { return w.second == d; });
+  if (it == waiters.end()) return;
+  bool was_front = it == waiters.begin();
+  waiters.erase(it);
+  if (was_front) publish_oldest();
 }
 
-void WorkerRoute::on_slot_released(size_t worker_id) {
-  if (!waiters.empty()) {
-    serve_waiters();
-  } else if (shared->bulkhead->queued() > 0 && shared->wake_other_workers) {
-    shared->wake_other_workers(worker_id);
+void WorkerRoute::publish_oldest() {
+  shared->oldest_waiter[worker_id].store(waiters.empty() ? RouteState::kNoWaiter : waiters.front().first);
+}
+
+void WorkerRoute::dispatch() {
+  filters::Bulkhead& bulkhead = *shared->bulkhead;
+  while (bulkhead.queued() > 0 && bulkhead.active() < bulkhead.config().max_concurrent) {
+    size_t oldest = shared->oldest_waiting_worker();
+    // No ticket published yet: its owner dispatches right after publishing.
+    if (oldest == RouteState::kNoWorker) return;
+    if (oldest != worker_id) {
+      shared->wake_worker(oldest);
+      return;
+    }
+    filters::Bulkhead::Slot slot = bulkhead.try_acquire();
+    if (!slot) return;  // another worker took it; its release dispatches again
+    DownstreamConnection* d = waiters.front().second;
+    waiters.pop_front();
+    publish_oldest();
+    d->on_bulkhead_slot(std::move(slot));
   }
 }
 

@@ -28,26 +28,33 @@ class DownstreamConnection;
 class Worker;
 
 // One route inside one worker: the route's shared policy state, this worker's statistics of it,
-// and this worker's requests waiting for a bulkhead slot, oldest first.
+// and this worker's requests waiting for a bulkhead slot, in ticket order (see RouteState).
 struct WorkerRoute {
   RouteState* shared;
   RouteStats* stats;
-  std::deque<DownstreamConnection*> waiters;
+  size_t worker_id;
+  std::deque<std::pair<uint64_t, DownstreamConnection*>> waiters;  // (ticket, request)
 
-  // Hands free bulkhead slots to waiting requests, oldest first, while there are both.
-  void serve_waiters();
+  // Queues a request that holds a bulkhead QueuePlace.
+  void enqueue(DownstreamConnection* d);
   void remove_waiter(DownstreamConnection* d);
-  // A request of this worker gave its slot back: the oldest local waiter gets it, or, when this
-  // worker has none but others do, they are told.
-  void on_slot_released(size_t worker_id);
+  // While slots are free and requests wait, the oldest waiter of all workers gets the next one:
+  // served here when it is this worker's, else its worker is told (and dispatches in turn).
+  // Called whenever a slot may have freed up or a request joined the queue.
+  void dispatch();
+
+ private:
+  void publish_oldest();
 };
 
 // One configured listener inside one worker.
 struct ListenerContext {
-  ListenerContext(Worker& w, const config::ListenerConfig& c, size_t i, ListenerStats& s,
-                  const std::vector<RouteState*>& route_states)
+  ListenerContext(Worker& w, size_t worker_id, const config::ListenerConfig& c, size_t i,
+                  ListenerStats& s, const std::vector<RouteState*>& route_states)
       : worker(w), config(c), index(i), router(c), stats(s) {
-    for (size_t r = 0; r < c.routes.size(); ++r) routes.push_back({route_states[r], s.routes[r].get(), {}});
+    for (size_t r = 0; r < c.routes.size(); ++r) {
+      routes.push_back({route_states[r], s.routes[r].get(), worker_id, {}});
+    }
   }
   Worker& worker;
   const config::ListenerConfig& config;

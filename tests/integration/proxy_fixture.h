@@ -2,11 +2,15 @@
 // Shared pieces of the proxy integration tests: a config builder and a fixture that runs one
 // TestUpstream behind one bulwark.
 
+#include <condition_variable>
+#include <cstddef>
 #include <cstdlib>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tests/support/harness.h"
 
@@ -123,5 +127,77 @@ inline std::optional<double> metric_value(std::string_view text, std::string_vie
   }
   return total;
 }
+
+// The value of a sample on the admin /metrics of `bulwark` (see metric_value); nullopt when the
+// scrape fails or no sample matches.
+inline std::optional<double> scrape_metric(const BulwarkProcess& bulwark, std::string_view name,
+                                           const std::map<std::string, std::string>& labels = {}) {
+  auto metrics = http_get(bulwark.admin_port(), "/metrics");
+  if (!metrics || metrics->status != 200) return std::nullopt;
+  return metric_value(metrics->body, name, labels);
+}
+
+// Waits until at least `count` stderr lines of `bulwark` contain every one of `needles`.
+inline bool wait_for_log_lines(BulwarkProcess& bulwark, const std::vector<std::string>& needles,
+                               size_t count = 1, Millis timeout = kDefaultTimeout) {
+  return bulwark.process().wait_for_lines(
+      Subprocess::Stream::kStderr,
+      [&](const std::vector<std::string>& lines) {
+        size_t n = 0;
+        for (const std::string& line : lines) {
+          bool all = true;
+          for (const std::string& needle : needles) {
+            if (line.find(needle) == std::string::npos) all = false;
+          }
+          if (all) ++n;
+        }
+        return n >= count;
+      },
+      timeout);
+}
+
+// Holds upstream handlers until the test lets them through: release(n) lets n callers of pass()
+// (waiting now or later) go on, open() lets every caller go from then on. A handler blocked in
+// pass() keeps TestUpstream's destructor waiting, so tests keep an Opener, declared after the
+// proxy, that opens the gate when the test ends in any way.
+class Gate {
+ public:
+  // True when let through within `timeout`.
+  bool pass(Millis timeout = kDefaultTimeout) {
+    std::unique_lock lock(mutex_);
+    if (!cv_.wait_for(lock, timeout, [&] { return open_ || permits_ > 0; })) return false;
+    if (!open_) --permits_;
+    return true;
+  }
+  void release(size_t n = 1) {
+    {
+      std::lock_guard lock(mutex_);
+      permits_ += n;
+    }
+    cv_.notify_all();
+  }
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  // Opens the gate when destroyed.
+  struct Opener {
+    explicit Opener(Gate& g) : gate(g) {}
+    Opener(const Opener&) = delete;
+    Opener& operator=(const Opener&) = delete;
+    ~Opener() { gate.open(); }
+    Gate& gate;
+  };
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  size_t permits_ = 0;
+  bool open_ = false;
+};
 
 }  // namespace bulwark::test
