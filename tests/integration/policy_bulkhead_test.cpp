@@ -15,14 +15,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void check_local_reply(const std::optional<Response>& response, int status,
-                       std::string_view reason) {
-  REQUIRE_MESSAGE(response, "expected a local reply " << status << " " << reason);
-  INFO(describe(response));
-  CHECK(response->status == status);
-  CHECK(response->get("x-bulwark-reason") == reason);
-}
-
 // Route "slow" (/slow...) to cluster "slow" with `bulkhead`, and route "fast" (everything else)
 // to cluster "fast", on listener "inbound".
 std::string two_routes(const std::string& slow, const std::string& fast,

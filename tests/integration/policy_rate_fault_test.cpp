@@ -14,15 +14,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void check_local_reply(const std::optional<Response>& response, int status,
-                       std::string_view reason) {
-  REQUIRE_MESSAGE(response, "expected a local reply " << status << " " << reason);
-  INFO(describe(response));
-  CHECK(response->status == status);
-  CHECK(response->get("x-bulwark-reason") == reason);
-  CHECK_FALSE(response->body.empty());
-}
-
 double faults(const BulwarkProcess& bulwark, const std::string& kind) {
   return scrape_metric(bulwark, "bulwark_faults_injected_total",
                        {{"listener", "inbound"}, {"route", "api"}, {"kind", kind}})

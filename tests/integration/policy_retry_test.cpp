@@ -18,14 +18,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void check_local_reply(const std::optional<Response>& response, int status,
-                       std::string_view reason) {
-  REQUIRE_MESSAGE(response, "expected a local reply " << status << " " << reason);
-  INFO(describe(response));
-  CHECK(response->status == status);
-  CHECK(response->get("x-bulwark-reason") == reason);
-}
-
 double retries(const BulwarkProcess& bulwark, const std::string& reason) {
   return scrape_metric(bulwark, "bulwark_retries_total",
                        {{"listener", "inbound"}, {"route", "api"}, {"reason", reason}})

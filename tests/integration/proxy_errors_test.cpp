@@ -14,17 +14,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Checks a local reply: status, reason token and a short body saying why.
-void check_local_reply(const std::optional<Response>& response, int status,
-                       std::string_view reason) {
-  REQUIRE_MESSAGE(response, "expected a local reply " << status << " " << reason);
-  INFO(describe(response));
-  CHECK(response->status == status);
-  CHECK(response->get("x-bulwark-reason") == reason);
-  CHECK_FALSE(response->body.empty());
-  CHECK(response->body.size() < 1024);
-}
-
 }  // namespace
 
 TEST_CASE("malformed requests get 400 bad_request and the connection is closed") {

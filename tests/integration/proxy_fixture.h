@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include <doctest/doctest.h>
+
 #include "tests/support/harness.h"
 
 namespace bulwark::test {
@@ -73,6 +75,17 @@ inline std::string proxy_config(const std::string& endpoint, const ProxyOptions&
       endpoint + "]\n";
   yaml += indent(options.cluster, 4);
   return yaml;
+}
+
+// Checks a local reply: status, reason token and a short body saying why.
+inline void check_local_reply(const std::optional<Response>& response, int status,
+                              std::string_view reason) {
+  REQUIRE_MESSAGE(response, "expected a local reply " << status << " " << reason);
+  INFO(describe(response));
+  CHECK(response->status == status);
+  CHECK(response->get("x-bulwark-reason") == reason);
+  CHECK_FALSE(response->body.empty());
+  CHECK(response->body.size() < 1024);
 }
 
 // One TestUpstream behind one running bulwark. Members are destroyed in reverse order, so bulwark
