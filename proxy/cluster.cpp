@@ -88,7 +88,8 @@ void WorkerCluster::release_connection_slot() {
 void WorkerCluster::on_remote_capacity() {
   // Each served waiter either takes a slot or queues again at the back; stop after one round.
   for (size_t n = waiters_.size(); n > 0 && !waiters_.empty(); --n) {
-    if (shared.connections.load(std::memory_order_relaxed) >= shared.config.pool.max_connections) return;
+    if (shared.connections.load(std::memory_order_relaxed) >= shared.config.pool.max_connections)
+      return;
     on_capacity();
   }
 }

@@ -29,8 +29,9 @@ class ClusterState {
   ClusterState(const config::ClusterConfig& config, size_t index, const filters::Clock& clock)
       : config(config),
         index(index),
-        circuit(config.circuit_breaker ? std::make_unique<filters::CircuitBreaker>(*config.circuit_breaker, clock)
-                                       : nullptr) {}
+        circuit(config.circuit_breaker
+                    ? std::make_unique<filters::CircuitBreaker>(*config.circuit_breaker, clock)
+                    : nullptr) {}
   const config::ClusterConfig& config;
   const size_t index;
   // The cluster's circuit breaker; null when none is configured.

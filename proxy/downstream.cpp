@@ -168,7 +168,8 @@ void DownstreamConnection::parse_request() {
   }
   if (phase_ != Phase::kProxying) return;
   // A copied body does not live in in_: its bytes can be reused at once.
-  if (copy_body_ && in_.parsed == in_.filled && !request_parser_.in_head()) in_.parsed = in_.filled = 0;
+  if (copy_body_ && in_.parsed == in_.filled && !request_parser_.in_head())
+    in_.parsed = in_.filled = 0;
   flush_to_upstream();
 }
 
@@ -261,12 +262,16 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // to be closed, re-sends it. Its body is copied when it fits max_body_bytes, so the client's
   // read buffer does not have to hold it.
   const config::RetryConfig& retry = route.retry;
-  may_resend_ = route_->shared->retry.may_resend(head.method, head.find("idempotency-key") != nullptr);
-  copy_body_ = may_resend_ && has_body && (head.chunked || head.content_length <= retry.max_body_bytes);
+  may_resend_ =
+      route_->shared->retry.may_resend(head.method, head.find("idempotency-key") != nullptr);
+  copy_body_ =
+      may_resend_ && has_body && (head.chunked || head.content_length <= retry.max_body_bytes);
   // A body too large to copy streams: once bytes of it went out, the request cannot go again.
   to_upstream_.set_keep_history(may_resend_ && (!has_body || copy_body_));
 
-  route_deadline_ms_ = route.timeout.count() > 0 ? uv_now(worker_.loop()) + static_cast<uint64_t>(route.timeout.count()) : 0;
+  route_deadline_ms_ = route.timeout.count() > 0
+                           ? uv_now(worker_.loop()) + static_cast<uint64_t>(route.timeout.count())
+                           : 0;
   try_deadline_ms_ = 0;
   arm_deadline_timer();
   cluster_->stats.active_requests.add(1);
@@ -330,16 +335,19 @@ void DownstreamConnection::run_admission(const http::MessageHead& head) {
   if (policy.fault) {
     std::string_view delay_header, abort_header;
     if (policy.fault->config().header_control) {
-      if (const http::Header* h = head.find(filters::kFaultDelayHeader)) delay_header = head.str(h->value);
-      if (const http::Header* h = head.find(filters::kFaultAbortHeader)) abort_header = head.str(h->value);
+      if (const http::Header* h = head.find(filters::kFaultDelayHeader))
+        delay_header = head.str(h->value);
+      if (const http::Header* h = head.find(filters::kFaultAbortHeader))
+        abort_header = head.str(h->value);
     }
-    filters::FaultDecision fault =
-        policy.fault->decide(worker_.random().next(), worker_.random().next(), delay_header, abort_header);
+    filters::FaultDecision fault = policy.fault->decide(
+        worker_.random().next(), worker_.random().next(), delay_header, abort_header);
     fault_abort_status_ = fault.abort_status;
     if (fault.delay > 0) {
       route_stats_->fault_delays.inc();
       wait_ = Wait::kFaultDelay;
-      uv_timer_start(&timer_, &DownstreamConnection::on_timer, static_cast<uint64_t>((fault.delay + 999) / 1000), 0);
+      uv_timer_start(&timer_, &DownstreamConnection::on_timer,
+                     static_cast<uint64_t>((fault.delay + 999) / 1000), 0);
       return;
     }
   }
@@ -349,7 +357,8 @@ void DownstreamConnection::run_admission(const http::MessageHead& head) {
 void DownstreamConnection::after_fault_delay() {
   if (fault_abort_status_ != 0) {
     route_stats_->fault_aborts.inc();
-    local_reply(LocalReason::kFaultAbort, request_has_body_ && !request_complete_, fault_abort_status_);
+    local_reply(LocalReason::kFaultAbort, request_has_body_ && !request_complete_,
+                fault_abort_status_);
     return;
   }
   admit_to_bulkhead();
@@ -417,7 +426,8 @@ void DownstreamConnection::start_try() {
   try_start_us_ = now_us();
   const config::RetryConfig& retry = route_->shared->config.retry;
   if (retry.per_try_timeout.count() > 0) {
-    try_deadline_ms_ = uv_now(worker_.loop()) + static_cast<uint64_t>(retry.per_try_timeout.count());
+    try_deadline_ms_ =
+        uv_now(worker_.loop()) + static_cast<uint64_t>(retry.per_try_timeout.count());
     arm_deadline_timer();
   }
   connect_upstream(false);
@@ -425,8 +435,9 @@ void DownstreamConnection::start_try() {
 
 void DownstreamConnection::record_circuit(bool failure) {
   if (circuit_permit_) {
-    circuit_permit_.record(failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
-                           static_cast<filters::Micros>(now_us() - try_start_us_));
+    circuit_permit_.record(
+        failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
+        static_cast<filters::Micros>(now_us() - try_start_us_));
   }
 }
 
@@ -448,7 +459,8 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
   if (!to_upstream_.can_rewind() || (request_sent_ && !may_resend_)) return false;
   filters::Micros backoff = policy.retry.backoff(tries_, worker_.random().next());
   uint64_t backoff_ms = static_cast<uint64_t>((backoff + 999) / 1000);
-  if (route_deadline_ms_ != 0 && uv_now(worker_.loop()) + backoff_ms >= route_deadline_ms_) return false;
+  if (route_deadline_ms_ != 0 && uv_now(worker_.loop()) + backoff_ms >= route_deadline_ms_)
+    return false;
   if (!policy.budget.try_spend()) {
     route_stats_->retry_budget_exhausted.inc();
     return false;
@@ -514,7 +526,8 @@ void DownstreamConnection::arm_deadline_timer() {
     return;
   }
   uint64_t now = uv_now(worker_.loop());
-  uv_timer_start(&deadline_timer_, &DownstreamConnection::on_deadline_timer, next > now ? next - now : 0, 0);
+  uv_timer_start(&deadline_timer_, &DownstreamConnection::on_deadline_timer,
+                 next > now ? next - now : 0, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -611,8 +624,10 @@ void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
       self->close();
       return;
     }
-    if (self->phase_ == Phase::kProxying && !self->response_started_ && self->upstream_ != nullptr) {
-      if (!self->try_replay()) self->try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
+    if (self->phase_ == Phase::kProxying && !self->response_started_ &&
+        self->upstream_ != nullptr) {
+      if (!self->try_replay())
+        self->try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
     }
     return;
   }
@@ -672,7 +687,8 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
   while (true) {
     http::Parser::Result r = response_parser_.execute(conn.in.data, conn.in.parsed, conn.in.filled);
     conn.in.parsed += r.consumed;
-    if (closed_ || upstream_ != &conn) return;  // the exchange left this connection (a retry, a failure)
+    // The exchange may have left this connection (a retry, a failure).
+    if (closed_ || upstream_ != &conn) return;
     if (r.status == http::Parser::Status::kPaused && response_interim_ && !response_complete_) {
       // A 1xx ended; the final response follows.
       response_parser_.resume();
@@ -731,7 +747,8 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   arm_deadline_timer();
   cluster_->stats.upstream_requests.inc(head.status);
   record_circuit(head.status >= 500);
-  if (maybe_retry(route_->shared->retry.retriable_status(head.status))) return http::ParserCallbacks::kPause;
+  if (maybe_retry(route_->shared->retry.retriable_status(head.status)))
+    return http::ParserCallbacks::kPause;
   // This response goes to the client: the request will not be sent again.
   to_upstream_.set_keep_history(false);
   if (head.status == 101) {
@@ -791,8 +808,8 @@ void DownstreamConnection::on_response_complete() {
 bool DownstreamConnection::try_replay() {
   // Only a reused connection that failed before any response byte, and only once: the upstream
   // closed it while idle, so it never saw the request.
-  if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ || !may_resend_ ||
-      !to_upstream_.can_rewind() || to_upstream_.in_flight()) {
+  if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ ||
+      !may_resend_ || !to_upstream_.can_rewind() || to_upstream_.in_flight()) {
     return false;
   }
   replayed_ = true;
@@ -1052,7 +1069,8 @@ void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
   if (self->try_deadline_ms_ != 0 && now >= self->try_deadline_ms_) {
     self->try_deadline_ms_ = 0;
     self->cancel_wait();  // a try may be waiting for a pool connection
-    self->try_failed(filters::TryFailure::kPerTryTimeout, LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+    self->try_failed(filters::TryFailure::kPerTryTimeout, LocalReason::kUpstreamTimeout,
+                     UV_ETIMEDOUT);
     return;
   }
   self->arm_deadline_timer();

@@ -112,7 +112,8 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void flush_to_client();
   static void on_client_written(uv_write_t* req, int status);
   // `status` overrides the reason's status (an injected abort); `retry_after_s` adds Retry-After.
-  void local_reply(LocalReason reason, bool close_after, int status = 0, uint32_t retry_after_s = 0);
+  void local_reply(LocalReason reason, bool close_after, int status = 0,
+                   uint32_t retry_after_s = 0);
   void finish_exchange();
   void start_tunnel();
 
@@ -190,10 +191,10 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
   uint32_t tries_ = 0;
   int fault_abort_status_ = 0;
-  size_t body_kept_ = 0;            // request body bytes copied for re-sending
-  bool may_resend_ = false;         // the request may be sent again after bytes went out
-  bool copy_body_ = false;          // the body is copied into to_upstream_ as it arrives
-  bool request_sent_ = false;       // some request byte went to an upstream (any try)
+  size_t body_kept_ = 0;       // request body bytes copied for re-sending
+  bool may_resend_ = false;    // the request may be sent again after bytes went out
+  bool copy_body_ = false;     // the body is copied into to_upstream_ as it arrives
+  bool request_sent_ = false;  // some request byte went to an upstream (any try)
   bool request_has_body_ = false;
   bool request_complete_ = false;
   bool request_head_request_ = false;  // HEAD: the response has no body

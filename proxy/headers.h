@@ -59,8 +59,8 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
 
 // Optional headers of a local reply.
 struct LocalReplyExtras {
-  uint32_t attempts = 1;        // tries it took; > 1 adds x-bulwark-attempts
-  uint32_t retry_after_s = 0;   // > 0 adds Retry-After (seconds)
+  uint32_t attempts = 1;       // tries it took; > 1 adds x-bulwark-attempts
+  uint32_t retry_after_s = 0;  // > 0 adds Retry-After (seconds)
 };
 // A local reply: status, x-bulwark-reason token, a short text body.
 void write_local_reply(int status, std::string_view reason_token, bool keep_alive,

@@ -69,19 +69,22 @@ uint64_t sum_over(const std::vector<const WorkerStats*>& workers, size_t li, siz
 }
 
 struct RoutePolicyFamilies {
-  MetricFamily retries = family("bulwark_retries_total", "Retries by route and reason.", MetricType::Counter);
-  MetricFamily budget_exhausted = family("bulwark_retry_budget_exhausted_total",
-                                         "Retries not made because the route's retry budget was spent.",
-                                         MetricType::Counter);
-  MetricFamily bulkhead_rejections = family("bulwark_bulkhead_rejections_total",
-                                            "Requests refused by the route's bulkhead, by reason.",
-                                            MetricType::Counter);
-  MetricFamily bulkhead_queued = family("bulwark_bulkhead_queued",
-                                        "Requests waiting for a bulkhead slot of the route.", MetricType::Gauge);
-  MetricFamily rate_limited = family("bulwark_rate_limited_total",
-                                     "Requests refused by the route's rate limit.", MetricType::Counter);
-  MetricFamily faults = family("bulwark_faults_injected_total", "Injected faults by route and kind.",
-                               MetricType::Counter);
+  MetricFamily retries =
+      family("bulwark_retries_total", "Retries by route and reason.", MetricType::Counter);
+  MetricFamily budget_exhausted =
+      family("bulwark_retry_budget_exhausted_total",
+             "Retries not made because the route's retry budget was spent.", MetricType::Counter);
+  MetricFamily bulkhead_rejections =
+      family("bulwark_bulkhead_rejections_total",
+             "Requests refused by the route's bulkhead, by reason.", MetricType::Counter);
+  MetricFamily bulkhead_queued =
+      family("bulwark_bulkhead_queued", "Requests waiting for a bulkhead slot of the route.",
+             MetricType::Gauge);
+  MetricFamily rate_limited =
+      family("bulwark_rate_limited_total", "Requests refused by the route's rate limit.",
+             MetricType::Counter);
+  MetricFamily faults = family("bulwark_faults_injected_total",
+                               "Injected faults by route and kind.", MetricType::Counter);
 };
 
 // Only the policies a route has get series, so a dashboard does not show a bulkhead that is not
@@ -89,29 +92,42 @@ struct RoutePolicyFamilies {
 // bulwark_requests_total (route names are unique only within a listener).
 void add_route_policy_metrics(RoutePolicyFamilies& f, const std::string& listener,
                               const config::RouteConfig& route, size_t li, size_t ri,
-                              const std::vector<const WorkerStats*>& workers, const SharedGauges& shared) {
+                              const std::vector<const WorkerStats*>& workers,
+                              const SharedGauges& shared) {
   const std::string& name = route.name;
   for (size_t k = 0; k < static_cast<size_t>(filters::RetryReason::kCount); ++k) {
     uint64_t n = 0;
     for (const WorkerStats* w : workers) n += w->listeners[li]->routes[ri]->retries[k].value();
-    add_counter(f.retries, {{"listener", listener}, {"route", name}, {"reason", std::string(filters::to_string(static_cast<filters::RetryReason>(k)))}}, n);
+    add_counter(f.retries,
+                {{"listener", listener},
+                 {"route", name},
+                 {"reason", std::string(filters::to_string(static_cast<filters::RetryReason>(k)))}},
+                n);
   }
-  add_counter(f.budget_exhausted, {{"listener", listener}, {"route", name}}, sum_over(workers, li, ri, &RouteStats::retry_budget_exhausted));
+  add_counter(f.budget_exhausted, {{"listener", listener}, {"route", name}},
+              sum_over(workers, li, ri, &RouteStats::retry_budget_exhausted));
   if (route.bulkhead) {
-    add_counter(f.bulkhead_rejections, {{"listener", listener}, {"route", name}, {"reason", "bulkhead_full"}},
+    add_counter(f.bulkhead_rejections,
+                {{"listener", listener}, {"route", name}, {"reason", "bulkhead_full"}},
                 sum_over(workers, li, ri, &RouteStats::bulkhead_full));
-    add_counter(f.bulkhead_rejections, {{"listener", listener}, {"route", name}, {"reason", "queue_timeout"}},
+    add_counter(f.bulkhead_rejections,
+                {{"listener", listener}, {"route", name}, {"reason", "queue_timeout"}},
                 sum_over(workers, li, ri, &RouteStats::queue_timeout));
     if (li < shared.bulkhead_queued.size() && ri < shared.bulkhead_queued[li].size()) {
-      add_gauge(f.bulkhead_queued, {{"listener", listener}, {"route", name}}, static_cast<double>(shared.bulkhead_queued[li][ri]));
+      add_gauge(f.bulkhead_queued, {{"listener", listener}, {"route", name}},
+                static_cast<double>(shared.bulkhead_queued[li][ri]));
     }
   }
-  if (route.rate_limit) add_counter(f.rate_limited, {{"listener", listener}, {"route", name}}, sum_over(workers, li, ri, &RouteStats::rate_limited));
+  if (route.rate_limit)
+    add_counter(f.rate_limited, {{"listener", listener}, {"route", name}},
+                sum_over(workers, li, ri, &RouteStats::rate_limited));
   if (route.fault) {
-    add_counter(f.faults, {{"listener", listener}, {"route", name}, {"kind", "delay"}}, sum_over(workers, li, ri, &RouteStats::fault_delays));
-    add_counter(f.faults, {{"listener", listener}, {"route", name}, {"kind", "abort"}}, sum_over(workers, li, ri, &RouteStats::fault_aborts));
+    add_counter(f.faults, {{"listener", listener}, {"route", name}, {"kind", "delay"}},
+                sum_over(workers, li, ri, &RouteStats::fault_delays));
+    add_counter(f.faults, {{"listener", listener}, {"route", name}, {"kind", "abort"}},
+                sum_over(workers, li, ri, &RouteStats::fault_aborts));
   }
-  }
+}
 
 }  // namespace
 
@@ -169,12 +185,12 @@ std::string render_metrics(const config::Config& config,
                        "Requests in flight to the cluster.", MetricType::Gauge);
   auto connect_failures = family("bulwark_upstream_connect_failures_total",
                                  "Upstream connection attempts that failed.", MetricType::Counter);
-  auto circuit_state = family("bulwark_circuit_state",
-                              "Circuit breaker state by cluster: 0 closed, 1 open, 2 half-open.",
-                              MetricType::Gauge);
-  auto circuit_transitions = family("bulwark_circuit_transitions_total",
-                                    "Circuit breaker state changes by cluster and new state.",
-                                    MetricType::Counter);
+  auto circuit_state =
+      family("bulwark_circuit_state",
+             "Circuit breaker state by cluster: 0 closed, 1 open, 2 half-open.", MetricType::Gauge);
+  auto circuit_transitions =
+      family("bulwark_circuit_transitions_total",
+             "Circuit breaker state changes by cluster and new state.", MetricType::Counter);
   for (size_t ci = 0; ci < config.clusters.size(); ++ci) {
     const std::string& name = config.clusters[ci].name;
     int64_t act = 0, idle = 0, reqs = 0;

@@ -98,8 +98,8 @@ struct WorkerStats {
 struct SharedGauges {
   struct Circuit {
     bool enabled = false;
-    int state = 0;                            // 0 closed, 1 open, 2 half-open
-    std::array<uint64_t, 3> transitions{};    // into closed, open, half-open
+    int state = 0;                          // 0 closed, 1 open, 2 half-open
+    std::array<uint64_t, 3> transitions{};  // into closed, open, half-open
   };
   std::vector<Circuit> circuits;                      // index as Config::clusters
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead

@@ -31,7 +31,9 @@ class Outbox {
   void add_chunk(const char* p, size_t n);
   // The same, copying the data into the Outbox's own storage, so the caller's buffer can be
   // reused at once (a request body kept for retries).
-  void add_data_copy(const char* p, size_t n) { if (n > 0) add_framing({p, n}); }
+  void add_data_copy(const char* p, size_t n) {
+    if (n > 0) add_framing({p, n});
+  }
   void add_chunk_copy(const char* p, size_t n);
   void add_last_chunk();
 

@@ -27,7 +27,9 @@ class RouteState {
         retry(config.retry),
         budget(config.retry.budget, clock),
         bulkhead(config.bulkhead ? std::make_unique<filters::Bulkhead>(*config.bulkhead) : nullptr),
-        rate_limit(config.rate_limit ? std::make_unique<filters::RateLimiter>(*config.rate_limit, clock) : nullptr),
+        rate_limit(config.rate_limit
+                       ? std::make_unique<filters::RateLimiter>(*config.rate_limit, clock)
+                       : nullptr),
         fault(config.fault ? std::make_unique<filters::FaultInjector>(*config.fault) : nullptr) {
     for (size_t w = 0; w < workers; ++w) oldest_waiter[w].store(kNoWaiter);
   }
@@ -56,9 +58,9 @@ class RouteState {
   const config::RouteConfig& config;
   const filters::RetryPolicy retry;
   filters::RetryBudget budget;
-  const std::unique_ptr<filters::Bulkhead> bulkhead;        // null: no bulkhead
-  const std::unique_ptr<filters::RateLimiter> rate_limit;   // null: no rate limit
-  const std::unique_ptr<filters::FaultInjector> fault;      // null: no fault injection
+  const std::unique_ptr<filters::Bulkhead> bulkhead;       // null: no bulkhead
+  const std::unique_ptr<filters::RateLimiter> rate_limit;  // null: no rate limit
+  const std::unique_ptr<filters::FaultInjector> fault;     // null: no fault injection
 
   // Set by the Server before workers start: tells a worker to dispatch this route's bulkhead
   // queue (WorkerRoute::dispatch) on its own loop.

@@ -212,9 +212,9 @@ int Server::run() {
       routes.emplace_back();
       for (auto& r : l) routes.back().push_back(r.get());
     }
-    workers_.push_back(std::make_unique<Worker>(w, config_, shared, routes, listener_fds_[w], [this] {
-      tasks_.post([this] { on_worker_drained(); });
-    }));
+    workers_.push_back(
+        std::make_unique<Worker>(w, config_, shared, routes, listener_fds_[w],
+                                 [this] { tasks_.post([this] { on_worker_drained(); }); }));
   }
   for (auto& w : workers_) w->start();
 
@@ -242,10 +242,13 @@ void Server::create_policy_state() {
   for (size_t i = 0; i < config_->clusters.size(); ++i) {
     auto c = std::make_unique<ClusterState>(config_->clusters[i], i, clock_);
     if (c->circuit) {
-      c->circuit->set_transition_hook([name = c->config.name, cb = c->circuit.get()](filters::CircuitState from,
-                                                                                      filters::CircuitState to) {
-        log::warn("circuit breaker changed state").str("cluster", name).str("from", filters::to_string(from))
-            .str("to", filters::to_string(to)).num("open_duration_ms", cb->open_duration() / 1000);
+      c->circuit->set_transition_hook([name = c->config.name, cb = c->circuit.get()](
+                                          filters::CircuitState from, filters::CircuitState to) {
+        log::warn("circuit breaker changed state")
+            .str("cluster", name)
+            .str("from", filters::to_string(from))
+            .str("to", filters::to_string(to))
+            .num("open_duration_ms", cb->open_duration() / 1000);
       });
     }
     c->wake_other_workers = [this, i](size_t from) {
@@ -258,7 +261,8 @@ void Server::create_policy_state() {
   for (size_t li = 0; li < config_->listeners.size(); ++li) {
     routes_.emplace_back();
     for (size_t ri = 0; ri < config_->listeners[li].routes.size(); ++ri) {
-      auto r = std::make_unique<RouteState>(config_->listeners[li].routes[ri], clock_, config_->workers);
+      auto r =
+          std::make_unique<RouteState>(config_->listeners[li].routes[ri], clock_, config_->workers);
       // Workers are created after this; the hook reads workers_ when it runs.
       r->wake_worker = [this, li, ri](size_t w) { workers_[w]->wake_bulkhead_waiters(li, ri); };
       routes_[li].push_back(std::move(r));
@@ -281,7 +285,9 @@ SharedGauges Server::shared_gauges() const {
   }
   for (const auto& l : routes_) {
     g.bulkhead_queued.emplace_back();
-    for (const auto& r : l) g.bulkhead_queued.back().push_back(r->bulkhead ? static_cast<int64_t>(r->bulkhead->queued()) : -1);
+    for (const auto& r : l)
+      g.bulkhead_queued.back().push_back(r->bulkhead ? static_cast<int64_t>(r->bulkhead->queued())
+                                                     : -1);
   }
   return g;
 }
@@ -353,7 +359,8 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
   } else if (req.path == "/metrics") {
     std::vector<const WorkerStats*> stats;
     for (auto& w : workers_) stats.push_back(&w->stats());
-    respond({200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(*config_, stats, shared_gauges())});
+    respond({200, "text/plain; version=0.0.4; charset=utf-8",
+             render_metrics(*config_, stats, shared_gauges())});
   } else if (req.path == "/config") {
     respond({200, "application/json", config::to_json(*config_) + "\n"});
   } else if (req.path == "/clusters") {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "config/config.h"
-#include "proxy/admin.h"
 #include "filters/clock.h"
+#include "proxy/admin.h"
 #include "proxy/cluster.h"
 #include "proxy/route_state.h"
 #include "proxy/task_queue.h"

@@ -29,7 +29,8 @@ Worker::Worker(size_t id, std::shared_ptr<const config::Config> config,
     clusters_.push_back(std::move(wc));
   }
   for (size_t i = 0; i < config_->listeners.size(); ++i) {
-    auto l = std::make_unique<ListenerContext>(*this, id_, config_->listeners[i], i, *stats_.listeners[i], routes[i]);
+    auto l = std::make_unique<ListenerContext>(*this, id_, config_->listeners[i], i,
+                                               *stats_.listeners[i], routes[i]);
     uv_tcp_init(&loop_, &l->handle);
     l->handle.data = l.get();
     int rc = uv_tcp_open(&l->handle, listener_fds_[i]);
@@ -91,7 +92,8 @@ void WorkerRoute::enqueue(DownstreamConnection* d) {
 }
 
 void WorkerRoute::remove_waiter(DownstreamConnection* d) {
-  auto it = std::find_if(waiters.begin(), waiters.end(), [d](const auto& w) { return w.second == d; });
+  auto it =
+      std::find_if(waiters.begin(), waiters.end(), [d](const auto& w) { return w.second == d; });
   if (it == waiters.end()) return;
   bool was_front = it == waiters.begin();
   waiters.erase(it);
@@ -99,7 +101,8 @@ void WorkerRoute::remove_waiter(DownstreamConnection* d) {
 }
 
 void WorkerRoute::publish_oldest() {
-  shared->oldest_waiter[worker_id].store(waiters.empty() ? RouteState::kNoWaiter : waiters.front().first);
+  shared->oldest_waiter[worker_id].store(waiters.empty() ? RouteState::kNoWaiter
+                                                         : waiters.front().first);
 }
 
 void WorkerRoute::dispatch() {
