@@ -93,12 +93,14 @@ void append_number_header(std::string& out, std::string_view name, uint64_t valu
 }
 
 // Copies the end-to-end headers. Content-Length is kept only when the framing is kContentLength.
-// X-Forwarded-* and X-Request-Id are left to the caller when `forwarding` is set.
+// X-Forwarded-* and X-Request-Id are left to the caller when `forwarding` is set. A header named
+// `replaced` (lowercase) is left out because the caller writes its own.
 void copy_end_to_end(const MessageHead& head, bool keep_content_length, bool forwarding,
-                     bool has_connection_list, std::string& out) {
+                     bool has_connection_list, std::string& out, std::string_view replaced = {}) {
   for (const Header& h : head.headers) {
     std::string_view name = head.str(h.name);
     if (always_hop_by_hop(name)) continue;
+    if (!replaced.empty() && name.size() == replaced.size() && iequals(name, replaced)) continue;
     if (name.size() == 14 && iequals(name, "content-length") && !keep_content_length) continue;
     if (forwarding && (iequals(name, "x-forwarded-for") || iequals(name, "x-forwarded-proto"))) {
       continue;
@@ -172,8 +174,10 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
   std::string_view reason = response.str(response.reason);
   out.append(reason.empty() ? reason_phrase(response.status) : reason);
   out.append("\r\n");
+  // When this hop retried, its count replaces one from further upstream (another bulwark).
   copy_end_to_end(response, how.framing != BodyFraming::kChunked, false,
-                  has_connection_header(response), out);
+                  has_connection_header(response), out,
+                  how.attempts > 1 ? "x-bulwark-attempts" : std::string_view());
   if (!how.request_id.empty() && response.find("x-request-id") == nullptr) {
     append_header(out, "X-Request-Id", how.request_id);
   }

@@ -481,5 +481,141 @@ TEST_CASE("headers: write_chunk_header writes the size in hex and CRLF") {
   CHECK(kLastChunk == "0\r\n\r\n");
 }
 
+TEST_CASE("headers: write_downstream_response says how many tries it took, only after a retry") {
+  ParsedHead resp(Parser::Type::kResponse,
+                  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: up\r\n\r\nok");
+  REQUIRE_PARSES(resp);
+  DownstreamResponseHead how;
+  std::string out;
+
+  SUBCASE("one try: no header") {
+    CHECK(how.attempts == 1);  // the default
+    write_downstream_response(resp.head, how, out);
+    ParsedHead back(Parser::Type::kResponse, out + "ok");
+    REQUIRE_PARSES(back);
+    CHECK(back.values("x-bulwark-attempts").empty());
+    CHECK(out.find("x-bulwark-attempts") == std::string::npos);
+    CHECK(back.body == "ok");
+  }
+  SUBCASE("two tries") {
+    how.attempts = 2;
+    write_downstream_response(resp.head, how, out);
+    CHECK(out.find("\r\nx-bulwark-attempts: 2\r\n") != std::string::npos);
+    ParsedHead back(Parser::Type::kResponse, out + "ok");
+    REQUIRE_PARSES(back);
+    CHECK(back.values("x-bulwark-attempts") == Values{"2"});
+    CHECK(back.values("Server") == Values{"up"});
+    CHECK(back.values("Content-Length") == Values{"2"});
+    CHECK(back.body == "ok");
+    CHECK(back.complete);
+  }
+  SUBCASE("ten tries, with chunking and close") {
+    how.attempts = 10;
+    how.framing = BodyFraming::kChunked;
+    how.keep_alive = false;
+    write_downstream_response(resp.head, how, out);
+    ParsedHead back(Parser::Type::kResponse, out + "2\r\nok\r\n0\r\n\r\n");
+    REQUIRE_PARSES(back);
+    CHECK(back.values("x-bulwark-attempts") == Values{"10"});
+    CHECK(back.values("Transfer-Encoding") == Values{"chunked"});
+    CHECK(back.values("Connection") == Values{"close"});
+    CHECK(back.body == "ok");
+    CHECK(back.complete);
+  }
+}
+
+TEST_CASE("headers: write_local_reply adds x-bulwark-attempts and retry-after when asked") {
+  std::string out;
+
+  SUBCASE("no extras: neither header") {
+    write_local_reply(503, "circuit_open", true, "rid", false, out, LocalReplyExtras{});
+    ParsedHead back(Parser::Type::kResponse, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.complete);
+    CHECK(back.values("x-bulwark-attempts").empty());
+    CHECK(back.values("retry-after").empty());
+  }
+  SUBCASE("one try and no wait: neither header") {
+    write_local_reply(503, "upstream_connect_failure", true, "", false, out,
+                      LocalReplyExtras{1, 0});
+    ParsedHead back(Parser::Type::kResponse, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.values("x-bulwark-attempts").empty());
+    CHECK(back.values("retry-after").empty());
+  }
+  SUBCASE("after retries") {
+    write_local_reply(502, "upstream_reset", true, "rid-3", false, out, LocalReplyExtras{3, 0});
+    ParsedHead back(Parser::Type::kResponse, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.result.consumed == out.size());
+    CHECK(back.complete);
+    CHECK(back.head.status == 502);
+    CHECK(back.values("x-bulwark-attempts") == Values{"3"});
+    CHECK(back.values("retry-after").empty());
+    CHECK(back.values("x-bulwark-reason") == Values{"upstream_reset"});
+    CHECK(back.values("x-request-id") == Values{"rid-3"});
+    REQUIRE(back.head.has_content_length);
+    CHECK(back.head.content_length == back.body.size());
+    CHECK(back.body == "502 Bad Gateway: upstream_reset\n");
+  }
+  SUBCASE("rate limited: retry-after in seconds") {
+    write_local_reply(429, "rate_limited", true, "", false, out, LocalReplyExtras{1, 7});
+    ParsedHead back(Parser::Type::kResponse, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.result.consumed == out.size());
+    CHECK(back.complete);
+    CHECK(back.head.status == 429);
+    CHECK(back.values("retry-after") == Values{"7"});
+    CHECK(back.values("x-bulwark-attempts").empty());
+    REQUIRE(back.head.has_content_length);
+    CHECK(back.head.content_length == back.body.size());
+    CHECK(back.body == "429 Too Many Requests: rate_limited\n");
+  }
+  SUBCASE("both, on a closing connection") {
+    write_local_reply(503, "bulkhead_full", false, "r", false, out, LocalReplyExtras{4, 120});
+    ParsedHead back(Parser::Type::kResponse, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.result.consumed == out.size());
+    CHECK(back.complete);
+    CHECK(back.values("x-bulwark-attempts") == Values{"4"});
+    CHECK(back.values("retry-after") == Values{"120"});
+    CHECK(back.values("connection") == Values{"close"});
+    CHECK_FALSE(back.head.keep_alive);
+    REQUIRE(back.head.has_content_length);
+    CHECK(back.head.content_length == back.body.size());
+    CHECK(back.body == "503 Service Unavailable: bulkhead_full\n");
+  }
+}
+
+TEST_CASE("headers: write_local_reply to HEAD with extras keeps the head of the GET reply") {
+  std::string get_reply;
+  std::string head_reply;
+  LocalReplyExtras extras{2, 5};
+  write_local_reply(429, "rate_limited", true, "r", false, get_reply, extras);
+  write_local_reply(429, "rate_limited", true, "r", true, head_reply, extras);
+  CHECK(get_reply.starts_with(head_reply));
+  ParsedHead get_back(Parser::Type::kResponse, get_reply);
+  REQUIRE_PARSES(get_back);
+  CHECK(get_back.head.content_length == get_reply.size() - head_reply.size());
+  CHECK(get_back.values("x-bulwark-attempts") == Values{"2"});
+  CHECK(get_back.values("retry-after") == Values{"5"});
+}
+
+TEST_CASE("headers: a retried response's x-bulwark-attempts replaces the upstream's") {
+  std::string raw =
+      "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Bulwark-Attempts: 3\r\nX-Other: a\r\n\r\n";
+  ParsedHead resp(Parser::Type::kResponse, raw);
+  REQUIRE_PARSES(resp);
+  std::string once, retried;
+  DownstreamResponseHead how;
+  write_downstream_response(resp.head, how, once);
+  CHECK(once.find("X-Bulwark-Attempts: 3\r\n") != std::string::npos);  // another hop's count
+  how.attempts = 2;
+  write_downstream_response(resp.head, how, retried);
+  CHECK(retried.find("X-Bulwark-Attempts: 3") == std::string::npos);
+  CHECK(retried.find("x-bulwark-attempts: 2\r\n") != std::string::npos);
+  CHECK(retried.find("X-Other: a\r\n") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace bulwark::http

@@ -386,5 +386,284 @@ TEST_CASE("metrics: render_metrics with no workers reports zeros") {
                      {{"listener", "internal"}, {"route", "all"}}) == 0);
 }
 
+// Routes with and without policies; a route name used in two listeners; clusters with and
+// without a circuit breaker.
+constexpr std::string_view kPolicyYaml = R"(
+listeners:
+  - name: edge
+    address: 127.0.0.1:0
+    routes:
+      - name: guarded
+        match: {prefix: /g/}
+        cluster: app
+        bulkhead: {max_concurrent: 10, max_queued: 5, queue_timeout: 100ms}
+        rate_limit: {requests_per_second: 50, burst: 10}
+        fault: {delay: {percent: 10, duration: 20ms}, abort: {percent: 5, status: 503}}
+      - name: plain
+        cluster: plain
+  - name: side
+    address: 127.0.0.1:0
+    routes:
+      - name: guarded
+        match: {prefix: /b/}
+        cluster: db
+        bulkhead: {max_concurrent: 1}
+      - name: limited
+        cluster: plain
+        rate_limit: {requests_per_second: 1}
+        fault: {abort: {percent: 1}}
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+    circuit_breaker: {failure_rate_percent: 50, minimum_calls: 5}
+  - name: plain
+    endpoints: [127.0.0.1:9001]
+  - name: db
+    endpoints: [127.0.0.1:9002]
+    circuit_breaker: {failure_rate_percent: 20}
+)";
+
+std::shared_ptr<const config::Config> policy_config() {
+  config::LoadResult loaded = config::load_config_string(kPolicyYaml, "policy.yaml");
+  for (const auto& e : loaded.errors) FAIL_CHECK(e.to_string());
+  REQUIRE(loaded.ok());
+  const config::Config& c = *loaded.config;
+  // The shape the tests below rely on.
+  REQUIRE(c.listeners.size() == 2);
+  REQUIRE(c.listeners[0].routes.size() == 2);
+  REQUIRE(c.listeners[1].routes.size() == 2);
+  REQUIRE(c.listeners[0].routes[0].bulkhead);
+  REQUIRE(c.listeners[0].routes[0].rate_limit);
+  REQUIRE(c.listeners[0].routes[0].fault);
+  REQUIRE_FALSE(c.listeners[0].routes[1].bulkhead);
+  REQUIRE_FALSE(c.listeners[0].routes[1].rate_limit);
+  REQUIRE_FALSE(c.listeners[0].routes[1].fault);
+  REQUIRE(c.listeners[1].routes[0].bulkhead);
+  REQUIRE_FALSE(c.listeners[1].routes[0].rate_limit);
+  REQUIRE_FALSE(c.listeners[1].routes[0].fault);
+  REQUIRE_FALSE(c.listeners[1].routes[1].bulkhead);
+  REQUIRE(c.listeners[1].routes[1].rate_limit);
+  REQUIRE(c.listeners[1].routes[1].fault);
+  REQUIRE(c.clusters.size() == 3);
+  REQUIRE(c.clusters[0].circuit_breaker);
+  REQUIRE_FALSE(c.clusters[1].circuit_breaker);
+  REQUIRE(c.clusters[2].circuit_breaker);
+  return loaded.config;
+}
+
+// What the Server reports for policy_config(): circuits where configured, bulkhead queues
+// where there is a bulkhead.
+SharedGauges policy_gauges() {
+  SharedGauges g;
+  SharedGauges::Circuit app;
+  app.enabled = true;
+  app.state = 1;
+  app.transitions = {3, 4, 2};
+  SharedGauges::Circuit plain;  // enabled = false; values that must not show
+  plain.state = 2;
+  plain.transitions = {9, 9, 9};
+  SharedGauges::Circuit db;
+  db.enabled = true;
+  db.state = 2;
+  db.transitions = {0, 1, 1};
+  g.circuits = {app, plain, db};
+  g.bulkhead_queued = {{5, -1}, {0, -1}};
+  return g;
+}
+
+void check_series_unique(const Scrape& scrape) {
+  std::set<std::string> keys;
+  for (const Sample& s : scrape.samples()) {
+    std::string key = s.name;
+    for (const auto& [k, v] : s.labels) key += "|" + k + "=" + v;
+    CHECK_MESSAGE(keys.insert(key).second, key);
+  }
+}
+
+TEST_CASE("metrics: circuit breaker series only for clusters that have one") {
+  auto config = policy_config();
+  WorkerStats w(*config);
+  std::string text = render_metrics(*config, {&w}, policy_gauges());
+  INFO(text);
+  Scrape scrape(text);
+  check_series_unique(scrape);
+
+  CHECK(scrape.value("bulwark_circuit_state", {{"cluster", "app"}}) == 1);
+  CHECK(scrape.value("bulwark_circuit_state", {{"cluster", "db"}}) == 2);
+  CHECK(scrape.find("bulwark_circuit_state", {}).size() == 2);
+  CHECK(scrape.find("bulwark_circuit_state", {{"cluster", "plain"}}).empty());
+
+  CHECK(scrape.value("bulwark_circuit_transitions_total", {{"cluster", "app"}, {"to", "closed"}}) ==
+        3);
+  CHECK(scrape.value("bulwark_circuit_transitions_total", {{"cluster", "app"}, {"to", "open"}}) ==
+        4);
+  CHECK(scrape.value("bulwark_circuit_transitions_total",
+                     {{"cluster", "app"}, {"to", "half_open"}}) == 2);
+  CHECK(scrape.value("bulwark_circuit_transitions_total", {{"cluster", "db"}, {"to", "closed"}}) ==
+        0);
+  CHECK(scrape.value("bulwark_circuit_transitions_total", {{"cluster", "db"}, {"to", "open"}}) ==
+        1);
+  CHECK(scrape.value("bulwark_circuit_transitions_total",
+                     {{"cluster", "db"}, {"to", "half_open"}}) == 1);
+  CHECK(scrape.find("bulwark_circuit_transitions_total", {}).size() == 6);
+  CHECK(scrape.find("bulwark_circuit_transitions_total", {{"cluster", "plain"}}).empty());
+  for (const Sample* s : scrape.find("bulwark_circuit_transitions_total", {})) {
+    CHECK(s->labels.size() == 2);
+  }
+}
+
+TEST_CASE("metrics: without shared gauges there are no circuit or bulkhead queue series") {
+  auto config = policy_config();
+  WorkerStats w(*config);
+  Scrape scrape(render_metrics(*config, {&w}));
+  CHECK(scrape.find("bulwark_circuit_state", {}).empty());
+  CHECK(scrape.find("bulwark_circuit_transitions_total", {}).empty());
+  CHECK(scrape.find("bulwark_bulkhead_queued", {}).empty());
+  // The per-worker policy counters do not depend on them.
+  CHECK(scrape.value("bulwark_rate_limited_total", {{"listener", "edge"}, {"route", "guarded"}}) ==
+        0);
+}
+
+TEST_CASE("metrics: bulkhead queue gauge only for routes with a bulkhead") {
+  auto config = policy_config();
+  WorkerStats w(*config);
+  std::string text = render_metrics(*config, {&w}, policy_gauges());
+  INFO(text);
+  Scrape scrape(text);
+  CHECK(scrape.value("bulwark_bulkhead_queued", {{"listener", "edge"}, {"route", "guarded"}}) == 5);
+  CHECK(scrape.value("bulwark_bulkhead_queued", {{"listener", "side"}, {"route", "guarded"}}) == 0);
+  CHECK(scrape.find("bulwark_bulkhead_queued", {}).size() == 2);
+  CHECK(scrape.find("bulwark_bulkhead_queued", {{"route", "plain"}}).empty());
+  CHECK(scrape.find("bulwark_bulkhead_queued", {{"route", "limited"}}).empty());
+}
+
+TEST_CASE("metrics: route policy counters are summed over workers, by listener and route") {
+  auto config = policy_config();
+  WorkerStats w1(*config), w2(*config);
+  auto reason = [](filters::RetryReason r) { return static_cast<size_t>(r); };
+  constexpr size_t kReasons = static_cast<size_t>(filters::RetryReason::kCount);
+
+  RouteStats& edge_guarded_1 = *w1.listeners[0]->routes[0];
+  RouteStats& edge_guarded_2 = *w2.listeners[0]->routes[0];
+  RouteStats& edge_plain_2 = *w2.listeners[0]->routes[1];
+  RouteStats& side_guarded_1 = *w1.listeners[1]->routes[0];
+  RouteStats& side_limited_2 = *w2.listeners[1]->routes[1];
+
+  // Every reason of edge/guarded gets a distinct total: 1+10, 2+20, ...
+  for (size_t k = 0; k < kReasons; ++k) {
+    edge_guarded_1.retries[k].inc(k + 1);
+    edge_guarded_2.retries[k].inc(10 * (k + 1));
+  }
+  edge_plain_2.retries[reason(filters::RetryReason::k5xx)].inc(7);
+  edge_guarded_1.retry_budget_exhausted.inc(2);
+  edge_guarded_2.retry_budget_exhausted.inc(3);
+  edge_plain_2.retry_budget_exhausted.inc(1);
+  edge_guarded_1.bulkhead_full.inc(4);
+  edge_guarded_2.bulkhead_full.inc(1);
+  edge_guarded_2.queue_timeout.inc(6);
+  edge_guarded_1.rate_limited.inc(8);
+  edge_guarded_2.rate_limited.inc(9);
+  edge_guarded_1.fault_delays.inc(11);
+  edge_guarded_2.fault_delays.inc(1);
+  edge_guarded_2.fault_aborts.inc(13);
+  side_guarded_1.bulkhead_full.inc(21);
+  side_guarded_1.queue_timeout.inc(22);
+  side_limited_2.rate_limited.inc(31);
+  side_limited_2.fault_aborts.inc(32);
+  // Counted by a route without that policy: must still not produce a series.
+  edge_plain_2.bulkhead_full.inc(99);
+  edge_plain_2.rate_limited.inc(99);
+  edge_plain_2.fault_delays.inc(99);
+  side_guarded_1.rate_limited.inc(99);
+  side_guarded_1.fault_aborts.inc(99);
+
+  std::string text = render_metrics(*config, {&w1, &w2}, policy_gauges());
+  INFO(text);
+  Scrape scrape(text);
+  check_series_unique(scrape);
+  using Labels = std::map<std::string, std::string>;
+  const Labels edge_guarded = {{"listener", "edge"}, {"route", "guarded"}};
+  const Labels edge_plain = {{"listener", "edge"}, {"route", "plain"}};
+  const Labels side_guarded = {{"listener", "side"}, {"route", "guarded"}};
+  const Labels side_limited = {{"listener", "side"}, {"route", "limited"}};
+  auto with = [](Labels l, const std::string& k, const std::string& v) {
+    l[k] = v;
+    return l;
+  };
+
+  SUBCASE("retries by reason token, on every route") {
+    for (size_t k = 0; k < kReasons; ++k) {
+      std::string token(filters::to_string(static_cast<filters::RetryReason>(k)));
+      INFO("reason " << token);
+      CHECK(scrape.value("bulwark_retries_total", with(edge_guarded, "reason", token)) ==
+            static_cast<double>(11 * (k + 1)));
+      CHECK(scrape.value("bulwark_retries_total", with(side_guarded, "reason", token)) == 0);
+      CHECK(scrape.value("bulwark_retries_total", with(side_limited, "reason", token)) == 0);
+      double plain = k == reason(filters::RetryReason::k5xx) ? 7 : 0;
+      CHECK(scrape.value("bulwark_retries_total", with(edge_plain, "reason", token)) == plain);
+    }
+    CHECK(scrape.value("bulwark_retries_total", with(edge_plain, "reason", "5xx")) == 7);
+    CHECK(scrape.value("bulwark_retries_total", with(edge_guarded, "reason", "connect-failure")) ==
+          11);
+    CHECK(scrape.value("bulwark_retries_total", with(edge_guarded, "reason", "per-try-timeout")) ==
+          66);
+    CHECK(scrape.find("bulwark_retries_total", {}).size() == 4 * kReasons);
+  }
+
+  SUBCASE("retry budget exhaustion, on every route") {
+    CHECK(scrape.value("bulwark_retry_budget_exhausted_total", edge_guarded) == 5);
+    CHECK(scrape.value("bulwark_retry_budget_exhausted_total", edge_plain) == 1);
+    CHECK(scrape.value("bulwark_retry_budget_exhausted_total", side_guarded) == 0);
+    CHECK(scrape.value("bulwark_retry_budget_exhausted_total", side_limited) == 0);
+    CHECK(scrape.find("bulwark_retry_budget_exhausted_total", {}).size() == 4);
+  }
+
+  SUBCASE("bulkhead rejections by reason, only where there is a bulkhead") {
+    CHECK(scrape.value("bulwark_bulkhead_rejections_total",
+                       with(edge_guarded, "reason", "bulkhead_full")) == 5);
+    CHECK(scrape.value("bulwark_bulkhead_rejections_total",
+                       with(edge_guarded, "reason", "queue_timeout")) == 6);
+    CHECK(scrape.value("bulwark_bulkhead_rejections_total",
+                       with(side_guarded, "reason", "bulkhead_full")) == 21);
+    CHECK(scrape.value("bulwark_bulkhead_rejections_total",
+                       with(side_guarded, "reason", "queue_timeout")) == 22);
+    CHECK(scrape.find("bulwark_bulkhead_rejections_total", {}).size() == 4);
+    CHECK(scrape.find("bulwark_bulkhead_rejections_total", edge_plain).empty());
+    CHECK(scrape.find("bulwark_bulkhead_rejections_total", side_limited).empty());
+  }
+
+  SUBCASE("rate limited, only where there is a rate limit") {
+    CHECK(scrape.value("bulwark_rate_limited_total", edge_guarded) == 17);
+    CHECK(scrape.value("bulwark_rate_limited_total", side_limited) == 31);
+    CHECK(scrape.find("bulwark_rate_limited_total", {}).size() == 2);
+    CHECK(scrape.find("bulwark_rate_limited_total", edge_plain).empty());
+    CHECK(scrape.find("bulwark_rate_limited_total", side_guarded).empty());
+  }
+
+  SUBCASE("injected faults by kind, only where there is fault injection") {
+    CHECK(scrape.value("bulwark_faults_injected_total", with(edge_guarded, "kind", "delay")) == 12);
+    CHECK(scrape.value("bulwark_faults_injected_total", with(edge_guarded, "kind", "abort")) == 13);
+    CHECK(scrape.value("bulwark_faults_injected_total", with(side_limited, "kind", "delay")) == 0);
+    CHECK(scrape.value("bulwark_faults_injected_total", with(side_limited, "kind", "abort")) == 32);
+    CHECK(scrape.find("bulwark_faults_injected_total", {}).size() == 4);
+    CHECK(scrape.find("bulwark_faults_injected_total", edge_plain).empty());
+    CHECK(scrape.find("bulwark_faults_injected_total", side_guarded).empty());
+  }
+
+  SUBCASE("every policy series names its listener and route") {
+    for (const char* name : {"bulwark_retries_total", "bulwark_retry_budget_exhausted_total",
+                             "bulwark_bulkhead_rejections_total", "bulwark_bulkhead_queued",
+                             "bulwark_rate_limited_total", "bulwark_faults_injected_total"}) {
+      INFO(name);
+      auto series = scrape.find(name, {});
+      CHECK_FALSE(series.empty());
+      for (const Sample* s : series) {
+        CHECK(s->labels.count("listener") == 1);
+        CHECK(s->labels.count("route") == 1);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bulwark

@@ -43,7 +43,11 @@ class Wire {
     });
     if (rc != 0) return rc;
     if (!out.in_flight()) return 0;  // nothing to write
-    while (!written_) uv_run(&loop_, UV_RUN_ONCE);
+    // Read while waiting, so a write larger than the socket buffer still completes.
+    while (!written_) {
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      drain();
+    }
     CHECK(status_ == 0);
     out.on_written();
     return 0;
@@ -51,27 +55,35 @@ class Wire {
 
   // Everything the peer has received so far.
   std::string received() {
+    drain();
     std::string s;
-    char buf[4096];
-    while (true) {
-      ssize_t n = recv(peer_, buf, sizeof buf, MSG_DONTWAIT);
-      if (n > 0) {
-        s.append(buf, static_cast<size_t>(n));
-        continue;
-      }
-      REQUIRE((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
-      return s;
-    }
+    s.swap(drained_);
+    return s;
   }
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&pipe_); }
 
  private:
+  // Moves what the peer can read now into drained_.
+  void drain() {
+    char buf[4096];
+    while (true) {
+      ssize_t n = recv(peer_, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        drained_.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      REQUIRE((n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+      return;
+    }
+  }
+
   uv_loop_t loop_;
   uv_pipe_t pipe_;
   int peer_ = -1;
   bool written_ = false;
   int status_ = 1;
+  std::string drained_;
 };
 
 TEST_CASE("outbox: head, data and framing go out in order in one write") {
@@ -243,6 +255,196 @@ TEST_CASE("outbox: flushing nothing writes nothing and leaves nothing in flight"
   REQUIRE(wire.flush(out) == 0);
   CHECK_FALSE(out.in_flight());
   CHECK(wire.received().empty());
+}
+
+TEST_CASE("outbox: add_data_copy sends the bytes as they were when added") {
+  Wire wire;
+  Outbox out;
+  std::string body = "before";
+  out.add_data_copy(body.data(), body.size());
+  CHECK(out.bytes_pending() == 6);
+  body = "after!";  // same size, same storage: the caller reused its buffer at once
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "before");
+}
+
+TEST_CASE("outbox: add_chunk_copy is framed like add_chunk and copies the data") {
+  Wire wire;
+  std::string reference;
+  {
+    Outbox out;
+    std::string body(300, 'q');
+    out.add_chunk(body.data(), body.size());
+    out.add_last_chunk();
+    REQUIRE(wire.flush(out) == 0);
+    reference = wire.received();
+  }
+  CHECK(reference == "12c\r\n" + std::string(300, 'q') + "\r\n0\r\n\r\n");
+
+  Outbox out;
+  std::string body(300, 'q');
+  out.add_chunk_copy(body.data(), body.size());
+  CHECK(out.bytes_pending() == reference.size() - 5);  // all but the last chunk
+  body.assign(300, 'Z');
+  out.add_last_chunk();
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == reference);
+}
+
+TEST_CASE("outbox: copies of nothing add nothing") {
+  Wire wire;
+  Outbox out;
+  const char* p = "x";
+  out.add_data_copy(p, 0);
+  out.add_chunk_copy(p, 0);  // a zero-size chunk would end the body early
+  CHECK(out.empty());
+  CHECK(out.bytes_pending() == 0);
+  out.add_chunk_copy(p, 1);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "1\r\nx\r\n");
+}
+
+TEST_CASE("outbox: copied and borrowed data keep their order") {
+  Wire wire;
+  Outbox out;
+  std::string a = "aa", b = "bb", c = "cc";
+  out.add_data(a.data(), a.size());
+  out.add_data_copy(b.data(), b.size());
+  out.add_chunk_copy(c.data(), c.size());
+  b = "XX";
+  c = "YY";
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "aabb2\r\ncc\r\n");
+}
+
+TEST_CASE("outbox: can_rewind holds while history is kept, and after a rewind") {
+  Wire wire;
+  Outbox out;
+  CHECK(out.can_rewind());  // nothing added, nothing forgotten
+  out.set_keep_history(true);
+  out.head = "H";
+  out.add_head();
+  CHECK(out.can_rewind());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "H");
+  CHECK(out.can_rewind());
+  out.rewind();
+  CHECK(out.can_rewind());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "H");
+  CHECK(out.can_rewind());
+}
+
+TEST_CASE("outbox: can_rewind is false once a write completed without history") {
+  Wire wire;
+  Outbox out;
+  out.head = "H";
+  out.add_head();
+  CHECK(out.can_rewind());  // not written yet: everything is still held
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "H");
+  CHECK_FALSE(out.can_rewind());
+
+  // Adding more does not bring the forgotten bytes back.
+  out.add_framing("more");
+  CHECK_FALSE(out.can_rewind());
+
+  out.clear();
+  CHECK(out.can_rewind());
+}
+
+TEST_CASE("outbox: can_rewind is false once set_keep_history(false) dropped written segments") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  std::string a = "written";
+  out.add_data_copy(a.data(), a.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "written");
+  CHECK(out.can_rewind());
+
+  out.set_keep_history(false);
+  CHECK_FALSE(out.can_rewind());
+  out.clear();
+  CHECK(out.can_rewind());
+}
+
+TEST_CASE("outbox: set_keep_history(false) before anything was written forgets nothing") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  out.add_framing("pending");
+  out.set_keep_history(false);
+  CHECK(out.can_rewind());
+  CHECK(out.bytes_pending() == 7);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "pending");
+  CHECK_FALSE(out.can_rewind());  // written without history
+}
+
+TEST_CASE("outbox: rewind re-sends exactly the same head, copied body and framing") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  out.head = "POST /r HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  out.add_head();
+  std::string buffer = "first piece";  // the read buffer, reused for each piece
+  out.add_chunk_copy(buffer.data(), buffer.size());
+  buffer = "second";
+  out.add_chunk_copy(buffer.data(), buffer.size());
+  buffer = "raw";
+  out.add_data_copy(buffer.data(), buffer.size());
+  buffer = "###########";  // overwritten before the first write
+  out.add_last_chunk();
+  std::string expected = out.head + "b\r\nfirst piece\r\n6\r\nsecond\r\nraw0\r\n\r\n";
+  CHECK(out.bytes_pending() == expected.size());
+
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == expected);
+  CHECK(out.can_rewind());
+
+  buffer = "overwritten again after the write";
+  out.rewind();
+  CHECK(out.bytes_pending() == expected.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == expected);
+  CHECK(out.bytes_pending() == 0);
+}
+
+TEST_CASE("outbox: clear after a large copied body leaves the outbox ready for normal use") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  out.head = "PUT /big HTTP/1.1\r\nContent-Length: 65536\r\n\r\n";
+  out.add_head();
+  std::string big(64 * 1024, 'b');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
+  out.add_data_copy(big.data(), big.size());
+  std::string expected = out.head + big;
+  big.assign(big.size(), '!');
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == expected);
+
+  out.clear();
+  CHECK(out.empty());
+  CHECK(out.bytes_pending() == 0);
+  CHECK(out.can_rewind());
+  CHECK_FALSE(out.keep_history());
+
+  // The next request, with history again: nothing of the old one comes back.
+  out.set_keep_history(true);
+  out.head = "GET /small HTTP/1.1\r\n\r\n";
+  out.add_head();
+  std::string small = "tiny";
+  out.add_chunk_copy(small.data(), small.size());
+  std::string next = out.head + "4\r\ntiny\r\n";
+  CHECK(out.bytes_pending() == next.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == next);
+  out.rewind();
+  CHECK(out.bytes_pending() == next.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == next);
 }
 
 }  // namespace
