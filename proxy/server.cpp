@@ -400,6 +400,11 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
       out += ",\"connections\":" + std::to_string(clusters_[ci]->connections.load());
       out += ",\"max_connections\":" + std::to_string(cc.pool.max_connections);
       out += ",\"pending\":" + std::to_string(clusters_[ci]->pending.load());
+      if (const filters::CircuitBreaker* circuit = clusters_[ci]->circuit.get()) {
+        out += ",\"circuit\":{\"state\":";
+        config::append_json_string(out, filters::to_string(circuit->state()));
+        out += ",\"open_duration_ms\":" + std::to_string(circuit->open_duration() / 1000) + "}";
+      }
       out += ",\"endpoints\":[";
       bool first = true;
       for (const EndpointView& e : g->clusters[ci]) {

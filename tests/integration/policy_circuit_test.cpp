@@ -86,6 +86,10 @@ TEST_CASE("an always-failing upstream opens the circuit and it closes through ha
   CHECK(scrape_metric(proxy.bulwark, "bulwark_local_replies_total", {{"reason", "circuit_open"}}) ==
         5);
   CHECK(wait_for_log_lines(proxy.bulwark, transition_log("closed", "open")));
+  auto clusters = http_get(proxy.bulwark.admin_port(), "/clusters");
+  REQUIRE(clusters);
+  CHECK(clusters->body.find("\"circuit\":{\"state\":\"open\",\"open_duration_ms\":400}") !=
+        std::string::npos);
 
   // The upstream recovers; after open_duration the probes find out and the circuit closes.
   mode = Mode::kHealthy;
