@@ -168,6 +168,7 @@ struct ListenerConfig {
 struct EndpointConfig {
   SocketAddress address;
   uint32_t weight = 1;          // 1..10000
+  uint32_t priority = 0;        // 0..127; traffic goes to the lowest group that can carry it
   SourceLocation location;
 };
 
@@ -179,6 +180,37 @@ struct PoolConfig {
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
   uint32_t max_pending = 1024;           // requests waiting for a connection, all workers together
   Duration pending_timeout{1000};        // how long a request may wait for a connection
+};
+
+// ---- Upstream health (issue 4) ----
+
+// An inclusive range of HTTP statuses: "200-399", or one status "204" (min == max).
+struct StatusRange {
+  int min = 200;
+  int max = 399;
+};
+
+// Active health checks, run off the worker loops on connections of their own.
+struct HealthCheckConfig {
+  std::string path = "/healthz";        // HTTP GET of this path (starts with '/')
+  bool tcp = false;                     // true: only check that a connection opens
+  std::string host;                     // Host header; empty: the endpoint's address
+  Duration interval{5000};
+  double interval_jitter_percent = 10;  // each wait is interval ± this share, 0..100
+  Duration timeout{1000};
+  uint32_t healthy_threshold = 2;       // consecutive successes to become healthy, >= 1
+  uint32_t unhealthy_threshold = 3;     // consecutive failures to become unhealthy, >= 1
+  Duration unhealthy_interval{0};       // the interval while unhealthy; 0 = `interval`
+  std::vector<StatusRange> expected_statuses{{200, 399}};  // each within 100..599
+};
+
+// Passive outlier detection on real traffic (as Envoy's).
+struct OutlierDetectionConfig {
+  uint32_t consecutive_5xx = 5;              // 0 = off
+  uint32_t consecutive_gateway_failure = 3;  // connect failure, reset, 502/503/504; 0 = off
+  Duration base_ejection_time{30000};        // × times ejected, up to max_ejection_time
+  Duration max_ejection_time{300000};        // >= base_ejection_time
+  uint32_t max_ejection_percent = 50;        // 0..100; one endpoint can always be ejected
 };
 
 // Closed / open / half-open over a sliding time window (as Resilience4j).
@@ -201,7 +233,17 @@ struct ClusterConfig {
   Duration connect_timeout{1000};
   PoolConfig pool;
   std::optional<CircuitBreakerConfig> circuit_breaker;  // absent: no circuit breaker
+  std::optional<HealthCheckConfig> health_check;        // absent: no active checks
+  std::optional<OutlierDetectionConfig> outlier_detection;  // absent: no ejections
+  // Below this share of routable endpoints (all groups together) traffic is spread over all
+  // endpoints instead, rather than failing everything. 0..100; YAML "50%".
+  uint32_t panic_threshold_percent = 50;
   SourceLocation location;
+};
+
+struct ReadinessConfig {
+  std::vector<std::string> require_healthy;  // cluster names: /ready is 503 while any has no routable endpoint
+  std::vector<size_t> cluster_indexes;       // the same, as indexes into Config::clusters (loader)
 };
 
 struct Config {
@@ -212,6 +254,7 @@ struct Config {
   Duration drain_timeout{20000}; // in-flight requests get this long to finish, then we exit
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
+  ReadinessConfig readiness;
 
   const ClusterConfig* find_cluster(std::string_view name) const;
 };

@@ -107,6 +107,16 @@ class JsonWriter {
   bool after_key_ = false;
 };
 
+// Writes `key`: the string, or null when it is empty (a default such as "any host").
+void string_or_null(JsonWriter& w, std::string_view key, std::string_view value) {
+  w.key(key);
+  if (value.empty()) {
+    w.null();
+  } else {
+    w.value(value);
+  }
+}
+
 // Writes `key`: the object `write` writes for a present value, or null.
 template <typename T, typename WriteFn>
 void member_or_null(JsonWriter& w, std::string_view key, const std::optional<T>& value,
@@ -202,12 +212,7 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
         w.member("regex", route.match.path.value);
         break;
     }
-    if (route.match.host.empty()) {
-      w.key("host");
-      w.null();
-    } else {
-      w.member("host", (route.match.host.wildcard ? "*" : "") + route.match.host.value);
-    }
+    string_or_null(w, "host", (route.match.host.wildcard ? "*" : "") + route.match.host.value);
     w.key("headers");
     w.begin_object();
     for (const HeaderMatch& header : route.match.headers) w.member(header.name, header.value);
@@ -219,12 +224,7 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
     w.end_object();
     w.member("cluster", route.cluster);
     w.member("timeout", format_duration(route.timeout));
-    w.key("prefix_rewrite");
-    if (route.prefix_rewrite) {
-      w.value(*route.prefix_rewrite);
-    } else {
-      w.null();
-    }
+    string_or_null(w, "prefix_rewrite", route.prefix_rewrite.value_or(""));  // never "" when set
     write_route_policies(w, route);
     w.end_object();
   }
@@ -241,6 +241,7 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
     w.begin_object();
     w.member("address", endpoint.address.text());
     w.member("weight", uint64_t{endpoint.weight});
+    w.member("priority", uint64_t{endpoint.priority});
     w.end_object();
   }
   w.end_array();
@@ -266,6 +267,34 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                    w.member("max_open_duration", format_duration(breaker.max_open_duration));
                    w.member("half_open_calls", uint64_t{breaker.half_open_calls});
                  });
+  member_or_null(w, "health_check", cluster.health_check, [&](const HealthCheckConfig& check) {
+    w.member("path", check.path);
+    w.member("tcp", check.tcp);
+    string_or_null(w, "host", check.host);
+    w.member("interval", format_duration(check.interval));
+    w.member("interval_jitter_percent", check.interval_jitter_percent);
+    w.member("timeout", format_duration(check.timeout));
+    w.member("healthy_threshold", uint64_t{check.healthy_threshold});
+    w.member("unhealthy_threshold", uint64_t{check.unhealthy_threshold});
+    // 0 (null) means the same as interval.
+    string_or_null(
+        w, "unhealthy_interval",
+        check.unhealthy_interval.count() == 0 ? "" : format_duration(check.unhealthy_interval));
+    w.key("expected_statuses");
+    w.begin_array();
+    for (const StatusRange& range : check.expected_statuses) w.value(format_status_range(range));
+    w.end_array();
+  });
+  member_or_null(w, "outlier_detection", cluster.outlier_detection,
+                 [&](const OutlierDetectionConfig& outlier) {
+                   w.member("consecutive_5xx", uint64_t{outlier.consecutive_5xx});
+                   w.member("consecutive_gateway_failure",
+                            uint64_t{outlier.consecutive_gateway_failure});
+                   w.member("base_ejection_time", format_duration(outlier.base_ejection_time));
+                   w.member("max_ejection_time", format_duration(outlier.max_ejection_time));
+                   w.member("max_ejection_percent", uint64_t{outlier.max_ejection_percent});
+                 });
+  w.member("panic_threshold_percent", uint64_t{cluster.panic_threshold_percent});
   w.end_object();
 }
 
@@ -328,6 +357,13 @@ std::string to_json(const Config& config) {
   w.begin_array();
   for (const ClusterConfig& cluster : config.clusters) write_cluster(w, cluster);
   w.end_array();
+  w.key("readiness");
+  w.begin_object();
+  w.key("require_healthy");
+  w.begin_array();
+  for (const std::string& name : config.readiness.require_healthy) w.value(name);
+  w.end_array();
+  w.end_object();
   w.end_object();
   return w.take();
 }

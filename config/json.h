@@ -10,7 +10,9 @@ namespace bulwark::config {
 
 // The whole effective config, defaults applied, as one line of compact JSON. Durations and sizes
 // are written the way the YAML accepts them ("1s", "60KiB"), retry conditions as their YAML names;
-// an absent optional value or policy (bulkhead, rate_limit, fault, circuit_breaker) is null.
+// an absent optional value or policy (bulkhead, rate_limit, fault, circuit_breaker, health_check,
+// outlier_detection) is null, and so is a health check's unhealthy_interval when it is the
+// interval.
 std::string to_json(const Config& config);
 
 // Appends `s` to `out` as a JSON string literal, with quotes and escapes. Shared by every JSON

@@ -31,6 +31,9 @@ constexpr std::string_view kSizeExamples = "e.g. 512B, 64KiB, 1MiB, or a number 
 constexpr uint32_t kMaxWorkers = 1024;
 constexpr uint32_t kMinWeight = 1;
 constexpr uint32_t kMaxWeight = 10000;
+constexpr uint32_t kMaxPriority = 127;
+constexpr int kMinStatus = 100;
+constexpr int kMaxStatus = 599;
 constexpr uint64_t kMinHeadersSize = 1024;
 constexpr uint64_t kMaxHeadersSize = 1024 * 1024;
 constexpr uint32_t kMaxCount = std::numeric_limits<uint32_t>::max();
@@ -153,6 +156,14 @@ bool tab_indented(std::string_view text, const YAML::Mark& mark) {
     if (text[i] == '\t') return true;
   }
   return false;
+}
+
+// Spaces and control characters, which have no place in a request line or a Host header.
+bool has_space_or_control(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    const auto byte = static_cast<unsigned char>(c);
+    return byte <= 0x20 || byte == 0x7f;
+  });
 }
 
 bool is_unspecified_host(const std::string& host) { return host == "0.0.0.0" || host == "::"; }
@@ -422,6 +433,30 @@ class Loader {
     out = *value;
   }
 
+  // A percentage with its sign, from 0% to 100%: "10%", or with `whole_only` "50%" but not "50.5%".
+  // Returns the number when the field was present and valid.
+  std::optional<double> read_percent(const Field* field, bool whole_only) {
+    if (field == nullptr) return std::nullopt;
+    const std::string expected = whole_only ? "a whole percentage from 0% to 100%, such as 50%"
+                                            : "a percentage from 0% to 100%, such as 10% or 2.5%";
+    auto text = scalar(*field, expected);
+    if (!text) return std::nullopt;
+    const auto valid = [&](std::string_view candidate) -> std::optional<double> {
+      auto value = parse_percent(candidate);
+      if (!value || *value > 100) return std::nullopt;
+      if (whole_only && candidate.find('.') != std::string_view::npos) return std::nullopt;
+      return value;
+    };
+    auto value = valid(*text);
+    if (!value) {
+      // A bare number is the likely slip: say what to write instead.
+      const bool bare = valid(*text + "%").has_value();
+      error(*field, "must be " + expected + ", got " + quoted(*text) +
+                        (bare ? " (the % sign is required: " + *text + "%)" : ""));
+    }
+    return value;
+  }
+
   void read_bool(const Field* field, bool& out) {
     if (field == nullptr) return;
     auto text = scalar(*field, "true or false");
@@ -507,9 +542,9 @@ class Loader {
                        std::string(describe_kind(root)));
       return;
     }
-    MapView map =
-        read_map(field, "top level",
-                 {"workers", "drain_delay", "drain_timeout", "admin", "listeners", "clusters"});
+    MapView map = read_map(
+        field, "top level",
+        {"workers", "drain_delay", "drain_timeout", "admin", "listeners", "clusters", "readiness"});
     read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
     read_duration(map.find("drain_delay"), config.drain_delay, false);
     read_duration(map.find("drain_timeout"), config.drain_timeout, false);
@@ -532,7 +567,31 @@ class Loader {
     // Without a usable `clusters` list, or with a cluster whose name could not be read, a route
     // may well name a cluster we could not register; the error already reported says enough.
     if (!config.clusters.empty() && !cluster_unnamed_) resolve_clusters(config);
+    if (const Field* readiness = map.find("readiness")) read_readiness(*readiness, config);
     check_listen_addresses();
+  }
+
+  // Read after the clusters, whose names it refers to.
+  void read_readiness(const Field& field, Config& config) {
+    MapView map = read_map(field, "readiness", {"require_healthy"});
+    ReadinessConfig& readiness = config.readiness;
+    for (const Field& item : read_list(map.find("require_healthy"), "cluster")) {
+      std::string name;
+      if (!read_name(&item, name)) continue;
+      if (std::find(readiness.require_healthy.begin(), readiness.require_healthy.end(), name) !=
+          readiness.require_healthy.end()) {
+        error(item, "duplicate cluster " + quoted(name));
+        continue;
+      }
+      auto it = cluster_indexes_.find(name);
+      if (it == cluster_indexes_.end()) {
+        // As for routes: a cluster that could not be registered makes this error say nothing new.
+        if (!config.clusters.empty() && !cluster_unnamed_) error(item, unknown_cluster(name));
+        continue;
+      }
+      readiness.require_healthy.push_back(std::move(name));
+      readiness.cluster_indexes.push_back(it->second);
+    }
   }
 
   void read_admin(const Field& field, AdminConfig& admin) {
@@ -912,9 +971,10 @@ class Loader {
 
   void read_cluster(const Field& field, size_t index, ClusterConfig& cluster) {
     cluster.location = location(field.mark);
-    MapView map = read_map(
-        field, "cluster",
-        {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool", "circuit_breaker"});
+    MapView map =
+        read_map(field, "cluster",
+                 {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
+                  "circuit_breaker", "health_check", "outlier_detection", "panic_threshold"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -951,6 +1011,119 @@ class Loader {
     if (const Field* breaker = map.find("circuit_breaker")) {
       read_circuit_breaker(*breaker, cluster.circuit_breaker);
     }
+    if (const Field* check = map.find("health_check")) {
+      read_health_check(*check, cluster.health_check);
+    }
+    if (const Field* outlier = map.find("outlier_detection")) {
+      read_outlier_detection(*outlier, cluster.outlier_detection);
+    }
+    if (auto percent = read_percent(map.find("panic_threshold"), true)) {
+      cluster.panic_threshold_percent = static_cast<uint32_t>(*percent);
+    }
+  }
+
+  void read_health_check(const Field& field, std::optional<HealthCheckConfig>& out) {
+    MapView map = read_map(
+        field, "health check",
+        {"path", "tcp", "host", "interval", "interval_jitter", "timeout", "healthy_threshold",
+         "unhealthy_threshold", "unhealthy_interval", "expected_statuses"});
+    HealthCheckConfig& check = out.emplace();
+    read_bool(map.find("tcp"), check.tcp);
+    // A TCP check sends no request: the keys about the request and its response would be ignored.
+    const auto http_only = [&](std::string_view key) -> const Field* {
+      const Field* found = map.find(key);
+      if (found != nullptr && check.tcp) {
+        error(*found,
+              "only applies to HTTP checks, and this check has tcp: true; remove it or "
+              "set tcp: false");
+        return nullptr;
+      }
+      return found;
+    };
+    if (const Field* path = http_only("path")) {
+      if (auto text = read_request_text(*path, "a path starting with '/'")) {
+        if (text->front() != '/') {
+          error(*path, "must start with '/', got " + quoted(*text));
+        } else {
+          check.path = std::move(*text);
+        }
+      }
+    }
+    if (const Field* host = http_only("host")) {
+      if (auto text = read_request_text(*host, "a Host header value such as app.local")) {
+        check.host = std::move(*text);
+      }
+    }
+    if (const Field* statuses = http_only("expected_statuses")) {
+      read_status_ranges(*statuses, check.expected_statuses);
+    }
+    read_duration(map.find("interval"), check.interval, true);
+    if (auto jitter = read_percent(map.find("interval_jitter"), false)) {
+      check.interval_jitter_percent = *jitter;
+    }
+    read_duration(map.find("timeout"), check.timeout, true);
+    read_uint(map.find("healthy_threshold"), check.healthy_threshold, 1, kMaxCount);
+    read_uint(map.find("unhealthy_threshold"), check.unhealthy_threshold, 1, kMaxCount);
+    read_duration(map.find("unhealthy_interval"), check.unhealthy_interval, true);
+  }
+
+  // A string that goes into a request as it is: not empty, no spaces or control characters.
+  std::optional<std::string> read_request_text(const Field& field, std::string_view expected) {
+    auto text = scalar(field, expected);
+    if (!text) return std::nullopt;
+    if (text->empty()) {
+      error(field, "must not be empty (expected " + std::string(expected) + ")");
+      return std::nullopt;
+    }
+    if (has_space_or_control(*text)) {
+      error(field, "must not contain spaces or control characters");
+      return std::nullopt;
+    }
+    return text;
+  }
+
+  // Replaces `ranges` with the list in `field` when every item is valid.
+  void read_status_ranges(const Field& field, std::vector<StatusRange>& ranges) {
+    const std::string expected = "a status from " + std::to_string(kMinStatus) + " to " +
+                                 std::to_string(kMaxStatus) + " or a range such as 200-399";
+    const auto valid = [](int status) { return status >= kMinStatus && status <= kMaxStatus; };
+    const size_t errors_before = errors_.size();
+    std::vector<StatusRange> read;
+    for (const Field& item : read_list(&field, "status code")) {
+      auto text = scalar(item, expected);
+      if (!text) continue;
+      auto range = parse_status_range(*text);
+      if (!range || !valid(range->min) || !valid(range->max)) {
+        error(item, "must be " + expected + ", got " + quoted(*text));
+        continue;
+      }
+      if (range->min > range->max) {
+        error(item, "the range " + quoted(*text) + " is reversed; write the lower status first: " +
+                        format_status_range({range->max, range->min}));
+        continue;
+      }
+      read.push_back(*range);
+    }
+    if (errors_.size() == errors_before && !read.empty()) ranges = std::move(read);
+  }
+
+  void read_outlier_detection(const Field& field, std::optional<OutlierDetectionConfig>& out) {
+    const size_t errors_before = errors_.size();
+    MapView map = read_map(field, "outlier detection",
+                           {"consecutive_5xx", "consecutive_gateway_failure", "base_ejection_time",
+                            "max_ejection_time", "max_ejection_percent"});
+    OutlierDetectionConfig& outlier = out.emplace();
+    read_uint(map.find("consecutive_5xx"), outlier.consecutive_5xx, 0, kMaxCount);
+    read_uint(map.find("consecutive_gateway_failure"), outlier.consecutive_gateway_failure, 0,
+              kMaxCount);
+    read_duration(map.find("base_ejection_time"), outlier.base_ejection_time, true);
+    read_duration(map.find("max_ejection_time"), outlier.max_ejection_time, true);
+    read_uint(map.find("max_ejection_percent"), outlier.max_ejection_percent, 0, 100);
+    // Compared only when the whole block is sound: a misspelt key may be the one meant to fit.
+    if (errors_.size() == errors_before) {
+      check_not_greater(map, "base_ejection_time", outlier.base_ejection_time, "max_ejection_time",
+                        outlier.max_ejection_time);
+    }
   }
 
   void read_endpoint(const Field& field, EndpointConfig& endpoint) {
@@ -960,15 +1133,17 @@ class Loader {
       return;
     }
     if (!field.value.IsMap()) {
-      error(field, "expected \"host:port\" or a map with 'address' and optional 'weight', got " +
-                       std::string(describe_kind(field.value)));
+      constexpr std::string_view kForms =
+          "\"host:port\" or a map with 'address' and optional 'weight' and 'priority'";
+      error(field, "expected " + std::string(kForms) + ", got " + describe_kind(field.value));
       return;
     }
-    MapView map = read_map(field, "endpoint", {"address", "weight"});
+    MapView map = read_map(field, "endpoint", {"address", "weight", "priority"});
     if (const Field* address = require(map, "address")) {
       if (auto parsed = read_address(*address, AddressUse::kEndpoint)) endpoint.address = *parsed;
     }
     read_uint(map.find("weight"), endpoint.weight, kMinWeight, kMaxWeight);
+    read_uint(map.find("priority"), endpoint.priority, 0, kMaxPriority);
   }
 
   void read_pool(const Field& field, PoolConfig& pool) {
@@ -1002,15 +1177,22 @@ class Loader {
         route.cluster_index = it->second;
         continue;
       }
-      std::string known;
-      for (const auto& [name, index] : cluster_indexes_) {
-        known += known.empty() ? name : ", " + name;
-      }
       const std::string route_name = ref.route_name.empty() ? "" : quoted(ref.route_name) + " ";
-      error(ref.mark, ref.path,
-            "route " + route_name + "names unknown cluster " + quoted(route.cluster) +
-                (known.empty() ? "" : " (defined clusters: " + known + ")"));
+      error(ref.mark, ref.path, "route " + route_name + "names " + unknown_cluster(route.cluster));
     }
+  }
+
+  // "unknown cluster 'ap' (did you mean 'app'?) (defined clusters: app, db)", for a reference
+  // to a cluster by name. Call once every cluster is read.
+  std::string unknown_cluster(const std::string& name) const {
+    std::vector<std::string_view> known;
+    for (const auto& [defined, index] : cluster_indexes_) known.push_back(defined);
+    std::string out = "unknown cluster " + quoted(name);
+    if (auto suggestion = closest(name, known)) {
+      out += " (did you mean " + quoted(*suggestion) + "?)";
+    }
+    if (!known.empty()) out += " (defined clusters: " + join(known) + ")";
+    return out;
   }
 
   // Two listening sockets on the same port collide when their hosts are equal or either is the

@@ -130,6 +130,30 @@ std::optional<double> parse_decimal(std::string_view text) {
   return value;
 }
 
+std::optional<double> parse_percent(std::string_view text) {
+  if (text.empty() || text.back() != '%') return std::nullopt;
+  return parse_decimal(text.substr(0, text.size() - 1));
+}
+
+std::optional<StatusRange> parse_status_range(std::string_view text) {
+  // Statuses have three digits; more than four is never a status, and keeps the int from
+  // overflowing.
+  const auto parse_status = [](std::string_view digits) -> std::optional<int> {
+    if (digits.empty() || digits.size() > 4 ||
+        !std::all_of(digits.begin(), digits.end(), is_digit)) {
+      return std::nullopt;
+    }
+    int value = 0;
+    for (char c : digits) value = value * 10 + (c - '0');
+    return value;
+  };
+  const size_t dash = text.find('-');
+  const auto min = parse_status(text.substr(0, dash));
+  const auto max = dash == std::string_view::npos ? min : parse_status(text.substr(dash + 1));
+  if (!min || !max) return std::nullopt;
+  return StatusRange{*min, *max};
+}
+
 std::optional<SocketAddress> parse_address(std::string_view text, std::string* why) {
   if (text.empty()) {
     set_why(why, "empty address");
@@ -244,6 +268,11 @@ std::string format_decimal(double value) {
   auto result = std::to_chars(first, last, value, std::chars_format::fixed);
   if (result.ec != std::errc()) result = std::to_chars(first, last, value);
   return std::string(first, result.ptr);
+}
+
+std::string format_status_range(const StatusRange& range) {
+  if (range.min == range.max) return std::to_string(range.min);
+  return std::to_string(range.min) + "-" + std::to_string(range.max);
 }
 
 }  // namespace bulwark::config

@@ -1,6 +1,6 @@
 #pragma once
-// Parsing of the value syntaxes used in the config: durations, sizes, decimals, socket addresses,
-// and the names of retry conditions.
+// Parsing of the value syntaxes used in the config: durations, sizes, decimals, percentages,
+// HTTP status ranges, socket addresses, and the names of retry conditions.
 
 #include <array>
 #include <cstdint>
@@ -25,6 +25,14 @@ std::optional<SocketAddress> parse_address(std::string_view text, std::string* w
 // "10", "0.5", "99.25": digits with an optional fraction after a dot. No sign, no exponent.
 std::optional<double> parse_decimal(std::string_view text);
 
+// "10%", "12.5%": a decimal as parse_decimal reads it, then a '%' sign (required). The number is
+// returned without a range check: "250%" gives 250.
+std::optional<double> parse_percent(std::string_view text);
+
+// "200-399" or one status "204": one or two unsigned integers joined by '-', without spaces. Only
+// the syntax is checked here, not whether the statuses are valid or in order.
+std::optional<StatusRange> parse_status_range(std::string_view text);
+
 // The YAML name of each RetryOn bit, in bit order.
 struct RetryOnName {
   uint32_t bit;
@@ -42,5 +50,6 @@ inline constexpr std::array<RetryOnName, 6> kRetryOnNames{{
 std::string format_duration(Duration d);   // "250ms", "1s", "2m" ... the shortest exact form
 std::string format_size(uint64_t bytes);   // "60KiB" when exact, else "123B"
 std::string format_decimal(double value);  // shortest exact, no exponent: "0.2", "100"
+std::string format_status_range(const StatusRange& range);  // "200-399", or "204" when min == max
 
 }  // namespace bulwark::config

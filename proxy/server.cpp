@@ -191,6 +191,7 @@ int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   start_time_ms_ = uv_now(&loop_);
   create_policy_state();
+  warn_unwired_keys();
   if (!open_listeners()) return 1;
   std::string admin_address;
   int rc = admin_.listen(config_->admin.address, &admin_address);
@@ -236,6 +237,23 @@ int Server::run() {
   for (auto& w : workers_) w->join();
   log::info("stopped");
   return 0;
+}
+
+// Issue 4 (upstream health) is under way: its keys are validated already, but the proxy does not
+// act on them yet. Say so, rather than let a user believe a sick endpoint is being taken out.
+void Server::warn_unwired_keys() const {
+  for (const auto& c : config_->clusters) {
+    bool priorities = std::any_of(c.endpoints.begin(), c.endpoints.end(),
+                                  [](const config::EndpointConfig& e) { return e.priority != 0; });
+    if (c.health_check || c.outlier_detection || priorities) {
+      log::warn("health_check, outlier_detection and endpoint priorities are validated but not "
+                "applied yet in this version")
+          .str("cluster", c.name);
+    }
+  }
+  if (!config_->readiness.require_healthy.empty()) {
+    log::warn("readiness.require_healthy is validated but not applied yet in this version");
+  }
 }
 
 void Server::create_policy_state() {

@@ -39,6 +39,7 @@ class Server {
   void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
   void clusters_json(std::function<void(AdminResponse)> respond);
   void create_policy_state();
+  void warn_unwired_keys() const;
   SharedGauges shared_gauges() const;
   void begin_drain(const char* why);
   void on_worker_drained();

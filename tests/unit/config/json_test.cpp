@@ -172,6 +172,22 @@ TEST_CASE("append_json_string passes valid UTF-8 and replaces invalid bytes") {
   }
 }
 
+// Loads `yaml` and checks that its to_json is valid JSON on one line containing each of `parts`;
+// returns the JSON.
+std::string check_json(std::string_view yaml, std::initializer_list<std::string_view> parts) {
+  LoadResult result = load(yaml);
+  CHECK_LOADS(result);
+  std::string json = to_json(*result.config);
+  INFO(json);
+  CHECK(JsonSyntax::valid(json));
+  CHECK(json.find('\n') == std::string::npos);
+  for (std::string_view part : parts) {
+    CAPTURE(part);
+    CHECK(json.find(part) != std::string::npos);
+  }
+  return json;
+}
+
 constexpr std::string_view kFullConfig = R"(
 workers: 3
 drain_delay: 1500ms
@@ -212,16 +228,9 @@ clusters:
 )";
 
 TEST_CASE("to_json writes every field of the effective config as one line of valid JSON") {
-  LoadResult result = load(kFullConfig);
-  CHECK_LOADS(result);
-  const std::string json = to_json(*result.config);
-  INFO(json);
-  CHECK(JsonSyntax::valid(json));
-  CHECK(json.find('\n') == std::string::npos);
-  CHECK(json.find(' ') == json.find(R"(say \"hi\")") + 3);  // the only space is inside a name
-
-  for (
-      std::string_view expected : {
+  const std::string json = check_json(
+      kFullConfig,
+      {
           R"({"source_file":"test.yaml","workers":3,)",
           R"("admin":{"address":"[::1]:9902"})",
           R"("drain_delay":"1500ms","drain_timeout":"0s")",
@@ -233,13 +242,13 @@ TEST_CASE("to_json writes every field of the effective config as one line of val
           R"("match":{"path":"/healthz","host":null,"headers":{},"methods":[]})",
           R"("timeout":"15s","prefix_rewrite":null)",
           R"("match":{"regex":"^/x/\\d+$")",
-          R"("endpoints":[{"address":"127.0.0.1:9000","weight":1},{"address":"app.internal:9001","weight":7}])",
+          R"("endpoints":[{"address":"127.0.0.1:9000","weight":1,"priority":0},)"
+          R"({"address":"app.internal:9001","weight":7,"priority":0}])",
           R"("dns_refresh":"2m","lb":"least_request","connect_timeout":"250ms")",
           R"("pool":{"max_connections":8,"idle_timeout":"90s","max_requests_per_connection":100,"max_pending":0,"pending_timeout":"3s"})",
-      }) {
-    CAPTURE(expected);
-    CHECK(json.find(expected) != std::string::npos);
-  }
+      });
+  INFO(json);
+  CHECK(json.find(' ') == json.find(R"(say \"hi\")") + 3);  // the only space is inside a name
 }
 
 TEST_CASE("to_json fills in defaults for absent keys") {
@@ -269,14 +278,16 @@ clusters:
       R"("max_body_bytes":"64KiB","budget":{"enabled":true,"ratio":0.2,)"
       R"("min_retries_per_second":10,"window":"10s"}},)"
       R"("bulkhead":null,"rate_limit":null,"fault":null}]}],"clusters":[{"name":"app",)"
-      R"("endpoints":[{"address":"127.0.0.1:9000","weight":1}],"dns_refresh":"30s",)"
+      R"("endpoints":[{"address":"127.0.0.1:9000","weight":1,"priority":0}],"dns_refresh":"30s",)"
       R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
       R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
-      R"("pending_timeout":"1s"},"circuit_breaker":null}]})");
+      R"("pending_timeout":"1s"},"circuit_breaker":null,"health_check":null,)"
+      R"("outlier_detection":null,"panic_threshold_percent":50}],)"
+      R"("readiness":{"require_healthy":[]}})");
 }
 
 TEST_CASE("to_json writes the resilience policies, and null for those left out") {
-  LoadResult result = load(R"(
+  const std::string_view yaml = R"(
 listeners:
   - name: in
     address: 127.0.0.1:0
@@ -312,13 +323,10 @@ clusters:
       open_duration: 10s
       max_open_duration: 1m
       half_open_calls: 2
-)");
-  CHECK_LOADS(result);
-  const std::string json = to_json(*result.config);
-  INFO(json);
-  CHECK(JsonSyntax::valid(json));
-  for (
-      std::string_view expected : {
+)";
+  check_json(
+      yaml,
+      {
           // retry_on in bit order, whatever the order in the YAML; codes as written.
           R"("retry":{"attempts":3,"per_try_timeout":"1500ms",)"
           R"("retry_on":["connect-failure","5xx","retriable-status-codes","per-try-timeout"],)"
@@ -333,17 +341,67 @@ clusters:
           R"("fault":{"delay":null,"abort":{"percent":100,"status":429},"header_control":false}})",
           R"("circuit_breaker":{"failure_rate_percent":25,"slow_call_duration":"500ms",)"
           R"("slow_call_rate_percent":80,"window":"30s","minimum_calls":5,"open_duration":"10s",)"
-          R"("max_open_duration":"1m","half_open_calls":2}})",
-      }) {
-    CAPTURE(expected);
-    CHECK(json.find(expected) != std::string::npos);
-  }
+          R"("max_open_duration":"1m","half_open_calls":2},)",
+      });
+}
+
+TEST_CASE("to_json writes the upstream health settings, and null for those left out") {
+  const std::string_view yaml = R"(
+readiness:
+  require_healthy: [db, app]
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    routes: [{name: all, cluster: app}]
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000, {address: 127.0.0.1:9100, priority: 1}]
+    health_check:
+      path: /ready
+      host: app.local
+      interval: 10s
+      interval_jitter: 2.5%
+      timeout: 500ms
+      healthy_threshold: 1
+      unhealthy_threshold: 4
+      unhealthy_interval: 1s
+      expected_statuses: [200-299, 418]
+    outlier_detection:
+      consecutive_5xx: 0
+      consecutive_gateway_failure: 2
+      base_ejection_time: 1s
+      max_ejection_time: 90s
+      max_ejection_percent: 100
+    panic_threshold: 25%
+  - name: db
+    endpoints: [127.0.0.1:5432]
+    health_check: {tcp: true}
+)";
+  check_json(
+      yaml,
+      {
+          R"("endpoints":[{"address":"127.0.0.1:9000","weight":1,"priority":0},)"
+          R"({"address":"127.0.0.1:9100","weight":1,"priority":1}])",
+          R"("circuit_breaker":null,"health_check":{"path":"/ready","tcp":false,"host":"app.local",)"
+          R"("interval":"10s","interval_jitter_percent":2.5,"timeout":"500ms","healthy_threshold":1,)"
+          R"("unhealthy_threshold":4,"unhealthy_interval":"1s","expected_statuses":["200-299","418"]},)"
+          R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
+          R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100},)"
+          R"("panic_threshold_percent":25})",
+          // A host and unhealthy_interval left out are null: the endpoint's address, the interval.
+          R"("health_check":{"path":"/healthz","tcp":true,"host":null,"interval":"5s",)"
+          R"("interval_jitter_percent":10,"timeout":"1s","healthy_threshold":2,)"
+          R"("unhealthy_threshold":3,"unhealthy_interval":null,"expected_statuses":["200-399"]},)"
+          R"("outlier_detection":null,"panic_threshold_percent":50}])",
+          R"("readiness":{"require_healthy":["db","app"]}})",
+      });
 }
 
 TEST_CASE("to_json of an empty Config is still valid JSON") {
   const std::string json = to_json(Config{});
   CHECK(JsonSyntax::valid(json));
-  CHECK(json.find(R"("listeners":[],"clusters":[])") != std::string::npos);
+  CHECK(json.find(R"("listeners":[],"clusters":[],"readiness":{"require_healthy":[]})") !=
+        std::string::npos);
 }
 
 }  // namespace

@@ -15,7 +15,8 @@
 //
 // For the resilience policies, in_retry() puts its lines under "        retry:" (line 7), so they
 // start at line 8 with 10 spaces, and in_breaker() puts them under "    circuit_breaker:" (line
-// 10), so they start at line 11 with 6 spaces.
+// 10), so they start at line 11 with 6 spaces. in_health_check() and in_outlier() do the same as
+// in_breaker() for "    health_check:" and "    outlier_detection:".
 
 #include <doctest/doctest.h>
 
@@ -56,6 +57,18 @@ std::string in_retry(std::string_view lines) {
 }
 std::string in_breaker(std::string_view lines) {
   return in_cluster("    circuit_breaker:\n" + std::string(lines));
+}
+std::string in_health_check(std::string_view lines) {
+  return in_cluster("    health_check:\n" + std::string(lines));
+}
+std::string in_outlier(std::string_view lines) {
+  return in_cluster("    outlier_detection:\n" + std::string(lines));
+}
+// One endpoint, in map form, with `KEY: VALUE` on line 11: the value is at column len(KEY) + 11.
+std::string with_endpoint_key(std::string_view key, std::string_view value) {
+  return with_clusters(
+      "clusters:\n  - name: app\n    endpoints:\n      - address: 127.0.0.1:1\n        " +
+      std::string(key) + ": " + std::string(value) + "\n");
 }
 // The listener's address (line 3, column 14) replaced by `address`.
 std::string with_listener_address(std::string_view address) {
@@ -107,10 +120,7 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
       {"cluster", in_cluster("    lb_policy: random\n"), 10, 5,
        "clusters[0]: unknown key 'lb_policy' in cluster; expected one of: name, endpoints, "
        "dns_refresh, lb, connect_timeout, pool, circuit_breaker"},
-      {"endpoint",
-       with_clusters("clusters:\n  - name: app\n    endpoints:\n      - address: 127.0.0.1:1\n"
-                     "        wieght: 2\n"),
-       11, 9,
+      {"endpoint", with_endpoint_key("wieght", "2"), 11, 9,
        "clusters[0].endpoints[0]: unknown key 'wieght' in endpoint (did you mean 'weight'?); "
        "expected one of: address, weight"},
       {"pool", in_cluster("    pool:\n      max_conns: 1\n"), 11, 7,
@@ -566,7 +576,7 @@ TEST_CASE("endpoint addresses may be DNS names but need a port from 1 to 65535")
        "clusters[0].endpoints[1]: invalid address 'app.internal': missing port"},
       {"a list", endpoints("[[127.0.0.1:9000]]"), 9, 17,
        "clusters[0].endpoints[0]: expected \"host:port\" or a map with 'address' and optional "
-       "'weight', got a list"},
+       "'weight' and 'priority', got a list"},
       {"map without address", endpoints("[{weight: 2}]"), 9, 17,
        "clusters[0].endpoints[0]: missing required key 'address' in endpoint"},
       {"not a list", endpoints("127.0.0.1:9000"), 9, 16,
@@ -576,12 +586,7 @@ TEST_CASE("endpoint addresses may be DNS names but need a port from 1 to 65535")
 }
 
 TEST_CASE("endpoint weights are 1..10000") {
-  const auto weight = [](std::string_view value) {
-    return with_clusters(
-        "clusters:\n  - name: app\n    endpoints:\n      - address: 127.0.0.1:1\n"
-        "        weight: " +
-        std::string(value) + "\n");
-  };
+  const auto weight = [](std::string_view value) { return with_endpoint_key("weight", value); };
   check_only_errors({
       {"zero", weight("0"), 11, 17,
        "clusters[0].endpoints[0].weight: must be an integer from 1 to 10000, got '0'"},
@@ -661,7 +666,7 @@ TEST_CASE("names are strings, not empty, and unique where they must be") {
   });
 }
 
-TEST_CASE("a route must name a defined cluster; the error points at the name") {
+TEST_CASE("a route must name a defined cluster, and the error points at the name") {
   check_only_errors({
       {"unknown cluster",
        "listeners:\n  - name: in\n    address: 127.0.0.1:8080\n    routes:\n      - name: api\n"
@@ -893,6 +898,338 @@ TEST_CASE("a broken cluster does not also make its routes report an unknown clus
     CHECK_ONLY_ERROR(load(with_clusters("clusters: {app: {}}\n")), 7, 11,
                      "clusters: expected a list of clusters, got a map");
   }
+}
+
+// ---- Upstream health (issue 4) ----
+
+TEST_CASE("unknown keys in the upstream health settings, listing the keys allowed there") {
+  check_only_errors({
+      {"health_check", in_health_check("      interval_jiter: 5%\n"), 11, 7,
+       "clusters[0].health_check: unknown key 'interval_jiter' in health check (did you mean "
+       "'interval_jitter'?); expected one of: path, tcp, host, interval, interval_jitter, timeout, "
+       "healthy_threshold, unhealthy_threshold, unhealthy_interval, expected_statuses"},
+      {"health_check near miss", in_health_check("      expected_status: [200]\n"), 11, 7,
+       "unknown key 'expected_status' in health check (did you mean 'expected_statuses'?)"},
+      {"Envoy's spelling", in_health_check("      http_health_check: {}\n"), 11, 7,
+       "unknown key 'http_health_check' in health check; expected one of: path, tcp,"},
+      {"outlier_detection", in_outlier("      consecutive_5xxs: 3\n"), 11, 7,
+       "clusters[0].outlier_detection: unknown key 'consecutive_5xxs' in outlier detection (did "
+       "you mean 'consecutive_5xx'?); expected one of: consecutive_5xx, "
+       "consecutive_gateway_failure, base_ejection_time, max_ejection_time, max_ejection_percent"},
+      {"cluster", in_cluster("    panic_treshold: 10%\n"), 10, 5,
+       "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
+       "expected one of: name, endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, "
+       "health_check, outlier_detection, panic_threshold"},
+      {"cluster near miss", in_cluster("    healthcheck: {}\n"), 10, 5,
+       "clusters[0]: unknown key 'healthcheck' in cluster (did you mean 'health_check'?)"},
+      {"endpoint", with_endpoint_key("priorty", "1"), 11, 9,
+       "clusters[0].endpoints[0]: unknown key 'priorty' in endpoint (did you mean 'priority'?); "
+       "expected one of: address, weight, priority"},
+      {"readiness", at_top("readiness:\n  require: [app]\n"), 2, 3,
+       "readiness: unknown key 'require' in readiness; expected one of: require_healthy"},
+      {"top level", at_top("readyness: {}\n"), 1, 1,
+       "unknown key 'readyness' at top level (did you mean 'readiness'?); expected one of: "
+       "workers, drain_delay, drain_timeout, admin, listeners, clusters, readiness"},
+      {"duplicate", in_health_check("      interval: 1s\n      interval: 2s\n"), 12, 7,
+       "clusters[0].health_check: duplicate key 'interval' in health check (first set on line "
+       "11)"},
+  });
+}
+
+TEST_CASE("upstream health blocks must be maps") {
+  check_only_errors({
+      {"health_check a boolean", in_cluster("    health_check: true\n"), 10, 19,
+       "clusters[0].health_check: expected a map (health check), got a string"},
+      {"health_check empty points at the key", in_cluster("    health_check:\n"), 10, 5,
+       "clusters[0].health_check: expected a map (health check), got nothing"},
+      {"outlier_detection a list", in_cluster("    outlier_detection: []\n"), 10, 24,
+       "clusters[0].outlier_detection: expected a map (outlier detection), got a list"},
+      {"readiness a list", at_top("readiness: [app]\n"), 1, 12,
+       "readiness: expected a map (readiness), got a list"},
+  });
+}
+
+TEST_CASE("endpoint priorities are 0..127") {
+  const auto priority = [](std::string_view value) { return with_endpoint_key("priority", value); };
+  check_only_errors({
+      {"too big", priority("128"), 11, 19,
+       "clusters[0].endpoints[0].priority: must be an integer from 0 to 127, got '128'"},
+      {"negative", priority("-1"), 11, 19, "must be an integer from 0 to 127, got '-1'"},
+      {"fraction", priority("0.5"), 11, 19, "got '0.5'"},
+      {"a list", priority("[1]"), 11, 19,
+       "clusters[0].endpoints[0].priority: expected an integer from 0 to 127, got a list"},
+  });
+  CHECK_LOADS(load(priority("0")));
+  CHECK_LOADS(load(priority("127")));
+}
+
+TEST_CASE("health_check values are range-checked") {
+  // "      KEY: " puts each value at column len(KEY) + 9 of line 11.
+  check_only_errors({
+      {"tcp yes", in_health_check("      tcp: yes\n"), 11, 12,
+       "clusters[0].health_check.tcp: must be true or false, got 'yes'"},
+      {"interval 0", in_health_check("      interval: 0s\n"), 11, 17,
+       "clusters[0].health_check.interval: must be greater than 0s"},
+      {"interval without unit", in_health_check("      interval: 5\n"), 11, 17,
+       "clusters[0].health_check.interval: invalid duration '5'"},
+      {"timeout 0", in_health_check("      timeout: 0s\n"), 11, 16,
+       "clusters[0].health_check.timeout: must be greater than 0s"},
+      {"unhealthy_interval 0", in_health_check("      unhealthy_interval: 0s\n"), 11, 27,
+       "clusters[0].health_check.unhealthy_interval: must be greater than 0s"},
+      {"healthy_threshold 0", in_health_check("      healthy_threshold: 0\n"), 11, 26,
+       "clusters[0].health_check.healthy_threshold: must be an integer from 1 to 4294967295, got "
+       "'0'"},
+      {"unhealthy_threshold 0", in_health_check("      unhealthy_threshold: 0\n"), 11, 28,
+       "clusters[0].health_check.unhealthy_threshold: must be an integer from 1 to 4294967295, "
+       "got '0'"},
+      {"unhealthy_threshold negative", in_health_check("      unhealthy_threshold: -3\n"), 11, 28,
+       "got '-3'"},
+  });
+}
+
+TEST_CASE("health_check path and host go into requests as they are") {
+  check_only_errors({
+      {"path without a slash", in_health_check("      path: healthz\n"), 11, 13,
+       "clusters[0].health_check.path: must start with '/', got 'healthz'"},
+      {"path with a space", in_health_check("      path: \"/health z\"\n"), 11, 13,
+       "clusters[0].health_check.path: must not contain spaces or control characters"},
+      {"path with a tab", in_health_check("      path: \"/health\\tz\"\n"), 11, 13,
+       "must not contain spaces or control characters"},
+      {"path with a DEL", in_health_check("      path: \"/health\\x7f\"\n"), 11, 13,
+       "must not contain spaces or control characters"},
+      {"path empty", in_health_check("      path: ''\n"), 11, 13,
+       "clusters[0].health_check.path: must not be empty (expected a path starting with '/')"},
+      {"path a list", in_health_check("      path: [/healthz]\n"), 11, 13,
+       "clusters[0].health_check.path: expected a path starting with '/', got a list"},
+      {"host with a space", in_health_check("      host: app local\n"), 11, 13,
+       "clusters[0].health_check.host: must not contain spaces or control characters"},
+      {"host with a newline", in_health_check("      host: \"app\\nlocal\"\n"), 11, 13,
+       "must not contain spaces or control characters"},
+      {"host empty", in_health_check("      host: \"\"\n"), 11, 13,
+       "clusters[0].health_check.host: must not be empty (expected a Host header value such as "
+       "app.local)"},
+      {"host a map", in_health_check("      host: {name: a}\n"), 11, 13,
+       "clusters[0].health_check.host: expected a Host header value such as app.local, got a map"},
+  });
+}
+
+TEST_CASE("health_check: a TCP check refuses the keys that only apply to HTTP checks") {
+  check_only_errors({
+      {"path", in_health_check("      tcp: true\n      path: /healthz\n"), 12, 13,
+       "clusters[0].health_check.path: only applies to HTTP checks, and this check has tcp: true; "
+       "remove it or set tcp: false"},
+      {"host", in_health_check("      host: app.local\n      tcp: true\n"), 11, 13,
+       "clusters[0].health_check.host: only applies to HTTP checks, and this check has tcp: true"},
+      {"expected_statuses", in_health_check("      tcp: true\n      expected_statuses: [200]\n"),
+       12, 26,
+       "clusters[0].health_check.expected_statuses: only applies to HTTP checks, and this check "
+       "has tcp: true"},
+      {"an invalid path is not also read", in_health_check("      tcp: true\n      path: x y\n"),
+       12, 13, "clusters[0].health_check.path: only applies to HTTP checks"},
+      {"a misspelt tcp is the only error", in_health_check("      tpc: true\n      path: /x\n"), 11,
+       7, "unknown key 'tpc' in health check (did you mean 'tcp'?)"},
+  });
+  LoadResult all = load(in_health_check(
+      "      tcp: true\n      path: /x\n      host: a\n      expected_statuses: [200]\n"));
+  INFO(describe(all));
+  CHECK(all.errors.size() == 3);
+  CHECK(has_error(all, 12, 13, "health_check.path: only applies to HTTP checks"));
+  CHECK(has_error(all, 13, 13, "health_check.host: only applies to HTTP checks"));
+  CHECK(has_error(all, 14, 26, "health_check.expected_statuses: only applies to HTTP checks"));
+
+  CHECK_LOADS(load(in_health_check("      tcp: false\n      path: /x\n      host: a\n")));
+  CHECK_LOADS(load(in_health_check("      tcp: true\n      interval: 1s\n      timeout: 2s\n")));
+}
+
+TEST_CASE("health_check: expected_statuses lists statuses and ranges from 100 to 599") {
+  // "      expected_statuses: [" is 26 characters, so the first item is at 11:27.
+  const auto statuses = [](std::string_view list) {
+    return in_health_check("      expected_statuses: " + std::string(list) + "\n");
+  };
+  check_only_errors({
+      {"a word", statuses("[ok]"), 11, 27,
+       "clusters[0].health_check.expected_statuses[0]: must be a status from 100 to 599 or a "
+       "range such as 200-399, got 'ok'"},
+      {"Envoy's class", statuses("[2xx]"), 11, 27, "got '2xx'"},
+      {"status too small", statuses("[99]"), 11, 27, "got '99'"},
+      {"status too big", statuses("[200, 600]"), 11, 32,
+       "clusters[0].health_check.expected_statuses[1]: must be a status from 100 to 599 or a "
+       "range such as 200-399, got '600'"},
+      {"range end too big", statuses("[200-600]"), 11, 27, "got '200-600'"},
+      {"range start too small", statuses("[0-299]"), 11, 27, "got '0-299'"},
+      {"range with spaces", statuses("['200 - 399']"), 11, 27, "got '200 - 399'"},
+      {"range with three ends", statuses("[200-300-400]"), 11, 27, "got '200-300-400'"},
+      {"range open at one end", statuses("[200-]"), 11, 27, "got '200-'"},
+      {"reversed range", statuses("[399-200]"), 11, 27,
+       "clusters[0].health_check.expected_statuses[0]: the range '399-200' is reversed; write the "
+       "lower status first: 200-399"},
+      {"an item that is a list", statuses("[[200]]"), 11, 27,
+       "clusters[0].health_check.expected_statuses[0]: expected a status from 100 to 599 or a "
+       "range such as 200-399, got a list"},
+      {"empty", statuses("[]"), 11, 26,
+       "clusters[0].health_check.expected_statuses: must list at least one status code"},
+      {"not a list", statuses("200-399"), 11, 26,
+       "clusters[0].health_check.expected_statuses: expected a list of status codes, got a "
+       "string"},
+  });
+  LoadResult two = load(statuses("[99, 200, 500-400]"));
+  INFO(describe(two));
+  CHECK(two.errors.size() == 2);
+  CHECK(has_error(two, 11, 27, "expected_statuses[0]: must be a status from 100 to 599"));
+  CHECK(has_error(two, 11, 36, "expected_statuses[2]: the range '500-400' is reversed"));
+}
+
+TEST_CASE("percentages need their % sign and are 0% to 100%") {
+  // "      interval_jitter: " puts the value at 11:24; "    panic_threshold: " at 10:22.
+  const auto jitter = [](std::string_view value) {
+    return in_health_check("      interval_jitter: " + std::string(value) + "\n");
+  };
+  const auto panic = [](std::string_view value) {
+    return in_cluster("    panic_threshold: " + std::string(value) + "\n");
+  };
+  check_only_errors({
+      {"jitter without a sign", jitter("10"), 11, 24,
+       "clusters[0].health_check.interval_jitter: must be a percentage from 0% to 100%, such as "
+       "10% or 2.5%, got '10' (the % sign is required: 10%)"},
+      {"jitter fraction without a sign", jitter("0.5"), 11, 24,
+       "got '0.5' (the % sign is required: 0.5%)"},
+      {"jitter above 100", jitter("150%"), 11, 24, "got '150%'"},
+      {"jitter negative", jitter("-5%"), 11, 24, "got '-5%'"},
+      {"jitter with a space", jitter("10 %"), 11, 24, "got '10 %'"},
+      {"jitter as a fraction of 1", jitter("0.1"), 11, 24, "got '0.1'"},
+      {"jitter a word", jitter("ten%"), 11, 24, "got 'ten%'"},
+      {"jitter a list", jitter("[10%]"), 11, 24,
+       "clusters[0].health_check.interval_jitter: expected a percentage from 0% to 100%, such as "
+       "10% or 2.5%, got a list"},
+      {"panic with a fraction", panic("50.5%"), 10, 22,
+       "clusters[0].panic_threshold: must be a whole percentage from 0% to 100%, such as 50%, got "
+       "'50.5%'"},
+      {"panic with a zero fraction", panic("50.0%"), 10, 22, "got '50.0%'"},
+      {"panic without a sign", panic("50"), 10, 22, "got '50' (the % sign is required: 50%)"},
+      {"panic above 100", panic("101%"), 10, 22, "got '101%'"},
+      {"panic a map", panic("{percent: 50}"), 10, 22,
+       "clusters[0].panic_threshold: expected a whole percentage from 0% to 100%, such as 50%, got "
+       "a map"},
+  });
+  // No hint where adding the sign would not help either.
+  for (const std::string& yaml : {jitter("150"), panic("50.5"), panic("-1")}) {
+    LoadResult result = load(yaml);
+    INFO(describe(result));
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].message.find("% sign") == std::string::npos);
+  }
+}
+
+TEST_CASE("outlier_detection values are range-checked") {
+  // "      KEY: " puts each value at column len(KEY) + 9 of line 11.
+  check_only_errors({
+      {"consecutive_5xx negative", in_outlier("      consecutive_5xx: -1\n"), 11, 24,
+       "clusters[0].outlier_detection.consecutive_5xx: must be an integer from 0 to 4294967295, "
+       "got '-1'"},
+      {"consecutive_gateway_failure fraction",
+       in_outlier("      consecutive_gateway_failure: 1.5\n"), 11, 36,
+       "clusters[0].outlier_detection.consecutive_gateway_failure: must be an integer from 0 to "
+       "4294967295, got '1.5'"},
+      {"base_ejection_time 0", in_outlier("      base_ejection_time: 0s\n"), 11, 27,
+       "clusters[0].outlier_detection.base_ejection_time: must be greater than 0s"},
+      {"max_ejection_time 0", in_outlier("      max_ejection_time: 0ms\n"), 11, 26,
+       "clusters[0].outlier_detection.max_ejection_time: must be greater than 0s"},
+      {"max_ejection_percent 101", in_outlier("      max_ejection_percent: 101\n"), 11, 29,
+       "clusters[0].outlier_detection.max_ejection_percent: must be an integer from 0 to 100, got "
+       "'101'"},
+      {"max_ejection_percent with a sign", in_outlier("      max_ejection_percent: 50%\n"), 11, 29,
+       "must be an integer from 0 to 100, got '50%'"},
+  });
+}
+
+TEST_CASE("outlier_detection: max_ejection_time must not be less than base_ejection_time") {
+  check_only_errors({
+      {"both set", in_outlier("      base_ejection_time: 1m\n      max_ejection_time: 30s\n"), 12,
+       26,
+       "clusters[0].outlier_detection.max_ejection_time: must not be less than base_ejection_time "
+       "(1m), got 30s"},
+      {"base above the default max", in_outlier("      base_ejection_time: 10m\n"), 11, 27,
+       "clusters[0].outlier_detection.base_ejection_time: must not be greater than "
+       "max_ejection_time (5m, its default), got 10m"},
+      {"max below the default base", in_outlier("      max_ejection_time: 10s\n"), 11, 26,
+       "clusters[0].outlier_detection.max_ejection_time: must not be less than base_ejection_time "
+       "(30s, its default), got 10s"},
+      {"a misspelt max is the only error",
+       in_outlier("      base_ejection_time: 10m\n      max_ejection_tim: 1h\n"), 12, 7,
+       "unknown key 'max_ejection_tim' in outlier detection (did you mean 'max_ejection_time'?)"},
+      {"an invalid base is not compared too",
+       in_outlier("      base_ejection_time: soon\n      max_ejection_time: 1s\n"), 11, 27,
+       "clusters[0].outlier_detection.base_ejection_time: invalid duration 'soon'"},
+  });
+  CHECK_LOADS(load(in_outlier("      base_ejection_time: 1m\n      max_ejection_time: 1m\n")));
+}
+
+TEST_CASE("readiness names defined clusters, each once") {
+  // "  require_healthy: [" is 20 characters, so the first name is at 2:21.
+  const auto require = [](std::string_view list) {
+    return at_top("readiness:\n  require_healthy: " + std::string(list) + "\n");
+  };
+  check_only_errors({
+      {"near miss", require("[ap]"), 2, 21,
+       "readiness.require_healthy[0]: unknown cluster 'ap' (did you mean 'app'?) (defined "
+       "clusters: app)"},
+      {"no near miss", require("[app, database]"), 2, 26,
+       "readiness.require_healthy[1]: unknown cluster 'database' (defined clusters: app)"},
+      {"duplicate", require("[app, app]"), 2, 26,
+       "readiness.require_healthy[1]: duplicate cluster 'app'"},
+      {"empty name", require("['']"), 2, 21, "readiness.require_healthy[0]: must not be empty"},
+      {"a name that is a map", require("[{name: app}]"), 2, 21,
+       "readiness.require_healthy[0]: expected a name, got a map"},
+      {"empty", require("[]"), 2, 20, "readiness.require_healthy: must list at least one cluster"},
+      {"one name, not a list", require("app"), 2, 20,
+       "readiness.require_healthy: expected a list of clusters, got a string"},
+  });
+  LoadResult two = load(require("[bad, app, bad]"));
+  INFO(describe(two));
+  CHECK(two.errors.size() == 2);
+  CHECK(has_error(two, 2, 21, "require_healthy[0]: unknown cluster 'bad'"));
+  CHECK(has_error(two, 2, 31, "require_healthy[2]: unknown cluster 'bad'"));
+  CHECK_LOADS(load(require("[app]")));
+  CHECK_LOADS(load(at_top("readiness: {}\n")));
+}
+
+TEST_CASE("a route naming an unknown cluster gets the same near-miss suggestion") {
+  CHECK_ONLY_ERROR(
+      load(kHead + "    routes:\n      - name: all\n        cluster: ap\n" + kClusters), 6, 18,
+      "listeners[0].routes[0].cluster: route 'all' names unknown cluster 'ap' (did "
+      "you mean 'app'?) (defined clusters: app)");
+}
+
+TEST_CASE("a broken cluster does not also make readiness report an unknown cluster") {
+  const std::string readiness = "readiness: {require_healthy: [app]}\n";
+  SUBCASE("cluster without a name") {
+    CHECK_ONLY_ERROR(
+        load(with_clusters("clusters:\n  - endpoints: [127.0.0.1:9000]\n") + readiness), 8, 5,
+        "missing required key 'name'");
+  }
+  SUBCASE("clusters not a list") {
+    CHECK_ONLY_ERROR(load(with_clusters("clusters: app\n") + readiness), 7, 11,
+                     "clusters: expected a list of clusters, got a string");
+  }
+}
+
+TEST_CASE("every mistake in the health settings of a cluster is reported, each at its place") {
+  LoadResult result =
+      load(in_cluster("    health_check:\n"
+                      "      tcp: true\n"
+                      "      path: /x\n"
+                      "      interval: 0s\n"
+                      "      interval_jitter: 10\n"
+                      "    outlier_detection: {max_ejection_percent: 200, base_ejection_time: 1h}\n"
+                      "    panic_threshold: 1.5%\n"));
+  INFO(describe(result));
+  CHECK(result.config == nullptr);
+  REQUIRE(result.errors.size() == 5);
+  CHECK(has_error(result, 12, 13, "health_check.path: only applies to HTTP checks"));
+  CHECK(has_error(result, 13, 17, "health_check.interval: must be greater than 0s"));
+  CHECK(has_error(result, 14, 24, "health_check.interval_jitter: must be a percentage"));
+  CHECK(has_error(result, 15, 47, "outlier_detection.max_ejection_percent: must be an integer"));
+  CHECK(has_error(result, 16, 22, "panic_threshold: must be a whole percentage"));
 }
 
 TEST_CASE("a file that cannot be read is an error without a position") {

@@ -528,6 +528,222 @@ clusters:
   CHECK(result.config->clusters.at(1).circuit_breaker->failure_rate_percent == 100);
 }
 
+// Checks every field of a health check, so a failure names the field that differs.
+void check_health_check(const HealthCheckConfig& got, const HealthCheckConfig& want) {
+  CHECK(got.path == want.path);
+  CHECK(got.tcp == want.tcp);
+  CHECK(got.host == want.host);
+  CHECK(got.interval == want.interval);
+  CHECK(got.interval_jitter_percent == want.interval_jitter_percent);
+  CHECK(got.timeout == want.timeout);
+  CHECK(got.healthy_threshold == want.healthy_threshold);
+  CHECK(got.unhealthy_threshold == want.unhealthy_threshold);
+  CHECK(got.unhealthy_interval == want.unhealthy_interval);
+  REQUIRE(got.expected_statuses.size() == want.expected_statuses.size());
+  for (size_t i = 0; i < want.expected_statuses.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got.expected_statuses[i].min == want.expected_statuses[i].min);
+    CHECK(got.expected_statuses[i].max == want.expected_statuses[i].max);
+  }
+}
+
+void check_outlier_detection(const OutlierDetectionConfig& got,
+                             const OutlierDetectionConfig& want) {
+  CHECK(got.consecutive_5xx == want.consecutive_5xx);
+  CHECK(got.consecutive_gateway_failure == want.consecutive_gateway_failure);
+  CHECK(got.base_ejection_time == want.base_ejection_time);
+  CHECK(got.max_ejection_time == want.max_ejection_time);
+  CHECK(got.max_ejection_percent == want.max_ejection_percent);
+}
+
+TEST_CASE("upstream health: every key loads into the structs exactly") {
+  LoadResult result = load(R"(
+readiness:
+  require_healthy: [batch, app]
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes: [{name: all, cluster: app}]
+clusters:
+  - name: app
+    endpoints:
+      - 127.0.0.1:9000
+      - {address: 127.0.0.1:9100, priority: 1, weight: 3}
+      - address: app.internal:9200
+        priority: 127
+    health_check:
+      path: /ready?full=1
+      tcp: false
+      host: app.local:8080
+      interval: 2s
+      interval_jitter: 12.5%
+      timeout: 3s
+      healthy_threshold: 1
+      unhealthy_threshold: 5
+      unhealthy_interval: 500ms
+      expected_statuses: [204, 200-299, "300-302", 418]
+    outlier_detection:
+      consecutive_5xx: 0
+      consecutive_gateway_failure: 7
+      base_ejection_time: 10s
+      max_ejection_time: 10s
+      max_ejection_percent: 100
+    panic_threshold: 0%
+  - name: batch
+    endpoints: [127.0.0.1:9300]
+    health_check: {tcp: true, interval: 1s}
+    panic_threshold: 100%
+)");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+
+  CHECK(c.readiness.require_healthy == std::vector<std::string>{"batch", "app"});
+  CHECK(c.readiness.cluster_indexes == std::vector<size_t>{1, 0});
+
+  const ClusterConfig& app = c.clusters.at(0);
+  REQUIRE(app.endpoints.size() == 3);
+  CHECK(app.endpoints[0].priority == 0);  // the short form keeps the default
+  CHECK(app.endpoints[1].priority == 1);
+  CHECK(app.endpoints[1].weight == 3);
+  CHECK(app.endpoints[2].priority == 127);
+
+  REQUIRE(app.health_check.has_value());
+  check_health_check(*app.health_check,
+                     {.path = "/ready?full=1",
+                      .tcp = false,
+                      .host = "app.local:8080",
+                      .interval = seconds(2),
+                      .interval_jitter_percent = 12.5,
+                      .timeout = seconds(3),  // longer than the interval: allowed, as in Envoy
+                      .healthy_threshold = 1,
+                      .unhealthy_threshold = 5,
+                      .unhealthy_interval = milliseconds(500),
+                      .expected_statuses = {{204, 204}, {200, 299}, {300, 302}, {418, 418}}});
+  REQUIRE(app.outlier_detection.has_value());
+  check_outlier_detection(*app.outlier_detection, {.consecutive_5xx = 0,
+                                                   .consecutive_gateway_failure = 7,
+                                                   .base_ejection_time = seconds(10),
+                                                   .max_ejection_time = seconds(10),
+                                                   .max_ejection_percent = 100});
+  CHECK(app.panic_threshold_percent == 0);
+
+  const ClusterConfig& batch = c.clusters.at(1);
+  REQUIRE(batch.health_check.has_value());
+  HealthCheckConfig tcp_check;  // the defaults, but for these two
+  tcp_check.tcp = true;
+  tcp_check.interval = seconds(1);
+  check_health_check(*batch.health_check, tcp_check);
+  CHECK_FALSE(batch.outlier_detection.has_value());
+  CHECK(batch.panic_threshold_percent == 100);
+}
+
+TEST_CASE("upstream health: absent blocks are off, and empty blocks take the defaults") {
+  LoadResult result = load(R"(
+readiness: {}
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes: [{name: all, cluster: bare}]
+clusters:
+  - name: bare
+    endpoints: [127.0.0.1:9000]
+  - name: defaults
+    endpoints: [{address: 127.0.0.1:9001}]
+    health_check: {}
+    outlier_detection: {}
+)");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  CHECK(c.readiness.require_healthy.empty());
+  CHECK(c.readiness.cluster_indexes.empty());
+
+  const ClusterConfig& bare = c.clusters.at(0);
+  CHECK(bare.endpoints.at(0).priority == 0);
+  CHECK_FALSE(bare.health_check.has_value());
+  CHECK_FALSE(bare.outlier_detection.has_value());
+  CHECK(bare.panic_threshold_percent == 50);
+
+  const ClusterConfig& defaults = c.clusters.at(1);
+  CHECK(defaults.endpoints.at(0).priority == 0);
+  // The documented defaults, spelt out here so a changed default in config.h fails this test.
+  REQUIRE(defaults.health_check.has_value());
+  check_health_check(*defaults.health_check,
+                     {.path = "/healthz",
+                      .tcp = false,
+                      .host = "",  // the endpoint's address
+                      .interval = seconds(5),
+                      .interval_jitter_percent = 10,
+                      .timeout = seconds(1),
+                      .healthy_threshold = 2,
+                      .unhealthy_threshold = 3,
+                      .unhealthy_interval = Duration{0},  // the same as interval
+                      .expected_statuses = {{200, 399}}});
+  REQUIRE(defaults.outlier_detection.has_value());
+  check_outlier_detection(*defaults.outlier_detection, {.consecutive_5xx = 5,
+                                                        .consecutive_gateway_failure = 3,
+                                                        .base_ejection_time = seconds(30),
+                                                        .max_ejection_time = minutes(5),
+                                                        .max_ejection_percent = 50});
+  CHECK(defaults.panic_threshold_percent == 50);
+}
+
+TEST_CASE("boundary values of the upstream health settings are accepted") {
+  LoadResult result = load(R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes: [{name: all, cluster: low}]
+clusters:
+  - name: low
+    endpoints: [{address: 127.0.0.1:9000, priority: 0}]
+    health_check:
+      path: /
+      interval: 1ms
+      interval_jitter: 0%
+      timeout: 1ms
+      healthy_threshold: 1
+      unhealthy_threshold: 1
+      unhealthy_interval: 1ms
+      expected_statuses: [100, 599, 100-599, 204-204]
+    outlier_detection:
+      consecutive_5xx: 0
+      consecutive_gateway_failure: 0
+      base_ejection_time: 1ms
+      max_ejection_time: 1ms
+      max_ejection_percent: 0
+    panic_threshold: 0%
+  - name: high
+    endpoints: [{address: 127.0.0.1:9001, priority: 127}]
+    health_check:
+      interval_jitter: 100.0%
+      healthy_threshold: 4294967295
+      unhealthy_threshold: 4294967295
+    outlier_detection:
+      consecutive_5xx: 4294967295
+      consecutive_gateway_failure: 4294967295
+      max_ejection_percent: 100
+    panic_threshold: 100%
+)");
+  CHECK_LOADS(result);
+  const ClusterConfig& low = result.config->clusters.at(0);
+  CHECK(low.health_check->path == "/");
+  CHECK(low.health_check->interval_jitter_percent == 0.0);
+  REQUIRE(low.health_check->expected_statuses.size() == 4);
+  CHECK(low.health_check->expected_statuses[1].min == 599);
+  CHECK(low.health_check->expected_statuses[2].min == 100);
+  CHECK(low.health_check->expected_statuses[2].max == 599);
+  CHECK(low.health_check->expected_statuses[3].min == 204);
+  CHECK(low.health_check->expected_statuses[3].max == 204);
+  CHECK(low.outlier_detection->max_ejection_percent == 0);
+  CHECK(low.panic_threshold_percent == 0);
+  const ClusterConfig& high = result.config->clusters.at(1);
+  CHECK(high.endpoints.at(0).priority == 127);
+  CHECK(high.health_check->interval_jitter_percent == 100.0);
+  CHECK(high.health_check->healthy_threshold == 4294967295u);
+  CHECK(high.outlier_detection->consecutive_5xx == 4294967295u);
+  CHECK(high.panic_threshold_percent == 100);
+}
+
 TEST_CASE("boundary values are accepted") {
   LoadResult result = load(R"(
 workers: 1024
@@ -644,6 +860,39 @@ TEST_CASE("the full example shows each resilience policy") {
   CHECK(chaos.fault->delay.value().percent == 10.0);
   CHECK(chaos.fault->abort.value().status == 503);
   CHECK_FALSE(route("fallback").fault.has_value());
+}
+
+TEST_CASE("the full example shows the upstream health settings") {
+  LoadResult result =
+      load_config_file(std::string(BULWARK_SOURCE_DIR) + "/config/examples/full.yaml");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  CHECK(c.readiness.require_healthy == std::vector<std::string>{"app"});
+  CHECK(c.readiness.cluster_indexes == std::vector<size_t>{0});
+
+  // Cluster "app" spells out the defaults, and has a failover endpoint.
+  const ClusterConfig& app = c.clusters.at(0);
+  CHECK(app.name == "app");
+  CHECK(app.endpoints.at(0).priority == 0);
+  CHECK(app.endpoints.at(2).priority == 1);
+  REQUIRE(app.health_check.has_value());
+  check_health_check(*app.health_check, HealthCheckConfig{});
+  REQUIRE(app.outlier_detection.has_value());
+  check_outlier_detection(*app.outlier_detection, OutlierDetectionConfig{});
+  CHECK(app.panic_threshold_percent == ClusterConfig{}.panic_threshold_percent);
+
+  // The other clusters show the keys that have no value to show in "app".
+  const ClusterConfig& batch = c.clusters.at(1);
+  REQUIRE(batch.health_check.has_value());
+  CHECK(batch.health_check->host == "batch.internal");
+  CHECK(batch.health_check->unhealthy_interval == seconds(2));
+  CHECK(batch.health_check->interval_jitter_percent == 2.5);
+  CHECK(batch.health_check->expected_statuses.size() == 2);
+  CHECK(batch.panic_threshold_percent == 0);
+  const ClusterConfig& cache = c.clusters.at(2);
+  REQUIRE(cache.health_check.has_value());
+  CHECK(cache.health_check->tcp);
+  CHECK_FALSE(cache.outlier_detection.has_value());
 }
 
 TEST_CASE("the demo example is what the quick start promises") {

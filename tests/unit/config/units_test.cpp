@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "config/config.h"
 
@@ -133,6 +134,51 @@ TEST_CASE("format_decimal writes the shortest form that reads back the same") {
     CAPTURE(d);
     CHECK(parse_decimal(format_decimal(d)) == d);
   }
+}
+
+TEST_CASE("parse_percent accepts a decimal followed by a percent sign") {
+  CHECK(parse_percent("0%") == 0.0);
+  CHECK(parse_percent("10%") == 10.0);
+  CHECK(parse_percent("12.5%") == 12.5);
+  CHECK(parse_percent("100%") == 100.0);
+  CHECK(parse_percent("100.0%") == 100.0);
+  CHECK(parse_percent("250%") == 250.0);  // the range is the caller's to check
+}
+
+TEST_CASE("parse_percent refuses a missing sign and every form parse_decimal refuses") {
+  for (std::string_view text : {"", "%", "10", "0.5", "10 %", " 10%", "-5%", "+5%", "1e2%", "10%%",
+                                "%10", ".5%", "5.%", "ten%", "10%x"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_percent(text).has_value());
+  }
+}
+
+TEST_CASE("parse_status_range reads one status or two joined by a dash") {
+  const auto range = [](std::string_view text) {
+    auto parsed = parse_status_range(text);
+    REQUIRE(parsed.has_value());
+    return std::pair{parsed->min, parsed->max};
+  };
+  CHECK(range("200-399") == std::pair{200, 399});
+  CHECK(range("204") == std::pair{204, 204});
+  CHECK(range("100-599") == std::pair{100, 599});
+  CHECK(range("399-200") == std::pair{399, 200});  // syntax only: order and range are checked later
+  CHECK(range("0") == std::pair{0, 0});
+  CHECK(range("9999") == std::pair{9999, 9999});
+}
+
+TEST_CASE("parse_status_range refuses other forms") {
+  for (std::string_view text : {"", "-", "200-", "-399", "2xx", "200 - 399", " 200", "200-399-500",
+                                "200..399", "+200", "20000", "200-20000", "200,399", "2.5"}) {
+    CAPTURE(text);
+    CHECK_FALSE(parse_status_range(text).has_value());
+  }
+}
+
+TEST_CASE("format_status_range writes a range, or one status when both ends are equal") {
+  CHECK(format_status_range({200, 399}) == "200-399");
+  CHECK(format_status_range({204, 204}) == "204");
+  CHECK(format_status_range(StatusRange{}) == "200-399");
 }
 
 TEST_CASE("kRetryOnNames names each RetryOn bit once, in bit order") {

@@ -1,0 +1,161 @@
+#include "filters/outlier.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace bulwark::filters {
+
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+bool at_threshold(uint32_t count, uint32_t threshold) {
+  return threshold != 0 && count >= threshold;
+}
+
+}  // namespace
+
+OutlierDetector::OutlierDetector(const config::OutlierDetectionConfig& config, const Clock& clock,
+                                 size_t endpoints)
+    : config_(config), clock_(clock) {
+  endpoints_.reserve(endpoints);
+  for (size_t i = 0; i < endpoints; ++i) endpoints_.push_back(std::make_unique<EndpointState>());
+}
+
+bool OutlierDetector::record(size_t endpoint, Outcome outcome) {
+  if (endpoint >= endpoints_.size()) return false;
+  EndpointState& e = *endpoints_[endpoint];
+
+  if (outcome == Outcome::kSuccess) {
+    // The hot path: two loads, and no write (no cache-line ping-pong) when the counts are 0.
+    if (e.consecutive_5xx.load(kRelaxed) != 0) e.consecutive_5xx.store(0, kRelaxed);
+    if (e.consecutive_gateway.load(kRelaxed) != 0) e.consecutive_gateway.store(0, kRelaxed);
+    return false;
+  }
+
+  // Failures of an ejected endpoint (requests already in flight when it was ejected, or panic
+  // traffic) start no new run: once it is back it takes a whole new run to eject it again.
+  const Micros now = clock_.now();
+  if (now < e.ejected_until.load(std::memory_order_acquire)) return false;
+
+  const uint32_t n5xx = e.consecutive_5xx.fetch_add(1, kRelaxed) + 1;
+  uint32_t ngateway = 0;
+  if (outcome == Outcome::kGatewayFailure) {
+    ngateway = e.consecutive_gateway.fetch_add(1, kRelaxed) + 1;
+  } else if (e.consecutive_gateway.load(kRelaxed) != 0) {
+    e.consecutive_gateway.store(0, kRelaxed);
+  }
+  if (!at_threshold(n5xx, config_.consecutive_5xx) &&
+      !at_threshold(ngateway, config_.consecutive_gateway_failure)) {
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return eject_locked(endpoint, now);
+}
+
+bool OutlierDetector::eject_locked(size_t endpoint, Micros now) {
+  EndpointState& e = *endpoints_[endpoint];
+  // Re-check under the lock: another worker may have ejected it (and reset the counts), or the
+  // cap refused it, since this thread saw its count reach the threshold.
+  if (now < e.ejected_until.load(kRelaxed)) return false;
+  if (!at_threshold(e.consecutive_5xx.load(kRelaxed), config_.consecutive_5xx) &&
+      !at_threshold(e.consecutive_gateway.load(kRelaxed), config_.consecutive_gateway_failure)) {
+    return false;
+  }
+
+  // max_ejection_percent, but one endpoint can always be ejected.
+  uint64_t ejected_now = 0;
+  for (const auto& other : endpoints_) {
+    if (now < other->ejected_until.load(kRelaxed)) ++ejected_now;
+  }
+  if (ejected_now > 0 &&
+      (ejected_now + 1) * 100 > uint64_t{config_.max_ejection_percent} * endpoints_.size()) {
+    e.reset_counts();  // try again after another whole run of failures
+    return false;
+  }
+
+  const Micros base = std::max<Micros>(0, to_micros(config_.base_ejection_time));
+  const Micros max = std::max<Micros>(0, to_micros(config_.max_ejection_time));
+  uint32_t times = e.times_ejected.load(kRelaxed);
+  if (times > 0 && now - e.returned() >= max) times = 0;  // it stayed back long enough
+  if (times < std::numeric_limits<uint32_t>::max()) ++times;
+  // min(base × times, max), without overflow.
+  const Micros duration = (base != 0 && times > max / base) ? max : std::min(base * times, max);
+
+  e.times_ejected.store(times, kRelaxed);
+  e.ejections_total.fetch_add(1, kRelaxed);
+  e.ejected_until.store(now + duration, std::memory_order_release);
+  e.reset_counts();
+  return true;
+}
+
+bool OutlierDetector::ejected(size_t endpoint) const {
+  if (endpoint >= endpoints_.size()) return false;
+  return clock_.now() < endpoints_[endpoint]->ejected_until.load(std::memory_order_acquire);
+}
+
+std::vector<size_t> OutlierDetector::sweep() {
+  std::vector<size_t> back;
+  std::lock_guard<std::mutex> lock(mu_);
+  const Micros now = clock_.now();
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    EndpointState& e = *endpoints_[i];
+    const Micros until = e.ejected_until.load(kRelaxed);
+    if (until == 0 || now < until) continue;
+    // It came back at its deadline (ejected() said so from then on), however late this runs.
+    e.returned_at.store(until, kRelaxed);
+    e.ejected_until.store(0, std::memory_order_release);
+    back.push_back(i);
+  }
+  return back;
+}
+
+size_t OutlierDetector::size() const { return endpoints_.size(); }
+
+Micros OutlierDetector::ejected_until(size_t endpoint) const {
+  if (endpoint >= endpoints_.size()) return 0;
+  const Micros until = endpoints_[endpoint]->ejected_until.load(std::memory_order_acquire);
+  return clock_.now() < until ? until : 0;
+}
+
+uint32_t OutlierDetector::times_ejected(size_t endpoint) const {
+  if (endpoint >= endpoints_.size()) return 0;
+  const EndpointState& e = *endpoints_[endpoint];
+  const uint32_t times = e.times_ejected.load(kRelaxed);
+  if (times == 0) return 0;
+  const Micros now = clock_.now();
+  if (now < e.ejected_until.load(std::memory_order_acquire)) return times;
+  // The count the next ejection would start from.
+  return now - e.returned() >= to_micros(config_.max_ejection_time) ? 0 : times;
+}
+
+uint32_t OutlierDetector::consecutive_5xx(size_t endpoint) const {
+  return endpoint < endpoints_.size() ? endpoints_[endpoint]->consecutive_5xx.load(kRelaxed) : 0;
+}
+
+uint32_t OutlierDetector::consecutive_gateway_failures(size_t endpoint) const {
+  return endpoint < endpoints_.size() ? endpoints_[endpoint]->consecutive_gateway.load(kRelaxed)
+                                      : 0;
+}
+
+uint64_t OutlierDetector::ejections_total(size_t endpoint) const {
+  return endpoint < endpoints_.size() ? endpoints_[endpoint]->ejections_total.load(kRelaxed) : 0;
+}
+
+void OutlierDetector::remap(const std::vector<long>& new_to_old) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::unique_ptr<EndpointState>> fresh(new_to_old.size());
+  for (size_t i = 0; i < new_to_old.size(); ++i) {
+    const long old = new_to_old[i];
+    // An index out of range, or one already taken by an earlier new endpoint, starts afresh.
+    if (old >= 0 && static_cast<size_t>(old) < endpoints_.size() &&
+        endpoints_[static_cast<size_t>(old)]) {
+      fresh[i] = std::move(endpoints_[static_cast<size_t>(old)]);
+    } else {
+      fresh[i] = std::make_unique<EndpointState>();
+    }
+  }
+  endpoints_ = std::move(fresh);
+}
+
+}  // namespace bulwark::filters

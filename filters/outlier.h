@@ -1,0 +1,106 @@
+#pragma once
+// Passive outlier detection: watches the outcomes of real traffic to a cluster's endpoints, from
+// every worker, and ejects an endpoint after too many consecutive failures (as Envoy's).
+//
+// - consecutive_5xx: that many 5xx responses in a row (connect failures and resets count as
+//   5xx too) eject the endpoint; consecutive_gateway_failure: that many gateway failures
+//   (connect failure, reset, 502, 503, 504) in a row. A response below 500 resets both counts; a
+//   5xx that is not a gateway failure resets the gateway count. A threshold of 0 is off.
+//   Failures of an endpoint while it is ejected (requests already in flight, panic traffic) are
+//   not counted, so once back it takes a whole new run to eject it again. An ejection refused by
+//   max_ejection_percent resets the counts too: the next try comes after another whole run.
+// - An ejection lasts base_ejection_time × n, n = how often this endpoint has been ejected
+//   (this time included), at most max_ejection_time. n goes back to 0 once the endpoint has
+//   stayed un-ejected for max_ejection_time.
+// - max_ejection_percent caps how many of the cluster's endpoints may be ejected at once, but
+//   one endpoint can always be ejected.
+// - With active health checks too, an ejected endpoint serves its whole ejection time even if
+//   its checks pass: its checks said it was fine while its real traffic failed, so a passing
+//   check is not evidence that it recovered.
+//
+// Thread-safety: record() and ejected() are called by all workers; the success path is
+// lock-free (and writes nothing when the counts are already 0). An ejection takes the mutex.
+// sweep() runs on one thread (the main thread's timer) and ends ejections whose time passed.
+//
+// Endpoints are addressed by index. When the endpoint set changes (DNS), remap() carries the
+// state of endpoints that stayed to their new indexes.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "config/config.h"
+#include "filters/clock.h"
+
+namespace bulwark::filters {
+
+class OutlierDetector {
+ public:
+  enum class Outcome : uint8_t {
+    kSuccess,         // a response below 500
+    kServerError,     // a 5xx that is not 502/503/504
+    kGatewayFailure,  // connect failure, reset, 502, 503, 504
+  };
+
+  OutlierDetector(const config::OutlierDetectionConfig& config, const Clock& clock, size_t endpoints);
+
+  // Records an outcome of real traffic to `endpoint`. Returns true when this outcome ejected it
+  // (the caller logs that, once).
+  bool record(size_t endpoint, Outcome outcome);
+  // Whether the endpoint is ejected now. Lock-free.
+  bool ejected(size_t endpoint) const;
+
+  // Ends the ejections whose time passed; returns the endpoints that came back (to log).
+  std::vector<size_t> sweep();
+
+  // Introspection for /clusters and metrics.
+  size_t size() const;
+  Micros ejected_until(size_t endpoint) const;  // 0 when not ejected
+  uint32_t times_ejected(size_t endpoint) const;
+  uint32_t consecutive_5xx(size_t endpoint) const;
+  uint32_t consecutive_gateway_failures(size_t endpoint) const;
+  uint64_t ejections_total(size_t endpoint) const;  // for bulwark_outlier_ejections_total
+
+  // A new endpoint set: new_to_old[i] is the old index of new endpoint i, or -1 for a new one.
+  // Single-threaded use only (the proxy swaps in a new detector state between loop turns, or
+  // calls this before publishing).
+  void remap(const std::vector<long>& new_to_old);
+
+ private:
+  // One endpoint's counts and ejection. Every field is an atomic so that workers and the
+  // introspection read it without the mutex; the ejection fields (ejected_until, returned_at,
+  // times_ejected, ejections_total) are written only under the mutex. A cache line each, so
+  // workers hammering one endpoint's counts do not slow down another's.
+  struct alignas(64) EndpointState {
+    std::atomic<uint32_t> consecutive_5xx{0};
+    std::atomic<uint32_t> consecutive_gateway{0};
+    // The end of the current ejection, or of the last one until sweep() clears it; 0: none.
+    std::atomic<Micros> ejected_until{0};
+    // The deadline of the last ejection sweep() ended; 0 when never ejected.
+    std::atomic<Micros> returned_at{0};
+    std::atomic<uint32_t> times_ejected{0};
+    std::atomic<uint64_t> ejections_total{0};
+
+    void reset_counts() {
+      consecutive_5xx.store(0, std::memory_order_relaxed);
+      consecutive_gateway.store(0, std::memory_order_relaxed);
+    }
+    // When it last came back from an ejection (call only while it is not ejected): the deadline
+    // of its last ejection, whether sweep() has cleared it yet or not.
+    Micros returned() const {
+      const Micros until = ejected_until.load(std::memory_order_acquire);
+      return until != 0 ? until : returned_at.load(std::memory_order_relaxed);
+    }
+  };
+
+  bool eject_locked(size_t endpoint, Micros now);
+
+  const config::OutlierDetectionConfig& config_;
+  const Clock& clock_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<EndpointState>> endpoints_;
+};
+
+}  // namespace bulwark::filters

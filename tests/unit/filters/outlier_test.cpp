@@ -1,0 +1,561 @@
+#include "filters/outlier.h"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace bulwark::filters {
+namespace {
+
+using namespace std::chrono_literals;
+using config::OutlierDetectionConfig;
+using O = OutlierDetector::Outcome;
+
+constexpr Micros kSecond = 1'000'000;
+
+OutlierDetectionConfig test_config() {
+  OutlierDetectionConfig c;
+  c.consecutive_5xx = 5;
+  c.consecutive_gateway_failure = 3;
+  c.base_ejection_time = 30s;
+  c.max_ejection_time = 300s;
+  c.max_ejection_percent = 50;
+  return c;
+}
+
+// Records `n` outcomes; returns how many of them ejected the endpoint.
+int record(OutlierDetector& d, size_t endpoint, O outcome, int n) {
+  int ejections = 0;
+  for (int i = 0; i < n; ++i) ejections += d.record(endpoint, outcome) ? 1 : 0;
+  return ejections;
+}
+
+// Ejects `endpoint` with a run of gateway failures (the config's threshold must be on).
+void eject(OutlierDetector& d, const OutlierDetectionConfig& c, size_t endpoint) {
+  REQUIRE_FALSE(d.ejected(endpoint));
+  REQUIRE(record(d, endpoint, O::kGatewayFailure,
+                 static_cast<int>(c.consecutive_gateway_failure)) == 1);
+  REQUIRE(d.ejected(endpoint));
+}
+
+// Moves the clock to the end of `endpoint`'s ejection and sweeps it back.
+void return_at_deadline(OutlierDetector& d, FakeClock& clock, size_t endpoint) {
+  const Micros until = d.ejected_until(endpoint);
+  REQUIRE(until > clock.now());
+  clock.advance(until - clock.now());
+  CHECK(d.sweep() == std::vector<size_t>{endpoint});
+  REQUIRE_FALSE(d.ejected(endpoint));
+}
+
+// ---- counts ----
+
+TEST_CASE("outlier: starts with nothing ejected and nothing counted") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 3);
+  CHECK(d.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK_FALSE(d.ejected(i));
+    CHECK(d.ejected_until(i) == 0);
+    CHECK(d.times_ejected(i) == 0);
+    CHECK(d.consecutive_5xx(i) == 0);
+    CHECK(d.consecutive_gateway_failures(i) == 0);
+    CHECK(d.ejections_total(i) == 0);
+  }
+  CHECK(d.sweep().empty());
+}
+
+TEST_CASE("outlier: consecutive 5xx eject exactly at the threshold") {
+  FakeClock clock;
+  auto c = test_config();
+  c.consecutive_gateway_failure = 0;
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kServerError, 4) == 0);
+  CHECK_FALSE(d.ejected(0));
+  CHECK(d.consecutive_5xx(0) == 4);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+  CHECK(d.record(0, O::kServerError));
+  CHECK(d.ejected(0));
+  CHECK_FALSE(d.ejected(1));
+  CHECK(d.ejected_until(0) == clock.now() + 30 * kSecond);
+  CHECK(d.times_ejected(0) == 1);
+  CHECK(d.ejections_total(0) == 1);
+  // The ejection resets both counts.
+  CHECK(d.consecutive_5xx(0) == 0);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+}
+
+TEST_CASE("outlier: consecutive gateway failures eject at their own threshold") {
+  FakeClock clock;
+  auto c = test_config();  // 5xx: 5, gateway: 3
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kGatewayFailure, 2) == 0);
+  CHECK(d.consecutive_5xx(0) == 2);  // a gateway failure is a 5xx too
+  CHECK(d.consecutive_gateway_failures(0) == 2);
+  CHECK_FALSE(d.ejected(0));
+  CHECK(d.record(0, O::kGatewayFailure));
+  CHECK(d.ejected(0));
+  CHECK(d.consecutive_5xx(0) == 0);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+}
+
+TEST_CASE("outlier: gateway failures count toward consecutive_5xx") {
+  FakeClock clock;
+  auto c = test_config();
+  c.consecutive_gateway_failure = 0;  // off: only the 5xx run can eject
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kGatewayFailure, 2) == 0);
+  CHECK(record(d, 0, O::kServerError, 2) == 0);
+  CHECK(d.record(0, O::kGatewayFailure));
+}
+
+TEST_CASE("outlier: a success resets both counts") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 2);
+  record(d, 0, O::kGatewayFailure, 2);
+  record(d, 0, O::kServerError, 1);
+  record(d, 0, O::kGatewayFailure, 1);
+  REQUIRE(d.consecutive_5xx(0) == 4);
+  REQUIRE(d.consecutive_gateway_failures(0) == 1);
+  CHECK_FALSE(d.record(0, O::kSuccess));
+  CHECK(d.consecutive_5xx(0) == 0);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+  // A new run starts from zero.
+  CHECK(record(d, 0, O::kGatewayFailure, 2) == 0);
+  CHECK(record(d, 0, O::kSuccess, 1) == 0);
+  CHECK(record(d, 0, O::kGatewayFailure, 2) == 0);
+  CHECK_FALSE(d.ejected(0));
+}
+
+TEST_CASE("outlier: a 5xx that is not a gateway failure resets only the gateway count") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 2);
+  record(d, 0, O::kGatewayFailure, 2);
+  CHECK_FALSE(d.record(0, O::kServerError));
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+  CHECK(d.consecutive_5xx(0) == 3);
+  CHECK(record(d, 0, O::kGatewayFailure, 1) == 0);  // gateway run of 1, 5xx run of 4
+  CHECK(d.record(0, O::kServerError));              // the 5xx run of 5 ejects
+}
+
+TEST_CASE("outlier: a threshold of 0 is off") {
+  FakeClock clock;
+  auto c = test_config();
+  c.consecutive_5xx = 0;
+  c.consecutive_gateway_failure = 0;
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kGatewayFailure, 1000) == 0);
+  CHECK(record(d, 1, O::kServerError, 1000) == 0);
+  CHECK_FALSE(d.ejected(0));
+  CHECK_FALSE(d.ejected(1));
+  CHECK(d.consecutive_gateway_failures(0) == 1000);
+
+  c.consecutive_5xx = 5;  // 5xx on, gateway still off
+  OutlierDetector only_5xx(c, clock, 2);
+  CHECK(record(only_5xx, 0, O::kGatewayFailure, 4) == 0);
+  CHECK(only_5xx.record(0, O::kGatewayFailure));
+}
+
+TEST_CASE("outlier: endpoints are counted apart") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 2);
+  record(d, 0, O::kGatewayFailure, 2);
+  record(d, 1, O::kGatewayFailure, 2);
+  record(d, 1, O::kSuccess, 1);
+  CHECK(d.consecutive_gateway_failures(0) == 2);
+  CHECK(d.consecutive_gateway_failures(1) == 0);
+  CHECK(d.record(0, O::kGatewayFailure));
+  CHECK_FALSE(d.ejected(1));
+}
+
+TEST_CASE("outlier: failures while ejected do not count and successes still reset") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 4);
+  eject(d, c, 0);
+  CHECK(record(d, 0, O::kGatewayFailure, 10) == 0);
+  CHECK(d.consecutive_5xx(0) == 0);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+  CHECK(d.ejections_total(0) == 1);
+  return_at_deadline(d, clock, 0);
+  // Back: it takes a whole new run.
+  CHECK(record(d, 0, O::kGatewayFailure, 2) == 0);
+  CHECK(d.record(0, O::kGatewayFailure));
+  CHECK(d.ejections_total(0) == 2);
+}
+
+// ---- ejection time ----
+
+TEST_CASE("outlier: each ejection lasts base times n, capped at max_ejection_time") {
+  FakeClock clock;
+  auto c = test_config();
+  c.base_ejection_time = 30s;
+  c.max_ejection_time = 100s;  // not a multiple of base
+  OutlierDetector d(c, clock, 4);
+  const Micros expected[] = {30 * kSecond, 60 * kSecond, 90 * kSecond, 100 * kSecond,
+                             100 * kSecond};
+  uint32_t n = 0;
+  for (Micros duration : expected) {
+    ++n;
+    CAPTURE(n);
+    eject(d, c, 0);  // at once after the last return: n keeps growing
+    CHECK(d.times_ejected(0) == n);
+    CHECK(d.ejections_total(0) == n);
+    CHECK(d.ejected_until(0) == clock.now() + duration);
+    return_at_deadline(d, clock, 0);
+  }
+}
+
+TEST_CASE("outlier: a large n does not overflow the ejection time") {
+  FakeClock clock;
+  auto c = test_config();
+  c.base_ejection_time = std::chrono::milliseconds(int64_t{1} << 40);
+  c.max_ejection_time = std::chrono::milliseconds(int64_t{1} << 42);
+  OutlierDetector d(c, clock, 4);
+  const Micros base = to_micros(c.base_ejection_time);
+  const Micros max = to_micros(c.max_ejection_time);
+  for (uint32_t n = 1; n <= 6; ++n) {
+    CAPTURE(n);
+    eject(d, c, 0);
+    CHECK(d.ejected_until(0) - clock.now() == std::min<Micros>(base * n, max));
+    return_at_deadline(d, clock, 0);
+  }
+}
+
+TEST_CASE("outlier: n goes back to 0 after staying un-ejected for max_ejection_time") {
+  FakeClock clock;
+  auto c = test_config();  // 30 s, max 300 s
+  OutlierDetector d(c, clock, 4);
+  eject(d, c, 0);
+  return_at_deadline(d, clock, 0);
+  clock.advance(300 * kSecond - 1);  // one µs short
+  CHECK(d.times_ejected(0) == 1);
+  eject(d, c, 0);
+  CHECK(d.times_ejected(0) == 2);
+  CHECK(d.ejected_until(0) == clock.now() + 60 * kSecond);
+  return_at_deadline(d, clock, 0);
+  clock.advance(300 * kSecond);    // exactly max_ejection_time
+  CHECK(d.times_ejected(0) == 0);  // what the next ejection starts from
+  eject(d, c, 0);
+  CHECK(d.times_ejected(0) == 1);
+  CHECK(d.ejected_until(0) == clock.now() + 30 * kSecond);
+  CHECK(d.ejections_total(0) == 3);  // the total never resets
+}
+
+TEST_CASE("outlier: the time back is counted from the deadline, even when sweep runs late") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 4);
+  eject(d, c, 0);
+  clock.advance(30 * kSecond + 50 * kSecond);  // sweep runs 50 s after the deadline
+  CHECK(d.sweep() == std::vector<size_t>{0});
+  clock.advance(250 * kSecond);  // 300 s after the deadline
+  eject(d, c, 0);
+  CHECK(d.times_ejected(0) == 1);
+}
+
+TEST_CASE("outlier: an ejection that ran out is over even before sweep") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 4);
+  eject(d, c, 0);
+  clock.advance(30 * kSecond);
+  CHECK_FALSE(d.ejected(0));
+  CHECK(d.ejected_until(0) == 0);
+  CHECK(d.times_ejected(0) == 1);
+  // Ejected again before any sweep: n grows.
+  eject(d, c, 0);
+  CHECK(d.times_ejected(0) == 2);
+  CHECK(d.ejected_until(0) == clock.now() + 60 * kSecond);
+  // Ran out, not swept, and back for max_ejection_time: n starts over.
+  clock.advance(60 * kSecond + 300 * kSecond);
+  CHECK(d.times_ejected(0) == 0);
+  eject(d, c, 0);
+  CHECK(d.times_ejected(0) == 1);
+  // One sweep reports it once, when its current ejection is over.
+  CHECK(d.sweep().empty());
+  clock.advance(30 * kSecond);
+  CHECK(d.sweep() == std::vector<size_t>{0});
+  CHECK(d.sweep().empty());
+}
+
+// ---- sweep ----
+
+TEST_CASE("outlier: sweep ends ejections exactly at their deadline") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 4);
+  eject(d, c, 1);
+  const Micros until = d.ejected_until(1);
+  clock.advance(until - clock.now() - 1);
+  CHECK(d.ejected(1));
+  CHECK(d.sweep().empty());
+  CHECK(d.ejected(1));
+  CHECK(d.ejected_until(1) == until);
+  clock.advance(1);
+  CHECK_FALSE(d.ejected(1));
+  CHECK(d.sweep() == std::vector<size_t>{1});
+  CHECK(d.ejected_until(1) == 0);
+  CHECK(d.sweep().empty());  // reported once
+}
+
+TEST_CASE("outlier: sweep returns every endpoint whose time passed, in index order") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 100;
+  OutlierDetector d(c, clock, 4);
+  eject(d, c, 3);
+  eject(d, c, 0);
+  clock.advance(10 * kSecond);
+  eject(d, c, 2);
+  clock.advance(20 * kSecond);  // 3 and 0 are due, 2 is not
+  CHECK(d.sweep() == std::vector<size_t>{0, 3});
+  CHECK(d.ejected(2));
+  clock.advance(10 * kSecond);
+  CHECK(d.sweep() == std::vector<size_t>{2});
+}
+
+// ---- max_ejection_percent ----
+
+TEST_CASE("outlier: one endpoint can always be ejected, even over the percent") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 10;
+  OutlierDetector d(c, clock, 2);
+  eject(d, c, 0);  // 1 of 2 is 50% > 10%, but the first is always allowed
+  CHECK(record(d, 1, O::kGatewayFailure, 3) == 0);
+  CHECK_FALSE(d.ejected(1));
+  CHECK(d.ejections_total(1) == 0);
+  CHECK(d.times_ejected(1) == 0);
+  // The refusal resets the counts: the next try takes another whole run.
+  CHECK(d.consecutive_5xx(1) == 0);
+  CHECK(d.consecutive_gateway_failures(1) == 0);
+  return_at_deadline(d, clock, 0);
+  CHECK(record(d, 1, O::kGatewayFailure, 2) == 0);
+  CHECK(d.record(1, O::kGatewayFailure));
+  CHECK(d.ejected(1));
+}
+
+TEST_CASE("outlier: max_ejection_percent 0 still allows one") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 0;
+  OutlierDetector d(c, clock, 10);
+  eject(d, c, 4);
+  CHECK(record(d, 5, O::kGatewayFailure, 3) == 0);
+  CHECK_FALSE(d.ejected(5));
+}
+
+TEST_CASE("outlier: max_ejection_percent caps at exactly the percent") {
+  FakeClock clock;
+  auto c = test_config();  // 50%
+  OutlierDetector d(c, clock, 10);
+  for (size_t i = 0; i < 5; ++i) eject(d, c, i);  // 5 of 10 = 50%
+  CHECK(record(d, 5, O::kGatewayFailure, 3) == 0);
+  CHECK_FALSE(d.ejected(5));
+
+  c.max_ejection_percent = 49;  // 4 of 10, the 5th would be 50%
+  OutlierDetector e(c, clock, 10);
+  for (size_t i = 0; i < 4; ++i) eject(e, c, i);
+  CHECK(record(e, 4, O::kGatewayFailure, 3) == 0);
+  CHECK_FALSE(e.ejected(4));
+}
+
+TEST_CASE("outlier: max_ejection_percent 100 ejects every endpoint") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 100;
+  OutlierDetector d(c, clock, 3);
+  for (size_t i = 0; i < 3; ++i) eject(d, c, i);
+}
+
+TEST_CASE("outlier: ejections that ran out do not count toward the cap, swept or not") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 10;
+  OutlierDetector d(c, clock, 2);
+  eject(d, c, 0);
+  clock.advance(30 * kSecond);  // over, not swept
+  eject(d, c, 1);
+}
+
+// ---- remap ----
+
+TEST_CASE("outlier: remap carries the state of endpoints that stayed") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 100;
+  OutlierDetector d(c, clock, 3);
+  eject(d, c, 1);
+  const Micros until = d.ejected_until(1);
+  record(d, 2, O::kServerError, 2);
+  record(d, 0, O::kGatewayFailure, 1);
+
+  // New set: old 2, a new endpoint, old 1 (old 0 is gone).
+  d.remap({2, -1, 1});
+  CHECK(d.size() == 3);
+  CHECK(d.consecutive_5xx(0) == 2);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+  CHECK_FALSE(d.ejected(0));
+  CHECK(d.consecutive_5xx(1) == 0);
+  CHECK(d.consecutive_gateway_failures(1) == 0);
+  CHECK(d.ejections_total(1) == 0);
+  CHECK(d.ejected(2));
+  CHECK(d.ejected_until(2) == until);
+  CHECK(d.times_ejected(2) == 1);
+  CHECK(d.ejections_total(2) == 1);
+
+  // The counts go on where they were, and the ejection ends as before.
+  clock.advance(1);
+  CHECK(record(d, 0, O::kServerError, 3) == 1);
+  clock.advance(until - clock.now());
+  CHECK(d.sweep() == std::vector<size_t>{2});
+  clock.advance(1);
+  CHECK(d.sweep() == std::vector<size_t>{0});
+}
+
+TEST_CASE("outlier: remap grows and shrinks the set, and the cap follows its size") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 50;
+  OutlierDetector d(c, clock, 2);
+  eject(d, c, 0);
+  CHECK(record(d, 1, O::kGatewayFailure, 3) == 0);  // 2 of 2 would be 100%
+  d.remap({0, 1, -1, -1});
+  CHECK(d.size() == 4);
+  CHECK(d.ejected(0));
+  eject(d, c, 1);  // 2 of 4 = 50%
+  CHECK(record(d, 2, O::kGatewayFailure, 3) == 0);
+  d.remap({1});
+  CHECK(d.size() == 1);
+  CHECK(d.ejected(0));
+  CHECK_FALSE(d.ejected(1));  // out of range
+  d.remap({});
+  CHECK(d.size() == 0);
+  CHECK(d.sweep().empty());
+}
+
+TEST_CASE("outlier: remap gives a repeated or unknown old index a fresh state") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 2);
+  eject(d, c, 0);
+  d.remap({0, 0, 7});
+  CHECK(d.ejected(0));
+  CHECK_FALSE(d.ejected(1));
+  CHECK(d.ejections_total(1) == 0);
+  CHECK_FALSE(d.ejected(2));
+}
+
+TEST_CASE("outlier: an index out of range is never ejected and records nothing") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 2, O::kGatewayFailure, 10) == 0);
+  CHECK_FALSE(d.ejected(2));
+  CHECK(d.ejected_until(2) == 0);
+  CHECK(d.times_ejected(2) == 0);
+  CHECK(d.consecutive_5xx(2) == 0);
+  CHECK(d.consecutive_gateway_failures(2) == 0);
+  CHECK(d.ejections_total(2) == 0);
+}
+
+// ---- threads ----
+
+TEST_CASE("outlier: concurrent failures from 8 threads eject exactly once") {
+  FakeClock clock;  // not advanced while the threads run
+  auto c = test_config();
+  OutlierDetector d(c, clock, 4);
+  constexpr int kThreads = 8;
+  std::atomic<bool> go{false};
+  std::atomic<int> ejections{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      while (!go.load()) {
+      }
+      for (int i = 0; i < 2000; ++i) {
+        const O outcome = (i + t) % 3 == 0 ? O::kServerError : O::kGatewayFailure;
+        if (d.record(0, outcome)) ejections.fetch_add(1);
+        (void)d.ejected(0);
+        (void)d.record(1, O::kSuccess);  // the lock-free path beside it
+      }
+    });
+  }
+  go.store(true);
+  for (auto& th : threads) th.join();
+  CHECK(ejections.load() == 1);
+  CHECK(d.ejections_total(0) == 1);
+  CHECK(d.times_ejected(0) == 1);
+  CHECK(d.ejected(0));
+  CHECK_FALSE(d.ejected(1));
+}
+
+TEST_CASE("outlier: concurrent failures on every endpoint stop at the cap") {
+  FakeClock clock;
+  auto c = test_config();  // 50% of 8: 4 endpoints
+  OutlierDetector d(c, clock, 8);
+  constexpr int kThreads = 8;
+  std::atomic<bool> go{false};
+  std::atomic<int> ejections{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      while (!go.load()) {
+      }
+      for (int i = 0; i < 2000; ++i) {
+        const size_t endpoint = static_cast<size_t>(i + t) % 8;
+        if (d.record(endpoint, O::kGatewayFailure)) ejections.fetch_add(1);
+        (void)d.consecutive_5xx(endpoint);
+        (void)d.ejected_until(endpoint);
+      }
+    });
+  }
+  go.store(true);
+  for (auto& th : threads) th.join();
+  CHECK(ejections.load() == 4);
+  size_t ejected = 0;
+  uint64_t total = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    ejected += d.ejected(i) ? 1 : 0;
+    total += d.ejections_total(i);
+  }
+  CHECK(ejected == 4);
+  CHECK(total == 4);
+}
+
+TEST_CASE("outlier: sweep runs safely beside recording workers") {
+  FakeClock clock;
+  auto c = test_config();
+  c.max_ejection_percent = 100;
+  OutlierDetector d(c, clock, 4);
+  for (size_t i = 0; i < 4; ++i) eject(d, c, i);
+  clock.advance(30 * kSecond);  // all due; the clock does not move while threads run
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      while (!go.load()) {
+      }
+      for (int i = 0; i < 1000; ++i) {
+        (void)d.record(static_cast<size_t>(t), i % 2 ? O::kSuccess : O::kServerError);
+        (void)d.times_ejected(static_cast<size_t>(t));
+      }
+    });
+  }
+  go.store(true);
+  std::vector<size_t> back = d.sweep();
+  for (auto& th : threads) th.join();
+  CHECK(back == std::vector<size_t>{0, 1, 2, 3});
+  CHECK(d.sweep().empty());
+}
+
+}  // namespace
+}  // namespace bulwark::filters
