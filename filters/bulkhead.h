@@ -21,35 +21,39 @@ namespace bulwark::filters {
 
 class Bulkhead {
  public:
-  // Guards. Move-only; an empty guard (operator bool false) holds nothing.
-  class Slot {
+  // A unit held of one of the bulkhead's counts (a slot, or a place in the queue), given back
+  // when the guard is dropped or reset. Move-only; an empty guard (operator bool false) holds
+  // nothing. The tag keeps a Slot and a QueuePlace from being mixed up.
+  template <typename Tag>
+  class Hold {
    public:
-    Slot() = default;
-    Slot(Slot&& o) noexcept : b_(o.b_) { o.b_ = nullptr; }
-    Slot& operator=(Slot&& o) noexcept;
-    ~Slot() { reset(); }
-    explicit operator bool() const { return b_ != nullptr; }
-    void reset();
+    Hold() = default;
+    Hold(Hold&& o) noexcept : count_(o.count_) { o.count_ = nullptr; }
+    Hold& operator=(Hold&& o) noexcept {
+      if (this != &o) {
+        reset();
+        count_ = o.count_;
+        o.count_ = nullptr;
+      }
+      return *this;
+    }
+    ~Hold() { reset(); }
+    explicit operator bool() const { return count_ != nullptr; }
+    void reset() {
+      if (count_ == nullptr) return;
+      count_->fetch_sub(1);
+      count_ = nullptr;
+    }
 
    private:
     friend class Bulkhead;
-    explicit Slot(Bulkhead* b) : b_(b) {}
-    Bulkhead* b_ = nullptr;
+    explicit Hold(std::atomic<uint32_t>* count) : count_(count) {}
+    std::atomic<uint32_t>* count_ = nullptr;
   };
-  class QueuePlace {
-   public:
-    QueuePlace() = default;
-    QueuePlace(QueuePlace&& o) noexcept : b_(o.b_) { o.b_ = nullptr; }
-    QueuePlace& operator=(QueuePlace&& o) noexcept;
-    ~QueuePlace() { reset(); }
-    explicit operator bool() const { return b_ != nullptr; }
-    void reset();
-
-   private:
-    friend class Bulkhead;
-    explicit QueuePlace(Bulkhead* b) : b_(b) {}
-    Bulkhead* b_ = nullptr;
-  };
+  struct SlotTag;
+  struct QueueTag;
+  using Slot = Hold<SlotTag>;
+  using QueuePlace = Hold<QueueTag>;
 
   explicit Bulkhead(const config::BulkheadConfig& config) : config_(config) {}
   const config::BulkheadConfig& config() const { return config_; }
