@@ -80,10 +80,4 @@ Micros EndpointHealth::next_delay(uint64_t random) const {
   return std::max(kMinDelay, static_cast<Micros>(std::min(delay, kMaxMicros)));
 }
 
-Micros EndpointHealth::first_delay(uint64_t random) const {
-  const Micros interval = to_micros(config_.interval);
-  if (interval <= 0) return 0;
-  return static_cast<Micros>(scale(random, static_cast<uint64_t>(interval)));
-}
-
 }  // namespace bulwark::filters

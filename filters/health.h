@@ -39,9 +39,6 @@ class EndpointHealth {
   // `unhealthy_interval` while unhealthy (when set), spread uniformly by ±interval_jitter_percent.
   // `random` is uniform over all uint64 values. Always at least 1 ms.
   Micros next_delay(uint64_t random) const;
-  // The delay before the very first check of an endpoint added later (not at start-up): a
-  // uniform share of the interval, so endpoints are not all checked in lockstep.
-  Micros first_delay(uint64_t random) const;
 
  private:
   const config::HealthCheckConfig& config_;

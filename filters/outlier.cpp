@@ -19,10 +19,10 @@ OutlierDetector::OutlierDetector(const config::OutlierDetectionConfig& config, c
                                  size_t endpoints)
     : config_(config), clock_(clock) {
   endpoints_.reserve(endpoints);
-  for (size_t i = 0; i < endpoints; ++i) endpoints_.push_back(std::make_unique<EndpointState>());
+  for (size_t i = 0; i < endpoints; ++i) endpoints_.push_back(std::make_shared<EndpointState>());
 }
 
-bool OutlierDetector::record(size_t endpoint, Outcome outcome) {
+bool OutlierDetector::record(size_t endpoint, Outcome outcome, Cause* cause) {
   if (endpoint >= endpoints_.size()) return false;
   EndpointState& e = *endpoints_[endpoint];
 
@@ -49,17 +49,18 @@ bool OutlierDetector::record(size_t endpoint, Outcome outcome) {
       !at_threshold(ngateway, config_.consecutive_gateway_failure)) {
     return false;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  return eject_locked(endpoint, now);
+  std::lock_guard<std::mutex> lock(*mu_);
+  return eject_locked(endpoint, now, cause);
 }
 
-bool OutlierDetector::eject_locked(size_t endpoint, Micros now) {
+bool OutlierDetector::eject_locked(size_t endpoint, Micros now, Cause* cause) {
   EndpointState& e = *endpoints_[endpoint];
   // Re-check under the lock: another worker may have ejected it (and reset the counts), or the
   // cap refused it, since this thread saw its count reach the threshold.
   if (now < e.ejected_until.load(kRelaxed)) return false;
-  if (!at_threshold(e.consecutive_5xx.load(kRelaxed), config_.consecutive_5xx) &&
-      !at_threshold(e.consecutive_gateway.load(kRelaxed), config_.consecutive_gateway_failure)) {
+  const bool gateway =
+      at_threshold(e.consecutive_gateway.load(kRelaxed), config_.consecutive_gateway_failure);
+  if (!gateway && !at_threshold(e.consecutive_5xx.load(kRelaxed), config_.consecutive_5xx)) {
     return false;
   }
 
@@ -86,6 +87,9 @@ bool OutlierDetector::eject_locked(size_t endpoint, Micros now) {
   e.ejections_total.fetch_add(1, kRelaxed);
   e.ejected_until.store(now + duration, std::memory_order_release);
   e.reset_counts();
+  if (cause != nullptr) {
+    *cause = gateway ? Cause::kConsecutiveGatewayFailure : Cause::kConsecutive5xx;
+  }
   return true;
 }
 
@@ -96,7 +100,7 @@ bool OutlierDetector::ejected(size_t endpoint) const {
 
 std::vector<size_t> OutlierDetector::sweep() {
   std::vector<size_t> back;
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(*mu_);
   const Micros now = clock_.now();
   for (size_t i = 0; i < endpoints_.size(); ++i) {
     EndpointState& e = *endpoints_[i];
@@ -142,20 +146,23 @@ uint64_t OutlierDetector::ejections_total(size_t endpoint) const {
   return endpoint < endpoints_.size() ? endpoints_[endpoint]->ejections_total.load(kRelaxed) : 0;
 }
 
-void OutlierDetector::remap(const std::vector<long>& new_to_old) {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::unique_ptr<EndpointState>> fresh(new_to_old.size());
+std::shared_ptr<OutlierDetector> OutlierDetector::remapped(
+    const std::vector<long>& new_to_old) const {
+  auto next = std::make_shared<OutlierDetector>(config_, clock_, 0);
+  next->mu_ = mu_;
+  next->endpoints_.resize(new_to_old.size());
+  std::vector<bool> taken(endpoints_.size(), false);
   for (size_t i = 0; i < new_to_old.size(); ++i) {
     const long old = new_to_old[i];
-    // An index out of range, or one already taken by an earlier new endpoint, starts afresh.
     if (old >= 0 && static_cast<size_t>(old) < endpoints_.size() &&
-        endpoints_[static_cast<size_t>(old)]) {
-      fresh[i] = std::move(endpoints_[static_cast<size_t>(old)]);
+        !taken[static_cast<size_t>(old)]) {
+      taken[static_cast<size_t>(old)] = true;
+      next->endpoints_[i] = endpoints_[static_cast<size_t>(old)];
     } else {
-      fresh[i] = std::make_unique<EndpointState>();
+      next->endpoints_[i] = std::make_shared<EndpointState>();
     }
   }
-  endpoints_ = std::move(fresh);
+  return next;
 }
 
 }  // namespace bulwark::filters

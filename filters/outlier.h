@@ -22,8 +22,10 @@
 // lock-free (and writes nothing when the counts are already 0). An ejection takes the mutex.
 // sweep() runs on one thread (the main thread's timer) and ends ejections whose time passed.
 //
-// Endpoints are addressed by index. When the endpoint set changes (DNS), remap() carries the
-// state of endpoints that stayed to their new indexes.
+// Endpoints are addressed by index. When the endpoint set changes (DNS), remapped() makes the
+// detector of the new set: it shares the state objects (and the lock) of the endpoints that
+// stayed, so a worker still on the old set and one already on the new one count into the same
+// place, and nothing is copied or lost while the new set reaches the workers.
 
 #include <atomic>
 #include <cstdint>
@@ -46,9 +48,12 @@ class OutlierDetector {
 
   OutlierDetector(const config::OutlierDetectionConfig& config, const Clock& clock, size_t endpoints);
 
+  // Which run of failures ejected an endpoint.
+  enum class Cause : uint8_t { kConsecutive5xx, kConsecutiveGatewayFailure };
+
   // Records an outcome of real traffic to `endpoint`. Returns true when this outcome ejected it
-  // (the caller logs that, once).
-  bool record(size_t endpoint, Outcome outcome);
+  // (the caller logs that, once), and then sets *cause when given.
+  bool record(size_t endpoint, Outcome outcome, Cause* cause = nullptr);
   // Whether the endpoint is ejected now. Lock-free.
   bool ejected(size_t endpoint) const;
 
@@ -63,10 +68,10 @@ class OutlierDetector {
   uint32_t consecutive_gateway_failures(size_t endpoint) const;
   uint64_t ejections_total(size_t endpoint) const;  // for bulwark_outlier_ejections_total
 
-  // A new endpoint set: new_to_old[i] is the old index of new endpoint i, or -1 for a new one.
-  // Single-threaded use only (the proxy swaps in a new detector state between loop turns, or
-  // calls this before publishing).
-  void remap(const std::vector<long>& new_to_old);
+  // The detector of a new endpoint set: new_to_old[i] is the old index of new endpoint i, or -1
+  // for a new one (an index out of range or used twice also starts afresh). Safe while other
+  // threads use this one.
+  std::shared_ptr<OutlierDetector> remapped(const std::vector<long>& new_to_old) const;
 
  private:
   // One endpoint's counts and ejection. Every field is an atomic so that workers and the
@@ -95,12 +100,13 @@ class OutlierDetector {
     }
   };
 
-  bool eject_locked(size_t endpoint, Micros now);
+  bool eject_locked(size_t endpoint, Micros now, Cause* cause);
 
   const config::OutlierDetectionConfig& config_;
   const Clock& clock_;
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<EndpointState>> endpoints_;
+  // Shared with the detectors remapped() makes, as are the endpoint states.
+  std::shared_ptr<std::mutex> mu_ = std::make_shared<std::mutex>();
+  std::vector<std::shared_ptr<EndpointState>> endpoints_;
 };
 
 }  // namespace bulwark::filters

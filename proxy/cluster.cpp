@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "proxy/downstream.h"
+#include "proxy/log.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -18,7 +19,7 @@ void ClusterState::set_endpoints(std::shared_ptr<const EndpointSet> set) {
 }
 
 WorkerCluster::WorkerCluster(Worker& worker, ClusterState& shared, ClusterStats& stats)
-    : shared(shared), stats(stats), worker_(worker), lb_(shared.config.lb) {}
+    : shared(shared), stats(stats), worker_(worker) {}
 
 WorkerCluster::~WorkerCluster() = default;
 
@@ -28,13 +29,15 @@ void WorkerCluster::update(const std::shared_ptr<const EndpointSet>& set) {
   if (set != nullptr) {
     for (const Endpoint& e : set->endpoints) {
       auto same = std::find_if(pools_.begin(), pools_.end(), [&](const std::unique_ptr<EndpointPool>& p) {
-        return p != nullptr && p->endpoint.address == e.address && p->endpoint.weight == e.weight;
+        return p != nullptr && p->endpoint.address == e.address && p->endpoint.weight == e.weight &&
+               p->endpoint.priority == e.priority;
       });
       if (same != pools_.end()) {
         next.push_back(std::move(*same));
       } else {
         next.push_back(std::make_unique<EndpointPool>(*this, e));
       }
+      next.back()->index = next.size() - 1;
     }
   }
   for (auto& p : pools_) {
@@ -48,23 +51,91 @@ void WorkerCluster::update(const std::shared_ptr<const EndpointSet>& set) {
                                 [](const std::unique_ptr<EndpointPool>& p) { return p->connections == 0; }),
                  retired_.end());
   pools_ = std::move(next);
-  candidates_.assign(pools_.size(), LbCandidate{});
-  for (size_t i = 0; i < pools_.size(); ++i) candidates_[i].weight = pools_[i]->endpoint.weight;
+  routing_version_ = shared.health_version.load(std::memory_order_acquire);
+  rebuild_routing();
+}
+
+void WorkerCluster::rebuild_routing() {
+  // The priorities in use, lowest first; a group per priority.
+  std::vector<uint8_t> priorities;
+  for (const auto& p : pools_) priorities.push_back(p->endpoint.priority);
+  std::sort(priorities.begin(), priorities.end());
+  priorities.erase(std::unique(priorities.begin(), priorities.end()), priorities.end());
+  auto group_of = [&](const EndpointPool& p) {
+    return static_cast<size_t>(std::lower_bound(priorities.begin(), priorities.end(), p.endpoint.priority) -
+                               priorities.begin());
+  };
+
+  std::vector<filters::GroupHealth> health(priorities.size());
+  std::vector<bool> routable(pools_.size());
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    filters::GroupHealth& g = health[group_of(*pools_[i])];
+    ++g.total;
+    routable[i] = set_->routable(i);
+    if (routable[i]) ++g.routable;
+  }
+  load_ = filters::compute_priority_load(health, shared.config.panic_threshold_percent);
+
+  groups_.assign(priorities.size(), Group(shared.config.lb));
+  for (size_t i = 0; i < pools_.size(); ++i) {
+    // In panic a group's traffic goes to all its endpoints, routable or not.
+    if (!routable[i] && !load_.panic) continue;
+    Group& g = groups_[group_of(*pools_[i])];
+    g.members.push_back(pools_[i].get());
+    g.candidates.push_back(LbCandidate{pools_[i]->endpoint.weight, 0, 0});
+  }
 }
 
 EndpointPool* WorkerCluster::pick(const EndpointPool* avoid) {
-  if (pools_.empty()) return nullptr;
-  if (avoid != nullptr && pools_.size() > 1) {
-    // A retry: any other endpoint, chosen at random, without moving the balancer. (Taking the
-    // balancer's next turn would hand the next request's turn to the failed endpoint again.)
-    for (size_t a = 0; a < pools_.size(); ++a) {
-      if (pools_[a].get() != avoid) continue;
-      size_t i = worker_.random().below(static_cast<uint32_t>(pools_.size() - 1));
-      return pools_[i >= a ? i + 1 : i].get();
+  const uint64_t version = shared.health_version.load(std::memory_order_acquire);
+  if (version != routing_version_) {
+    routing_version_ = version;
+    rebuild_routing();
+  }
+  int chosen = -1;
+  if (groups_.size() == 1) {
+    chosen = load_.percent[0] != 0 ? 0 : -1;  // the common case: no random draw
+  } else if (!groups_.empty()) {
+    chosen = filters::choose_group(load_, worker_.random().next());
+  }
+  if (chosen < 0) return nullptr;
+  Group& group = groups_[static_cast<size_t>(chosen)];
+  const size_t n = group.members.size();
+  if (n == 0) return nullptr;
+  if (avoid != nullptr && n > 1) {
+    // A retry: any other endpoint of the group, chosen at random, without moving the balancer.
+    // (Taking the balancer's next turn would hand the next request's turn to the failed
+    // endpoint again.)
+    for (size_t a = 0; a < n; ++a) {
+      if (group.members[a] != avoid) continue;
+      size_t i = worker_.random().below(static_cast<uint32_t>(n - 1));
+      return group.members[i >= a ? i + 1 : i];
     }
   }
-  for (size_t i = 0; i < pools_.size(); ++i) candidates_[i].active_requests = pools_[i]->active_requests;
-  return pools_[lb_.pick(candidates_, worker_.random())].get();
+  for (size_t i = 0; i < n; ++i) group.candidates[i].active_requests = group.members[i]->active_requests;
+  return group.members[group.lb.pick(group.candidates, worker_.random())];
+}
+
+void WorkerCluster::record_outcome(const EndpointPool& pool, filters::OutlierDetector::Outcome outcome) {
+  filters::OutlierDetector* outlier = set_ != nullptr ? set_->outlier.get() : nullptr;
+  if (outlier == nullptr || pool.retired) return;
+  filters::OutlierDetector::Cause cause{};
+  if (!outlier->record(pool.index, outcome, &cause)) return;
+  shared.health_changed();
+  const filters::Micros until = outlier->ejected_until(pool.index);
+  const auto& c = *shared.config.outlier_detection;
+  const bool gateway = cause == filters::OutlierDetector::Cause::kConsecutiveGatewayFailure;
+  std::string why = std::to_string(gateway ? c.consecutive_gateway_failure : c.consecutive_5xx);
+  why += gateway ? " consecutive gateway failures" : " consecutive 5xx";
+  log::warn("endpoint ejected")
+      .str("cluster", shared.config.name)
+      .str("endpoint", pool.endpoint.address)
+      .str("old", "active")
+      .str("new", "ejected")
+      .str("cause", why)
+      .num("ejection_ms", until > 0 ? (until - shared.clock.now() + 999) / 1000 : 0)
+      .num("times_ejected", outlier->times_ejected(pool.index));
+  if (shared.on_ejection) shared.on_ejection();
 }
 
 bool WorkerCluster::try_reserve_connection() {

@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "filters/circuit_breaker.h"
 #include "filters/clock.h"
+#include "filters/priority.h"
 #include "proxy/endpoint.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
@@ -29,11 +30,13 @@ class ClusterState {
   ClusterState(const config::ClusterConfig& config, size_t index, const filters::Clock& clock)
       : config(config),
         index(index),
+        clock(clock),
         circuit(config.circuit_breaker
                     ? std::make_unique<filters::CircuitBreaker>(*config.circuit_breaker, clock)
                     : nullptr) {}
   const config::ClusterConfig& config;
   const size_t index;
+  const filters::Clock& clock;
   // The cluster's circuit breaker; null when none is configured.
   const std::unique_ptr<filters::CircuitBreaker> circuit;
 
@@ -48,6 +51,15 @@ class ClusterState {
   // of max_connections) while requests of other workers wait for one tells those workers.
   std::function<void(size_t from_worker)> wake_other_workers;
 
+  // Bumped (release) after any change of which endpoints are routable: a health check result
+  // that changed an endpoint's state, an ejection, the end of one. Each worker compares it with
+  // the version its routing table was built from on every pick, so a change is seen by all
+  // workers at their next request.
+  std::atomic<uint64_t> health_version{0};
+  void health_changed() { health_version.fetch_add(1, std::memory_order_release); }
+  // Set by the Server: a worker ejected an endpoint (the main thread times its return).
+  std::function<void()> on_ejection;
+
  private:
   mutable std::mutex mu_;
   std::shared_ptr<const EndpointSet> endpoints_;
@@ -61,9 +73,14 @@ class WorkerCluster {
 
   // Applies a new endpoint set: pools of endpoints that stayed are kept, others retire.
   void update(const std::shared_ptr<const EndpointSet>& set);
-  // The endpoint for the next request, or null when the cluster has none. A retry passes the
-  // endpoint of the failed try as `avoid`, and gets another one when the cluster has several.
+  // The endpoint for the next request, or null when no endpoint is routable (has_endpoints()
+  // tells whether there are none at all). The priority group comes from the priority load, the
+  // endpoint within it from the load balancer. A retry passes the endpoint of the failed try as
+  // `avoid`, and gets another one of the group when it has several.
   EndpointPool* pick(const EndpointPool* avoid = nullptr);
+  bool has_endpoints() const { return !pools_.empty(); }
+  // The outcome of a try on `pool`'s endpoint, for outlier detection. An ejection is logged here.
+  void record_outcome(const EndpointPool& pool, filters::OutlierDetector::Outcome outcome);
 
   // Reserves a slot for a new connection against the cluster-wide limit.
   bool try_reserve_connection();
@@ -87,12 +104,24 @@ class WorkerCluster {
   const std::vector<std::unique_ptr<EndpointPool>>& pools() const { return pools_; }
 
  private:
+  // One priority group's share of the routing table: the pools that take its traffic (its
+  // routable ones, or all of them in panic) and its balancer state.
+  struct Group {
+    explicit Group(config::LbPolicy policy) : lb(policy) {}
+    std::vector<EndpointPool*> members;
+    std::vector<LbCandidate> candidates;
+    LoadBalancer lb;
+  };
+  // Rebuilds groups_ and load_ from the endpoints' routable state.
+  void rebuild_routing();
+
   Worker& worker_;
   std::shared_ptr<const EndpointSet> set_;
-  std::vector<std::unique_ptr<EndpointPool>> pools_;
+  std::vector<std::unique_ptr<EndpointPool>> pools_;  // index-aligned with set_->endpoints
   std::vector<std::unique_ptr<EndpointPool>> retired_;
-  std::vector<LbCandidate> candidates_;
-  LoadBalancer lb_;
+  std::vector<Group> groups_;  // by priority, lowest first; only priorities that have endpoints
+  filters::PriorityLoad load_;
+  uint64_t routing_version_ = 0;
   std::vector<DownstreamConnection*> waiters_;  // FIFO; small
   bool serving_waiters_ = false;
 };

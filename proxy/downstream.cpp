@@ -433,11 +433,18 @@ void DownstreamConnection::start_try() {
   connect_upstream(false);
 }
 
-void DownstreamConnection::record_circuit(bool failure) {
+void DownstreamConnection::record_try_outcome(int status) {
+  const bool failure = status == 0 || status >= 500;
   if (circuit_permit_) {
-    circuit_permit_.record(
-        failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
-        static_cast<filters::Micros>(now_us() - try_start_us_));
+    circuit_permit_.record(failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
+                           static_cast<filters::Micros>(now_us() - try_start_us_));
+  }
+  if (endpoint_ != nullptr) {
+    using Outcome = filters::OutlierDetector::Outcome;
+    const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
+    cluster_->record_outcome(*endpoint_, !failure ? Outcome::kSuccess
+                                         : gateway ? Outcome::kGatewayFailure
+                                                   : Outcome::kServerError);
   }
 }
 
@@ -445,7 +452,7 @@ void DownstreamConnection::try_failed(filters::TryFailure failure, LocalReason r
   if (upstream_ != nullptr) release_upstream(false);
   if (!response_head_sent_) {
     cluster_->stats.upstream_requests.inc(0);
-    record_circuit(true);
+    record_try_outcome(0);
     if (maybe_retry(route_->shared->retry.retriable_failure(failure))) return;
   }
   upstream_failed(reason, err);
@@ -536,7 +543,10 @@ void DownstreamConnection::arm_deadline_timer() {
 void DownstreamConnection::connect_upstream(bool fresh_only) {
   endpoint_ = cluster_->pick(failed_endpoint_);
   if (endpoint_ == nullptr) {
-    upstream_failed(LocalReason::kNoEndpoints, 0);
+    // No connect attempt and no wait: the answer is known now.
+    upstream_failed(cluster_->has_endpoints() ? LocalReason::kNoHealthyEndpoints
+                                              : LocalReason::kNoEndpoints,
+                    0);
     return;
   }
   if (!fresh_only) {
@@ -746,7 +756,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   try_deadline_ms_ = 0;
   arm_deadline_timer();
   cluster_->stats.upstream_requests.inc(head.status);
-  record_circuit(head.status >= 500);
+  record_try_outcome(head.status);
   if (maybe_retry(route_->shared->retry.retriable_status(head.status)))
     return http::ParserCallbacks::kPause;
   // This response goes to the client: the request will not be sent again.
@@ -1061,14 +1071,17 @@ void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
     self->cancel_wait();
     if (trying) {
       self->cluster_->stats.upstream_requests.inc(0);
-      self->record_circuit(true);
+      self->record_try_outcome(0);
     }
     self->upstream_failed(LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
     return;
   }
   if (self->try_deadline_ms_ != 0 && now >= self->try_deadline_ms_) {
     self->try_deadline_ms_ = 0;
-    self->cancel_wait();  // a try may be waiting for a pool connection
+    // A try still waiting for a pool connection never reached its endpoint: the endpoint is not
+    // to blame (outlier detection), nor to be avoided by the retry.
+    if (self->wait_ == Wait::kPool) self->endpoint_ = nullptr;
+    self->cancel_wait();
     self->try_failed(filters::TryFailure::kPerTryTimeout, LocalReason::kUpstreamTimeout,
                      UV_ETIMEDOUT);
     return;

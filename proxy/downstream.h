@@ -88,7 +88,9 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void try_failed(filters::TryFailure failure, LocalReason reason, int err);
   // Retries when the policy, the request and the budget allow it: true if a retry is scheduled.
   bool maybe_retry(std::optional<filters::RetryReason> reason);
-  void record_circuit(bool failure);
+  // The outcome of the current try, for the circuit breaker and outlier detection: the response
+  // status, or 0 when the try got none (connect failure, reset, timeout).
+  void record_try_outcome(int status);
   void cancel_wait();
   void end_policies();
   void arm_deadline_timer();

@@ -1,13 +1,27 @@
 #pragma once
-// An upstream endpoint as the proxy connects to it.
+// An upstream endpoint as the proxy connects to it, and a cluster's published set of them.
 
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "filters/outlier.h"
+
 namespace bulwark {
+
+// What the active health checks say of one endpoint, read by every worker. One object per
+// endpoint address, shared by successive endpoint sets: an endpoint that stays across a DNS
+// change keeps its state.
+struct EndpointStatus {
+  // Written by the health checker (main thread): false once the endpoint's checks made it
+  // unhealthy. True while pending (no check finished yet) and when the cluster has no checks.
+  std::atomic<bool> check_passing{true};
+};
 
 // One resolved endpoint: an address to connect to. Immutable once published.
 struct Endpoint {
@@ -15,10 +29,20 @@ struct Endpoint {
   std::string address;  // resolved: "10.1.2.3:9001"
   sockaddr_storage sockaddr{};
   uint32_t weight = 1;
+  uint8_t priority = 0;  // 0 first; higher groups take traffic a lower one cannot carry
+  std::shared_ptr<EndpointStatus> status = std::make_shared<EndpointStatus>();
 };
 
 struct EndpointSet {
   std::vector<Endpoint> endpoints;
+  // Passive outlier state, index-aligned with `endpoints`; null without outlier_detection.
+  std::shared_ptr<filters::OutlierDetector> outlier;
+
+  // Whether endpoint i may take traffic now: its checks pass and it is not ejected.
+  bool routable(size_t i) const {
+    return endpoints[i].status->check_passing.load(std::memory_order_acquire) &&
+           (outlier == nullptr || !outlier->ejected(i));
+  }
 };
 
 }  // namespace bulwark

@@ -129,6 +129,53 @@ void add_route_policy_metrics(RoutePolicyFamilies& f, const std::string& listene
   }
 }
 
+struct HealthFamilies {
+  MetricFamily routable = family("bulwark_cluster_routable_endpoints",
+                                 "Endpoints of the cluster that take traffic: their health checks "
+                                 "pass (or are pending) and they are not ejected.",
+                                 MetricType::Gauge);
+  MetricFamily panic = family("bulwark_cluster_panic",
+                              "1 while the cluster is in panic mode (too few routable endpoints: "
+                              "traffic goes to all of them).",
+                              MetricType::Gauge);
+  MetricFamily healthy =
+      family("bulwark_endpoint_healthy",
+             "1 while the endpoint's active health checks pass (or none finished yet).",
+             MetricType::Gauge);
+  MetricFamily checks = family("bulwark_health_checks_total",
+                               "Active health checks by endpoint and result.", MetricType::Counter);
+  MetricFamily ejected = family("bulwark_endpoint_ejected",
+                                "1 while outlier detection keeps the endpoint out.",
+                                MetricType::Gauge);
+  MetricFamily ejections = family("bulwark_outlier_ejections_total",
+                                  "Ejections of the endpoint by outlier detection.",
+                                  MetricType::Counter);
+};
+
+// Endpoint series exist only where the cluster has health checks (healthy, checks) or outlier
+// detection (ejected, ejections); the cluster series always.
+void add_health_metrics(HealthFamilies& f, const std::string& cluster, const ClusterHealthView& v) {
+  add_gauge(f.routable, {{"cluster", cluster}}, static_cast<double>(v.routable));
+  add_gauge(f.panic, {{"cluster", cluster}}, v.panic ? 1 : 0);
+  for (const EndpointHealthView& e : v.endpoints) {
+    if (v.checks) {
+      add_gauge(f.healthy, {{"cluster", cluster}, {"endpoint", e.address}},
+                std::string_view(e.state) != "unhealthy" ? 1 : 0);
+      for (size_t r = 0; r < e.checks.size(); ++r) {
+        add_counter(f.checks,
+                    {{"cluster", cluster},
+                     {"endpoint", e.address},
+                     {"result", to_string(static_cast<CheckResult>(r))}},
+                    e.checks[r]);
+      }
+    }
+    if (v.outlier) {
+      add_gauge(f.ejected, {{"cluster", cluster}, {"endpoint", e.address}}, e.ejected ? 1 : 0);
+      add_counter(f.ejections, {{"cluster", cluster}, {"endpoint", e.address}}, e.ejections_total);
+    }
+  }
+}
+
 }  // namespace
 
 std::string render_metrics(const config::Config& config,
@@ -191,8 +238,10 @@ std::string render_metrics(const config::Config& config,
   auto circuit_transitions =
       family("bulwark_circuit_transitions_total",
              "Circuit breaker state changes by cluster and new state.", MetricType::Counter);
+  HealthFamilies health;
   for (size_t ci = 0; ci < config.clusters.size(); ++ci) {
     const std::string& name = config.clusters[ci].name;
+    if (ci < shared.health.size()) add_health_metrics(health, name, shared.health[ci]);
     int64_t act = 0, idle = 0, reqs = 0;
     uint64_t failures = 0;
     for (const WorkerStats* w : workers) {
@@ -231,7 +280,8 @@ std::string render_metrics(const config::Config& config,
   for (auto* f : {&requests, &duration, &downstream, &policy.retries, &policy.budget_exhausted,
                   &policy.bulkhead_rejections, &policy.bulkhead_queued, &policy.rate_limited,
                   &policy.faults, &upstream, &connections, &active, &connect_failures,
-                  &circuit_state, &circuit_transitions, &local}) {
+                  &circuit_state, &circuit_transitions, &health.routable, &health.panic,
+                  &health.healthy, &health.checks, &health.ejected, &health.ejections, &local}) {
     out.push_back(std::move(*f));
   }
   return prometheus::TextSerializer().Serialize(out);

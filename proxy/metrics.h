@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "filters/retry.h"
+#include "proxy/health_view.h"
 #include "proxy/reasons.h"
 
 namespace bulwark {
@@ -102,6 +103,7 @@ struct SharedGauges {
     std::array<uint64_t, 3> transitions{};  // into closed, open, half-open
   };
   std::vector<Circuit> circuits;                      // index as Config::clusters
+  std::vector<ClusterHealthView> health;              // index as Config::clusters
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
 };
 

@@ -26,6 +26,7 @@ enum class LocalReason : unsigned char {
   kQueueTimeout,
   kRateLimited,
   kFaultAbort,
+  kNoHealthyEndpoints,
   kCount,
 };
 
@@ -52,6 +53,7 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"queue_timeout", 503},
     {"rate_limited", 429},
     {"fault_abort", 503},  // the status is the configured (or requested) one
+    {"no_healthy_endpoints", 503},  // the cluster has endpoints, but none is routable
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <csignal>
 #include <thread>
 
@@ -34,6 +35,7 @@ class ClusterResolver {
       to_sockaddr(eps[i].address, &e.sockaddr);
       e.address = format_sockaddr(e.sockaddr);
       e.weight = eps[i].weight;
+      e.priority = eps[i].priority;
       answers_[i].push_back(e);
     }
     uv_timer_init(loop, &timer_);
@@ -94,6 +96,7 @@ class ClusterResolver {
         std::memcpy(&e.sockaddr, a->ai_addr, a->ai_addrlen);
         e.address = format_sockaddr(e.sockaddr);
         e.weight = ep.weight;
+        e.priority = ep.priority;
         bool dup = std::any_of(found.begin(), found.end(), [&](const Endpoint& f) { return f.address == e.address; });
         if (!dup) found.push_back(e);
       }
@@ -120,7 +123,9 @@ class ClusterResolver {
     auto set = std::make_shared<EndpointSet>();
     for (const auto& a : answers_) set->endpoints.insert(set->endpoints.end(), a.begin(), a.end());
     std::vector<std::string> now;
-    for (const Endpoint& e : set->endpoints) now.push_back(e.address + "/" + std::to_string(e.weight));
+    for (const Endpoint& e : set->endpoints) {
+      now.push_back(e.address + "/" + std::to_string(e.weight) + "/" + std::to_string(e.priority));
+    }
     if (published_ && now == last_) return;
     if (published_) {
       log::info("cluster endpoints changed").str("cluster", cluster_.config.name).num("endpoints", static_cast<int64_t>(now.size()));
@@ -152,7 +157,8 @@ Server::Server(std::shared_ptr<const config::Config> config)
 
 Server::~Server() { uv_loop_close(&loop_); }
 
-void Server::publish_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set) {
+void Server::publish_endpoints(size_t cluster, std::shared_ptr<EndpointSet> next) {
+  std::shared_ptr<const EndpointSet> set = health_[cluster]->adopt(std::move(next));
   clusters_[cluster]->set_endpoints(set);
   for (auto& w : workers_) w->update_endpoints(cluster, set);
 }
@@ -191,7 +197,6 @@ int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   start_time_ms_ = uv_now(&loop_);
   create_policy_state();
-  warn_unwired_keys();
   if (!open_listeners()) return 1;
   std::string admin_address;
   int rc = admin_.listen(config_->admin.address, &admin_address);
@@ -239,23 +244,6 @@ int Server::run() {
   return 0;
 }
 
-// Issue 4 (upstream health) is under way: its keys are validated already, but the proxy does not
-// act on them yet. Say so, rather than let a user believe a sick endpoint is being taken out.
-void Server::warn_unwired_keys() const {
-  for (const auto& c : config_->clusters) {
-    bool priorities = std::any_of(c.endpoints.begin(), c.endpoints.end(),
-                                  [](const config::EndpointConfig& e) { return e.priority != 0; });
-    if (c.health_check || c.outlier_detection || priorities) {
-      log::warn("health_check, outlier_detection and endpoint priorities are validated but not "
-                "applied yet in this version")
-          .str("cluster", c.name);
-    }
-  }
-  if (!config_->readiness.require_healthy.empty()) {
-    log::warn("readiness.require_healthy is validated but not applied yet in this version");
-  }
-}
-
 void Server::create_policy_state() {
   for (size_t i = 0; i < config_->clusters.size(); ++i) {
     auto c = std::make_unique<ClusterState>(config_->clusters[i], i, clock_);
@@ -269,6 +257,8 @@ void Server::create_policy_state() {
             .num("open_duration_ms", cb->open_duration() / 1000);
       });
     }
+    c->on_ejection = [this, i] { tasks_.post([this, i] { health_[i]->on_ejection(); }); };
+    health_.push_back(std::make_unique<HealthChecker>(&loop_, *c, clock_));
     c->wake_other_workers = [this, i](size_t from) {
       for (auto& w : workers_) {
         if (w->id() != from) w->wake_pool_waiters(i);
@@ -301,6 +291,7 @@ SharedGauges Server::shared_gauges() const {
     }
     g.circuits.push_back(circuit);
   }
+  for (const auto& h : health_) g.health.push_back(h->view());
   for (const auto& l : routes_) {
     g.bulkhead_queued.emplace_back();
     for (const auto& r : l)
@@ -308,6 +299,18 @@ SharedGauges Server::shared_gauges() const {
                                                      : -1);
   }
   return g;
+}
+
+std::string Server::not_ready_reason() const {
+  if (draining_) return "draining";
+  for (size_t ci : config_->readiness.cluster_indexes) {
+    const std::string& name = config_->clusters[ci].name;
+    if (!health_[ci]->first_round_done()) {
+      return "cluster " + name + ": waiting for the first round of health checks";
+    }
+    if (health_[ci]->view().routable == 0) return "cluster " + name + ": no routable endpoint";
+  }
+  return {};
 }
 
 void Server::begin_drain(const char* why) {
@@ -344,6 +347,7 @@ void Server::finish() {
   finished_ = true;
   for (auto& w : workers_) w->stop();
   for (auto& r : resolvers_) r->stop();
+  for (auto& h : health_) h->stop();
   admin_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
@@ -369,8 +373,9 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
   if (req.path == "/healthz") {
     respond({200, "text/plain; charset=utf-8", "ok\n"});
   } else if (req.path == "/ready") {
-    if (draining_) {
-      respond({503, "text/plain; charset=utf-8", "draining\n"});
+    std::string why = not_ready_reason();
+    if (!why.empty()) {
+      respond({503, "text/plain; charset=utf-8", why + "\n"});
     } else {
       respond({200, "text/plain; charset=utf-8", "ready\n"});
     }
@@ -389,16 +394,62 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
   }
 }
 
-// Each worker reports its own pools (on its own thread); the answer is put together on the main
-// thread once all have answered.
+namespace {
+
+std::string iso_time(int64_t unix_ms) {
+  time_t secs = static_cast<time_t>(unix_ms / 1000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char out[40];
+  size_t n = strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &utc);
+  snprintf(out + n, sizeof out - n, ".%03dZ", static_cast<int>(unix_ms % 1000));
+  return out;
+}
+
+void append_endpoint_health(std::string& out, const ClusterHealthView& cluster,
+                            const EndpointHealthView& e) {
+  out += ",\"priority\":" + std::to_string(e.priority);
+  out += ",\"weight\":" + std::to_string(e.weight);
+  out += std::string(",\"routable\":") + (e.routable ? "true" : "false");
+  if (cluster.checks) {
+    out += ",\"health\":{\"state\":";
+    config::append_json_string(out, e.state);
+    out += ",\"last_result\":";
+    if (e.has_result) {
+      config::append_json_string(out, to_string(e.last_result));
+      out += ",\"last_detail\":";
+      config::append_json_string(out, e.last_detail);
+      out += ",\"last_check\":\"" + iso_time(e.last_check_unix_ms) + "\"";
+    } else {
+      out += "null,\"last_detail\":null,\"last_check\":null";
+    }
+    out += ",\"consecutive_failures\":" + std::to_string(e.consecutive_failures);
+    out += ",\"consecutive_successes\":" + std::to_string(e.consecutive_successes) + "}";
+  }
+  if (cluster.outlier) {
+    out += std::string(",\"outlier\":{\"ejected\":") + (e.ejected ? "true" : "false");
+    out += ",\"ejected_until\":";
+    out += e.ejected ? "\"" + iso_time(e.ejected_until_unix_ms) + "\"" : std::string("null");
+    out += ",\"times_ejected\":" + std::to_string(e.times_ejected);
+    out += ",\"consecutive_5xx\":" + std::to_string(e.consecutive_5xx);
+    out += ",\"consecutive_gateway_failures\":" + std::to_string(e.consecutive_gateway_failures);
+    out += ",\"ejections_total\":" + std::to_string(e.ejections_total) + "}";
+  }
+}
+
+}  // namespace
+
+// The endpoint list and health come from the main thread's health checkers; each worker adds
+// its own pools' counts (on its own thread), and the answer is put together on the main thread
+// once all have answered.
 void Server::clusters_json(std::function<void(AdminResponse)> respond) {
-  struct EndpointView {
-    std::string name, address;
-    uint32_t weight = 1;
+  struct PoolCounts {
     int64_t active_requests = 0, connections = 0, idle = 0;
   };
+  // [cluster] address -> counts, summed over workers.
+  using Counts = std::vector<std::vector<std::pair<std::string, PoolCounts>>>;
   struct Gather {
-    std::vector<std::vector<EndpointView>> clusters;
+    Counts clusters;
     size_t waiting = 0;
     std::function<void(AdminResponse)> respond;
   };
@@ -410,6 +461,7 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
     std::string out = "{\"clusters\":[";
     for (size_t ci = 0; ci < clusters_.size(); ++ci) {
       const auto& cc = clusters_[ci]->config;
+      const ClusterHealthView health = health_[ci]->view();
       if (ci > 0) out += ',';
       out += "{\"name\":";
       config::append_json_string(out, cc.name);
@@ -418,6 +470,8 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
       out += ",\"connections\":" + std::to_string(clusters_[ci]->connections.load());
       out += ",\"max_connections\":" + std::to_string(cc.pool.max_connections);
       out += ",\"pending\":" + std::to_string(clusters_[ci]->pending.load());
+      out += ",\"routable_endpoints\":" + std::to_string(health.routable);
+      out += std::string(",\"panic\":") + (health.panic ? "true" : "false");
       if (const filters::CircuitBreaker* circuit = clusters_[ci]->circuit.get()) {
         out += ",\"circuit\":{\"state\":";
         config::append_json_string(out, filters::to_string(circuit->state()));
@@ -425,17 +479,21 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
       }
       out += ",\"endpoints\":[";
       bool first = true;
-      for (const EndpointView& e : g->clusters[ci]) {
+      for (const EndpointHealthView& e : health.endpoints) {
         if (!first) out += ',';
         first = false;
+        PoolCounts counts;
+        for (const auto& [address, c] : g->clusters[ci]) {
+          if (address == e.address) counts = c;
+        }
         out += "{\"name\":";
         config::append_json_string(out, e.name);
         out += ",\"address\":";
         config::append_json_string(out, e.address);
-        out += ",\"weight\":" + std::to_string(e.weight);
-        out += ",\"active_requests\":" + std::to_string(e.active_requests);
-        out += ",\"connections\":" + std::to_string(e.connections);
-        out += ",\"idle_connections\":" + std::to_string(e.idle) + "}";
+        append_endpoint_health(out, health, e);
+        out += ",\"active_requests\":" + std::to_string(counts.active_requests);
+        out += ",\"connections\":" + std::to_string(counts.connections);
+        out += ",\"idle_connections\":" + std::to_string(counts.idle) + "}";
       }
       out += "]}";
     }
@@ -449,24 +507,25 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->post([this, worker, g, complete] {
-      std::vector<std::vector<EndpointView>> mine(g->clusters.size());
+      Counts mine(g->clusters.size());
       for (size_t ci = 0; ci < worker->clusters().size(); ++ci) {
         for (const auto& p : worker->clusters()[ci]->pools()) {
-          mine[ci].push_back({p->endpoint.name, p->endpoint.address, p->endpoint.weight, p->active_requests,
-                              p->connections, static_cast<int64_t>(p->idle.size())});
+          mine[ci].push_back({p->endpoint.address,
+                              {p->active_requests, p->connections, static_cast<int64_t>(p->idle.size())}});
         }
       }
       tasks_.post([g, mine = std::move(mine), complete] {
         for (size_t ci = 0; ci < mine.size(); ++ci) {
           auto& into = g->clusters[ci];
-          for (const EndpointView& e : mine[ci]) {
-            auto it = std::find_if(into.begin(), into.end(), [&](const EndpointView& x) { return x.address == e.address; });
+          for (const auto& [address, c] : mine[ci]) {
+            auto it = std::find_if(into.begin(), into.end(),
+                                   [&](const auto& x) { return x.first == address; });
             if (it == into.end()) {
-              into.push_back(e);
+              into.push_back({address, c});
             } else {
-              it->active_requests += e.active_requests;
-              it->connections += e.connections;
-              it->idle += e.idle;
+              it->second.active_requests += c.active_requests;
+              it->second.connections += c.connections;
+              it->second.idle += c.idle;
             }
           }
         }

@@ -13,6 +13,7 @@
 #include "filters/clock.h"
 #include "proxy/admin.h"
 #include "proxy/cluster.h"
+#include "proxy/health_checker.h"
 #include "proxy/route_state.h"
 #include "proxy/task_queue.h"
 #include "proxy/worker.h"
@@ -31,16 +32,18 @@ class Server {
   // Binds, starts the workers and runs until drained. Returns the process exit code.
   int run();
 
-  // Publishes a cluster's new endpoint set to every worker (main thread).
-  void publish_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set);
+  // Publishes a cluster's new endpoint set to every worker (main thread), after its health
+  // checker gave the endpoints that stayed their health state.
+  void publish_endpoints(size_t cluster, std::shared_ptr<EndpointSet> set);
 
  private:
   bool open_listeners();
   void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
   void clusters_json(std::function<void(AdminResponse)> respond);
   void create_policy_state();
-  void warn_unwired_keys() const;
   SharedGauges shared_gauges() const;
+  // Why /ready is 503 (empty: ready).
+  std::string not_ready_reason() const;
   void begin_drain(const char* why);
   void on_worker_drained();
   void finish();
@@ -53,6 +56,7 @@ class Server {
   AdminServer admin_;
   filters::MonotonicClock clock_;
   std::vector<std::unique_ptr<ClusterState>> clusters_;
+  std::vector<std::unique_ptr<HealthChecker>> health_;  // index as clusters_
   std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // [listener][route]
   std::vector<std::unique_ptr<ClusterResolver>> resolvers_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -93,6 +93,7 @@ class EndpointPool {
       : cluster(cluster), endpoint(endpoint) {}
   WorkerCluster& cluster;
   const Endpoint endpoint;
+  size_t index = 0;          // in the cluster's current endpoint set (while not retired)
   IdleList idle;             // most recently used at the front
   uint32_t connections = 0;  // open connections of this pool, idle or not
   uint32_t active_requests = 0;

@@ -337,41 +337,5 @@ TEST_CASE("health: next_delay does not overflow for a huge interval") {
   CHECK(mid <= std::numeric_limits<Micros>::max());
 }
 
-// ---- first_delay ----
-
-TEST_CASE("health: first_delay is uniform from 0 up to the interval") {
-  auto c = test_config();  // 5 s
-  EndpointHealth h(c);
-  CHECK(h.first_delay(0) == 0);
-  CHECK(h.first_delay(kMaxRandom) == 4'999'999);
-  CHECK(h.first_delay(kHalfRandom) == 2'500'000);
-  Randoms rng;
-  Micros hi = 0;
-  for (int i = 0; i < 10000; ++i) {
-    const Micros d = h.first_delay(rng.next());
-    REQUIRE(d >= 0);
-    REQUIRE(d < 5'000'000);
-    hi = std::max(hi, d);
-  }
-  CHECK(hi > 4'900'000);
-}
-
-TEST_CASE("health: first_delay ignores jitter, state and unhealthy_interval") {
-  auto c = test_config();
-  c.interval_jitter_percent = 50;
-  c.unhealthy_interval = 1s;
-  EndpointHealth h(c);
-  REQUIRE(h.on_result(false));
-  CHECK(h.first_delay(kMaxRandom) == 4'999'999);
-}
-
-TEST_CASE("health: first_delay of a zero interval is 0") {
-  auto c = test_config();
-  c.interval = 0ms;
-  EndpointHealth h(c);
-  CHECK(h.first_delay(0) == 0);
-  CHECK(h.first_delay(kMaxRandom) == 0);
-}
-
 }  // namespace
 }  // namespace bulwark::filters

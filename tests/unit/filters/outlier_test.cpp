@@ -97,7 +97,9 @@ TEST_CASE("outlier: consecutive gateway failures eject at their own threshold") 
   CHECK(d.consecutive_5xx(0) == 2);  // a gateway failure is a 5xx too
   CHECK(d.consecutive_gateway_failures(0) == 2);
   CHECK_FALSE(d.ejected(0));
-  CHECK(d.record(0, O::kGatewayFailure));
+  OutlierDetector::Cause cause = OutlierDetector::Cause::kConsecutive5xx;
+  CHECK(d.record(0, O::kGatewayFailure, &cause));
+  CHECK(cause == OutlierDetector::Cause::kConsecutiveGatewayFailure);
   CHECK(d.ejected(0));
   CHECK(d.consecutive_5xx(0) == 0);
   CHECK(d.consecutive_gateway_failures(0) == 0);
@@ -110,7 +112,9 @@ TEST_CASE("outlier: gateway failures count toward consecutive_5xx") {
   OutlierDetector d(c, clock, 2);
   CHECK(record(d, 0, O::kGatewayFailure, 2) == 0);
   CHECK(record(d, 0, O::kServerError, 2) == 0);
-  CHECK(d.record(0, O::kGatewayFailure));
+  OutlierDetector::Cause cause = OutlierDetector::Cause::kConsecutiveGatewayFailure;
+  CHECK(d.record(0, O::kGatewayFailure, &cause));
+  CHECK(cause == OutlierDetector::Cause::kConsecutive5xx);
 }
 
 TEST_CASE("outlier: a success resets both counts") {
@@ -399,26 +403,29 @@ TEST_CASE("outlier: remap carries the state of endpoints that stayed") {
   record(d, 0, O::kGatewayFailure, 1);
 
   // New set: old 2, a new endpoint, old 1 (old 0 is gone).
-  d.remap({2, -1, 1});
+  auto next = d.remapped({2, -1, 1});
   CHECK(d.size() == 3);
-  CHECK(d.consecutive_5xx(0) == 2);
-  CHECK(d.consecutive_gateway_failures(0) == 0);
-  CHECK_FALSE(d.ejected(0));
-  CHECK(d.consecutive_5xx(1) == 0);
-  CHECK(d.consecutive_gateway_failures(1) == 0);
-  CHECK(d.ejections_total(1) == 0);
-  CHECK(d.ejected(2));
-  CHECK(d.ejected_until(2) == until);
-  CHECK(d.times_ejected(2) == 1);
-  CHECK(d.ejections_total(2) == 1);
+  CHECK(d.ejected(1));  // the old detector goes on as it was
+  OutlierDetector& n = *next;
+  CHECK(n.size() == 3);
+  CHECK(n.consecutive_5xx(0) == 2);
+  CHECK(n.consecutive_gateway_failures(0) == 0);
+  CHECK_FALSE(n.ejected(0));
+  CHECK(n.consecutive_5xx(1) == 0);
+  CHECK(n.consecutive_gateway_failures(1) == 0);
+  CHECK(n.ejections_total(1) == 0);
+  CHECK(n.ejected(2));
+  CHECK(n.ejected_until(2) == until);
+  CHECK(n.times_ejected(2) == 1);
+  CHECK(n.ejections_total(2) == 1);
 
   // The counts go on where they were, and the ejection ends as before.
   clock.advance(1);
-  CHECK(record(d, 0, O::kServerError, 3) == 1);
+  CHECK(record(n, 0, O::kServerError, 3) == 1);
   clock.advance(until - clock.now());
-  CHECK(d.sweep() == std::vector<size_t>{2});
+  CHECK(n.sweep() == std::vector<size_t>{2});
   clock.advance(1);
-  CHECK(d.sweep() == std::vector<size_t>{0});
+  CHECK(n.sweep() == std::vector<size_t>{0});
 }
 
 TEST_CASE("outlier: remap grows and shrinks the set, and the cap follows its size") {
@@ -428,18 +435,19 @@ TEST_CASE("outlier: remap grows and shrinks the set, and the cap follows its siz
   OutlierDetector d(c, clock, 2);
   eject(d, c, 0);
   CHECK(record(d, 1, O::kGatewayFailure, 3) == 0);  // 2 of 2 would be 100%
-  d.remap({0, 1, -1, -1});
-  CHECK(d.size() == 4);
-  CHECK(d.ejected(0));
-  eject(d, c, 1);  // 2 of 4 = 50%
-  CHECK(record(d, 2, O::kGatewayFailure, 3) == 0);
-  d.remap({1});
-  CHECK(d.size() == 1);
-  CHECK(d.ejected(0));
-  CHECK_FALSE(d.ejected(1));  // out of range
-  d.remap({});
-  CHECK(d.size() == 0);
-  CHECK(d.sweep().empty());
+  auto grown = d.remapped({0, 1, -1, -1});
+  CHECK(grown->size() == 4);
+  CHECK(grown->ejected(0));
+  eject(*grown, c, 1);  // 2 of 4 = 50%
+  CHECK(record(*grown, 2, O::kGatewayFailure, 3) == 0);
+  CHECK(d.ejected(1));  // shared state: the old detector sees the ejection too
+  auto shrunk = grown->remapped({1});
+  CHECK(shrunk->size() == 1);
+  CHECK(shrunk->ejected(0));
+  CHECK_FALSE(shrunk->ejected(1));  // out of range
+  auto empty = shrunk->remapped({});
+  CHECK(empty->size() == 0);
+  CHECK(empty->sweep().empty());
 }
 
 TEST_CASE("outlier: remap gives a repeated or unknown old index a fresh state") {
@@ -447,11 +455,11 @@ TEST_CASE("outlier: remap gives a repeated or unknown old index a fresh state") 
   auto c = test_config();
   OutlierDetector d(c, clock, 2);
   eject(d, c, 0);
-  d.remap({0, 0, 7});
-  CHECK(d.ejected(0));
-  CHECK_FALSE(d.ejected(1));
-  CHECK(d.ejections_total(1) == 0);
-  CHECK_FALSE(d.ejected(2));
+  auto next = d.remapped({0, 0, 7});
+  CHECK(next->ejected(0));
+  CHECK_FALSE(next->ejected(1));
+  CHECK(next->ejections_total(1) == 0);
+  CHECK_FALSE(next->ejected(2));
 }
 
 TEST_CASE("outlier: an index out of range is never ejected and records nothing") {

@@ -1,0 +1,388 @@
+#include "proxy/health_checker.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "filters/health.h"
+#include "filters/priority.h"
+#include "proxy/log.h"
+
+namespace bulwark {
+
+namespace {
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t to_ms(filters::Micros us) { return us <= 0 ? 0 : static_cast<uint64_t>((us + 999) / 1000); }
+
+// The status of an HTTP/1.x status line ("HTTP/1.1 200 OK"), or 0 when it is not one.
+int parse_status_line(std::string_view line) {
+  if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || line[8] != ' ') return 0;
+  int status = 0;
+  for (size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') return 0;
+    status = status * 10 + (line[i] - '0');
+  }
+  if (line.size() > 12 && line[12] != ' ') return 0;
+  return status >= 100 ? status : 0;
+}
+
+constexpr size_t kMaxStatusLine = 1024;
+
+}  // namespace
+
+// One endpoint's checks. Heap-allocated; freed by its timer's close callback.
+struct HealthChecker::Target {
+  Target(HealthChecker& owner, const Endpoint& e, const config::HealthCheckConfig& c)
+      : owner(owner), endpoint(e), health(c) {}
+  HealthChecker& owner;
+  Endpoint endpoint;
+  filters::EndpointHealth health;
+  uv_timer_t timer;  // the next check, or the running check's timeout
+  Probe* probe = nullptr;
+  bool has_result = false;
+  CheckResult last_result = CheckResult::kSuccess;
+  std::string last_detail;
+  int64_t last_check_unix_ms = 0;
+  std::array<uint64_t, static_cast<size_t>(CheckResult::kCount)> checks{};
+};
+
+// One check's connection. Heap-allocated; freed by its socket's close callback. `target` is
+// cleared when the check ends (or its endpoint leaves), so late callbacks do nothing.
+struct HealthChecker::Probe {
+  Target* target;
+  uv_tcp_t tcp;
+  uv_connect_t connect;
+  uv_write_t write;
+  std::string request;
+  std::string response;
+  char buf[512];
+
+  void close() {
+    target = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp),
+             [](uv_handle_t* h) { delete static_cast<Probe*>(h->data); });
+  }
+};
+
+HealthChecker::HealthChecker(uv_loop_t* loop, ClusterState& cluster, const filters::Clock& clock)
+    : loop_(loop),
+      cluster_(cluster),
+      clock_(clock),
+      random_(static_cast<uint64_t>(clock.now()) ^ (cluster.index + 1) * 0x9e3779b97f4a7c15ULL),
+      first_round_done_(!cluster.config.health_check) {
+  uv_timer_init(loop_, &sweep_timer_);
+  sweep_timer_.data = this;
+}
+
+HealthChecker::~HealthChecker() = default;
+
+std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<EndpointSet> next) {
+  const config::ClusterConfig& config = cluster_.config;
+  const size_t n = next->endpoints.size();
+  // Endpoints that stayed (by address) keep their status object, hence their check state.
+  std::vector<long> new_to_old(n, -1);
+  if (current_ != nullptr) {
+    const auto& old = current_->endpoints;
+    std::vector<bool> taken(old.size(), false);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < old.size(); ++j) {
+        if (taken[j] || old[j].address != next->endpoints[i].address) continue;
+        taken[j] = true;
+        new_to_old[i] = static_cast<long>(j);
+        next->endpoints[i].status = old[j].status;
+        break;
+      }
+    }
+  }
+  if (config.outlier_detection) {
+    next->outlier = current_ != nullptr && current_->outlier != nullptr
+                        ? current_->outlier->remapped(new_to_old)
+                        : std::make_shared<filters::OutlierDetector>(*config.outlier_detection,
+                                                                     clock_, n);
+  }
+  if (config.health_check && !stopped_) {
+    std::vector<Target*> targets(n, nullptr);
+    for (size_t i = 0; i < n; ++i) {
+      const long old = new_to_old[i];
+      if (old >= 0 && targets_[static_cast<size_t>(old)] != nullptr) {
+        targets[i] = targets_[static_cast<size_t>(old)];
+        targets_[static_cast<size_t>(old)] = nullptr;
+        continue;
+      }
+      // A new endpoint is checked at once (at start-up: the first round). It is routable while
+      // pending, so the sooner its first result comes, the better.
+      auto* t = new Target(*this, next->endpoints[i], *config.health_check);
+      uv_timer_init(loop_, &t->timer);
+      t->timer.data = t;
+      uv_timer_start(&t->timer, &HealthChecker::on_check_due, 0, 0);
+      targets[i] = t;
+    }
+    for (Target* t : targets_) {
+      if (t != nullptr) retire(t);
+    }
+    targets_ = std::move(targets);
+  }
+  current_ = std::move(next);
+  if (current_->outlier != nullptr) arm_sweep();
+  return current_;
+}
+
+void HealthChecker::retire(Target* t) {
+  if (t->probe != nullptr) {
+    t->probe->close();
+    t->probe = nullptr;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&t->timer),
+           [](uv_handle_t* h) { delete static_cast<Target*>(h->data); });
+}
+
+void HealthChecker::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (Target* t : targets_) {
+    if (t != nullptr) retire(t);
+  }
+  targets_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Active checks.
+
+void HealthChecker::on_check_due(uv_timer_t* timer) {
+  auto* t = static_cast<Target*>(timer->data);
+  t->owner.start_check(*t);
+}
+
+void HealthChecker::start_check(Target& t) {
+  const config::HealthCheckConfig& hc = *cluster_.config.health_check;
+  auto* p = new Probe{};
+  p->target = &t;
+  t.probe = p;
+  uv_tcp_init(loop_, &p->tcp);
+  p->tcp.data = p;
+  p->connect.data = p;
+  uv_timer_start(&t.timer, &HealthChecker::on_timeout, static_cast<uint64_t>(hc.timeout.count()), 0);
+  int rc = uv_tcp_connect(&p->connect, &p->tcp,
+                          reinterpret_cast<const sockaddr*>(&t.endpoint.sockaddr),
+                          &HealthChecker::on_connect);
+  if (rc != 0) finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(rc));
+}
+
+void HealthChecker::on_timeout(uv_timer_t* timer) {
+  auto* t = static_cast<Target*>(timer->data);
+  const auto timeout = t->owner.cluster_.config.health_check->timeout.count();
+  t->owner.finish_check(*t, CheckResult::kTimeout,
+                        "no answer within " + std::to_string(timeout) + "ms");
+}
+
+void HealthChecker::on_connect(uv_connect_t* req, int status) {
+  auto* p = static_cast<Probe*>(req->data);
+  if (p->target == nullptr) return;  // ended (timeout, endpoint removed): the socket is closing
+  Target& t = *p->target;
+  HealthChecker& self = t.owner;
+  if (status != 0) {
+    self.finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(status));
+    return;
+  }
+  const config::HealthCheckConfig& hc = *self.cluster_.config.health_check;
+  if (hc.tcp) {
+    self.finish_check(t, CheckResult::kSuccess, "connected");
+    return;
+  }
+  p->request = "GET " + hc.path + " HTTP/1.1\r\nHost: " +
+               (hc.host.empty() ? t.endpoint.name : hc.host) +
+               "\r\nUser-Agent: bulwark-health-check/" BULWARK_VERSION
+               "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+  uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
+  auto* stream = reinterpret_cast<uv_stream_t*>(&p->tcp);
+  // A failed write shows up as a failed or closed read.
+  int rc = uv_write(&p->write, stream, &buf, 1, [](uv_write_t*, int) {});
+  if (rc == 0) {
+    rc = uv_read_start(
+        stream,
+        [](uv_handle_t* h, size_t, uv_buf_t* out) {
+          auto* probe = static_cast<Probe*>(h->data);
+          *out = uv_buf_init(probe->buf, sizeof probe->buf);
+        },
+        &HealthChecker::on_read);
+  }
+  if (rc != 0) self.finish_check(t, CheckResult::kFailure, std::string("write failed: ") + uv_strerror(rc));
+}
+
+void HealthChecker::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* p = static_cast<Probe*>(stream->data);
+  if (p->target == nullptr || nread == 0) return;
+  Target& t = *p->target;
+  HealthChecker& self = t.owner;
+  if (nread < 0) {
+    self.finish_check(t, CheckResult::kFailure,
+                      nread == UV_EOF ? std::string("closed before a response")
+                                      : std::string("read failed: ") + uv_strerror(static_cast<int>(nread)));
+    return;
+  }
+  p->response.append(buf->base, static_cast<size_t>(nread));
+  const size_t end = p->response.find("\r\n");
+  if (end == std::string::npos) {
+    if (p->response.size() > kMaxStatusLine) self.finish_check(t, CheckResult::kFailure, "malformed response");
+    return;
+  }
+  const int status = parse_status_line(std::string_view(p->response).substr(0, end));
+  if (status == 0) {
+    self.finish_check(t, CheckResult::kFailure, "malformed response");
+    return;
+  }
+  const bool ok = filters::status_expected(*self.cluster_.config.health_check, status);
+  self.finish_check(t, ok ? CheckResult::kSuccess : CheckResult::kFailure,
+                    "status " + std::to_string(status));
+}
+
+void HealthChecker::finish_check(Target& t, CheckResult result, std::string detail) {
+  if (t.probe != nullptr) {
+    t.probe->close();
+    t.probe = nullptr;
+  }
+  ++t.checks[static_cast<size_t>(result)];
+  t.has_result = true;
+  t.last_result = result;
+  t.last_check_unix_ms = unix_ms_now();
+
+  const filters::HealthState before = t.health.state();
+  const bool success = result == CheckResult::kSuccess;
+  if (t.health.on_result(success)) {
+    const filters::HealthState after = t.health.state();
+    t.endpoint.status->check_passing.store(t.health.routable(), std::memory_order_release);
+    cluster_.health_changed();
+    std::string cause;
+    if (before == filters::HealthState::kPending) {
+      cause = "first check: " + detail;
+    } else {
+      const uint32_t run = success ? t.health.consecutive_successes() : t.health.consecutive_failures();
+      cause = detail + " (" + std::to_string(run) + (success ? " consecutive passing checks)" : " consecutive failed checks)");
+    }
+    log::LogLine(after == filters::HealthState::kUnhealthy ? log::Level::kWarn : log::Level::kInfo,
+                 "endpoint health changed")
+        .str("cluster", cluster_.config.name)
+        .str("endpoint", t.endpoint.address)
+        .str("old", filters::to_string(before))
+        .str("new", filters::to_string(after))
+        .str("cause", cause);
+  }
+  t.last_detail = std::move(detail);
+  if (!first_round_done_) update_first_round();
+  const filters::Micros delay = t.health.next_delay(random_.next());
+  uv_timer_start(&t.timer, &HealthChecker::on_check_due, to_ms(delay), 0);
+}
+
+void HealthChecker::update_first_round() {
+  if (targets_.empty()) return;
+  for (const Target* t : targets_) {
+    if (t == nullptr || !t->has_result) return;
+  }
+  first_round_done_ = true;
+  log::info("first health check round done").str("cluster", cluster_.config.name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outlier ejections: their end.
+
+void HealthChecker::on_ejection() {
+  if (!stopped_) arm_sweep();
+}
+
+void HealthChecker::arm_sweep() {
+  const filters::OutlierDetector& outlier = *current_->outlier;
+  filters::Micros next = 0;
+  for (size_t i = 0; i < outlier.size(); ++i) {
+    const filters::Micros until = outlier.ejected_until(i);
+    if (until != 0 && (next == 0 || until < next)) next = until;
+  }
+  if (next == 0 || (sweep_at_ != 0 && sweep_at_ <= next)) return;
+  sweep_at_ = next;
+  // libuv timers have millisecond resolution: round up, so the sweep finds the ejection over.
+  uv_timer_start(&sweep_timer_, &HealthChecker::on_sweep, to_ms(next - clock_.now()), 0);
+}
+
+void HealthChecker::on_sweep(uv_timer_t* timer) { static_cast<HealthChecker*>(timer->data)->sweep(); }
+
+void HealthChecker::sweep() {
+  sweep_at_ = 0;
+  if (stopped_ || current_ == nullptr || current_->outlier == nullptr) return;
+  const std::vector<size_t> back = current_->outlier->sweep();
+  for (size_t i : back) {
+    log::info("endpoint returned from ejection")
+        .str("cluster", cluster_.config.name)
+        .str("endpoint", current_->endpoints[i].address)
+        .str("old", "ejected")
+        .str("new", "active")
+        .str("cause", "ejection time over");
+  }
+  if (!back.empty()) cluster_.health_changed();
+  arm_sweep();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Introspection.
+
+ClusterHealthView HealthChecker::view() const {
+  ClusterHealthView v;
+  v.checks = cluster_.config.health_check.has_value();
+  v.outlier = cluster_.config.outlier_detection.has_value();
+  if (current_ == nullptr) return v;
+  const int64_t now_ms = unix_ms_now();
+  const filters::Micros now = clock_.now();
+  const filters::OutlierDetector* outlier = current_->outlier.get();
+  std::vector<uint8_t> priorities;
+  for (const Endpoint& e : current_->endpoints) priorities.push_back(e.priority);
+  std::sort(priorities.begin(), priorities.end());
+  priorities.erase(std::unique(priorities.begin(), priorities.end()), priorities.end());
+  std::vector<filters::GroupHealth> groups(priorities.size());
+
+  for (size_t i = 0; i < current_->endpoints.size(); ++i) {
+    const Endpoint& e = current_->endpoints[i];
+    EndpointHealthView ev;
+    ev.name = e.name;
+    ev.address = e.address;
+    ev.weight = e.weight;
+    ev.priority = e.priority;
+    ev.routable = current_->routable(i);
+    filters::GroupHealth& g = groups[static_cast<size_t>(
+        std::lower_bound(priorities.begin(), priorities.end(), e.priority) - priorities.begin())];
+    ++g.total;
+    if (ev.routable) {
+      ++g.routable;
+      ++v.routable;
+    }
+    if (i < targets_.size() && targets_[i] != nullptr) {
+      const Target& t = *targets_[i];
+      ev.state = filters::to_string(t.health.state());
+      ev.has_result = t.has_result;
+      ev.last_result = t.last_result;
+      ev.last_detail = t.last_detail;
+      ev.last_check_unix_ms = t.last_check_unix_ms;
+      ev.consecutive_failures = t.health.consecutive_failures();
+      ev.consecutive_successes = t.health.consecutive_successes();
+      ev.checks = t.checks;
+    }
+    if (outlier != nullptr) {
+      const filters::Micros until = outlier->ejected_until(i);
+      ev.ejected = until != 0;
+      ev.ejected_until_unix_ms = until != 0 ? now_ms + static_cast<int64_t>(to_ms(until - now)) : 0;
+      ev.times_ejected = outlier->times_ejected(i);
+      ev.consecutive_5xx = outlier->consecutive_5xx(i);
+      ev.consecutive_gateway_failures = outlier->consecutive_gateway_failures(i);
+      ev.ejections_total = outlier->ejections_total(i);
+    }
+    v.endpoints.push_back(std::move(ev));
+  }
+  v.panic = filters::compute_priority_load(groups, cluster_.config.panic_threshold_percent).panic;
+  return v;
+}
+
+}  // namespace bulwark

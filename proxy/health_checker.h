@@ -1,0 +1,81 @@
+#pragma once
+// The upstream health of one cluster, kept on the main thread (never on a worker loop):
+//
+// - Active checks: each endpoint is checked on a connection of its own (an HTTP GET, or only a
+//   connect with `tcp: true`), every interval ± jitter (unhealthy_interval while unhealthy).
+//   The first round runs at once at start-up. A result goes through filters::EndpointHealth;
+//   when the endpoint's state changes, its EndpointStatus is updated, the cluster's
+//   health_version bumped (so every worker rebuilds its routing at its next request), and the
+//   change logged once.
+// - Outlier ejections are made by the workers (WorkerCluster::record_outcome); this times their
+//   end: a timer at the earliest deadline sweeps the ended ones back and tells the workers.
+// - A new endpoint set (DNS) goes through adopt() before it is published: endpoints that stayed
+//   (same address) keep their status, checks and outlier state; new ones start pending.
+// - Introspection for /ready, /clusters and /metrics.
+
+#include <uv.h>
+
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "filters/clock.h"
+#include "proxy/cluster.h"
+#include "proxy/endpoint.h"
+#include "proxy/health_view.h"
+#include "proxy/lb.h"
+
+namespace bulwark {
+
+class HealthChecker {
+ public:
+  HealthChecker(uv_loop_t* loop, ClusterState& cluster, const filters::Clock& clock);
+  ~HealthChecker();
+  HealthChecker(const HealthChecker&) = delete;
+  HealthChecker& operator=(const HealthChecker&) = delete;
+
+  // Takes over a new endpoint set of the cluster (before it is published to the workers) and
+  // gives its endpoints the health state they had in the current set.
+  std::shared_ptr<const EndpointSet> adopt(std::shared_ptr<EndpointSet> next);
+  // A worker ejected an endpoint: make sure the sweep timer runs by its return.
+  void on_ejection();
+  // Closes every handle (checks in flight included); the object may be destroyed once the loop
+  // has run their close callbacks.
+  void stop();
+
+  // Whether every endpoint has had a check result since start-up (true without health_check).
+  // Latches: endpoints added later do not take it back.
+  bool first_round_done() const { return first_round_done_; }
+  ClusterHealthView view() const;
+
+ private:
+  struct Target;
+  struct Probe;
+
+  void start_check(Target& t);
+  void finish_check(Target& t, CheckResult result, std::string detail);
+  void retire(Target* t);
+  void arm_sweep();
+  void sweep();
+  void update_first_round();
+
+  static void on_check_due(uv_timer_t* timer);
+  static void on_timeout(uv_timer_t* timer);
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  static void on_sweep(uv_timer_t* timer);
+
+  uv_loop_t* loop_;
+  ClusterState& cluster_;
+  const filters::Clock& clock_;
+  FastRandom random_;
+  std::shared_ptr<const EndpointSet> current_;
+  std::vector<Target*> targets_;  // index-aligned with current_->endpoints (with health_check)
+  uv_timer_t sweep_timer_;
+  filters::Micros sweep_at_ = 0;  // when the armed sweep runs; 0: not armed
+  bool adopted_ = false;          // the first set came: later endpoints start at a random offset
+  bool first_round_done_;
+  bool stopped_ = false;
+};
+
+}  // namespace bulwark
