@@ -28,10 +28,11 @@ void WorkerCluster::update(const std::shared_ptr<const EndpointSet>& set) {
   std::vector<std::unique_ptr<EndpointPool>> next;
   if (set != nullptr) {
     for (const Endpoint& e : set->endpoints) {
-      auto same = std::find_if(pools_.begin(), pools_.end(), [&](const std::unique_ptr<EndpointPool>& p) {
-        return p != nullptr && p->endpoint.address == e.address && p->endpoint.weight == e.weight &&
-               p->endpoint.priority == e.priority;
-      });
+      auto same =
+          std::find_if(pools_.begin(), pools_.end(), [&](const std::unique_ptr<EndpointPool>& p) {
+            return p != nullptr && p->endpoint.address == e.address &&
+                   p->endpoint.weight == e.weight && p->endpoint.priority == e.priority;
+          });
       if (same != pools_.end()) {
         next.push_back(std::move(*same));
       } else {
@@ -62,8 +63,9 @@ void WorkerCluster::rebuild_routing() {
   std::sort(priorities.begin(), priorities.end());
   priorities.erase(std::unique(priorities.begin(), priorities.end()), priorities.end());
   auto group_of = [&](const EndpointPool& p) {
-    return static_cast<size_t>(std::lower_bound(priorities.begin(), priorities.end(), p.endpoint.priority) -
-                               priorities.begin());
+    return static_cast<size_t>(
+        std::lower_bound(priorities.begin(), priorities.end(), p.endpoint.priority) -
+        priorities.begin());
   };
 
   std::vector<filters::GroupHealth> health(priorities.size());
@@ -112,11 +114,13 @@ EndpointPool* WorkerCluster::pick(const EndpointPool* avoid) {
       return group.members[i >= a ? i + 1 : i];
     }
   }
-  for (size_t i = 0; i < n; ++i) group.candidates[i].active_requests = group.members[i]->active_requests;
+  for (size_t i = 0; i < n; ++i)
+    group.candidates[i].active_requests = group.members[i]->active_requests;
   return group.members[group.lb.pick(group.candidates, worker_.random())];
 }
 
-void WorkerCluster::record_outcome(const EndpointPool& pool, filters::OutlierDetector::Outcome outcome) {
+void WorkerCluster::record_outcome(const EndpointPool& pool,
+                                   filters::OutlierDetector::Outcome outcome) {
   filters::OutlierDetector* outlier = set_ != nullptr ? set_->outlier.get() : nullptr;
   if (outlier == nullptr || pool.retired) return;
   filters::OutlierDetector::Cause cause{};

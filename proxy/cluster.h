@@ -54,8 +54,9 @@ class ClusterState {
   // Bumped (release) after any change of which endpoints are routable: a health check result
   // that changed an endpoint's state, an ejection, the end of one. Each worker compares it with
   // the version its routing table was built from on every pick, so a change is seen by all
-  // workers at their next request.
-  std::atomic<uint64_t> health_version{0};
+  // workers at their next request. Read on every pick: a cache line of its own, away from the
+  // counters above that workers write.
+  alignas(64) std::atomic<uint64_t> health_version{0};
   void health_changed() { health_version.fetch_add(1, std::memory_order_release); }
   // Set by the Server: a worker ejected an endpoint (the main thread times its return).
   std::function<void()> on_ejection;

@@ -436,13 +436,14 @@ void DownstreamConnection::start_try() {
 void DownstreamConnection::record_try_outcome(int status) {
   const bool failure = status == 0 || status >= 500;
   if (circuit_permit_) {
-    circuit_permit_.record(failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
-                           static_cast<filters::Micros>(now_us() - try_start_us_));
+    circuit_permit_.record(
+        failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
+        static_cast<filters::Micros>(now_us() - try_start_us_));
   }
   if (endpoint_ != nullptr) {
     using Outcome = filters::OutlierDetector::Outcome;
     const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
-    cluster_->record_outcome(*endpoint_, !failure ? Outcome::kSuccess
+    cluster_->record_outcome(*endpoint_, !failure  ? Outcome::kSuccess
                                          : gateway ? Outcome::kGatewayFailure
                                                    : Outcome::kServerError);
   }
@@ -544,9 +545,9 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
   endpoint_ = cluster_->pick(failed_endpoint_);
   if (endpoint_ == nullptr) {
     // No connect attempt and no wait: the answer is known now.
-    upstream_failed(cluster_->has_endpoints() ? LocalReason::kNoHealthyEndpoints
-                                              : LocalReason::kNoEndpoints,
-                    0);
+    upstream_failed(
+        cluster_->has_endpoints() ? LocalReason::kNoHealthyEndpoints : LocalReason::kNoEndpoints,
+        0);
     return;
   }
   if (!fresh_only) {

@@ -18,7 +18,9 @@ int64_t unix_ms_now() {
       .count();
 }
 
-uint64_t to_ms(filters::Micros us) { return us <= 0 ? 0 : static_cast<uint64_t>((us + 999) / 1000); }
+uint64_t to_ms(filters::Micros us) {
+  return us <= 0 ? 0 : static_cast<uint64_t>((us + 999) / 1000);
+}
 
 // The status of an HTTP/1.x status line ("HTTP/1.1 200 OK"), or 0 when it is not one.
 int parse_status_line(std::string_view line) {
@@ -101,10 +103,10 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
     }
   }
   if (config.outlier_detection) {
-    next->outlier = current_ != nullptr && current_->outlier != nullptr
-                        ? current_->outlier->remapped(new_to_old)
-                        : std::make_shared<filters::OutlierDetector>(*config.outlier_detection,
-                                                                     clock_, n);
+    next->outlier =
+        current_ != nullptr && current_->outlier != nullptr
+            ? current_->outlier->remapped(new_to_old)
+            : std::make_shared<filters::OutlierDetector>(*config.outlier_detection, clock_, n);
   }
   if (config.health_check && !stopped_) {
     std::vector<Target*> targets(n, nullptr);
@@ -168,11 +170,13 @@ void HealthChecker::start_check(Target& t) {
   uv_tcp_init(loop_, &p->tcp);
   p->tcp.data = p;
   p->connect.data = p;
-  uv_timer_start(&t.timer, &HealthChecker::on_timeout, static_cast<uint64_t>(hc.timeout.count()), 0);
-  int rc = uv_tcp_connect(&p->connect, &p->tcp,
-                          reinterpret_cast<const sockaddr*>(&t.endpoint.sockaddr),
-                          &HealthChecker::on_connect);
-  if (rc != 0) finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(rc));
+  uv_timer_start(&t.timer, &HealthChecker::on_timeout, static_cast<uint64_t>(hc.timeout.count()),
+                 0);
+  int rc =
+      uv_tcp_connect(&p->connect, &p->tcp, reinterpret_cast<const sockaddr*>(&t.endpoint.sockaddr),
+                     &HealthChecker::on_connect);
+  if (rc != 0)
+    finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(rc));
 }
 
 void HealthChecker::on_timeout(uv_timer_t* timer) {
@@ -188,7 +192,8 @@ void HealthChecker::on_connect(uv_connect_t* req, int status) {
   Target& t = *p->target;
   HealthChecker& self = t.owner;
   if (status != 0) {
-    self.finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(status));
+    self.finish_check(t, CheckResult::kFailure,
+                      std::string("connect failed: ") + uv_strerror(status));
     return;
   }
   const config::HealthCheckConfig& hc = *self.cluster_.config.health_check;
@@ -196,8 +201,8 @@ void HealthChecker::on_connect(uv_connect_t* req, int status) {
     self.finish_check(t, CheckResult::kSuccess, "connected");
     return;
   }
-  p->request = "GET " + hc.path + " HTTP/1.1\r\nHost: " +
-               (hc.host.empty() ? t.endpoint.name : hc.host) +
+  p->request = "GET " + hc.path +
+               " HTTP/1.1\r\nHost: " + (hc.host.empty() ? t.endpoint.name : hc.host) +
                "\r\nUser-Agent: bulwark-health-check/" BULWARK_VERSION
                "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
   uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
@@ -213,7 +218,8 @@ void HealthChecker::on_connect(uv_connect_t* req, int status) {
         },
         &HealthChecker::on_read);
   }
-  if (rc != 0) self.finish_check(t, CheckResult::kFailure, std::string("write failed: ") + uv_strerror(rc));
+  if (rc != 0)
+    self.finish_check(t, CheckResult::kFailure, std::string("write failed: ") + uv_strerror(rc));
 }
 
 void HealthChecker::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
@@ -223,14 +229,16 @@ void HealthChecker::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* 
   HealthChecker& self = t.owner;
   if (nread < 0) {
     self.finish_check(t, CheckResult::kFailure,
-                      nread == UV_EOF ? std::string("closed before a response")
-                                      : std::string("read failed: ") + uv_strerror(static_cast<int>(nread)));
+                      nread == UV_EOF
+                          ? std::string("closed before a response")
+                          : std::string("read failed: ") + uv_strerror(static_cast<int>(nread)));
     return;
   }
   p->response.append(buf->base, static_cast<size_t>(nread));
   const size_t end = p->response.find("\r\n");
   if (end == std::string::npos) {
-    if (p->response.size() > kMaxStatusLine) self.finish_check(t, CheckResult::kFailure, "malformed response");
+    if (p->response.size() > kMaxStatusLine)
+      self.finish_check(t, CheckResult::kFailure, "malformed response");
     return;
   }
   const int status = parse_status_line(std::string_view(p->response).substr(0, end));
@@ -263,8 +271,10 @@ void HealthChecker::finish_check(Target& t, CheckResult result, std::string deta
     if (before == filters::HealthState::kPending) {
       cause = "first check: " + detail;
     } else {
-      const uint32_t run = success ? t.health.consecutive_successes() : t.health.consecutive_failures();
-      cause = detail + " (" + std::to_string(run) + (success ? " consecutive passing checks)" : " consecutive failed checks)");
+      const uint32_t run =
+          success ? t.health.consecutive_successes() : t.health.consecutive_failures();
+      cause = detail + " (" + std::to_string(run) +
+              (success ? " consecutive passing checks)" : " consecutive failed checks)");
     }
     log::LogLine(after == filters::HealthState::kUnhealthy ? log::Level::kWarn : log::Level::kInfo,
                  "endpoint health changed")
@@ -309,7 +319,9 @@ void HealthChecker::arm_sweep() {
   uv_timer_start(&sweep_timer_, &HealthChecker::on_sweep, to_ms(next - clock_.now()), 0);
 }
 
-void HealthChecker::on_sweep(uv_timer_t* timer) { static_cast<HealthChecker*>(timer->data)->sweep(); }
+void HealthChecker::on_sweep(uv_timer_t* timer) {
+  static_cast<HealthChecker*>(timer->data)->sweep();
+}
 
 void HealthChecker::sweep() {
   sweep_at_ = 0;

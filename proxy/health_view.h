@@ -33,7 +33,7 @@ struct EndpointHealthView {
   const char* state = "none";  // pending | healthy | unhealthy
   bool has_result = false;
   CheckResult last_result = CheckResult::kSuccess;
-  std::string last_detail;        // "status 200", "connect failed: connection refused", ...
+  std::string last_detail;  // "status 200", "connect failed: connection refused", ...
   int64_t last_check_unix_ms = 0;
   uint32_t consecutive_failures = 0, consecutive_successes = 0;
   std::array<uint64_t, static_cast<size_t>(CheckResult::kCount)> checks{};

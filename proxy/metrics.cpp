@@ -144,12 +144,12 @@ struct HealthFamilies {
              MetricType::Gauge);
   MetricFamily checks = family("bulwark_health_checks_total",
                                "Active health checks by endpoint and result.", MetricType::Counter);
-  MetricFamily ejected = family("bulwark_endpoint_ejected",
-                                "1 while outlier detection keeps the endpoint out.",
-                                MetricType::Gauge);
-  MetricFamily ejections = family("bulwark_outlier_ejections_total",
-                                  "Ejections of the endpoint by outlier detection.",
-                                  MetricType::Counter);
+  MetricFamily ejected =
+      family("bulwark_endpoint_ejected", "1 while outlier detection keeps the endpoint out.",
+             MetricType::Gauge);
+  MetricFamily ejections =
+      family("bulwark_outlier_ejections_total", "Ejections of the endpoint by outlier detection.",
+             MetricType::Counter);
 };
 
 // Endpoint series exist only where the cluster has health checks (healthy, checks) or outlier
@@ -277,11 +277,28 @@ std::string render_metrics(const config::Config& config,
     add_counter(local, {{"reason", std::string(kLocalReasons[r].token)}}, n);
   }
 
-  for (auto* f : {&requests, &duration, &downstream, &policy.retries, &policy.budget_exhausted,
-                  &policy.bulkhead_rejections, &policy.bulkhead_queued, &policy.rate_limited,
-                  &policy.faults, &upstream, &connections, &active, &connect_failures,
-                  &circuit_state, &circuit_transitions, &health.routable, &health.panic,
-                  &health.healthy, &health.checks, &health.ejected, &health.ejections, &local}) {
+  for (auto* f : {&requests,
+                  &duration,
+                  &downstream,
+                  &policy.retries,
+                  &policy.budget_exhausted,
+                  &policy.bulkhead_rejections,
+                  &policy.bulkhead_queued,
+                  &policy.rate_limited,
+                  &policy.faults,
+                  &upstream,
+                  &connections,
+                  &active,
+                  &connect_failures,
+                  &circuit_state,
+                  &circuit_transitions,
+                  &health.routable,
+                  &health.panic,
+                  &health.healthy,
+                  &health.checks,
+                  &health.ejected,
+                  &health.ejections,
+                  &local}) {
     out.push_back(std::move(*f));
   }
   return prometheus::TextSerializer().Serialize(out);

@@ -52,7 +52,7 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"bulkhead_full", 503},
     {"queue_timeout", 503},
     {"rate_limited", 429},
-    {"fault_abort", 503},  // the status is the configured (or requested) one
+    {"fault_abort", 503},           // the status is the configured (or requested) one
     {"no_healthy_endpoints", 503},  // the cluster has endpoints, but none is routable
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));

@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <ctime>
-#include <csignal>
 #include <thread>
 
 #include "config/json.h"
@@ -510,8 +510,9 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
       Counts mine(g->clusters.size());
       for (size_t ci = 0; ci < worker->clusters().size(); ++ci) {
         for (const auto& p : worker->clusters()[ci]->pools()) {
-          mine[ci].push_back({p->endpoint.address,
-                              {p->active_requests, p->connections, static_cast<int64_t>(p->idle.size())}});
+          mine[ci].push_back(
+              {p->endpoint.address,
+               {p->active_requests, p->connections, static_cast<int64_t>(p->idle.size())}});
         }
       }
       tasks_.post([g, mine = std::move(mine), complete] {

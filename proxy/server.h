@@ -56,7 +56,7 @@ class Server {
   AdminServer admin_;
   filters::MonotonicClock clock_;
   std::vector<std::unique_ptr<ClusterState>> clusters_;
-  std::vector<std::unique_ptr<HealthChecker>> health_;  // index as clusters_
+  std::vector<std::unique_ptr<HealthChecker>> health_;            // index as clusters_
   std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // [listener][route]
   std::vector<std::unique_ptr<ClusterResolver>> resolvers_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -26,11 +26,17 @@ struct TestLoop {
   TestLoop() {
     uv_loop_init(&loop);
     uv_timer_init(&loop, &tick);
-    uv_timer_start(&tick, [](uv_timer_t*) {}, 5, 5);
+    uv_timer_start(
+        &tick, [](uv_timer_t*) {}, 5, 5);
   }
   ~TestLoop() {
     uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-    uv_walk(&loop, [](uv_handle_t* h, void*) { if (!uv_is_closing(h)) uv_close(h, nullptr); }, nullptr);
+    uv_walk(
+        &loop,
+        [](uv_handle_t* h, void*) {
+          if (!uv_is_closing(h)) uv_close(h, nullptr);
+        },
+        nullptr);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
@@ -48,13 +54,15 @@ struct TestLoop {
 // request head is in, then closes. Keeps the last request head it read.
 class CannedServer {
  public:
-  CannedServer(uv_loop_t* loop, std::string response) : loop_(loop), response_(std::move(response)) {
+  CannedServer(uv_loop_t* loop, std::string response)
+      : loop_(loop), response_(std::move(response)) {
     uv_tcp_init(loop, &server_);
     server_.data = this;
     sockaddr_in addr{};
     uv_ip4_addr("127.0.0.1", 0, &addr);
     REQUIRE(uv_tcp_bind(&server_, reinterpret_cast<const sockaddr*>(&addr), 0) == 0);
-    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&server_), 16, &CannedServer::on_connection) == 0);
+    REQUIRE(uv_listen(reinterpret_cast<uv_stream_t*>(&server_), 16, &CannedServer::on_connection) ==
+            0);
     int len = sizeof addr;
     uv_tcp_getsockname(&server_, reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.sin_port);
@@ -229,7 +237,8 @@ TEST_CASE("health checker: a new endpoint set keeps the state of the endpoints t
   REQUIRE(f.endpoint(1).state == std::string("unhealthy"));
   REQUIRE(f.endpoint(1).last_detail == "connect failed: connection refused");
   // Real traffic ejects the endpoint that will stay (3 gateway failures by default).
-  for (int i = 0; i < 3; ++i) first->outlier->record(1, filters::OutlierDetector::Outcome::kGatewayFailure);
+  for (int i = 0; i < 3; ++i)
+    first->outlier->record(1, filters::OutlierDetector::Outcome::kGatewayFailure);
   REQUIRE(f.endpoint(1).ejected);
 
   // DNS now answers: a new endpoint, and the one that stayed (at another index).
@@ -257,7 +266,8 @@ TEST_CASE("health checker: an ejection ends at its deadline and the workers are 
   Fixture f(c);
   CHECK(f.health.first_round_done());  // no checks: nothing to wait for
   auto set = f.health.adopt(set_of({refused_port(), refused_port()}));
-  for (int i = 0; i < 3; ++i) set->outlier->record(0, filters::OutlierDetector::Outcome::kGatewayFailure);
+  for (int i = 0; i < 3; ++i)
+    set->outlier->record(0, filters::OutlierDetector::Outcome::kGatewayFailure);
   REQUIRE(set->outlier->ejected(0));
   f.health.on_ejection();
   const uint64_t version = f.cluster.health_version.load();
