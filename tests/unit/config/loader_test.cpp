@@ -915,6 +915,9 @@ TEST_CASE("the demo example is what the quick start promises") {
   CHECK(c.clusters[0].name == "demo");
   REQUIRE(c.clusters[0].endpoints.size() == 1);
   CHECK(c.clusters[0].endpoints[0].address.text() == "127.0.0.1:9000");
+  REQUIRE(c.clusters[0].health_check.has_value());
+  CHECK(c.clusters[0].health_check->path == "/healthz");
+  CHECK(c.readiness.cluster_indexes == std::vector<size_t>{0});
 }
 
 // A file in the temporary directory, removed when the test ends.
