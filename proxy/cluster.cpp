@@ -57,34 +57,18 @@ void WorkerCluster::update(const std::shared_ptr<const EndpointSet>& set) {
 }
 
 void WorkerCluster::rebuild_routing() {
-  // The priorities in use, lowest first; a group per priority.
-  std::vector<uint8_t> priorities;
-  for (const auto& p : pools_) priorities.push_back(p->endpoint.priority);
-  std::sort(priorities.begin(), priorities.end());
-  priorities.erase(std::unique(priorities.begin(), priorities.end()), priorities.end());
-  auto group_of = [&](const EndpointPool& p) {
-    return static_cast<size_t>(
-        std::lower_bound(priorities.begin(), priorities.end(), p.endpoint.priority) -
-        priorities.begin());
-  };
-
-  std::vector<filters::GroupHealth> health(priorities.size());
-  std::vector<bool> routable(pools_.size());
-  for (size_t i = 0; i < pools_.size(); ++i) {
-    filters::GroupHealth& g = health[group_of(*pools_[i])];
-    ++g.total;
-    routable[i] = set_->routable(i);
-    if (routable[i]) ++g.routable;
-  }
-  load_ = filters::compute_priority_load(health, shared.config.panic_threshold_percent);
-
-  groups_.assign(priorities.size(), Group(shared.config.lb));
+  groups_.clear();
+  load_ = {};
+  if (set_ == nullptr) return;
+  const EndpointSet::Groups g = set_->groups();
+  load_ = filters::compute_priority_load(g.health, shared.config.panic_threshold_percent);
+  groups_.assign(g.health.size(), Group(shared.config.lb));
   for (size_t i = 0; i < pools_.size(); ++i) {
     // In panic a group's traffic goes to all its endpoints, routable or not.
-    if (!routable[i] && !load_.panic) continue;
-    Group& g = groups_[group_of(*pools_[i])];
-    g.members.push_back(pools_[i].get());
-    g.candidates.push_back(LbCandidate{pools_[i]->endpoint.weight, 0, 0});
+    if (!g.routable[i] && !load_.panic) continue;
+    Group& group = groups_[g.group_of[i]];
+    group.members.push_back(pools_[i].get());
+    group.candidates.push_back(LbCandidate{pools_[i]->endpoint.weight, 0, 0});
   }
 }
 

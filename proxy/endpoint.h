@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "filters/outlier.h"
+#include "filters/priority.h"
 
 namespace bulwark {
 
@@ -43,6 +44,14 @@ struct EndpointSet {
     return endpoints[i].status->check_passing.load(std::memory_order_acquire) &&
            (outlier == nullptr || !outlier->ejected(i));
   }
+
+  // The endpoints by priority group as of now: a group per priority in use, lowest first.
+  struct Groups {
+    std::vector<size_t> group_of;              // per endpoint
+    std::vector<bool> routable;                // per endpoint
+    std::vector<filters::GroupHealth> health;  // per group
+  };
+  Groups groups() const;
 };
 
 }  // namespace bulwark

@@ -350,11 +350,7 @@ ClusterHealthView HealthChecker::view() const {
   const int64_t now_ms = unix_ms_now();
   const filters::Micros now = clock_.now();
   const filters::OutlierDetector* outlier = current_->outlier.get();
-  std::vector<uint8_t> priorities;
-  for (const Endpoint& e : current_->endpoints) priorities.push_back(e.priority);
-  std::sort(priorities.begin(), priorities.end());
-  priorities.erase(std::unique(priorities.begin(), priorities.end()), priorities.end());
-  std::vector<filters::GroupHealth> groups(priorities.size());
+  const EndpointSet::Groups groups = current_->groups();
 
   for (size_t i = 0; i < current_->endpoints.size(); ++i) {
     const Endpoint& e = current_->endpoints[i];
@@ -363,14 +359,8 @@ ClusterHealthView HealthChecker::view() const {
     ev.address = e.address;
     ev.weight = e.weight;
     ev.priority = e.priority;
-    ev.routable = current_->routable(i);
-    filters::GroupHealth& g = groups[static_cast<size_t>(
-        std::lower_bound(priorities.begin(), priorities.end(), e.priority) - priorities.begin())];
-    ++g.total;
-    if (ev.routable) {
-      ++g.routable;
-      ++v.routable;
-    }
+    ev.routable = groups.routable[i];
+    if (ev.routable) ++v.routable;
     if (i < targets_.size() && targets_[i] != nullptr) {
       const Target& t = *targets_[i];
       ev.state = filters::to_string(t.health.state());
@@ -393,7 +383,8 @@ ClusterHealthView HealthChecker::view() const {
     }
     v.endpoints.push_back(std::move(ev));
   }
-  v.panic = filters::compute_priority_load(groups, cluster_.config.panic_threshold_percent).panic;
+  v.panic =
+      filters::compute_priority_load(groups.health, cluster_.config.panic_threshold_percent).panic;
   return v;
 }
 
