@@ -8,6 +8,7 @@ packages=(
   libuv1-dev node-llhttp libssl-dev           # event loop, HTTP/1.1 parser sources, TLS
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev
   curl                                        # used by the demo and by people
+  prometheus                                  # promtool: the tests check /metrics and the alert rules
 )
 # Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
 if [[ "${1:-}" == "--bench" ]]; then
