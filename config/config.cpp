@@ -34,4 +34,8 @@ const char* to_string(LbPolicy lb) {
   return "unknown";
 }
 
+const char* to_string(AccessLogFormat format) {
+  return format == AccessLogFormat::kText ? "text" : "json";
+}
+
 }  // namespace bulwark::config

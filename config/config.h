@@ -246,6 +246,14 @@ struct ReadinessConfig {
   std::vector<size_t> cluster_indexes;       // the same, as indexes into Config::clusters (loader)
 };
 
+// One line per request, written off the worker loops (proxy/access_log.h).
+enum class AccessLogFormat { kJson, kText };
+struct AccessLogConfig {
+  std::string path = "/dev/stdout";  // a file (reopened on SIGUSR1), or /dev/stdout
+  AccessLogFormat format = AccessLogFormat::kJson;
+  double sample_percent = 100;       // share of requests logged, 0..100
+};
+
 struct Config {
   std::string source_file;
   uint32_t workers = 0;  // 0 = number of CPUs
@@ -255,10 +263,12 @@ struct Config {
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
   ReadinessConfig readiness;
+  std::optional<AccessLogConfig> access_log;  // none: no access log
 
   const ClusterConfig* find_cluster(std::string_view name) const;
 };
 
 const char* to_string(LbPolicy lb);
+const char* to_string(AccessLogFormat format);
 
 }  // namespace bulwark::config

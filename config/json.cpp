@@ -364,6 +364,14 @@ std::string to_json(const Config& config) {
   for (const std::string& name : config.readiness.require_healthy) w.value(name);
   w.end_array();
   w.end_object();
+  if (config.access_log) {
+    w.key("access_log");
+    w.begin_object();
+    w.member("path", config.access_log->path);
+    w.member("format", to_string(config.access_log->format));
+    w.member("sample_percent", config.access_log->sample_percent);
+    w.end_object();
+  }
   w.end_object();
   return w.take();
 }

@@ -544,11 +544,13 @@ class Loader {
     }
     MapView map = read_map(
         field, "top level",
-        {"workers", "drain_delay", "drain_timeout", "admin", "listeners", "clusters", "readiness"});
+        {"workers", "drain_delay", "drain_timeout", "admin", "listeners", "clusters", "readiness",
+         "access_log"});
     read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
     read_duration(map.find("drain_delay"), config.drain_delay, false);
     read_duration(map.find("drain_timeout"), config.drain_timeout, false);
     if (const Field* admin = map.find("admin")) read_admin(*admin, config.admin);
+    if (const Field* log = map.find("access_log")) read_access_log(*log, config.access_log.emplace());
     if (listen_addresses_.empty()) {
       // The admin listener always exists; a listener must not take its default address either.
       listen_addresses_.push_back({config.admin.address,
@@ -592,6 +594,31 @@ class Loader {
       readiness.require_healthy.push_back(std::move(name));
       readiness.cluster_indexes.push_back(it->second);
     }
+  }
+
+  void read_access_log(const Field& field, AccessLogConfig& log) {
+    MapView map = read_map(field, "access_log", {"path", "format", "sample_percent"});
+    if (const Field* path = map.find("path")) {
+      if (auto text = scalar(*path, "a file path")) {
+        if (text->empty()) {
+          error(*path, "the access log path must not be empty (use /dev/stdout for standard output)");
+        } else {
+          log.path = *text;
+        }
+      }
+    }
+    if (const Field* format = map.find("format")) {
+      if (auto text = scalar(*format, "an access log format")) {
+        if (*text == "json") {
+          log.format = AccessLogFormat::kJson;
+        } else if (*text == "text") {
+          log.format = AccessLogFormat::kText;
+        } else {
+          error(*format, "unknown format " + quoted(*text) + "; expected one of: json, text");
+        }
+      }
+    }
+    read_decimal(map.find("sample_percent"), log.sample_percent, 0, 100, false);
   }
 
   void read_admin(const Field& field, AdminConfig& admin) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "proxy/cluster.h"
 #include "proxy/log.h"
@@ -176,6 +177,12 @@ void DownstreamConnection::parse_request() {
 http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::MessageHead& head) {
   uv_timer_stop(&timer_);
   start_us_ = now_us();
+  exchange_open_ = true;
+  log_flags_ = 0;
+  local_reason_ = LocalReason::kCount;
+  bytes_in_ = bytes_out_ = upstream_us_ = 0;
+  log_this_ = worker_.sample_access_log();
+  if (log_this_) log_request_.assign(head.method).append(1, ' ').append(head.str(head.target));
   client_http10_ = head.version_major == 1 && head.version_minor == 0;
   client_keep_alive_ = head.keep_alive;
   request_head_request_ = head.is_head_method;
@@ -281,6 +288,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
 }
 
 void DownstreamConnection::on_request_body(const char* data, size_t n) {
+  bytes_in_ += n;
   if (phase_ != Phase::kProxying) return;
   if (copy_body_) {
     if (body_kept_ + n <= route_->shared->config.retry.max_body_bytes) {
@@ -345,6 +353,7 @@ void DownstreamConnection::run_admission(const http::MessageHead& head) {
     fault_abort_status_ = fault.abort_status;
     if (fault.delay > 0) {
       route_stats_->fault_delays.inc();
+      log_flags_ |= kLogFaultInjected;
       wait_ = Wait::kFaultDelay;
       uv_timer_start(&timer_, &DownstreamConnection::on_timer,
                      static_cast<uint64_t>((fault.delay + 999) / 1000), 0);
@@ -462,7 +471,10 @@ void DownstreamConnection::try_failed(filters::TryFailure failure, LocalReason r
 bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reason) {
   if (!reason || response_head_sent_) return false;
   RouteState& policy = *route_->shared;
-  if (tries_ >= policy.config.retry.attempts) return false;
+  if (tries_ >= policy.config.retry.attempts) {
+    if (policy.config.retry.attempts > 1) log_flags_ |= kLogRetriesExhausted;
+    return false;
+  }
   // The whole request must still be at hand, and may go again if bytes of it went out.
   if (!to_upstream_.can_rewind() || (request_sent_ && !may_resend_)) return false;
   filters::Micros backoff = policy.retry.backoff(tries_, worker_.random().next());
@@ -471,6 +483,7 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
     return false;
   if (!policy.budget.try_spend()) {
     route_stats_->retry_budget_exhausted.inc();
+    log_flags_ |= kLogRetriesExhausted;
     return false;
   }
   route_stats_->retries[static_cast<size_t>(*reason)].inc();
@@ -754,6 +767,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   }
   response_interim_ = false;
   // The try's outcome is known: its deadline no longer applies, and the circuit hears of it.
+  upstream_us_ = now_us() - try_start_us_;
   try_deadline_ms_ = 0;
   arm_deadline_timer();
   cluster_->stats.upstream_requests.inc(head.status);
@@ -803,6 +817,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
 }
 
 void DownstreamConnection::on_response_body(const char* data, size_t n) {
+  bytes_out_ += n;
   if (response_framing_ == http::BodyFraming::kChunked) {
     to_client_.add_chunk(data, n);
   } else {
@@ -860,6 +875,7 @@ void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
   if (response_head_sent_ || to_client_.in_flight()) {
     // The client already has part of a response: all we can do is cut the connection, after
     // what is queued.
+    log_flags_ |= kLogUpstreamCut;
     keep_client_ = false;
     flush_to_client();
     if (!to_client_.in_flight()) close();
@@ -897,6 +913,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   switch (self->phase_) {
     case Phase::kLocalReply:
       if (!self->keep_client_ || self->client_eof_) {
+        self->complete_exchange(true);
         self->close();
       } else if (self->request_complete_) {
         self->finish_exchange();
@@ -920,6 +937,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
     return;
   }
   if (self->upstream_ == nullptr) {
+    self->log_flags_ |= kLogUpstreamCut;
     self->close();  // the upstream went away mid-response
     return;
   }
@@ -936,6 +954,16 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
                                        uint32_t retry_after_s) {
   const LocalReasonInfo& r = info(reason);
   if (status == 0) status = r.status;
+  if (!exchange_open_) {
+    // A reply to a request whose head never completed (malformed, too large, too slow).
+    exchange_open_ = true;
+    start_us_ = now_us();
+    log_flags_ = 0;
+    bytes_in_ = bytes_out_ = upstream_us_ = 0;
+    log_this_ = worker_.sample_access_log();
+    log_request_.clear();
+  }
+  local_reason_ = reason;
   log::debug("local reply").str("reason", r.token).num("status", status).str("client", client_ip_);
   if (phase_ == Phase::kProxying) {
     end_policies();
@@ -958,10 +986,7 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
 void DownstreamConnection::finish_exchange() {
   uv_timer_stop(&timer_);
   uv_timer_stop(&deadline_timer_);
-  if (route_stats_ != nullptr) {
-    route_stats_->requests.inc(response_status_);
-    route_stats_->duration.observe_us(now_us() - start_us_);
-  }
+  complete_exchange(true);
   if (phase_ == Phase::kProxying) {
     release_upstream(upstream_reusable_);
     end_policies();
@@ -990,6 +1015,95 @@ void DownstreamConnection::finish_exchange() {
     arm_idle_timer();
   }
   if (!closed_) update_reading();
+}
+
+void DownstreamConnection::complete_exchange(bool answered) {
+  if (!exchange_open_) return;
+  exchange_open_ = false;
+  if (answered && route_stats_ != nullptr) {
+    route_stats_->requests.inc(response_status_);
+    route_stats_->duration.observe_us(now_us() - start_us_);
+  }
+  if (!answered && (log_flags_ & kLogUpstreamCut) == 0) log_flags_ |= kLogDownstreamClosed;
+  if (log_this_) write_access_log();
+}
+
+void DownstreamConnection::write_access_log() {
+  log_this_ = false;
+  const uint64_t now = now_us();
+  timespec wall{};
+  clock_gettime(CLOCK_REALTIME, &wall);
+  AccessRecord r;
+  r.start_unix_us = static_cast<int64_t>(wall.tv_sec) * 1'000'000 + wall.tv_nsec / 1000 -
+                    static_cast<int64_t>(now - start_us_);
+  r.request_id = {request_id_, request_id_len_};
+  r.listener = listener_.config.name;
+  if (route_index_ >= 0) r.route = listener_.config.routes[static_cast<size_t>(route_index_)].name;
+  if (cluster_ != nullptr) r.cluster = cluster_->config().name;
+  r.request = log_request_;
+  r.http10 = client_http10_;
+  r.status = response_head_sent_ || local_reason_ != LocalReason::kCount ? response_status_ : 0;
+  r.duration_us = now - start_us_;
+  if (upstream_us_ != 0) r.upstream_us = static_cast<int64_t>(upstream_us_);
+  r.bytes_in = bytes_in_;
+  r.bytes_out = bytes_out_;
+  r.failed_tries = failed_tries_;
+  r.attempts = tries_;
+
+  // The last try, when one was made after the failed ones listed: its endpoint and outcome.
+  size_t listed = failed_tries_.empty() ? 0 : 1;
+  for (size_t at = failed_tries_.find(", "); at != std::string::npos; at = failed_tries_.find(", ", at + 2)) ++listed;
+  char last_try[96];
+  if (tries_ > listed && endpoint_ != nullptr) {
+    r.upstream = endpoint_->endpoint.address;
+    // The words of the failed tries (filters::to_string(RetryReason)), or the status.
+    std::string_view outcome;
+    switch (local_reason_) {
+      case LocalReason::kUpstreamConnectFailure:
+        outcome = "connect-failure";
+        break;
+      case LocalReason::kUpstreamReset:
+      case LocalReason::kUpstreamProtocolError:
+        outcome = "reset";
+        break;
+      case LocalReason::kUpstreamTimeout:
+        outcome = "timeout";
+        break;
+      case LocalReason::kCount:
+        if (response_status_ == 0) outcome = "none";  // cut short before a response head
+        break;
+      default:
+        outcome = info(local_reason_).token;
+    }
+    int n = outcome.empty()
+                ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),
+                           r.upstream.data(), response_status_)
+                : snprintf(last_try, sizeof last_try, "%.*s %.*s", static_cast<int>(r.upstream.size()),
+                           r.upstream.data(), static_cast<int>(outcome.size()), outcome.data());
+    r.last_try = {last_try, std::min(static_cast<size_t>(std::max(n, 0)), sizeof last_try - 1)};
+  }
+
+  // Response flags: the local reply's, then what else happened.
+  char flags[32];
+  size_t nflags = 0;
+  auto add = [&](std::string_view f) {
+    if (nflags + f.size() + 1 >= sizeof flags) return;
+    if (nflags > 0) flags[nflags++] = ',';
+    std::memcpy(flags + nflags, f.data(), f.size());
+    nflags += f.size();
+  };
+  if (local_reason_ != LocalReason::kCount) {
+    r.reason = info(local_reason_).token;
+    add(info(local_reason_).flag);
+  }
+  if (log_flags_ & kLogRetriesExhausted) add("URX");
+  if ((log_flags_ & kLogFaultInjected) && local_reason_ != LocalReason::kFaultAbort) add("FI");
+  if (log_flags_ & kLogUpstreamCut) add("UC");
+  if (log_flags_ & kLogDownstreamClosed) add("DC");
+  r.flags = {flags, nflags};
+
+  format_access_line(r, worker_.access_log()->config().format, worker_.access_log_buffer());
+  worker_.access_log_appended();
 }
 
 void DownstreamConnection::start_tunnel() {
@@ -1128,6 +1242,8 @@ void DownstreamConnection::abort() { close(); }
 void DownstreamConnection::close() {
   if (closed_) return;
   closed_ = true;
+  // A tunnel ends by closing; anything else open now was cut short.
+  complete_exchange(phase_ == Phase::kTunnel);
   if (phase_ == Phase::kProxying) end_policies();
   phase_ = Phase::kClosing;
   if (upstream_ != nullptr) detach_upstream()->close();

@@ -119,6 +119,11 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void finish_exchange();
   void start_tunnel();
 
+  // The end of an exchange, exactly once whichever way it ends: counts it (when `answered`, a
+  // whole response went out) and writes its access log line.
+  void complete_exchange(bool answered);
+  void write_access_log();
+
   // Timers and lifetime.
   void arm_idle_timer();
   void arm_headers_timer();
@@ -218,8 +223,23 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   size_t request_id_len_ = 0;
   std::string path_buf_;  // the rewritten path when prefix_rewrite applies
   // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
-  // first try was the last): for the log now, for the access log later.
+  // first try was the last): for the debug log and the access log.
   std::string failed_tries_;
+
+  // For the access log (and the request counters): the exchange since its head.
+  enum LogFlag : uint8_t {
+    kLogFaultInjected = 1,      // FI: a fault delay (or abort) was injected
+    kLogRetriesExhausted = 2,   // URX: the last try failed and no retry was left
+    kLogDownstreamClosed = 4,   // DC: the client went away before the response was complete
+    kLogUpstreamCut = 8,        // UC: the upstream failed after the response had started
+  };
+  bool exchange_open_ = false;  // a request (or a malformed head) awaits its end
+  bool log_this_ = false;       // the access log samples this request
+  uint8_t log_flags_ = 0;
+  LocalReason local_reason_ = LocalReason::kCount;  // kCount: no local reply
+  uint64_t bytes_in_ = 0, bytes_out_ = 0;  // request and response body bytes
+  uint64_t upstream_us_ = 0;               // the last try's time to its response head
+  std::string log_request_;                // "METHOD TARGET", kept only when logged
 };
 
 }  // namespace bulwark

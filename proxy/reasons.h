@@ -33,27 +33,28 @@ enum class LocalReason : unsigned char {
 struct LocalReasonInfo {
   std::string_view token;
   int status;
+  std::string_view flag;  // the access log's response flag
 };
 
 inline constexpr LocalReasonInfo kLocalReasons[] = {
-    {"no_route", 404},
-    {"bad_request", 400},
-    {"headers_too_large", 431},
-    {"request_headers_timeout", 408},
-    {"upstream_connect_failure", 503},
-    {"upstream_reset", 502},
-    {"upstream_protocol_error", 502},
-    {"upstream_timeout", 504},
-    {"no_endpoints", 503},
-    {"pool_exhausted", 503},
-    {"pool_timeout", 503},
-    {"not_implemented", 501},
-    {"circuit_open", 503},
-    {"bulkhead_full", 503},
-    {"queue_timeout", 503},
-    {"rate_limited", 429},
-    {"fault_abort", 503},           // the status is the configured (or requested) one
-    {"no_healthy_endpoints", 503},  // the cluster has endpoints, but none is routable
+    {"no_route", 404, "NR"},
+    {"bad_request", 400, "DPE"},
+    {"headers_too_large", 431, "DPE"},
+    {"request_headers_timeout", 408, "RT"},
+    {"upstream_connect_failure", 503, "UF"},
+    {"upstream_reset", 502, "UR"},
+    {"upstream_protocol_error", 502, "UPE"},
+    {"upstream_timeout", 504, "UT"},
+    {"no_endpoints", 503, "NE"},
+    {"pool_exhausted", 503, "PO"},
+    {"pool_timeout", 503, "PO"},
+    {"not_implemented", 501, "DPE"},
+    {"circuit_open", 503, "UO"},
+    {"bulkhead_full", 503, "BH"},
+    {"queue_timeout", 503, "BH"},
+    {"rate_limited", 429, "RL"},
+    {"fault_abort", 503, "FI"},           // the status is the configured (or requested) one
+    {"no_healthy_endpoints", 503, "NH"},  // the cluster has endpoints, but none is routable
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

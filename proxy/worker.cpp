@@ -23,6 +23,8 @@ Worker::Worker(size_t id, std::shared_ptr<const config::Config> config,
       on_drained_(std::move(on_drained)) {
   uv_loop_init(&loop_);
   tasks_.init(&loop_);
+  uv_timer_init(&loop_, &access_timer_);
+  access_timer_.data = this;
   for (size_t i = 0; i < clusters.size(); ++i) {
     auto wc = std::make_unique<WorkerCluster>(*this, *clusters[i], *stats_.clusters[i]);
     wc->update(clusters[i]->endpoints());
@@ -154,6 +156,31 @@ void Worker::new_request_id(char* out) {
   }
 }
 
+bool Worker::sample_access_log() {
+  if (access_log_ == nullptr) return false;
+  const double percent = access_log_->config().sample_percent;
+  if (percent >= 100) return true;
+  // Uniform in [0, 100) with 1/10000 of a percent steps.
+  return static_cast<double>(random_.below(1'000'000)) < percent * 10'000;
+}
+
+void Worker::access_log_appended() {
+  if (access_buf_.size() >= AccessLog::kFlushBytes) {
+    flush_access_log();
+  } else if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&access_timer_))) {
+    uv_timer_start(&access_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->flush_access_log(); },
+                   AccessLog::kFlushDelayMs, 0);
+  }
+}
+
+void Worker::flush_access_log() {
+  uv_timer_stop(&access_timer_);
+  if (access_log_ == nullptr || access_buf_.empty()) return;
+  access_log_->submit(std::move(access_buf_));
+  access_buf_ = std::string();
+  access_buf_.reserve(AccessLog::kFlushBytes + 1024);
+}
+
 void Worker::close_listeners() {
   for (auto& l : listeners_) {
     if (l->open) {
@@ -190,6 +217,8 @@ void Worker::stop() {
     std::vector<DownstreamConnection*> all = connections_;
     for (DownstreamConnection* d : all) d->abort();
     for (auto& c : clusters_) c->close_idle();
+    flush_access_log();  // the lines of the requests just aborted too
+    uv_close(reinterpret_cast<uv_handle_t*>(&access_timer_), nullptr);
     tasks_.close();
   });
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/access_log.h"
 #include "proxy/buffer.h"
 #include "proxy/cluster.h"
 #include "proxy/lb.h"
@@ -111,11 +112,21 @@ class Worker {
   // Writes a fresh request id (32 hex digits) into out[0..32).
   void new_request_id(char* out);
 
+  // The access log (set before start(); null when off). A request is logged when
+  // sample_access_log() says so; its line is appended to access_log_buffer(), then
+  // access_log_appended() hands the buffer to the writer when it is full enough.
+  void set_access_log(AccessLog* log) { access_log_ = log; }
+  AccessLog* access_log() const { return access_log_; }
+  bool sample_access_log();
+  std::string& access_log_buffer() { return access_buf_; }
+  void access_log_appended();
+
  private:
   void run();
   void on_accept(ListenerContext& l);
   void drain_step();
   void close_listeners();
+  void flush_access_log();
 
   size_t id_;
   std::shared_ptr<const config::Config> config_;
@@ -130,6 +141,9 @@ class Worker {
   std::vector<int> listener_fds_;
   std::vector<DownstreamConnection*> connections_;  // all open client connections
   std::function<void()> on_drained_;
+  AccessLog* access_log_ = nullptr;
+  std::string access_buf_;
+  uv_timer_t access_timer_;  // flushes access_buf_ soon after its first line
   bool draining_ = false;
   bool drained_reported_ = false;
   bool stopping_ = false;

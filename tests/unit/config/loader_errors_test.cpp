@@ -1232,6 +1232,23 @@ TEST_CASE("every mistake in the health settings of a cluster is reported, each a
   CHECK(has_error(result, 16, 22, "panic_threshold: must be a whole percentage"));
 }
 
+TEST_CASE("access_log mistakes are reported at their place") {
+  // "access_log: {format: " is 21 characters, so a value there starts at 1:22.
+  check_only_errors({
+      {"unknown format", at_top("access_log: {format: xml}\n"), 1, 22,
+       "access_log.format: unknown format 'xml'; expected one of: json, text"},
+      {"percent out of range", at_top("access_log: {sample_percent: 101}\n"), 1, 30,
+       "access_log.sample_percent: must be"},
+      {"empty path", at_top("access_log: {path: ''}\n"), 1, 20,
+       "access_log.path: the access log path must not be empty"},
+      {"unknown key", at_top("access_log: {file: /tmp/x}\n"), 1, 14,
+       "access_log: unknown key 'file'"},
+  });
+  CHECK_LOADS(load(at_top("access_log: {}\n")));
+  CHECK_LOADS(load(at_top("access_log: {path: /var/log/bulwark.log, format: text, "
+                          "sample_percent: 12.5}\n")));
+}
+
 TEST_CASE("a file that cannot be read is an error without a position") {
   SUBCASE("missing") {
     LoadResult result = load_config_file("/nonexistent/bulwark.yaml");

@@ -656,6 +656,7 @@ clusters:
   const Config& c = *result.config;
   CHECK(c.readiness.require_healthy.empty());
   CHECK(c.readiness.cluster_indexes.empty());
+  CHECK_FALSE(c.access_log.has_value());  // absent: no access log
 
   const ClusterConfig& bare = c.clusters.at(0);
   CHECK(bare.endpoints.at(0).priority == 0);

@@ -1,0 +1,301 @@
+#include "proxy/access_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "config/json.h"
+#include "proxy/log.h"
+
+namespace bulwark {
+
+namespace {
+
+void append_time(std::string& out, int64_t unix_us) {
+  const time_t secs = static_cast<time_t>(unix_us / 1'000'000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[40];
+  size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  n += static_cast<size_t>(
+      snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(unix_us / 1000 % 1000)));
+  out.append(buf, n);
+}
+
+void append_uint(std::string& out, uint64_t n) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, static_cast<size_t>(end - buf));
+}
+
+void append_ms(std::string& out, uint64_t us) {
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%llu.%03llu", static_cast<unsigned long long>(us / 1000),
+                   static_cast<unsigned long long>(us % 1000));
+  out.append(buf, static_cast<size_t>(n));
+}
+
+// The inside of a JSON string: quotes, backslashes and control characters escaped.
+void append_escaped(std::string& out, std::string_view s) {
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      char buf[8];
+      snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+}
+
+void append_string_or_null(std::string& out, std::string_view s) {
+  if (s.empty()) {
+    out += "null";
+  } else {
+    config::append_json_string(out, s);
+  }
+}
+
+// Each try: the failed ones, then the last.
+template <typename F>
+void for_each_try(const AccessRecord& r, F&& fn) {
+  std::string_view rest = r.failed_tries;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(", ");
+    fn(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 2);
+  }
+  if (!r.last_try.empty()) fn(r.last_try);
+}
+
+void format_json(const AccessRecord& r, std::string& out) {
+  out += "{\"time\":\"";
+  append_time(out, r.start_unix_us);
+  out += "\",\"request_id\":";
+  append_string_or_null(out, r.request_id);
+  out += ",\"listener\":";
+  append_string_or_null(out, r.listener);
+  out += ",\"route\":";
+  append_string_or_null(out, r.route);
+  const size_t space = r.request.find(' ');
+  out += ",\"method\":";
+  append_string_or_null(out, r.request.substr(0, space));
+  out += ",\"path\":";
+  append_string_or_null(out, space == std::string_view::npos ? std::string_view()
+                                                             : r.request.substr(space + 1));
+  out += r.http10 ? ",\"protocol\":\"HTTP/1.0\"" : ",\"protocol\":\"HTTP/1.1\"";
+  out += ",\"status\":";
+  append_uint(out, static_cast<uint64_t>(r.status));
+  out += ",\"duration_ms\":";
+  append_ms(out, r.duration_us);
+  out += ",\"upstream_ms\":";
+  if (r.upstream_us < 0) {
+    out += "null";
+  } else {
+    append_ms(out, static_cast<uint64_t>(r.upstream_us));
+  }
+  out += ",\"bytes_in\":";
+  append_uint(out, r.bytes_in);
+  out += ",\"bytes_out\":";
+  append_uint(out, r.bytes_out);
+  out += ",\"cluster\":";
+  append_string_or_null(out, r.cluster);
+  out += ",\"upstream\":";
+  append_string_or_null(out, r.upstream);
+  out += ",\"tries\":[";
+  bool first = true;
+  for_each_try(r, [&](std::string_view t) {
+    if (!first) out += ',';
+    first = false;
+    config::append_json_string(out, t);
+  });
+  out += "],\"attempts\":";
+  append_uint(out, r.attempts);
+  out += ",\"reason\":";
+  append_string_or_null(out, r.reason);
+  out += ",\"flags\":";
+  config::append_json_string(out, r.flags.empty() ? std::string_view("-") : r.flags);
+  out += "}\n";
+}
+
+// key=value pairs after the time, the request line and the status, as an nginx or Envoy log
+// line; values that may hold spaces are quoted JSON strings.
+void format_text(const AccessRecord& r, std::string& out) {
+  auto dash = [](std::string_view s) { return s.empty() ? std::string_view("-") : s; };
+  append_time(out, r.start_unix_us);
+  out += " \"";
+  append_escaped(out, r.request.empty() ? std::string_view("-") : r.request);
+  out += r.http10 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
+  append_uint(out, static_cast<uint64_t>(r.status));
+  out += " flags=";
+  out += dash(r.flags);
+  out += " reason=";
+  out += dash(r.reason);
+  out += " duration_ms=";
+  append_ms(out, r.duration_us);
+  out += " upstream_ms=";
+  if (r.upstream_us < 0) {
+    out += '-';
+  } else {
+    append_ms(out, static_cast<uint64_t>(r.upstream_us));
+  }
+  out += " bytes_in=";
+  append_uint(out, r.bytes_in);
+  out += " bytes_out=";
+  append_uint(out, r.bytes_out);
+  out += " listener=";
+  out += dash(r.listener);
+  out += " route=";
+  out += dash(r.route);
+  out += " cluster=";
+  out += dash(r.cluster);
+  out += " upstream=";
+  out += dash(r.upstream);
+  out += " attempts=";
+  append_uint(out, r.attempts);
+  out += " tries=\"";
+  bool first = true;
+  for_each_try(r, [&](std::string_view t) {
+    if (!first) out += ", ";
+    first = false;
+    append_escaped(out, t);
+  });
+  out += "\" request_id=\"";
+  append_escaped(out, r.request_id);
+  out += "\"\n";
+}
+
+int open_log(const std::string& path) {
+  return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+}  // namespace
+
+void format_access_line(const AccessRecord& r, config::AccessLogFormat format, std::string& out) {
+  if (format == config::AccessLogFormat::kText) {
+    format_text(r, out);
+  } else {
+    format_json(r, out);
+  }
+}
+
+std::unique_ptr<AccessLog> AccessLog::open(const config::AccessLogConfig& config,
+                                           std::string* error) {
+  int fd = open_log(config.path);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return nullptr;
+  }
+  return std::unique_ptr<AccessLog>(new AccessLog(config, fd));
+}
+
+AccessLog::AccessLog(const config::AccessLogConfig& config, int fd) : config_(config), fd_(fd) {
+  writer_ = std::thread([this] { run(); });
+}
+
+AccessLog::~AccessLog() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_one();
+  writer_.join();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AccessLog::submit(std::string lines) {
+  if (lines.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queued_bytes_ + lines.size() <= kMaxQueuedBytes) {
+      queued_bytes_ += lines.size();
+      queue_.push_back(std::move(lines));
+      lines.clear();
+    }
+  }
+  if (lines.empty()) {
+    wake_.notify_one();
+  } else {
+    // The writer is too far behind: drop rather than make a worker wait.
+    dropped_lines_.fetch_add(static_cast<uint64_t>(std::count(lines.begin(), lines.end(), '\n')),
+                             std::memory_order_relaxed);
+  }
+}
+
+void AccessLog::reopen() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!reopen_) reopen_at_ = queue_.size();
+    reopen_ = true;
+  }
+  wake_.notify_one();
+}
+
+void AccessLog::run() {
+  std::vector<std::string> batch;
+  for (;;) {
+    bool reopen = false, stop = false;
+    size_t reopen_at = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this] { return stop_ || reopen_ || !queue_.empty(); });
+      batch.swap(queue_);
+      queued_bytes_ = 0;
+      reopen = reopen_;
+      reopen_at = reopen_at_;
+      reopen_ = false;
+      stop = stop_;
+    }
+    if (reopen) {
+      // Lines handed over before the signal still go to the old file.
+      for (size_t i = 0; i < reopen_at && i < batch.size(); ++i) write_all(batch[i]);
+      batch.erase(batch.begin(), batch.begin() + static_cast<ptrdiff_t>(std::min(reopen_at, batch.size())));
+      int fd = open_log(config_.path);
+      if (fd < 0) {
+        log::error("cannot reopen the access log; still writing to the old file")
+            .str("path", config_.path)
+            .str("error", std::strerror(errno));
+      } else {
+        ::close(fd_);
+        fd_ = fd;
+        log::info("access log reopened").str("path", config_.path);
+      }
+    }
+    for (const std::string& lines : batch) write_all(lines);
+    batch.clear();
+    if (stop) return;
+  }
+}
+
+void AccessLog::write_all(const std::string& lines) {
+  size_t done = 0;
+  while (done < lines.size()) {
+    ssize_t n = ::write(fd_, lines.data() + done, lines.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      dropped_lines_.fetch_add(
+          static_cast<uint64_t>(std::count(lines.begin() + static_cast<ptrdiff_t>(done), lines.end(), '\n')),
+          std::memory_order_relaxed);
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true)) {
+        log::error("cannot write the access log; dropping lines")
+            .str("path", config_.path)
+            .str("error", std::strerror(n < 0 ? errno : EIO));
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace bulwark
