@@ -187,6 +187,8 @@ void write_route_policies(JsonWriter& w, const RouteConfig& route) {
   });
 }
 
+void write_route(JsonWriter& w, const RouteConfig& route);
+
 void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.begin_object();
   w.member("name", listener.name);
@@ -196,39 +198,41 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.member("max_request_headers_size", format_size(listener.max_request_headers_size));
   w.key("routes");
   w.begin_array();
-  for (const RouteConfig& route : listener.routes) {
-    w.begin_object();
-    w.member("name", route.name);
-    w.key("match");
-    w.begin_object();
-    switch (route.match.path.kind) {
-      case PathMatch::Kind::kPrefix:
-        w.member("prefix", route.match.path.value);
-        break;
-      case PathMatch::Kind::kExact:
-        w.member("path", route.match.path.value);
-        break;
-      case PathMatch::Kind::kRegex:
-        w.member("regex", route.match.path.value);
-        break;
-    }
-    string_or_null(w, "host", (route.match.host.wildcard ? "*" : "") + route.match.host.value);
-    w.key("headers");
-    w.begin_object();
-    for (const HeaderMatch& header : route.match.headers) w.member(header.name, header.value);
-    w.end_object();
-    w.key("methods");
-    w.begin_array();
-    for (const std::string& method : route.match.methods) w.value(method);
-    w.end_array();
-    w.end_object();
-    w.member("cluster", route.cluster);
-    w.member("timeout", format_duration(route.timeout));
-    string_or_null(w, "prefix_rewrite", route.prefix_rewrite.value_or(""));  // never "" when set
-    write_route_policies(w, route);
-    w.end_object();
-  }
+  for (const RouteConfig& route : listener.routes) write_route(w, route);
   w.end_array();
+  w.end_object();
+}
+
+void write_route(JsonWriter& w, const RouteConfig& route) {
+  w.begin_object();
+  w.member("name", route.name);
+  w.key("match");
+  w.begin_object();
+  switch (route.match.path.kind) {
+    case PathMatch::Kind::kPrefix:
+      w.member("prefix", route.match.path.value);
+      break;
+    case PathMatch::Kind::kExact:
+      w.member("path", route.match.path.value);
+      break;
+    case PathMatch::Kind::kRegex:
+      w.member("regex", route.match.path.value);
+      break;
+  }
+  string_or_null(w, "host", (route.match.host.wildcard ? "*" : "") + route.match.host.value);
+  w.key("headers");
+  w.begin_object();
+  for (const HeaderMatch& header : route.match.headers) w.member(header.name, header.value);
+  w.end_object();
+  w.key("methods");
+  w.begin_array();
+  for (const std::string& method : route.match.methods) w.value(method);
+  w.end_array();
+  w.end_object();
+  w.member("cluster", route.cluster);
+  w.member("timeout", format_duration(route.timeout));
+  string_or_null(w, "prefix_rewrite", route.prefix_rewrite.value_or(""));  // never "" when set
+  write_route_policies(w, route);
   w.end_object();
 }
 
@@ -336,6 +340,18 @@ void append_json_string(std::string& out, std::string_view s) {
     ++i;
   }
   out += '"';
+}
+
+std::string to_json(const RouteConfig& route) {
+  JsonWriter w;
+  write_route(w, route);
+  return w.take();
+}
+
+std::string to_json(const ClusterConfig& cluster) {
+  JsonWriter w;
+  write_cluster(w, cluster);
+  return w.take();
 }
 
 std::string to_json(const Config& config) {

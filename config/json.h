@@ -14,6 +14,10 @@ namespace bulwark::config {
 // outlier_detection) is null, and so is a health check's unhealthy_interval when it is the
 // interval.
 std::string to_json(const Config& config);
+// One route or cluster as it appears in to_json(Config): also how a reload tells whether a route
+// or cluster changed (same JSON: unchanged, so its state carries over).
+std::string to_json(const RouteConfig& route);
+std::string to_json(const ClusterConfig& cluster);
 
 // Appends `s` to `out` as a JSON string literal, with quotes and escapes. Shared by every JSON
 // writer in bulwark (logs, admin) so escaping lives in one place. '"' and '\\' get a backslash;

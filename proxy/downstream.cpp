@@ -962,6 +962,11 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
     bytes_in_ = bytes_out_ = upstream_us_ = 0;
     log_this_ = worker_.sample_access_log();
     log_request_.clear();
+    route_index_ = -1;
+    tries_ = 0;
+    failed_tries_.clear();
+    worker_.new_request_id(request_id_);  // not the previous request's
+    request_id_len_ = 32;
   }
   local_reason_ = reason;
   log::debug("local reply").str("reason", r.token).num("status", status).str("client", client_ip_);
@@ -976,8 +981,9 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
   http::LocalReplyExtras extras;
   extras.attempts = tries_;
   extras.retry_after_s = retry_after_s;
-  http::write_local_reply(status, r.token, keep_client_, {request_id_, request_id_len_},
-                          request_head_request_, to_client_.head, extras);
+  bytes_out_ =
+      http::write_local_reply(status, r.token, keep_client_, {request_id_, request_id_len_},
+                              request_head_request_, to_client_.head, extras);
   to_client_.add_head();
   flush_to_client();
   update_reading();
@@ -1244,11 +1250,13 @@ void DownstreamConnection::close() {
   closed_ = true;
   // A tunnel ends by closing; anything else open now was cut short.
   complete_exchange(phase_ == Phase::kTunnel);
+  // Only a request still with its upstream counts as active (a local reply took it off).
+  const bool active = phase_ == Phase::kProxying || phase_ == Phase::kTunnel;
   if (phase_ == Phase::kProxying) end_policies();
   phase_ = Phase::kClosing;
   if (upstream_ != nullptr) detach_upstream()->close();
   if (cluster_ != nullptr) {
-    cluster_->stats.active_requests.add(-1);
+    if (active) cluster_->stats.active_requests.add(-1);
     cluster_ = nullptr;
   }
   worker_.connection_closed(this);

@@ -194,9 +194,9 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
   out.append("\r\n");
 }
 
-void write_local_reply(int status, std::string_view reason_token, bool keep_alive,
-                       std::string_view request_id, bool head_request, std::string& out,
-                       const LocalReplyExtras& extras) {
+size_t write_local_reply(int status, std::string_view reason_token, bool keep_alive,
+                         std::string_view request_id, bool head_request, std::string& out,
+                         const LocalReplyExtras& extras) {
   char line[160];
   std::string_view phrase = reason_phrase(status);
   int body_len = snprintf(line, sizeof line, "%d %.*s: %.*s\n", status,
@@ -217,7 +217,9 @@ void write_local_reply(int status, std::string_view reason_token, bool keep_aliv
   if (extras.retry_after_s > 0) append_number_header(out, "retry-after", extras.retry_after_s);
   if (!keep_alive) out.append("connection: close\r\n");
   out.append("\r\n");
-  if (!head_request) out.append(line, static_cast<size_t>(body_len));
+  if (head_request) return 0;
+  out.append(line, static_cast<size_t>(body_len));
+  return static_cast<size_t>(body_len);
 }
 
 size_t write_chunk_header(char* out, size_t size) {

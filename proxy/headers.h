@@ -62,10 +62,11 @@ struct LocalReplyExtras {
   uint32_t attempts = 1;       // tries it took; > 1 adds x-bulwark-attempts
   uint32_t retry_after_s = 0;  // > 0 adds Retry-After (seconds)
 };
-// A local reply: status, x-bulwark-reason token, a short text body.
-void write_local_reply(int status, std::string_view reason_token, bool keep_alive,
-                       std::string_view request_id, bool head_request, std::string& out,
-                       const LocalReplyExtras& extras = {});
+// A local reply: status, x-bulwark-reason token, a short text body. Returns the body bytes
+// written (0 for a HEAD request).
+size_t write_local_reply(int status, std::string_view reason_token, bool keep_alive,
+                         std::string_view request_id, bool head_request, std::string& out,
+                         const LocalReplyExtras& extras = {});
 
 // Chunk framing: "1f4\r\n" before `size` bytes of data (the data is followed by "\r\n").
 size_t write_chunk_header(char* out, size_t size);  // out needs 20 bytes

@@ -59,6 +59,12 @@ void add_gauge(MetricFamily& f, std::vector<ClientMetric::Label> labels, double 
   f.metric.push_back(std::move(m));
 }
 
+void add_counter_value(MetricFamily& f, double value) {
+  ClientMetric m;
+  m.counter.value = value;
+  f.metric.push_back(std::move(m));
+}
+
 std::string code_label(int code) { return code == 0 ? "none" : std::to_string(code); }
 
 uint64_t sum_over(const std::vector<const WorkerStats*>& workers, size_t li, size_t ri,
@@ -277,7 +283,47 @@ std::string render_metrics(const config::Config& config,
     add_counter(local, {{"reason", std::string(kLocalReasons[r].token)}}, n);
   }
 
-  for (auto* f : {&requests,
+  auto build = family("bulwark_build_info", "Always 1; the version of the running binary.",
+                      MetricType::Gauge);
+  add_gauge(build, {{"version", BULWARK_VERSION}}, 1);
+  auto dropped =
+      family("bulwark_access_log_dropped_lines_total",
+             "Access log lines dropped because the file could not keep up.", MetricType::Counter);
+  if (shared.access_log_dropped >= 0) {
+    add_counter(dropped, {}, static_cast<uint64_t>(shared.access_log_dropped));
+    out.push_back(std::move(dropped));  // only with an access log
+  }
+  // The standard process metrics, named as the Prometheus client libraries name them.
+  auto cpu = family("process_cpu_seconds_total", "User and system CPU time spent, in seconds.",
+                    MetricType::Counter);
+  auto rss =
+      family("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge);
+  auto vsz =
+      family("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge);
+  auto fds = family("process_open_fds", "Open file descriptors.", MetricType::Gauge);
+  auto max_fds =
+      family("process_max_fds", "The limit of open file descriptors.", MetricType::Gauge);
+  auto start =
+      family("process_start_time_seconds",
+             "Start time of the process since the Unix epoch, in seconds.", MetricType::Gauge);
+  if (shared.process.ok) {
+    const ProcessStats& p = shared.process;
+    add_counter_value(cpu, p.cpu_seconds);
+    add_gauge(rss, {}, static_cast<double>(p.resident_bytes));
+    add_gauge(vsz, {}, static_cast<double>(p.virtual_bytes));
+    add_gauge(fds, {}, static_cast<double>(p.open_fds));
+    add_gauge(max_fds, {}, static_cast<double>(p.max_fds));
+    add_gauge(start, {}, p.start_time_seconds);
+  }
+
+  for (auto* f : {&build,
+                  &cpu,
+                  &rss,
+                  &vsz,
+                  &fds,
+                  &max_fds,
+                  &start,
+                  &requests,
                   &duration,
                   &downstream,
                   &policy.retries,

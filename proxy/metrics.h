@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "filters/retry.h"
 #include "proxy/health_view.h"
+#include "proxy/process_stats.h"
 #include "proxy/reasons.h"
 
 namespace bulwark {
@@ -104,6 +105,8 @@ struct SharedGauges {
   };
   std::vector<Circuit> circuits;                      // index as Config::clusters
   std::vector<ClusterHealthView> health;              // index as Config::clusters
+  ProcessStats process;                               // process_* metrics (when ok)
+  int64_t access_log_dropped = -1;                    // -1: no access log
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
 };
 

@@ -197,6 +197,16 @@ int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   start_time_ms_ = uv_now(&loop_);
   create_policy_state();
+  if (config_->access_log) {
+    std::string error;
+    access_log_ = AccessLog::open(*config_->access_log, &error);
+    if (access_log_ == nullptr) {
+      log::error("cannot open the access log")
+          .str("path", config_->access_log->path)
+          .str("error", error);
+      return 1;
+    }
+  }
   if (!open_listeners()) return 1;
   std::string admin_address;
   int rc = admin_.listen(config_->admin.address, &admin_address);
@@ -206,6 +216,13 @@ int Server::run() {
     return 1;
   }
   log::info("listening").str("listener", "admin").str("address", admin_address);
+  const std::string& admin_host = config_->admin.address.host;
+  if (admin_host.rfind("127.", 0) != 0 && admin_host != "::1") {
+    log::warn(
+        "the admin listener is reachable from other hosts; it can drain bulwark and fail "
+        "its readiness: bind it to 127.0.0.1 unless a firewall guards it")
+        .str("address", admin_address);
+  }
 
   // Endpoints known now (IP literals) go in before the workers start.
   for (auto& c : clusters_) resolvers_.push_back(std::make_unique<ClusterResolver>(*this, &loop_, *c));
@@ -222,7 +239,10 @@ int Server::run() {
         std::make_unique<Worker>(w, config_, shared, routes, listener_fds_[w],
                                  [this] { tasks_.post([this] { on_worker_drained(); }); }));
   }
-  for (auto& w : workers_) w->start();
+  for (auto& w : workers_) {
+    w->set_access_log(access_log_.get());
+    w->start();
+  }
 
   uv_signal_init(&loop_, &sigterm_);
   uv_signal_init(&loop_, &sigint_);
@@ -232,12 +252,22 @@ int Server::run() {
   };
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
   uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_signal_init(&loop_, &sigusr1_);
+  sigusr1_.data = this;
+  uv_signal_start(
+      &sigusr1_,
+      [](uv_signal_t* s, int) {
+        auto* self = static_cast<Server*>(s->data);
+        if (self->access_log_ != nullptr) self->access_log_->reopen();
+      },
+      SIGUSR1);
   uv_timer_init(&loop_, &drain_delay_timer_);
   uv_timer_init(&loop_, &drain_timeout_timer_);
   drain_delay_timer_.data = drain_timeout_timer_.data = this;
 
   log::info("started").num("workers", static_cast<int64_t>(config_->workers)).str("version", BULWARK_VERSION)
       .str("config", config_->source_file);
+  start_systemd_notify();
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
   log::info("stopped");
@@ -292,6 +322,9 @@ SharedGauges Server::shared_gauges() const {
     g.circuits.push_back(circuit);
   }
   for (const auto& h : health_) g.health.push_back(h->view());
+  g.process = read_process_stats();
+  if (access_log_ != nullptr)
+    g.access_log_dropped = static_cast<int64_t>(access_log_->dropped_lines());
   for (const auto& l : routes_) {
     g.bulkhead_queued.emplace_back();
     for (const auto& r : l)
@@ -303,6 +336,8 @@ SharedGauges Server::shared_gauges() const {
 
 std::string Server::not_ready_reason() const {
   if (draining_) return "draining";
+  if (healthcheck_failed_)
+    return "failed on purpose (POST /healthcheck/fail; POST /healthcheck/ok to undo)";
   for (size_t ci : config_->readiness.cluster_indexes) {
     const std::string& name = config_->clusters[ci].name;
     if (!health_[ci]->first_round_done()) {
@@ -313,13 +348,24 @@ std::string Server::not_ready_reason() const {
   return {};
 }
 
-void Server::begin_drain(const char* why) {
+void Server::begin_drain(const char* why, bool exit) {
   if (draining_) {
+    if (exit && !exit_after_drain_) {
+      // SIGTERM after POST /drain: the drain goes on, and now ends the process.
+      exit_after_drain_ = true;
+      notify_stopping(why);
+      log::info("exiting once drained").str("signal", why);
+      if (drained_) finish();
+      return;
+    }
+    if (!exit) return;  // POST /drain again
     log::warn("second signal during drain: stopping now").str("signal", why);
     finish();
     return;
   }
   draining_ = true;
+  exit_after_drain_ = exit;
+  if (exit) notify_stopping(why);
   log::info("draining").str("signal", why).num("drain_delay_ms", config_->drain_delay.count())
       .num("drain_timeout_ms", config_->drain_timeout.count());
   // /ready is 503 from now on. Listeners keep accepting for drain_delay, so load balancers and
@@ -328,17 +374,31 @@ void Server::begin_drain(const char* why) {
     auto* self = static_cast<Server*>(t->data);
     log::info("closing listeners; finishing in-flight requests");
     for (auto& w : self->workers_) w->begin_drain();
-    uv_timer_start(&self->drain_timeout_timer_, [](uv_timer_t* t2) {
-      log::warn("drain timeout: closing remaining connections");
-      static_cast<Server*>(t2->data)->finish();
-    }, static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
+    uv_timer_start(
+        &self->drain_timeout_timer_,
+        [](uv_timer_t* t2) {
+          auto* server = static_cast<Server*>(t2->data);
+          if (!server->exit_after_drain_) {
+            log::warn("drain timeout: connections still open are left to finish; SIGTERM stops");
+            return;
+          }
+          log::warn("drain timeout: closing remaining connections");
+          server->finish();
+        },
+        static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
   }, static_cast<uint64_t>(config_->drain_delay.count()), 0);
 }
 
 void Server::on_worker_drained() {
   if (++workers_drained_ == workers_.size()) {
-    log::info("drained");
-    finish();
+    drained_ = true;
+    if (exit_after_drain_) {
+      log::info("drained");
+      finish();
+    } else {
+      uv_timer_stop(&drain_timeout_timer_);
+      log::info("drained; still running (POST /drain): the admin listener answers until SIGTERM");
+    }
   }
 }
 
@@ -351,8 +411,10 @@ void Server::finish() {
   admin_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigusr1_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_delay_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timeout_timer_), nullptr);
+  stop_systemd_notify();
   tasks_.close();
   // Admin client connections still open would keep the loop alive; the process exits right
   // after, so their objects are not freed.
@@ -361,23 +423,57 @@ void Server::finish() {
   }, nullptr);
 }
 
+// --- systemd notifications (sd_notify.h) ---------------------------------------------------------
+
+void Server::start_systemd_notify() {
+  if (!notifier_.enabled()) return;
+  std::string status = "serving: " + std::to_string(workers_.size()) + " workers, listeners";
+  for (const auto& l : config_->listeners) status += " " + l.name;
+  notifier_.ready(status);
+  watchdog_ = std::make_unique<SystemdWatchdog>(
+      &loop_, notifier_, workers_.size(),
+      [this](size_t w, std::function<void()> fn) { workers_[w]->post(std::move(fn)); });
+  watchdog_->start();
+}
+
+void Server::notify_stopping(const char* why) {
+  notifier_.stopping(std::string("draining after ") + why);
+  // systemd stops watching once the service is stopping; the drain has its own timeouts.
+  if (watchdog_) watchdog_->stop();
+}
+
+void Server::stop_systemd_notify() {
+  if (watchdog_) watchdog_->close();
+}
+
+void Server::notify_reloading() { notifier_.reloading("reloading the configuration"); }
+
+void Server::notify_reloaded(std::string_view status) { notifier_.ready(status); }
+
+// --- end of systemd notifications ----------------------------------------------------------------
+
 void Server::handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond) {
-  bool get = req.method == "GET" || req.method == "HEAD";
-  if (req.path == "/healthz" || req.path == "/ready" || req.path == "/metrics" || req.path == "/config" ||
-      req.path == "/clusters") {
-    if (!get) {
-      respond({405, "text/plain; charset=utf-8", "method not allowed: use GET\n"});
-      return;
-    }
+  constexpr const char* kText = "text/plain; charset=utf-8";
+  // What each path answers, and the one method it takes (HEAD goes with GET).
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool post = req.method == "POST";
+  const bool reads = req.path == "/healthz" || req.path == "/ready" || req.path == "/metrics" ||
+                     req.path == "/config" || req.path == "/clusters";
+  const bool mutates =
+      req.path == "/healthcheck/fail" || req.path == "/healthcheck/ok" || req.path == "/drain";
+  if ((reads && !get) || (mutates && !post)) {
+    respond(
+        {405, kText, std::string("method not allowed: use ") + (reads ? "GET" : "POST") + "\n"});
+    return;
   }
   if (req.path == "/healthz") {
-    respond({200, "text/plain; charset=utf-8", "ok\n"});
+    respond({200, kText, "ok\n"});
   } else if (req.path == "/ready") {
     std::string why = not_ready_reason();
     if (!why.empty()) {
-      respond({503, "text/plain; charset=utf-8", why + "\n"});
+      respond({503, kText, why + "\n"});
     } else {
-      respond({200, "text/plain; charset=utf-8", "ready\n"});
+      respond({200, kText, "ready\n"});
     }
   } else if (req.path == "/metrics") {
     std::vector<const WorkerStats*> stats;
@@ -388,9 +484,30 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
     respond({200, "application/json", config::to_json(*config_) + "\n"});
   } else if (req.path == "/clusters") {
     clusters_json(std::move(respond));
+  } else if (req.path == "/healthcheck/fail" || req.path == "/healthcheck/ok") {
+    const bool fail = req.path == "/healthcheck/fail";
+    if (fail != healthcheck_failed_) {
+      healthcheck_failed_ = fail;
+      if (fail) {
+        log::warn(
+            "readiness failed on purpose (POST /healthcheck/fail): /ready is 503 until "
+            "POST /healthcheck/ok");
+      } else {
+        log::info("readiness restored (POST /healthcheck/ok)");
+      }
+    }
+    respond({200, kText,
+             fail ? "/ready now fails on purpose\n" : "/ready follows the proxy's state again\n"});
+  } else if (req.path == "/drain") {
+    const bool started = !draining_;
+    begin_drain("POST /drain", false);
+    respond(
+        {200, kText,
+         started ? "draining; the process keeps running until SIGTERM\n" : "already draining\n"});
   } else {
-    respond({404, "text/plain; charset=utf-8",
-             "not found; try /healthz /ready /metrics /config /clusters\n"});
+    respond({404, kText,
+             "not found; try GET /healthz /ready /metrics /config /clusters, "
+             "POST /healthcheck/fail /healthcheck/ok /drain\n"});
   }
 }
 

@@ -158,7 +158,7 @@ Subprocess::~Subprocess() {
   if (pidfd_ >= 0) ::close(pidfd_);
 }
 
-void Subprocess::start(const std::vector<std::string>& argv) {
+void Subprocess::start(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
   if (pid_ > 0) throw std::runtime_error("Subprocess::start called twice");
   if (argv.empty()) throw std::runtime_error("Subprocess::start: empty argv");
   int out_pipe[2], err_pipe[2];
@@ -172,6 +172,18 @@ void Subprocess::start(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const auto& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
+  std::vector<std::string> environment;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    bool replaced = std::any_of(env.begin(), env.end(), [&](const std::string& extra) {
+      return entry.substr(0, entry.find('=') + 1) == extra.substr(0, extra.find('=') + 1);
+    });
+    if (!replaced) environment.emplace_back(entry);
+  }
+  environment.insert(environment.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& entry : environment) envp.push_back(entry.data());
+  envp.push_back(nullptr);
   pid_t parent = ::getpid();
 
   pid_t pid = ::fork();
@@ -184,7 +196,7 @@ void Subprocess::start(const std::vector<std::string>& argv) {
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
     ::signal(SIGPIPE, SIG_DFL);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), envp.data());
     const char msg[] = "exec failed: ";
     [[maybe_unused]] auto ignored = ::write(2, msg, sizeof msg - 1);
     ignored = ::write(2, args[0], std::strlen(args[0]));
@@ -362,7 +374,7 @@ void BulwarkProcess::start(const std::string& yaml, const std::vector<std::strin
   write_file(config_path_, yaml);
   std::vector<std::string> argv{binary_, "--config", config_path_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-  process_.start(argv);
+  process_.start(argv, env_);
 
   bool started = process_.wait_for_lines(
       Subprocess::Stream::kStderr,

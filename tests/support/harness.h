@@ -110,7 +110,8 @@ class Subprocess {
   Subprocess& operator=(const Subprocess&) = delete;
 
   // Starts argv[0] with the given arguments. Throws std::runtime_error if it cannot be started.
-  void start(const std::vector<std::string>& argv);
+  // `env` entries ("NAME=VALUE") are added to the inherited environment, replacing same names.
+  void start(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
 
   pid_t pid() const { return pid_; }
   bool running() const;
@@ -169,6 +170,9 @@ class BulwarkProcess {
   void start(const std::string& yaml, const std::vector<std::string>& extra_args = {},
              Millis timeout = Millis{10000});
 
+  // Extra environment ("NAME=VALUE") for the process start() runs; call before start().
+  void set_env(std::vector<std::string> env) { env_ = std::move(env); }
+
   // The port of a listener by name; throws std::runtime_error if bulwark never announced it.
   uint16_t port(const std::string& listener) const;
   uint16_t admin_port() const { return port("admin"); }
@@ -192,6 +196,7 @@ class BulwarkProcess {
   std::string binary_;
   TempDir dir_;
   std::string config_path_;
+  std::vector<std::string> env_;
   std::map<std::string, uint16_t> ports_;
   Subprocess process_;
 };

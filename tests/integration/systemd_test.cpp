@@ -1,0 +1,247 @@
+// bulwark under systemd, with the test acting as systemd: it binds the notification socket, starts
+// bulwark with NOTIFY_SOCKET and WATCHDOG_USEC, and checks the messages, their order and their
+// pace; a worker loop that is really stuck (a route regex that backtracks for minutes) stops the
+// watchdog pings while the main thread still answers.
+
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/proxy_fixture.h"
+
+using namespace bulwark::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The systemd side of the protocol: a unix datagram socket bound to a path, read by a thread
+// that records each datagram with the time it arrived.
+class FakeSystemd {
+ public:
+  struct Message {
+    std::string text;
+    Clock::time_point at;
+  };
+
+  explicit FakeSystemd(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof addr.sun_path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    reader_ = std::thread([this] { read_loop(); });
+  }
+  ~FakeSystemd() {
+    stop_ = true;
+    reader_.join();
+    ::close(fd_);
+  }
+
+  // NOTIFY_SOCKET=PATH, for the child's environment.
+  std::string env() const { return "NOTIFY_SOCKET=" + path_; }
+
+  std::vector<Message> messages() const {
+    std::lock_guard lock(mutex_);
+    return messages_;
+  }
+  // Waits until `condition` holds for the messages so far; false after `timeout`.
+  bool wait_for(const std::function<bool(const std::vector<Message>&)>& condition,
+                Millis timeout = kDefaultTimeout) const {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, timeout, [&] { return condition(messages_); });
+  }
+
+ private:
+  void read_loop() {
+    char buf[4096];
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) != 1) continue;
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n < 0) continue;
+      std::lock_guard lock(mutex_);
+      messages_.push_back({std::string(buf, static_cast<size_t>(n)), Clock::now()});
+      cv_.notify_all();
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  std::vector<Message> messages_;
+  std::thread reader_;
+};
+
+// Whether a datagram holds the assignment `line` ("READY=1") on one of its lines.
+bool has_line(const std::string& message, std::string_view line) {
+  size_t start = 0;
+  while (start <= message.size()) {
+    size_t end = message.find('\n', start);
+    if (end == std::string::npos) end = message.size();
+    if (std::string_view(message).substr(start, end - start) == line) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+size_t count_with(const std::vector<FakeSystemd::Message>& messages, std::string_view line) {
+  return static_cast<size_t>(std::count_if(messages.begin(), messages.end(),
+                                           [&](const auto& m) { return has_line(m.text, line); }));
+}
+
+std::string describe(const std::vector<FakeSystemd::Message>& messages) {
+  std::string out;
+  for (const auto& m : messages) {
+    std::string text = m.text;
+    std::replace(text.begin(), text.end(), '\n', '|');
+    out += "  " + text + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "systemd: READY=1 once serving, WATCHDOG=1 every WATCHDOG_USEC/2, STOPPING=1 on SIGTERM") {
+  TempDir dir;
+  FakeSystemd systemd(dir.file("notify"));
+  TestUpstream upstream;
+  BulwarkProcess bulwark;
+  bulwark.set_env({systemd.env(), "WATCHDOG_USEC=200000"});  // a ping every 100 ms
+  bulwark.start(proxy_config(upstream.address()));
+
+  REQUIRE_MESSAGE(systemd.wait_for([](const auto& m) { return count_with(m, "READY=1") > 0; }),
+                  bulwark.logs_text());
+  // READY=1 means serving: a request goes through at once.
+  auto response = http_get(bulwark.port("inbound"), "/right-after-ready");
+  REQUIRE_MESSAGE(response, bulwark.logs_text());
+  CHECK(response->status == 200);
+  auto ready = systemd.messages().front();
+  INFO(describe(systemd.messages()));
+  CHECK(has_line(ready.text, "READY=1"));
+  CHECK(has_line(ready.text, "MAINPID=" + std::to_string(bulwark.pid())));
+  CHECK(ready.text.find("STATUS=serving") != std::string::npos);
+
+  constexpr size_t kPings = 8;
+  REQUIRE_MESSAGE(
+      systemd.wait_for([](const auto& m) { return count_with(m, "WATCHDOG=1") >= kPings; }),
+      describe(systemd.messages()) << bulwark.logs_text());
+
+  REQUIRE(bulwark.signal(SIGTERM));
+  REQUIRE_MESSAGE(systemd.wait_for([](const auto& m) { return count_with(m, "STOPPING=1") > 0; }),
+                  describe(systemd.messages()) << bulwark.logs_text());
+  CHECK(bulwark.wait_exit(Millis{5000}) == 0);
+
+  // Order: READY=1 first, STOPPING=1 last, pings in between (and, on a machine so loaded that a
+  // worker missed a heartbeat, a STATUS line about it).
+  auto messages = systemd.messages();
+  INFO(describe(messages));
+  REQUIRE(messages.size() >= kPings + 2);
+  CHECK(count_with(messages, "READY=1") == 1);
+  CHECK(count_with(messages, "STOPPING=1") == 1);
+  CHECK(has_line(messages.front().text, "READY=1"));
+  CHECK(has_line(messages.back().text, "STOPPING=1"));
+  CHECK(messages.back().text.find("STATUS=draining after SIGTERM") != std::string::npos);
+  std::vector<Clock::time_point> pings;
+  for (size_t i = 1; i + 1 < messages.size(); ++i) {
+    if (messages[i].text == "WATCHDOG=1") {
+      pings.push_back(messages[i].at);
+    } else {
+      CHECK(messages[i].text.rfind("STATUS=", 0) == 0);
+    }
+  }
+
+  // Pace: the k-th ping is sent k intervals (100 ms) after READY=1, at the earliest. Bounds are
+  // loose for a loaded CI machine: no faster than half the interval, no slower than three times.
+  REQUIRE(pings.size() >= kPings);
+  auto span = std::chrono::duration_cast<Millis>(pings.back() - messages.front().at);
+  long n = static_cast<long>(pings.size());
+  INFO("pings: " << n << " in " << span.count() << " ms after READY=1");
+  CHECK(span >= Millis{n * 50});
+  CHECK(span <= Millis{n * 300 + 1000});
+  Millis longest{0};
+  for (size_t i = 1; i < pings.size(); ++i) {
+    longest = std::max(longest, std::chrono::duration_cast<Millis>(pings[i] - pings[i - 1]));
+  }
+  INFO("longest gap between pings: " << longest.count() << " ms");
+  CHECK(longest < Millis{1500});
+}
+
+TEST_CASE("systemd: a worker loop that is stuck stops the watchdog pings") {
+  TempDir dir;
+  FakeSystemd systemd(dir.file("notify"));
+  TestUpstream upstream;
+  BulwarkProcess bulwark;
+  bulwark.set_env({systemd.env(), "WATCHDOG_USEC=200000"});
+  // A regex with catastrophic backtracking, run on the worker's loop thread as routes are matched:
+  // "/aaa…a!" takes it 2^40 steps, so that worker's loop stops turning for real.
+  ProxyOptions options;
+  options.match = "{regex: '^/(a+)+$'}";
+  bulwark.start(proxy_config(upstream.address(), options));
+  REQUIRE_MESSAGE(systemd.wait_for([](const auto& m) { return count_with(m, "WATCHDOG=1") >= 2; }),
+                  describe(systemd.messages()) << bulwark.logs_text());
+
+  ClientConn client(bulwark.port("inbound"));
+  REQUIRE(client.connected());
+  REQUIRE(client.send(make_request("GET", "/" + std::string(40, 'a') + "!")));
+  REQUIRE_MESSAGE(bulwark.wait_for_log("worker loop did not answer its heartbeat"),
+                  describe(systemd.messages()) << bulwark.logs_text());
+  REQUIRE_MESSAGE(systemd.wait_for([](const auto& m) {
+    return std::any_of(m.begin(), m.end(), [](const auto& x) {
+      return x.text.find("not answering: watchdog pings withheld") != std::string::npos;
+    });
+  }),
+                  describe(systemd.messages()));
+  size_t pings = count_with(systemd.messages(), "WATCHDOG=1");
+
+  // Ten intervals without a ping (systemd would restart bulwark after WATCHDOG_USEC), while the
+  // main thread is well: the admin listener answers.
+  bool pinged = systemd.wait_for([&](const auto& m) { return count_with(m, "WATCHDOG=1") > pings; },
+                                 Millis{1000});
+  INFO(describe(systemd.messages()) << bulwark.logs_text());
+  CHECK_FALSE(pinged);
+  auto healthz = http_get(bulwark.admin_port(), "/healthz", {}, Millis{2000});
+  REQUIRE(healthz);
+  CHECK(healthz->status == 200);
+  // Reported once per stall, not once per tick.
+  auto logs = bulwark.logs();
+  CHECK(std::count_if(logs.begin(), logs.end(), [](const std::string& line) {
+          return line.find("worker loop did not answer its heartbeat") != std::string::npos;
+        }) == 1);
+  // The stuck worker spins until the process is killed (SIGKILL when `bulwark` goes).
+}
+
+TEST_CASE("systemd: a notification socket nobody listens on is not fatal and is logged once") {
+  TempDir dir;
+  TestUpstream upstream;
+  BulwarkProcess bulwark;
+  bulwark.set_env({"NOTIFY_SOCKET=" + dir.file("nobody"), "WATCHDOG_USEC=100000"});
+  bulwark.start(proxy_config(upstream.address()));
+  auto response = http_get(bulwark.port("inbound"), "/");
+  REQUIRE_MESSAGE(response, bulwark.logs_text());
+  CHECK(response->status == 200);
+  REQUIRE(bulwark.signal(SIGTERM));
+  CHECK(bulwark.wait_exit(Millis{5000}) == 0);
+  auto logs = bulwark.logs();
+  INFO(bulwark.logs_text());
+  CHECK(std::count_if(logs.begin(), logs.end(), [](const std::string& line) {
+          return line.find("cannot notify systemd") != std::string::npos;
+        }) == 1);
+}
