@@ -264,6 +264,7 @@ struct Config {
   std::vector<ClusterConfig> clusters;
   ReadinessConfig readiness;
   std::optional<AccessLogConfig> access_log;  // none: no access log
+  bool watch_config = false;  // reload when the config file changes (checked every second)
 
   const ClusterConfig* find_cluster(std::string_view name) const;
 };

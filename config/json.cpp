@@ -380,6 +380,7 @@ std::string to_json(const Config& config) {
   for (const std::string& name : config.readiness.require_healthy) w.value(name);
   w.end_array();
   w.end_object();
+  w.member("watch_config", config.watch_config);
   if (config.access_log) {
     w.key("access_log");
     w.begin_object();

@@ -542,15 +542,15 @@ class Loader {
                        std::string(describe_kind(root)));
       return;
     }
-    MapView map = read_map(
-        field, "top level",
-        {"workers", "drain_delay", "drain_timeout", "admin", "listeners", "clusters", "readiness",
-         "access_log"});
+    MapView map = read_map(field, "top level",
+                           {"workers", "drain_delay", "drain_timeout", "admin", "listeners",
+                            "clusters", "readiness", "access_log", "watch_config"});
     read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
     read_duration(map.find("drain_delay"), config.drain_delay, false);
     read_duration(map.find("drain_timeout"), config.drain_timeout, false);
     if (const Field* admin = map.find("admin")) read_admin(*admin, config.admin);
     if (const Field* log = map.find("access_log")) read_access_log(*log, config.access_log.emplace());
+    read_bool(map.find("watch_config"), config.watch_config);
     if (listen_addresses_.empty()) {
       // The admin listener always exists; a listener must not take its default address either.
       listen_addresses_.push_back({config.admin.address,

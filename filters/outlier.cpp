@@ -147,8 +147,8 @@ uint64_t OutlierDetector::ejections_total(size_t endpoint) const {
 }
 
 std::shared_ptr<OutlierDetector> OutlierDetector::remapped(
-    const std::vector<long>& new_to_old) const {
-  auto next = std::make_shared<OutlierDetector>(config_, clock_, 0);
+    const std::vector<long>& new_to_old, const config::OutlierDetectionConfig& config) const {
+  auto next = std::make_shared<OutlierDetector>(config, clock_, 0);
   next->mu_ = mu_;
   next->endpoints_.resize(new_to_old.size());
   std::vector<bool> taken(endpoints_.size(), false);

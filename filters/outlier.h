@@ -71,7 +71,12 @@ class OutlierDetector {
   // The detector of a new endpoint set: new_to_old[i] is the old index of new endpoint i, or -1
   // for a new one (an index out of range or used twice also starts afresh). Safe while other
   // threads use this one.
-  std::shared_ptr<OutlierDetector> remapped(const std::vector<long>& new_to_old) const;
+  // `config` is the new detector's (a reload may have changed it); by default this one's.
+  std::shared_ptr<OutlierDetector> remapped(const std::vector<long>& new_to_old) const {
+    return remapped(new_to_old, config_);
+  }
+  std::shared_ptr<OutlierDetector> remapped(const std::vector<long>& new_to_old,
+                                            const config::OutlierDetectionConfig& config) const;
 
  private:
   // One endpoint's counts and ejection. Every field is an atomic so that workers and the

@@ -18,8 +18,9 @@ void ClusterState::set_endpoints(std::shared_ptr<const EndpointSet> set) {
   endpoints_ = std::move(set);
 }
 
-WorkerCluster::WorkerCluster(Worker& worker, ClusterState& shared, ClusterStats& stats)
-    : shared(shared), stats(stats), worker_(worker) {}
+WorkerCluster::WorkerCluster(Worker& worker, std::shared_ptr<ClusterState> shared,
+                             ClusterStats& stats)
+    : shared_owner(std::move(shared)), shared(*shared_owner), stats(stats), worker_(worker) {}
 
 WorkerCluster::~WorkerCluster() = default;
 
@@ -179,6 +180,12 @@ void WorkerCluster::remove_waiter(DownstreamConnection* d) {
   if (it == waiters_.end()) return;
   waiters_.erase(it);
   shared.pending.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool WorkerCluster::has_connections() const {
+  auto open = [](const std::unique_ptr<EndpointPool>& p) { return p->connections > 0; };
+  return std::any_of(pools_.begin(), pools_.end(), open) ||
+         std::any_of(retired_.begin(), retired_.end(), open);
 }
 
 void WorkerCluster::close_idle() {

@@ -27,15 +27,20 @@ class DownstreamConnection;
 // request path.
 class ClusterState {
  public:
-  ClusterState(const config::ClusterConfig& config, size_t index, const filters::Clock& clock)
-      : config(config),
+  // `owner` is the config `config` belongs to: kept alive as long as this state is, which may be
+  // longer than that config is in force (a reload that left the cluster unchanged keeps it).
+  ClusterState(std::shared_ptr<const config::Config> owner, const config::ClusterConfig& config,
+               size_t index, const filters::Clock& clock)
+      : owner(std::move(owner)),
+        config(config),
         index(index),
         clock(clock),
         circuit(config.circuit_breaker
                     ? std::make_unique<filters::CircuitBreaker>(*config.circuit_breaker, clock)
                     : nullptr) {}
+  const std::shared_ptr<const config::Config> owner;
   const config::ClusterConfig& config;
-  const size_t index;
+  const size_t index;  // in `owner`
   const filters::Clock& clock;
   // The cluster's circuit breaker; null when none is configured.
   const std::unique_ptr<filters::CircuitBreaker> circuit;
@@ -69,7 +74,7 @@ class ClusterState {
 // One worker's view of a cluster. Lives on the worker's loop thread only.
 class WorkerCluster {
  public:
-  WorkerCluster(Worker& worker, ClusterState& shared, ClusterStats& stats);
+  WorkerCluster(Worker& worker, std::shared_ptr<ClusterState> shared, ClusterStats& stats);
   ~WorkerCluster();
 
   // Applies a new endpoint set: pools of endpoints that stayed are kept, others retire.
@@ -98,7 +103,10 @@ class WorkerCluster {
 
   // Closes idle connections and stops (drain).
   void close_idle();
+  // Whether any upstream connection of this cluster is still open (busy, idle or closing).
+  bool has_connections() const;
 
+  const std::shared_ptr<ClusterState> shared_owner;
   ClusterState& shared;
   ClusterStats& stats;
   const config::ClusterConfig& config() const { return shared.config; }

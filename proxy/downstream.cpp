@@ -34,7 +34,7 @@ uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
 
 DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& listener)
     : worker_(worker),
-      listener_(listener),
+      listener_(&listener),
       request_parser_(http::Parser::Type::kRequest, &request_callbacks_),
       response_parser_(http::Parser::Type::kResponse, &response_callbacks_) {
   request_callbacks_.self = this;
@@ -42,6 +42,23 @@ DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& list
   request_parser_.set_max_head_size(listener.config.max_request_headers_size);
   response_parser_.set_max_head_size(kMaxResponseHeadSize);
   tcp_.data = timer_.data = deadline_timer_.data = this;
+  ++listener.gen.users;
+  listener.stats.connections->add(1);
+}
+
+bool DownstreamConnection::move_to_newest_config() {
+  WorkerGen& newest = worker_.current();
+  if (&listener_->gen == &newest) return true;
+  ListenerContext* next = newest.listener_named(listener_->config.name);
+  if (next == nullptr) return false;
+  WorkerGen& old = listener_->gen;
+  listener_->stats.connections->add(-1);
+  next->stats.connections->add(1);
+  ++newest.users;
+  listener_ = next;
+  request_parser_.set_max_head_size(next->config.max_request_headers_size);
+  worker_.release(old);  // may free the old generation
+  return true;
 }
 
 bool DownstreamConnection::accept(uv_stream_t* server) {
@@ -141,7 +158,7 @@ void DownstreamConnection::parse_request() {
     switch (r.status) {
       case http::Parser::Status::kOk:
         if (request_parser_.in_head() && in_.space() == 0) {
-          size_t limit = listener_.config.max_request_headers_size + 1024;
+          size_t limit = listener_->config.max_request_headers_size + 1024;
           if (in_.capacity >= limit) {
             local_reply(LocalReason::kHeadersTooLarge, true);
             return;
@@ -176,6 +193,9 @@ void DownstreamConnection::parse_request() {
 
 http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::MessageHead& head) {
   uv_timer_stop(&timer_);
+  // A reload since the last request: this one runs on the new config. A listener the new config
+  // no longer has serves this request on the old one, then the connection closes.
+  if (!move_to_newest_config()) draining_ = true;
   start_us_ = now_us();
   exchange_open_ = true;
   log_flags_ = 0;
@@ -231,15 +251,15 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   }
   char host_buf[256];
   std::string_view host = request_host(head, target, host_buf, sizeof host_buf);
-  route_index_ = listener_.router.match(head, target, host);
+  route_index_ = listener_->router.match(head, target, host);
   if (route_index_ < 0) {
     local_reply(LocalReason::kNoRoute, has_body);
     return has_body ? http::ParserCallbacks::kPause : http::ParserCallbacks::kProceed;
   }
-  const config::RouteConfig& route = listener_.config.routes[static_cast<size_t>(route_index_)];
-  route_ = &listener_.routes[static_cast<size_t>(route_index_)];
-  route_stats_ = route_->stats;
-  cluster_ = &worker_.cluster(route.cluster_index);
+  const config::RouteConfig& route = listener_->config.routes[static_cast<size_t>(route_index_)];
+  route_ = listener_->routes[static_cast<size_t>(route_index_)].get();
+  route_stats_ = route_->stats.get();
+  cluster_ = listener_->gen.clusters[route.cluster_index].get();
   phase_ = Phase::kProxying;
 
   std::string_view path = head.str(head.target);
@@ -977,7 +997,7 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
   phase_ = Phase::kLocalReply;
   response_status_ = status;
   keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_eof_;
-  worker_.mutable_stats().local_replies[static_cast<size_t>(reason)].inc();
+  worker_.local_replies()[static_cast<size_t>(reason)].inc();
   http::LocalReplyExtras extras;
   extras.attempts = tries_;
   extras.retry_after_s = retry_after_s;
@@ -1006,7 +1026,8 @@ void DownstreamConnection::finish_exchange() {
   route_stats_ = nullptr;
   cluster_ = nullptr;
   endpoint_ = nullptr;
-  if (!keep_client_ || client_eof_ || draining_ || worker_.draining()) {
+  // Between requests a connection follows the newest config (its timeouts apply to the wait).
+  if (!keep_client_ || client_eof_ || draining_ || worker_.draining() || !move_to_newest_config()) {
     close();
     return;
   }
@@ -1043,8 +1064,8 @@ void DownstreamConnection::write_access_log() {
   r.start_unix_us = static_cast<int64_t>(wall.tv_sec) * 1'000'000 + wall.tv_nsec / 1000 -
                     static_cast<int64_t>(now - start_us_);
   r.request_id = {request_id_, request_id_len_};
-  r.listener = listener_.config.name;
-  if (route_index_ >= 0) r.route = listener_.config.routes[static_cast<size_t>(route_index_)].name;
+  r.listener = listener_->config.name;
+  if (route_index_ >= 0) r.route = listener_->config.routes[static_cast<size_t>(route_index_)].name;
   if (cluster_ != nullptr) r.cluster = cluster_->config().name;
   r.request = log_request_;
   r.http10 = client_http10_;
@@ -1138,12 +1159,12 @@ void DownstreamConnection::start_tunnel() {
 
 void DownstreamConnection::arm_idle_timer() {
   uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                 static_cast<uint64_t>(listener_.config.idle_timeout.count()), 0);
+                 static_cast<uint64_t>(listener_->config.idle_timeout.count()), 0);
 }
 
 void DownstreamConnection::arm_headers_timer() {
   uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                 static_cast<uint64_t>(listener_.config.request_headers_timeout.count()), 0);
+                 static_cast<uint64_t>(listener_->config.request_headers_timeout.count()), 0);
 }
 
 void DownstreamConnection::on_timer(uv_timer_t* t) {
@@ -1260,6 +1281,8 @@ void DownstreamConnection::close() {
     cluster_ = nullptr;
   }
   worker_.connection_closed(this);
+  listener_->stats.connections->add(-1);
+  worker_.release(listener_->gen);  // the generation may be freed: listener_ is not used again
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &DownstreamConnection::on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&deadline_timer_), &DownstreamConnection::on_closed);

@@ -66,6 +66,10 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   size_t worker_slot = 0;  // index in the worker's connection list
 
  private:
+  // Binds the connection to the newest generation's listener of the same name (after a
+  // reload). False when the newest config has no such listener.
+  bool move_to_newest_config();
+
   // UpstreamConnection::Owner
   void on_upstream_connected(UpstreamConnection& conn, int status) override;
   void on_upstream_read(UpstreamConnection& conn, ssize_t nread) override;
@@ -160,7 +164,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   };
 
   Worker& worker_;
-  ListenerContext& listener_;
+  ListenerContext* listener_;  // of the generation this connection is bound to
   uv_tcp_t tcp_;
   uv_timer_t timer_;           // idle / request headers / the exchange's current Wait
   uv_timer_t deadline_timer_;  // the route's timeout and the try's timeout, whichever is first

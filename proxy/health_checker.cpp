@@ -112,7 +112,8 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
     std::vector<Target*> targets(n, nullptr);
     for (size_t i = 0; i < n; ++i) {
       const long old = new_to_old[i];
-      if (old >= 0 && targets_[static_cast<size_t>(old)] != nullptr) {
+      if (old >= 0 && static_cast<size_t>(old) < targets_.size() &&
+          targets_[static_cast<size_t>(old)] != nullptr) {
         targets[i] = targets_[static_cast<size_t>(old)];
         targets_[static_cast<size_t>(old)] = nullptr;
         continue;
@@ -133,6 +134,11 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
   current_ = std::move(next);
   if (current_->outlier != nullptr) arm_sweep();
   return current_;
+}
+
+void HealthChecker::inherit(const HealthChecker& old) {
+  current_ = old.current_;
+  if (old.first_round_done_) first_round_done_ = true;
 }
 
 void HealthChecker::retire(Target* t) {

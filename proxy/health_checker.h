@@ -37,6 +37,10 @@ class HealthChecker {
   // Takes over a new endpoint set of the cluster (before it is published to the workers) and
   // gives its endpoints the health state they had in the current set.
   std::shared_ptr<const EndpointSet> adopt(std::shared_ptr<EndpointSet> next);
+  // Takes over the endpoint state of the checker of the same cluster before a reload changed its
+  // settings: the next adopt() carries its endpoints' health and ejections (by address), and a
+  // first round done stays done (so /ready does not flip).
+  void inherit(const HealthChecker& old);
   // A worker ejected an endpoint: make sure the sweep timer runs by its return.
   void on_ejection();
   // Closes every handle (checks in flight included); the object may be destroyed once the loop

@@ -18,13 +18,44 @@ void LocalHistogram::observe_us(uint64_t micros) {
   sum_us_.inc(micros);
 }
 
-WorkerStats::WorkerStats(const config::Config& config) {
+WorkerStats::WorkerStats(const config::Config& config, const config::Config* previous_config,
+                         const WorkerStats* previous)
+    : local_replies_owner(previous != nullptr ? previous->local_replies_owner
+                                              : std::make_shared<LocalReplyCounters>()),
+      local_replies(*local_replies_owner) {
+  const bool carry = previous != nullptr && previous_config != nullptr;
   for (const auto& l : config.listeners) {
-    auto ls = std::make_unique<ListenerStats>();
-    for (size_t i = 0; i < l.routes.size(); ++i) ls->routes.push_back(std::make_unique<RouteStats>());
+    auto ls = std::make_shared<ListenerStats>();
+    const config::ListenerConfig* old_config = nullptr;
+    const ListenerStats* old_stats = nullptr;
+    if (carry) {
+      for (size_t i = 0; i < previous_config->listeners.size(); ++i) {
+        if (previous_config->listeners[i].name != l.name) continue;
+        old_config = &previous_config->listeners[i];
+        old_stats = previous->listeners[i].get();
+        ls->connections = old_stats->connections;
+      }
+    }
+    for (const auto& r : l.routes) {
+      std::shared_ptr<RouteStats> kept;
+      if (old_config != nullptr) {
+        for (size_t i = 0; i < old_config->routes.size(); ++i) {
+          if (old_config->routes[i].name == r.name) kept = old_stats->routes[i];
+        }
+      }
+      ls->routes.push_back(kept != nullptr ? kept : std::make_shared<RouteStats>());
+    }
     listeners.push_back(std::move(ls));
   }
-  for (size_t i = 0; i < config.clusters.size(); ++i) clusters.push_back(std::make_unique<ClusterStats>());
+  for (const auto& c : config.clusters) {
+    std::shared_ptr<ClusterStats> kept;
+    if (carry) {
+      for (size_t i = 0; i < previous_config->clusters.size(); ++i) {
+        if (previous_config->clusters[i].name == c.name) kept = previous->clusters[i];
+      }
+    }
+    clusters.push_back(kept != nullptr ? kept : std::make_shared<ClusterStats>());
+  }
 }
 
 namespace {
@@ -201,7 +232,7 @@ std::string render_metrics(const config::Config& config,
   for (size_t li = 0; li < config.listeners.size(); ++li) {
     const auto& l = config.listeners[li];
     int64_t conns = 0;
-    for (const WorkerStats* w : workers) conns += w->listeners[li]->connections.value();
+    for (const WorkerStats* w : workers) conns += w->listeners[li]->connections->value();
     add_gauge(downstream, {{"listener", l.name}}, static_cast<double>(conns));
     for (size_t ri = 0; ri < l.routes.size(); ++ri) {
       const auto& r = l.routes[ri];
@@ -286,6 +317,19 @@ std::string render_metrics(const config::Config& config,
   auto build = family("bulwark_build_info", "Always 1; the version of the running binary.",
                       MetricType::Gauge);
   add_gauge(build, {{"version", BULWARK_VERSION}}, 1);
+  auto reloads = family("bulwark_config_reloads_total",
+                        "Config reloads by result (success, failure).", MetricType::Counter);
+  add_counter(reloads, {{"result", "success"}}, shared.reloads_ok);
+  add_counter(reloads, {{"result", "failure"}}, shared.reloads_failed);
+  auto generation = family("bulwark_config_generation",
+                           "The config in force: 1 at start, one more for each applied reload.",
+                           MetricType::Gauge);
+  add_gauge(generation, {}, static_cast<double>(shared.generation));
+  auto last_reload = family("bulwark_config_last_reload_success_timestamp_seconds",
+                            "When the config in force was loaded (start or reload), since the "
+                            "Unix epoch.",
+                            MetricType::Gauge);
+  add_gauge(last_reload, {}, shared.last_reload_success_s);
   auto dropped =
       family("bulwark_access_log_dropped_lines_total",
              "Access log lines dropped because the file could not keep up.", MetricType::Counter);
@@ -317,6 +361,9 @@ std::string render_metrics(const config::Config& config,
   }
 
   for (auto* f : {&build,
+                  &reloads,
+                  &generation,
+                  &last_reload,
                   &cpu,
                   &rss,
                   &vsz,

@@ -83,16 +83,29 @@ struct ClusterStats {
 };
 
 struct ListenerStats {
-  LocalGauge connections;
-  std::vector<std::unique_ptr<RouteStats>> routes;  // index as ListenerConfig::routes
+  // Open client connections; kept across reloads with the listener's name.
+  std::shared_ptr<LocalGauge> connections = std::make_shared<LocalGauge>();
+  std::vector<std::shared_ptr<RouteStats>> routes;  // index as ListenerConfig::routes
 };
 
-// Everything one worker counts, shaped like the config it was created from.
+struct LocalReplyCounters {
+  std::array<LocalCounter, static_cast<size_t>(LocalReason::kCount)> counts;
+  LocalCounter& operator[](size_t i) { return counts[i]; }
+  const LocalCounter& operator[](size_t i) const { return counts[i]; }
+};
+
+// Everything one worker counts, shaped like the config it was created for. After a reload the
+// new shape takes over the objects of the listeners, routes and clusters that kept their names
+// (`previous`, shaped like `previous_config`), so their counters go on; requests still running
+// on the old config count into the same objects.
 struct WorkerStats {
-  explicit WorkerStats(const config::Config& config);
-  std::vector<std::unique_ptr<ListenerStats>> listeners;  // index as Config::listeners
-  std::vector<std::unique_ptr<ClusterStats>> clusters;    // index as Config::clusters
-  std::array<LocalCounter, static_cast<size_t>(LocalReason::kCount)> local_replies;
+  explicit WorkerStats(const config::Config& config,
+                       const config::Config* previous_config = nullptr,
+                       const WorkerStats* previous = nullptr);
+  std::vector<std::shared_ptr<ListenerStats>> listeners;  // index as Config::listeners
+  std::vector<std::shared_ptr<ClusterStats>> clusters;    // index as Config::clusters
+  std::shared_ptr<LocalReplyCounters> local_replies_owner;
+  LocalReplyCounters& local_replies;  // *local_replies_owner
 };
 
 // Values kept in shared policy state rather than in per-worker counters, read at scrape time.
@@ -107,6 +120,9 @@ struct SharedGauges {
   std::vector<ClusterHealthView> health;              // index as Config::clusters
   ProcessStats process;                               // process_* metrics (when ok)
   int64_t access_log_dropped = -1;                    // -1: no access log
+  uint64_t reloads_ok = 0, reloads_failed = 0;        // config reloads
+  uint64_t generation = 0;                            // the config in force: 1 at start
+  double last_reload_success_s = 0;                   // since the epoch
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
 };
 

@@ -20,8 +20,11 @@ namespace bulwark {
 
 class RouteState {
  public:
-  RouteState(const config::RouteConfig& config, const filters::Clock& clock, size_t workers)
-      : workers(workers),
+  // `owner` is the config `config` belongs to, kept alive with this state (see ClusterState).
+  RouteState(std::shared_ptr<const config::Config> owner, const config::RouteConfig& config,
+             const filters::Clock& clock, size_t workers)
+      : owner(std::move(owner)),
+        workers(workers),
         oldest_waiter(std::make_unique<std::atomic<uint64_t>[]>(workers)),
         config(config),
         retry(config.retry),
@@ -39,6 +42,7 @@ class RouteState {
   // smallest, so waiting is FIFO over the whole route.
   static constexpr uint64_t kNoWaiter = UINT64_MAX;
   static constexpr size_t kNoWorker = SIZE_MAX;
+  const std::shared_ptr<const config::Config> owner;
   const size_t workers;
   std::atomic<uint64_t> next_ticket{0};
   const std::unique_ptr<std::atomic<uint64_t>[]> oldest_waiter;  // [worker]

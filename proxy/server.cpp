@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "config/json.h"
+#include "config/loader.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/net.h"
@@ -43,12 +44,15 @@ class ClusterResolver {
   }
 
   // Publishes the IP literals now and starts resolving names.
+  bool started() const { return started_; }
   void start() {
+    started_ = true;
     publish();
     if (has_names_) resolve_all();
   }
 
   void stop() {
+    if (stopped_) return;
     stopped_ = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   }
@@ -132,7 +136,7 @@ class ClusterResolver {
     }
     published_ = true;
     last_ = std::move(now);
-    server_.publish_endpoints(cluster_.index, std::move(set));
+    server_.publish_endpoints(cluster_, std::move(set));
   }
 
   Server& server_;
@@ -144,6 +148,7 @@ class ClusterResolver {
   int outstanding_ = 0;
   bool has_names_ = false;
   bool published_ = false;
+  bool started_ = false;
   bool stopped_ = false;
 };
 
@@ -157,31 +162,57 @@ Server::Server(std::shared_ptr<const config::Config> config)
 
 Server::~Server() { uv_loop_close(&loop_); }
 
-void Server::publish_endpoints(size_t cluster, std::shared_ptr<EndpointSet> next) {
-  std::shared_ptr<const EndpointSet> set = health_[cluster]->adopt(std::move(next));
-  clusters_[cluster]->set_endpoints(set);
-  for (auto& w : workers_) w->update_endpoints(cluster, set);
+Server::ClusterRuntime* Server::runtime_of(const ClusterState* state) {
+  for (auto& c : clusters_) {
+    if (c->state.get() == state) return c.get();
+  }
+  for (auto& c : retired_clusters_) {
+    if (c->state.get() == state) return c.get();
+  }
+  return nullptr;
 }
 
-bool Server::open_listeners() {
-  size_t n_workers = config_->workers;
-  listener_fds_.assign(n_workers, std::vector<int>(config_->listeners.size(), -1));
-  for (size_t li = 0; li < config_->listeners.size(); ++li) {
-    const auto& l = config_->listeners[li];
+void Server::publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSet> next) {
+  ClusterRuntime* runtime = runtime_of(&cluster);
+  if (runtime == nullptr) return;
+  std::shared_ptr<const EndpointSet> set = runtime->health->adopt(std::move(next));
+  cluster.set_endpoints(set);
+  for (auto& w : workers_) w->update_endpoints(&cluster, set);
+}
+
+bool Server::bind_new_listeners(const config::Config& config,
+                                std::vector<std::vector<std::pair<std::string, int>>>* fds) {
+  fds->assign(config.workers, {});
+  auto close_all = [&] {
+    for (auto& worker : *fds) {
+      for (auto& [address, fd] : worker) ::close(fd);
+    }
+    fds->clear();
+  };
+  for (const auto& l : config.listeners) {
+    const std::string address = l.address.text();
+    const std::string key = listener_key(l);
+    if (std::find(bound_.begin(), bound_.end(), key) != bound_.end())
+      continue;  // already listening: the socket stays
     sockaddr_storage addr{};
     if (to_sockaddr(l.address, &addr) != 0) {
-      log::error("invalid listener address").str("listener", l.name).str("address", l.address.text());
+      log::error("invalid listener address").str("listener", l.name).str("address", address);
+      close_all();
       return false;
     }
-    for (size_t w = 0; w < n_workers; ++w) {
+    for (size_t w = 0; w < config.workers; ++w) {
       std::string step;
       int fd = open_reuseport_listener(addr, 4096, &step);
       if (fd < 0) {
-        log::error("cannot listen").str("listener", l.name).str("address", l.address.text())
-            .str("step", step).str("error", strerror(-fd));
+        log::error("cannot listen")
+            .str("listener", l.name)
+            .str("address", address)
+            .str("step", step)
+            .str("error", strerror(-fd));
+        close_all();
         return false;
       }
-      listener_fds_[w][li] = fd;
+      (*fds)[w].emplace_back(key, fd);
       if (w == 0) {
         // With port 0 the kernel picked one; the other workers join that port.
         socklen_t len = sizeof addr;
@@ -193,10 +224,92 @@ bool Server::open_listeners() {
   return true;
 }
 
+std::vector<std::unique_ptr<Server::ClusterRuntime>> Server::build_clusters(
+    const std::shared_ptr<const config::Config>& config) {
+  std::vector<std::unique_ptr<ClusterRuntime>> out;
+  for (size_t i = 0; i < config->clusters.size(); ++i) {
+    const config::ClusterConfig& cc = config->clusters[i];
+    std::string settings = config::to_json(cc);
+    // Unchanged: the same state goes on (circuit, endpoints, health, pools).
+    auto same = std::find_if(clusters_.begin(), clusters_.end(), [&](const auto& c) {
+      return c != nullptr && c->settings == settings;
+    });
+    if (same != clusters_.end()) {
+      out.push_back(std::move(*same));
+      continue;
+    }
+    auto runtime = std::make_unique<ClusterRuntime>();
+    runtime->settings = std::move(settings);
+    auto c = std::make_shared<ClusterState>(config, cc, i, clock_);
+    if (c->circuit) {
+      c->circuit->set_transition_hook([name = cc.name, cb = c->circuit.get()](
+                                          filters::CircuitState from, filters::CircuitState to) {
+        log::warn("circuit breaker changed state")
+            .str("cluster", name)
+            .str("from", filters::to_string(from))
+            .str("to", filters::to_string(to))
+            .num("open_duration_ms", cb->open_duration() / 1000);
+      });
+    }
+    ClusterState* raw = c.get();
+    c->on_ejection = [this, raw] {
+      tasks_.post([this, raw] {
+        if (ClusterRuntime* r = runtime_of(raw)) r->health->on_ejection();
+      });
+    };
+    c->wake_other_workers = [this, raw](size_t from) {
+      for (auto& w : workers_) {
+        if (w->id() != from) w->wake_pool_waiters(raw);
+      }
+    };
+    runtime->health = std::make_unique<HealthChecker>(&loop_, *c, clock_);
+    // A cluster whose settings changed keeps the health and ejection state of its endpoints.
+    for (auto& old : clusters_) {
+      if (old != nullptr && old->state->config.name == cc.name)
+        runtime->health->inherit(*old->health);
+    }
+    runtime->state = std::move(c);
+    runtime->resolver = std::make_unique<ClusterResolver>(*this, &loop_, *runtime->state);
+    out.push_back(std::move(runtime));
+  }
+  return out;
+}
+
+std::vector<std::vector<std::shared_ptr<RouteState>>> Server::build_routes(
+    const std::shared_ptr<const config::Config>& config) {
+  std::vector<std::vector<std::shared_ptr<RouteState>>> out;
+  for (size_t li = 0; li < config->listeners.size(); ++li) {
+    const config::ListenerConfig& l = config->listeners[li];
+    out.emplace_back();
+    for (const config::RouteConfig& route : l.routes) {
+      // An unchanged route (same listener, same settings) keeps its state: budget, bulkhead
+      // slots and queue, rate limit tokens.
+      std::shared_ptr<RouteState> kept;
+      const std::string settings = config::to_json(route);
+      for (size_t oli = 0; oli < routes_.size() && kept == nullptr; ++oli) {
+        if (config_->listeners[oli].name != l.name) continue;
+        for (const auto& r : routes_[oli]) {
+          if (r->config.name == route.name && config::to_json(r->config) == settings) kept = r;
+        }
+      }
+      if (kept == nullptr) {
+        kept = std::make_shared<RouteState>(config, route, clock_, config->workers);
+        RouteState* raw = kept.get();
+        // Runs on a worker thread: workers_ does not change after start.
+        kept->wake_worker = [this, raw](size_t w) { workers_[w]->wake_bulkhead_waiters(raw); };
+      }
+      out.back().push_back(std::move(kept));
+    }
+  }
+  return out;
+}
+
 int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   start_time_ms_ = uv_now(&loop_);
-  create_policy_state();
+  last_reload_success_s_ = static_cast<double>(time(nullptr));
+  clusters_ = build_clusters(config_);
+  routes_ = build_routes(config_);
   if (config_->access_log) {
     std::string error;
     access_log_ = AccessLog::open(*config_->access_log, &error);
@@ -207,7 +320,9 @@ int Server::run() {
       return 1;
     }
   }
-  if (!open_listeners()) return 1;
+  std::vector<std::vector<std::pair<std::string, int>>> fds;
+  if (!bind_new_listeners(*config_, &fds)) return 1;
+  for (const auto& l : config_->listeners) bound_.push_back(listener_key(l));
   std::string admin_address;
   int rc = admin_.listen(config_->admin.address, &admin_address);
   if (rc != 0) {
@@ -225,19 +340,19 @@ int Server::run() {
   }
 
   // Endpoints known now (IP literals) go in before the workers start.
-  for (auto& c : clusters_) resolvers_.push_back(std::make_unique<ClusterResolver>(*this, &loop_, *c));
-  for (auto& r : resolvers_) r->start();
+  for (auto& c : clusters_) c->resolver->start();
   for (size_t w = 0; w < config_->workers; ++w) {
-    std::vector<ClusterState*> shared;
-    for (auto& c : clusters_) shared.push_back(c.get());
-    std::vector<std::vector<RouteState*>> routes;
-    for (auto& l : routes_) {
-      routes.emplace_back();
-      for (auto& r : l) routes.back().push_back(r.get());
-    }
-    workers_.push_back(
-        std::make_unique<Worker>(w, config_, shared, routes, listener_fds_[w],
-                                 [this] { tasks_.post([this] { on_worker_drained(); }); }));
+    stats_.push_back(std::make_shared<WorkerStats>(*config_));
+    GenerationSpec spec;
+    spec.number = generation_;
+    spec.config = config_;
+    for (auto& c : clusters_) spec.clusters.push_back(c->state);
+    spec.routes = routes_;
+    spec.stats = stats_.back();
+    spec.new_listener_fds = std::move(fds[w]);
+    workers_.push_back(std::make_unique<Worker>(w, config_->workers, std::move(spec), [this] {
+      tasks_.post([this] { on_worker_drained(); });
+    }));
   }
   for (auto& w : workers_) {
     w->set_access_log(access_log_.get());
@@ -264,6 +379,16 @@ int Server::run() {
   uv_timer_init(&loop_, &drain_delay_timer_);
   uv_timer_init(&loop_, &drain_timeout_timer_);
   drain_delay_timer_.data = drain_timeout_timer_.data = this;
+  uv_signal_init(&loop_, &sighup_);
+  sighup_.data = this;
+  uv_signal_start(
+      &sighup_,
+      [](uv_signal_t* s, int) {
+        std::string message;
+        static_cast<Server*>(s->data)->reload("SIGHUP", &message);
+      },
+      SIGHUP);
+  if (config_->watch_config) start_config_watch();
 
   log::info("started").num("workers", static_cast<int64_t>(config_->workers)).str("version", BULWARK_VERSION)
       .str("config", config_->source_file);
@@ -274,54 +399,25 @@ int Server::run() {
   return 0;
 }
 
-void Server::create_policy_state() {
-  for (size_t i = 0; i < config_->clusters.size(); ++i) {
-    auto c = std::make_unique<ClusterState>(config_->clusters[i], i, clock_);
-    if (c->circuit) {
-      c->circuit->set_transition_hook([name = c->config.name, cb = c->circuit.get()](
-                                          filters::CircuitState from, filters::CircuitState to) {
-        log::warn("circuit breaker changed state")
-            .str("cluster", name)
-            .str("from", filters::to_string(from))
-            .str("to", filters::to_string(to))
-            .num("open_duration_ms", cb->open_duration() / 1000);
-      });
-    }
-    c->on_ejection = [this, i] { tasks_.post([this, i] { health_[i]->on_ejection(); }); };
-    health_.push_back(std::make_unique<HealthChecker>(&loop_, *c, clock_));
-    c->wake_other_workers = [this, i](size_t from) {
-      for (auto& w : workers_) {
-        if (w->id() != from) w->wake_pool_waiters(i);
-      }
-    };
-    clusters_.push_back(std::move(c));
-  }
-  for (size_t li = 0; li < config_->listeners.size(); ++li) {
-    routes_.emplace_back();
-    for (size_t ri = 0; ri < config_->listeners[li].routes.size(); ++ri) {
-      auto r =
-          std::make_unique<RouteState>(config_->listeners[li].routes[ri], clock_, config_->workers);
-      // Workers are created after this; the hook reads workers_ when it runs.
-      r->wake_worker = [this, li, ri](size_t w) { workers_[w]->wake_bulkhead_waiters(li, ri); };
-      routes_[li].push_back(std::move(r));
-    }
-  }
-}
-
 SharedGauges Server::shared_gauges() const {
   SharedGauges g;
-  for (const auto& c : clusters_) {
+  for (const auto& runtime : clusters_) {
+    const ClusterState& c = *runtime->state;
     SharedGauges::Circuit circuit;
-    if (c->circuit) {
+    if (c.circuit) {
       circuit.enabled = true;
-      circuit.state = static_cast<int>(c->circuit->state());
+      circuit.state = static_cast<int>(c.circuit->state());
       for (size_t s = 0; s < circuit.transitions.size(); ++s) {
-        circuit.transitions[s] = c->circuit->transitions(static_cast<filters::CircuitState>(s));
+        circuit.transitions[s] = c.circuit->transitions(static_cast<filters::CircuitState>(s));
       }
     }
     g.circuits.push_back(circuit);
+    g.health.push_back(runtime->health->view());
   }
-  for (const auto& h : health_) g.health.push_back(h->view());
+  g.reloads_ok = reloads_ok_;
+  g.reloads_failed = reloads_failed_;
+  g.generation = generation_;
+  g.last_reload_success_s = last_reload_success_s_;
   g.process = read_process_stats();
   if (access_log_ != nullptr)
     g.access_log_dropped = static_cast<int64_t>(access_log_->dropped_lines());
@@ -334,16 +430,136 @@ SharedGauges Server::shared_gauges() const {
   return g;
 }
 
+bool Server::reload(const char* trigger, std::string* message) {
+  if (draining_ || finished_) {
+    *message = "not reloading: the proxy is draining";
+    return false;
+  }
+  notify_reloading();
+  const std::string& path = config_->source_file;
+  config::LoadResult result = config::load_config_file(path);
+  auto refuse = [&](std::string why) {
+    ++reloads_failed_;
+    *message = std::move(why);
+    log::error("config reload failed; the running config stays")
+        .str("trigger", trigger)
+        .str("config", path)
+        .str("error", *message);
+    notify_reloaded("reload refused; the previous config still serves");
+    return false;
+  };
+  if (result.config == nullptr) {
+    std::string all;
+    for (const auto& e : result.errors) all += e.to_string() + "\n";
+    if (!all.empty()) all.pop_back();
+    return refuse(all);
+  }
+  auto next = std::make_shared<config::Config>(*result.config);
+  // What only a restart can change: keep the running values, and say so.
+  if (next->workers == 0) next->workers = std::max(1u, std::thread::hardware_concurrency());
+  if (next->workers != config_->workers) {
+    log::warn("workers changes at the next restart; keeping the running number")
+        .num("running", static_cast<int64_t>(config_->workers))
+        .num("configured", static_cast<int64_t>(next->workers));
+    next->workers = config_->workers;
+  }
+  if (next->admin.address.text() != config_->admin.address.text()) {
+    log::warn("admin.address changes at the next restart")
+        .str("running", config_->admin.address.text());
+    next->admin = config_->admin;
+  }
+  if ((next->access_log.has_value() != config_->access_log.has_value()) ||
+      (next->access_log &&
+       (next->access_log->path != config_->access_log->path ||
+        next->access_log->format != config_->access_log->format ||
+        next->access_log->sample_percent != config_->access_log->sample_percent))) {
+    log::warn("access_log changes at the next restart");
+    next->access_log = config_->access_log;
+  }
+  std::shared_ptr<const config::Config> config = std::move(next);
+
+  // Bind the new listening addresses first: if one cannot be bound, nothing changes.
+  std::vector<std::vector<std::pair<std::string, int>>> fds;
+  if (!bind_new_listeners(*config, &fds))
+    return refuse("cannot listen on a new listener address (see the log)");
+
+  std::vector<std::unique_ptr<ClusterRuntime>> clusters = build_clusters(config);
+  std::vector<std::vector<std::shared_ptr<RouteState>>> routes = build_routes(config);
+  // What build_clusters did not take over is removed or changed: it stops, and its requests
+  // still running finish on it.
+  for (auto& old : clusters_) {
+    if (old == nullptr) continue;
+    old->resolver->stop();
+    old->health->stop();
+    retired_clusters_.push_back(std::move(old));
+  }
+  const std::shared_ptr<const config::Config> previous = config_;
+  clusters_ = std::move(clusters);
+  routes_ = std::move(routes);
+  config_ = config;
+  ++generation_;
+  // New clusters resolve and publish their endpoints before the workers build on them.
+  for (auto& c : clusters_) {
+    if (!c->resolver->started()) c->resolver->start();
+  }
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    auto spec = std::make_shared<GenerationSpec>();
+    spec->number = generation_;
+    spec->config = config_;
+    for (auto& c : clusters_) spec->clusters.push_back(c->state);
+    spec->routes = routes_;
+    spec->stats = std::make_shared<WorkerStats>(*config_, previous.get(), stats_[w].get());
+    spec->new_listener_fds = std::move(fds[w]);
+    stats_[w] = spec->stats;
+    workers_[w]->apply(std::move(spec));
+  }
+  bound_.clear();
+  for (const auto& l : config_->listeners) bound_.push_back(listener_key(l));
+  ++reloads_ok_;
+  last_reload_success_s_ = static_cast<double>(time(nullptr));
+  *message = "reloaded: generation " + std::to_string(generation_);
+  log::info("config reloaded")
+      .str("trigger", trigger)
+      .str("config", path)
+      .num("generation", static_cast<int64_t>(generation_))
+      .num("listeners", static_cast<int64_t>(config_->listeners.size()))
+      .num("clusters", static_cast<int64_t>(config_->clusters.size()));
+  notify_reloaded("serving config generation " + std::to_string(generation_));
+  return true;
+}
+
+void Server::start_config_watch() {
+  // Polling stat() follows what editors and Kubernetes do (write a new file and rename it, or
+  // swap a symlink), which inotify on the old inode would miss.
+  uv_fs_poll_init(&loop_, &config_watch_);
+  config_watch_.data = this;
+  int rc = uv_fs_poll_start(
+      &config_watch_,
+      [](uv_fs_poll_t* h, int status, const uv_stat_t*, const uv_stat_t*) {
+        if (status != 0) return;  // missing for now: the next change reloads
+        std::string message;
+        static_cast<Server*>(h->data)->reload("watch_config", &message);
+      },
+      config_->source_file.c_str(), 1000);
+  if (rc != 0) {
+    log::warn("cannot watch the config file")
+        .str("config", config_->source_file)
+        .str("error", uv_strerror(rc));
+  }
+  watching_ = true;
+}
+
 std::string Server::not_ready_reason() const {
   if (draining_) return "draining";
   if (healthcheck_failed_)
     return "failed on purpose (POST /healthcheck/fail; POST /healthcheck/ok to undo)";
   for (size_t ci : config_->readiness.cluster_indexes) {
     const std::string& name = config_->clusters[ci].name;
-    if (!health_[ci]->first_round_done()) {
+    const HealthChecker& health = *clusters_[ci]->health;
+    if (!health.first_round_done()) {
       return "cluster " + name + ": waiting for the first round of health checks";
     }
-    if (health_[ci]->view().routable == 0) return "cluster " + name + ": no routable endpoint";
+    if (health.view().routable == 0) return "cluster " + name + ": no routable endpoint";
   }
   return {};
 }
@@ -406,8 +622,14 @@ void Server::finish() {
   if (finished_) return;
   finished_ = true;
   for (auto& w : workers_) w->stop();
-  for (auto& r : resolvers_) r->stop();
-  for (auto& h : health_) h->stop();
+  for (auto* list : {&clusters_, &retired_clusters_}) {
+    for (auto& c : *list) {
+      c->resolver->stop();
+      c->health->stop();
+    }
+  }
+  if (watching_) uv_close(reinterpret_cast<uv_handle_t*>(&config_watch_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
   admin_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
@@ -477,7 +699,7 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
     }
   } else if (req.path == "/metrics") {
     std::vector<const WorkerStats*> stats;
-    for (auto& w : workers_) stats.push_back(&w->stats());
+    for (auto& w : stats_) stats.push_back(w.get());
     respond({200, "text/plain; version=0.0.4; charset=utf-8",
              render_metrics(*config_, stats, shared_gauges())});
   } else if (req.path == "/config") {
@@ -498,6 +720,10 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
     }
     respond({200, kText,
              fail ? "/ready now fails on purpose\n" : "/ready follows the proxy's state again\n"});
+  } else if (req.path == "/reload") {
+    std::string message;
+    const bool ok = reload("POST /reload", &message);
+    respond({ok ? 200 : 400, kText, message + "\n"});
   } else if (req.path == "/drain") {
     const bool started = !draining_;
     begin_drain("POST /drain", false);
@@ -507,7 +733,7 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
   } else {
     respond({404, kText,
              "not found; try GET /healthz /ready /metrics /config /clusters, "
-             "POST /healthcheck/fail /healthcheck/ok /drain\n"});
+             "POST /reload /healthcheck/fail /healthcheck/ok /drain\n"});
   }
 }
 
@@ -577,19 +803,20 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
   auto complete = [this, g] {
     std::string out = "{\"clusters\":[";
     for (size_t ci = 0; ci < clusters_.size(); ++ci) {
-      const auto& cc = clusters_[ci]->config;
-      const ClusterHealthView health = health_[ci]->view();
+      const ClusterState& state = *clusters_[ci]->state;
+      const auto& cc = state.config;
+      const ClusterHealthView health = clusters_[ci]->health->view();
       if (ci > 0) out += ',';
       out += "{\"name\":";
       config::append_json_string(out, cc.name);
       out += ",\"lb\":";
       config::append_json_string(out, config::to_string(cc.lb));
-      out += ",\"connections\":" + std::to_string(clusters_[ci]->connections.load());
+      out += ",\"connections\":" + std::to_string(state.connections.load());
       out += ",\"max_connections\":" + std::to_string(cc.pool.max_connections);
-      out += ",\"pending\":" + std::to_string(clusters_[ci]->pending.load());
+      out += ",\"pending\":" + std::to_string(state.pending.load());
       out += ",\"routable_endpoints\":" + std::to_string(health.routable);
       out += std::string(",\"panic\":") + (health.panic ? "true" : "false");
-      if (const filters::CircuitBreaker* circuit = clusters_[ci]->circuit.get()) {
+      if (const filters::CircuitBreaker* circuit = state.circuit.get()) {
         out += ",\"circuit\":{\"state\":";
         config::append_json_string(out, filters::to_string(circuit->state()));
         out += ",\"open_duration_ms\":" + std::to_string(circuit->open_duration() / 1000) + "}";
@@ -600,8 +827,10 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
         if (!first) out += ',';
         first = false;
         PoolCounts counts;
-        for (const auto& [address, c] : g->clusters[ci]) {
-          if (address == e.address) counts = c;
+        if (ci < g->clusters.size()) {  // a reload may have added clusters since
+          for (const auto& [address, c] : g->clusters[ci]) {
+            if (address == e.address) counts = c;
+          }
         }
         out += "{\"name\":";
         config::append_json_string(out, e.name);
@@ -624,18 +853,24 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
   for (auto& w : workers_) {
     Worker* worker = w.get();
     worker->post([this, worker, g, complete] {
-      Counts mine(g->clusters.size());
-      for (size_t ci = 0; ci < worker->clusters().size(); ++ci) {
-        for (const auto& p : worker->clusters()[ci]->pools()) {
-          mine[ci].push_back(
+      // By cluster state: the worker may be on another generation than the main thread.
+      std::vector<std::pair<const ClusterState*, std::vector<std::pair<std::string, PoolCounts>>>>
+          mine;
+      for (const auto& c : worker->current().clusters) {
+        mine.emplace_back(&c->shared, std::vector<std::pair<std::string, PoolCounts>>());
+        for (const auto& p : c->pools()) {
+          mine.back().second.push_back(
               {p->endpoint.address,
                {p->active_requests, p->connections, static_cast<int64_t>(p->idle.size())}});
         }
       }
-      tasks_.post([g, mine = std::move(mine), complete] {
-        for (size_t ci = 0; ci < mine.size(); ++ci) {
+      tasks_.post([this, g, mine = std::move(mine), complete] {
+        for (const auto& [state, pools] : mine) {
+          size_t ci = 0;
+          while (ci < clusters_.size() && clusters_[ci]->state.get() != state) ++ci;
+          if (ci == clusters_.size() || ci >= g->clusters.size()) continue;
           auto& into = g->clusters[ci];
-          for (const auto& [address, c] : mine[ci]) {
+          for (const auto& [address, c] : pools) {
             auto it = std::find_if(into.begin(), into.end(),
                                    [&](const auto& x) { return x.first == address; });
             if (it == into.end()) {

@@ -23,6 +23,7 @@
 namespace bulwark {
 
 class ClusterResolver;
+struct GenerationSpec;
 
 class Server {
  public:
@@ -36,7 +37,12 @@ class Server {
 
   // Publishes a cluster's new endpoint set to every worker (main thread), after its health
   // checker gave the endpoints that stayed their health state.
-  void publish_endpoints(size_t cluster, std::shared_ptr<EndpointSet> set);
+  void publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSet> set);
+
+  // Reads the config file again and applies it (main thread): SIGHUP, POST /reload, or a change
+  // of the file with watch_config. An invalid file changes nothing. Returns false, with the
+  // errors in *message, when the new config was refused.
+  bool reload(const char* trigger, std::string* message);
 
   // systemd notifications around a configuration reload (main thread): notify_reloading() when
   // the reload starts (RELOADING=1 with MONOTONIC_USEC), notify_reloaded() when it is over,
@@ -45,10 +51,27 @@ class Server {
   void notify_reloaded(std::string_view status);
 
  private:
-  bool open_listeners();
+  // The shared and main-thread state of one cluster. A reload keeps it when the cluster's
+  // settings did not change (so its circuit, endpoints, health and pools carry on).
+  struct ClusterRuntime {
+    std::shared_ptr<ClusterState> state;
+    std::unique_ptr<HealthChecker> health;
+    std::unique_ptr<ClusterResolver> resolver;
+    std::string settings;  // config::to_json of its ClusterConfig
+  };
+  // Listening sockets for the addresses of `config` not bound yet: [worker] (address, fd).
+  // False (nothing kept open) when one cannot be bound.
+  bool bind_new_listeners(const config::Config& config,
+                          std::vector<std::vector<std::pair<std::string, int>>>* fds);
+  // The shared state for `config`, taking over what is unchanged from the current state.
+  std::vector<std::unique_ptr<ClusterRuntime>> build_clusters(
+      const std::shared_ptr<const config::Config>& config);
+  std::vector<std::vector<std::shared_ptr<RouteState>>> build_routes(
+      const std::shared_ptr<const config::Config>& config);
+  ClusterRuntime* runtime_of(const ClusterState* state);
+  void start_config_watch();
   void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
   void clusters_json(std::function<void(AdminResponse)> respond);
-  void create_policy_state();
   SharedGauges shared_gauges() const;
   // Why /ready is 503 (empty: ready).
   std::string not_ready_reason() const;
@@ -73,12 +96,19 @@ class Server {
   uv_timer_t drain_delay_timer_, drain_timeout_timer_;
   AdminServer admin_;
   filters::MonotonicClock clock_;
-  std::vector<std::unique_ptr<ClusterState>> clusters_;
-  std::vector<std::unique_ptr<HealthChecker>> health_;            // index as clusters_
-  std::vector<std::vector<std::unique_ptr<RouteState>>> routes_;  // [listener][route]
-  std::vector<std::unique_ptr<ClusterResolver>> resolvers_;
+  std::vector<std::unique_ptr<ClusterRuntime>> clusters_;  // index as config_->clusters
+  // Clusters a reload removed or changed: stopped, kept until exit (their callbacks may run).
+  std::vector<std::unique_ptr<ClusterRuntime>> retired_clusters_;
+  std::vector<std::vector<std::shared_ptr<RouteState>>> routes_;  // [listener][route]
+  std::vector<std::shared_ptr<WorkerStats>> stats_;               // [worker], shaped as config_
+  std::vector<std::string> bound_;                                // listener_key()s listening now
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::vector<std::vector<int>> listener_fds_;  // [worker][listener]
+  uint64_t generation_ = 1;
+  uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
+  double last_reload_success_s_ = 0;  // since the epoch; the start counts as one
+  uv_fs_poll_t config_watch_;         // watch_config
+  bool watching_ = false;
+  uv_signal_t sighup_;
   size_t workers_drained_ = 0;
   bool draining_ = false;
   bool exit_after_drain_ = true;  // false after POST /drain: keep running once drained

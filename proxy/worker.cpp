@@ -10,45 +10,37 @@
 
 namespace bulwark {
 
-Worker::Worker(size_t id, std::shared_ptr<const config::Config> config,
-               const std::vector<ClusterState*>& clusters,
-               const std::vector<std::vector<RouteState*>>& routes, std::vector<int> listener_fds,
-               std::function<void()> on_drained)
+std::string listener_key(const config::ListenerConfig& listener) {
+  return listener.name + " " + listener.address.text();
+}
+
+ListenerContext* WorkerGen::listener_at(std::string_view key) {
+  for (auto& l : listeners) {
+    if (listener_key(l->config) == key) return l.get();
+  }
+  return nullptr;
+}
+
+ListenerContext* WorkerGen::listener_named(std::string_view name) {
+  for (auto& l : listeners) {
+    if (l->config.name == name) return l.get();
+  }
+  return nullptr;
+}
+
+Worker::Worker(size_t id, size_t workers, GenerationSpec first, std::function<void()> on_drained)
     : id_(id),
-      config_(std::move(config)),
+      workers_(workers),
       random_(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
               (id * 0x9e3779b97f4a7c15ULL) ^ static_cast<uint64_t>(getpid())),
-      stats_(*config_),
-      listener_fds_(std::move(listener_fds)),
       on_drained_(std::move(on_drained)) {
   uv_loop_init(&loop_);
   tasks_.init(&loop_);
   uv_timer_init(&loop_, &access_timer_);
   access_timer_.data = this;
-  for (size_t i = 0; i < clusters.size(); ++i) {
-    auto wc = std::make_unique<WorkerCluster>(*this, *clusters[i], *stats_.clusters[i]);
-    wc->update(clusters[i]->endpoints());
-    clusters_.push_back(std::move(wc));
-  }
-  for (size_t i = 0; i < config_->listeners.size(); ++i) {
-    auto l = std::make_unique<ListenerContext>(*this, id_, config_->listeners[i], i,
-                                               *stats_.listeners[i], routes[i]);
-    uv_tcp_init(&loop_, &l->handle);
-    l->handle.data = l.get();
-    int rc = uv_tcp_open(&l->handle, listener_fds_[i]);
-    if (rc == 0) {
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), 4096, [](uv_stream_t* s, int status) {
-        auto* lc = static_cast<ListenerContext*>(s->data);
-        if (status == 0) lc->worker.on_accept(*lc);
-      });
-    }
-    if (rc != 0) {
-      log::error("listener failed").str("listener", l->config.name).str("error", uv_strerror(rc));
-    } else {
-      l->open = true;
-    }
-    listeners_.push_back(std::move(l));
-  }
+  uv_timer_init(&loop_, &retire_timer_);
+  retire_timer_.data = this;
+  install(first);
 }
 
 Worker::~Worker() {
@@ -72,19 +64,167 @@ void Worker::run() {
 
 void Worker::post(std::function<void()> fn) { tasks_.post(std::move(fn)); }
 
-void Worker::update_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set) {
-  post([this, cluster, set = std::move(set)] { clusters_[cluster]->update(set); });
-}
+// ---------------------------------------------------------------------------------------------
+// Generations.
 
-void Worker::wake_bulkhead_waiters(size_t listener, size_t route) {
-  post([this, listener, route] {
-    if (!stopping_) listeners_[listener]->routes[route].dispatch();
+void Worker::apply(std::shared_ptr<GenerationSpec> spec) {
+  post([this, spec] {
+    if (stopping_) {
+      for (auto& [address, fd] : spec->new_listener_fds) ::close(fd);
+      return;
+    }
+    install(*spec);
   });
 }
 
-void Worker::wake_pool_waiters(size_t cluster) {
+void Worker::install(GenerationSpec& spec) {
+  auto gen = std::make_unique<WorkerGen>();
+  gen->number = spec.number;
+  gen->config = spec.config;
+  gen->stats = spec.stats;
+  const config::Config& config = *spec.config;
+
+  // Clusters and routes that stayed unchanged keep their worker-side objects (pools, waiters).
+  for (size_t ci = 0; ci < config.clusters.size(); ++ci) {
+    std::shared_ptr<WorkerCluster> kept;
+    if (gen_ != nullptr) {
+      for (auto& c : gen_->clusters) {
+        if (&c->shared == spec.clusters[ci].get()) kept = c;
+      }
+    }
+    if (kept == nullptr) {
+      kept = std::make_shared<WorkerCluster>(*this, spec.clusters[ci], *spec.stats->clusters[ci]);
+      kept->update(spec.clusters[ci]->endpoints());
+    }
+    gen->clusters.push_back(std::move(kept));
+  }
+  for (size_t li = 0; li < config.listeners.size(); ++li) {
+    auto l = std::make_unique<ListenerContext>(*gen, config.listeners[li], li,
+                                               *spec.stats->listeners[li]);
+    for (size_t ri = 0; ri < config.listeners[li].routes.size(); ++ri) {
+      std::shared_ptr<WorkerRoute> kept;
+      if (gen_ != nullptr) {
+        for (auto& ol : gen_->listeners) {
+          for (auto& r : ol->routes) {
+            if (r->shared == spec.routes[li][ri]) kept = r;
+          }
+        }
+      }
+      if (kept == nullptr) {
+        kept = std::make_shared<WorkerRoute>();
+        kept->shared = spec.routes[li][ri];
+        kept->stats = spec.stats->listeners[li]->routes[ri];
+        kept->worker_id = id_;
+      }
+      l->routes.push_back(std::move(kept));
+    }
+    gen->listeners.push_back(std::move(l));
+  }
+
+  // New addresses first, then the sockets of addresses no listener has any more close.
+  for (auto& [key, fd] : spec.new_listener_fds) open_acceptor(key, fd);
+  std::vector<Acceptor*> gone;
+  for (Acceptor* a : acceptors_) {
+    if (gen->listener_at(a->key) == nullptr) gone.push_back(a);
+  }
+  for (Acceptor* a : gone) close_acceptor(a);
+
+  if (gen_ != nullptr) {
+    if (gen_->users == 0) {
+      free_generation(gen_.release());
+    } else {
+      old_.push_back(std::move(gen_));
+    }
+  }
+  gen_ = std::move(gen);
+}
+
+void Worker::release(WorkerGen& gen) {
+  --gen.users;
+  if (&gen == gen_.get() || gen.users > 0) return;
+  auto it = std::find_if(old_.begin(), old_.end(), [&](const auto& g) { return g.get() == &gen; });
+  if (it == old_.end()) return;
+  WorkerGen* done = it->release();
+  old_.erase(it);
+  free_generation(done);
+}
+
+void Worker::free_generation(WorkerGen* gen) {
+  // A cluster no newer generation has (removed or changed) closes its connections; it is freed
+  // once they are all closed.
+  for (auto& c : gen->clusters) {
+    if (c.use_count() > 1) continue;  // still in use by another generation
+    c->close_idle();
+    retired_clusters_.push_back(c);
+  }
+  delete gen;
+  sweep_retired_clusters();
+}
+
+void Worker::sweep_retired_clusters() {
+  retired_clusters_.erase(
+      std::remove_if(retired_clusters_.begin(), retired_clusters_.end(),
+                     [](const std::shared_ptr<WorkerCluster>& c) { return !c->has_connections(); }),
+      retired_clusters_.end());
+  if (retired_clusters_.empty()) {
+    uv_timer_stop(&retire_timer_);
+  } else if (!stopping_ && !uv_is_active(reinterpret_cast<uv_handle_t*>(&retire_timer_))) {
+    uv_timer_start(
+        &retire_timer_,
+        [](uv_timer_t* t) { static_cast<Worker*>(t->data)->sweep_retired_clusters(); }, 1000, 1000);
+  }
+}
+
+std::vector<WorkerCluster*> Worker::all_clusters() {
+  std::vector<WorkerCluster*> out;
+  auto add = [&](WorkerGen& g) {
+    for (auto& c : g.clusters) {
+      if (std::find(out.begin(), out.end(), c.get()) == out.end()) out.push_back(c.get());
+    }
+  };
+  add(*gen_);
+  for (auto& g : old_) add(*g);
+  return out;
+}
+
+std::vector<WorkerRoute*> Worker::all_routes() {
+  std::vector<WorkerRoute*> out;
+  auto add = [&](WorkerGen& g) {
+    for (auto& l : g.listeners) {
+      for (auto& r : l->routes) {
+        if (std::find(out.begin(), out.end(), r.get()) == out.end()) out.push_back(r.get());
+      }
+    }
+  };
+  add(*gen_);
+  for (auto& g : old_) add(*g);
+  return out;
+}
+
+void Worker::update_endpoints(ClusterState* cluster, std::shared_ptr<const EndpointSet> set) {
+  post([this, cluster, set = std::move(set)] {
+    if (stopping_) return;
+    for (WorkerCluster* c : all_clusters()) {
+      if (&c->shared == cluster) c->update(set);
+    }
+  });
+}
+
+void Worker::wake_bulkhead_waiters(RouteState* route) {
+  post([this, route] {
+    if (stopping_) return;
+    for (WorkerRoute* r : all_routes()) {
+      if (r->shared.get() == route) r->dispatch();
+    }
+  });
+}
+
+void Worker::wake_pool_waiters(ClusterState* cluster) {
   post([this, cluster] {
-    if (!stopping_) clusters_[cluster]->on_remote_capacity();
+    if (stopping_) return;
+    for (WorkerCluster* c : all_clusters()) {
+      if (&c->shared == cluster) c->on_remote_capacity();
+    }
   });
 }
 
@@ -126,9 +266,40 @@ void WorkerRoute::dispatch() {
   }
 }
 
-void Worker::on_accept(ListenerContext& l) {
-  auto* d = new DownstreamConnection(*this, l);
-  d->accept(reinterpret_cast<uv_stream_t*>(&l.handle));
+// ---------------------------------------------------------------------------------------------
+// Listening sockets and client connections.
+
+void Worker::open_acceptor(const std::string& key, int fd) {
+  auto* a = new Acceptor();
+  a->worker = this;
+  a->key = key;
+  uv_tcp_init(&loop_, &a->handle);
+  a->handle.data = a;
+  int rc = uv_tcp_open(&a->handle, fd);
+  if (rc == 0) {
+    rc =
+        uv_listen(reinterpret_cast<uv_stream_t*>(&a->handle), 4096, [](uv_stream_t* s, int status) {
+          auto* acceptor = static_cast<Acceptor*>(s->data);
+          if (status == 0) acceptor->worker->on_accept(*acceptor);
+        });
+  }
+  if (rc != 0) {
+    log::error("listener failed").str("listener", key).str("error", uv_strerror(rc));
+  }
+  acceptors_.push_back(a);
+}
+
+void Worker::close_acceptor(Acceptor* a) {
+  acceptors_.erase(std::remove(acceptors_.begin(), acceptors_.end(), a), acceptors_.end());
+  uv_close(reinterpret_cast<uv_handle_t*>(&a->handle),
+           [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
+}
+
+void Worker::on_accept(Acceptor& a) {
+  ListenerContext* l = gen_->listener_at(a.key);
+  if (l == nullptr) return;  // its listener is gone; the socket closes with this turn
+  auto* d = new DownstreamConnection(*this, *l);
+  d->accept(reinterpret_cast<uv_stream_t*>(&a.handle));
 }
 
 void Worker::connection_opened(DownstreamConnection* d) {
@@ -182,12 +353,7 @@ void Worker::flush_access_log() {
 }
 
 void Worker::close_listeners() {
-  for (auto& l : listeners_) {
-    if (l->open) {
-      l->open = false;
-      uv_close(reinterpret_cast<uv_handle_t*>(&l->handle), nullptr);
-    }
-  }
+  for (Acceptor* a : std::vector<Acceptor*>(acceptors_)) close_acceptor(a);
 }
 
 void Worker::begin_drain() {
@@ -198,7 +364,7 @@ void Worker::begin_drain() {
     // Idle connections close now; busy ones after their response (with Connection: close).
     std::vector<DownstreamConnection*> all = connections_;
     for (DownstreamConnection* d : all) d->drain();
-    for (auto& c : clusters_) c->close_idle();
+    for (WorkerCluster* c : all_clusters()) c->close_idle();
     drain_step();
   });
 }
@@ -216,9 +382,11 @@ void Worker::stop() {
     close_listeners();
     std::vector<DownstreamConnection*> all = connections_;
     for (DownstreamConnection* d : all) d->abort();
-    for (auto& c : clusters_) c->close_idle();
+    for (WorkerCluster* c : all_clusters()) c->close_idle();
+    for (auto& c : retired_clusters_) c->close_idle();
     flush_access_log();  // the lines of the requests just aborted too
     uv_close(reinterpret_cast<uv_handle_t*>(&access_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&retire_timer_), nullptr);
     tasks_.close();
   });
 }

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -30,9 +31,10 @@ class Worker;
 
 // One route inside one worker: the route's shared policy state, this worker's statistics of it,
 // and this worker's requests waiting for a bulkhead slot, in ticket order (see RouteState).
+// Shared by the generations of the worker whose configs have this route unchanged.
 struct WorkerRoute {
-  RouteState* shared;
-  RouteStats* stats;
+  std::shared_ptr<RouteState> shared;
+  std::shared_ptr<RouteStats> stats;
   size_t worker_id;
   std::deque<std::pair<uint64_t, DownstreamConnection*>> waiters;  // (ticket, request)
 
@@ -48,35 +50,66 @@ struct WorkerRoute {
   void publish_oldest();
 };
 
-// One configured listener inside one worker.
+struct WorkerGen;
+
+// One configured listener inside one generation of one worker.
 struct ListenerContext {
-  ListenerContext(Worker& w, size_t worker_id, const config::ListenerConfig& c, size_t i,
-                  ListenerStats& s, const std::vector<RouteState*>& route_states)
-      : worker(w), config(c), index(i), router(c), stats(s) {
-    for (size_t r = 0; r < c.routes.size(); ++r) {
-      routes.push_back({route_states[r], s.routes[r].get(), worker_id, {}});
-    }
-  }
-  Worker& worker;
+  ListenerContext(WorkerGen& g, const config::ListenerConfig& c, size_t i, ListenerStats& s)
+      : gen(g), config(c), index(i), router(c), stats(s) {}
+  WorkerGen& gen;
   const config::ListenerConfig& config;
   size_t index;
   Router router;
   ListenerStats& stats;
-  std::vector<WorkerRoute> routes;  // index as ListenerConfig::routes
+  std::vector<std::shared_ptr<WorkerRoute>> routes;  // index as ListenerConfig::routes
+};
+
+// What the main thread hands each worker to apply a config: the config, the shared state built
+// for it (clusters and routes that stayed unchanged are the same objects as before), this
+// worker's statistics shaped for it, and the listening sockets of addresses new in it.
+struct GenerationSpec {
+  uint64_t number = 0;
+  std::shared_ptr<const config::Config> config;
+  std::vector<std::shared_ptr<ClusterState>> clusters;           // index as config->clusters
+  std::vector<std::vector<std::shared_ptr<RouteState>>> routes;  // [listener][route]
+  std::shared_ptr<WorkerStats> stats;
+  std::vector<std::pair<std::string, int>> new_listener_fds;  // listener_key() -> fd
+};
+
+// One config generation inside one worker. A client connection is bound to the generation it
+// was accepted under, and moves to the newest one at the start of each request; a request runs
+// to its end on the generation it started on. A generation that is no longer the newest is
+// freed once no connection is bound to it.
+struct WorkerGen {
+  uint64_t number = 0;
+  std::shared_ptr<const config::Config> config;
+  std::shared_ptr<WorkerStats> stats;
+  std::vector<std::unique_ptr<ListenerContext>> listeners;  // index as config->listeners
+  std::vector<std::shared_ptr<WorkerCluster>> clusters;     // index as config->clusters
+  uint32_t users = 0;                                       // client connections bound to it
+
+  // This generation's listener of that socket key (listener_key()), or null.
+  ListenerContext* listener_at(std::string_view key);
+  ListenerContext* listener_named(std::string_view name);
+};
+
+// What identifies a listening socket across reloads: the listener's name and address. A
+// listener keeps its socket while both stay (with port 0 the address alone is not unique).
+std::string listener_key(const config::ListenerConfig& listener);
+
+// A listening socket of a worker.
+struct Acceptor {
+  Worker* worker = nullptr;
+  std::string key;  // listener_key()
   uv_tcp_t handle;
-  bool open = false;
 };
 
 class Worker {
  public:
-  // `listener_fds[i]` is a bound, listening SO_REUSEPORT socket for config->listeners[i]; the
-  // worker takes ownership. `on_drained` is called (on the worker thread) once the worker is
-  // draining and has no client connection left.
-  // `routes[l][r]` is the shared state of route r of listener l.
-  Worker(size_t id, std::shared_ptr<const config::Config> config,
-         const std::vector<ClusterState*>& clusters,
-         const std::vector<std::vector<RouteState*>>& routes, std::vector<int> listener_fds,
-         std::function<void()> on_drained);
+  // `first` is the generation to start with (its new_listener_fds are bound, listening
+  // SO_REUSEPORT sockets; the worker takes ownership). `on_drained` is called (on the worker
+  // thread) once the worker is draining and has no client connection left.
+  Worker(size_t id, size_t workers, GenerationSpec first, std::function<void()> on_drained);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -87,28 +120,30 @@ class Worker {
   void post(std::function<void()> fn);
 
   // Thread-safe requests, carried out on the worker thread.
-  void update_endpoints(size_t cluster, std::shared_ptr<const EndpointSet> set);
+  // A new config: new requests use it; requests under way finish on theirs. Listening sockets
+  // whose address is not in it close.
+  void apply(std::shared_ptr<GenerationSpec> spec);
+  void update_endpoints(ClusterState* cluster, std::shared_ptr<const EndpointSet> set);
   void begin_drain();   // stop accepting, close idle connections, finish in-flight ones
   // A bulkhead slot of that route freed up in another worker: serve this worker's waiters.
-  void wake_bulkhead_waiters(size_t listener, size_t route);
+  void wake_bulkhead_waiters(RouteState* route);
   // A connection slot of that cluster freed up in another worker: serve this worker's waiters.
-  void wake_pool_waiters(size_t cluster);
+  void wake_pool_waiters(ClusterState* cluster);
   void stop();          // close everything and end the loop
 
-  const WorkerStats& stats() const { return stats_; }
   size_t id() const { return id_; }
 
   // The rest is for objects living on this worker's loop.
   uv_loop_t* loop() { return &loop_; }
-  const config::Config& config() const { return *config_; }
+  WorkerGen& current() { return *gen_; }
   BufferPool& buffers() { return buffers_; }
   FastRandom& random() { return random_; }
-  WorkerStats& mutable_stats() { return stats_; }
-  WorkerCluster& cluster(size_t i) { return *clusters_[i]; }
-  const std::vector<std::unique_ptr<WorkerCluster>>& clusters() const { return clusters_; }
+  LocalReplyCounters& local_replies() { return gen_->stats->local_replies; }
   bool draining() const { return draining_; }
   void connection_opened(DownstreamConnection* d);
   void connection_closed(DownstreamConnection* d);
+  // A connection stops using `gen` (closed, or moved to the newest generation).
+  void release(WorkerGen& gen);
   // Writes a fresh request id (32 hex digits) into out[0..32).
   void new_request_id(char* out);
 
@@ -123,22 +158,31 @@ class Worker {
 
  private:
   void run();
-  void on_accept(ListenerContext& l);
+  void install(GenerationSpec& spec);
+  void open_acceptor(const std::string& key, int fd);
+  void close_acceptor(Acceptor* a);
+  void on_accept(Acceptor& a);
+  void free_generation(WorkerGen* gen);
+  void sweep_retired_clusters();
+  // Every WorkerCluster / WorkerRoute of the live generations, once each.
+  std::vector<WorkerCluster*> all_clusters();
+  std::vector<WorkerRoute*> all_routes();
   void drain_step();
   void close_listeners();
   void flush_access_log();
 
   size_t id_;
-  std::shared_ptr<const config::Config> config_;
+  size_t workers_;
   uv_loop_t loop_;
   TaskQueue tasks_;
   std::thread thread_;
   BufferPool buffers_;
   FastRandom random_;
-  WorkerStats stats_;
-  std::vector<std::unique_ptr<WorkerCluster>> clusters_;
-  std::vector<std::unique_ptr<ListenerContext>> listeners_;
-  std::vector<int> listener_fds_;
+  std::unique_ptr<WorkerGen> gen_;                                // the newest
+  std::vector<std::unique_ptr<WorkerGen>> old_;                   // older ones still in use
+  std::vector<std::shared_ptr<WorkerCluster>> retired_clusters_;  // closing their connections
+  uv_timer_t retire_timer_;
+  std::vector<Acceptor*> acceptors_;
   std::vector<DownstreamConnection*> connections_;  // all open client connections
   std::function<void()> on_drained_;
   AccessLog* access_log_ = nullptr;

@@ -283,7 +283,7 @@ clusters:
       R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
       R"("pending_timeout":"1s"},"circuit_breaker":null,"health_check":null,)"
       R"("outlier_detection":null,"panic_threshold_percent":50}],)"
-      R"("readiness":{"require_healthy":[]}})");
+      R"("readiness":{"require_healthy":[]},"watch_config":false})");
 }
 
 TEST_CASE("to_json writes the resilience policies, and null for those left out") {
@@ -393,7 +393,7 @@ clusters:
           R"("interval_jitter_percent":10,"timeout":"1s","healthy_threshold":2,)"
           R"("unhealthy_threshold":3,"unhealthy_interval":null,"expected_statuses":["200-399"]},)"
           R"("outlier_detection":null,"panic_threshold_percent":50}])",
-          R"("readiness":{"require_healthy":["db","app"]}})",
+          R"("readiness":{"require_healthy":["db","app"]},"watch_config":false})",
       });
 }
 

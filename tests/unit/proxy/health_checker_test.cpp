@@ -164,7 +164,9 @@ config::ClusterConfig cluster_config() {
 
 struct Fixture {
   explicit Fixture(config::ClusterConfig c = cluster_config())
-      : config(std::move(c)), cluster(config, 0, clock), health(&loop.loop, cluster, clock) {}
+      : config(std::move(c)),
+        cluster(nullptr, config, 0, clock),
+        health(&loop.loop, cluster, clock) {}
   ~Fixture() {
     health.stop();
     uv_run(&loop.loop, UV_RUN_NOWAIT);

@@ -266,9 +266,9 @@ TEST_CASE("metrics: render_metrics sums the workers into labelled series") {
   w2.listeners[0]->routes[0]->duration.observe_us(501);
   w2.listeners[0]->routes[0]->duration.observe_us(30'000'001);
 
-  w1.listeners[0]->connections.add(3);
-  w2.listeners[0]->connections.add(2);
-  w2.listeners[0]->connections.add(-1);
+  w1.listeners[0]->connections->add(3);
+  w2.listeners[0]->connections->add(2);
+  w2.listeners[0]->connections->add(-1);
 
   w1.clusters[0]->upstream_requests.inc(200);
   w2.clusters[0]->upstream_requests.inc(200);
