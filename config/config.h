@@ -223,6 +223,7 @@ struct CircuitBreakerConfig {
   Duration open_duration{30000};
   Duration max_open_duration{300000};     // >= open_duration
   uint32_t half_open_calls = 5;           // >= 1
+  bool operator==(const CircuitBreakerConfig&) const = default;
 };
 
 struct ClusterConfig {

@@ -29,21 +29,31 @@ class ClusterState {
  public:
   // `owner` is the config `config` belongs to: kept alive as long as this state is, which may be
   // longer than that config is in force (a reload that left the cluster unchanged keeps it).
+  // `previous` is the state of the same cluster before a reload changed its settings: its circuit
+  // breaker goes on when the breaker's own settings did not change.
   ClusterState(std::shared_ptr<const config::Config> owner, const config::ClusterConfig& config,
-               size_t index, const filters::Clock& clock)
+               size_t index, const filters::Clock& clock, const ClusterState* previous = nullptr)
       : owner(std::move(owner)),
         config(config),
         index(index),
         clock(clock),
-        circuit(config.circuit_breaker
-                    ? std::make_unique<filters::CircuitBreaker>(*config.circuit_breaker, clock)
+        circuit_owner(keeps_circuit(previous) ? previous->circuit_owner : this->owner),
+        circuit(keeps_circuit(previous) ? previous->circuit
+                : config.circuit_breaker
+                    ? std::make_shared<filters::CircuitBreaker>(*config.circuit_breaker, clock)
                     : nullptr) {}
   const std::shared_ptr<const config::Config> owner;
   const config::ClusterConfig& config;
   const size_t index;  // in `owner`
   const filters::Clock& clock;
+  // The config the breaker's settings belong to (an older one when a reload kept the breaker).
+  const std::shared_ptr<const config::Config> circuit_owner;
   // The cluster's circuit breaker; null when none is configured.
-  const std::unique_ptr<filters::CircuitBreaker> circuit;
+  const std::shared_ptr<filters::CircuitBreaker> circuit;
+  // Whether this state's breaker came from `previous` (so it already has its transition hook).
+  bool kept_circuit_of(const ClusterState* previous) const {
+    return previous != nullptr && circuit != nullptr && circuit == previous->circuit;
+  }
 
   std::shared_ptr<const EndpointSet> endpoints() const;
   void set_endpoints(std::shared_ptr<const EndpointSet> set);
@@ -67,6 +77,11 @@ class ClusterState {
   std::function<void()> on_ejection;
 
  private:
+  bool keeps_circuit(const ClusterState* previous) const {
+    return previous != nullptr && previous->circuit != nullptr && config.circuit_breaker &&
+           previous->config.circuit_breaker == config.circuit_breaker;
+  }
+
   mutable std::mutex mu_;
   std::shared_ptr<const EndpointSet> endpoints_;
 };

@@ -240,8 +240,15 @@ std::vector<std::unique_ptr<Server::ClusterRuntime>> Server::build_clusters(
     }
     auto runtime = std::make_unique<ClusterRuntime>();
     runtime->settings = std::move(settings);
-    auto c = std::make_shared<ClusterState>(config, cc, i, clock_);
-    if (c->circuit) {
+    // The same cluster before its settings changed: its endpoints' health and ejections carry
+    // on, and its circuit breaker when the breaker's settings are the same.
+    ClusterRuntime* previous = nullptr;
+    for (auto& old : clusters_) {
+      if (old != nullptr && old->state->config.name == cc.name) previous = old.get();
+    }
+    const ClusterState* previous_state = previous != nullptr ? previous->state.get() : nullptr;
+    auto c = std::make_shared<ClusterState>(config, cc, i, clock_, previous_state);
+    if (c->circuit && !c->kept_circuit_of(previous_state)) {
       c->circuit->set_transition_hook([name = cc.name, cb = c->circuit.get()](
                                           filters::CircuitState from, filters::CircuitState to) {
         log::warn("circuit breaker changed state")
@@ -263,11 +270,7 @@ std::vector<std::unique_ptr<Server::ClusterRuntime>> Server::build_clusters(
       }
     };
     runtime->health = std::make_unique<HealthChecker>(&loop_, *c, clock_);
-    // A cluster whose settings changed keeps the health and ejection state of its endpoints.
-    for (auto& old : clusters_) {
-      if (old != nullptr && old->state->config.name == cc.name)
-        runtime->health->inherit(*old->health);
-    }
+    if (previous != nullptr) runtime->health->inherit(*previous->health);
     runtime->state = std::move(c);
     runtime->resolver = std::make_unique<ClusterResolver>(*this, &loop_, *runtime->state);
     out.push_back(std::move(runtime));
