@@ -29,6 +29,13 @@ class EndpointHealth {
 
   // Records a finished check. Returns true when the state changed.
   bool on_result(bool success);
+  // Takes the state and counts of another checker's view of the same endpoint (a reload that
+  // changed the cluster's settings), so thresholds go on where they were.
+  void restore(const EndpointHealth& other) {
+    state_ = other.state_;
+    successes_ = other.successes_;
+    failures_ = other.failures_;
+  }
 
   HealthState state() const { return state_; }
   bool routable() const { return state_ != HealthState::kUnhealthy; }

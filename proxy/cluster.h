@@ -2,6 +2,7 @@
 // Clusters: the shared, cross-worker state of each upstream cluster (ClusterState), and each
 // worker's own view of it (WorkerCluster: endpoint pools, the load balancer, waiting requests).
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -41,7 +42,18 @@ class ClusterState {
         circuit(keeps_circuit(previous) ? previous->circuit
                 : config.circuit_breaker
                     ? std::make_shared<filters::CircuitBreaker>(*config.circuit_breaker, clock)
-                    : nullptr) {}
+                    : nullptr) {
+    // A new breaker for the same cluster: its transitions count on from the old one's.
+    if (keeps_circuit(previous)) {
+      transitions_before = previous->transitions_before;
+    } else if (previous != nullptr && previous->circuit != nullptr) {
+      for (size_t i = 0; i < transitions_before.size(); ++i) {
+        transitions_before[i] =
+            previous->transitions_before[i] +
+            previous->circuit->transitions(static_cast<filters::CircuitState>(i));
+      }
+    }
+  }
   const std::shared_ptr<const config::Config> owner;
   const config::ClusterConfig& config;
   const size_t index;  // in `owner`
@@ -50,6 +62,9 @@ class ClusterState {
   const std::shared_ptr<const config::Config> circuit_owner;
   // The cluster's circuit breaker; null when none is configured.
   const std::shared_ptr<filters::CircuitBreaker> circuit;
+  // Transitions of the breakers this cluster had before a reload replaced its breaker, by new
+  // state (closed, open, half-open), so bulwark_circuit_transitions_total never goes back.
+  std::array<uint64_t, 3> transitions_before{};
   // Whether this state's breaker came from `previous` (so it already has its transition hook).
   bool kept_circuit_of(const ClusterState* previous) const {
     return previous != nullptr && circuit != nullptr && circuit == previous->circuit;

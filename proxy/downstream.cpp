@@ -46,6 +46,15 @@ DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& list
   listener.stats.connections->add(1);
 }
 
+void DownstreamConnection::on_reload() {
+  if (closed_) return;
+  if (phase_ == Phase::kIdle) {
+    if (!move_to_newest_config()) close();
+  } else if (worker_.current().listener_named(listener_->config.name) == nullptr) {
+    draining_ = true;
+  }
+}
+
 bool DownstreamConnection::move_to_newest_config() {
   WorkerGen& newest = worker_.current();
   if (&listener_->gen == &newest) return true;

@@ -60,6 +60,10 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void abort();
   // A connection slot of the cluster this connection waits on became free.
   void on_pool_capacity();
+  // The worker installed a new config: an idle connection moves to it now (or closes, when its
+  // listener is gone); a busy one whose listener is gone answers its request with
+  // Connection: close.
+  void on_reload();
   // The route's bulkhead gave this waiting request a slot.
   void on_bulkhead_slot(filters::Bulkhead::Slot slot);
 

@@ -72,6 +72,16 @@ struct HealthChecker::Probe {
   }
 };
 
+struct HealthChecker::Carried {
+  std::string address;
+  filters::EndpointHealth health;
+  bool has_result;
+  CheckResult last_result;
+  std::string last_detail;
+  int64_t last_check_unix_ms;
+  std::array<uint64_t, static_cast<size_t>(CheckResult::kCount)> checks;
+};
+
 HealthChecker::HealthChecker(uv_loop_t* loop, ClusterState& cluster, const filters::Clock& clock)
     : loop_(loop),
       cluster_(cluster),
@@ -118,12 +128,24 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
         targets_[static_cast<size_t>(old)] = nullptr;
         continue;
       }
-      // A new endpoint is checked at once (at start-up: the first round). It is routable while
-      // pending, so the sooner its first result comes, the better.
       auto* t = new Target(*this, next->endpoints[i], *config.health_check);
       uv_timer_init(loop_, &t->timer);
       t->timer.data = t;
-      uv_timer_start(&t->timer, &HealthChecker::on_check_due, 0, 0);
+      uint64_t delay_ms = 0;
+      if (const Carried* before = carried(next->endpoints[i].address)) {
+        // Checked before a reload changed the cluster's settings: its state, counts and
+        // results go on, and so does its check rhythm.
+        t->health.restore(before->health);
+        t->has_result = before->has_result;
+        t->last_result = before->last_result;
+        t->last_detail = before->last_detail;
+        t->last_check_unix_ms = before->last_check_unix_ms;
+        t->checks = before->checks;
+        delay_ms = to_ms(t->health.next_delay(random_.next()));
+      }
+      // A new endpoint is checked at once (at start-up: the first round). It is routable while
+      // pending, so the sooner its first result comes, the better.
+      uv_timer_start(&t->timer, &HealthChecker::on_check_due, delay_ms, 0);
       targets[i] = t;
     }
     for (Target* t : targets_) {
@@ -131,6 +153,7 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
     }
     targets_ = std::move(targets);
   }
+  carried_.clear();  // taken over by the first set
   current_ = std::move(next);
   if (current_->outlier != nullptr) arm_sweep();
   return current_;
@@ -139,6 +162,19 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
 void HealthChecker::inherit(const HealthChecker& old) {
   current_ = old.current_;
   if (old.first_round_done_) first_round_done_ = true;
+  carried_.clear();
+  for (const Target* t : old.targets_) {
+    if (t == nullptr) continue;
+    carried_.push_back({t->endpoint.address, t->health, t->has_result, t->last_result,
+                        t->last_detail, t->last_check_unix_ms, t->checks});
+  }
+}
+
+const HealthChecker::Carried* HealthChecker::carried(const std::string& address) const {
+  for (const Carried& c : carried_) {
+    if (c.address == address) return &c;
+  }
+  return nullptr;
 }
 
 void HealthChecker::retire(Target* t) {

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "config/config.h"
@@ -55,7 +56,9 @@ class HealthChecker {
  private:
   struct Target;
   struct Probe;
+  struct Carried;
 
+  const Carried* carried(const std::string& address) const;
   void start_check(Target& t);
   void finish_check(Target& t, CheckResult result, std::string detail);
   void retire(Target* t);
@@ -75,9 +78,10 @@ class HealthChecker {
   FastRandom random_;
   std::shared_ptr<const EndpointSet> current_;
   std::vector<Target*> targets_;  // index-aligned with current_->endpoints (with health_check)
+  // inherit(): the check state of the old checker's endpoints, by address, for the first set.
+  std::vector<Carried> carried_;
   uv_timer_t sweep_timer_;
   filters::Micros sweep_at_ = 0;  // when the armed sweep runs; 0: not armed
-  bool adopted_ = false;          // the first set came: later endpoints start at a random offset
   bool first_round_done_;
   bool stopped_ = false;
 };

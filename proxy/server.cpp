@@ -411,7 +411,8 @@ SharedGauges Server::shared_gauges() const {
       circuit.enabled = true;
       circuit.state = static_cast<int>(c.circuit->state());
       for (size_t s = 0; s < circuit.transitions.size(); ++s) {
-        circuit.transitions[s] = c.circuit->transitions(static_cast<filters::CircuitState>(s));
+        circuit.transitions[s] =
+            c.transitions_before[s] + c.circuit->transitions(static_cast<filters::CircuitState>(s));
       }
     }
     g.circuits.push_back(circuit);
@@ -419,7 +420,7 @@ SharedGauges Server::shared_gauges() const {
   }
   g.reloads_ok = reloads_ok_;
   g.reloads_failed = reloads_failed_;
-  g.generation = generation_;
+  g.generation = applied_generation_;
   g.last_reload_success_s = last_reload_success_s_;
   g.process = read_process_stats();
   if (access_log_ != nullptr)
@@ -433,9 +434,10 @@ SharedGauges Server::shared_gauges() const {
   return g;
 }
 
-bool Server::reload(const char* trigger, std::string* message) {
+bool Server::reload(const char* trigger, std::string* message, std::function<void()> done) {
   if (draining_ || finished_) {
     *message = "not reloading: the proxy is draining";
+    log::warn("config reload ignored: the proxy is draining").str("trigger", trigger);
     return false;
   }
   notify_reloading();
@@ -518,17 +520,44 @@ bool Server::reload(const char* trigger, std::string* message) {
   }
   bound_.clear();
   for (const auto& l : config_->listeners) bound_.push_back(listener_key(l));
-  ++reloads_ok_;
-  last_reload_success_s_ = static_cast<double>(time(nullptr));
   *message = "reloaded: generation " + std::to_string(generation_);
-  log::info("config reloaded")
-      .str("trigger", trigger)
-      .str("config", path)
-      .num("generation", static_cast<int64_t>(generation_))
-      .num("listeners", static_cast<int64_t>(config_->listeners.size()))
-      .num("clusters", static_cast<int64_t>(config_->clusters.size()));
-  notify_reloaded("serving config generation " + std::to_string(generation_));
+  // Done once every worker runs the new config: then the metrics, the log line and systemd
+  // say so, and POST /reload answers; a request sent after that sees the new config.
+  const uint64_t generation = generation_;
+  after_workers_applied([this, generation, trigger = std::string(trigger), path, done] {
+    ++reloads_ok_;
+    applied_generation_ = generation;
+    last_reload_success_s_ = static_cast<double>(time(nullptr));
+    log::info("config reloaded")
+        .str("trigger", trigger)
+        .str("config", path)
+        .num("generation", static_cast<int64_t>(generation))
+        .num("listeners", static_cast<int64_t>(config_->listeners.size()))
+        .num("clusters", static_cast<int64_t>(config_->clusters.size()));
+    notify_reloaded("serving config generation " + std::to_string(generation));
+    if (done) done();
+  });
   return true;
+}
+
+void Server::after_workers_applied(std::function<void()> fn) {
+  struct Countdown {
+    size_t left;
+    std::function<void()> fn;
+  };
+  auto c = std::make_shared<Countdown>(Countdown{workers_.size(), std::move(fn)});
+  if (c->left == 0) {
+    c->fn();
+    return;
+  }
+  // Each worker's task queue is in order: this runs after the config posted before it.
+  for (auto& w : workers_) {
+    w->post([this, c] {
+      tasks_.post([c] {
+        if (--c->left == 0) c->fn();
+      });
+    });
+  }
 }
 
 void Server::start_config_watch() {
@@ -724,9 +753,12 @@ void Server::handle_admin(const AdminRequest& req, std::function<void(AdminRespo
     respond({200, kText,
              fail ? "/ready now fails on purpose\n" : "/ready follows the proxy's state again\n"});
   } else if (req.path == "/reload") {
-    std::string message;
-    const bool ok = reload("POST /reload", &message);
-    respond({ok ? 200 : 400, kText, message + "\n"});
+    auto message = std::make_shared<std::string>();
+    auto answer = std::make_shared<std::function<void(AdminResponse)>>(std::move(respond));
+    const bool ok = reload("POST /reload", message.get(), [message, answer] {
+      (*answer)({200, kText, *message + "\n"});
+    });
+    if (!ok) (*answer)({400, kText, *message + "\n"});
   } else if (req.path == "/drain") {
     const bool started = !draining_;
     begin_drain("POST /drain", false);

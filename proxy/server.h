@@ -41,8 +41,9 @@ class Server {
 
   // Reads the config file again and applies it (main thread): SIGHUP, POST /reload, or a change
   // of the file with watch_config. An invalid file changes nothing. Returns false, with the
-  // errors in *message, when the new config was refused.
-  bool reload(const char* trigger, std::string* message);
+  // errors in *message, when the new config was refused; else `done` runs once every worker
+  // runs the new config.
+  bool reload(const char* trigger, std::string* message, std::function<void()> done = {});
 
   // systemd notifications around a configuration reload (main thread): notify_reloading() when
   // the reload starts (RELOADING=1 with MONOTONIC_USEC), notify_reloaded() when it is over,
@@ -70,6 +71,8 @@ class Server {
       const std::shared_ptr<const config::Config>& config);
   ClusterRuntime* runtime_of(const ClusterState* state);
   void start_config_watch();
+  // Runs `fn` on the main thread once every worker has run what was posted to it before.
+  void after_workers_applied(std::function<void()> fn);
   void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
   void clusters_json(std::function<void(AdminResponse)> respond);
   SharedGauges shared_gauges() const;
@@ -103,7 +106,8 @@ class Server {
   std::vector<std::shared_ptr<WorkerStats>> stats_;               // [worker], shaped as config_
   std::vector<std::string> bound_;                                // listener_key()s listening now
   std::vector<std::unique_ptr<Worker>> workers_;
-  uint64_t generation_ = 1;
+  uint64_t generation_ = 1;          // the newest config handed to the workers
+  uint64_t applied_generation_ = 1;  // the newest every worker runs
   uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
   double last_reload_success_s_ = 0;  // since the epoch; the start counts as one
   uv_fs_poll_t config_watch_;         // watch_config

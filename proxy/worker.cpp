@@ -129,7 +129,8 @@ void Worker::install(GenerationSpec& spec) {
   }
   for (Acceptor* a : gone) close_acceptor(a);
 
-  if (gen_ != nullptr) {
+  const bool reload = gen_ != nullptr;
+  if (reload) {
     if (gen_->users == 0) {
       free_generation(gen_.release());
     } else {
@@ -137,6 +138,11 @@ void Worker::install(GenerationSpec& spec) {
     }
   }
   gen_ = std::move(gen);
+  if (reload) {
+    // Idle connections move now (or close, their listener gone), so old generations go soon.
+    std::vector<DownstreamConnection*> all = connections_;
+    for (DownstreamConnection* d : all) d->on_reload();
+  }
 }
 
 void Worker::release(WorkerGen& gen) {
