@@ -245,3 +245,45 @@ TEST_CASE("systemd: a notification socket nobody listens on is not fatal and is 
           return line.find("cannot notify systemd") != std::string::npos;
         }) == 1);
 }
+
+TEST_CASE("systemd: a reload is framed by RELOADING=1 and READY=1, a refused one too") {
+  TempDir dir;
+  FakeSystemd systemd(dir.file("notify"));
+  TestUpstream upstream;
+  BulwarkProcess bulwark;
+  bulwark.set_env({systemd.env()});
+  bulwark.start(proxy_config(upstream.address()));
+  REQUIRE(systemd.wait_for([](const auto& m) { return count_with(m, "READY=1") == 1; }));
+
+  // The config file is unchanged: a valid reload.
+  REQUIRE(bulwark.signal(SIGHUP));
+  REQUIRE_MESSAGE(systemd.wait_for([](const auto& m) { return count_with(m, "READY=1") == 2; }),
+                  describe(systemd.messages()));
+  auto messages = systemd.messages();
+  REQUIRE(messages.size() >= 3);
+  CHECK(count_with(messages, "RELOADING=1") == 1);
+  // RELOADING=1 comes with the monotonic clock (as Type=notify-reload wants), then READY=1.
+  const auto reloading = std::find_if(messages.begin(), messages.end(),
+                                      [](const auto& m) { return has_line(m.text, "RELOADING=1"); });
+  REQUIRE(reloading != messages.end());
+  CHECK(reloading->text.find("MONOTONIC_USEC=") != std::string::npos);
+  CHECK(has_line(messages.back().text, "READY=1"));
+  CHECK(messages.back().at >= reloading->at);
+  CHECK(wait_for_log_lines(bulwark, {"config reloaded", "\"trigger\":\"SIGHUP\""}));
+
+  // A refused reload (an invalid file) is framed the same way: systemd must not wait for
+  // READY=1 forever.
+  write_file(bulwark.config_path(), "listeners: [\n");
+  REQUIRE(bulwark.signal(SIGHUP));
+  REQUIRE_MESSAGE(systemd.wait_for([](const auto& m) { return count_with(m, "READY=1") == 3; }),
+                  describe(systemd.messages()));
+  CHECK(count_with(systemd.messages(), "RELOADING=1") == 2);
+  CHECK(wait_for_log_lines(bulwark, {"config reload failed"}));
+
+  // While draining a reload is refused before it starts: logged, nothing sent.
+  auto drain = http_request(bulwark.admin_port(), "POST", "/drain");
+  REQUIRE(drain);
+  REQUIRE(bulwark.signal(SIGHUP));
+  CHECK(wait_for_log_lines(bulwark, {"config reload ignored"}));
+  CHECK(count_with(systemd.messages(), "RELOADING=1") == 2);
+}
