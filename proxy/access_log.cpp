@@ -76,6 +76,108 @@ void for_each_try(const AccessRecord& r, F&& fn) {
   if (!r.last_try.empty()) fn(r.last_try);
 }
 
+// The fields after each format's head, in one place: what each one says; the formats differ
+// only in syntax and order.
+enum class Field : uint8_t {
+  kDuration,
+  kUpstreamTime,
+  kBytesIn,
+  kBytesOut,
+  kListener,
+  kRoute,
+  kCluster,
+  kUpstream,
+  kTries,
+  kAttempts,
+  kReason,
+  kFlags,
+  kRequestId,
+};
+constexpr Field kJsonFields[] = {
+    Field::kDuration, Field::kUpstreamTime, Field::kBytesIn,  Field::kBytesOut, Field::kCluster,
+    Field::kUpstream, Field::kTries,        Field::kAttempts, Field::kReason,   Field::kFlags};
+constexpr Field kTextFields[] = {
+    Field::kFlags,    Field::kReason,   Field::kDuration, Field::kUpstreamTime, Field::kBytesIn,
+    Field::kBytesOut, Field::kListener, Field::kRoute,    Field::kCluster,      Field::kUpstream,
+    Field::kAttempts, Field::kTries,    Field::kRequestId};
+
+// JSON: ,"key":value with null for none. Text: " key=value" with - for none, and quotes around
+// values a client may fill with spaces.
+void append_field(const AccessRecord& r, Field f, bool json, std::string& out) {
+  auto key = [&](std::string_view k) {
+    out += json ? ",\"" : " ";
+    out += k;
+    out += json ? "\":" : "=";
+  };
+  auto text = [&](std::string_view k, std::string_view v, bool quoted = false) {
+    key(k);
+    if (json) return append_string_or_null(out, v);
+    if (!quoted) {
+      out += v.empty() ? std::string_view("-") : v;
+      return;
+    }
+    out += '"';
+    append_escaped(out, v);
+    out += '"';
+  };
+  switch (f) {
+    case Field::kDuration:
+      key("duration_ms");
+      return append_ms(out, r.duration_us);
+    case Field::kUpstreamTime:
+      key("upstream_ms");
+      if (r.upstream_us < 0) {
+        out += json ? "null" : "-";
+      } else {
+        append_ms(out, static_cast<uint64_t>(r.upstream_us));
+      }
+      return;
+    case Field::kBytesIn:
+      key("bytes_in");
+      return append_uint(out, r.bytes_in);
+    case Field::kBytesOut:
+      key("bytes_out");
+      return append_uint(out, r.bytes_out);
+    case Field::kListener:
+      return text("listener", r.listener);
+    case Field::kRoute:
+      return text("route", r.route);
+    case Field::kCluster:
+      return text("cluster", r.cluster);
+    case Field::kUpstream:
+      return text("upstream", r.upstream);
+    case Field::kAttempts:
+      key("attempts");
+      return append_uint(out, r.attempts);
+    case Field::kReason:
+      return text("reason", r.reason);
+    case Field::kFlags:
+      // Never empty: "-" when there is no flag, in both formats.
+      key("flags");
+      if (json) return config::append_json_string(out, r.flags.empty() ? "-" : r.flags);
+      out += r.flags.empty() ? std::string_view("-") : r.flags;
+      return;
+    case Field::kRequestId:
+      return text("request_id", r.request_id, true);
+    case Field::kTries: {
+      key("tries");
+      out += json ? '[' : '"';
+      bool first = true;
+      for_each_try(r, [&](std::string_view t) {
+        if (!first) out += json ? "," : ", ";
+        first = false;
+        if (json) {
+          config::append_json_string(out, t);
+        } else {
+          append_escaped(out, t);
+        }
+      });
+      out += json ? ']' : '"';
+      return;
+    }
+  }
+}
+
 void format_json(const AccessRecord& r, std::string& out) {
   out += "{\"time\":\"";
   append_time(out, r.start_unix_us);
@@ -94,83 +196,19 @@ void format_json(const AccessRecord& r, std::string& out) {
   out += r.http10 ? ",\"protocol\":\"HTTP/1.0\"" : ",\"protocol\":\"HTTP/1.1\"";
   out += ",\"status\":";
   append_uint(out, static_cast<uint64_t>(r.status));
-  out += ",\"duration_ms\":";
-  append_ms(out, r.duration_us);
-  out += ",\"upstream_ms\":";
-  if (r.upstream_us < 0) {
-    out += "null";
-  } else {
-    append_ms(out, static_cast<uint64_t>(r.upstream_us));
-  }
-  out += ",\"bytes_in\":";
-  append_uint(out, r.bytes_in);
-  out += ",\"bytes_out\":";
-  append_uint(out, r.bytes_out);
-  out += ",\"cluster\":";
-  append_string_or_null(out, r.cluster);
-  out += ",\"upstream\":";
-  append_string_or_null(out, r.upstream);
-  out += ",\"tries\":[";
-  bool first = true;
-  for_each_try(r, [&](std::string_view t) {
-    if (!first) out += ',';
-    first = false;
-    config::append_json_string(out, t);
-  });
-  out += "],\"attempts\":";
-  append_uint(out, r.attempts);
-  out += ",\"reason\":";
-  append_string_or_null(out, r.reason);
-  out += ",\"flags\":";
-  config::append_json_string(out, r.flags.empty() ? std::string_view("-") : r.flags);
+  for (Field f : kJsonFields) append_field(r, f, true, out);
   out += "}\n";
 }
 
-// key=value pairs after the time, the request line and the status, as an nginx or Envoy log
-// line; values that may hold spaces are quoted JSON strings.
+// The time, the request line and the status, then key=value pairs, as an nginx or Envoy line.
 void format_text(const AccessRecord& r, std::string& out) {
-  auto dash = [](std::string_view s) { return s.empty() ? std::string_view("-") : s; };
   append_time(out, r.start_unix_us);
   out += " \"";
   append_escaped(out, r.request.empty() ? std::string_view("-") : r.request);
   out += r.http10 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
   append_uint(out, static_cast<uint64_t>(r.status));
-  out += " flags=";
-  out += dash(r.flags);
-  out += " reason=";
-  out += dash(r.reason);
-  out += " duration_ms=";
-  append_ms(out, r.duration_us);
-  out += " upstream_ms=";
-  if (r.upstream_us < 0) {
-    out += '-';
-  } else {
-    append_ms(out, static_cast<uint64_t>(r.upstream_us));
-  }
-  out += " bytes_in=";
-  append_uint(out, r.bytes_in);
-  out += " bytes_out=";
-  append_uint(out, r.bytes_out);
-  out += " listener=";
-  out += dash(r.listener);
-  out += " route=";
-  out += dash(r.route);
-  out += " cluster=";
-  out += dash(r.cluster);
-  out += " upstream=";
-  out += dash(r.upstream);
-  out += " attempts=";
-  append_uint(out, r.attempts);
-  out += " tries=\"";
-  bool first = true;
-  for_each_try(r, [&](std::string_view t) {
-    if (!first) out += ", ";
-    first = false;
-    append_escaped(out, t);
-  });
-  out += "\" request_id=\"";
-  append_escaped(out, r.request_id);
-  out += "\"\n";
+  for (Field f : kTextFields) append_field(r, f, false, out);
+  out += '\n';
 }
 
 int open_log(const std::string& path) {
