@@ -205,12 +205,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // A reload since the last request: this one runs on the new config. A listener the new config
   // no longer has serves this request on the old one, then the connection closes.
   if (!move_to_newest_config()) draining_ = true;
-  start_us_ = now_us();
-  exchange_open_ = true;
-  log_flags_ = 0;
-  local_reason_ = LocalReason::kCount;
-  bytes_in_ = bytes_out_ = upstream_us_ = 0;
-  log_this_ = worker_.sample_access_log();
+  open_exchange();
   if (log_this_) log_request_.assign(head.method).append(1, ' ').append(head.str(head.target));
   client_http10_ = head.version_major == 1 && head.version_minor == 0;
   client_keep_alive_ = head.keep_alive;
@@ -985,12 +980,7 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
   if (status == 0) status = r.status;
   if (!exchange_open_) {
     // A reply to a request whose head never completed (malformed, too large, too slow).
-    exchange_open_ = true;
-    start_us_ = now_us();
-    log_flags_ = 0;
-    bytes_in_ = bytes_out_ = upstream_us_ = 0;
-    log_this_ = worker_.sample_access_log();
-    log_request_.clear();
+    open_exchange();
     route_index_ = -1;
     tries_ = 0;
     failed_tries_.clear();
@@ -1051,6 +1041,16 @@ void DownstreamConnection::finish_exchange() {
     arm_idle_timer();
   }
   if (!closed_) update_reading();
+}
+
+void DownstreamConnection::open_exchange() {
+  start_us_ = now_us();
+  exchange_open_ = true;
+  log_flags_ = 0;
+  local_reason_ = LocalReason::kCount;
+  bytes_in_ = bytes_out_ = upstream_us_ = 0;
+  log_this_ = worker_.sample_access_log();
+  log_request_.clear();
 }
 
 void DownstreamConnection::complete_exchange(bool answered) {

@@ -127,6 +127,9 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void finish_exchange();
   void start_tunnel();
 
+  // The start of an exchange (a request head, or a reply to a head that never completed): its
+  // clock, counters and access log sampling.
+  void open_exchange();
   // The end of an exchange, exactly once whichever way it ends: counts it (when `answered`, a
   // whole response went out) and writes its access log line.
   void complete_exchange(bool answered);
