@@ -60,4 +60,36 @@ class InputBuffer {
   bool pooled_ = false;
 };
 
+// Keeps released objects of one type for reuse, up to `max_free` of them. Single-threaded: each
+// worker has its own. T need only be complete where acquire(), release() and the destructor are
+// used.
+template <class T>
+class FreeList {
+ public:
+  explicit FreeList(size_t max_free) : max_free_(max_free) {}
+  ~FreeList() {
+    for (T* p : free_) delete p;
+  }
+  FreeList(const FreeList&) = delete;
+  FreeList& operator=(const FreeList&) = delete;
+
+  T* acquire() {
+    if (free_.empty()) return new T();
+    T* p = free_.back();
+    free_.pop_back();
+    return p;
+  }
+  void release(T* p) {
+    if (free_.size() < max_free_) {
+      free_.push_back(p);
+    } else {
+      delete p;
+    }
+  }
+
+ private:
+  size_t max_free_;
+  std::vector<T*> free_;
+};
+
 }  // namespace bulwark

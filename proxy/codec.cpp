@@ -16,20 +16,38 @@ const Header* MessageHead::find(std::string_view name) const {
   return nullptr;
 }
 
+namespace {
+
+// The callbacks are the same for every parser, so all of them share one settings table (it is
+// 184 bytes, and llhttp keeps only a pointer to it): less memory per connection.
+const llhttp_settings_t* parser_settings() {
+  static const llhttp_settings_t settings = [] {
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_message_begin = &Parser::on_message_begin;
+    s.on_url = &Parser::on_url;
+    s.on_status = &Parser::on_status;
+    s.on_header_field = &Parser::on_header_field;
+    s.on_header_value = &Parser::on_header_value;
+    s.on_header_value_complete = &Parser::on_header_value_complete;
+    s.on_headers_complete = &Parser::on_headers_complete;
+    s.on_body = &Parser::on_body;
+    s.on_message_complete = &Parser::on_message_complete;
+    return s;
+  }();
+  return &settings;
+}
+
+}  // namespace
+
 Parser::Parser(Type type, ParserCallbacks* callbacks) : callbacks_(callbacks) {
-  llhttp_settings_init(&settings_);
-  settings_.on_message_begin = &Parser::on_message_begin;
-  settings_.on_url = &Parser::on_url;
-  settings_.on_status = &Parser::on_status;
-  settings_.on_header_field = &Parser::on_header_field;
-  settings_.on_header_value = &Parser::on_header_value;
-  settings_.on_header_value_complete = &Parser::on_header_value_complete;
-  settings_.on_headers_complete = &Parser::on_headers_complete;
-  settings_.on_body = &Parser::on_body;
-  settings_.on_message_complete = &Parser::on_message_complete;
-  llhttp_init(&parser_, type == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
+  // llhttp_init takes a non-const pointer but never writes through it.
+  llhttp_init(&parser_, type == Type::kRequest ? HTTP_REQUEST : HTTP_RESPONSE,
+              const_cast<llhttp_settings_t*>(parser_settings()));
   parser_.data = this;
-  head_.headers.reserve(32);
+  // Enough for most messages; the vector grows (once per connection) for more. Not more up
+  // front: a request parser lives as long as its connection, idle ones included.
+  head_.headers.reserve(8);
 }
 
 void Parser::reset() {

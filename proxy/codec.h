@@ -95,6 +95,7 @@ class Parser {
   void reset();
 
   void set_max_head_size(size_t bytes) { max_head_size_ = bytes; }
+  void set_callbacks(ParserCallbacks* callbacks) { callbacks_ = callbacks; }
   // True between the first byte of a message and its head being complete.
   bool in_head() const { return in_head_; }
   // True between a message's first byte and its end.
@@ -102,7 +103,7 @@ class Parser {
   // True if the message being parsed ends only when the peer closes (a response without length).
   bool needs_eof() const { return llhttp_message_needs_eof(&parser_) != 0; }
 
- private:
+  // llhttp's callbacks (public for the shared settings table).
   static int on_message_begin(llhttp_t* p);
   static int on_url(llhttp_t* p, const char* at, size_t len);
   static int on_status(llhttp_t* p, const char* at, size_t len);
@@ -112,12 +113,13 @@ class Parser {
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, size_t len);
   static int on_message_complete(llhttp_t* p);
+
+ private:
   static bool extend(Span& span, uint32_t offset, size_t len);
   // True (and remembered) when a head piece ending at offset + len passes the size limit.
   bool over_limit(uint32_t offset, size_t len);
 
   llhttp_t parser_;
-  llhttp_settings_t settings_;
   ParserCallbacks* callbacks_;
   MessageHead head_;
   const char* base_ = nullptr;

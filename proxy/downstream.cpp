@@ -35,12 +35,10 @@ uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
 DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& listener)
     : worker_(worker),
       listener_(&listener),
-      request_parser_(http::Parser::Type::kRequest, &request_callbacks_),
-      response_parser_(http::Parser::Type::kResponse, &response_callbacks_) {
+      request_parser_(http::Parser::Type::kRequest, &request_callbacks_) {
   request_callbacks_.self = this;
   response_callbacks_.self = this;
   request_parser_.set_max_head_size(listener.config.max_request_headers_size);
-  response_parser_.set_max_head_size(kMaxResponseHeadSize);
   tcp_.data = timer_.data = deadline_timer_.data = this;
   ++listener.gen.users;
   listener.stats.connections->add(1);
@@ -145,7 +143,8 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
       if (!self->request_complete_) self->parse_request();
       break;
     case Phase::kTunnel:
-      self->to_upstream_.add_data(self->in_.data + self->in_.parsed, self->in_.filled - self->in_.parsed);
+      self->ex().to_upstream.add_data(self->in_.data + self->in_.parsed,
+                                      self->in_.filled - self->in_.parsed);
       self->in_.parsed = self->in_.filled;
       self->flush_to_upstream();
       break;
@@ -157,7 +156,7 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
 
 void DownstreamConnection::parse_request() {
   while (true) {
-    // Nothing is written upstream while the parser runs: its callbacks add to to_upstream_,
+    // Nothing is written upstream while the parser runs: its callbacks add to to_upstream,
     // which must not change under a write in flight.
     parsing_request_ = true;
     http::Parser::Result r = request_parser_.execute(in_.data, in_.parsed, in_.filled);
@@ -183,7 +182,8 @@ void DownstreamConnection::parse_request() {
         return;
       case http::Parser::Status::kError:
         log::debug("bad request").str("error", r.error).str("client", client_ip_);
-        if (phase_ == Phase::kHead || (phase_ == Phase::kProxying && !response_head_sent_ && !to_client_.in_flight())) {
+        if (phase_ == Phase::kHead ||
+            (phase_ == Phase::kProxying && !response_head_sent_ && !ex().to_client.in_flight())) {
           if (upstream_ != nullptr) release_upstream(false);
           local_reply(LocalReason::kBadRequest, true);
         } else {
@@ -206,7 +206,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // no longer has serves this request on the old one, then the connection closes.
   if (!move_to_newest_config()) draining_ = true;
   open_exchange();
-  if (log_this_) log_request_.assign(head.method).append(1, ' ').append(head.str(head.target));
+  if (log_this_) ex().log_request.assign(head.method).append(1, ' ').append(head.str(head.target));
   client_http10_ = head.version_major == 1 && head.version_minor == 0;
   client_keep_alive_ = head.keep_alive;
   request_head_request_ = head.is_head_method;
@@ -222,7 +222,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   tries_ = 0;
   failed_endpoint_ = nullptr;
   fault_abort_status_ = 0;
-  failed_tries_.clear();
+  ex().failed_tries.clear();
   body_kept_ = 0;
   may_resend_ = copy_body_ = request_sent_ = false;
   request_framing_ = head.chunked              ? http::BodyFraming::kChunked
@@ -268,14 +268,14 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
 
   std::string_view path = head.str(head.target);
   if (route.prefix_rewrite && route.match.path.kind == config::PathMatch::Kind::kPrefix) {
-    path_buf_.assign(*route.prefix_rewrite);
-    path_buf_.append(target.path.substr(route.match.path.value.size()));
-    path_buf_.append(target.query);
-    path = path_buf_;
+    ex().path_buf.assign(*route.prefix_rewrite);
+    ex().path_buf.append(target.path.substr(route.match.path.value.size()));
+    ex().path_buf.append(target.query);
+    path = ex().path_buf;
   } else if (!target.authority.empty()) {
-    path_buf_.assign(target.path);
-    path_buf_.append(target.query);
-    path = path_buf_;
+    ex().path_buf.assign(target.path);
+    ex().path_buf.append(target.query);
+    path = ex().path_buf;
   }
   http::UpstreamRequestHead how;
   how.path = path;
@@ -284,9 +284,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   how.add_request_id = add_request_id;
   how.upgrade = request_upgrade_;
   how.framing = request_framing_;
-  to_upstream_.clear();
-  http::write_upstream_request(head, how, to_upstream_.head);
-  to_upstream_.add_head();
+  ex().to_upstream.clear();
+  http::write_upstream_request(head, how, ex().to_upstream.head);
+  ex().to_upstream.add_head();
 
   // A request that may go again after bytes went out (an idempotent one, see filters/retry.h)
   // is kept whole until its response is chosen: a retry, or a reused connection that turns out
@@ -298,7 +298,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   copy_body_ =
       may_resend_ && has_body && (head.chunked || head.content_length <= retry.max_body_bytes);
   // A body too large to copy streams: once bytes of it went out, the request cannot go again.
-  to_upstream_.set_keep_history(may_resend_ && (!has_body || copy_body_));
+  ex().to_upstream.set_keep_history(may_resend_ && (!has_body || copy_body_));
 
   route_deadline_ms_ = route.timeout.count() > 0
                            ? uv_now(worker_.loop()) + static_cast<uint64_t>(route.timeout.count())
@@ -318,29 +318,29 @@ void DownstreamConnection::on_request_body(const char* data, size_t n) {
     if (body_kept_ + n <= route_->shared->config.retry.max_body_bytes) {
       body_kept_ += n;
       if (request_framing_ == http::BodyFraming::kChunked) {
-        to_upstream_.add_chunk_copy(data, n);
+        ex().to_upstream.add_chunk_copy(data, n);
       } else {
-        to_upstream_.add_data_copy(data, n);
+        ex().to_upstream.add_data_copy(data, n);
       }
       return;
     }
     // Too large to keep: the rest streams, and once bytes went out it cannot go again.
     copy_body_ = false;
-    to_upstream_.set_keep_history(false);
+    ex().to_upstream.set_keep_history(false);
   }
   if (request_framing_ == http::BodyFraming::kChunked) {
-    to_upstream_.add_chunk(data, n);
+    ex().to_upstream.add_chunk(data, n);
   } else {
-    to_upstream_.add_data(data, n);
+    ex().to_upstream.add_data(data, n);
   }
 }
 
 void DownstreamConnection::on_request_complete() {
   request_complete_ = true;
   if (phase_ == Phase::kProxying && request_framing_ == http::BodyFraming::kChunked && !request_upgrade_) {
-    to_upstream_.add_last_chunk();
+    ex().to_upstream.add_last_chunk();
   }
-  if (phase_ == Phase::kLocalReply && !to_client_.in_flight()) {
+  if (phase_ == Phase::kLocalReply && !ex().to_client.in_flight()) {
     // The reply was already written; the request's end was all we waited for. Defer: we are
     // inside the parser.
     uv_timer_start(&timer_, [](uv_timer_t* t) {
@@ -435,7 +435,7 @@ void DownstreamConnection::start_try() {
   if (tries_ > 0) {
     // A retry. The write to the failed connection was cancelled when it closed; libuv reports
     // that before any timer runs, so nothing should be in flight. If it is, look again soon.
-    if (to_upstream_.in_flight()) {
+    if (ex().to_upstream.in_flight()) {
       wait_ = Wait::kBackoff;
       uv_timer_start(&timer_, &DownstreamConnection::on_timer, 1, 0);
       return;
@@ -451,7 +451,7 @@ void DownstreamConnection::start_try() {
   if (tries_ == 0) {
     route_->shared->budget.on_request();
   } else {
-    to_upstream_.rewind();
+    ex().to_upstream.rewind();
     response_started_ = response_interim_ = upstream_reusable_ = replayed_ = false;
     response_status_ = 0;
   }
@@ -500,7 +500,7 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
     return false;
   }
   // The whole request must still be at hand, and may go again if bytes of it went out.
-  if (!to_upstream_.can_rewind() || (request_sent_ && !may_resend_)) return false;
+  if (!ex().to_upstream.can_rewind() || (request_sent_ && !may_resend_)) return false;
   filters::Micros backoff = policy.retry.backoff(tries_, worker_.random().next());
   uint64_t backoff_ms = static_cast<uint64_t>((backoff + 999) / 1000);
   if (route_deadline_ms_ != 0 && uv_now(worker_.loop()) + backoff_ms >= route_deadline_ms_)
@@ -511,19 +511,20 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
     return false;
   }
   route_stats_->retries[static_cast<size_t>(*reason)].inc();
-  if (!failed_tries_.empty()) failed_tries_.append(", ");
-  failed_tries_.append(endpoint_ != nullptr ? std::string_view(endpoint_->endpoint.address) : "-");
-  failed_tries_.push_back(' ');
+  if (!ex().failed_tries.empty()) ex().failed_tries.append(", ");
+  ex().failed_tries.append(endpoint_ != nullptr ? std::string_view(endpoint_->endpoint.address)
+                                                : "-");
+  ex().failed_tries.push_back(' ');
   if (response_status_ >= 200) {
-    failed_tries_.append(std::to_string(response_status_));
+    ex().failed_tries.append(std::to_string(response_status_));
   } else {
-    failed_tries_.append(filters::to_string(*reason));
+    ex().failed_tries.append(filters::to_string(*reason));
   }
   log::debug("retrying request")
       .str("route", policy.config.name)
       .str("request_id", {request_id_, request_id_len_})
       .str("reason", filters::to_string(*reason))
-      .str("failed_tries", failed_tries_)
+      .str("failed_tries", ex().failed_tries)
       .num("attempt", tries_ + 1)
       .num("backoff_ms", static_cast<int64_t>(backoff_ms));
   if (upstream_ != nullptr) release_upstream(false);
@@ -640,16 +641,16 @@ void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int s
 void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
   upstream_ = conn;
   conn->count_request();
-  response_parser_.reset();
+  ex().response_parser.reset();
   conn->start_reading();
   flush_to_upstream();
 }
 
 void DownstreamConnection::flush_to_upstream() {
   if (parsing_request_ || upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy) return;
-  if (to_upstream_.in_flight() || to_upstream_.empty()) return;
-  to_upstream_.req.data = this;
-  int rc = to_upstream_.flush(upstream_->stream(), &DownstreamConnection::on_upstream_written);
+  if (ex().to_upstream.in_flight() || ex().to_upstream.empty()) return;
+  ex().to_upstream.req.data = this;
+  int rc = ex().to_upstream.flush(upstream_->stream(), &DownstreamConnection::on_upstream_written);
   if (rc == 0) {
     ++writes_in_flight_;
     request_sent_ = true;
@@ -661,7 +662,7 @@ void DownstreamConnection::flush_to_upstream() {
 void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
   auto* self = static_cast<DownstreamConnection*>(req->data);
   --self->writes_in_flight_;
-  self->to_upstream_.on_written();
+  self->ex().to_upstream.on_written();
   if (self->closed_) {
     self->maybe_free();
     return;
@@ -683,8 +684,9 @@ void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
   // possible replay (then only until the buffer fills up).
   InputBuffer& in = self->in_;
   if (self->phase_ == Phase::kTunnel || !self->request_complete_) {
-    if (self->to_upstream_.keep_history() && in.space() == 0) self->to_upstream_.set_keep_history(false);
-    if (!self->to_upstream_.keep_history() && in.parsed == in.filled) in.parsed = in.filled = 0;
+    if (self->ex().to_upstream.keep_history() && in.space() == 0)
+      self->ex().to_upstream.set_keep_history(false);
+    if (!self->ex().to_upstream.keep_history() && in.parsed == in.filled) in.parsed = in.filled = 0;
   }
   if (self->phase_ == Phase::kProxying && !self->request_complete_ && !in.empty()) {
     self->parse_request();
@@ -697,7 +699,7 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
   if (nread > 0) {
     conn.in.filled += static_cast<size_t>(nread);
     if (phase_ == Phase::kTunnel) {
-      to_client_.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
+      ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
       conn.in.parsed = conn.in.filled;
       flush_to_client();
       return;
@@ -708,7 +710,7 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
   }
   // The upstream closed or failed.
   if (phase_ == Phase::kTunnel) {
-    if (to_client_.in_flight()) {
+    if (ex().to_client.in_flight()) {
       keep_client_ = false;
       release_upstream(false);
     } else {
@@ -716,12 +718,13 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
     }
     return;
   }
-  if (response_started_ && !response_complete_ && nread == UV_EOF && response_parser_.needs_eof()) {
-    http::Parser::Result r = response_parser_.finish();  // completes a close-delimited body
+  if (response_started_ && !response_complete_ && nread == UV_EOF &&
+      ex().response_parser.needs_eof()) {
+    http::Parser::Result r = ex().response_parser.finish();  // completes a close-delimited body
     if (r.status != http::Parser::Status::kError) {
       upstream_reusable_ = false;
       flush_to_client();
-      if (!to_client_.in_flight() && response_complete_) finish_exchange();
+      if (!ex().to_client.in_flight() && response_complete_) finish_exchange();
       return;
     }
   }
@@ -733,13 +736,14 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
 
 void DownstreamConnection::parse_response(UpstreamConnection& conn) {
   while (true) {
-    http::Parser::Result r = response_parser_.execute(conn.in.data, conn.in.parsed, conn.in.filled);
+    http::Parser::Result r =
+        ex().response_parser.execute(conn.in.data, conn.in.parsed, conn.in.filled);
     conn.in.parsed += r.consumed;
     // The exchange may have left this connection (a retry, a failure).
     if (closed_ || upstream_ != &conn) return;
     if (r.status == http::Parser::Status::kPaused && response_interim_ && !response_complete_) {
       // A 1xx ended; the final response follows.
-      response_parser_.resume();
+      ex().response_parser.resume();
       continue;
     }
     if (r.status == http::Parser::Status::kUpgrade) {
@@ -751,7 +755,8 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
       try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
       return;
     }
-    if (r.status == http::Parser::Status::kOk && response_parser_.in_head() && conn.in.space() == 0) {
+    if (r.status == http::Parser::Status::kOk && ex().response_parser.in_head() &&
+        conn.in.space() == 0) {
       if (conn.in.capacity >= kMaxResponseHeadSize + 1024) {
         try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
         return;
@@ -761,14 +766,14 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
     break;
   }
   flush_to_client();
-  if (to_client_.in_flight()) {
+  if (ex().to_client.in_flight()) {
     // Stop reading until the client has taken these bytes (backpressure). A complete response
     // needs no more bytes, so keep the reader as it is: an idle pooled connection reads anyway,
     // and this saves two epoll_ctl calls per request.
     if (!response_complete_) conn.stop_reading();
   } else if (response_complete_) {
     finish_exchange();
-  } else if (conn.in.parsed == conn.in.filled && !response_parser_.in_head()) {
+  } else if (conn.in.parsed == conn.in.filled && !ex().response_parser.in_head()) {
     // Everything was parsed and written: reuse the buffer from its start. Not during a head,
     // whose spans still point at the bytes.
     conn.in.parsed = conn.in.filled = 0;
@@ -785,7 +790,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
       http::DownstreamResponseHead how;
       how.framing = http::BodyFraming::kNone;
       http::write_downstream_response(head, how, interim);
-      to_client_.add_framing(interim);
+      ex().to_client.add_framing(interim);
     }
     return http::ParserCallbacks::kProceed;
   }
@@ -799,7 +804,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   if (maybe_retry(route_->shared->retry.retriable_status(head.status)))
     return http::ParserCallbacks::kPause;
   // This response goes to the client: the request will not be sent again.
-  to_upstream_.set_keep_history(false);
+  ex().to_upstream.set_keep_history(false);
   if (head.status == 101) {
     if (!request_upgrade_) {
       upstream_failed(LocalReason::kUpstreamProtocolError, 0);
@@ -810,8 +815,8 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
     how.framing = http::BodyFraming::kNone;
     how.request_id = {request_id_, request_id_len_};
     how.attempts = tries_;
-    http::write_downstream_response(head, how, to_client_.head);
-    to_client_.add_head();
+    http::write_downstream_response(head, how, ex().to_client.head);
+    ex().to_client.add_head();
     response_head_sent_ = true;
     return http::ParserCallbacks::kProceed;
   }
@@ -832,8 +837,8 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   how.framing = response_framing_;
   how.request_id = {request_id_, request_id_len_};
   how.attempts = tries_;
-  http::write_downstream_response(head, how, to_client_.head);
-  to_client_.add_head();
+  http::write_downstream_response(head, how, ex().to_client.head);
+  ex().to_client.add_head();
   response_head_sent_ = true;
   // HEAD, 204 and 304 never have a body, whatever Content-Length says (RFC 9112 6.3).
   return response_framing_ == http::BodyFraming::kNone ? http::ParserCallbacks::kNoBody
@@ -843,30 +848,30 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
 void DownstreamConnection::on_response_body(const char* data, size_t n) {
   bytes_out_ += n;
   if (response_framing_ == http::BodyFraming::kChunked) {
-    to_client_.add_chunk(data, n);
+    ex().to_client.add_chunk(data, n);
   } else {
-    to_client_.add_data(data, n);
+    ex().to_client.add_data(data, n);
   }
 }
 
 void DownstreamConnection::on_response_complete() {
   if (response_interim_) return;
   response_complete_ = true;
-  if (response_framing_ == http::BodyFraming::kChunked) to_client_.add_last_chunk();
+  if (response_framing_ == http::BodyFraming::kChunked) ex().to_client.add_last_chunk();
 }
 
 bool DownstreamConnection::try_replay() {
   // Only a reused connection that failed before any response byte, and only once: the upstream
   // closed it while idle, so it never saw the request.
   if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ ||
-      !may_resend_ || !to_upstream_.can_rewind() || to_upstream_.in_flight()) {
+      !may_resend_ || !ex().to_upstream.can_rewind() || ex().to_upstream.in_flight()) {
     return false;
   }
   replayed_ = true;
   log::debug("reused upstream connection was closed; sending the request again on a new one")
       .str("endpoint", upstream_->pool().endpoint.address);
   detach_upstream()->close();
-  to_upstream_.rewind();
+  ex().to_upstream.rewind();
   connect_upstream(true);
   return true;
 }
@@ -883,9 +888,10 @@ void DownstreamConnection::release_upstream(bool reusable) {
   if (upstream_ == nullptr) return;
   UpstreamConnection* conn = detach_upstream();
   const config::PoolConfig& pool = cluster_->config().pool;
-  bool ok = reusable && request_complete_ && response_complete_ && !to_upstream_.in_flight() &&
+  bool ok = reusable && request_complete_ && response_complete_ && !ex().to_upstream.in_flight() &&
             conn->in.empty() && !worker_.draining() &&
-            (pool.max_requests_per_connection == 0 || conn->requests() < pool.max_requests_per_connection);
+            (pool.max_requests_per_connection == 0 ||
+             conn->requests() < pool.max_requests_per_connection);
   if (ok) {
     cluster_->stats.idle_connections.add(1);
     conn->release(static_cast<uint64_t>(pool.idle_timeout.count()));
@@ -896,13 +902,13 @@ void DownstreamConnection::release_upstream(bool reusable) {
 
 void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
   if (upstream_ != nullptr) release_upstream(false);
-  if (response_head_sent_ || to_client_.in_flight()) {
+  if (response_head_sent_ || ex().to_client.in_flight()) {
     // The client already has part of a response: all we can do is cut the connection, after
     // what is queued.
     log_flags_ |= kLogUpstreamCut;
     keep_client_ = false;
     flush_to_client();
-    if (!to_client_.in_flight()) close();
+    if (!ex().to_client.in_flight()) close();
     return;
   }
   local_reply(reason, !request_complete_);
@@ -912,9 +918,10 @@ void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
 // Writing to the client.
 
 void DownstreamConnection::flush_to_client() {
-  if (to_client_.in_flight() || to_client_.empty() || closed_) return;
-  to_client_.req.data = this;
-  int rc = to_client_.flush(reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_client_written);
+  if (ex().to_client.in_flight() || ex().to_client.empty() || closed_) return;
+  ex().to_client.req.data = this;
+  int rc = ex().to_client.flush(reinterpret_cast<uv_stream_t*>(&tcp_),
+                                &DownstreamConnection::on_client_written);
   if (rc == 0) {
     ++writes_in_flight_;
   } else {
@@ -925,7 +932,7 @@ void DownstreamConnection::flush_to_client() {
 void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   auto* self = static_cast<DownstreamConnection*>(req->data);
   --self->writes_in_flight_;
-  self->to_client_.on_written();
+  self->ex().to_client.on_written();
   if (self->closed_) {
     self->maybe_free();
     return;
@@ -967,7 +974,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   }
   UpstreamConnection& conn = *self->upstream_;
   if (conn.in.parsed == conn.in.filled) {
-    if (!self->response_parser_.in_head()) conn.in.parsed = conn.in.filled = 0;
+    if (!self->ex().response_parser.in_head()) conn.in.parsed = conn.in.filled = 0;
     conn.start_reading();
   } else {
     self->parse_response(conn);
@@ -983,7 +990,7 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
     open_exchange();
     route_index_ = -1;
     tries_ = 0;
-    failed_tries_.clear();
+    ex().failed_tries.clear();
     worker_.new_request_id(request_id_);  // not the previous request's
     request_id_len_ = 32;
   }
@@ -1002,8 +1009,8 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
   extras.retry_after_s = retry_after_s;
   bytes_out_ =
       http::write_local_reply(status, r.token, keep_client_, {request_id_, request_id_len_},
-                              request_head_request_, to_client_.head, extras);
-  to_client_.add_head();
+                              request_head_request_, ex().to_client.head, extras);
+  ex().to_client.add_head();
   flush_to_client();
   update_reading();
 }
@@ -1018,8 +1025,8 @@ void DownstreamConnection::finish_exchange() {
     cluster_->stats.active_requests.add(-1);
   }
   if (!request_complete_) keep_client_ = false;
-  to_upstream_.clear();
-  to_client_.clear();
+  ex().to_upstream.clear();
+  ex().to_client.clear();
   phase_ = Phase::kIdle;
   route_ = nullptr;
   route_stats_ = nullptr;
@@ -1038,6 +1045,7 @@ void DownstreamConnection::finish_exchange() {
     parse_request();
   } else {
     in_.release(worker_.buffers());
+    release_exchange();
     arm_idle_timer();
   }
   if (!closed_) update_reading();
@@ -1050,7 +1058,7 @@ void DownstreamConnection::open_exchange() {
   local_reason_ = LocalReason::kCount;
   bytes_in_ = bytes_out_ = upstream_us_ = 0;
   log_this_ = worker_.sample_access_log();
-  log_request_.clear();
+  ex().log_request.clear();
 }
 
 void DownstreamConnection::complete_exchange(bool answered) {
@@ -1076,19 +1084,21 @@ void DownstreamConnection::write_access_log() {
   r.listener = listener_->config.name;
   if (route_index_ >= 0) r.route = listener_->config.routes[static_cast<size_t>(route_index_)].name;
   if (cluster_ != nullptr) r.cluster = cluster_->config().name;
-  r.request = log_request_;
+  r.request = ex().log_request;
   r.http10 = client_http10_;
   r.status = response_head_sent_ || local_reason_ != LocalReason::kCount ? response_status_ : 0;
   r.duration_us = now - start_us_;
   if (upstream_us_ != 0) r.upstream_us = static_cast<int64_t>(upstream_us_);
   r.bytes_in = bytes_in_;
   r.bytes_out = bytes_out_;
-  r.failed_tries = failed_tries_;
+  r.failed_tries = ex().failed_tries;
   r.attempts = tries_;
 
   // The last try, when one was made after the failed ones listed: its endpoint and outcome.
-  size_t listed = failed_tries_.empty() ? 0 : 1;
-  for (size_t at = failed_tries_.find(", "); at != std::string::npos; at = failed_tries_.find(", ", at + 2)) ++listed;
+  size_t listed = ex().failed_tries.empty() ? 0 : 1;
+  for (size_t at = ex().failed_tries.find(", "); at != std::string::npos;
+       at = ex().failed_tries.find(", ", at + 2))
+    ++listed;
   char last_try[96];
   if (tries_ > listed && endpoint_ != nullptr) {
     r.upstream = endpoint_->endpoint.address;
@@ -1146,19 +1156,19 @@ void DownstreamConnection::start_tunnel() {
   // A tunnel may live for hours: it gives its bulkhead slot back now.
   end_policies();
   phase_ = Phase::kTunnel;
-  to_upstream_.set_keep_history(false);
+  ex().to_upstream.set_keep_history(false);
   // Bytes that followed the heads on either side are already tunnel data.
   if (!in_.empty()) {
-    to_upstream_.add_data(in_.data + in_.parsed, in_.filled - in_.parsed);
+    ex().to_upstream.add_data(in_.data + in_.parsed, in_.filled - in_.parsed);
     in_.parsed = in_.filled;
   }
   UpstreamConnection& conn = *upstream_;
   if (!conn.in.empty()) {
-    to_client_.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
+    ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
     conn.in.parsed = conn.in.filled;
   }
   flush_to_client();
-  if (to_client_.in_flight()) conn.stop_reading();
+  if (ex().to_client.in_flight()) conn.stop_reading();
   flush_to_upstream();
   update_reading();
 }
@@ -1249,10 +1259,10 @@ void DownstreamConnection::update_reading() {
       want = true;
       break;
     case Phase::kProxying:
-      want = request_complete_ || !to_upstream_.in_flight();
+      want = request_complete_ || !ex().to_upstream.in_flight();
       break;
     case Phase::kTunnel:
-      want = !to_upstream_.in_flight();
+      want = !ex().to_upstream.in_flight();
       break;
     default:
       want = false;
@@ -1306,7 +1316,29 @@ void DownstreamConnection::on_closed(uv_handle_t* h) {
 void DownstreamConnection::maybe_free() {
   if (open_handles_ > 0 || writes_in_flight_ > 0) return;
   in_.release(worker_.buffers());
+  release_exchange();
   delete this;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange's state, borrowed from the worker while a request is under way.
+
+DownstreamExchange::DownstreamExchange() : response_parser(http::Parser::Type::kResponse, nullptr) {
+  response_parser.set_max_head_size(kMaxResponseHeadSize);
+}
+
+void DownstreamConnection::take_exchange() {
+  ex_ = worker_.exchanges().acquire();
+  ex_->response_parser.set_callbacks(&response_callbacks_);
+}
+
+void DownstreamConnection::release_exchange() {
+  // A write in flight still points into the outboxes.
+  if (ex_ == nullptr || writes_in_flight_ > 0) return;
+  ex_->to_upstream.clear();
+  ex_->to_client.clear();
+  worker_.exchanges().release(ex_);
+  ex_ = nullptr;
 }
 
 }  // namespace bulwark

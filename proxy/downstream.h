@@ -45,6 +45,22 @@ class WorkerCluster;
 struct RouteStats;
 struct WorkerRoute;
 
+// What only an exchange under way needs: the response parser, the two outboxes and the
+// request's strings (about 1.2 KiB with their buffers). A connection borrows one from its
+// worker's free list when a request starts and gives it back when it goes idle, so an idle
+// keep-alive connection holds none of it, and a busy one allocates nothing per request.
+struct DownstreamExchange {
+  DownstreamExchange();
+  http::Parser response_parser;
+  Outbox to_upstream;
+  Outbox to_client;
+  std::string path_buf;  // the rewritten path when prefix_rewrite applies
+  // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
+  // first try was the last): for the debug log and the access log.
+  std::string failed_tries;
+  std::string log_request;  // "METHOD TARGET", kept only when logged
+};
+
 class DownstreamConnection : public UpstreamConnection::Owner {
  public:
   DownstreamConnection(Worker& worker, ListenerContext& listener);
@@ -135,6 +151,15 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void complete_exchange(bool answered);
   void write_access_log();
 
+  // The exchange's state: borrowed on first use, given back when the connection goes idle
+  // (or closes) with no write in flight.
+  DownstreamExchange& ex() {
+    if (ex_ == nullptr) take_exchange();
+    return *ex_;
+  }
+  void take_exchange();
+  void release_exchange();
+
   // Timers and lifetime.
   void arm_idle_timer();
   void arm_headers_timer();
@@ -180,10 +205,8 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   RequestCallbacks request_callbacks_;
   ResponseCallbacks response_callbacks_;
   http::Parser request_parser_;
-  http::Parser response_parser_;
   InputBuffer in_;
-  Outbox to_upstream_;
-  Outbox to_client_;
+  DownstreamExchange* ex_ = nullptr;
   char client_ip_[48] = {0};
   Phase phase_ = Phase::kIdle;
   bool reading_ = false;
@@ -232,10 +255,6 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   uint64_t start_us_ = 0;
   char request_id_[40] = {0};
   size_t request_id_len_ = 0;
-  std::string path_buf_;  // the rewritten path when prefix_rewrite applies
-  // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
-  // first try was the last): for the debug log and the access log.
-  std::string failed_tries_;
 
   // For the access log (and the request counters): the exchange since its head.
   enum LogFlag : uint8_t {
@@ -250,7 +269,6 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   LocalReason local_reason_ = LocalReason::kCount;  // kCount: no local reply
   uint64_t bytes_in_ = 0, bytes_out_ = 0;  // request and response body bytes
   uint64_t upstream_us_ = 0;               // the last try's time to its response head
-  std::string log_request_;                // "METHOD TARGET", kept only when logged
 };
 
 }  // namespace bulwark

@@ -27,6 +27,7 @@
 namespace bulwark {
 
 class DownstreamConnection;
+struct DownstreamExchange;
 class Worker;
 
 // One route inside one worker: the route's shared policy state, this worker's statistics of it,
@@ -137,6 +138,8 @@ class Worker {
   uv_loop_t* loop() { return &loop_; }
   WorkerGen& current() { return *gen_; }
   BufferPool& buffers() { return buffers_; }
+  // The state of exchanges under way, lent to connections (see DownstreamExchange).
+  FreeList<DownstreamExchange>& exchanges() { return exchanges_; }
   FastRandom& random() { return random_; }
   LocalReplyCounters& local_replies() { return gen_->stats->local_replies; }
   bool draining() const { return draining_; }
@@ -177,6 +180,7 @@ class Worker {
   TaskQueue tasks_;
   std::thread thread_;
   BufferPool buffers_;
+  FreeList<DownstreamExchange> exchanges_{256};
   FastRandom random_;
   std::unique_ptr<WorkerGen> gen_;                                // the newest
   std::vector<std::unique_ptr<WorkerGen>> old_;                   // older ones still in use
