@@ -7,7 +7,9 @@
 
 namespace bulwark {
 
-// Hands out blocks of one size and keeps up to `max_free` released ones for reuse.
+// Hands out blocks of one size and keeps up to `max_free` released ones for reuse. trim(),
+// called every second or so, gives back to the OS the blocks nobody needed since the last call,
+// so memory returns to its steady level soon after a burst without churning under steady load.
 // Single-threaded: each worker has its own.
 class BufferPool {
  public:
@@ -17,13 +19,19 @@ class BufferPool {
   BufferPool& operator=(const BufferPool&) = delete;
 
   size_t block_size() const { return block_size_; }
-  char* acquire();
+  char* acquire();  // nullptr when the OS has no memory left
   void release(char* block);
+  void trim();
+  size_t free_blocks() const { return free_.size(); }
+
+  static char* map_block(size_t size);
+  static void unmap_block(char* block, size_t size);
 
  private:
   size_t block_size_;
   size_t max_free_;
   std::vector<char*> free_;
+  size_t low_water_ = 0;  // the fewest free blocks since the last trim()
 };
 
 // One direction's input: bytes [parsed, filled) arrived but are not parsed yet; bytes before

@@ -40,6 +40,14 @@ Worker::Worker(size_t id, size_t workers, GenerationSpec first, std::function<vo
   access_timer_.data = this;
   uv_timer_init(&loop_, &retire_timer_);
   retire_timer_.data = this;
+  // Gives back the read buffers a burst left unused (BufferPool::trim); not a reason to keep
+  // the loop running.
+  uv_timer_init(&loop_, &trim_timer_);
+  trim_timer_.data = this;
+  uv_timer_start(
+      &trim_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->buffers_.trim(); }, 1000,
+      1000);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&trim_timer_));
   install(first);
 }
 
@@ -393,6 +401,7 @@ void Worker::stop() {
     flush_access_log();  // the lines of the requests just aborted too
     uv_close(reinterpret_cast<uv_handle_t*>(&access_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&retire_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&trim_timer_), nullptr);
     tasks_.close();
   });
 }

@@ -186,6 +186,7 @@ class Worker {
   std::vector<std::unique_ptr<WorkerGen>> old_;                   // older ones still in use
   std::vector<std::shared_ptr<WorkerCluster>> retired_clusters_;  // closing their connections
   uv_timer_t retire_timer_;
+  uv_timer_t trim_timer_;  // every second: BufferPool::trim()
   std::vector<Acceptor*> acceptors_;
   std::vector<DownstreamConnection*> connections_;  // all open client connections
   std::function<void()> on_drained_;
