@@ -12,7 +12,7 @@ packages=(
 )
 # Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk nginx-light haproxy)
+  packages+=(wrk nginx-light haproxy gnuplot-nox)   # gnuplot draws the charts of loadtest/run
 fi
 
 missing=()

@@ -1,0 +1,129 @@
+# Shell functions for loadtest/run: processes, ports, templates, /proc readings, statistics.
+# Sourced, not run. Expects HERE (the loadtest/ directory) and TMP (a private temp dir) to be set
+# and PIDS to be an array; cleanup() stops every PID in it.
+
+log() { echo "run: $*" >&2; }
+die() { echo "run: error: $*" >&2; exit 1; }
+
+need() { # need COMMAND DEBIAN_PACKAGE
+  command -v "$1" >/dev/null 2>&1 || die "'$1' not found; install it with: apt-get install -y $2 (or scripts/install-deps.sh --bench)"
+}
+
+now_ms() { date +%s%3N; }
+
+# ---------------------------------------------------------------- processes
+
+descendants() { # PIDs of all descendants of PID
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    { p = $1; r = $0; sub(/^.*\) /, "", r); split(r, f, " "); pp[p] = f[2] }
+    END { w[root] = 1; c = 1
+          while (c) { c = 0; for (p in pp) if (!(p in w) && (pp[p] in w)) { w[p] = 1; c = 1 } }
+          for (p in w) if (p != root) print p }'
+}
+
+proc_ticks() { # utime+stime ticks of PID and its descendants, -1 if gone
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" -f "$HERE/lib/proc_ticks.awk"
+}
+
+tree_rss_kib() { # VmRSS of PID and its descendants together, in KiB
+  local p sum=0 v
+  for p in "$1" $(descendants "$1"); do
+    v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
+}
+
+stop_proc() { # stop one process we started (and anything it forked): TERM, then KILL after 5 s
+  local pid=$1 kids i
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kids=$(descendants "$pid" || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  for k in $kids; do kill -KILL "$k" 2>/dev/null || true; done
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do stop_proc "$pid"; done
+  rm -rf "$TMP"
+  exit "$rc"
+}
+
+# ---------------------------------------------------------------- ports and templates
+
+# Free ports: random ones below the kernel's ephemeral range (so the clients' and proxies'
+# outgoing connections never take them), checked against every TCP socket in /proc/net/tcp{,6}
+# and against each other.
+USED_PORTS=" "
+pick_port() {
+  local p hex i
+  for i in $(seq 200); do
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
+    case "$USED_PORTS" in *" $p "*) continue ;; esac
+    hex=$(printf '%04X' "$p")
+    if ! awk -v h=":$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' \
+         /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+      USED_PORTS="$USED_PORTS$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "could not find a free TCP port"
+}
+
+# fill TEMPLATE OUT [NAME=VALUE ...]: replaces each @NAME@ with its value
+fill() {
+  local tpl=$1 out=$2 kv args=()
+  shift 2
+  for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+  sed "${args[@]}" "$tpl" > "$out"
+  local left
+  left=$(grep -v '^[[:space:]]*#' "$out" | grep -o '@[A-Z_0-9]*@' | head -1 || true)
+  [ -z "$left" ] || die "template $tpl: unfilled placeholder $left"
+}
+
+# wait_http NAME PORT PID LOG: 0 once GET / on the port answers 2xx (the proxy is up and its
+# upstream reachable), 1 if the process died or 10 s passed (with the log's tail on stderr).
+wait_http() {
+  local name=$1 port=$2 pid=$3 logf=$4 i code
+  for i in $(seq 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited during startup; last lines of its log:"; tail -n 20 "$logf" >&2 || true
+      return 1
+    fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
+    case "$code" in 2??) return 0 ;; esac
+    sleep 0.1
+  done
+  log "$name did not answer 2xx on 127.0.0.1:$port within 10 s; last lines of its log:"
+  tail -n 20 "$logf" >&2 || true
+  return 1
+}
+
+# wait_line FILE PATTERN PID SECONDS: 0 once FILE has a line matching PATTERN (grep -E)
+wait_line() {
+  local i
+  for i in $(seq $(($4 * 20))); do
+    grep -qE "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || { grep -qE "$2" "$1" 2>/dev/null; return; }
+    sleep 0.05
+  done
+  return 1
+}
+
+kv() { # kv FILE KEY: the value of KEY=VALUE in FILE, or NA
+  awk -F= -v k="$2" '$1 == k { v = substr($0, length(k) + 2) } END { print (v == "" ? "NA" : v) }' "$1" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- the machine
+
+machine_line() {
+  local cpu
+  cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  [ -n "$cpu" ] || cpu=$(awk -F': *' '/^(Hardware|Processor|cpu model)/ { print $2; exit }' /proc/cpuinfo)
+  echo "${cpu:-unknown CPU}, $(nproc) cores, $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
+}
