@@ -115,10 +115,7 @@ class PortSquatter {
   explicit PortSquatter(uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
     int one = 1;
     ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_in address = loopback(port);
     ok_ = ::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
           ::listen(fd_, 16) == 0;
   }

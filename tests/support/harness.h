@@ -13,6 +13,7 @@
 // Timeouts on reads are inactivity timeouts: a read fails when no byte arrives for that long, so a
 // 256 MiB body may take longer than the timeout as long as it keeps flowing.
 
+#include <netinet/in.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -489,6 +490,9 @@ class TestUpstream {
   std::vector<std::thread> threads_;
   std::thread accept_thread_;
 };
+
+// The address 127.0.0.1:port (port 0: any free one, when bound).
+sockaddr_in loopback(uint16_t port);
 
 // Returns a port on 127.0.0.1 on which nothing listens (bound once, then closed), for tests of
 // connection failures.

@@ -135,14 +135,6 @@ int make_socket() {
   return fd;
 }
 
-sockaddr_in loopback(uint16_t port) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  return address;
-}
-
 uint16_t local_port(int fd) {
   sockaddr_in address{};
   socklen_t size = sizeof address;
@@ -151,6 +143,14 @@ uint16_t local_port(int fd) {
 }
 
 }  // namespace
+
+sockaddr_in loopback(uint16_t port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return address;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Headers
