@@ -211,6 +211,13 @@ struct OutlierDetectionConfig {
   Duration base_ejection_time{30000};        // × times ejected, up to max_ejection_time
   Duration max_ejection_time{300000};        // >= base_ejection_time
   uint32_t max_ejection_percent = 50;        // 0..100; one endpoint can always be ejected
+  // Failure rate: eject an endpoint when at least failure_percent of its tries failed (5xx,
+  // connect failure, reset, try timeout) over one `interval`, counting only intervals with at
+  // least failure_percent_minimum_requests tries. Catches the replica that fails or stalls a
+  // share of requests but never several in a row. 0 = off.
+  uint32_t failure_percent = 0;                    // 0..100
+  uint32_t failure_percent_minimum_requests = 20;  // >= 1
+  Duration interval{10000};                        // > 0
 };
 
 // Closed / open / half-open over a sliding time window (as Resilience4j).

@@ -297,6 +297,10 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                    w.member("base_ejection_time", format_duration(outlier.base_ejection_time));
                    w.member("max_ejection_time", format_duration(outlier.max_ejection_time));
                    w.member("max_ejection_percent", uint64_t{outlier.max_ejection_percent});
+                   w.member("failure_percent", uint64_t{outlier.failure_percent});
+                   w.member("failure_percent_minimum_requests",
+                            uint64_t{outlier.failure_percent_minimum_requests});
+                   w.member("interval", format_duration(outlier.interval));
                  });
   w.member("panic_threshold_percent", uint64_t{cluster.panic_threshold_percent});
   w.end_object();

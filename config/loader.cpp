@@ -1138,7 +1138,8 @@ class Loader {
     const size_t errors_before = errors_.size();
     MapView map = read_map(field, "outlier detection",
                            {"consecutive_5xx", "consecutive_gateway_failure", "base_ejection_time",
-                            "max_ejection_time", "max_ejection_percent"});
+                            "max_ejection_time", "max_ejection_percent", "failure_percent",
+                            "failure_percent_minimum_requests", "interval"});
     OutlierDetectionConfig& outlier = out.emplace();
     read_uint(map.find("consecutive_5xx"), outlier.consecutive_5xx, 0, kMaxCount);
     read_uint(map.find("consecutive_gateway_failure"), outlier.consecutive_gateway_failure, 0,
@@ -1146,6 +1147,10 @@ class Loader {
     read_duration(map.find("base_ejection_time"), outlier.base_ejection_time, true);
     read_duration(map.find("max_ejection_time"), outlier.max_ejection_time, true);
     read_uint(map.find("max_ejection_percent"), outlier.max_ejection_percent, 0, 100);
+    read_uint(map.find("failure_percent"), outlier.failure_percent, 0, 100);
+    read_uint(map.find("failure_percent_minimum_requests"),
+              outlier.failure_percent_minimum_requests, 1, kMaxCount);
+    read_duration(map.find("interval"), outlier.interval, true);
     // Compared only when the whole block is sound: a misspelt key may be the one meant to fit.
     if (errors_.size() == errors_before) {
       check_not_greater(map, "base_ejection_time", outlier.base_ejection_time, "max_ejection_time",

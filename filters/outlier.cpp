@@ -26,6 +26,11 @@ bool OutlierDetector::record(size_t endpoint, Outcome outcome, Cause* cause) {
   if (endpoint >= endpoints_.size()) return false;
   EndpointState& e = *endpoints_[endpoint];
 
+  if (config_.failure_percent != 0 && failure_rate_exceeded(e, outcome != Outcome::kSuccess)) {
+    std::lock_guard<std::mutex> lock(*mu_);
+    if (eject_locked(endpoint, clock_.now(), Cause::kFailurePercent, cause)) return true;
+  }
+
   if (outcome == Outcome::kSuccess) {
     // The hot path: two loads, and no write (no cache-line ping-pong) when the counts are 0.
     if (e.consecutive_5xx.load(kRelaxed) != 0) e.consecutive_5xx.store(0, kRelaxed);
@@ -50,19 +55,42 @@ bool OutlierDetector::record(size_t endpoint, Outcome outcome, Cause* cause) {
     return false;
   }
   std::lock_guard<std::mutex> lock(*mu_);
-  return eject_locked(endpoint, now, cause);
-}
-
-bool OutlierDetector::eject_locked(size_t endpoint, Micros now, Cause* cause) {
-  EndpointState& e = *endpoints_[endpoint];
   // Re-check under the lock: another worker may have ejected it (and reset the counts), or the
   // cap refused it, since this thread saw its count reach the threshold.
-  if (now < e.ejected_until.load(kRelaxed)) return false;
   const bool gateway =
       at_threshold(e.consecutive_gateway.load(kRelaxed), config_.consecutive_gateway_failure);
   if (!gateway && !at_threshold(e.consecutive_5xx.load(kRelaxed), config_.consecutive_5xx)) {
     return false;
   }
+  return eject_locked(endpoint, now,
+                      gateway ? Cause::kConsecutiveGatewayFailure : Cause::kConsecutive5xx, cause);
+}
+
+bool OutlierDetector::failure_rate_exceeded(EndpointState& e, bool failed) {
+  const Micros now = clock_.now();
+  // Tries of an ejected endpoint (in flight when it was ejected, or panic traffic) count in no
+  // interval: once back it starts a fresh one.
+  if (now < e.ejected_until.load(std::memory_order_acquire)) return false;
+  const uint32_t tries = e.window_tries.fetch_add(1, kRelaxed) + 1;
+  const uint32_t failures =
+      failed ? e.window_failures.fetch_add(1, kRelaxed) + 1 : e.window_failures.load(kRelaxed);
+  Micros start = e.window_start.load(kRelaxed);
+  if (start == 0) {
+    e.window_start.compare_exchange_strong(start, now, kRelaxed);
+    return false;
+  }
+  if (now - start < to_micros(config_.interval)) return false;
+  // The interval is over: the one thread that moves its start judges it and begins the next.
+  if (!e.window_start.compare_exchange_strong(start, now, kRelaxed)) return false;
+  e.window_tries.fetch_sub(tries, kRelaxed);
+  e.window_failures.fetch_sub(failures, kRelaxed);
+  return tries >= config_.failure_percent_minimum_requests &&
+         uint64_t{failures} * 100 >= uint64_t{config_.failure_percent} * tries;
+}
+
+bool OutlierDetector::eject_locked(size_t endpoint, Micros now, Cause why, Cause* cause) {
+  EndpointState& e = *endpoints_[endpoint];
+  if (now < e.ejected_until.load(kRelaxed)) return false;
 
   // max_ejection_percent, but one endpoint can always be ejected.
   uint64_t ejected_now = 0;
@@ -87,9 +115,7 @@ bool OutlierDetector::eject_locked(size_t endpoint, Micros now, Cause* cause) {
   e.ejections_total.fetch_add(1, kRelaxed);
   e.ejected_until.store(now + duration, std::memory_order_release);
   e.reset_counts();
-  if (cause != nullptr) {
-    *cause = gateway ? Cause::kConsecutiveGatewayFailure : Cause::kConsecutive5xx;
-  }
+  if (cause != nullptr) *cause = why;
   return true;
 }
 

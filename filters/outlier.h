@@ -14,6 +14,12 @@
 //   stayed un-ejected for max_ejection_time.
 // - max_ejection_percent caps how many of the cluster's endpoints may be ejected at once, but
 //   one endpoint can always be ejected.
+// - failure_percent (0 = off): over each `interval` of an endpoint, counted from its first try,
+//   the share of its tries that failed (any failure outcome). An interval with at least
+//   failure_percent_minimum_requests tries and at least that share failed ejects it, when the
+//   first try after the interval ends notices. So an endpoint failing 10% of requests, which
+//   rarely gives a run of failures in a row, is still taken out. Costs a clock read and an
+//   atomic increment per try, only when on.
 // - With active health checks too, an ejected endpoint serves its whole ejection time even if
 //   its checks pass: its checks said it was fine while its real traffic failed, so a passing
 //   check is not evidence that it recovered.
@@ -49,7 +55,7 @@ class OutlierDetector {
   OutlierDetector(const config::OutlierDetectionConfig& config, const Clock& clock, size_t endpoints);
 
   // Which run of failures ejected an endpoint.
-  enum class Cause : uint8_t { kConsecutive5xx, kConsecutiveGatewayFailure };
+  enum class Cause : uint8_t { kConsecutive5xx, kConsecutiveGatewayFailure, kFailurePercent };
 
   // Records an outcome of real traffic to `endpoint`. Returns true when this outcome ejected it
   // (the caller logs that, once), and then sets *cause when given.
@@ -92,10 +98,18 @@ class OutlierDetector {
     std::atomic<Micros> returned_at{0};
     std::atomic<uint32_t> times_ejected{0};
     std::atomic<uint64_t> ejections_total{0};
+    // failure_percent: the tries and failures of the interval that began at window_start
+    // (0: no try yet).
+    std::atomic<uint32_t> window_tries{0};
+    std::atomic<uint32_t> window_failures{0};
+    std::atomic<Micros> window_start{0};
 
     void reset_counts() {
       consecutive_5xx.store(0, std::memory_order_relaxed);
       consecutive_gateway.store(0, std::memory_order_relaxed);
+      window_tries.store(0, std::memory_order_relaxed);
+      window_failures.store(0, std::memory_order_relaxed);
+      window_start.store(0, std::memory_order_relaxed);
     }
     // When it last came back from an ejection (call only while it is not ejected): the deadline
     // of its last ejection, whether sweep() has cleared it yet or not.
@@ -105,7 +119,11 @@ class OutlierDetector {
     }
   };
 
-  bool eject_locked(size_t endpoint, Micros now, Cause* cause);
+  // The failure_percent check: counts the try, and when it is the first after its endpoint's
+  // interval ended, says whether that interval failed often enough to eject.
+  bool failure_rate_exceeded(EndpointState& e, bool failed);
+  // Ejects for `why` unless it is ejected already or max_ejection_percent refuses.
+  bool eject_locked(size_t endpoint, Micros now, Cause why, Cause* cause);
 
   const config::OutlierDetectionConfig& config_;
   const Clock& clock_;

@@ -113,9 +113,19 @@ void WorkerCluster::record_outcome(const EndpointPool& pool,
   shared.health_changed();
   const filters::Micros until = outlier->ejected_until(pool.index);
   const auto& c = *shared.config.outlier_detection;
-  const bool gateway = cause == filters::OutlierDetector::Cause::kConsecutiveGatewayFailure;
-  std::string why = std::to_string(gateway ? c.consecutive_gateway_failure : c.consecutive_5xx);
-  why += gateway ? " consecutive gateway failures" : " consecutive 5xx";
+  std::string why;
+  switch (cause) {
+    case filters::OutlierDetector::Cause::kConsecutiveGatewayFailure:
+      why = std::to_string(c.consecutive_gateway_failure) + " consecutive gateway failures";
+      break;
+    case filters::OutlierDetector::Cause::kConsecutive5xx:
+      why = std::to_string(c.consecutive_5xx) + " consecutive 5xx";
+      break;
+    case filters::OutlierDetector::Cause::kFailurePercent:
+      why = "at least " + std::to_string(c.failure_percent) + "% of tries failed in " +
+            std::to_string(c.interval.count()) + "ms";
+      break;
+  }
   log::warn("endpoint ejected")
       .str("cluster", shared.config.name)
       .str("endpoint", pool.endpoint.address)

@@ -1368,3 +1368,53 @@ TEST_CASE("a try that timed out waiting for a pool connection is not held agains
   REQUIRE(after);
   CHECK(after->status == 200);
 }
+
+TEST_CASE(
+    "failure_percent ejects an endpoint that fails every fourth request, never two in a row") {
+  std::atomic<int> counter{0};
+  TestUpstream flaky(
+      [&](UpstreamConn& conn) {
+        while (conn.read_request()) {
+          const bool fail = ++counter % 4 == 0;
+          if (!conn.write_response(fail ? 503 : 200, fail ? "busy\n" : "fine\n")) return;
+        }
+      },
+      "flaky");
+  Backend good("good");
+  ProxyOptions options;
+  options.cluster =
+      "outlier_detection: {consecutive_5xx: 0, consecutive_gateway_failure: 0, failure_percent: "
+      "20,\n"
+      "                    failure_percent_minimum_requests: 8, interval: 300ms,\n"
+      "                    base_ejection_time: 10s}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(flaky.address() + ", " + good.address(), options));
+  INFO(bulwark.logs_text());
+  // One connection, one worker: round robin sends every other request to `flaky` first, and its
+  // 503s are retried on `good`. The first try on `flaky` after 300 ms judges the interval.
+  ClientConn client(bulwark.port("inbound"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int sent = 0;
+  while (count_log_lines(bulwark, {"\"msg\":\"endpoint ejected\""}) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    REQUIRE(client.send(make_request("GET", "/mostly-fine")));
+    auto response = client.read_response();
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);  // every 503 was retried on the other endpoint
+    ++sent;
+  }
+  REQUIRE(wait_for_log_lines(
+      bulwark, ejected_log(flaky.address(), "at least 20% of tries failed in 300ms")));
+  CHECK(sent >= 16);  // at least the minimum number of tries on `flaky`, at half the traffic
+
+  // Ejected: `flaky` gets nothing more.
+  const size_t flaky_requests = flaky.requests();
+  for (int i = 0; i < 10; ++i) {
+    auto response = http_get(bulwark.port("inbound"), "/after");
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  CHECK(flaky.requests() == flaky_requests);
+  CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(flaky.address())) == 1);
+}

@@ -372,6 +372,8 @@ clusters:
       base_ejection_time: 1s
       max_ejection_time: 90s
       max_ejection_percent: 100
+      failure_percent: 15
+      interval: 2s
     panic_threshold: 25%
   - name: db
     endpoints: [127.0.0.1:5432]
@@ -386,7 +388,8 @@ clusters:
           R"("interval":"10s","interval_jitter_percent":2.5,"timeout":"500ms","healthy_threshold":1,)"
           R"("unhealthy_threshold":4,"unhealthy_interval":"1s","expected_statuses":["200-299","418"]},)"
           R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
-          R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100},)"
+          R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100,)"
+          R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s"},)"
           R"("panic_threshold_percent":25})",
           // A host and unhealthy_interval left out are null: the endpoint's address, the interval.
           R"("health_check":{"path":"/healthz","tcp":true,"host":null,"interval":"5s",)"

@@ -915,7 +915,8 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
       {"outlier_detection", in_outlier("      consecutive_5xxs: 3\n"), 11, 7,
        "clusters[0].outlier_detection: unknown key 'consecutive_5xxs' in outlier detection (did "
        "you mean 'consecutive_5xx'?); expected one of: consecutive_5xx, "
-       "consecutive_gateway_failure, base_ejection_time, max_ejection_time, max_ejection_percent"},
+       "consecutive_gateway_failure, base_ejection_time, max_ejection_time, max_ejection_percent, "
+       "failure_percent, failure_percent_minimum_requests, interval"},
       {"cluster", in_cluster("    panic_treshold: 10%\n"), 10, 5,
        "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
        "expected one of: name, endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, "
@@ -1139,6 +1140,15 @@ TEST_CASE("outlier_detection values are range-checked") {
        "'101'"},
       {"max_ejection_percent with a sign", in_outlier("      max_ejection_percent: 50%\n"), 11, 29,
        "must be an integer from 0 to 100, got '50%'"},
+      {"failure_percent 101", in_outlier("      failure_percent: 101\n"), 11, 24,
+       "clusters[0].outlier_detection.failure_percent: must be an integer from 0 to 100, got "
+       "'101'"},
+      {"failure_percent_minimum_requests 0",
+       in_outlier("      failure_percent_minimum_requests: 0\n"), 11, 41,
+       "clusters[0].outlier_detection.failure_percent_minimum_requests: must be an integer from 1 "
+       "to 4294967295, got '0'"},
+      {"interval 0", in_outlier("      interval: 0s\n"), 11, 17,
+       "clusters[0].outlier_detection.interval: must be greater than 0s"},
   });
 }
 

@@ -565,5 +565,104 @@ TEST_CASE("outlier: sweep runs safely beside recording workers") {
   CHECK(d.sweep().empty());
 }
 
+// ---- failure_percent ----
+
+OutlierDetectionConfig rate_config() {
+  OutlierDetectionConfig c = test_config();
+  c.consecutive_5xx = 0;
+  c.consecutive_gateway_failure = 0;
+  c.failure_percent = 10;
+  c.failure_percent_minimum_requests = 20;
+  c.interval = 2s;
+  c.max_ejection_percent = 100;
+  return c;
+}
+
+// Records `tries` outcomes over one interval, every `every`-th one a failure (0: none), then
+// moves past the interval's end; returns how many ejections they caused.
+int run_interval(OutlierDetector& d, FakeClock& clock, size_t endpoint, int tries, int every) {
+  int ejections = 0;
+  for (int i = 1; i <= tries; ++i) {
+    ejections +=
+        d.record(endpoint, every != 0 && i % every == 0 ? O::kGatewayFailure : O::kSuccess);
+  }
+  clock.advance(2 * kSecond);
+  return ejections;
+}
+
+TEST_CASE("outlier: failure_percent ejects an endpoint failing a share of tries, none in a row") {
+  FakeClock clock;
+  auto c = rate_config();
+  OutlierDetector d(c, clock, 3);
+  // 1 in 8 fails (12.5% >= 10%), never two in a row: the consecutive counts would never fire.
+  CHECK(run_interval(d, clock, 0, 80, 8) == 0);  // judged only once the interval is over
+  CHECK_FALSE(d.ejected(0));
+  OutlierDetector::Cause cause = OutlierDetector::Cause::kConsecutive5xx;
+  CHECK(d.record(0, O::kSuccess, &cause));  // the first try after the interval judges it
+  CHECK(cause == OutlierDetector::Cause::kFailurePercent);
+  CHECK(d.ejected(0));
+  CHECK(d.ejected_until(0) == clock.now() + 30 * kSecond);
+  CHECK(d.ejections_total(0) == 1);
+  // Another endpoint failing 1 in 20 (5%) stays.
+  CHECK(run_interval(d, clock, 1, 80, 20) == 0);
+  CHECK_FALSE(d.record(1, O::kSuccess));
+  CHECK_FALSE(d.ejected(1));
+}
+
+TEST_CASE("outlier: failure_percent needs the minimum number of tries in the interval") {
+  FakeClock clock;
+  auto c = rate_config();
+  OutlierDetector d(c, clock, 2);
+  // 18 tries + the judging one = 19 < 20, though half of them failed.
+  CHECK(run_interval(d, clock, 0, 18, 2) == 0);
+  CHECK_FALSE(d.record(0, O::kSuccess));
+  CHECK_FALSE(d.ejected(0));
+  // The next interval starts afresh: its counts do not include the last one's.
+  CHECK(run_interval(d, clock, 0, 10, 1) == 0);
+  CHECK_FALSE(d.record(0, O::kGatewayFailure));  // 11 tries: still too few
+  CHECK_FALSE(d.ejected(0));
+  CHECK(run_interval(d, clock, 0, 19, 1) == 0);
+  CHECK(d.record(0, O::kGatewayFailure));  // 20 tries, all failed
+}
+
+TEST_CASE("outlier: failure_percent counts nothing while ejected and starts afresh after") {
+  FakeClock clock;
+  auto c = rate_config();
+  c.base_ejection_time = 5s;
+  OutlierDetector d(c, clock, 2);
+  CHECK(run_interval(d, clock, 0, 40, 2) == 0);
+  CHECK(d.record(0, O::kSuccess));
+  // Failures while ejected (requests in flight) are not counted.
+  CHECK(record(d, 0, O::kGatewayFailure, 50) == 0);
+  return_at_deadline(d, clock, 0);
+  // Back: a clean interval does not eject it, whatever happened before.
+  CHECK(run_interval(d, clock, 0, 40, 0) == 0);
+  CHECK_FALSE(d.record(0, O::kSuccess));
+  CHECK_FALSE(d.ejected(0));
+}
+
+TEST_CASE("outlier: failure_percent respects max_ejection_percent") {
+  FakeClock clock;
+  auto c = rate_config();
+  c.max_ejection_percent = 50;
+  OutlierDetector d(c, clock, 3);
+  CHECK(run_interval(d, clock, 0, 40, 2) == 0);
+  CHECK(run_interval(d, clock, 1, 40, 2) == 0);
+  CHECK(d.record(0, O::kSuccess));
+  CHECK_FALSE(d.record(1, O::kSuccess));  // 2 of 3 would be more than 50%
+  CHECK(d.ejected(0));
+  CHECK_FALSE(d.ejected(1));
+}
+
+TEST_CASE("outlier: failure_percent off costs nothing and ejects nothing") {
+  FakeClock clock;
+  auto c = rate_config();
+  c.failure_percent = 0;
+  OutlierDetector d(c, clock, 1);
+  CHECK(run_interval(d, clock, 0, 100, 1) == 0);
+  CHECK_FALSE(d.record(0, O::kGatewayFailure));
+  CHECK_FALSE(d.ejected(0));
+}
+
 }  // namespace
 }  // namespace bulwark::filters
