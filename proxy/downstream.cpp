@@ -15,8 +15,24 @@ namespace {
 
 constexpr size_t kMaxResponseHeadSize = 64 * 1024;
 constexpr size_t kMaxRequestIdSize = 128;
+// The protocols an Upgrade request may switch to through bulwark; h2c and the rest are removed
+// and the request goes on as HTTP/1.1.
+const std::string kForwardedUpgrades[] = {"websocket"};
+// More interim (1xx) responses than this before the final one: the upstream is broken.
+constexpr uint32_t kMaxInterimResponses = 16;
 
 uint64_t now_us() { return uv_hrtime() / 1000; }
+
+// The reply to a request the codec refused.
+LocalReason rejection_reason(http::ParseError code) {
+  switch (code) {
+    case http::ParseError::kHeadTooLarge: return LocalReason::kHeadersTooLarge;
+    case http::ParseError::kTooManyHeaders: return LocalReason::kTooManyHeaders;
+    case http::ParseError::kUnsupportedCoding: return LocalReason::kNotImplemented;
+    case http::ParseError::kVersionNotSupported: return LocalReason::kHttpVersionNotSupported;
+    default: return LocalReason::kBadRequest;
+  }
+}
 
 // "Keep-Alive: timeout=5, max=100" -> 5000 ms; 0 when absent.
 uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
@@ -185,7 +201,7 @@ void DownstreamConnection::parse_request() {
         if (phase_ == Phase::kHead ||
             (phase_ == Phase::kProxying && !response_head_sent_ && !ex().to_client.in_flight())) {
           if (upstream_ != nullptr) release_upstream(false);
-          local_reply(LocalReason::kBadRequest, true);
+          local_reply(rejection_reason(r.code), true);
         } else {
           close();
         }
@@ -210,10 +226,15 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   client_http10_ = head.version_major == 1 && head.version_minor == 0;
   client_keep_alive_ = head.keep_alive;
   request_head_request_ = head.is_head_method;
-  request_upgrade_ = head.upgrade && !head.is_connect_method;
+  // An upgrade goes upstream only when the route lets its protocol through (below); any other
+  // answer leaves the connection on HTTP/1.1, so the parser must not switch.
+  const bool wants_upgrade = head.upgrade;
+  head.upgrade = false;
+  request_upgrade_ = false;
   request_complete_ = response_started_ = response_head_sent_ = response_complete_ = false;
   response_interim_ = upstream_reusable_ = replayed_ = false;
   response_status_ = 0;
+  interim_responses_ = 0;
   keep_client_ = true;
   route_index_ = -1;
   route_ = nullptr;
@@ -232,12 +253,11 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   request_has_body_ = has_body;
 
   // The request id: the client's, or a new one.
-  const http::Header* rid = head.find("x-request-id");
+  std::string_view rid = head.value_of(head.request_id);
   bool add_request_id = true;
-  if (rid != nullptr && rid->value.length > 0 && rid->value.length < kMaxRequestIdSize &&
-      rid->value.length < sizeof request_id_) {
-    std::memcpy(request_id_, head.base + rid->value.offset, rid->value.length);
-    request_id_len_ = rid->value.length;
+  if (!rid.empty() && rid.size() < kMaxRequestIdSize && rid.size() < sizeof request_id_) {
+    std::memcpy(request_id_, rid.data(), rid.size());
+    request_id_len_ = rid.size();
     add_request_id = false;
   } else {
     worker_.new_request_id(request_id_);
@@ -249,7 +269,10 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
     return http::ParserCallbacks::kPause;
   }
   RequestTarget target;
-  if (!split_target(head.str(head.target), &target)) {
+  // Asterisk-form is for OPTIONS only; an absolute-form authority must be a valid host, since it
+  // replaces Host (RFC 9112 3.2.2, 3.2.4).
+  if (!split_target(head.str(head.target), &target) ||
+      (target.path == "*" && head.method != "OPTIONS") || !http::is_valid_host(target.authority)) {
     local_reply(LocalReason::kBadRequest, true);
     return http::ParserCallbacks::kPause;
   }
@@ -278,7 +301,23 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
     path = ex().path_buf;
   }
   http::UpstreamRequestHead how;
+  if (wants_upgrade) {
+    std::string& protocols = ex().upgrade_protocols;
+    protocols.clear();
+    http::for_each_list_element(head.value_of(head.upgrade_header), [&](std::string_view p) {
+      std::string_view name = p.substr(0, p.find('/'));
+      for (const std::string& allowed : kForwardedUpgrades) {
+        if (!http::iequals(name, allowed)) continue;
+        if (!protocols.empty()) protocols.append(", ");
+        protocols.append(p);
+        break;
+      }
+    });
+    request_upgrade_ = head.upgrade = !protocols.empty();
+    how.upgrade_protocols = protocols;
+  }
   how.path = path;
+  how.authority = target.authority;
   how.client_address = client_ip_;
   how.request_id = {request_id_, request_id_len_};
   how.add_request_id = add_request_id;
@@ -293,8 +332,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // to be closed, re-sends it. Its body is copied when it fits max_body_bytes, so the client's
   // read buffer does not have to hold it.
   const config::RetryConfig& retry = route.retry;
-  may_resend_ =
-      route_->shared->retry.may_resend(head.method, head.find("idempotency-key") != nullptr);
+  may_resend_ = route_->shared->retry.may_resend(head.method, head.idempotency_key >= 0);
   copy_body_ =
       may_resend_ && has_body && (head.chunked || head.content_length <= retry.max_body_bytes);
   // A body too large to copy streams: once bytes of it went out, the request cannot go again.
@@ -307,7 +345,10 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   arm_deadline_timer();
   cluster_->stats.active_requests.add(1);
   run_admission(head);
-  if (phase_ == Phase::kLocalReply && has_body) return http::ParserCallbacks::kPause;
+  if (phase_ == Phase::kLocalReply) {
+    head.upgrade = request_upgrade_ = false;
+    if (has_body) return http::ParserCallbacks::kPause;
+  }
   return http::ParserCallbacks::kProceed;
 }
 
@@ -454,6 +495,7 @@ void DownstreamConnection::start_try() {
     ex().to_upstream.rewind();
     response_started_ = response_interim_ = upstream_reusable_ = replayed_ = false;
     response_status_ = 0;
+    interim_responses_ = 0;
   }
   ++tries_;
   try_start_us_ = now_us();
@@ -784,6 +826,10 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   response_status_ = head.status;
   if (head.status >= 100 && head.status < 200 && head.status != 101) {
     response_interim_ = true;
+    if (++interim_responses_ > kMaxInterimResponses) {
+      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+      return http::ParserCallbacks::kPause;
+    }
     if (!client_http10_) {
       // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.
       std::string interim;
@@ -829,7 +875,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   }
   keep_client_ = keep_client_ && client_keep_alive_ && !client_eof_ && !draining_ && !worker_.draining() &&
                  request_complete_ && response_framing_ != http::BodyFraming::kClose;
-  upstream_reusable_ = head.keep_alive;
+  // A 204 that announces a body: whatever bytes follow are not a response to anything, so the
+  // connection must not carry another request.
+  upstream_reusable_ = head.keep_alive && !(head.status == 204 && (head.chunked || head.content_length > 0));
   if (upstream_ != nullptr) upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
   http::DownstreamResponseHead how;
   how.keep_alive = keep_client_;
@@ -1037,7 +1085,13 @@ void DownstreamConnection::finish_exchange() {
     close();
     return;
   }
-  request_parser_.resume();
+  if (request_upgrade_) {
+    // An upgrade answered without 101: the connection goes on as HTTP/1.1.
+    request_parser_.resume_after_refused_upgrade();
+    request_upgrade_ = false;
+  } else {
+    request_parser_.resume();
+  }
   if (!in_.empty()) {
     in_.compact();
     phase_ = Phase::kHead;
@@ -1045,6 +1099,7 @@ void DownstreamConnection::finish_exchange() {
     parse_request();
   } else {
     in_.release(worker_.buffers());
+    request_parser_.trim();
     release_exchange();
     arm_idle_timer();
   }

@@ -55,6 +55,7 @@ struct DownstreamExchange {
   Outbox to_upstream;
   Outbox to_client;
   std::string path_buf;  // the rewritten path when prefix_rewrite applies
+  std::string upgrade_protocols;  // of an Upgrade request: the protocols forwarded
   // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
   // first try was the last): for the debug log and the access log.
   std::string failed_tries;
@@ -246,6 +247,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   bool response_head_sent_ = false; // a final response head was queued for the client
   bool response_complete_ = false;
   bool response_interim_ = false;   // the message being parsed is a 1xx
+  uint8_t interim_responses_ = 0;   // 1xx responses of the current try
   bool keep_client_ = true;         // keep the client connection after this response
   bool upstream_reusable_ = false;
   bool replayed_ = false;

@@ -37,47 +37,12 @@ std::string_view reason_phrase(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
   }
 }
 
 namespace {
-
-// Calls fn(token) for each comma-separated token of a list header value, trimmed.
-template <typename Fn>
-void for_each_token(std::string_view value, Fn&& fn) {
-  size_t i = 0;
-  while (i <= value.size()) {
-    size_t comma = value.find(',', i);
-    if (comma == std::string_view::npos) comma = value.size();
-    std::string_view t = value.substr(i, comma - i);
-    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-    if (!t.empty()) fn(t);
-    i = comma + 1;
-  }
-}
-
-bool always_hop_by_hop(std::string_view name) {
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 7: return iequals(name, "trailer") || iequals(name, "upgrade");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    default: return false;
-  }
-}
-
-bool listed_in_connection(const MessageHead& head, std::string_view name) {
-  for (const Header& h : head.headers) {
-    if (!iequals(head.str(h.name), "connection")) continue;
-    bool found = false;
-    for_each_token(head.str(h.value), [&](std::string_view t) { found = found || iequals(t, name); });
-    if (found) return true;
-  }
-  return false;
-}
 
 void append_header(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
@@ -92,49 +57,21 @@ void append_number_header(std::string& out, std::string_view name, uint64_t valu
   append_header(out, name, {digits, static_cast<size_t>(n)});
 }
 
-// Copies the end-to-end headers. Content-Length is kept only when the framing is kContentLength.
-// X-Forwarded-* and X-Request-Id are left to the caller when `forwarding` is set. A header named
-// `replaced` (lowercase) is left out because the caller writes its own.
-void copy_end_to_end(const MessageHead& head, bool keep_content_length, bool forwarding,
-                     bool has_connection_list, std::string& out, std::string_view replaced = {}) {
-  for (const Header& h : head.headers) {
-    std::string_view name = head.str(h.name);
-    if (always_hop_by_hop(name)) continue;
-    if (!replaced.empty() && name.size() == replaced.size() && iequals(name, replaced)) continue;
-    if (name.size() == 14 && iequals(name, "content-length") && !keep_content_length) continue;
-    if (forwarding && (iequals(name, "x-forwarded-for") || iequals(name, "x-forwarded-proto"))) {
-      continue;
-    }
-    if (has_connection_list && listed_in_connection(head, name)) continue;
-    append_header(out, name, head.str(h.value));
+// True for the kinds a proxy forwards as they came; everything else is hop by hop, framing, or
+// written by the caller.
+bool end_to_end(HeaderKind kind) {
+  switch (kind) {
+    case HeaderKind::kOther:
+    case HeaderKind::kExpect:
+    case HeaderKind::kXRequestId:
+    case HeaderKind::kIdempotencyKey:
+      return true;
+    default:
+      return false;
   }
-}
-
-bool has_connection_header(const MessageHead& head) {
-  for (const Header& h : head.headers) {
-    if (iequals(head.str(h.name), "connection")) return true;
-  }
-  return false;
 }
 
 }  // namespace
-
-ConnectionOptions parse_connection(const MessageHead& head) {
-  ConnectionOptions o;
-  for (const Header& h : head.headers) {
-    if (!iequals(head.str(h.name), "connection")) continue;
-    for_each_token(head.str(h.value), [&](std::string_view t) {
-      if (iequals(t, "close")) o.close = true;
-      if (iequals(t, "keep-alive")) o.keep_alive = true;
-      if (iequals(t, "upgrade")) o.upgrade = true;
-    });
-  }
-  return o;
-}
-
-bool is_hop_by_hop(const MessageHead& head, std::string_view name) {
-  return always_hop_by_hop(name) || listed_in_connection(head, name);
-}
 
 void write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,
                             std::string& out) {
@@ -143,12 +80,18 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   out.push_back(' ');
   out.append(how.path);
   out.append(" HTTP/1.1\r\n");
-  copy_end_to_end(request, how.framing == BodyFraming::kContentLength, true,
-                  has_connection_header(request), out);
+  for (const Header& h : request.headers) {
+    if (end_to_end(h.kind)) {
+      append_header(out, request.str(h.name), request.str(h.value));
+    } else if (h.kind == HeaderKind::kHost) {
+      append_header(out, "Host", how.authority.empty() ? request.str(h.value) : how.authority);
+    }
+  }
+  if (request.host < 0 && !how.authority.empty()) append_header(out, "Host", how.authority);
   // X-Forwarded-For: every earlier hop, then the client we saw.
   size_t xff_start = out.size();
   for (const Header& h : request.headers) {
-    if (!iequals(request.str(h.name), "x-forwarded-for")) continue;
+    if (h.kind != HeaderKind::kXForwardedFor) continue;
     out.append(out.size() == xff_start ? "X-Forwarded-For: " : ", ");
     out.append(request.str(h.value));
   }
@@ -156,9 +99,13 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   out.append(how.client_address);
   out.append("\r\nX-Forwarded-Proto: http\r\n");
   if (how.add_request_id) append_header(out, "X-Request-Id", how.request_id);
-  if (how.framing == BodyFraming::kChunked) out.append("Transfer-Encoding: chunked\r\n");
+  if (how.framing == BodyFraming::kContentLength) {
+    append_number_header(out, "Content-Length", request.content_length);
+  } else if (how.framing == BodyFraming::kChunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  }
   if (how.upgrade) {
-    if (const Header* up = request.find("upgrade")) append_header(out, "Upgrade", request.str(up->value));
+    append_header(out, "Upgrade", how.upgrade_protocols);
     out.append("Connection: upgrade\r\n");
   }
   out.append("\r\n");
@@ -175,16 +122,30 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
   out.append(reason.empty() ? reason_phrase(response.status) : reason);
   out.append("\r\n");
   // When this hop retried, its count replaces one from further upstream (another bulwark).
-  copy_end_to_end(response, how.framing != BodyFraming::kChunked, false,
-                  has_connection_header(response), out,
-                  how.attempts > 1 ? "x-bulwark-attempts" : std::string_view());
-  if (!how.request_id.empty() && response.find("x-request-id") == nullptr) {
+  const bool replace_attempts = how.attempts > 1;
+  for (const Header& h : response.headers) {
+    if (!end_to_end(h.kind) && h.kind != HeaderKind::kXForwardedFor &&
+        h.kind != HeaderKind::kXForwardedProto) {
+      continue;
+    }
+    std::string_view name = response.str(h.name);
+    if (replace_attempts && iequals(name, "x-bulwark-attempts")) continue;
+    append_header(out, name, response.str(h.value));
+  }
+  if (!how.request_id.empty() && response.request_id < 0) {
     append_header(out, "X-Request-Id", how.request_id);
   }
-  if (how.attempts > 1) append_number_header(out, "x-bulwark-attempts", how.attempts);
-  if (how.framing == BodyFraming::kChunked) out.append("Transfer-Encoding: chunked\r\n");
+  if (replace_attempts) append_number_header(out, "x-bulwark-attempts", how.attempts);
+  // The length the upstream declared, as parsed: also for HEAD and 304, where it describes the
+  // representation; never on 1xx and 204, which cannot have one (RFC 9110 8.6).
+  bool no_length = response.status < 200 || response.status == 204;
+  if (how.framing == BodyFraming::kChunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (response.has_content_length && !no_length) {
+    append_number_header(out, "Content-Length", response.content_length);
+  }
   if (how.upgrade) {
-    if (const Header* up = response.find("upgrade")) append_header(out, "Upgrade", response.str(up->value));
+    append_header(out, "Upgrade", response.value_of(response.upgrade_header));
     out.append("Connection: upgrade\r\n");
   } else if (!how.keep_alive) {
     out.append("Connection: close\r\n");

@@ -1,10 +1,12 @@
 #pragma once
 // Header rewriting between the two sides of the proxy (RFC 9110 7.6, RFC 9112).
 //
-// bulwark removes hop-by-hop headers (Connection and every name it lists, Keep-Alive, TE,
-// Trailer, Transfer-Encoding, Upgrade unless tunnelling, Proxy-Connection), re-frames bodies
-// itself, and adds the forwarding headers. Heads are written into a caller-owned std::string
-// whose capacity is reused from request to request.
+// Every header was classified once by the codec (HeaderKind); the writers here only switch on
+// that. bulwark removes hop-by-hop headers (Connection and every end-to-end name it lists,
+// Keep-Alive, TE, Trailer, Upgrade unless tunnelling, Proxy-Connection, HTTP2-Settings), writes
+// the framing headers (Content-Length, Transfer-Encoding) itself from what the codec parsed,
+// never copying them, and adds the forwarding headers. Heads are written into a caller-owned
+// std::string whose capacity is reused from request to request.
 
 #include <cstdint>
 #include <string>
@@ -17,16 +19,6 @@ namespace bulwark::http {
 bool iequals(std::string_view a, std::string_view b);
 std::string_view reason_phrase(int status);
 
-// What the Connection header(s) of a message say, beyond the version defaults.
-struct ConnectionOptions {
-  bool close = false;
-  bool keep_alive = false;
-  bool upgrade = false;
-};
-ConnectionOptions parse_connection(const MessageHead& head);
-// True if the header must not be forwarded (always-hop-by-hop, or named in Connection).
-bool is_hop_by_hop(const MessageHead& head, std::string_view name);
-
 // How the body of an outgoing message is framed.
 enum class BodyFraming {
   kNone,           // no body (HEAD response, 1xx, 204, 304, bodiless request)
@@ -37,10 +29,14 @@ enum class BodyFraming {
 
 struct UpstreamRequestHead {
   std::string_view path;            // the request-target to send (after prefix_rewrite)
+  // The authority of an absolute-form target: it replaces the Host header (RFC 9112 3.2.2).
+  std::string_view authority;
   std::string_view client_address;  // appended to X-Forwarded-For
   std::string_view request_id;      // the request's id, kept or generated
   bool add_request_id = false;      // the request had no X-Request-Id
-  bool upgrade = false;             // forward Upgrade and Connection: upgrade
+  // Forward an upgrade: `Upgrade: upgrade_protocols` and `Connection: upgrade`.
+  bool upgrade = false;
+  std::string_view upgrade_protocols;
   BodyFraming framing = BodyFraming::kNone;
 };
 void write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,

@@ -27,6 +27,8 @@ enum class LocalReason : unsigned char {
   kRateLimited,
   kFaultAbort,
   kNoHealthyEndpoints,
+  kTooManyHeaders,
+  kHttpVersionNotSupported,
   kCount,
 };
 
@@ -55,6 +57,8 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"rate_limited", 429, "RL"},
     {"fault_abort", 503, "FI"},           // the status is the configured (or requested) one
     {"no_healthy_endpoints", 503, "NH"},  // the cluster has endpoints, but none is routable
+    {"too_many_headers", 431, "DPE"},     // more header fields than max_request_headers
+    {"http_version_not_supported", 505, "DPE"},  // a request line of HTTP/2 or later
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

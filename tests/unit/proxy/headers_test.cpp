@@ -41,42 +41,66 @@ TEST_CASE("headers: reason_phrase knows the statuses bulwark replies with") {
   CHECK(reason_phrase(299) == "Unknown");
 }
 
-TEST_CASE("headers: parse_connection reads every token of every Connection header") {
+TEST_CASE("headers: the codec reads every token of every Connection header") {
   ParsedHead p(Parser::Type::kRequest,
-               "GET / HTTP/1.1\r\nConnection: Keep-Alive ,\tX-Foo\r\nconnection: UPGRADE\r\n\r\n");
+               "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+               "Connection: Keep-Alive ,\tX-Foo\r\nconnection: UPGRADE\r\n\r\n");
   REQUIRE_PARSES(p);
-  ConnectionOptions o = parse_connection(p.head);
-  CHECK(o.keep_alive);
-  CHECK(o.upgrade);
-  CHECK_FALSE(o.close);
+  CHECK(p.head.connection_keep_alive);
+  CHECK(p.head.upgrade);
+  CHECK_FALSE(p.head.connection_close);
 
-  ParsedHead c(Parser::Type::kRequest, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+  ParsedHead c(Parser::Type::kRequest, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
   REQUIRE_PARSES(c);
-  o = parse_connection(c.head);
-  CHECK(o.close);
-  CHECK_FALSE(o.keep_alive);
-  CHECK_FALSE(o.upgrade);
+  CHECK(c.head.connection_close);
+  CHECK_FALSE(c.head.connection_keep_alive);
+  CHECK_FALSE(c.head.keep_alive);
 
   // Tokens are whole words.
-  ParsedHead w(Parser::Type::kRequest, "GET / HTTP/1.1\r\nConnection: closed, upgrades\r\n\r\n");
+  ParsedHead w(Parser::Type::kRequest,
+               "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: closed, upgrades\r\n\r\n");
   REQUIRE_PARSES(w);
-  o = parse_connection(w.head);
-  CHECK_FALSE(o.close);
-  CHECK_FALSE(o.upgrade);
+  CHECK_FALSE(w.head.connection_close);
+  CHECK_FALSE(w.head.upgrade);
 }
 
-TEST_CASE("headers: is_hop_by_hop covers the fixed list and names listed in Connection") {
-  ParsedHead p(Parser::Type::kRequest, "GET / HTTP/1.1\r\nConnection: x-secret, X-Other\r\n\r\n");
+TEST_CASE("headers: each header is classified once, and Connection cannot declare framing or Host hop by hop") {
+  ParsedHead p(Parser::Type::kRequest,
+               "POST / HTTP/1.1\r\nHost: h\r\nConnection: x-secret, X-Other, content-length, host\r\n"
+               "Keep-Alive: 5\r\nTE: trailers\r\nTrailer: x\r\nProxy-Connection: x\r\n"
+               "X-Secret: 1\r\nx-other: 2\r\nX-Secrets: 3\r\nContent-Length: 0\r\n\r\n");
   REQUIRE_PARSES(p);
-  for (const char* name : {"Connection", "keep-alive", "TE", "Trailer", "Transfer-Encoding",
-                           "Upgrade", "Proxy-Connection", "X-Secret", "x-other"}) {
-    INFO(name);
-    CHECK(is_hop_by_hop(p.head, name));
-  }
-  for (const char* name : {"Host", "Content-Length", "X-Secre", "X-Secrets", "Trailers", "T"}) {
-    INFO(name);
-    CHECK_FALSE(is_hop_by_hop(p.head, name));
-  }
+  auto kind = [&](std::string_view name) {
+    const Header* h = p.head.find(name);
+    REQUIRE(h != nullptr);
+    return h->kind;
+  };
+  CHECK(kind("host") == HeaderKind::kHost);
+  CHECK(kind("content-length") == HeaderKind::kContentLength);
+  CHECK(kind("connection") == HeaderKind::kConnection);
+  CHECK(kind("keep-alive") == HeaderKind::kKeepAlive);
+  CHECK(kind("te") == HeaderKind::kTE);
+  CHECK(kind("trailer") == HeaderKind::kTrailer);
+  CHECK(kind("proxy-connection") == HeaderKind::kProxyConnection);
+  CHECK(kind("x-secret") == HeaderKind::kListedInConnection);
+  CHECK(kind("x-other") == HeaderKind::kListedInConnection);
+  CHECK(kind("x-secrets") == HeaderKind::kOther);
+  CHECK(p.head.host == 0);
+
+  ParsedHead q(Parser::Type::kRequest,
+               "GET / HTTP/1.1\r\nHOST: h\r\nExpect: 100-continue\r\nUpgrade: x\r\n"
+               "X-Request-ID: r\r\nHTTP2-Settings: s\r\nX-Forwarded-For: f\r\n"
+               "X-Forwarded-Proto: p\r\nIdempotency-Key: k\r\n\r\n");
+  REQUIRE_PARSES(q);
+  const HeaderKind expected[] = {HeaderKind::kHost,          HeaderKind::kExpect,
+                                 HeaderKind::kUpgrade,       HeaderKind::kXRequestId,
+                                 HeaderKind::kHttp2Settings, HeaderKind::kXForwardedFor,
+                                 HeaderKind::kXForwardedProto, HeaderKind::kIdempotencyKey};
+  REQUIRE(q.head.headers.size() == std::size(expected));
+  for (size_t i = 0; i < std::size(expected); ++i) CHECK(q.head.headers[i].kind == expected[i]);
+  CHECK(q.head.expect_continue);
+  CHECK(q.head.request_id == 3);
+  CHECK(q.head.idempotency_key == 7);
 }
 
 TEST_CASE("headers: write_upstream_request writes the request line with the rewritten path") {
@@ -134,10 +158,10 @@ TEST_CASE("headers: write_upstream_request removes hop-by-hop headers and keeps 
   CHECK(back.values("Accept") == Values{"a", "b"});
   // Names and values are passed through as sent.
   CHECK(out.find("\r\nX-Keep: Mixed Case Value\r\n") != std::string::npos);
-  // End-to-end headers keep their order.
+  // End-to-end headers keep their order; framing is written by the proxy, after them.
   CHECK(out.find("Host:") < out.find("X-Keep:"));
-  CHECK(out.find("X-Keep:") < out.find("Content-Length:"));
-  CHECK(out.find("Content-Length:") < out.find("Accept: a"));
+  CHECK(out.find("X-Keep:") < out.find("Accept: a"));
+  CHECK(out.find("Accept: a") < out.find("Content-Length:"));
 }
 
 TEST_CASE("headers: write_upstream_request appends the client to X-Forwarded-For") {
@@ -194,7 +218,7 @@ TEST_CASE("headers: write_upstream_request adds X-Request-Id only when asked") {
     CHECK(back.values("X-Request-Id") == Values{"abc-123"});
   }
   // A request that has one keeps it (the caller does not ask to add another).
-  ParsedHead with_id(Parser::Type::kRequest, "GET / HTTP/1.1\r\nX-Request-Id: theirs\r\n\r\n");
+  ParsedHead with_id(Parser::Type::kRequest, "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: theirs\r\n\r\n");
   REQUIRE_PARSES(with_id);
   how.add_request_id = false;
   write_upstream_request(with_id.head, how, out);
@@ -210,7 +234,7 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
 
   SUBCASE("chunked in, chunked out") {
     ParsedHead req(Parser::Type::kRequest,
-                   "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+                   "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kChunked;
     std::string out;
@@ -223,7 +247,7 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
     CHECK(back.complete);
   }
   SUBCASE("a Content-Length is dropped when bulwark chunks the body") {
-    ParsedHead req(Parser::Type::kRequest, "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    ParsedHead req(Parser::Type::kRequest, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kChunked;
     std::string out;
@@ -234,7 +258,7 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
     CHECK(back.values("Transfer-Encoding") == Values{"chunked"});
   }
   SUBCASE("a Content-Length is dropped for a bodiless request") {
-    ParsedHead req(Parser::Type::kRequest, "GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    ParsedHead req(Parser::Type::kRequest, "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kNone;
     std::string out;
@@ -245,7 +269,7 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
     CHECK(back.values("Transfer-Encoding").empty());
   }
   SUBCASE("a Content-Length passes through with kContentLength") {
-    ParsedHead req(Parser::Type::kRequest, "PUT / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    ParsedHead req(Parser::Type::kRequest, "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kContentLength;
     std::string out;
@@ -268,6 +292,7 @@ TEST_CASE("headers: write_upstream_request forwards an upgrade only when tunnell
   how.client_address = "10.0.0.1";
 
   how.upgrade = true;
+  how.upgrade_protocols = "websocket";
   std::string out;
   write_upstream_request(req.head, how, out);
   {
@@ -378,7 +403,7 @@ TEST_CASE("headers: write_downstream_response adds X-Request-Id only if missing"
 TEST_CASE("headers: write_downstream_response re-frames a body as chunked") {
   ParsedHead resp(
       Parser::Type::kResponse,
-      "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Encoding: br\r\n\r\n");
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: br\r\n\r\n");
   REQUIRE_PARSES(resp);
   DownstreamResponseHead how;
   how.framing = BodyFraming::kChunked;
