@@ -50,15 +50,22 @@ constexpr std::array<bool, 256> make_table(std::string_view extra, bool alnum) {
 }
 // RFC 9110 5.6.2: tchar.
 constexpr auto kTchar = make_table("!#$%&'*+-.^_`|~", true);
-// RFC 3986 reg-name, IP-literal and port characters: what a Host value or an authority may hold.
-constexpr auto kHostChar = make_table("-._~!$&'()*+,;=:[]%", true);
+// RFC 3986 reg-name (and IPv4address) characters: unreserved, sub-delims and pct-encoded.
+constexpr auto kRegNameChar = make_table("-._~!$&'()*+,;=%", true);
 
 bool is_tchar(char c) { return kTchar[static_cast<unsigned char>(c)]; }
 
-// A request-target byte: visible ASCII or obs-text, never a space, a control or a fragment mark.
+// A request-target byte (RFC 3986 is ASCII): visible, never a space, a control, a byte above
+// 0x7e or a fragment mark.
 bool is_target_char(char c) {
   auto u = static_cast<unsigned char>(c);
-  return u > 0x20 && u != 0x7f && u != '#';
+  return u > 0x20 && u < 0x7f && u != '#';
+}
+
+// A reason-phrase byte (RFC 9112 4): HTAB, SP, VCHAR, obs-text.
+bool is_reason_char(char c) {
+  auto u = static_cast<unsigned char>(c);
+  return c == '\t' || (u >= 0x20 && u != 0x7f);
 }
 
 int hex_value(char c) {
@@ -110,8 +117,26 @@ constexpr uint32_t kMaxChunkLine = 4096;
 }  // namespace
 
 bool is_valid_host(std::string_view host) {
-  for (char c : host) {
-    if (!kHostChar[static_cast<unsigned char>(c)]) return false;
+  // host [ ":" port ], host = IP-literal / IPv4address / reg-name (RFC 3986 3.2.2).
+  size_t i = 0;
+  if (!host.empty() && host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (i = 1; i < close; ++i) {
+      char c = host[i];
+      if (hex_value(c) < 0 && c != ':' && c != '.') return false;
+    }
+    i = close + 1;
+  } else {
+    while (i < host.size() && host[i] != ':') {
+      if (!kRegNameChar[static_cast<unsigned char>(host[i])]) return false;
+      ++i;
+    }
+  }
+  if (i == host.size()) return true;
+  if (host[i] != ':') return false;
+  for (++i; i < host.size(); ++i) {
+    if (host[i] < '0' || host[i] > '9') return false;
   }
   return true;
 }
@@ -311,7 +336,7 @@ bool Parser::decode_chunked(size_t& pos, size_t to, Result& error) {
         if (c == ' ' || c == '\t') {
           chunk_state_ = ChunkState::kSizeWs;
         } else if (c == ';') {
-          chunk_state_ = ChunkState::kExtension;
+          chunk_state_ = ChunkState::kExtStart;
         } else if (c == '\r') {
           chunk_state_ = ChunkState::kSizeLf;
         } else {
@@ -319,22 +344,71 @@ bool Parser::decode_chunked(size_t& pos, size_t to, Result& error) {
         }
         break;
       }
-      case ChunkState::kSizeWs:  // BWS before an extension (RFC 9112 7.1.1)
+      // Chunk extensions (RFC 9112 7.1.1) are checked against the grammar, then dropped.
+      case ChunkState::kSizeWs:  // whitespace after the size only comes before an extension
         if (c == ';') {
-          chunk_state_ = ChunkState::kExtension;
-        } else if (c == '\r') {
-          chunk_state_ = ChunkState::kSizeLf;
+          chunk_state_ = ChunkState::kExtStart;
         } else if (c != ' ' && c != '\t') {
           return bad("invalid chunk size");
         }
         break;
-      case ChunkState::kExtension: {
-        auto u = static_cast<unsigned char>(c);
-        if (c == '\r') {
+      case ChunkState::kExtStart:
+        if (is_tchar(c)) {
+          chunk_state_ = ChunkState::kExtName;
+        } else if (c != ' ' && c != '\t') {
+          return bad("invalid chunk extension");
+        }
+        break;
+      case ChunkState::kExtName:
+      case ChunkState::kExtAfterName:
+        if (c == '=') {
+          chunk_state_ = ChunkState::kExtValueStart;
+        } else if (c == ';') {
+          chunk_state_ = ChunkState::kExtStart;
+        } else if (c == '\r') {
           chunk_state_ = ChunkState::kSizeLf;
+        } else if (c == ' ' || c == '\t') {
+          chunk_state_ = ChunkState::kExtAfterName;
+        } else if (!is_tchar(c) || chunk_state_ == ChunkState::kExtAfterName) {
+          return bad("invalid chunk extension");
+        }
+        break;
+      case ChunkState::kExtValueStart:
+        if (c == '"') {
+          chunk_state_ = ChunkState::kExtQuoted;
+        } else if (is_tchar(c)) {
+          chunk_state_ = ChunkState::kExtValue;
+        } else if (c != ' ' && c != '\t') {
+          return bad("invalid chunk extension");
+        }
+        break;
+      case ChunkState::kExtValue:
+      case ChunkState::kExtAfterValue:
+        if (c == ';') {
+          chunk_state_ = ChunkState::kExtStart;
+        } else if (c == '\r') {
+          chunk_state_ = ChunkState::kSizeLf;
+        } else if (c == ' ' || c == '\t') {
+          chunk_state_ = ChunkState::kExtAfterValue;
+        } else if (!is_tchar(c) || chunk_state_ == ChunkState::kExtAfterValue) {
+          return bad("invalid chunk extension");
+        }
+        break;
+      case ChunkState::kExtQuoted: {
+        auto u = static_cast<unsigned char>(c);
+        if (c == '"') {
+          chunk_state_ = ChunkState::kExtAfterValue;
+        } else if (c == '\\') {
+          chunk_state_ = ChunkState::kExtQuotedEscape;
         } else if ((u < 0x20 && c != '\t') || u == 0x7f) {
           return bad("invalid chunk extension");
         }
+        break;
+      }
+      case ChunkState::kExtQuotedEscape: {
+        auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && c != '\t') || u == 0x7f) return bad("invalid chunk extension");
+        chunk_state_ = ChunkState::kExtQuoted;
         break;
       }
       case ChunkState::kSizeLf:
@@ -397,8 +471,7 @@ bool Parser::decode_chunked(size_t& pos, size_t to, Result& error) {
         return true;
     }
     ++pos;
-    if (chunk_state_ == ChunkState::kSize || chunk_state_ == ChunkState::kSizeWs ||
-        chunk_state_ == ChunkState::kExtension) {
+    if (chunk_state_ < ChunkState::kSizeLf) {
       if (++chunk_line_ > kMaxChunkLine) return bad("chunk size line too long");
     } else if (chunk_state_ >= ChunkState::kTrailerStart) {
       if (++trailer_bytes_ > max_head_size_) return bad("trailer section too large");
@@ -500,6 +573,12 @@ int Parser::on_status(llhttp_t* p, const char* at, size_t len) {
   auto* self = static_cast<Parser*>(p->data);
   auto offset = static_cast<uint32_t>(at - self->base_);
   if (self->over_limit(offset, len)) return -1;
+  for (size_t i = 0; i < len; ++i) {
+    if (!is_reason_char(at[i])) {
+      llhttp_set_error_reason(p, "Invalid character in reason phrase");
+      return HPE_USER;
+    }
+  }
   extend(self->head_.reason, offset, len);
   return 0;
 }
@@ -654,6 +733,10 @@ bool Parser::classify(llhttp_t* p) {
 
   h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
   h.content_length = h.has_content_length ? p->content_length : 0;
+  // Past 2^63 - 1 a length overflows the signed integers many peers parse it into.
+  if (h.content_length > static_cast<uint64_t>(INT64_MAX)) {
+    return reject(ParseError::kMalformed, "Content-Length too large");
+  }
   if (te_headers > 0) {
     // RFC 9112 6.1-6.3. Both framings at once is how CL.TE and TE.CL smuggling starts.
     if (h.has_content_length) return reject(ParseError::kMalformed, "both Transfer-Encoding and Content-Length");
@@ -673,12 +756,15 @@ bool Parser::classify(llhttp_t* p) {
   if (!http11 && h.chunked) h.keep_alive = false;
 
   if (request) {
-    if (h.host < 0 && http11) return reject(ParseError::kMalformed, "no Host header");
-    if (h.host >= 0 && !is_valid_host(h.value_of(h.host))) {
-      return reject(ParseError::kMalformed, "invalid Host header");
-    }
-    h.upgrade = connection_upgrade && h.upgrade_header >= 0 && !h.is_connect_method && !h.chunked;
+    // Required in HTTP/1.1 (RFC 9112 3.2); bulwark forwards as HTTP/1.1, so a 1.0 request
+    // needs one too.
+    if (h.host < 0) return reject(ParseError::kMalformed, "no Host header");
+    if (!is_valid_host(h.value_of(h.host))) return reject(ParseError::kMalformed, "invalid Host header");
+    // An Upgrade in an HTTP/1.0 request is ignored (RFC 9110 7.8).
+    h.upgrade = http11 && connection_upgrade && h.upgrade_header >= 0 && !h.is_connect_method &&
+                !h.chunked;
   } else {
+    if (h.version_major != 1) return reject(ParseError::kMalformed, "not an HTTP/1.x response");
     if (h.status < 100 || h.status > 599) return reject(ParseError::kMalformed, "invalid status code");
     if (h.status == 101) {
       if (!connection_upgrade || h.upgrade_header < 0) {

@@ -211,7 +211,10 @@ class Parser {
     kChunkedDone,  // our chunked body ended; llhttp resumes with the next message
   };
   enum class ChunkState : uint8_t {
-    kSize, kSizeWs, kExtension, kSizeLf, kData, kDataCr, kDataLf,
+    // The chunk-size line: size, then *( BWS ";" BWS name [ BWS "=" BWS value ] ), CRLF.
+    kSize, kSizeWs, kExtStart, kExtName, kExtAfterName, kExtValueStart, kExtValue,
+    kExtQuoted, kExtQuotedEscape, kExtAfterValue, kSizeLf,
+    kData, kDataCr, kDataLf,
     kTrailerStart, kTrailerLine, kTrailerLf, kLastLf,
   };
   enum class LineScan { kMore, kDone, kError };

@@ -23,6 +23,20 @@ constexpr uint32_t kMaxInterimResponses = 16;
 
 uint64_t now_us() { return uv_hrtime() / 1000; }
 
+}  // namespace
+
+// A 101 switches to a protocol the request offered (and bulwark forwarded), or to nothing.
+bool DownstreamConnection::upgrade_was_offered(const http::MessageHead& response) {
+  std::string_view chosen = response.value_of(response.upgrade_header);
+  bool offered = false;
+  http::for_each_list_element(ex().upgrade_protocols, [&](std::string_view p) {
+    offered = offered || http::iequals(p, chosen);
+  });
+  return offered;
+}
+
+namespace {
+
 // The reply to a request the codec refused.
 LocalReason rejection_reason(http::ParseError code) {
   switch (code) {
@@ -271,8 +285,10 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   RequestTarget target;
   // Asterisk-form is for OPTIONS only; an absolute-form authority must be a valid host, since it
   // replaces Host (RFC 9112 3.2.2, 3.2.4).
-  if (!split_target(head.str(head.target), &target) ||
-      (target.path == "*" && head.method != "OPTIONS") || !http::is_valid_host(target.authority)) {
+  std::string_view raw_target = head.str(head.target);
+  if (!split_target(raw_target, &target) || (target.path == "*" && head.method != "OPTIONS") ||
+      (raw_target.front() != '/' && raw_target != "*" &&
+       (target.authority.empty() || !http::is_valid_host(target.authority)))) {
     local_reply(LocalReason::kBadRequest, true);
     return http::ParserCallbacks::kPause;
   }
@@ -852,7 +868,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   // This response goes to the client: the request will not be sent again.
   ex().to_upstream.set_keep_history(false);
   if (head.status == 101) {
-    if (!request_upgrade_) {
+    if (!request_upgrade_ || !upgrade_was_offered(head)) {
       upstream_failed(LocalReason::kUpstreamProtocolError, 0);
       return http::ParserCallbacks::kPause;
     }

@@ -129,6 +129,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   http::ParserCallbacks::HeadAction on_response_head(http::MessageHead& head);
   void on_response_body(const char* data, size_t n);
   void on_response_complete();
+  bool upgrade_was_offered(const http::MessageHead& response);
   void upstream_failed(LocalReason reason, int err);
   bool try_replay();
   // The exchange stops using its upstream connection; the caller closes or pools it.

@@ -137,9 +137,16 @@ TEST_CASE("codec hostile: Host rules (RFC 9112 3.2)") {
   check_refused(request("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), ParseError::kMalformed);
   check_refused(request("GET / HTTP/1.1\r\nHost: user@a\r\n\r\n"), ParseError::kMalformed);
   check_refused(request("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), ParseError::kMalformed);
-  // HTTP/1.0 may omit Host; IPv6 literals, ports and long names are fine, and kept whole.
-  CHECK(request("GET / HTTP/1.0\r\n\r\n").status == Status::kOk);
+  check_refused(request("GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n"), ParseError::kMalformed);
+  check_refused(request("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"), ParseError::kMalformed);
+  check_refused(request("GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n"), ParseError::kMalformed);
+  check_refused(request("GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n"), ParseError::kMalformed);
+  // bulwark forwards HTTP/1.1, so an HTTP/1.0 request needs a Host too.
+  check_refused(request("GET / HTTP/1.0\r\n\r\n"), ParseError::kMalformed);
+  // IPv6 literals, ports, an empty value and long names are fine, and kept whole.
   CHECK(request("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").status == Status::kOk);
+  CHECK(request("GET / HTTP/1.1\r\nHost: a.b-c_d~e:\r\n\r\n").status == Status::kOk);
+  CHECK(request("GET / HTTP/1.1\r\nHost:\r\n\r\n").status == Status::kOk);
   std::string long_host(300, 'a');
   Outcome o = request("GET / HTTP/1.1\r\nHost: " + long_host + ".example\r\n\r\n");
   REQUIRE(o.messages.size() == 1);
@@ -203,10 +210,12 @@ TEST_CASE("codec hostile: ambiguities both peers refuse are refused") {
   check_refused(request("GET / http/1.1\r\nHost: a\r\n\r\n"), ParseError::kMalformed);
   check_refused(request("GET / HTTP/1.10\r\nHost: a\r\n\r\n"), ParseError::kMalformed);
   check_refused(request("G@T / HTTP/1.1\r\nHost: a\r\n\r\n"), ParseError::kMalformed);
+  check_refused(request("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"), ParseError::kMalformed);
+  check_refused(request("GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n"), ParseError::kMalformed);
   check_refused(request("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), ParseError::kVersionNotSupported);
   check_refused(request("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), ParseError::kVersionNotSupported);
   // HTTP/1.0 with chunked framing is read, and the connection closes after it.
-  Outcome o = request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+  Outcome o = request("POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
                       "3\r\nabc\r\n0\r\n\r\n");
   CHECK(o.status == Status::kOk);
   REQUIRE(o.messages.size() == 1);
@@ -273,6 +282,18 @@ TEST_CASE("codec hostile: chunk syntax") {
   check_refused(body("0\r\nBad Name: v\r\n\r\n"), ParseError::kMalformed);
   check_refused(body("0\r\nNoColon\r\n\r\n"), ParseError::kMalformed);
   check_refused(body("5 5\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);
+  check_refused(body("5 \r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);   // BWS only before ";"
+  check_refused(body("5;\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);   // no extension name
+  check_refused(body("5;a=\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);
+  check_refused(body("5;a b\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);
+  check_refused(body("5;a=\"x\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);  // open quote
+  check_refused(body("5;a=b c\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);
+  for (std::string_view ok : {"5;a\r\n", "5 ; a = b ; c\r\n", "5;a=\"\\\"q\"\r\n", "5\t;a=b\t\r\n"}) {
+    INFO(ok);
+    Outcome good = body(std::string(ok) + "hello\r\n0\r\n\r\n");
+    REQUIRE(good.messages.size() == 1);
+    CHECK(good.messages[0].body == "hello");
+  }
   check_refused(body("5;" + std::string(5000, 'a') + "\r\nhello\r\n0\r\n\r\n"), ParseError::kMalformed);
 
   // A pipelined request after a chunked one is its own message, parsed by our request line.
@@ -301,10 +322,10 @@ TEST_CASE("codec hostile: valid traffic both peers accept is accepted") {
   o = request("\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n");
   REQUIRE(o.messages.size() == 1);
   CHECK(o.messages[0].target == "/x");
-  // obs-text in a target is passed on as it came.
-  o = request("GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n");
+  // Percent-encoded bytes are passed on as they came; raw ones (not ASCII) are refused above.
+  o = request("GET /caf%C3%A9 HTTP/1.1\r\nHost: a\r\n\r\n");
   REQUIRE(o.messages.size() == 1);
-  CHECK(o.messages[0].target == "/caf\xc3\xa9");
+  CHECK(o.messages[0].target == "/caf%C3%A9");
 }
 
 TEST_CASE("codec hostile: an upgrade the owner refuses leaves the connection on HTTP/1.1") {
@@ -357,6 +378,15 @@ TEST_CASE("codec hostile: responses") {
   check_refused(response("HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
+  check_refused(response(std::string("HTTP/1.1 200 O\0K\r\nContent-Length: 0\r\n\r\n", 41)),
+                ParseError::kMalformed);
+  check_refused(response("HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
+  check_refused(response("HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n"),
+                ParseError::kMalformed);
+  check_refused(request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9223372036854775808\r\n\r\n"),
+                ParseError::kMalformed);
+  CHECK(request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 000000000000000000000000000003\r\n\r\nabc")
+            .messages.at(0).body == "abc");
   check_refused(response("HTTP/1.1 101 Switching Protocols\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n"),

@@ -188,7 +188,7 @@ TEST_CASE("codec: a message split at every byte boundary parses identically") {
                           "5\r\nhello\r\n"
                           "a;name=value\r\n0123456789\r\n"
                           "0\r\n\r\n"
-                          "GET /last HTTP/1.0\r\n\r\n");
+                          "GET /last HTTP/1.0\r\nHost: h\r\n\r\n");
   }
   SUBCASE("a response with a close-delimited body") {
     check_split_invariant(Parser::Type::kResponse,
@@ -443,10 +443,10 @@ TEST_CASE("codec: HTTP/1.0 and Connection decide keep_alive") {
   };
   CHECK(keep_alive("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
   CHECK_FALSE(keep_alive("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
-  CHECK_FALSE(keep_alive("GET / HTTP/1.0\r\n\r\n"));
-  CHECK(keep_alive("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  CHECK_FALSE(keep_alive("GET / HTTP/1.0\r\nHost: h\r\n\r\n"));
+  CHECK(keep_alive("GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"));
 
-  test::ParsedHead v10(Parser::Type::kRequest, "GET / HTTP/1.0\r\n\r\n");
+  test::ParsedHead v10(Parser::Type::kRequest, "GET / HTTP/1.0\r\nHost: h\r\n\r\n");
   CHECK(v10.head.version_major == 1);
   CHECK(v10.head.version_minor == 0);
 }
