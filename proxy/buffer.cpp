@@ -13,6 +13,50 @@ BufferPool::BufferPool(size_t block_size, size_t max_free)
 
 BufferPool::~BufferPool() {
   for (char* b : free_) unmap_block(b, block_size_);
+  for (BufferBlock* b : spare_blocks_) delete b;
+}
+
+void block_unref(BufferBlock* b) {
+  if (b != nullptr && --b->refs == 0) b->pool->recycle(b);
+}
+
+BufferBlock* BufferPool::take_block() {
+  char* data = acquire();
+  if (data == nullptr) return nullptr;
+  BufferBlock* b;
+  if (spare_blocks_.empty()) {
+    b = new BufferBlock();
+  } else {
+    b = spare_blocks_.back();
+    spare_blocks_.pop_back();
+  }
+  *b = {data, block_size_, 1, true, this};
+  ++blocks_in_use_;
+  return b;
+}
+
+BufferBlock* BufferPool::take_large_block(size_t capacity) {
+  auto* data = static_cast<char*>(std::malloc(capacity));
+  if (data == nullptr) return nullptr;
+  auto* b = new BufferBlock{data, capacity, 1, false, this};
+  ++blocks_in_use_;
+  return b;
+}
+
+void BufferPool::recycle(BufferBlock* b) {
+  --blocks_in_use_;
+  if (!b->pooled) {
+    std::free(b->data);
+    delete b;
+    return;
+  }
+  release(b->data);
+  b->data = nullptr;
+  if (spare_blocks_.size() < max_free_) {
+    spare_blocks_.push_back(b);
+  } else {
+    delete b;
+  }
 }
 
 // Blocks are mapped one by one rather than taken from malloc: 16 KiB chunks freed between
@@ -50,58 +94,62 @@ void BufferPool::trim() {
   low_water_ = free_.size();
 }
 
-InputBuffer::~InputBuffer() {
-  // Storage must go back through release(pool); a buffer dying with storage frees it directly.
-  if (pooled_) {
-    BufferPool::unmap_block(data, capacity);
-  } else {
-    std::free(data);
-  }
+InputBuffer::~InputBuffer() { block_unref(block); }
+
+void InputBuffer::adopt(BufferBlock* b) {
+  block = b;
+  data = b != nullptr ? b->data : nullptr;
+  capacity = b != nullptr ? b->capacity : 0;
 }
 
 void InputBuffer::ensure(BufferPool& pool) {
-  if (data != nullptr) return;
-  data = pool.acquire();
-  capacity = pool.block_size();
-  pooled_ = true;
+  if (block != nullptr) return;
+  adopt(pool.take_block());
   parsed = filled = 0;
 }
 
 void InputBuffer::release_if_empty(BufferPool& pool) {
-  if (data != nullptr && parsed == filled) release(pool);
+  if (block != nullptr && parsed == filled) release(pool);
 }
 
-void InputBuffer::release(BufferPool& pool) {
-  if (data == nullptr) return;
-  if (pooled_) {
-    pool.release(data);
-  } else {
-    std::free(data);
-  }
-  data = nullptr;
-  capacity = parsed = filled = 0;
-  pooled_ = false;
+void InputBuffer::release(BufferPool&) {
+  block_unref(block);
+  adopt(nullptr);
+  parsed = filled = 0;
 }
 
-void InputBuffer::compact() {
+void InputBuffer::compact(BufferPool& pool) {
   if (parsed == 0) return;
   size_t n = filled - parsed;
-  if (n > 0) std::memmove(data, data + parsed, n);
+  if (block->refs > 1) {
+    // A queued write still sends bytes of this block: leave them be.
+    BufferBlock* fresh = n <= pool.block_size() ? pool.take_block() : pool.take_large_block(n);
+    if (fresh == nullptr) return;  // keep the bytes where they are
+    if (n > 0) std::memcpy(fresh->data, data + parsed, n);
+    block_unref(block);
+    adopt(fresh);
+  } else if (n > 0) {
+    std::memmove(data, data + parsed, n);
+  }
   parsed = 0;
   filled = n;
 }
 
-void InputBuffer::grow(BufferPool& pool, size_t new_capacity) {
-  char* bigger = static_cast<char*>(std::malloc(new_capacity));
-  std::memcpy(bigger, data, filled);
-  if (pooled_) {
-    pool.release(data);
+void InputBuffer::restart(BufferPool& pool) {
+  if (block == nullptr || parsed != filled) return;
+  if (block->refs > 1) {
+    release(pool);  // the next read takes a fresh block
   } else {
-    std::free(data);
+    parsed = filled = 0;
   }
-  data = bigger;
-  capacity = new_capacity;
-  pooled_ = false;
+}
+
+void InputBuffer::grow(BufferPool& pool, size_t new_capacity) {
+  BufferBlock* bigger = pool.take_large_block(new_capacity);
+  if (bigger == nullptr) return;
+  std::memcpy(bigger->data, data, filled);
+  block_unref(block);
+  adopt(bigger);
 }
 
 }  // namespace bulwark

@@ -3,9 +3,28 @@
 // only while it has bytes to parse or forward, so an idle keep-alive connection holds none.
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace bulwark {
+
+class BufferPool;
+
+// Read-buffer storage, shared by the reader that fills it and by every queued write that points
+// into it (an Outbox segment holds a reference). The block returns to its pool only when the
+// last reference is dropped, so a connection that closes, or moves on to a fresh block, can
+// never let its bytes be overwritten under a write of another connection that still sends them.
+struct BufferBlock {
+  char* data = nullptr;
+  size_t capacity = 0;
+  uint32_t refs = 0;
+  bool pooled = false;        // a pool block (mapped); otherwise malloc'ed for an oversized head
+  BufferPool* pool = nullptr;
+};
+inline void block_ref(BufferBlock* b) {
+  if (b != nullptr) ++b->refs;
+}
+void block_unref(BufferBlock* b);
 
 // Hands out blocks of one size and keeps up to `max_free` released ones for reuse. trim(),
 // called every second or so, gives back to the OS the blocks nobody needed since the last call,
@@ -27,16 +46,29 @@ class BufferPool {
   static char* map_block(size_t size);
   static void unmap_block(char* block, size_t size);
 
+  // A pool block with one reference (the caller's), or nullptr when memory is exhausted.
+  BufferBlock* take_block();
+  // A block of `capacity` bytes outside the pool (an oversized head), with one reference.
+  BufferBlock* take_large_block(size_t capacity);
+  // Called by block_unref() when the last reference went.
+  void recycle(BufferBlock* b);
+  // Blocks handed out and not yet recycled (a test and a leak check look at it).
+  size_t blocks_in_use() const { return blocks_in_use_; }
+
  private:
   size_t block_size_;
   size_t max_free_;
   std::vector<char*> free_;
+  std::vector<BufferBlock*> spare_blocks_;  // control structs for reuse
+  size_t blocks_in_use_ = 0;
   size_t low_water_ = 0;  // the fewest free blocks since the last trim()
 };
 
 // One direction's input: bytes [parsed, filled) arrived but are not parsed yet; bytes before
-// `parsed` were parsed, and may still be referenced by writes in flight until the owner says so.
-// The buffer grows beyond a pool block only to hold an oversized message head.
+// `parsed` were parsed, and may still be referenced by queued writes, which hold a reference to
+// the block: the buffer never writes over a block someone else references (compact() and
+// restart() move to a fresh block instead). The buffer grows beyond a pool block only to hold an
+// oversized message head.
 class InputBuffer {
  public:
   InputBuffer() = default;
@@ -54,18 +86,23 @@ class InputBuffer {
   // Returns the storage when nothing unparsed is left in it.
   void release_if_empty(BufferPool& pool);
   void release(BufferPool& pool);
-  // Moves the unparsed bytes to the front. Only when no span or write refers to earlier bytes.
-  void compact();
+  // Moves the unparsed bytes to the front (into a fresh block when a write still references this
+  // one). Only when no span of a head being parsed refers to earlier bytes.
+  void compact(BufferPool& pool);
+  // Everything was parsed: the next bytes may go to the front of the buffer (of a fresh one, when
+  // a write still references this one).
+  void restart(BufferPool& pool);
   // Grows to `new_capacity` (> capacity), keeping the bytes and their offsets.
   void grow(BufferPool& pool, size_t new_capacity);
 
+  BufferBlock* block = nullptr;  // the storage: data and capacity are its
   char* data = nullptr;
   size_t capacity = 0;
   size_t parsed = 0;
   size_t filled = 0;
 
  private:
-  bool pooled_ = false;
+  void adopt(BufferBlock* b);
 };
 
 // Keeps released objects of one type for reuse, up to `max_free` of them. Single-threaded: each

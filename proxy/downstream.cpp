@@ -174,7 +174,7 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
       break;
     case Phase::kTunnel:
       self->ex().to_upstream.add_data(self->in_.data + self->in_.parsed,
-                                      self->in_.filled - self->in_.parsed);
+                                      self->in_.filled - self->in_.parsed, self->in_.block);
       self->in_.parsed = self->in_.filled;
       self->flush_to_upstream();
       break;
@@ -225,8 +225,7 @@ void DownstreamConnection::parse_request() {
   }
   if (phase_ != Phase::kProxying) return;
   // A copied body does not live in in_: its bytes can be reused at once.
-  if (copy_body_ && in_.parsed == in_.filled && !request_parser_.in_head())
-    in_.parsed = in_.filled = 0;
+  if (copy_body_ && !request_parser_.in_head()) in_.restart(worker_.buffers());
   flush_to_upstream();
 }
 
@@ -386,9 +385,9 @@ void DownstreamConnection::on_request_body(const char* data, size_t n) {
     ex().to_upstream.set_keep_history(false);
   }
   if (request_framing_ == http::BodyFraming::kChunked) {
-    ex().to_upstream.add_chunk(data, n);
+    ex().to_upstream.add_chunk(data, n, in_.block);
   } else {
-    ex().to_upstream.add_data(data, n);
+    ex().to_upstream.add_data(data, n, in_.block);
   }
 }
 
@@ -707,57 +706,49 @@ void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
 void DownstreamConnection::flush_to_upstream() {
   if (parsing_request_ || upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy) return;
   if (ex().to_upstream.in_flight() || ex().to_upstream.empty()) return;
-  ex().to_upstream.req.data = this;
-  int rc = ex().to_upstream.flush(upstream_->stream(), &DownstreamConnection::on_upstream_written);
+  int rc = upstream_->write(ex().to_upstream);
   if (rc == 0) {
-    ++writes_in_flight_;
     request_sent_ = true;
   } else if (!try_replay()) {
     try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, rc);
   }
 }
 
-void DownstreamConnection::on_upstream_written(uv_write_t* req, int status) {
-  auto* self = static_cast<DownstreamConnection*>(req->data);
-  --self->writes_in_flight_;
-  self->ex().to_upstream.on_written();
-  if (self->closed_) {
-    self->maybe_free();
-    return;
-  }
-  if (status == UV_ECANCELED) return;  // we closed that connection ourselves
+void DownstreamConnection::on_upstream_written(UpstreamConnection&, int status) {
+  ex().to_upstream.on_written();
   if (status < 0) {
-    if (self->phase_ == Phase::kTunnel) {
-      self->close();
+    if (phase_ == Phase::kTunnel) {
+      close();
       return;
     }
-    if (self->phase_ == Phase::kProxying && !self->response_started_ &&
-        self->upstream_ != nullptr) {
-      if (!self->try_replay())
-        self->try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
+    if (phase_ == Phase::kProxying && !response_started_ &&
+        upstream_ != nullptr) {
+      if (!try_replay())
+        try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
     }
     return;
   }
   // The bytes went out: the part of in_ they came from may be reused, unless it is kept for a
   // possible replay (then only until the buffer fills up).
-  InputBuffer& in = self->in_;
-  if (self->phase_ == Phase::kTunnel || !self->request_complete_) {
-    if (self->ex().to_upstream.keep_history() && in.space() == 0)
-      self->ex().to_upstream.set_keep_history(false);
-    if (!self->ex().to_upstream.keep_history() && in.parsed == in.filled) in.parsed = in.filled = 0;
+  InputBuffer& in = in_;
+  if (phase_ == Phase::kTunnel || !request_complete_) {
+    if (ex().to_upstream.keep_history() && in.space() == 0)
+      ex().to_upstream.set_keep_history(false);
+    if (!ex().to_upstream.keep_history()) in.restart(worker_.buffers());
   }
-  if (self->phase_ == Phase::kProxying && !self->request_complete_ && !in.empty()) {
-    self->parse_request();
+  if (phase_ == Phase::kProxying && !request_complete_ && !in.empty()) {
+    parse_request();
   }
-  self->flush_to_upstream();
-  self->update_reading();
+  flush_to_upstream();
+  update_reading();
 }
 
 void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nread) {
   if (nread > 0) {
     conn.in.filled += static_cast<size_t>(nread);
     if (phase_ == Phase::kTunnel) {
-      ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
+      ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed,
+                              conn.in.block);
       conn.in.parsed = conn.in.filled;
       flush_to_client();
       return;
@@ -831,10 +822,10 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
     if (!response_complete_) conn.stop_reading();
   } else if (response_complete_) {
     finish_exchange();
-  } else if (conn.in.parsed == conn.in.filled && !ex().response_parser.in_head()) {
+  } else if (!ex().response_parser.in_head()) {
     // Everything was parsed and written: reuse the buffer from its start. Not during a head,
     // whose spans still point at the bytes.
-    conn.in.parsed = conn.in.filled = 0;
+    conn.in.restart(worker_.buffers());
   }
 }
 
@@ -912,9 +903,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
 void DownstreamConnection::on_response_body(const char* data, size_t n) {
   bytes_out_ += n;
   if (response_framing_ == http::BodyFraming::kChunked) {
-    ex().to_client.add_chunk(data, n);
+    ex().to_client.add_chunk(data, n, upstream_->in.block);
   } else {
-    ex().to_client.add_data(data, n);
+    ex().to_client.add_data(data, n, upstream_->in.block);
   }
 }
 
@@ -943,6 +934,13 @@ bool DownstreamConnection::try_replay() {
 UpstreamConnection* DownstreamConnection::detach_upstream() {
   UpstreamConnection* conn = upstream_;
   upstream_ = nullptr;
+  if (conn->writing()) {
+    // A request write still in flight: the connection cannot carry anything else. Closing it
+    // ends the write at once (libuv sends none of its bytes after uv_close), so the outbox is
+    // free for the next try or request.
+    conn->close();
+    ex().to_upstream.on_written();
+  }
   endpoint_->active_requests--;
   cluster_->stats.active_connections.add(-1);
   return conn;
@@ -951,9 +949,10 @@ UpstreamConnection* DownstreamConnection::detach_upstream() {
 void DownstreamConnection::release_upstream(bool reusable) {
   if (upstream_ == nullptr) return;
   UpstreamConnection* conn = detach_upstream();
+  if (conn->state() == UpstreamConnection::State::kClosed) return;
   const config::PoolConfig& pool = cluster_->config().pool;
-  bool ok = reusable && request_complete_ && response_complete_ && !ex().to_upstream.in_flight() &&
-            conn->in.empty() && !worker_.draining() &&
+  bool ok = reusable && request_complete_ && response_complete_ && conn->in.empty() &&
+            !worker_.draining() &&
             (pool.max_requests_per_connection == 0 ||
              conn->requests() < pool.max_requests_per_connection);
   if (ok) {
@@ -1019,7 +1018,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
         self->close();
         return;
       }
-      self->upstream_->in.parsed = self->upstream_->in.filled = 0;
+      self->upstream_->in.restart(self->worker_.buffers());
       self->upstream_->start_reading();
       return;
     case Phase::kProxying:
@@ -1038,7 +1037,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   }
   UpstreamConnection& conn = *self->upstream_;
   if (conn.in.parsed == conn.in.filled) {
-    if (!self->ex().response_parser.in_head()) conn.in.parsed = conn.in.filled = 0;
+    if (!self->ex().response_parser.in_head()) conn.in.restart(self->worker_.buffers());
     conn.start_reading();
   } else {
     self->parse_response(conn);
@@ -1109,7 +1108,7 @@ void DownstreamConnection::finish_exchange() {
     request_parser_.resume();
   }
   if (!in_.empty()) {
-    in_.compact();
+    in_.compact(worker_.buffers());
     phase_ = Phase::kHead;
     arm_headers_timer();
     parse_request();
@@ -1230,12 +1229,13 @@ void DownstreamConnection::start_tunnel() {
   ex().to_upstream.set_keep_history(false);
   // Bytes that followed the heads on either side are already tunnel data.
   if (!in_.empty()) {
-    ex().to_upstream.add_data(in_.data + in_.parsed, in_.filled - in_.parsed);
+    ex().to_upstream.add_data(in_.data + in_.parsed, in_.filled - in_.parsed, in_.block);
     in_.parsed = in_.filled;
   }
   UpstreamConnection& conn = *upstream_;
   if (!conn.in.empty()) {
-    ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed);
+    ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed,
+                            conn.in.block);
     conn.in.parsed = conn.in.filled;
   }
   flush_to_client();

@@ -124,7 +124,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void connect_upstream(bool fresh_only);
   void use_upstream(UpstreamConnection* conn);
   void flush_to_upstream();
-  static void on_upstream_written(uv_write_t* req, int status);
+  void on_upstream_written(UpstreamConnection& conn, int status) override;
   void parse_response(UpstreamConnection& conn);
   http::ParserCallbacks::HeadAction on_response_head(http::MessageHead& head);
   void on_response_body(const char* data, size_t n);

@@ -4,23 +4,31 @@
 
 namespace bulwark {
 
-void Outbox::add_data(const char* p, size_t n) {
+void Outbox::add_data(const char* p, size_t n, BufferBlock* block) {
   if (n == 0) return;
-  segments_.push_back({p, kData, static_cast<uint32_t>(n)});
+  block_ref(block);
+  segments_.push_back({p, block, kData, static_cast<uint32_t>(n)});
   pending_bytes_ += n;
 }
 
+void Outbox::drop_segments(size_t end) {
+  for (size_t i = 0; i < end; ++i) {
+    if (segments_[i].offset == kData) block_unref(segments_[i].block);
+  }
+  segments_.erase(segments_.begin(), segments_.begin() + static_cast<long>(end));
+}
+
 void Outbox::add_framing(std::string_view s) {
-  segments_.push_back({nullptr, static_cast<uint32_t>(framing_.size()), static_cast<uint32_t>(s.size())});
+  segments_.push_back({nullptr, nullptr, static_cast<uint32_t>(framing_.size()), static_cast<uint32_t>(s.size())});
   framing_.append(s);
   pending_bytes_ += s.size();
 }
 
-void Outbox::add_chunk(const char* p, size_t n) {
+void Outbox::add_chunk(const char* p, size_t n, BufferBlock* block) {
   if (n == 0) return;  // a zero-size chunk would end the body
   char size_line[20];
   add_framing({size_line, http::write_chunk_header(size_line, n)});
-  add_data(p, n);
+  add_data(p, n, block);
   add_framing(http::kChunkEnd);
 }
 
@@ -34,7 +42,7 @@ void Outbox::add_chunk_copy(const char* p, size_t n) {
 
 void Outbox::add_last_chunk() { add_framing(http::kLastChunk); }
 
-int Outbox::flush(uv_stream_t* stream, uv_write_cb cb) {
+int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb) {
   bufs_.clear();
   for (size_t i = first_unsent_; i < segments_.size(); ++i) {
     const Segment& s = segments_[i];
@@ -48,7 +56,7 @@ int Outbox::flush(uv_stream_t* stream, uv_write_cb cb) {
     pending_bytes_ = 0;
     return 0;
   }
-  int rc = uv_write(&req, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()), cb);
+  int rc = uv_write(write_req, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()), cb);
   if (rc == 0) in_flight_ = true;
   return rc;
 }
@@ -59,7 +67,7 @@ void Outbox::on_written() {
   pending_bytes_ = 0;
   first_unsent_ = flushed_until_;
   if (!keep_history_) {
-    segments_.clear();
+    drop_segments(segments_.size());
     framing_.clear();
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
@@ -68,7 +76,8 @@ void Outbox::on_written() {
 }
 
 void Outbox::clear() {
-  segments_.clear();
+  drop_segments(segments_.size());
+  in_flight_ = false;
   // A kept request body may have grown the framing storage; an idle connection keeps none of it.
   if (framing_.capacity() > 4096) {
     std::string().swap(framing_);
@@ -86,7 +95,7 @@ void Outbox::set_keep_history(bool keep) {
   keep_history_ = keep;
   if (!keep && !in_flight_ && first_unsent_ > 0) {
     // Drop what was already written; keep what is still to go.
-    segments_.erase(segments_.begin(), segments_.begin() + static_cast<long>(first_unsent_));
+    drop_segments(first_unsent_);
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
     forgot_written_ = true;

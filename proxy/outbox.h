@@ -1,6 +1,8 @@
 #pragma once
 // The bytes one side is about to write: a message head, body data that still lives in the other
-// side's read buffer (no copy), and chunk framing, sent together with one uv_write.
+// side's read buffer (no copy: the segment holds a reference to that BufferBlock, so the block
+// outlives the write whatever happens to the reader), and chunk framing, sent together with one
+// uv_write.
 //
 // While a write is in flight nothing may be added (the producer is paused: its reader is
 // stopped), which is what bounds memory per connection. With `keep_history` the segments stay
@@ -14,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/buffer.h"
+
 namespace bulwark {
 
 class Outbox {
@@ -24,11 +28,15 @@ class Outbox {
   bool in_flight() const { return in_flight_; }
   size_t bytes_pending() const { return pending_bytes_; }
 
-  void add_head() { segments_.push_back({nullptr, kHead, static_cast<uint32_t>(head.size())}); pending_bytes_ += head.size(); }
-  void add_data(const char* p, size_t n);
+  void add_head() {
+    segments_.push_back({nullptr, nullptr, kHead, static_cast<uint32_t>(head.size())});
+    pending_bytes_ += head.size();
+  }
+  // Data p[0, n) inside `block` (which the segment references until it is written or cleared).
+  void add_data(const char* p, size_t n, BufferBlock* block);
   void add_framing(std::string_view s);
-  // One chunk of chunked encoding around data p[0, n).
-  void add_chunk(const char* p, size_t n);
+  // One chunk of chunked encoding around data p[0, n) inside `block`.
+  void add_chunk(const char* p, size_t n, BufferBlock* block);
   // The same, copying the data into the Outbox's own storage, so the caller's buffer can be
   // reused at once (a request body kept for retries).
   void add_data_copy(const char* p, size_t n) {
@@ -37,13 +45,16 @@ class Outbox {
   void add_chunk_copy(const char* p, size_t n);
   void add_last_chunk();
 
-  // Writes everything not yet written. `req.data` must be set by the caller. Returns 0 or a
+  // Writes everything not yet written with `req` (whose data the caller set). Returns 0 or a
   // libuv error (then nothing is in flight).
-  int flush(uv_stream_t* stream, uv_write_cb cb);
-  // Called from the write callback.
+  int flush(uv_write_t* req, uv_stream_t* stream, uv_write_cb cb);
+  int flush(uv_stream_t* stream, uv_write_cb cb) { return flush(&req, stream, cb); }
+  // Called from the write callback; also when the socket of the write in flight was closed, after
+  // which libuv reads none of its bytes (uv_close stops the writes at once).
   void on_written();
-  // Forgets everything (and the history).
+  // Forgets everything (and the history). Not while a write is in flight.
   void clear();
+  ~Outbox() { clear(); }
   // True while every byte ever added is still held (nothing written was forgotten), so rewind()
   // can replay the message from its first byte.
   bool can_rewind() const { return !forgot_written_; }
@@ -63,10 +74,13 @@ class Outbox {
   static constexpr uint32_t kHead = UINT32_MAX;
   static constexpr uint32_t kData = UINT32_MAX - 1;
   struct Segment {
-    const char* data;  // kData: the bytes
-    uint32_t offset;   // kHead, kData, or an offset into framing_
+    const char* data;    // kData: the bytes
+    BufferBlock* block;  // kData: the block they live in (referenced)
+    uint32_t offset;     // kHead, kData, or an offset into framing_
     uint32_t length;
   };
+  // Drops segments [0, end), releasing the blocks they reference.
+  void drop_segments(size_t end);
   std::vector<Segment> segments_;
   std::vector<uv_buf_t> bufs_;
   std::string framing_;

@@ -73,7 +73,7 @@ void UpstreamConnection::stop_reading() {
 
 void UpstreamConnection::release(uint64_t idle_timeout_ms) {
   owner_ = nullptr;
-  if (pool_->retired) {
+  if (pool_->retired || writing_) {
     close();
     return;
   }
@@ -129,6 +129,20 @@ void UpstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*)
     return;
   }
   self->owner_->on_upstream_read(*self, nread);
+}
+
+int UpstreamConnection::write(Outbox& out) {
+  write_req_.data = this;
+  int rc = out.flush(&write_req_, stream(), &UpstreamConnection::on_written);
+  writing_ = rc == 0 && out.in_flight();
+  return rc;
+}
+
+void UpstreamConnection::on_written(uv_write_t* req, int status) {
+  auto* self = static_cast<UpstreamConnection*>(req->data);
+  self->writing_ = false;
+  // After close() the owner is gone (it dropped the write when it let go of the connection).
+  if (self->owner_ != nullptr) self->owner_->on_upstream_written(*self, status);
 }
 
 void UpstreamConnection::on_timer(uv_timer_t* t) {

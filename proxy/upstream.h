@@ -13,6 +13,7 @@
 #include "proxy/buffer.h"
 #include "proxy/endpoint.h"
 #include "proxy/list.h"
+#include "proxy/outbox.h"
 
 namespace bulwark {
 
@@ -30,6 +31,8 @@ class UpstreamConnection {
     virtual void on_upstream_connected(UpstreamConnection& conn, int status) = 0;
     // Bytes arrived in conn.in (nread > 0), or the upstream closed (UV_EOF) or failed (< 0).
     virtual void on_upstream_read(UpstreamConnection& conn, ssize_t nread) = 0;
+    // A write() finished: status 0 or a libuv error. Not called for a write cut by close().
+    virtual void on_upstream_written(UpstreamConnection& conn, int status) = 0;
   };
 
   enum class State { kConnecting, kBusy, kIdle, kClosed };
@@ -46,8 +49,13 @@ class UpstreamConnection {
   void stop_reading();
   // Returns the connection to its pool as idle (or closes it when the pool is gone or full).
   void release(uint64_t idle_timeout_ms);
-  // Closes the socket; the object frees itself once libuv has released its handles.
+  // Closes the socket; the object frees itself once libuv has released its handles. A write in
+  // flight is cut: libuv reads none of its bytes after this, and its owner hears nothing of it.
   void close();
+  // Writes what `out` has not sent yet. The write request is the connection's own, so it stays
+  // valid until libuv is done with it even if the owner has moved on. 0 or a libuv error.
+  int write(Outbox& out);
+  bool writing() const { return writing_; }
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   State state() const { return state_; }
@@ -68,6 +76,7 @@ class UpstreamConnection {
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_timer(uv_timer_t* t);
+  static void on_written(uv_write_t* req, int status);
   static void on_closed(uv_handle_t* h);
   void set_state(State s);
 
@@ -77,11 +86,13 @@ class UpstreamConnection {
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   uv_connect_t connect_req_;
+  uv_write_t write_req_;
   State state_ = State::kConnecting;
   int open_handles_ = 0;
   uint32_t requests_ = 0;
   uint64_t keep_alive_timeout_ms_ = 0;
   bool reading_ = false;
+  bool writing_ = false;
 };
 
 using IdleList = IntrusiveList<UpstreamConnection, &UpstreamConnection::idle_hook>;

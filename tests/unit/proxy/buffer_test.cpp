@@ -74,20 +74,20 @@ TEST_CASE("buffer: InputBuffer::compact moves the unparsed bytes to the front") 
   in.ensure(pool);
   put(in, "parsed|rest");
   in.parsed = 7;
-  in.compact();
+  in.compact(pool);
   CHECK(in.parsed == 0);
   CHECK(in.filled == 4);
   CHECK(std::string(in.data, 4) == "rest");
   CHECK(in.space() == 60);
 
   in.parsed = 4;  // all parsed
-  in.compact();
+  in.compact(pool);
   CHECK(in.parsed == 0);
   CHECK(in.filled == 0);
   CHECK(in.empty());
 
   put(in, "xy");
-  in.compact();  // nothing parsed: nothing moves
+  in.compact(pool);  // nothing parsed: nothing moves
   CHECK(std::string(in.data, in.filled) == "xy");
   in.release(pool);
 }
@@ -160,6 +160,61 @@ TEST_CASE("buffer: release_if_empty keeps storage while bytes are unparsed") {
   CHECK(in.has_storage());
   CHECK(in.filled == 0);
   in.release(pool);
+}
+
+// Issue 12 item 7: a block that a queued write points into is never handed to another reader,
+// whatever the reader that filled it does (closes, compacts, starts over).
+TEST_CASE("buffer: a block referenced by a queued write outlives its reader") {
+  BufferPool pool(64, 8);
+  SUBCASE("the reader releases it (the peer closed)") {
+    InputBuffer in;
+    in.ensure(pool);
+    put(in, "response bytes");
+    BufferBlock* held = in.block;
+    block_ref(held);  // an Outbox segment pointing at it
+    in.parsed = in.filled;
+    in.release(pool);
+    InputBuffer other;
+    other.ensure(pool);
+    CHECK(other.data != held->data);  // another connection gets another block
+    put(other, "someone else's bytes");
+    CHECK(std::string(held->data, 14) == "response bytes");
+    CHECK(pool.blocks_in_use() == 2);
+    block_unref(held);  // the write completed
+    CHECK(pool.blocks_in_use() == 1);
+    other.release(pool);
+    CHECK(pool.blocks_in_use() == 0);
+  }
+  SUBCASE("the reader starts over or compacts") {
+    InputBuffer in;
+    in.ensure(pool);
+    put(in, "abcdef");
+    BufferBlock* held = in.block;
+    block_ref(held);
+    in.parsed = in.filled;
+    in.restart(pool);  // would have written over "abcdef"
+    CHECK(in.block != held);
+    in.ensure(pool);
+    put(in, "xyz");
+    in.parsed = 1;
+    BufferBlock* second = in.block;
+    block_ref(second);
+    in.compact(pool);  // would have moved "yz" over "x"
+    CHECK(in.block != second);
+    CHECK(unparsed(in) == "yz");
+    CHECK(std::string(held->data, 6) == "abcdef");
+    CHECK(std::string(second->data, 3) == "xyz");
+    block_unref(held);
+    block_unref(second);
+    // Without another reference the reader keeps its block.
+    BufferBlock* own = in.block;
+    in.parsed = in.filled;
+    in.restart(pool);
+    CHECK(in.block == own);
+    CHECK(in.filled == 0);
+    in.release(pool);
+    CHECK(pool.blocks_in_use() == 0);
+  }
 }
 
 }  // namespace

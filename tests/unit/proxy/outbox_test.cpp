@@ -92,8 +92,8 @@ TEST_CASE("outbox: head, data and framing go out in order in one write") {
   std::string body = "0123456789";  // lives in "the other side's buffer"
   out.head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
   out.add_head();
-  out.add_chunk(body.data(), 5);
-  out.add_chunk(body.data() + 5, 5);
+  out.add_chunk(body.data(), 5, nullptr);
+  out.add_chunk(body.data() + 5, 5, nullptr);
   out.add_last_chunk();
   std::string expected = out.head + "5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n";
   CHECK_FALSE(out.empty());
@@ -110,7 +110,7 @@ TEST_CASE("outbox: data is sent from where it lives, not copied when added") {
   Wire wire;
   Outbox out;
   std::string body = "before";
-  out.add_data(body.data(), body.size());
+  out.add_data(body.data(), body.size(), nullptr);
   body = "after!";  // same size, same storage
   REQUIRE(wire.flush(out) == 0);
   CHECK(wire.received() == "after!");
@@ -120,11 +120,11 @@ TEST_CASE("outbox: empty data and zero-size chunks add nothing") {
   Wire wire;
   Outbox out;
   const char* p = "x";
-  out.add_data(p, 0);
-  out.add_chunk(p, 0);  // a zero-size chunk would end the body early
+  out.add_data(p, 0, nullptr);
+  out.add_chunk(p, 0, nullptr);  // a zero-size chunk would end the body early
   CHECK(out.empty());
   CHECK(out.bytes_pending() == 0);
-  out.add_chunk(p, 1);
+  out.add_chunk(p, 1, nullptr);
   REQUIRE(wire.flush(out) == 0);
   CHECK(wire.received() == "1\r\nx\r\n");
 }
@@ -135,11 +135,11 @@ TEST_CASE("outbox: a second flush sends only what was added since") {
   out.head = "HEAD-";
   out.add_head();
   std::string a = "aaa", b = "bbb";
-  out.add_data(a.data(), a.size());
+  out.add_data(a.data(), a.size(), nullptr);
   REQUIRE(wire.flush(out) == 0);
   CHECK(wire.received() == "HEAD-aaa");
 
-  out.add_data(b.data(), b.size());
+  out.add_data(b.data(), b.size(), nullptr);
   out.add_framing("!");
   CHECK(out.bytes_pending() == 4);
   REQUIRE(wire.flush(out) == 0);
@@ -154,13 +154,13 @@ TEST_CASE("outbox: with history, rewind sends everything again") {
   out.head = "GET / HTTP/1.1\r\n\r\n";
   out.add_head();
   std::string body = "body";
-  out.add_chunk(body.data(), body.size());
+  out.add_chunk(body.data(), body.size(), nullptr);
   REQUIRE(wire.flush(out) == 0);
   std::string first = wire.received();
   CHECK(first == out.head + "4\r\nbody\r\n");
 
   std::string more = "more";
-  out.add_data(more.data(), more.size());
+  out.add_data(more.data(), more.size(), nullptr);
   REQUIRE(wire.flush(out) == 0);
   CHECK(wire.received() == "more");
 
@@ -210,10 +210,10 @@ TEST_CASE("outbox: turning history off drops what was written and keeps what was
   Outbox out;
   out.set_keep_history(true);
   std::string a = "written", b = "pending";
-  out.add_data(a.data(), a.size());
+  out.add_data(a.data(), a.size(), nullptr);
   REQUIRE(wire.flush(out) == 0);
   CHECK(wire.received() == "written");
-  out.add_data(b.data(), b.size());
+  out.add_data(b.data(), b.size(), nullptr);
 
   out.set_keep_history(false);
   CHECK_FALSE(out.keep_history());
@@ -274,7 +274,7 @@ TEST_CASE("outbox: add_chunk_copy is framed like add_chunk and copies the data")
   {
     Outbox out;
     std::string body(300, 'q');
-    out.add_chunk(body.data(), body.size());
+    out.add_chunk(body.data(), body.size(), nullptr);
     out.add_last_chunk();
     REQUIRE(wire.flush(out) == 0);
     reference = wire.received();
@@ -308,7 +308,7 @@ TEST_CASE("outbox: copied and borrowed data keep their order") {
   Wire wire;
   Outbox out;
   std::string a = "aa", b = "bb", c = "cc";
-  out.add_data(a.data(), a.size());
+  out.add_data(a.data(), a.size(), nullptr);
   out.add_data_copy(b.data(), b.size());
   out.add_chunk_copy(c.data(), c.size());
   b = "XX";
