@@ -19,11 +19,14 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+namespace re2 {
+class RE2;
+}  // namespace re2
 
 namespace bulwark::config {
 
@@ -50,11 +53,14 @@ struct AdminConfig {
 };
 
 // How a route matches a request path. Exactly one of prefix / path / regex is set in YAML.
+// A regex is RE2 syntax, searched anywhere in the path (RE2::PartialMatch): matching takes time
+// linear in the path, and the loader rejects a pattern whose compiled program is bigger than its
+// cap, so no path can make a worker backtrack or recurse.
 struct PathMatch {
   enum class Kind { kPrefix, kExact, kRegex };
   Kind kind = Kind::kPrefix;
-  std::string value;                          // the prefix, exact path or regex source
-  std::shared_ptr<const std::regex> regex;    // compiled once, when kind == kRegex
+  std::string value;                      // the prefix, exact path or regex source
+  std::shared_ptr<const re2::RE2> regex;  // compiled once, when kind == kRegex; thread-safe
 };
 
 // Host match: exact ("api.example.com") or a leading wildcard ("*.example.com", which matches
@@ -160,7 +166,10 @@ struct ListenerConfig {
   SocketAddress address{"0.0.0.0", 8080, true};
   Duration request_headers_timeout{10000};
   Duration idle_timeout{300000};
+  // An exchange under way in which no byte moved either way for this long ends (0 = never).
+  Duration stream_idle_timeout{300000};
   size_t max_request_headers_size = 60 * 1024;
+  uint32_t max_request_headers = 100;  // header fields in a request head; more: 431
   std::vector<RouteConfig> routes;  // first match wins
   SourceLocation location;
 };

@@ -1,5 +1,7 @@
 #include "proxy/router.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 #include <cctype>
 
@@ -63,7 +65,7 @@ bool Router::matches(const config::RouteMatch& m, const http::MessageHead& head,
       if (path != m.path.value) return false;
       break;
     case config::PathMatch::Kind::kRegex:
-      if (!std::regex_search(path.begin(), path.end(), *m.path.regex)) return false;
+      if (!RE2::PartialMatch(path, *m.path.regex)) return false;  // searched, linear time
       break;
   }
   if (!m.host.empty()) {

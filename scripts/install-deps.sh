@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config            # toolchain
   libuv1-dev node-llhttp libssl-dev           # event loop, HTTP/1.1 parser sources, TLS
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev
+  libre2-dev                                  # route regexes (linear time)
   curl                                        # used by the demo and by people
   prometheus                                  # promtool: the tests check /metrics and the alert rules
 )

@@ -1,5 +1,6 @@
 // Routing: path prefix, exact path and regex; host, wildcard host, header and method matches;
-// first match wins; prefix_rewrite; no_route.
+// first match wins; prefix_rewrite; no_route; a regex over a 50 KB path (issue 12); --check on
+// regexes RE2 rejects.
 
 #include <doctest/doctest.h>
 
@@ -153,4 +154,49 @@ TEST_CASE("a request no route matches gets 404 no_route and reaches no upstream"
   CHECK(response->get("x-bulwark-reason") == "no_route");
   CHECK_FALSE(response->body.empty());
   CHECK(proxy.a.connections() == 0);
+}
+
+// Issue 12: with std::regex this one request overflowed the worker's stack (libstdc++ recursed
+// once per digit) and the segmentation fault closed every connection. RE2 matches in one pass.
+TEST_CASE("a 50 KB path against the README's regex is routed and the process lives on") {
+  RoutedProxy proxy(
+      "- name: versioned\n"
+      "  match: {regex: '^/v[0-9]+/'}\n"
+      "  cluster: c\n");
+  const std::string path = "/v" + std::string(50000, '1') + "/";
+  ClientConn client(proxy.bulwark.port("inbound"));
+  REQUIRE(client.connected());
+  REQUIRE(client.send("GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n"));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, proxy.bulwark.logs_text());
+  CHECK(response->status == 200);
+  CHECK(response->get("x-upstream") == "c");
+  CHECK(response->body == "GET " + path + "\n");
+
+  CHECK(proxy.bulwark.process().running());
+  CHECK(proxy.route("GET", "/v2/items") == "c");
+  CHECK(proxy.route("GET", "/v2") == "404 no_route");
+}
+
+TEST_CASE("--check rejects a regex RE2 cannot compile and one over the program size cap") {
+  // proxy_config puts the route's match on line 10, its value at column 24.
+  ProxyOptions lookahead;
+  lookahead.match = "{regex: '^/a(?=b)'}";
+  auto invalid = run_check(proxy_config("127.0.0.1:9000", lookahead));
+  std::string output = invalid.out + invalid.err;
+  INFO(output);
+  CHECK(invalid.exit_code == 1);
+  CHECK(output.find(invalid.config_path + ":10:24: listeners[0].routes[0].match.regex: invalid "
+                                          "regex '^/a(?=b)': invalid perl operator: (?=") !=
+        std::string::npos);
+
+  ProxyOptions oversized;
+  oversized.match = "{regex: '^/[a-z]{997}'}";
+  auto big = run_check(proxy_config("127.0.0.1:9000", oversized));
+  output = big.out + big.err;
+  INFO(output);
+  CHECK(big.exit_code == 1);
+  CHECK(output.find(big.config_path + ":10:24: listeners[0].routes[0].match.regex: regex "
+                                      "'^/[a-z]{997}' compiles to a program of size 1001, more "
+                                      "than the cap of 1000") != std::string::npos);
 }

@@ -20,6 +20,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -699,6 +700,17 @@ TEST_CASE("route matches: path matchers") {
        "listeners[0].routes[0].match.regex: invalid regex '(': "},
       {"invalid bracket regex", in_route("        match: {regex: '/[a-'}\n"), 7, 24,
        "invalid regex '/[a-': "},
+      // ECMAScript (std::regex before issue 12) allowed these; RE2, which never backtracks, not.
+      {"backreference", in_route("        match: {regex: '(a)\\1'}\n"), 7, 24,
+       "listeners[0].routes[0].match.regex: invalid regex '(a)\\1': invalid escape sequence: \\1 "
+       "(expected RE2 syntax: https://github.com/google/re2/wiki/Syntax)"},
+      {"lookahead", in_route("        match: {regex: '^/a(?=b)'}\n"), 7, 24,
+       "listeners[0].routes[0].match.regex: invalid regex '^/a(?=b)': invalid perl operator: (?="},
+      {"repeated repetition", in_route("        match: {regex: 'a{1000}{1000}'}\n"), 7, 24,
+       "invalid regex 'a{1000}{1000}': bad repetition operator: {1000}{1000}"},
+      {"program over the cap", in_route("        match: {regex: '^/[a-z]{997}'}\n"), 7, 24,
+       "listeners[0].routes[0].match.regex: regex '^/[a-z]{997}' compiles to a program of size "
+       "1001, more than the cap of 1000"},
       {"match a list", in_route("        match: [/x]\n"), 7, 16,
        "listeners[0].routes[0].match: expected a map (route match), got a list"},
   });
@@ -711,12 +723,28 @@ TEST_CASE("route matches: path matchers") {
     CHECK(has_error(result, 9, 11, "found 'prefix' and 'path'"));
     CHECK(has_error(result, 10, 11, "found 'prefix' and 'regex'"));
   }
-  SUBCASE("the regex error carries std::regex_error's explanation") {
-    LoadResult result = load(in_route("        match: {regex: '('}\n"));
-    REQUIRE(result.errors.size() == 1);
-    const std::string& message = result.errors[0].message;
-    CHECK(message.size() >
-          std::string("listeners[0].routes[0].match.regex: invalid regex '(': ").size());
+  SUBCASE("the regex error carries RE2's explanation") {
+    CHECK_ONLY_ERROR(load(in_route("        match: {regex: '('}\n")), 7, 24,
+                     "listeners[0].routes[0].match.regex: invalid regex '(': missing ): (");
+  }
+  SUBCASE("a long alternation is over the cap too") {
+    // 200 words of 9 or 10 letters that share few prefixes, so RE2 cannot factor them much.
+    std::string words;
+    for (uint64_t i = 1; i <= 200; ++i) {
+      if (i > 1) words += '|';
+      for (char digit : std::to_string(i * 2654435761u % 1000000007u)) words += 'a' + (digit - '0');
+    }
+    CHECK_ONLY_ERROR(load(in_route("        match: {regex: '^/(" + words + ")/'}\n")), 7, 24,
+                     "compiles to a program of size 1780, more than the cap of 1000");
+  }
+  SUBCASE("a program of exactly the cap loads") {
+    CHECK_LOADS(load(in_route("        match: {regex: '^/[a-z]{996}'}\n")));
+  }
+  SUBCASE("a pattern over RE2's memory budget names the budget and the cap") {
+    const std::string literal(100000, 'a');
+    CHECK_ONLY_ERROR(load(in_route("        match: {regex: '" + literal + "'}\n")), 7, 24,
+                     "pattern too large - compile failed (a pattern may use at most 1024 KiB "
+                     "compiled, and its program size may be at most 1000)");
   }
 }
 

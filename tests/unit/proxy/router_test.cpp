@@ -1,9 +1,10 @@
 #include "proxy/router.h"
 
 #include <doctest/doctest.h>
+#include <re2/re2.h>
 
+#include <chrono>
 #include <memory>
-#include <regex>
 #include <string>
 
 #include "config/loader.h"
@@ -114,6 +115,17 @@ struct Routes {
   }
 };
 
+// Makes `m` match paths by `pattern` (RE2 syntax), compiled as the loader does.
+void set_regex(config::RouteMatch& m, std::string pattern) {
+  RE2::Options options;
+  options.set_log_errors(false);
+  auto regex = std::make_shared<const re2::RE2>(pattern, options);
+  REQUIRE_MESSAGE(regex->ok(), regex->error());
+  m.path.kind = config::PathMatch::Kind::kRegex;
+  m.path.value = std::move(pattern);
+  m.path.regex = std::move(regex);
+}
+
 int route_for(const Router& router, std::string request) {
   ParsedHead p(http::Parser::Type::kRequest, std::move(request));
   REQUIRE(p.have_head);
@@ -128,10 +140,7 @@ TEST_CASE("router: path prefix, exact and regex") {
   config::RouteMatch& exact = routes.add("exact");
   exact.path.kind = config::PathMatch::Kind::kExact;
   exact.path.value = "/healthz";
-  config::RouteMatch& regex = routes.add("regex");
-  regex.path.kind = config::PathMatch::Kind::kRegex;
-  regex.path.value = "^/reports/[0-9]+$";
-  regex.path.regex = std::make_shared<const std::regex>(regex.path.value, std::regex::ECMAScript);
+  set_regex(routes.add("regex"), "^/reports/[0-9]+$");
   config::RouteMatch& prefix = routes.add("prefix");
   prefix.path.kind = config::PathMatch::Kind::kPrefix;
   prefix.path.value = "/api/";
@@ -149,6 +158,45 @@ TEST_CASE("router: path prefix, exact and regex") {
   CHECK(route_for(router, "GET /api HTTP/1.1\r\n\r\n") == -1);
   CHECK(route_for(router, "GET /API/users HTTP/1.1\r\n\r\n") == -1);  // paths are case-sensitive
   CHECK(route_for(router, "GET http://h/api/x HTTP/1.1\r\n\r\n") == 2);
+}
+
+TEST_CASE("router: a regex is searched anywhere in the path, not in the query") {
+  Routes routes;
+  set_regex(routes.add("unanchored"), "/v[0-9]+/");
+  Router router(routes.listener);
+  CHECK(route_for(router, "GET /v1/x HTTP/1.1\r\nHost: a\r\n\r\n") == 0);
+  CHECK(route_for(router, "GET /api/v22/x HTTP/1.1\r\nHost: a\r\n\r\n") == 0);
+  CHECK(route_for(router, "GET /api/v/x HTTP/1.1\r\nHost: a\r\n\r\n") == -1);
+  CHECK(route_for(router, "GET /api?next=/v1/ HTTP/1.1\r\nHost: a\r\n\r\n") == -1);
+}
+
+// Issue 12: std::regex recursed once per digit here and overflowed the worker's stack.
+TEST_CASE("router: a 50,000-digit path matches ^/v[0-9]+/ without recursion") {
+  Routes routes;
+  set_regex(routes.add("versioned"), "^/v[0-9]+/");
+  Router router(routes.listener);
+  const std::string digits(50000, '7');
+  CHECK(route_for(router, "GET /v" + digits + "/ HTTP/1.1\r\nHost: a\r\n\r\n") == 0);
+  CHECK(route_for(router, "GET /v" + digits + " HTTP/1.1\r\nHost: a\r\n\r\n") == -1);
+  CHECK(route_for(router, "GET /x" + digits + "/ HTTP/1.1\r\nHost: a\r\n\r\n") == -1);
+}
+
+// A backtracking search tries every start position and, from each, backtracks over the rest:
+// quadratic here (and exponential for the nested repetition). RE2 takes one linear pass.
+TEST_CASE("router: unanchored regexes take linear time on a long path") {
+  Routes routes;
+  set_regex(routes.add("digits-then-z"), "[0-9]+z");
+  set_regex(routes.add("nested"), "(a+)+b");
+  Router router(routes.listener);
+  const std::string digits(60000, '1');
+  const std::string as(60000, 'a');
+  auto start = std::chrono::steady_clock::now();
+  CHECK(route_for(router, "GET /" + digits + " HTTP/1.1\r\nHost: a\r\n\r\n") == -1);
+  CHECK(route_for(router, "GET /" + as + " HTTP/1.1\r\nHost: a\r\n\r\n") == -1);
+  CHECK(route_for(router, "GET /" + as + "b HTTP/1.1\r\nHost: a\r\n\r\n") == 1);
+  CHECK(route_for(router, "GET /" + digits + "z HTTP/1.1\r\nHost: a\r\n\r\n") == 0);
+  // Milliseconds for RE2 even under a sanitizer; minutes or more for a backtracking engine.
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
 }
 
 TEST_CASE("router: the first matching route wins") {
