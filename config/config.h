@@ -158,6 +158,9 @@ struct RouteConfig {
   std::optional<BulkheadConfig> bulkhead;
   std::optional<RateLimitConfig> rate_limit;
   std::optional<FaultConfig> fault;
+  // Upgrade protocols (RFC 9110 7.8) passed through to the upstream, lowercased; any other
+  // Upgrade (h2c above all) is removed and the request goes on as HTTP/1.1.
+  std::vector<std::string> upgrades{"websocket"};
   SourceLocation location;
 };
 
@@ -170,6 +173,10 @@ struct ListenerConfig {
   Duration stream_idle_timeout{300000};
   size_t max_request_headers_size = 60 * 1024;
   uint32_t max_request_headers = 100;  // header fields in a request head; more: 431
+  // Proxies in front of this listener whose forwarding headers are believed: with N > 0 the
+  // incoming X-Forwarded-Proto and the last N addresses of X-Forwarded-For are kept (Envoy's
+  // xff_num_trusted_hops); with 0 both are replaced by what this hop saw.
+  uint32_t trusted_hops = 0;
   std::vector<RouteConfig> routes;  // first match wins
   SourceLocation location;
 };
@@ -255,6 +262,7 @@ struct ClusterConfig {
   // Below this share of routable endpoints (all groups together) traffic is spread over all
   // endpoints instead, rather than failing everything. 0..100; YAML "50%".
   uint32_t panic_threshold_percent = 50;
+  uint32_t max_response_headers = 100;  // header fields in a response head; more: 502
   SourceLocation location;
 };
 

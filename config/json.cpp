@@ -195,7 +195,10 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.member("address", listener.address.text());
   w.member("request_headers_timeout", format_duration(listener.request_headers_timeout));
   w.member("idle_timeout", format_duration(listener.idle_timeout));
+  w.member("stream_idle_timeout", format_duration(listener.stream_idle_timeout));
   w.member("max_request_headers_size", format_size(listener.max_request_headers_size));
+  w.member("max_request_headers", uint64_t{listener.max_request_headers});
+  w.member("trusted_hops", uint64_t{listener.trusted_hops});
   w.key("routes");
   w.begin_array();
   for (const RouteConfig& route : listener.routes) write_route(w, route);
@@ -232,6 +235,10 @@ void write_route(JsonWriter& w, const RouteConfig& route) {
   w.member("cluster", route.cluster);
   w.member("timeout", format_duration(route.timeout));
   string_or_null(w, "prefix_rewrite", route.prefix_rewrite.value_or(""));  // never "" when set
+  w.key("upgrades");
+  w.begin_array();
+  for (const std::string& protocol : route.upgrades) w.value(protocol);
+  w.end_array();
   write_route_policies(w, route);
   w.end_object();
 }
@@ -303,6 +310,7 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                    w.member("interval", format_duration(outlier.interval));
                  });
   w.member("panic_threshold_percent", uint64_t{cluster.panic_threshold_percent});
+  w.member("max_response_headers", uint64_t{cluster.max_response_headers});
   w.end_object();
 }
 

@@ -37,6 +37,8 @@ constexpr int kMaxStatus = 599;
 constexpr uint64_t kMinHeadersSize = 1024;
 constexpr uint64_t kMaxHeadersSize = 1024 * 1024;
 constexpr uint32_t kMaxCount = std::numeric_limits<uint32_t>::max();
+constexpr uint32_t kMaxHeaderCount = 10000;  // header fields in one head (Envoy's cap too)
+constexpr uint32_t kMaxTrustedHops = 64;
 constexpr uint32_t kMaxRetryAttempts = 10;
 constexpr uint64_t kMaxRetryBodyBytes = 64 * 1024 * 1024;
 constexpr double kMaxRequestsPerSecond = 1e9;
@@ -645,7 +647,8 @@ class Loader {
     listener.location = location(field.mark);
     MapView map = read_map(field, "listener",
                            {"name", "address", "request_headers_timeout", "idle_timeout",
-                            "max_request_headers_size", "routes"});
+                            "stream_idle_timeout", "max_request_headers_size",
+                            "max_request_headers", "trusted_hops", "routes"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, listener.name)) {
@@ -661,8 +664,11 @@ class Loader {
     }
     read_duration(map.find("request_headers_timeout"), listener.request_headers_timeout, true);
     read_duration(map.find("idle_timeout"), listener.idle_timeout, true);
+    read_duration(map.find("stream_idle_timeout"), listener.stream_idle_timeout, false);
     read_size(map.find("max_request_headers_size"), listener.max_request_headers_size,
               kMinHeadersSize, kMaxHeadersSize);
+    read_uint(map.find("max_request_headers"), listener.max_request_headers, 1, kMaxHeaderCount);
+    read_uint(map.find("trusted_hops"), listener.trusted_hops, 0, kMaxTrustedHops);
     std::map<std::string, int, std::less<>> route_names;
     for (const Field& item : read_list(require(map, "routes"), "route")) {
       listener.routes.emplace_back();
@@ -676,7 +682,7 @@ class Loader {
     route.match.path.value = "/";  // a route without a path matcher matches every path
     MapView map = read_map(field, "route",
                            {"name", "match", "cluster", "timeout", "prefix_rewrite", "retry",
-                            "bulkhead", "rate_limit", "fault"});
+                            "bulkhead", "rate_limit", "fault", "upgrades"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, route.name)) check_unique(route_names, route.name, "route", *name);
@@ -707,6 +713,7 @@ class Loader {
     if (const Field* bulkhead = map.find("bulkhead")) read_bulkhead(*bulkhead, route.bulkhead);
     if (const Field* limit = map.find("rate_limit")) read_rate_limit(*limit, route.rate_limit);
     if (const Field* fault = map.find("fault")) read_fault(*fault, route.fault);
+    if (const Field* upgrades = map.find("upgrades")) read_upgrades(*upgrades, route.upgrades);
   }
 
   void read_match(const Field& field, RouteMatch& match) {
@@ -851,6 +858,30 @@ class Loader {
       }
       header.value = std::move(*text);
       headers.push_back(std::move(header));
+    }
+  }
+
+  void read_upgrades(const Field& field, std::vector<std::string>& upgrades) {
+    upgrades.clear();  // [] forwards no upgrade at all
+    for (const Field& item : read_list(&field, "upgrade protocol")) {
+      auto text = scalar(item, "an Upgrade protocol name such as websocket");
+      if (!text) continue;
+      if (!is_token(*text)) {
+        error(item, "invalid protocol " + quoted(*text) + " (expected a token such as websocket)");
+        continue;
+      }
+      std::string protocol = std::move(*text);
+      std::transform(protocol.begin(), protocol.end(), protocol.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      if (protocol == "h2c") {
+        error(item, "h2c cannot be forwarded: bulwark speaks HTTP/1.1 to upstreams");
+        continue;
+      }
+      if (std::find(upgrades.begin(), upgrades.end(), protocol) != upgrades.end()) {
+        error(item, "duplicate protocol " + quoted(protocol));
+        continue;
+      }
+      upgrades.push_back(std::move(protocol));
     }
   }
 
@@ -1036,7 +1067,8 @@ class Loader {
     MapView map =
         read_map(field, "cluster",
                  {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
-                  "circuit_breaker", "health_check", "outlier_detection", "panic_threshold"});
+                  "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
+                  "max_response_headers"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -1082,6 +1114,7 @@ class Loader {
     if (auto percent = read_percent(map.find("panic_threshold"), true)) {
       cluster.panic_threshold_percent = static_cast<uint32_t>(*percent);
     }
+    read_uint(map.find("max_response_headers"), cluster.max_response_headers, 1, kMaxHeaderCount);
   }
 
   void read_health_check(const Field& field, std::optional<HealthCheckConfig>& out) {

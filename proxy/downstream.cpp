@@ -15,9 +15,6 @@ namespace {
 
 constexpr size_t kMaxResponseHeadSize = 64 * 1024;
 constexpr size_t kMaxRequestIdSize = 128;
-// The protocols an Upgrade request may switch to through bulwark; h2c and the rest are removed
-// and the request goes on as HTTP/1.1.
-const std::string kForwardedUpgrades[] = {"websocket"};
 // More interim (1xx) responses than this before the final one: the upstream is broken.
 constexpr uint32_t kMaxInterimResponses = 16;
 
@@ -69,6 +66,7 @@ DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& list
   request_callbacks_.self = this;
   response_callbacks_.self = this;
   request_parser_.set_max_head_size(listener.config.max_request_headers_size);
+  request_parser_.set_max_headers(listener.config.max_request_headers);
   tcp_.data = timer_.data = deadline_timer_.data = this;
   ++listener.gen.users;
   listener.stats.connections->add(1);
@@ -94,6 +92,7 @@ bool DownstreamConnection::move_to_newest_config() {
   ++newest.users;
   listener_ = next;
   request_parser_.set_max_head_size(next->config.max_request_headers_size);
+  request_parser_.set_max_headers(next->config.max_request_headers);
   worker_.release(old);  // may free the old generation
   return true;
 }
@@ -160,6 +159,7 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
     return;
   }
   self->in_.filled += static_cast<size_t>(nread);
+  self->note_io();
   switch (self->phase_) {
     case Phase::kIdle:
       self->phase_ = Phase::kHead;
@@ -235,6 +235,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // no longer has serves this request on the old one, then the connection closes.
   if (!move_to_newest_config()) draining_ = true;
   open_exchange();
+  note_io();
   if (log_this_) ex().log_request.assign(head.method).append(1, ' ').append(head.str(head.target));
   client_http10_ = head.version_major == 1 && head.version_minor == 0;
   client_keep_alive_ = head.keep_alive;
@@ -321,7 +322,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
     protocols.clear();
     http::for_each_list_element(head.value_of(head.upgrade_header), [&](std::string_view p) {
       std::string_view name = p.substr(0, p.find('/'));
-      for (const std::string& allowed : kForwardedUpgrades) {
+      for (const std::string& allowed : route.upgrades) {
         if (!http::iequals(name, allowed)) continue;
         if (!protocols.empty()) protocols.append(", ");
         protocols.append(p);
@@ -334,6 +335,7 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   how.path = path;
   how.authority = target.authority;
   how.client_address = client_ip_;
+  how.trusted_hops = listener_->config.trusted_hops;
   how.request_id = {request_id_, request_id_len_};
   how.add_request_id = add_request_id;
   how.upgrade = request_upgrade_;
@@ -621,9 +623,28 @@ void DownstreamConnection::end_policies() {
   uv_timer_stop(&deadline_timer_);
 }
 
+void DownstreamConnection::note_io() { last_io_ms_ = uv_now(worker_.loop()); }
+
+uint64_t DownstreamConnection::stream_idle_deadline_ms() const {
+  auto idle = static_cast<uint64_t>(listener_->config.stream_idle_timeout.count());
+  if (idle == 0) return 0;
+  switch (phase_) {
+    case Phase::kProxying:
+    case Phase::kLocalReply:
+    case Phase::kTunnel:
+      return last_io_ms_ + idle;
+    default:
+      return 0;
+  }
+}
+
 void DownstreamConnection::arm_deadline_timer() {
-  uint64_t next = route_deadline_ms_;
-  if (try_deadline_ms_ != 0 && (next == 0 || try_deadline_ms_ < next)) next = try_deadline_ms_;
+  if (closed_) return;
+  uint64_t next = phase_ == Phase::kProxying ? route_deadline_ms_ : 0;
+  if (phase_ == Phase::kProxying && try_deadline_ms_ != 0 && (next == 0 || try_deadline_ms_ < next))
+    next = try_deadline_ms_;
+  uint64_t idle = stream_idle_deadline_ms();
+  if (idle != 0 && (next == 0 || idle < next)) next = idle;
   if (next == 0) {
     uv_timer_stop(&deadline_timer_);
     return;
@@ -699,6 +720,7 @@ void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
   upstream_ = conn;
   conn->count_request();
   ex().response_parser.reset();
+  ex().response_parser.set_max_headers(cluster_->config().max_response_headers);
   conn->start_reading();
   flush_to_upstream();
 }
@@ -716,6 +738,7 @@ void DownstreamConnection::flush_to_upstream() {
 
 void DownstreamConnection::on_upstream_written(UpstreamConnection&, int status) {
   ex().to_upstream.on_written();
+  note_io();
   if (status < 0) {
     if (phase_ == Phase::kTunnel) {
       close();
@@ -746,6 +769,7 @@ void DownstreamConnection::on_upstream_written(UpstreamConnection&, int status) 
 void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nread) {
   if (nread > 0) {
     conn.in.filled += static_cast<size_t>(nread);
+    note_io();
     if (phase_ == Phase::kTunnel) {
       ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed,
                               conn.in.block);
@@ -1004,6 +1028,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
     self->close();
     return;
   }
+  self->note_io();
   switch (self->phase_) {
     case Phase::kLocalReply:
       if (!self->keep_client_ || self->client_eof_) {
@@ -1064,6 +1089,10 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
     if (cluster_ != nullptr) cluster_->stats.active_requests.add(-1);
   }
   phase_ = Phase::kLocalReply;
+  // A reply the client does not read, or a request body it never finishes, ends after
+  // stream_idle_timeout.
+  note_io();
+  arm_deadline_timer();
   response_status_ = status;
   keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_eof_;
   worker_.local_replies()[static_cast<size_t>(reason)].inc();
@@ -1138,7 +1167,8 @@ void DownstreamConnection::complete_exchange(bool answered) {
     route_stats_->requests.inc(response_status_);
     route_stats_->duration.observe_us(now_us() - start_us_);
   }
-  if (!answered && (log_flags_ & kLogUpstreamCut) == 0) log_flags_ |= kLogDownstreamClosed;
+  if (!answered && (log_flags_ & (kLogUpstreamCut | kLogStreamIdle)) == 0)
+    log_flags_ |= kLogDownstreamClosed;
   if (log_this_) write_access_log();
 }
 
@@ -1216,6 +1246,7 @@ void DownstreamConnection::write_access_log() {
   if ((log_flags_ & kLogFaultInjected) && local_reason_ != LocalReason::kFaultAbort) add("FI");
   if (log_flags_ & kLogUpstreamCut) add("UC");
   if (log_flags_ & kLogDownstreamClosed) add("DC");
+  if ((log_flags_ & kLogStreamIdle) && local_reason_ != LocalReason::kStreamIdleTimeout) add("SI");
   r.flags = {flags, nflags};
 
   format_access_line(r, worker_.access_log()->config().format, worker_.access_log_buffer());
@@ -1226,6 +1257,7 @@ void DownstreamConnection::start_tunnel() {
   // A tunnel may live for hours: it gives its bulkhead slot back now.
   end_policies();
   phase_ = Phase::kTunnel;
+  arm_deadline_timer();  // only the stream idle timeout bounds a tunnel
   ex().to_upstream.set_keep_history(false);
   // Bytes that followed the heads on either side are already tunnel data.
   if (!in_.empty()) {
@@ -1295,10 +1327,19 @@ void DownstreamConnection::on_timer(uv_timer_t* t) {
 
 void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
   auto* self = static_cast<DownstreamConnection*>(t->data);
-  if (self->phase_ != Phase::kProxying) return;
   uint64_t now = uv_now(self->worker_.loop());
+  uint64_t idle = self->stream_idle_deadline_ms();
+  if (idle != 0 && now >= idle) {
+    self->stream_idle_expired();
+    return;
+  }
+  if (self->phase_ != Phase::kProxying) {
+    self->arm_deadline_timer();
+    return;
+  }
   if (self->route_deadline_ms_ != 0 && now >= self->route_deadline_ms_) {
     // The route's timeout bounds all tries and waits together: no retry after it.
+    self->route_deadline_ms_ = 0;
     bool trying = self->upstream_ != nullptr && !self->response_head_sent_;
     self->cancel_wait();
     if (trying) {
@@ -1306,6 +1347,9 @@ void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
       self->record_try_outcome(0);
     }
     self->upstream_failed(LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+    // A response cut short may still wait for a client that does not read: the idle timer
+    // bounds that wait.
+    self->arm_deadline_timer();
     return;
   }
   if (self->try_deadline_ms_ != 0 && now >= self->try_deadline_ms_) {
@@ -1319,6 +1363,27 @@ void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
     return;
   }
   self->arm_deadline_timer();
+}
+
+void DownstreamConnection::stream_idle_expired() {
+  log_flags_ |= kLogStreamIdle;
+  log::debug("stream idle timeout").str("client", client_ip_);
+  if (phase_ == Phase::kProxying && !response_head_sent_ && !ex().to_client.in_flight()) {
+    // No response has started: say who went quiet. A client that stopped sending its body gets
+    // 408; a request fully sent whose upstream stopped answering gets 504 and counts as a
+    // timed-out try.
+    bool client_stalled = !request_complete_;
+    if (!client_stalled && upstream_ != nullptr) {
+      cluster_->stats.upstream_requests.inc(0);
+      record_try_outcome(0);
+    }
+    cancel_wait();
+    if (upstream_ != nullptr) release_upstream(false);
+    local_reply(LocalReason::kStreamIdleTimeout, true, client_stalled ? 408 : 504);
+    return;
+  }
+  // A response under way, a tunnel, or a reply the client does not read: all we can do is cut.
+  close();
 }
 
 void DownstreamConnection::update_reading() {

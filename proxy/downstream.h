@@ -118,7 +118,13 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void record_try_outcome(int status);
   void cancel_wait();
   void end_policies();
+  // Arms deadline_timer_ for the first of: the route's deadline, the try's, and the moment the
+  // exchange will have been idle (no byte moved either way) for stream_idle_timeout.
   void arm_deadline_timer();
+  uint64_t stream_idle_deadline_ms() const;
+  void stream_idle_expired();
+  // A byte moved on either side of the exchange.
+  void note_io();
 
   // Upstream side.
   void connect_upstream(bool fresh_only);
@@ -230,6 +236,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   filters::CircuitBreaker::Permit circuit_permit_;
   uint64_t route_deadline_ms_ = 0;  // loop time; 0 = none
   uint64_t try_deadline_ms_ = 0;    // loop time; 0 = none
+  uint64_t last_io_ms_ = 0;         // loop time of the exchange's last byte moved
   uint64_t try_start_us_ = 0;
   const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
   uint32_t tries_ = 0;
@@ -265,6 +272,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
     kLogRetriesExhausted = 2,   // URX: the last try failed and no retry was left
     kLogDownstreamClosed = 4,   // DC: the client went away before the response was complete
     kLogUpstreamCut = 8,        // UC: the upstream failed after the response had started
+    kLogStreamIdle = 16,        // SI: no byte moved either way for stream_idle_timeout
   };
   bool exchange_open_ = false;  // a request (or a malformed head) awaits its end
   bool log_this_ = false;       // the access log samples this request

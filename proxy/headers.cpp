@@ -3,6 +3,7 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 
 namespace bulwark::http {
@@ -88,16 +89,43 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
     }
   }
   if (request.host < 0 && !how.authority.empty()) append_header(out, "Host", how.authority);
-  // X-Forwarded-For: every earlier hop, then the client we saw.
-  size_t xff_start = out.size();
-  for (const Header& h : request.headers) {
+  // X-Forwarded-For: the addresses the trusted hops added (the last trusted_hops of the list,
+  // all X-Forwarded-For fields together), then the client we saw. Anything before them was
+  // written by whoever connected first and is not believed.
+  std::array<std::string_view, kMaxTrustedHops> kept;
+  size_t nkept = 0;
+  const size_t want = std::min<size_t>(how.trusted_hops, kept.size());
+  std::string_view proto = "http";
+  for (size_t i = request.headers.size(); i-- > 0 && nkept < want;) {
+    const Header& h = request.headers[i];
     if (h.kind != HeaderKind::kXForwardedFor) continue;
-    out.append(out.size() == xff_start ? "X-Forwarded-For: " : ", ");
-    out.append(request.str(h.value));
+    std::string_view value = request.str(h.value);
+    while (!value.empty() && nkept < want) {
+      size_t comma = value.rfind(',');
+      std::string_view element = comma == std::string_view::npos ? value : value.substr(comma + 1);
+      value = comma == std::string_view::npos ? std::string_view() : value.substr(0, comma);
+      while (!element.empty() && (element.front() == ' ' || element.front() == '\t')) element.remove_prefix(1);
+      while (!element.empty() && (element.back() == ' ' || element.back() == '\t')) element.remove_suffix(1);
+      if (!element.empty()) kept[nkept++] = element;
+    }
   }
-  out.append(out.size() == xff_start ? "X-Forwarded-For: " : ", ");
+  if (want > 0) {
+    for (const Header& h : request.headers) {
+      if (h.kind == HeaderKind::kXForwardedProto && h.value.length > 0) {
+        proto = request.str(h.value);
+        break;
+      }
+    }
+  }
+  out.append("X-Forwarded-For: ");
+  while (nkept > 0) {
+    out.append(kept[--nkept]);
+    out.append(", ");
+  }
   out.append(how.client_address);
-  out.append("\r\nX-Forwarded-Proto: http\r\n");
+  out.append("\r\nX-Forwarded-Proto: ");
+  out.append(proto);
+  out.append("\r\n");
   if (how.add_request_id) append_header(out, "X-Request-Id", how.request_id);
   if (how.framing == BodyFraming::kContentLength) {
     append_number_header(out, "Content-Length", request.content_length);

@@ -27,11 +27,16 @@ enum class BodyFraming {
   kClose,          // the body ends when bulwark closes the connection (HTTP/1.0 peer)
 };
 
+inline constexpr uint32_t kMaxTrustedHops = 64;
+
 struct UpstreamRequestHead {
   std::string_view path;            // the request-target to send (after prefix_rewrite)
   // The authority of an absolute-form target: it replaces the Host header (RFC 9112 3.2.2).
   std::string_view authority;
   std::string_view client_address;  // appended to X-Forwarded-For
+  // How many proxies in front are trusted: the last `trusted_hops` addresses of the incoming
+  // X-Forwarded-For are kept before client_address, and with any, its X-Forwarded-Proto too.
+  uint32_t trusted_hops = 0;
   std::string_view request_id;      // the request's id, kept or generated
   bool add_request_id = false;      // the request had no X-Request-Id
   // Forward an upgrade: `Upgrade: upgrade_protocols` and `Connection: upgrade`.

@@ -29,6 +29,7 @@ enum class LocalReason : unsigned char {
   kNoHealthyEndpoints,
   kTooManyHeaders,
   kHttpVersionNotSupported,
+  kStreamIdleTimeout,
   kCount,
 };
 
@@ -59,6 +60,8 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"no_healthy_endpoints", 503, "NH"},  // the cluster has endpoints, but none is routable
     {"too_many_headers", 431, "DPE"},     // more header fields than max_request_headers
     {"http_version_not_supported", 505, "DPE"},  // a request line of HTTP/2 or later
+    {"stream_idle_timeout", 408, "SI"},   // no byte moved for stream_idle_timeout (504 when
+                                          // the upstream, not the client, went quiet)
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

@@ -37,11 +37,7 @@ bool split_target(std::string_view target, RequestTarget* out) {
 std::string_view request_host(const http::MessageHead& head, const RequestTarget& target,
                               char* buf, size_t buf_size) {
   std::string_view host = target.authority;
-  if (host.empty()) {
-    const http::Header* h = head.find("host");
-    if (h == nullptr) return {};
-    host = head.str(h->value);
-  }
+  if (host.empty()) host = head.value_of(head.host);
   // Strip the port; keep IPv6 brackets intact.
   if (!host.empty() && host.front() == '[') {
     size_t close = host.find(']');
@@ -50,9 +46,12 @@ std::string_view request_host(const http::MessageHead& head, const RequestTarget
     size_t colon = host.rfind(':');
     if (colon != std::string_view::npos) host = host.substr(0, colon);
   }
-  size_t n = std::min(host.size(), buf_size);
-  for (size_t i = 0; i < n; ++i) buf[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(host[i])));
-  return {buf, n};
+  // Never truncated: a name too long for `buf` is returned as it came (routes compare hosts
+  // case-insensitively either way).
+  if (host.size() > buf_size) return host;
+  for (size_t i = 0; i < host.size(); ++i)
+    buf[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(host[i])));
+  return {buf, host.size()};
 }
 
 bool Router::matches(const config::RouteMatch& m, const http::MessageHead& head,
@@ -72,10 +71,10 @@ bool Router::matches(const config::RouteMatch& m, const http::MessageHead& head,
     if (m.host.wildcard) {
       // "*.example.com" is stored as ".example.com": a non-empty label must precede it.
       if (host.size() <= m.host.value.size() ||
-          host.substr(host.size() - m.host.value.size()) != m.host.value) {
+          !http::iequals(host.substr(host.size() - m.host.value.size()), m.host.value)) {
         return false;
       }
-    } else if (host != m.host.value) {
+    } else if (!http::iequals(host, m.host.value)) {
       return false;
     }
   }

@@ -184,13 +184,27 @@ TEST_CASE("proxy appends the client address to X-Forwarded-For and sets X-Forwar
   CHECK(joined(*first, "x-forwarded-for") == "127.0.0.1");
   CHECK(first->get("x-forwarded-proto") == "http");
 
+  // Without trusted hops (the default), what the client claims is replaced.
   auto chained = http_get(proxy.port(), "/b",
-                          {{"X-Forwarded-For", "203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
+                          {{"X-Forwarded-For", "198.51.100.1, 203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
   REQUIRE(chained);
   auto second = proxy.upstream.last_request();
   REQUIRE(second);
-  CHECK(joined(*second, "x-forwarded-for") == "203.0.113.7, 127.0.0.1");
+  CHECK(joined(*second, "x-forwarded-for") == "127.0.0.1");
   CHECK(second->get_all("x-forwarded-proto") == std::vector<std::string>{"http"});
+}
+
+TEST_CASE("trusted_hops keeps the last N X-Forwarded-For addresses and the X-Forwarded-Proto") {
+  ProxyOptions options;
+  options.listener = "trusted_hops: 1";
+  ProxyFixture proxy({}, options);
+  auto chained = http_get(proxy.port(), "/b",
+                          {{"X-Forwarded-For", "198.51.100.1, 203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
+  REQUIRE(chained);
+  auto request = proxy.upstream.last_request();
+  REQUIRE(request);
+  CHECK(joined(*request, "x-forwarded-for") == "203.0.113.7, 127.0.0.1");
+  CHECK(request->get_all("x-forwarded-proto") == std::vector<std::string>{"https"});
 }
 
 TEST_CASE("proxy keeps a client's X-Request-Id or generates one, and returns it") {

@@ -235,7 +235,7 @@ TEST_CASE("to_json writes every field of the effective config as one line of val
           R"("admin":{"address":"[::1]:9902"})",
           R"("drain_delay":"1500ms","drain_timeout":"0s")",
           R"("name":"in","address":"0.0.0.0:8080","request_headers_timeout":"5s",)",
-          R"("idle_timeout":"5m","max_request_headers_size":"64KiB")",
+          R"("idle_timeout":"5m","stream_idle_timeout":"5m","max_request_headers_size":"64KiB")",
           R"("name":"say \"hi\"")",
           R"("match":{"prefix":"/api/","host":"*.example.com","headers":{"x-canary":"a\u0009b"},"methods":["GET","POST"]})",
           R"("cluster":"app","timeout":"0s","prefix_rewrite":"/")",
@@ -269,9 +269,10 @@ clusters:
       json ==
       R"({"source_file":"test.yaml","workers":0,"admin":{"address":"127.0.0.1:9901"},)"
       R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
-      R"("request_headers_timeout":"10s","idle_timeout":"5m","max_request_headers_size":"60KiB",)"
+      R"("request_headers_timeout":"10s","idle_timeout":"5m","stream_idle_timeout":"5m",)"
+            R"("max_request_headers_size":"60KiB","max_request_headers":100,"trusted_hops":0,)"
       R"("routes":[{"name":"all","match":{"prefix":"/","host":null,"headers":{},"methods":[]},)"
-      R"("cluster":"app","timeout":"15s","prefix_rewrite":null,)"
+      R"("cluster":"app","timeout":"15s","prefix_rewrite":null,"upgrades":["websocket"],)"
       R"("retry":{"attempts":2,"per_try_timeout":"0s",)"
       R"("retry_on":["connect-failure","reset","gateway-error"],"retriable_status_codes":[],)"
       R"("backoff":{"base":"25ms","max":"250ms"},"retry_non_idempotent":false,)"
@@ -282,7 +283,7 @@ clusters:
       R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
       R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
       R"("pending_timeout":"1s"},"circuit_breaker":null,"health_check":null,)"
-      R"("outlier_detection":null,"panic_threshold_percent":50}],)"
+      R"("outlier_detection":null,"panic_threshold_percent":50,"max_response_headers":100}],)"
       R"("readiness":{"require_healthy":[]},"watch_config":false})");
 }
 
@@ -390,12 +391,12 @@ clusters:
           R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
           R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100,)"
           R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s"},)"
-          R"("panic_threshold_percent":25})",
+          R"("panic_threshold_percent":25,"max_response_headers":100})",
           // A host and unhealthy_interval left out are null: the endpoint's address, the interval.
           R"("health_check":{"path":"/healthz","tcp":true,"host":null,"interval":"5s",)"
           R"("interval_jitter_percent":10,"timeout":"1s","healthy_threshold":2,)"
           R"("unhealthy_threshold":3,"unhealthy_interval":null,"expected_statuses":["200-399"]},)"
-          R"("outlier_detection":null,"panic_threshold_percent":50}])",
+          R"("outlier_detection":null,"panic_threshold_percent":50,"max_response_headers":100}])",
           R"("readiness":{"require_healthy":["db","app"]},"watch_config":false})",
       });
 }

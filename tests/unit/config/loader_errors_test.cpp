@@ -109,10 +109,21 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
        "admin: unknown key 'port' in admin; expected one of: address"},
       {"listener", in_listener("    max_headers: 1\n"), 4, 5,
        "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
-       "request_headers_timeout, idle_timeout, max_request_headers_size, routes"},
+       "request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
+       "max_request_headers, trusted_hops, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
-       "cluster, timeout, prefix_rewrite, retry, bulkhead, rate_limit, fault"},
+       "cluster, timeout, prefix_rewrite, retry, bulkhead, rate_limit, fault, upgrades"},
+      {"upgrades: h2c", in_route("        upgrades: [websocket, h2c]\n"), 7, 31,
+       "listeners[0].routes[0].upgrades[1]: h2c cannot be forwarded"},
+      {"upgrades: not a token", in_route("        upgrades: [\"web socket\"]\n"), 7, 20,
+       "listeners[0].routes[0].upgrades[0]: invalid protocol"},
+      {"upgrades: duplicate", in_route("        upgrades: [websocket, WebSocket]\n"), 7, 31,
+       "listeners[0].routes[0].upgrades[1]: duplicate protocol 'websocket'"},
+      {"max_request_headers: 0", in_listener("    max_request_headers: 0\n"), 4, 26,
+       "listeners[0].max_request_headers"},
+      {"trusted_hops: too many", in_listener("    trusted_hops: 65\n"), 4, 19,
+       "listeners[0].trusted_hops"},
       {"near miss in route", in_route("        retyr: {}\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retyr' in route (did you mean 'retry'?)"},
       {"route match", in_route("        match:\n          pathh: /x\n"), 8, 11,

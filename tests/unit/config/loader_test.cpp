@@ -35,7 +35,10 @@ listeners:
     address: 0.0.0.0:8080
     request_headers_timeout: 5s
     idle_timeout: 2m
+    stream_idle_timeout: 30s
     max_request_headers_size: 32KiB
+    max_request_headers: 50
+    trusted_hops: 2
     routes:
       - name: api
         match:
@@ -46,6 +49,7 @@ listeners:
         cluster: batch
         timeout: 0s
         prefix_rewrite: /v1/
+        upgrades: [WebSocket, my-proto]
       - name: health
         match:
           path: /healthz
@@ -105,6 +109,10 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(in.request_headers_timeout == seconds(5));
   CHECK(in.idle_timeout == minutes(2));
   CHECK(in.max_request_headers_size == 32 * 1024);
+  CHECK(in.stream_idle_timeout == seconds(30));
+  CHECK(in.max_request_headers == 50);
+  CHECK(in.trusted_hops == 2);
+  CHECK(in.routes.at(0).upgrades == std::vector<std::string>{"websocket", "my-proto"});
   CHECK(in.location.file == "test.yaml");
   CHECK(in.location.line == 7);
   CHECK(in.location.column == 5);
@@ -127,7 +135,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(api.cluster_index == 1);
   CHECK(api.timeout == Duration{0});
   CHECK(api.prefix_rewrite == "/v1/");
-  CHECK(api.location.line == 13);
+  CHECK(api.location.line == 16);
   CHECK(api.location.column == 9);
 
   const RouteConfig& health = in.routes[1];
@@ -140,7 +148,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(health.cluster_index == 0);
   CHECK(health.timeout == milliseconds(1500));
   CHECK_FALSE(health.prefix_rewrite.has_value());
-  CHECK(health.location.line == 22);
+  CHECK(health.location.line == 26);
 
   const RouteConfig& reports = in.routes[2];
   CHECK(reports.match.path.kind == PathMatch::Kind::kRegex);
@@ -149,7 +157,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(RE2::FullMatch("/reports/42", *reports.match.path.regex));
   CHECK_FALSE(RE2::FullMatch("/reports/x", *reports.match.path.regex));
   CHECK(reports.match.host.empty());
-  CHECK(reports.location.line == 28);
+  CHECK(reports.location.line == 32);
 
   const ListenerConfig& v6 = c.listeners[1];
   CHECK(v6.name == "v6");
@@ -168,24 +176,24 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   REQUIRE(c.clusters.size() == 2);
   const ClusterConfig& app = c.clusters[0];
   CHECK(app.name == "app");
-  CHECK(app.location.line == 40);
+  CHECK(app.location.line == 44);
   CHECK(app.location.column == 5);
   REQUIRE(app.endpoints.size() == 3);
   CHECK(app.endpoints[0].address.text() == "127.0.0.1:9000");
   CHECK(app.endpoints[0].address.is_ip);
   CHECK(app.endpoints[0].weight == 1);
-  CHECK(app.endpoints[0].location.line == 42);
+  CHECK(app.endpoints[0].location.line == 46);
   CHECK(app.endpoints[0].location.column == 9);
   CHECK(app.endpoints[1].address.host == "app.internal");
   CHECK(app.endpoints[1].address.port == 9001);
   CHECK_FALSE(app.endpoints[1].address.is_ip);
   CHECK(app.endpoints[1].weight == 2);
-  CHECK(app.endpoints[1].location.line == 43);
+  CHECK(app.endpoints[1].location.line == 47);
   CHECK(app.endpoints[1].location.column == 9);
   CHECK(app.endpoints[2].address.host == "::1");
   CHECK(app.endpoints[2].address.port == 9002);
   CHECK(app.endpoints[2].weight == 10000);
-  CHECK(app.endpoints[2].location.line == 44);
+  CHECK(app.endpoints[2].location.line == 48);
   CHECK(app.dns_refresh == seconds(10));
   CHECK(app.lb == LbPolicy::kRandom);
   CHECK(app.connect_timeout == milliseconds(100));
@@ -332,8 +340,12 @@ clusters:
   CHECK(in.request_headers_timeout == seconds(10));
   CHECK(in.idle_timeout == seconds(300));
   CHECK(in.max_request_headers_size == 60 * 1024);
+  CHECK(in.stream_idle_timeout == minutes(5));
+  CHECK(in.max_request_headers == 100);
+  CHECK(in.trusted_hops == 0);
 
   const RouteConfig& route = in.routes.at(0);
+  CHECK(route.upgrades == std::vector<std::string>{"websocket"});
   CHECK(route.match.path.kind == PathMatch::Kind::kPrefix);
   CHECK(route.match.path.value == "/");
   CHECK(route.match.path.regex == nullptr);
@@ -376,6 +388,7 @@ clusters:
   CHECK(app.pool.max_pending == 1024);
   CHECK(app.pool.pending_timeout == seconds(1));
   CHECK_FALSE(app.circuit_breaker.has_value());
+  CHECK(app.max_response_headers == 100);
 }
 
 TEST_CASE("optional sections may be present but empty") {

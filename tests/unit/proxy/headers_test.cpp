@@ -2,7 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/unit/proxy/http_test_util.h"
@@ -179,19 +181,32 @@ TEST_CASE("headers: write_upstream_request appends the client to X-Forwarded-For
     CHECK(back.values("X-Forwarded-For") == Values{"10.0.0.9"});
     CHECK(back.values("X-Forwarded-Proto") == Values{"http"});
   }
-  SUBCASE("earlier hops in several headers become one list, in order") {
-    ParsedHead req(Parser::Type::kRequest,
-                   "GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.1, 198.51.100.2\r\nHost: h\r\n"
-                   "x-forwarded-for: 192.0.2.3\r\nX-Forwarded-Proto: https\r\n\r\n");
-    REQUIRE_PARSES(req);
+  ParsedHead chained(Parser::Type::kRequest,
+                     "GET / HTTP/1.1\r\nX-Forwarded-For: 203.0.113.1, 198.51.100.2\r\nHost: h\r\n"
+                     "x-forwarded-for: 192.0.2.3\r\nX-Forwarded-Proto: https\r\n\r\n");
+  REQUIRE_PARSES(chained);
+  auto forwarded = [&](uint32_t trusted_hops) {
+    how.trusted_hops = trusted_hops;
     std::string out;
-    write_upstream_request(req.head, how, out);
-    ParsedHead back(Parser::Type::kRequest, out);
-    REQUIRE_PARSES(back);
-    CHECK(back.values("X-Forwarded-For") ==
-          Values{"203.0.113.1, 198.51.100.2, 192.0.2.3, 10.0.0.9"});
+    write_upstream_request(chained.head, how, out);
+    auto back = std::make_unique<ParsedHead>(Parser::Type::kRequest, out);
+    REQUIRE_PARSES(*back);
+    return std::make_pair(back->values("X-Forwarded-For"), back->values("X-Forwarded-Proto"));
+  };
+  SUBCASE("no trusted hops: what the client claims is dropped") {
+    auto [xff, proto] = forwarded(0);
+    CHECK(xff == Values{"10.0.0.9"});
     // The proto is what the client spoke to bulwark, not what it claims.
-    CHECK(back.values("X-Forwarded-Proto") == Values{"http"});
+    CHECK(proto == Values{"http"});
+  }
+  SUBCASE("trusted hops: their addresses (the last N, over all headers) and proto are kept") {
+    auto [xff, proto] = forwarded(1);
+    CHECK(xff == Values{"192.0.2.3, 10.0.0.9"});
+    CHECK(proto == Values{"https"});
+    std::tie(xff, proto) = forwarded(2);
+    CHECK(xff == Values{"198.51.100.2, 192.0.2.3, 10.0.0.9"});
+    std::tie(xff, proto) = forwarded(10);
+    CHECK(xff == Values{"203.0.113.1, 198.51.100.2, 192.0.2.3, 10.0.0.9"});
   }
 }
 

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <re2/re2.h>
 
+#include <cctype>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -97,10 +98,18 @@ TEST_CASE("router: request_host lowercases and strips the port") {
   CHECK(host_of("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", "/") == "[::1]");
   CHECK(host_of("GET / HTTP/1.1\r\nHost: [2001:DB8::1]\r\n\r\n", "/") == "[2001:db8::1]");
   CHECK(host_of("GET / HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n", "/") == "10.0.0.1");
-  CHECK(host_of("GET / HTTP/1.1\r\n\r\n", "/").empty());
+  CHECK(host_of("GET / HTTP/1.1\r\nHost:\r\n\r\n", "/").empty());
+  // A name longer than the buffer is not truncated (a wildcard suffix must see all of it).
+  std::string long_name = std::string(300, 'A') + ".Example.com";
+  CHECK(host_of("GET / HTTP/1.1\r\nHost: " + long_name + ":80\r\n\r\n", "/") == long_name);
   // The absolute-form authority wins over the Host header.
   CHECK(host_of("GET http://Inner.Example:81/ HTTP/1.1\r\nHost: outer.example\r\n\r\n",
                 "http://Inner.Example:81/") == "inner.example");
+}
+
+std::string to_lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 // A listener with the given routes, all sending to cluster 0.
@@ -127,6 +136,10 @@ void set_regex(config::RouteMatch& m, std::string pattern) {
 }
 
 int route_for(const Router& router, std::string request) {
+  // Every request needs a Host to parse; the ones here that do not test hosts get "any.host".
+  if (to_lower(request).find("\r\nhost:") == std::string::npos) {
+    request.insert(request.find("\r\n") + 2, "Host: any.host\r\n");
+  }
   ParsedHead p(http::Parser::Type::kRequest, std::move(request));
   REQUIRE(p.have_head);
   RequestTarget target = split(p.head.str(p.head.target));
