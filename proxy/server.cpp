@@ -906,8 +906,9 @@ void Server::clusters_json(std::function<void(AdminResponse)> respond) {
           if (ci == clusters_.size() || ci >= g->clusters.size()) continue;
           auto& into = g->clusters[ci];
           for (const auto& [address, c] : pools) {
+            // Named, not captured: clang before 16 cannot capture a structured binding.
             auto it = std::find_if(into.begin(), into.end(),
-                                   [&](const auto& x) { return x.first == address; });
+                                   [&name = address](const auto& x) { return x.first == name; });
             if (it == into.end()) {
               into.push_back({address, c});
             } else {

@@ -34,7 +34,10 @@ TEST_CASE("malformed requests get 400 bad_request and the connection is closed")
       {"obs-fold continuation", "GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\n\r\n"},
       {"negative Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"},
   };
-  for (const auto& [what, raw] : cases) {
+  for (const auto& test_case : cases) {
+    // Not a structured binding: CAPTURE refers to it from a lambda, which clang before 16 refuses.
+    const std::string& what = test_case.first;
+    const std::string& raw = test_case.second;
     CAPTURE(what);
     ClientConn client(proxy.port());
     REQUIRE(client.connected());
