@@ -34,6 +34,15 @@ tree_rss_kib() { # VmRSS of PID and its descendants together, in KiB
   echo "$sum"
 }
 
+tree_fds() { # open descriptors of PID and its descendants together
+  local p sum=0 n
+  for p in "$1" $(descendants "$1"); do
+    n=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
+    sum=$((sum + n))
+  done
+  echo "$sum"
+}
+
 stop_proc() { # stop one process we started (and anything it forked): TERM, then KILL after 5 s
   local pid=$1 kids i
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
@@ -120,6 +129,14 @@ kv() { # kv FILE KEY: the value of KEY=VALUE in FILE, or NA
 }
 
 # ---------------------------------------------------------------- the machine
+
+cpu_busy_ticks() { # "BUSY TOTAL": the whole machine's CPU ticks so far (/proc/stat), every process
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+busy_pct() { # busy_pct "BUSY0 TOTAL0" "BUSY1 TOTAL1": % of all CPUs busy in between
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]
+    if (d > 0) printf "%.0f", 100 * (y[1] - x[1]) / d; else print "NA" }'
+}
 
 machine_line() {
   local cpu
