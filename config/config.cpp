@@ -22,6 +22,18 @@ const ClusterConfig* Config::find_cluster(std::string_view name) const {
   return nullptr;
 }
 
+const OutlierDetectionConfig& implicit_outlier_detection() {
+  static const OutlierDetectionConfig kImplicit = [] {
+    OutlierDetectionConfig c;
+    c.consecutive_5xx = 0;
+    c.consecutive_gateway_failure = 0;
+    c.failure_percent = 0;
+    c.implicit = true;
+    return c;
+  }();
+  return kImplicit;
+}
+
 const char* to_string(LbPolicy lb) {
   switch (lb) {
     case LbPolicy::kRoundRobin:

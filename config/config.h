@@ -177,6 +177,9 @@ struct ListenerConfig {
   // incoming X-Forwarded-Proto and the last N addresses of X-Forwarded-For are kept (Envoy's
   // xff_num_trusted_hops); with 0 both are replaced by what this hop saw.
   uint32_t trusted_hops = 0;
+  // Open client connections of this listener, all workers together; at the limit bulwark stops
+  // accepting and new connections wait in the kernel's backlog. 0 = only the process limit.
+  uint32_t max_connections = 0;
   std::vector<RouteConfig> routes;  // first match wins
   SourceLocation location;
 };
@@ -220,10 +223,18 @@ struct HealthCheckConfig {
   std::vector<StatusRange> expected_statuses{{200, 399}};  // each within 100..599
 };
 
-// Passive outlier detection on real traffic (as Envoy's).
+// Passive outlier detection on real traffic (as Envoy's with split_external_local_origin_errors).
 struct OutlierDetectionConfig {
   uint32_t consecutive_5xx = 5;              // 0 = off
-  uint32_t consecutive_gateway_failure = 3;  // connect failure, reset, 502/503/504; 0 = off
+  uint32_t consecutive_gateway_failure = 3;  // try timeout, reset after bytes, 502/503/504; 0 = off
+  // Local-origin failures in a row: the endpoint could not be reached (connect refused,
+  // unreachable or timed out, or the connection closed before any response byte). Counted apart
+  // from the two above; 0 = off, and then they count as gateway failures (and 5xx) instead.
+  uint32_t consecutive_local_origin_failure = 3;
+  // An ejected endpoint whose active health check passes comes back at once (as Envoy's
+  // successful_active_health_check_uneject_host): at any passing check when it was ejected for
+  // local-origin failures, at a passing check after a failed one otherwise.
+  bool uneject_on_health_check_pass = true;
   Duration base_ejection_time{30000};        // × times ejected, up to max_ejection_time
   Duration max_ejection_time{300000};        // >= base_ejection_time
   uint32_t max_ejection_percent = 50;        // 0..100; one endpoint can always be ejected
@@ -234,7 +245,16 @@ struct OutlierDetectionConfig {
   uint32_t failure_percent = 0;                    // 0..100
   uint32_t failure_percent_minimum_requests = 20;  // >= 1
   Duration interval{10000};                        // > 0
+  // Not a key: true for the detection a cluster without an outlier_detection section gets
+  // (implicit_outlier_detection()). Its max_ejection_percent is strict: unlike a configured one,
+  // it never ejects a cluster's only endpoint.
+  bool implicit = false;
 };
+
+// The outlier detection of a cluster without an outlier_detection section: local-origin
+// failures only (consecutive_local_origin_failure 3, the other rules off), at most 50% of the
+// endpoints and never the only one, and the other defaults above.
+const OutlierDetectionConfig& implicit_outlier_detection();
 
 // Closed / open / half-open over a sliding time window (as Resilience4j).
 struct CircuitBreakerConfig {
@@ -258,7 +278,8 @@ struct ClusterConfig {
   PoolConfig pool;
   std::optional<CircuitBreakerConfig> circuit_breaker;  // absent: no circuit breaker
   std::optional<HealthCheckConfig> health_check;        // absent: no active checks
-  std::optional<OutlierDetectionConfig> outlier_detection;  // absent: no ejections
+  // Absent: implicit_outlier_detection() (only local-origin failures eject).
+  std::optional<OutlierDetectionConfig> outlier_detection;
   // Below this share of routable endpoints (all groups together) traffic is spread over all
   // endpoints instead, rather than failing everything. 0..100; YAML "50%".
   uint32_t panic_threshold_percent = 50;
@@ -282,6 +303,9 @@ struct AccessLogConfig {
 struct Config {
   std::string source_file;
   uint32_t workers = 0;  // 0 = number of CPUs
+  // Open client connections of the whole process. 0 = from the file descriptor limit (raised to
+  // its hard limit at start): half of it less a reserve, since a proxied connection takes two.
+  uint32_t max_connections = 0;
   AdminConfig admin;
   Duration drain_delay{5000};    // after SIGTERM: /ready is 503 at once, listeners close after this
   Duration drain_timeout{20000}; // in-flight requests get this long to finish, then we exit

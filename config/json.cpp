@@ -199,6 +199,7 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.member("max_request_headers_size", format_size(listener.max_request_headers_size));
   w.member("max_request_headers", uint64_t{listener.max_request_headers});
   w.member("trusted_hops", uint64_t{listener.trusted_hops});
+  w.member("max_connections", uint64_t{listener.max_connections});
   w.key("routes");
   w.begin_array();
   for (const RouteConfig& route : listener.routes) write_route(w, route);
@@ -301,6 +302,9 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                    w.member("consecutive_5xx", uint64_t{outlier.consecutive_5xx});
                    w.member("consecutive_gateway_failure",
                             uint64_t{outlier.consecutive_gateway_failure});
+                   w.member("consecutive_local_origin_failure",
+                            uint64_t{outlier.consecutive_local_origin_failure});
+                   w.member("uneject_on_health_check_pass", outlier.uneject_on_health_check_pass);
                    w.member("base_ejection_time", format_duration(outlier.base_ejection_time));
                    w.member("max_ejection_time", format_duration(outlier.max_ejection_time));
                    w.member("max_ejection_percent", uint64_t{outlier.max_ejection_percent});
@@ -371,6 +375,7 @@ std::string to_json(const Config& config) {
   w.begin_object();
   w.member("source_file", config.source_file);
   w.member("workers", uint64_t{config.workers});
+  w.member("max_connections", uint64_t{config.max_connections});
   w.key("admin");
   w.begin_object();
   w.member("address", config.admin.address.text());

@@ -12,7 +12,7 @@ namespace bulwark::config {
 // are written the way the YAML accepts them ("1s", "60KiB"), retry conditions as their YAML names;
 // an absent optional value or policy (bulkhead, rate_limit, fault, circuit_breaker, health_check,
 // outlier_detection) is null, and so is a health check's unhealthy_interval when it is the
-// interval.
+// interval. A null outlier_detection still means implicit_outlier_detection() is in force.
 std::string to_json(const Config& config);
 // One route or cluster as it appears in to_json(Config): also how a reload tells whether a route
 // or cluster changed (same JSON: unchanged, so its state carries over).

@@ -39,6 +39,7 @@ constexpr uint64_t kMaxHeadersSize = 1024 * 1024;
 constexpr uint32_t kMaxCount = std::numeric_limits<uint32_t>::max();
 constexpr uint32_t kMaxHeaderCount = 10000;  // header fields in one head (Envoy's cap too)
 constexpr uint32_t kMaxTrustedHops = 64;
+constexpr uint32_t kMaxConnections = 10'000'000;
 constexpr uint32_t kMaxRetryAttempts = 10;
 constexpr uint64_t kMaxRetryBodyBytes = 64 * 1024 * 1024;
 constexpr double kMaxRequestsPerSecond = 1e9;
@@ -555,9 +556,10 @@ class Loader {
       return;
     }
     MapView map = read_map(field, "top level",
-                           {"workers", "drain_delay", "drain_timeout", "admin", "listeners",
-                            "clusters", "readiness", "access_log", "watch_config"});
+                           {"workers", "max_connections", "drain_delay", "drain_timeout", "admin",
+                            "listeners", "clusters", "readiness", "access_log", "watch_config"});
     read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
+    read_uint(map.find("max_connections"), config.max_connections, 0, kMaxConnections);
     read_duration(map.find("drain_delay"), config.drain_delay, false);
     read_duration(map.find("drain_timeout"), config.drain_timeout, false);
     if (const Field* admin = map.find("admin")) read_admin(*admin, config.admin);
@@ -648,7 +650,7 @@ class Loader {
     MapView map = read_map(field, "listener",
                            {"name", "address", "request_headers_timeout", "idle_timeout",
                             "stream_idle_timeout", "max_request_headers_size",
-                            "max_request_headers", "trusted_hops", "routes"});
+                            "max_request_headers", "trusted_hops", "max_connections", "routes"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, listener.name)) {
@@ -669,6 +671,7 @@ class Loader {
               kMinHeadersSize, kMaxHeadersSize);
     read_uint(map.find("max_request_headers"), listener.max_request_headers, 1, kMaxHeaderCount);
     read_uint(map.find("trusted_hops"), listener.trusted_hops, 0, kMaxTrustedHops);
+    read_uint(map.find("max_connections"), listener.max_connections, 0, kMaxConnections);
     std::map<std::string, int, std::less<>> route_names;
     for (const Field& item : read_list(require(map, "routes"), "route")) {
       listener.routes.emplace_back();
@@ -861,46 +864,42 @@ class Loader {
     }
   }
 
-  void read_upgrades(const Field& field, std::vector<std::string>& upgrades) {
-    upgrades.clear();  // [] forwards no upgrade at all
-    for (const Field& item : read_list(&field, "upgrade protocol")) {
-      auto text = scalar(item, "an Upgrade protocol name such as websocket");
+  // A list of distinct RFC 9110 tokens, case-folded with `fold`. `what` names an item in errors
+  // ("method"), `expected` describes one ("an HTTP method such as GET"); `forbidden` (after
+  // folding) is refused with `forbidden_why`.
+  void read_token_list(const Field& field, const std::string& what, const std::string& expected,
+                       char (*fold)(char), std::vector<std::string>& out,
+                       std::string_view forbidden = {}, std::string_view forbidden_why = {}) {
+    for (const Field& item : read_list(&field, what)) {
+      auto text = scalar(item, expected);
       if (!text) continue;
       if (!is_token(*text)) {
-        error(item, "invalid protocol " + quoted(*text) + " (expected a token such as websocket)");
+        error(item, "invalid " + what + " " + quoted(*text) + " (expected a token such as " +
+                        expected.substr(expected.rfind(' ') + 1) + ")");
         continue;
       }
-      std::string protocol = std::move(*text);
-      std::transform(protocol.begin(), protocol.end(), protocol.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      if (protocol == "h2c") {
-        error(item, "h2c cannot be forwarded: bulwark speaks HTTP/1.1 to upstreams");
+      std::string token = std::move(*text);
+      std::transform(token.begin(), token.end(), token.begin(), fold);
+      if (!forbidden.empty() && token == forbidden) {
+        error(item, std::string(forbidden_why));
         continue;
       }
-      if (std::find(upgrades.begin(), upgrades.end(), protocol) != upgrades.end()) {
-        error(item, "duplicate protocol " + quoted(protocol));
+      if (std::find(out.begin(), out.end(), token) != out.end()) {
+        error(item, "duplicate " + what + " " + quoted(token));
         continue;
       }
-      upgrades.push_back(std::move(protocol));
+      out.push_back(std::move(token));
     }
   }
 
+  void read_upgrades(const Field& field, std::vector<std::string>& upgrades) {
+    upgrades.clear();  // [] forwards no upgrade at all
+    read_token_list(field, "protocol", "an Upgrade protocol such as websocket", to_lower, upgrades,
+                    "h2c", "h2c cannot be forwarded: bulwark speaks HTTP/1.1 to upstreams");
+  }
+
   void read_methods(const Field& field, std::vector<std::string>& methods) {
-    for (const Field& item : read_list(&field, "method")) {
-      auto text = scalar(item, "an HTTP method such as GET");
-      if (!text) continue;
-      if (!is_token(*text)) {
-        error(item, "invalid method " + quoted(*text) + " (expected a token such as GET)");
-        continue;
-      }
-      std::string method = std::move(*text);
-      std::transform(method.begin(), method.end(), method.begin(), to_upper);
-      if (std::find(methods.begin(), methods.end(), method) != methods.end()) {
-        error(item, "duplicate method " + quoted(method));
-        continue;
-      }
-      methods.push_back(std::move(method));
-    }
+    read_token_list(field, "method", "an HTTP method such as GET", to_upper, methods);
   }
 
   void read_retry(const Field& field, RetryConfig& retry) {
@@ -1205,13 +1204,17 @@ class Loader {
   void read_outlier_detection(const Field& field, std::optional<OutlierDetectionConfig>& out) {
     const size_t errors_before = errors_.size();
     MapView map = read_map(field, "outlier detection",
-                           {"consecutive_5xx", "consecutive_gateway_failure", "base_ejection_time",
-                            "max_ejection_time", "max_ejection_percent", "failure_percent",
-                            "failure_percent_minimum_requests", "interval"});
+                           {"consecutive_5xx", "consecutive_gateway_failure",
+                            "consecutive_local_origin_failure", "uneject_on_health_check_pass",
+                            "base_ejection_time", "max_ejection_time", "max_ejection_percent",
+                            "failure_percent", "failure_percent_minimum_requests", "interval"});
     OutlierDetectionConfig& outlier = out.emplace();
     read_uint(map.find("consecutive_5xx"), outlier.consecutive_5xx, 0, kMaxCount);
     read_uint(map.find("consecutive_gateway_failure"), outlier.consecutive_gateway_failure, 0,
               kMaxCount);
+    read_uint(map.find("consecutive_local_origin_failure"),
+              outlier.consecutive_local_origin_failure, 0, kMaxCount);
+    read_bool(map.find("uneject_on_health_check_pass"), outlier.uneject_on_health_check_pass);
     read_duration(map.find("base_ejection_time"), outlier.base_ejection_time, true);
     read_duration(map.find("max_ejection_time"), outlier.max_ejection_time, true);
     read_uint(map.find("max_ejection_percent"), outlier.max_ejection_percent, 0, 100);

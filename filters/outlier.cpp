@@ -31,17 +31,28 @@ bool OutlierDetector::record(size_t endpoint, Outcome outcome, Cause* cause) {
     if (eject_locked(endpoint, clock_.now(), Cause::kFailurePercent, cause)) return true;
   }
 
+  // Without a local-origin threshold, not reaching the endpoint is a gateway failure.
+  if (outcome == Outcome::kLocalOriginFailure && config_.consecutive_local_origin_failure == 0)
+    outcome = Outcome::kGatewayFailure;
+
   if (outcome == Outcome::kSuccess) {
-    // The hot path: two loads, and no write (no cache-line ping-pong) when the counts are 0.
+    // The hot path: three loads, and no write (no cache-line ping-pong) when the counts are 0.
     if (e.consecutive_5xx.load(kRelaxed) != 0) e.consecutive_5xx.store(0, kRelaxed);
     if (e.consecutive_gateway.load(kRelaxed) != 0) e.consecutive_gateway.store(0, kRelaxed);
+    if (e.consecutive_local_origin.load(kRelaxed) != 0)
+      e.consecutive_local_origin.store(0, kRelaxed);
     return false;
   }
+  // Any outcome but a local-origin failure says the endpoint could be reached.
+  if (outcome != Outcome::kLocalOriginFailure && e.consecutive_local_origin.load(kRelaxed) != 0)
+    e.consecutive_local_origin.store(0, kRelaxed);
 
   // Failures of an ejected endpoint (requests already in flight when it was ejected, or panic
   // traffic) start no new run: once it is back it takes a whole new run to eject it again.
   const Micros now = clock_.now();
   if (now < e.ejected_until.load(std::memory_order_acquire)) return false;
+
+  if (outcome == Outcome::kLocalOriginFailure) return record_local_origin(endpoint, e, now, cause);
 
   const uint32_t n5xx = e.consecutive_5xx.fetch_add(1, kRelaxed) + 1;
   uint32_t ngateway = 0;
@@ -64,6 +75,19 @@ bool OutlierDetector::record(size_t endpoint, Outcome outcome, Cause* cause) {
   }
   return eject_locked(endpoint, now,
                       gateway ? Cause::kConsecutiveGatewayFailure : Cause::kConsecutive5xx, cause);
+}
+
+bool OutlierDetector::record_local_origin(size_t endpoint, EndpointState& e, Micros now,
+                                          Cause* cause) {
+  const uint32_t n = e.consecutive_local_origin.fetch_add(1, kRelaxed) + 1;
+  if (!at_threshold(n, config_.consecutive_local_origin_failure)) return false;
+  std::lock_guard<std::mutex> lock(*mu_);
+  // Re-check under the lock, as above.
+  if (!at_threshold(e.consecutive_local_origin.load(kRelaxed),
+                    config_.consecutive_local_origin_failure)) {
+    return false;
+  }
+  return eject_locked(endpoint, now, Cause::kConsecutiveLocalOriginFailure, cause);
 }
 
 bool OutlierDetector::failure_rate_exceeded(EndpointState& e, bool failed) {
@@ -92,12 +116,13 @@ bool OutlierDetector::eject_locked(size_t endpoint, Micros now, Cause why, Cause
   EndpointState& e = *endpoints_[endpoint];
   if (now < e.ejected_until.load(kRelaxed)) return false;
 
-  // max_ejection_percent, but one endpoint can always be ejected.
+  // max_ejection_percent, but one endpoint can always be ejected (unless the detection is the
+  // implicit one: then the cap is strict, and a cluster's only endpoint stays).
   uint64_t ejected_now = 0;
   for (const auto& other : endpoints_) {
     if (now < other->ejected_until.load(kRelaxed)) ++ejected_now;
   }
-  if (ejected_now > 0 &&
+  if ((ejected_now > 0 || config_.implicit) &&
       (ejected_now + 1) * 100 > uint64_t{config_.max_ejection_percent} * endpoints_.size()) {
     e.reset_counts();  // try again after another whole run of failures
     return false;
@@ -113,6 +138,8 @@ bool OutlierDetector::eject_locked(size_t endpoint, Micros now, Cause why, Cause
 
   e.times_ejected.store(times, kRelaxed);
   e.ejections_total.fetch_add(1, kRelaxed);
+  e.ejection_cause.store(why, kRelaxed);
+  e.check_failed_while_ejected.store(false, kRelaxed);
   e.ejected_until.store(now + duration, std::memory_order_release);
   e.reset_counts();
   if (cause != nullptr) *cause = why;
@@ -138,6 +165,30 @@ std::vector<size_t> OutlierDetector::sweep() {
     back.push_back(i);
   }
   return back;
+}
+
+bool OutlierDetector::on_health_check(size_t endpoint, bool passed) {
+  if (endpoint >= endpoints_.size()) return false;
+  EndpointState& e = *endpoints_[endpoint];
+  // Not ejected (or its time is over, and sweep() brings it back): nothing to do. No lock.
+  if (clock_.now() >= e.ejected_until.load(std::memory_order_acquire)) return false;
+  std::lock_guard<std::mutex> lock(*mu_);
+  const Micros now = clock_.now();
+  if (now >= e.ejected_until.load(kRelaxed)) return false;
+  if (!passed) {
+    e.check_failed_while_ejected.store(true, kRelaxed);
+    return false;
+  }
+  if (!config_.uneject_on_health_check_pass) return false;
+  // A passing check reached the endpoint, which refutes a local-origin ejection at once; an
+  // ejection for its answers only once a check failed meanwhile (see the header).
+  if (e.ejection_cause.load(kRelaxed) != Cause::kConsecutiveLocalOriginFailure &&
+      !e.check_failed_while_ejected.load(kRelaxed)) {
+    return false;
+  }
+  e.returned_at.store(now, kRelaxed);
+  e.ejected_until.store(0, std::memory_order_release);
+  return true;
 }
 
 size_t OutlierDetector::size() const { return endpoints_.size(); }
@@ -166,6 +217,12 @@ uint32_t OutlierDetector::consecutive_5xx(size_t endpoint) const {
 uint32_t OutlierDetector::consecutive_gateway_failures(size_t endpoint) const {
   return endpoint < endpoints_.size() ? endpoints_[endpoint]->consecutive_gateway.load(kRelaxed)
                                       : 0;
+}
+
+uint32_t OutlierDetector::consecutive_local_origin_failures(size_t endpoint) const {
+  return endpoint < endpoints_.size()
+             ? endpoints_[endpoint]->consecutive_local_origin.load(kRelaxed)
+             : 0;
 }
 
 uint64_t OutlierDetector::ejections_total(size_t endpoint) const {

@@ -73,7 +73,8 @@ void WorkerCluster::rebuild_routing() {
   }
 }
 
-EndpointPool* WorkerCluster::pick(const EndpointPool* avoid) {
+EndpointPool* WorkerCluster::pick(const EndpointPool* avoid,
+                                  const UnreachableEndpoints* unreachable) {
   const uint64_t version = shared.health_version.load(std::memory_order_acquire);
   if (version != routing_version_) {
     routing_version_ = version;
@@ -86,6 +87,10 @@ EndpointPool* WorkerCluster::pick(const EndpointPool* avoid) {
     chosen = filters::choose_group(load_, worker_.random().next());
   }
   if (chosen < 0) return nullptr;
+  if (unreachable != nullptr && !unreachable->empty()) {
+    if (EndpointPool* p = pick_reachable(static_cast<size_t>(chosen), avoid, *unreachable))
+      return p;
+  }
   Group& group = groups_[static_cast<size_t>(chosen)];
   const size_t n = group.members.size();
   if (n == 0) return nullptr;
@@ -104,6 +109,32 @@ EndpointPool* WorkerCluster::pick(const EndpointPool* avoid) {
   return group.members[group.lb.pick(group.candidates, worker_.random())];
 }
 
+EndpointPool* WorkerCluster::pick_reachable(size_t chosen, const EndpointPool* avoid,
+                                            const UnreachableEndpoints& unreachable) {
+  // The chosen group first, then the others lowest priority first: a group the priority load
+  // gives nothing yet (a failover group while the first one looks healthy) still takes a retry
+  // that found no reachable endpoint before it. First pass: neither unreachable nor `avoid`;
+  // second pass: `avoid` too (it failed, but it could be reached).
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t k = 0; k <= groups_.size(); ++k) {
+      if (k > 0 && k - 1 == chosen) continue;
+      const Group& group = groups_[k == 0 ? chosen : k - 1];
+      auto eligible = [&](const EndpointPool* p) {
+        return !unreachable.contains(p) && (pass == 1 || p != avoid);
+      };
+      uint32_t count = 0;
+      for (const EndpointPool* p : group.members) count += eligible(p) ? 1 : 0;
+      if (count == 0) continue;
+      // At random, without moving the balancer (as a retry within a group, below).
+      uint32_t nth = worker_.random().below(count);
+      for (EndpointPool* p : group.members) {
+        if (eligible(p) && nth-- == 0) return p;
+      }
+    }
+  }
+  return nullptr;
+}
+
 void WorkerCluster::record_outcome(const EndpointPool& pool,
                                    filters::OutlierDetector::Outcome outcome) {
   filters::OutlierDetector* outlier = set_ != nullptr ? set_->outlier.get() : nullptr;
@@ -112,11 +143,15 @@ void WorkerCluster::record_outcome(const EndpointPool& pool,
   if (!outlier->record(pool.index, outcome, &cause)) return;
   shared.health_changed();
   const filters::Micros until = outlier->ejected_until(pool.index);
-  const auto& c = *shared.config.outlier_detection;
+  const config::OutlierDetectionConfig& c = outlier->config();
   std::string why;
   switch (cause) {
     case filters::OutlierDetector::Cause::kConsecutiveGatewayFailure:
       why = std::to_string(c.consecutive_gateway_failure) + " consecutive gateway failures";
+      break;
+    case filters::OutlierDetector::Cause::kConsecutiveLocalOriginFailure:
+      why =
+          std::to_string(c.consecutive_local_origin_failure) + " consecutive local-origin failures";
       break;
     case filters::OutlierDetector::Cause::kConsecutive5xx:
       why = std::to_string(c.consecutive_5xx) + " consecutive 5xx";

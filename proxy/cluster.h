@@ -112,8 +112,13 @@ class WorkerCluster {
   // The endpoint for the next request, or null when no endpoint is routable (has_endpoints()
   // tells whether there are none at all). The priority group comes from the priority load, the
   // endpoint within it from the load balancer. A retry passes the endpoint of the failed try as
-  // `avoid`, and gets another one of the group when it has several.
-  EndpointPool* pick(const EndpointPool* avoid = nullptr);
+  // `avoid`, and gets another one of the group when it has several. A retry after tries that
+  // could not reach their endpoints also passes those (`unreachable`): it gets, at random, an
+  // endpoint of the chosen group that is neither, else of the other groups (lowest priority
+  // first, whatever their share of the priority load), else one that is only `avoid`; only when
+  // every endpoint in the routing table is unreachable does it pick as without them.
+  EndpointPool* pick(const EndpointPool* avoid = nullptr,
+                     const UnreachableEndpoints* unreachable = nullptr);
   bool has_endpoints() const { return !pools_.empty(); }
   // The outcome of a try on `pool`'s endpoint, for outlier detection. An ejection is logged here.
   void record_outcome(const EndpointPool& pool, filters::OutlierDetector::Outcome outcome);
@@ -153,6 +158,9 @@ class WorkerCluster {
   };
   // Rebuilds groups_ and load_ from the endpoints' routable state.
   void rebuild_routing();
+  // pick() after unreachable endpoints: null when every endpoint is unreachable.
+  EndpointPool* pick_reachable(size_t chosen, const EndpointPool* avoid,
+                               const UnreachableEndpoints& unreachable);
 
   Worker& worker_;
   std::shared_ptr<const EndpointSet> set_;

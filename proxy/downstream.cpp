@@ -62,6 +62,7 @@ uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
 DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& listener)
     : worker_(worker),
       listener_(&listener),
+      listener_limit_(listener.limit),
       request_parser_(http::Parser::Type::kRequest, &request_callbacks_) {
   request_callbacks_.self = this;
   response_callbacks_.self = this;
@@ -508,6 +509,7 @@ void DownstreamConnection::start_try() {
   }
   if (tries_ == 0) {
     route_->shared->budget.on_request();
+    ex().unreachable.clear();
   } else {
     ex().to_upstream.rewind();
     response_started_ = response_interim_ = upstream_reusable_ = replayed_ = false;
@@ -525,27 +527,41 @@ void DownstreamConnection::start_try() {
   connect_upstream(false);
 }
 
-void DownstreamConnection::record_try_outcome(int status) {
+void DownstreamConnection::record_try_outcome(int status, bool local_origin) {
+  if (endpoint_ == nullptr) {
+    // The try never reached an endpoint (it waited for a pool connection until its timeout):
+    // local saturation, no evidence against the cluster or any endpoint.
+    circuit_permit_.reset();
+    return;
+  }
   const bool failure = status == 0 || status >= 500;
   if (circuit_permit_) {
     circuit_permit_.record(
         failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
         static_cast<filters::Micros>(now_us() - try_start_us_));
   }
-  if (endpoint_ != nullptr) {
-    using Outcome = filters::OutlierDetector::Outcome;
-    const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
-    cluster_->record_outcome(*endpoint_, !failure  ? Outcome::kSuccess
-                                         : gateway ? Outcome::kGatewayFailure
-                                                   : Outcome::kServerError);
-  }
+  using Outcome = filters::OutlierDetector::Outcome;
+  const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
+  cluster_->record_outcome(*endpoint_, local_origin ? Outcome::kLocalOriginFailure
+                                       : !failure   ? Outcome::kSuccess
+                                       : gateway    ? Outcome::kGatewayFailure
+                                                    : Outcome::kServerError);
+  if (local_origin) ex().unreachable.add(endpoint_);
 }
 
 void DownstreamConnection::try_failed(filters::TryFailure failure, LocalReason reason, int err) {
+  // Whether the try could not reach its endpoint at all: the connect failed (or was still under
+  // way when the try timed out), or the connection closed before any response byte.
+  const bool local_origin =
+      failure == filters::TryFailure::kConnectFailure ||
+      (failure == filters::TryFailure::kReset && reason == LocalReason::kUpstreamReset &&
+       !response_started_) ||
+      (failure == filters::TryFailure::kPerTryTimeout && upstream_ != nullptr &&
+       upstream_->state() == UpstreamConnection::State::kConnecting);
   if (upstream_ != nullptr) release_upstream(false);
   if (!response_head_sent_) {
-    cluster_->stats.upstream_requests.inc(0);
-    record_try_outcome(0);
+    if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
+    record_try_outcome(0, local_origin);
     if (maybe_retry(route_->shared->retry.retriable_failure(failure))) return;
   }
   upstream_failed(reason, err);
@@ -658,7 +674,7 @@ void DownstreamConnection::arm_deadline_timer() {
 // The upstream side of the exchange.
 
 void DownstreamConnection::connect_upstream(bool fresh_only) {
-  endpoint_ = cluster_->pick(failed_endpoint_);
+  endpoint_ = cluster_->pick(failed_endpoint_, &ex().unreachable);
   if (endpoint_ == nullptr) {
     // No connect attempt and no wait: the answer is known now.
     upstream_failed(
@@ -1435,6 +1451,8 @@ void DownstreamConnection::close() {
     if (active) cluster_->stats.active_requests.add(-1);
     cluster_ = nullptr;
   }
+  listener_limit_->release();
+  worker_.process_limit().release();
   worker_.connection_closed(this);
   listener_->stats.connections->add(-1);
   worker_.release(listener_->gen);  // the generation may be freed: listener_ is not used again

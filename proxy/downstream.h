@@ -31,6 +31,7 @@
 #include "filters/retry.h"
 #include "proxy/buffer.h"
 #include "proxy/codec.h"
+#include "proxy/connection_limit.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
 #include "proxy/reasons.h"
@@ -60,6 +61,8 @@ struct DownstreamExchange {
   // first try was the last): for the debug log and the access log.
   std::string failed_tries;
   std::string log_request;  // "METHOD TARGET", kept only when logged
+  // The endpoints this request's tries could not reach: its retries go elsewhere.
+  UnreachableEndpoints unreachable;
 };
 
 class DownstreamConnection : public UpstreamConnection::Owner {
@@ -114,8 +117,12 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   // Retries when the policy, the request and the budget allow it: true if a retry is scheduled.
   bool maybe_retry(std::optional<filters::RetryReason> reason);
   // The outcome of the current try, for the circuit breaker and outlier detection: the response
-  // status, or 0 when the try got none (connect failure, reset, timeout).
-  void record_try_outcome(int status);
+  // status, or 0 when the try got none (connect failure, reset, timeout). `local_origin`: the
+  // try could not reach its endpoint (connect refused, unreachable or timed out, or the
+  // connection closed before any response byte); its retries then avoid that endpoint. A try
+  // that never reached an endpoint (endpoint_ null: it timed out waiting for a pool connection)
+  // is nobody's failure: neither the circuit breaker nor outlier detection hears of it.
+  void record_try_outcome(int status, bool local_origin = false);
   void cancel_wait();
   void end_policies();
   // Arms deadline_timer_ for the first of: the route's deadline, the try's, and the moment the
@@ -205,6 +212,9 @@ class DownstreamConnection : public UpstreamConnection::Owner {
 
   Worker& worker_;
   ListenerContext* listener_;  // of the generation this connection is bound to
+  // The listener's connection slot this connection holds (taken by the worker at accept), given
+  // back at close; the process-wide one is the worker's.
+  std::shared_ptr<ConnectionLimit> listener_limit_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;           // idle / request headers / the exchange's current Wait
   uv_timer_t deadline_timer_;  // the route's timeout and the try's timeout, whichever is first

@@ -112,12 +112,14 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
       }
     }
   }
-  if (config.outlier_detection) {
-    next->outlier =
-        current_ != nullptr && current_->outlier != nullptr
-            ? current_->outlier->remapped(new_to_old)
-            : std::make_shared<filters::OutlierDetector>(*config.outlier_detection, clock_, n);
-  }
+  // Every cluster has outlier detection: without a section, the implicit one (local-origin
+  // failures only). The state of the endpoints that stayed goes on, under this cluster's
+  // settings (a reload may have changed them).
+  const config::OutlierDetectionConfig& outlier_config =
+      config.outlier_detection ? *config.outlier_detection : config::implicit_outlier_detection();
+  next->outlier = current_ != nullptr && current_->outlier != nullptr
+                      ? current_->outlier->remapped(new_to_old, outlier_config)
+                      : std::make_shared<filters::OutlierDetector>(outlier_config, clock_, n);
   if (config.health_check && !stopped_) {
     std::vector<Target*> targets(n, nullptr);
     for (size_t i = 0; i < n; ++i) {
@@ -326,6 +328,7 @@ void HealthChecker::finish_check(Target& t, CheckResult result, std::string deta
         .str("new", filters::to_string(after))
         .str("cause", cause);
   }
+  uneject_on_check(t, success);
   t.last_detail = std::move(detail);
   if (!first_round_done_) update_first_round();
   const filters::Micros delay = t.health.next_delay(random_.next());
@@ -343,6 +346,22 @@ void HealthChecker::update_first_round() {
 
 // ---------------------------------------------------------------------------------------------
 // Outlier ejections: their end.
+
+void HealthChecker::uneject_on_check(const Target& t, bool passed) {
+  filters::OutlierDetector* outlier = current_ != nullptr ? current_->outlier.get() : nullptr;
+  if (outlier == nullptr) return;
+  const auto at = std::find(targets_.begin(), targets_.end(), &t);
+  if (at == targets_.end()) return;
+  const auto i = static_cast<size_t>(at - targets_.begin());
+  if (!outlier->on_health_check(i, passed)) return;
+  log::info("endpoint returned from ejection")
+      .str("cluster", cluster_.config.name)
+      .str("endpoint", current_->endpoints[i].address)
+      .str("old", "ejected")
+      .str("new", "active")
+      .str("cause", "active health check passed");
+  cluster_.health_changed();
+}
 
 void HealthChecker::on_ejection() {
   if (!stopped_) arm_sweep();
@@ -387,8 +406,8 @@ void HealthChecker::sweep() {
 ClusterHealthView HealthChecker::view() const {
   ClusterHealthView v;
   v.checks = cluster_.config.health_check.has_value();
-  v.outlier = cluster_.config.outlier_detection.has_value();
   if (current_ == nullptr) return v;
+  v.outlier = current_->outlier != nullptr;
   const int64_t now_ms = unix_ms_now();
   const filters::Micros now = clock_.now();
   const filters::OutlierDetector* outlier = current_->outlier.get();
@@ -421,6 +440,7 @@ ClusterHealthView HealthChecker::view() const {
       ev.times_ejected = outlier->times_ejected(i);
       ev.consecutive_5xx = outlier->consecutive_5xx(i);
       ev.consecutive_gateway_failures = outlier->consecutive_gateway_failures(i);
+      ev.consecutive_local_origin_failures = outlier->consecutive_local_origin_failures(i);
       ev.ejections_total = outlier->ejections_total(i);
     }
     v.endpoints.push_back(std::move(ev));

@@ -8,7 +8,9 @@
 //   health_version bumped (so every worker rebuilds its routing at its next request), and the
 //   change logged once.
 // - Outlier ejections are made by the workers (WorkerCluster::record_outcome); this times their
-//   end: a timer at the earliest deadline sweeps the ended ones back and tells the workers.
+//   end: a timer at the earliest deadline sweeps the ended ones back and tells the workers. A
+//   passing check may end one sooner (OutlierDetector::on_health_check). Every cluster has a
+//   detector: without an outlier_detection section, the implicit one.
 // - A new endpoint set (DNS) goes through adopt() before it is published: endpoints that stayed
 //   (same address) keep their status, checks and outlier state; new ones start pending.
 // - Introspection for /ready, /clusters and /metrics.
@@ -62,6 +64,8 @@ class HealthChecker {
   void start_check(Target& t);
   void finish_check(Target& t, CheckResult result, std::string detail);
   void retire(Target* t);
+  // Tells outlier detection of a check result; logs an ejection it ended.
+  void uneject_on_check(const Target& t, bool passed);
   void arm_sweep();
   void sweep();
   void update_first_round();

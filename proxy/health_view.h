@@ -40,13 +40,14 @@ struct EndpointHealthView {
   // Outlier detection (when the cluster has it).
   bool ejected = false;
   int64_t ejected_until_unix_ms = 0;
-  uint32_t times_ejected = 0, consecutive_5xx = 0, consecutive_gateway_failures = 0;
+  uint32_t times_ejected = 0, consecutive_5xx = 0, consecutive_gateway_failures = 0,
+           consecutive_local_origin_failures = 0;
   uint64_t ejections_total = 0;
 };
 
 struct ClusterHealthView {
   bool checks = false;   // health_check configured
-  bool outlier = false;  // outlier_detection configured
+  bool outlier = false;  // outlier detection (configured, or the implicit one)
   int64_t routable = 0;  // routable endpoints
   bool panic = false;
   std::vector<EndpointHealthView> endpoints;  // in endpoint set order

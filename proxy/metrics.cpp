@@ -34,6 +34,9 @@ WorkerStats::WorkerStats(const config::Config& config, const config::Config* pre
         old_config = &previous_config->listeners[i];
         old_stats = previous->listeners[i].get();
         ls->connections = old_stats->connections;
+        ls->accept_paused_listener = old_stats->accept_paused_listener;
+        ls->accept_paused_process = old_stats->accept_paused_process;
+        ls->accept_errors = old_stats->accept_errors;
       }
     }
     for (const auto& r : l.routes) {
@@ -228,12 +231,37 @@ std::string render_metrics(const config::Config& config,
                          MetricType::Histogram);
   auto downstream = family("bulwark_downstream_connections",
                            "Open client connections by listener.", MetricType::Gauge);
+  auto limit_reached =
+      family("bulwark_downstream_connection_limit_reached_total",
+             "Times a worker stopped accepting on a listener because a connection limit "
+             "(max_connections of the listener or of the process) was reached; new connections "
+             "then wait in the kernel's backlog.",
+             MetricType::Counter);
+  auto accept_errors = family("bulwark_downstream_accept_errors_total",
+                              "Errors accepting a client connection. Out of file descriptors, libuv "
+                              "closes the connection at once instead, uncounted: max_connections "
+                              "(by default half the descriptor limit) keeps bulwark below that.",
+                              MetricType::Counter);
+  auto connection_limit = family("bulwark_downstream_connection_limit",
+                                 "The connection limit in force (max_connections; 0 = none).",
+                                 MetricType::Gauge);
+  add_gauge(connection_limit, {{"listener", ""}}, static_cast<double>(shared.process_connection_limit));
   RoutePolicyFamilies policy;
   for (size_t li = 0; li < config.listeners.size(); ++li) {
     const auto& l = config.listeners[li];
     int64_t conns = 0;
-    for (const WorkerStats* w : workers) conns += w->listeners[li]->connections->value();
+    uint64_t paused_listener = 0, paused_process = 0, errors = 0;
+    for (const WorkerStats* w : workers) {
+      conns += w->listeners[li]->connections->value();
+      paused_listener += w->listeners[li]->accept_paused_listener->value();
+      paused_process += w->listeners[li]->accept_paused_process->value();
+      errors += w->listeners[li]->accept_errors->value();
+    }
     add_gauge(downstream, {{"listener", l.name}}, static_cast<double>(conns));
+    add_counter(limit_reached, {{"listener", l.name}, {"limit", "listener"}}, paused_listener);
+    add_counter(limit_reached, {{"listener", l.name}, {"limit", "process"}}, paused_process);
+    add_counter(accept_errors, {{"listener", l.name}}, errors);
+    add_gauge(connection_limit, {{"listener", l.name}}, static_cast<double>(l.max_connections));
     for (size_t ri = 0; ri < l.routes.size(); ++ri) {
       const auto& r = l.routes[ri];
       for (int code = 0; code < StatusCounters::kMax; ++code) {
@@ -373,6 +401,9 @@ std::string render_metrics(const config::Config& config,
                   &requests,
                   &duration,
                   &downstream,
+                  &limit_reached,
+                  &accept_errors,
+                  &connection_limit,
                   &policy.retries,
                   &policy.budget_exhausted,
                   &policy.bulkhead_rejections,

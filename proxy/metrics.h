@@ -85,6 +85,11 @@ struct ClusterStats {
 struct ListenerStats {
   // Open client connections; kept across reloads with the listener's name.
   std::shared_ptr<LocalGauge> connections = std::make_shared<LocalGauge>();
+  // Times a worker stopped accepting on this listener at a connection limit, and accept errors
+  // (EMFILE, ENFILE); kept across reloads like `connections`.
+  std::shared_ptr<LocalCounter> accept_paused_listener = std::make_shared<LocalCounter>();
+  std::shared_ptr<LocalCounter> accept_paused_process = std::make_shared<LocalCounter>();
+  std::shared_ptr<LocalCounter> accept_errors = std::make_shared<LocalCounter>();
   std::vector<std::shared_ptr<RouteStats>> routes;  // index as ListenerConfig::routes
 };
 
@@ -124,6 +129,7 @@ struct SharedGauges {
   uint64_t generation = 0;                            // the config in force: 1 at start
   double last_reload_success_s = 0;                   // since the epoch
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
+  uint64_t process_connection_limit = 0;              // max_connections in force (0: none)
 };
 
 // Prometheus text exposition of the sum over `workers`, and of `shared`.

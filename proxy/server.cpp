@@ -1,5 +1,7 @@
 #include "proxy/server.h"
 
+#include <sys/resource.h>
+
 #include <netdb.h>
 #include <unistd.h>
 
@@ -307,6 +309,52 @@ std::vector<std::vector<std::shared_ptr<RouteState>>> Server::build_routes(
   return out;
 }
 
+namespace {
+
+// Raises the soft limit on open files to the hard one (as Go's runtime and HAProxy do): a proxy
+// needs two descriptors per proxied connection. Returns the soft limit in force.
+uint64_t raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      log::info("raised the open file limit").num("from", static_cast<int64_t>(limit.rlim_cur))
+          .num("to", static_cast<int64_t>(raised.rlim_cur));
+      limit = raised;
+    }
+  }
+  return limit.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : static_cast<uint64_t>(limit.rlim_cur);
+}
+
+// max_connections: 0 = half the descriptors (a proxied connection takes two), less a reserve for
+// listeners, health checks, logs and the admin API.
+uint64_t process_connection_limit(const config::Config& config, uint64_t fd_limit) {
+  if (config.max_connections != 0) return config.max_connections;
+  constexpr uint64_t kReserve = 128;
+  return fd_limit > 2 * kReserve ? (fd_limit - kReserve) / 2 : 64;
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<ConnectionLimit>> Server::apply_connection_limits(
+    const config::Config& config) {
+  static const uint64_t fd_limit = raise_fd_limit();
+  process_limit_->set_max(process_connection_limit(config, fd_limit));
+  std::map<std::string, std::shared_ptr<ConnectionLimit>, std::less<>> kept;
+  std::vector<std::shared_ptr<ConnectionLimit>> out;
+  for (const auto& l : config.listeners) {
+    auto it = listener_limits_.find(l.name);
+    auto limit = it != listener_limits_.end() ? it->second : std::make_shared<ConnectionLimit>();
+    limit->set_max(l.max_connections);
+    kept[l.name] = limit;
+    out.push_back(std::move(limit));
+  }
+  listener_limits_ = std::move(kept);
+  return out;
+}
+
 int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   start_time_ms_ = uv_now(&loop_);
@@ -344,6 +392,7 @@ int Server::run() {
 
   // Endpoints known now (IP literals) go in before the workers start.
   for (auto& c : clusters_) c->resolver->start();
+  std::vector<std::shared_ptr<ConnectionLimit>> listener_limits = apply_connection_limits(*config_);
   for (size_t w = 0; w < config_->workers; ++w) {
     stats_.push_back(std::make_shared<WorkerStats>(*config_));
     GenerationSpec spec;
@@ -353,6 +402,8 @@ int Server::run() {
     spec.routes = routes_;
     spec.stats = stats_.back();
     spec.new_listener_fds = std::move(fds[w]);
+    spec.process_limit = process_limit_;
+    spec.listener_limits = listener_limits;
     workers_.push_back(std::make_unique<Worker>(w, config_->workers, std::move(spec), [this] {
       tasks_.post([this] { on_worker_drained(); });
     }));
@@ -404,6 +455,7 @@ int Server::run() {
 
 SharedGauges Server::shared_gauges() const {
   SharedGauges g;
+  g.process_connection_limit = process_limit_->max();
   for (const auto& runtime : clusters_) {
     const ClusterState& c = *runtime->state;
     SharedGauges::Circuit circuit;
@@ -507,8 +559,11 @@ bool Server::reload(const char* trigger, std::string* message, std::function<voi
   for (auto& c : clusters_) {
     if (!c->resolver->started()) c->resolver->start();
   }
+  std::vector<std::shared_ptr<ConnectionLimit>> listener_limits = apply_connection_limits(*config_);
   for (size_t w = 0; w < workers_.size(); ++w) {
     auto spec = std::make_shared<GenerationSpec>();
+    spec->process_limit = process_limit_;
+    spec->listener_limits = listener_limits;
     spec->number = generation_;
     spec->config = config_;
     for (auto& c : clusters_) spec->clusters.push_back(c->state);
@@ -811,6 +866,8 @@ void append_endpoint_health(std::string& out, const ClusterHealthView& cluster,
     out += ",\"times_ejected\":" + std::to_string(e.times_ejected);
     out += ",\"consecutive_5xx\":" + std::to_string(e.consecutive_5xx);
     out += ",\"consecutive_gateway_failures\":" + std::to_string(e.consecutive_gateway_failures);
+    out += ",\"consecutive_local_origin_failures\":" +
+           std::to_string(e.consecutive_local_origin_failures);
     out += ",\"ejections_total\":" + std::to_string(e.ejections_total) + "}";
   }
 }

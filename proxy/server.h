@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "proxy/route_state.h"
 #include "proxy/sd_notify.h"
 #include "proxy/task_queue.h"
+#include "proxy/connection_limit.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -103,6 +105,12 @@ class Server {
   // Clusters a reload removed or changed: stopped, kept until exit (their callbacks may run).
   std::vector<std::unique_ptr<ClusterRuntime>> retired_clusters_;
   std::vector<std::vector<std::shared_ptr<RouteState>>> routes_;  // [listener][route]
+  // Open client connections against max_connections: the process's, and each listener's by
+  // name (kept across reloads, so connections opened before one still count).
+  std::shared_ptr<ConnectionLimit> process_limit_ = std::make_shared<ConnectionLimit>();
+  std::map<std::string, std::shared_ptr<ConnectionLimit>, std::less<>> listener_limits_;
+  // Sets the limits of `config` and returns the listeners' (index as config.listeners).
+  std::vector<std::shared_ptr<ConnectionLimit>> apply_connection_limits(const config::Config& config);
   std::vector<std::shared_ptr<WorkerStats>> stats_;               // [worker], shaped as config_
   std::vector<std::string> bound_;                                // listener_key()s listening now
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 
 #include "proxy/buffer.h"
@@ -20,6 +21,33 @@ namespace bulwark {
 class Worker;
 class EndpointPool;
 class WorkerCluster;
+
+// The endpoints one request could not reach (connect refused, unreachable or timed out, or the
+// connection closed before any response byte), so that its retries go elsewhere. A small fixed
+// set: when full, the oldest entry makes room. Only compared, never dereferenced, so an entry may
+// outlive its pool.
+class UnreachableEndpoints {
+ public:
+  void clear() { size_ = 0; }
+  bool empty() const { return size_ == 0; }
+  void add(const EndpointPool* pool) {
+    if (pool == nullptr || contains(pool)) return;
+    pools_[next_] = pool;
+    next_ = (next_ + 1) % pools_.size();
+    if (size_ < pools_.size()) ++size_;
+  }
+  bool contains(const EndpointPool* pool) const {
+    for (size_t i = 0; i < size_; ++i) {
+      if (pools_[i] == pool) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::array<const EndpointPool*, 8> pools_{};
+  size_t size_ = 0;
+  size_t next_ = 0;
+};
 
 class UpstreamConnection {
  public:

@@ -48,6 +48,10 @@ Worker::Worker(size_t id, size_t workers, GenerationSpec first, std::function<vo
       &trim_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->buffers_.trim(); }, 1000,
       1000);
   uv_unref(reinterpret_cast<uv_handle_t*>(&trim_timer_));
+  uv_timer_init(&loop_, &accept_timer_);
+  accept_timer_.data = this;
+  process_limit_ = first.process_limit != nullptr ? first.process_limit
+                                                  : std::make_shared<ConnectionLimit>();
   install(first);
 }
 
@@ -107,8 +111,10 @@ void Worker::install(GenerationSpec& spec) {
     gen->clusters.push_back(std::move(kept));
   }
   for (size_t li = 0; li < config.listeners.size(); ++li) {
-    auto l = std::make_unique<ListenerContext>(*gen, config.listeners[li], li,
-                                               *spec.stats->listeners[li]);
+    auto l = std::make_unique<ListenerContext>(
+        *gen, config.listeners[li], li, *spec.stats->listeners[li],
+        li < spec.listener_limits.size() ? spec.listener_limits[li]
+                                         : std::make_shared<ConnectionLimit>());
     for (size_t ri = 0; ri < config.listeners[li].routes.size(); ++ri) {
       std::shared_ptr<WorkerRoute> kept;
       if (gen_ != nullptr) {
@@ -294,7 +300,11 @@ void Worker::open_acceptor(const std::string& key, int fd) {
     rc =
         uv_listen(reinterpret_cast<uv_stream_t*>(&a->handle), 4096, [](uv_stream_t* s, int status) {
           auto* acceptor = static_cast<Acceptor*>(s->data);
-          if (status == 0) acceptor->worker->on_accept(*acceptor);
+          if (status == 0) {
+            acceptor->worker->on_accept(*acceptor);
+          } else {
+            acceptor->worker->on_accept_error(*acceptor, status);
+          }
         });
   }
   if (rc != 0) {
@@ -309,11 +319,64 @@ void Worker::close_acceptor(Acceptor* a) {
            [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
 }
 
-void Worker::on_accept(Acceptor& a) {
+void Worker::on_accept(Acceptor& a) { accept_one(a); }
+
+bool Worker::accept_one(Acceptor& a) {
   ListenerContext* l = gen_->listener_at(a.key);
-  if (l == nullptr) return;  // its listener is gone; the socket closes with this turn
+  if (l == nullptr) return true;  // its listener is gone; the socket closes with this turn
+  const char* limit = nullptr;
+  if (!process_limit_->try_acquire()) {
+    limit = "process";
+  } else if (!l->limit->try_acquire()) {
+    process_limit_->release();
+    limit = "listener";
+  }
+  if (limit != nullptr) {
+    // Not calling uv_accept() leaves the connection libuv took with libuv, and stops it watching
+    // this socket: the next ones stay in the kernel's backlog. resume_accepting() goes on.
+    if (!a.paused) {
+      a.paused = true;
+      (limit[0] == 'p' ? l->stats.accept_paused_process : l->stats.accept_paused_listener)->inc();
+      uint64_t now = uv_now(&loop_);
+      if (last_accept_error_log_ms_ == 0 || now - last_accept_error_log_ms_ >= 10000) {
+        last_accept_error_log_ms_ = now;
+        log::warn("connection limit reached: new connections wait in the backlog")
+            .str("listener", l->config.name)
+            .str("limit", limit)
+            .num("max", limit[0] == 'p' ? process_limit_->max() : l->limit->max());
+      }
+      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) {
+        uv_timer_start(
+            &accept_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->resume_accepting(); },
+            50, 50);
+      }
+    }
+    return false;
+  }
+  a.paused = false;
+  // The connection owns both slots from here and gives them back when it closes.
   auto* d = new DownstreamConnection(*this, *l);
   d->accept(reinterpret_cast<uv_stream_t*>(&a.handle));
+  return true;
+}
+
+void Worker::resume_accepting() {
+  bool still_paused = false;
+  for (Acceptor* a : acceptors_) {
+    if (a->paused && !stopping_) still_paused = !accept_one(*a) || still_paused;
+  }
+  if (!still_paused) uv_timer_stop(&accept_timer_);
+}
+
+void Worker::on_accept_error(Acceptor& a, int status) {
+  // EMFILE/ENFILE: libuv has already closed the connection it could not take (its reserve-fd
+  // trick), so the loop does not spin; count it and say so now and then.
+  if (ListenerContext* l = gen_->listener_at(a.key)) l->stats.accept_errors->inc();
+  uint64_t now = uv_now(&loop_);
+  if (last_accept_error_log_ms_ == 0 || now - last_accept_error_log_ms_ >= 10000) {
+    last_accept_error_log_ms_ = now;
+    log::warn("accepting a connection failed").str("listener", a.key).str("error", uv_strerror(status));
+  }
 }
 
 void Worker::connection_opened(DownstreamConnection* d) {
@@ -329,6 +392,7 @@ void Worker::connection_closed(DownstreamConnection* d) {
     connections_.pop_back();
   }
   if (draining_) drain_step();
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) resume_accepting();
 }
 
 void Worker::new_request_id(char* out) {
@@ -402,6 +466,7 @@ void Worker::stop() {
     uv_close(reinterpret_cast<uv_handle_t*>(&access_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&retire_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&trim_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_timer_), nullptr);
     tasks_.close();
   });
 }

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "proxy/access_log.h"
 #include "proxy/buffer.h"
+#include "proxy/connection_limit.h"
 #include "proxy/cluster.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
@@ -55,13 +56,15 @@ struct WorkerGen;
 
 // One configured listener inside one generation of one worker.
 struct ListenerContext {
-  ListenerContext(WorkerGen& g, const config::ListenerConfig& c, size_t i, ListenerStats& s)
-      : gen(g), config(c), index(i), router(c), stats(s) {}
+  ListenerContext(WorkerGen& g, const config::ListenerConfig& c, size_t i, ListenerStats& s,
+                  std::shared_ptr<ConnectionLimit> l)
+      : gen(g), config(c), index(i), router(c), stats(s), limit(std::move(l)) {}
   WorkerGen& gen;
   const config::ListenerConfig& config;
   size_t index;
   Router router;
   ListenerStats& stats;
+  std::shared_ptr<ConnectionLimit> limit;  // the listener's max_connections, all workers
   std::vector<std::shared_ptr<WorkerRoute>> routes;  // index as ListenerConfig::routes
 };
 
@@ -75,6 +78,10 @@ struct GenerationSpec {
   std::vector<std::vector<std::shared_ptr<RouteState>>> routes;  // [listener][route]
   std::shared_ptr<WorkerStats> stats;
   std::vector<std::pair<std::string, int>> new_listener_fds;  // listener_key() -> fd
+  // Open client connections: of the whole process, and of each listener (index as
+  // config->listeners; the same object for a listener name across reloads).
+  std::shared_ptr<ConnectionLimit> process_limit;
+  std::vector<std::shared_ptr<ConnectionLimit>> listener_limits;
 };
 
 // One config generation inside one worker. A client connection is bound to the generation it
@@ -103,6 +110,9 @@ struct Acceptor {
   Worker* worker = nullptr;
   std::string key;  // listener_key()
   uv_tcp_t handle;
+  // A connection limit was reached: libuv holds the connection it accepted last and watches the
+  // socket no more, so the rest wait in the kernel's backlog until a slot frees up.
+  bool paused = false;
 };
 
 class Worker {
@@ -145,6 +155,9 @@ class Worker {
   bool draining() const { return draining_; }
   void connection_opened(DownstreamConnection* d);
   void connection_closed(DownstreamConnection* d);
+  ConnectionLimit& process_limit() { return *process_limit_; }
+  // A connection slot was given back: accept on a paused listening socket again.
+  void resume_accepting();
   // A connection stops using `gen` (closed, or moved to the newest generation).
   void release(WorkerGen& gen);
   // Writes a fresh request id (32 hex digits) into out[0..32).
@@ -165,6 +178,9 @@ class Worker {
   void open_acceptor(const std::string& key, int fd);
   void close_acceptor(Acceptor* a);
   void on_accept(Acceptor& a);
+  void on_accept_error(Acceptor& a, int status);
+  // Takes the connection libuv holds for `a` if the limits allow; false (and paused) if not.
+  bool accept_one(Acceptor& a);
   void free_generation(WorkerGen* gen);
   void sweep_retired_clusters();
   // Every WorkerCluster / WorkerRoute of the live generations, once each.
@@ -188,6 +204,11 @@ class Worker {
   uv_timer_t retire_timer_;
   uv_timer_t trim_timer_;  // every second: BufferPool::trim()
   std::vector<Acceptor*> acceptors_;
+  std::shared_ptr<ConnectionLimit> process_limit_;
+  // While a listening socket is paused: looks again every 50 ms, since the slot that frees up
+  // may be another worker's.
+  uv_timer_t accept_timer_;
+  uint64_t last_accept_error_log_ms_ = 0;
   std::vector<DownstreamConnection*> connections_;  // all open client connections
   std::function<void()> on_drained_;
   AccessLog* access_log_ = nullptr;

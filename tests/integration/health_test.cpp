@@ -454,6 +454,11 @@ double checks_total(const BulwarkProcess& bulwark, const std::string& endpoint,
                 {{"cluster", "app"}, {"endpoint", endpoint}, {"result", result}});
 }
 
+double retries_of(const BulwarkProcess& bulwark, const std::string& reason) {
+  return scrape_metric(bulwark, "bulwark_retries_total", {{"route", "api"}, {"reason", reason}})
+      .value_or(0);
+}
+
 // A health_check block for the cluster: fast checks, no jitter, and `extra` keys.
 std::string fast_checks(const std::string& extra = {}) {
   return "health_check: {interval: 100ms, interval_jitter: 0%, timeout: 500ms" +
@@ -513,8 +518,9 @@ TEST_CASE(
   CHECK(contains(json, "\"last_check\":\"20"));
   CHECK(json_number(json, "consecutive_failures").value_or(0) >= 3);
   CHECK(json_number(json, "consecutive_successes") == 0);
-  CHECK_FALSE(contains(json, "\"outlier\""));  // no outlier_detection
-  CHECK_FALSE(scrape_metric(bulwark, "bulwark_endpoint_ejected").has_value());
+  // No outlier_detection section: the implicit detection (local-origin failures only) is there.
+  CHECK(contains(json, "\"outlier\":{\"ejected\":false"));
+  CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(a.address())) == 0);
   CHECK(json_number(clusters_body(bulwark), "routable_endpoints") == 1);
   CHECK(contains(endpoint_json(bulwark, b.address()), "\"state\":\"healthy\""));
   CHECK(metric(bulwark, "bulwark_endpoint_healthy", endpoint_labels(a.address())) == 0);
@@ -817,15 +823,17 @@ TEST_CASE("tcp health checks only connect") {
   CHECK(contains(json, "\"last_detail\":\"connect failed: connection refused\""));
 }
 
-TEST_CASE("a cluster without health settings shows every endpoint routable and no health series") {
+TEST_CASE(
+    "a cluster without health settings shows every endpoint routable, no health series, and the "
+    "implicit outlier detection") {
   ProxyFixture proxy;
   const std::string address = proxy.upstream.address();
   CHECK(metric(proxy.bulwark, "bulwark_cluster_routable_endpoints") == 1);
   CHECK(metric(proxy.bulwark, "bulwark_cluster_panic") == 0);
   CHECK_FALSE(scrape_metric(proxy.bulwark, "bulwark_endpoint_healthy").has_value());
   CHECK_FALSE(scrape_metric(proxy.bulwark, "bulwark_health_checks_total").has_value());
-  CHECK_FALSE(scrape_metric(proxy.bulwark, "bulwark_endpoint_ejected").has_value());
-  CHECK_FALSE(scrape_metric(proxy.bulwark, "bulwark_outlier_ejections_total").has_value());
+  CHECK(metric(proxy.bulwark, "bulwark_endpoint_ejected", endpoint_labels(address)) == 0);
+  CHECK(metric(proxy.bulwark, "bulwark_outlier_ejections_total", endpoint_labels(address)) == 0);
   std::string clusters = clusters_body(proxy.bulwark);
   INFO(clusters);
   CHECK(contains(clusters, "\"routable_endpoints\":1,\"panic\":false"));
@@ -833,7 +841,7 @@ TEST_CASE("a cluster without health settings shows every endpoint routable and n
   CHECK(contains(json, "\"priority\":0"));
   CHECK(contains(json, "\"routable\":true"));
   CHECK_FALSE(contains(json, "\"health\""));
-  CHECK_FALSE(contains(json, "\"outlier\""));
+  CHECK(contains(json, "\"outlier\":{\"ejected\":false"));
   CHECK(proxy.upstream.requests() == 0);  // and nothing checks it
   auto ready = http_get(proxy.bulwark.admin_port(), "/ready");
   REQUIRE(ready);
@@ -1045,6 +1053,148 @@ TEST_CASE("panic mode spreads traffic over all endpoints when too few are routab
 }
 
 // ---------------------------------------------------------------------------------------------
+// Failover of tries that could not reach their endpoint
+
+// Sends `n` GETs at once, each from its own thread on a new connection (so every worker takes
+// part), and returns what each got.
+std::vector<std::optional<Response>> burst(uint16_t port, int n) {
+  std::vector<std::optional<Response>> responses(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  Gate start;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      start.pass(Millis{10000});
+      responses[static_cast<size_t>(i)] = http_get(port, "/burst/" + std::to_string(i));
+    });
+  }
+  start.open();
+  for (auto& t : threads) t.join();
+  return responses;
+}
+
+// Checks that every response of a burst is a 200 from `from` after at most `max_attempts` tries;
+// returns how many took more than one.
+int check_all_served(const std::vector<std::optional<Response>>& responses, const std::string& from,
+                     int max_attempts) {
+  int retried = 0;
+  for (const auto& response : responses) {
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == from);
+    const std::string attempts = response->get("x-bulwark-attempts");
+    if (attempts.empty()) continue;
+    ++retried;
+    CHECK(std::stoi(attempts) <= max_attempts);
+  }
+  return retried;
+}
+
+// No ejection at all (every threshold off), so that every try meets the dead endpoint and only
+// the retry's failover hides it.
+constexpr const char* kNoEjection =
+    "outlier_detection: {consecutive_5xx: 0, consecutive_gateway_failure: 0,\n"
+    "                    consecutive_local_origin_failure: 0}";
+
+TEST_CASE(
+    "a refused priority-0 endpoint costs no request: a retry that cannot connect goes to "
+    "priority 1") {
+  Backend backup("backup");
+  RefusingPort dead_port;
+  const std::string dead = dead_port.address();
+  ProxyOptions options;
+  bool ejects = true;
+  SUBCASE("the implicit outlier detection") {}
+  SUBCASE("outlier detection that never ejects") {
+    options.cluster = kNoEjection;
+    ejects = false;
+  }
+  CAPTURE(ejects);
+  // No health checks: nothing but real traffic tells bulwark the endpoint is dead, and priority
+  // 0 looks healthy, so the priority load sends priority 1 nothing.
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(dead + ", {address: " + backup.address() + ", priority: 1}", options));
+  INFO(bulwark.logs_text());
+  const uint16_t port = bulwark.port("inbound");
+
+  const auto responses = burst(port, 50);
+  const int retried = check_all_served(responses, "backup", 2);
+  CHECK(backup.traffic == 50);
+  if (ejects) {
+    // 3 local-origin failures eject it; requests already past their pick still retry.
+    CHECK(retried >= 3);
+    CHECK(wait_for_log_lines(bulwark, ejected_log(dead, "3 consecutive local-origin failures")));
+    CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(dead)) == 1);
+    auto after = spread(port, 10);
+    CHECK(after["backup"] == 10);
+  } else {
+    CHECK(retried == 50);  // each first try went to priority 0
+    CHECK(count_log_lines(bulwark, {"\"msg\":\"endpoint ejected\""}) == 0);
+  }
+  CHECK(retries_of(bulwark, "connect-failure") == retried);
+}
+
+TEST_CASE("a retry that cannot connect falls through every priority group to one that can") {
+  Backend last("last");
+  RefusingPort dead0, dead1;
+  ProxyOptions options;
+  options.route = "retry: {attempts: 3}";
+  options.cluster = kNoEjection;
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(dead0.address() + ", {address: " + dead1.address() +
+                                 ", priority: 1}, {address: " + last.address() + ", priority: 2}",
+                             options));
+  INFO(bulwark.logs_text());
+  const auto responses = burst(bulwark.port("inbound"), 20);
+  CHECK(check_all_served(responses, "last", 3) == 20);
+  for (const auto& response : responses) CHECK(response->get("x-bulwark-attempts") == "3");
+  CHECK(last.traffic == 20);
+}
+
+TEST_CASE("a refused endpoint among two of priority 0 costs no request") {
+  Backend live("live");
+  RefusingPort dead_port;
+  const std::string dead = dead_port.address();
+  ProxyOptions options;
+  bool ejects = true;
+  SUBCASE("the implicit outlier detection") {}
+  SUBCASE("outlier detection that never ejects") {
+    options.cluster = kNoEjection;
+    ejects = false;
+  }
+  CAPTURE(ejects);
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(dead + ", " + live.address(), options));
+  INFO(bulwark.logs_text());
+  const uint16_t port = bulwark.port("inbound");
+
+  const auto responses = burst(port, 50);
+  const int retried = check_all_served(responses, "live", 2);
+  CHECK(retried >= 3);  // round robin sends about half of the first tries to `dead`
+  CHECK(live.traffic == 50);
+  if (ejects) {
+    CHECK(wait_for_log_lines(bulwark, ejected_log(dead, "3 consecutive local-origin failures")));
+    CHECK(metric(bulwark, "bulwark_cluster_routable_endpoints") == 1);
+  } else {
+    CHECK(metric(bulwark, "bulwark_cluster_routable_endpoints") == 2);
+  }
+}
+
+TEST_CASE("the implicit outlier detection never ejects a cluster's only endpoint") {
+  RefusingPort dead_port;
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(dead_port.address()));
+  const uint16_t port = bulwark.port("inbound");
+  for (int i = 0; i < 5; ++i) {
+    // Refused every time, never no_healthy_endpoints: the app of a sidecar that restarts is
+    // tried again at once when it is back.
+    check_local_reply(http_get(port, "/alone"), 503, "upstream_connect_failure");
+  }
+  CHECK(count_log_lines(bulwark, {"\"msg\":\"endpoint ejected\""}) == 0);
+  CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(dead_port.address())) == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Outlier detection
 
 TEST_CASE(
@@ -1142,12 +1292,13 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a refused endpoint is ejected after consecutive gateway failures while retries hide it") {
+    "a refused endpoint is ejected after consecutive local-origin failures while retries hide it") {
   Backend good("good");
   RefusingPort dead_port;
   const std::string dead = dead_port.address();
   ProxyOptions options;
-  options.cluster = "outlier_detection: {consecutive_gateway_failure: 3, base_ejection_time: 10s}";
+  // consecutive_local_origin_failure is 3 by default.
+  options.cluster = "outlier_detection: {consecutive_gateway_failure: 1, base_ejection_time: 10s}";
   BulwarkProcess bulwark;
   bulwark.start(proxy_config(dead + ", " + good.address(), options));
   const uint16_t port = bulwark.port("inbound");
@@ -1163,7 +1314,9 @@ TEST_CASE(
     CHECK(response->status == 200);
     CHECK(response->get("x-upstream") == "good");
   }
-  auto ejected = wait_for_log_line(bulwark, ejected_log(dead, "3 consecutive gateway failures"));
+  // Counted apart from gateway failures: one of those would have ejected it at once.
+  auto ejected =
+      wait_for_log_line(bulwark, ejected_log(dead, "3 consecutive local-origin failures"));
   REQUIRE_MESSAGE(ejected, bulwark.logs_text());
   CHECK(contains(*ejected, "\"times_ejected\":1"));
   REQUIRE(eventually([&] {
@@ -1193,6 +1346,76 @@ TEST_CASE(
   INFO(json);
   CHECK(contains(json, "\"outlier\":{\"ejected\":true"));
   CHECK_FALSE(contains(json, "\"health\""));
+}
+
+TEST_CASE(
+    "a crashed endpoint ejected for 30 s is back at its first passing health check once "
+    "restarted") {
+  Backend a("a"), b("b");
+  auto c = std::make_unique<Backend>("c");
+  const std::string c_address = c->address();
+  const uint16_t c_port = c->upstream.port();
+  ProxyOptions options;
+  bool unejects = true;
+  std::string outlier;
+  SUBCASE("the implicit outlier detection") {}
+  SUBCASE("configured, with the default uneject_on_health_check_pass") {
+    outlier = "\noutlier_detection: {base_ejection_time: 30s}";
+  }
+  SUBCASE("uneject_on_health_check_pass: false") {
+    outlier = "\noutlier_detection: {base_ejection_time: 30s, uneject_on_health_check_pass: false}";
+    unejects = false;
+  }
+  CAPTURE(outlier);
+  // Checks every 100 ms, but a crash takes 10 failed ones to be seen by them: the short crash
+  // is met by real traffic first, which ejects the endpoint for 30 s.
+  options.cluster = fast_checks("healthy_threshold: 1, unhealthy_threshold: 10") + outlier;
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(a.address() + ", " + b.address() + ", " + c_address, options));
+  INFO(bulwark.logs_text());
+  const uint16_t port = bulwark.port("inbound");
+  REQUIRE(wait_for_log_lines(bulwark, kFirstRoundDone));
+
+  ClientLoop clients(port, 2);
+  REQUIRE(eventually([&] { return c->traffic >= 5; }));
+  c->upstream.stop();  // crashed: connections to its port are refused
+  auto ejected =
+      wait_for_log_line(bulwark, ejected_log(c_address, "3 consecutive local-origin failures"));
+  REQUIRE(ejected);
+  CHECK(json_number(*ejected, "ejection_ms").value_or(0) > 29000);
+
+  // Restarted on the same port, well within its ejection.
+  c.reset();
+  std::optional<PortServer> revived;
+  try {
+    revived.emplace(c_port, "c-again");
+  } catch (const std::exception& e) {
+    MESSAGE("cannot listen on the crashed endpoint's port again, so the comeback is not tested: "
+            << e.what());
+    return;
+  }
+  const auto restarted = Clock::now();
+  if (unejects) {
+    std::vector<std::string> back = returned_log(c_address);
+    back.back() = field("cause", "active health check passed");
+    REQUIRE(wait_for_log_lines(bulwark, back, 1, Millis{3000}));
+    REQUIRE(eventually([&] { return revived->traffic() > 0; }, Millis{3000}));
+    const auto took = std::chrono::duration_cast<Millis>(Clock::now() - restarted).count();
+    CAPTURE(took);
+    CHECK(took < 2000);  // about one check interval (100 ms), not 30 s
+    CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(c_address)) == 0);
+    CHECK(contains(endpoint_json(bulwark, c_address), "\"ejected\":false"));
+  } else {
+    // Its checks pass, yet it sits out its ejection.
+    REQUIRE(eventually([&] { return revived->checks() >= 5; }, Millis{5000}));
+    CHECK(revived->traffic() == 0);
+    CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(c_address)) == 1);
+  }
+  clients.stop();
+  // The crash cost no client request: the tries that met it were retried elsewhere.
+  auto failures = clients.failures();
+  INFO("first failure: " << (failures.empty() ? std::string() : failures.front()));
+  CHECK(failures.empty());
 }
 
 TEST_CASE("max_ejection_percent keeps one of two failing endpoints in service") {

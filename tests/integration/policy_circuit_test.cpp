@@ -287,3 +287,77 @@ TEST_CASE("each try counts as a call, so retries against a dead endpoint open th
   CHECK(scrape_metric(bulwark, "bulwark_upstream_connect_failures_total", {{"cluster", "app"}}) ==
         4);
 }
+
+TEST_CASE(
+    "a try that timed out waiting for a pool connection is no circuit breaker failure: local "
+    "saturation does not open the circuit of a healthy cluster") {
+  Gate gate;
+  TestUpstream upstream([&gate](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (request->target == "/hold" && !gate.pass(Millis{10000})) return;
+      if (!conn.write_response(200, request->target + "\n")) return;
+    }
+  });
+  // One connection for the whole cluster: while /hold has it, every other request waits for it
+  // and gives up at its per_try_timeout (200 ms), long before pending_timeout (5 s). Two such
+  // failures would open the circuit if they counted.
+  std::string yaml =
+      "workers: 1\n"
+      "drain_delay: 0s\n"
+      "admin: {address: 127.0.0.1:0}\n"
+      "listeners:\n"
+      "  - name: inbound\n"
+      "    address: 127.0.0.1:0\n"
+      "    routes:\n"
+      "      - name: hold\n"
+      "        match: {prefix: /hold}\n"
+      "        cluster: app\n"
+      "        timeout: 10s\n"
+      "        retry: {attempts: 1}\n"
+      "      - name: api\n"
+      "        match: {prefix: /}\n"
+      "        cluster: app\n"
+      "        retry: {attempts: 1, per_try_timeout: 200ms}\n"
+      "clusters:\n"
+      "  - name: app\n"
+      "    endpoints: [" +
+      upstream.address() +
+      "]\n"
+      "    pool: {max_connections: 1, max_pending: 10, pending_timeout: 5s}\n"
+      "    circuit_breaker: {failure_rate_percent: 50, minimum_calls: 2, window: 10s,\n"
+      "                      open_duration: 10s}\n";
+  BulwarkProcess bulwark;
+  bulwark.start(yaml);
+  Gate::Opener open_at_end(gate);
+  INFO(bulwark.logs_text());
+  const uint16_t port = bulwark.port("inbound");
+
+  ClientConn holder(port);
+  REQUIRE(holder.send(make_request("GET", "/hold")));
+  REQUIRE(upstream.wait_for_requests(1));
+  for (int i = 0; i < 4; ++i) {
+    auto started = Clock::now();
+    auto waited = http_get(port, "/waits");
+    check_local_reply(waited, 504, "upstream_timeout");
+    CHECK(Clock::now() - started >= Millis{190});
+    CHECK(Clock::now() - started < Millis{2000});  // its per-try timeout, not pending_timeout
+  }
+  CHECK(upstream.requests() == 1);  // none of them reached the upstream
+  CHECK(circuit_state(bulwark) == 0);
+  CHECK(transitions(bulwark, "open") == 0);
+  // Nor were they upstream requests.
+  const auto upstream_requests =
+      scrape_metric(bulwark, "bulwark_upstream_requests_total", {{"cluster", "app"}});
+  CHECK(upstream_requests.value_or(0) == 0);
+
+  // The held request ends well, and the next one goes through: the circuit never opened.
+  gate.open();
+  auto held = holder.read_response();
+  REQUIRE(held);
+  CHECK(held->status == 200);
+  auto after = http_get(port, "/after");
+  REQUIRE(after);
+  CHECK(after->status == 200);
+  CHECK(circuit_state(bulwark) == 0);
+  CHECK(transitions(bulwark, "open") == 0);
+}

@@ -1067,7 +1067,7 @@ TEST_CASE("reload keeps the rate limit tokens and bulkhead slots of an unchanged
            "      - name: api\n"
            "        match: {prefix: /}\n"
            "        cluster: app\n"
-           "        rate_limit: {requests_per_second: 1, burst: 3}\n"
+           "        rate_limit: {requests_per_second: 0.05, burst: 3}\n"
            "clusters:\n"
            "  - name: app\n"
            "    endpoints: [" +

@@ -231,7 +231,7 @@ TEST_CASE("to_json writes every field of the effective config as one line of val
   const std::string json = check_json(
       kFullConfig,
       {
-          R"({"source_file":"test.yaml","workers":3,)",
+          R"({"source_file":"test.yaml","workers":3,"max_connections":0,)",
           R"("admin":{"address":"[::1]:9902"})",
           R"("drain_delay":"1500ms","drain_timeout":"0s")",
           R"("name":"in","address":"0.0.0.0:8080","request_headers_timeout":"5s",)",
@@ -267,10 +267,11 @@ clusters:
   CHECK(JsonSyntax::valid(json));
   CHECK(
       json ==
-      R"({"source_file":"test.yaml","workers":0,"admin":{"address":"127.0.0.1:9901"},)"
+      R"({"source_file":"test.yaml","workers":0,"max_connections":0,"admin":{"address":"127.0.0.1:9901"},)"
       R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
       R"("request_headers_timeout":"10s","idle_timeout":"5m","stream_idle_timeout":"5m",)"
             R"("max_request_headers_size":"60KiB","max_request_headers":100,"trusted_hops":0,)"
+            R"("max_connections":0,)"
       R"("routes":[{"name":"all","match":{"prefix":"/","host":null,"headers":{},"methods":[]},)"
       R"("cluster":"app","timeout":"15s","prefix_rewrite":null,"upgrades":["websocket"],)"
       R"("retry":{"attempts":2,"per_try_timeout":"0s",)"
@@ -370,6 +371,8 @@ clusters:
     outlier_detection:
       consecutive_5xx: 0
       consecutive_gateway_failure: 2
+      consecutive_local_origin_failure: 5
+      uneject_on_health_check_pass: false
       base_ejection_time: 1s
       max_ejection_time: 90s
       max_ejection_percent: 100
@@ -389,6 +392,7 @@ clusters:
           R"("interval":"10s","interval_jitter_percent":2.5,"timeout":"500ms","healthy_threshold":1,)"
           R"("unhealthy_threshold":4,"unhealthy_interval":"1s","expected_statuses":["200-299","418"]},)"
           R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
+          R"("consecutive_local_origin_failure":5,"uneject_on_health_check_pass":false,)"
           R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100,)"
           R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s"},)"
           R"("panic_threshold_percent":25,"max_response_headers":100})",

@@ -101,8 +101,8 @@ TEST_CASE("the base config of these tests is valid") {
 TEST_CASE("unknown keys are errors at every level, listing the keys allowed there") {
   check_only_errors({
       {"top level", at_top("foo: 1\n"), 1, 1,
-       "unknown key 'foo' at top level; expected one of: workers, drain_delay, drain_timeout, "
-       "admin, listeners, clusters"},
+       "unknown key 'foo' at top level; expected one of: workers, max_connections, drain_delay, "
+       "drain_timeout, admin, listeners, clusters"},
       {"near miss at top level", at_top("worker: 2\n"), 1, 1,
        "unknown key 'worker' at top level (did you mean 'workers'?); expected one of: workers,"},
       {"admin", at_top("admin:\n  port: 9901\n"), 2, 3,
@@ -110,7 +110,7 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
       {"listener", in_listener("    max_headers: 1\n"), 4, 5,
        "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
        "request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
-       "max_request_headers, trusted_hops, routes"},
+       "max_request_headers, trusted_hops, max_connections, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
        "cluster, timeout, prefix_rewrite, retry, bulkhead, rate_limit, fault, upgrades"},
@@ -954,8 +954,9 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
       {"outlier_detection", in_outlier("      consecutive_5xxs: 3\n"), 11, 7,
        "clusters[0].outlier_detection: unknown key 'consecutive_5xxs' in outlier detection (did "
        "you mean 'consecutive_5xx'?); expected one of: consecutive_5xx, "
-       "consecutive_gateway_failure, base_ejection_time, max_ejection_time, max_ejection_percent, "
-       "failure_percent, failure_percent_minimum_requests, interval"},
+       "consecutive_gateway_failure, consecutive_local_origin_failure, "
+       "uneject_on_health_check_pass, base_ejection_time, max_ejection_time, "
+       "max_ejection_percent, failure_percent, failure_percent_minimum_requests, interval"},
       {"cluster", in_cluster("    panic_treshold: 10%\n"), 10, 5,
        "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
        "expected one of: name, endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, "
@@ -969,7 +970,8 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "readiness: unknown key 'require' in readiness; expected one of: require_healthy"},
       {"top level", at_top("readyness: {}\n"), 1, 1,
        "unknown key 'readyness' at top level (did you mean 'readiness'?); expected one of: "
-       "workers, drain_delay, drain_timeout, admin, listeners, clusters, readiness"},
+       "workers, max_connections, drain_delay, drain_timeout, admin, listeners, clusters, "
+       "readiness"},
       {"duplicate", in_health_check("      interval: 1s\n      interval: 2s\n"), 12, 7,
        "clusters[0].health_check: duplicate key 'interval' in health check (first set on line "
        "11)"},
@@ -1170,6 +1172,14 @@ TEST_CASE("outlier_detection values are range-checked") {
        in_outlier("      consecutive_gateway_failure: 1.5\n"), 11, 36,
        "clusters[0].outlier_detection.consecutive_gateway_failure: must be an integer from 0 to "
        "4294967295, got '1.5'"},
+      {"consecutive_local_origin_failure negative",
+       in_outlier("      consecutive_local_origin_failure: -2\n"), 11, 41,
+       "clusters[0].outlier_detection.consecutive_local_origin_failure: must be an integer from 0 "
+       "to 4294967295, got '-2'"},
+      {"uneject_on_health_check_pass yes", in_outlier("      uneject_on_health_check_pass: yes\n"),
+       11, 37,
+       "clusters[0].outlier_detection.uneject_on_health_check_pass: must be true or false, got "
+       "'yes'"},
       {"base_ejection_time 0", in_outlier("      base_ejection_time: 0s\n"), 11, 27,
        "clusters[0].outlier_detection.base_ejection_time: must be greater than 0s"},
       {"max_ejection_time 0", in_outlier("      max_ejection_time: 0ms\n"), 11, 26,

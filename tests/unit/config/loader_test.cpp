@@ -39,6 +39,7 @@ listeners:
     max_request_headers_size: 32KiB
     max_request_headers: 50
     trusted_hops: 2
+    max_connections: 300
     routes:
       - name: api
         match:
@@ -112,6 +113,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(in.stream_idle_timeout == seconds(30));
   CHECK(in.max_request_headers == 50);
   CHECK(in.trusted_hops == 2);
+  CHECK(in.max_connections == 300);
   CHECK(in.routes.at(0).upgrades == std::vector<std::string>{"websocket", "my-proto"});
   CHECK(in.location.file == "test.yaml");
   CHECK(in.location.line == 7);
@@ -135,7 +137,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(api.cluster_index == 1);
   CHECK(api.timeout == Duration{0});
   CHECK(api.prefix_rewrite == "/v1/");
-  CHECK(api.location.line == 16);
+  CHECK(api.location.line == 17);
   CHECK(api.location.column == 9);
 
   const RouteConfig& health = in.routes[1];
@@ -148,7 +150,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(health.cluster_index == 0);
   CHECK(health.timeout == milliseconds(1500));
   CHECK_FALSE(health.prefix_rewrite.has_value());
-  CHECK(health.location.line == 26);
+  CHECK(health.location.line == 27);
 
   const RouteConfig& reports = in.routes[2];
   CHECK(reports.match.path.kind == PathMatch::Kind::kRegex);
@@ -157,7 +159,7 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   CHECK(RE2::FullMatch("/reports/42", *reports.match.path.regex));
   CHECK_FALSE(RE2::FullMatch("/reports/x", *reports.match.path.regex));
   CHECK(reports.match.host.empty());
-  CHECK(reports.location.line == 32);
+  CHECK(reports.location.line == 33);
 
   const ListenerConfig& v6 = c.listeners[1];
   CHECK(v6.name == "v6");
@@ -176,24 +178,24 @@ TEST_CASE("a config with every key loads into the structs exactly") {
   REQUIRE(c.clusters.size() == 2);
   const ClusterConfig& app = c.clusters[0];
   CHECK(app.name == "app");
-  CHECK(app.location.line == 44);
+  CHECK(app.location.line == 45);
   CHECK(app.location.column == 5);
   REQUIRE(app.endpoints.size() == 3);
   CHECK(app.endpoints[0].address.text() == "127.0.0.1:9000");
   CHECK(app.endpoints[0].address.is_ip);
   CHECK(app.endpoints[0].weight == 1);
-  CHECK(app.endpoints[0].location.line == 46);
+  CHECK(app.endpoints[0].location.line == 47);
   CHECK(app.endpoints[0].location.column == 9);
   CHECK(app.endpoints[1].address.host == "app.internal");
   CHECK(app.endpoints[1].address.port == 9001);
   CHECK_FALSE(app.endpoints[1].address.is_ip);
   CHECK(app.endpoints[1].weight == 2);
-  CHECK(app.endpoints[1].location.line == 47);
+  CHECK(app.endpoints[1].location.line == 48);
   CHECK(app.endpoints[1].location.column == 9);
   CHECK(app.endpoints[2].address.host == "::1");
   CHECK(app.endpoints[2].address.port == 9002);
   CHECK(app.endpoints[2].weight == 10000);
-  CHECK(app.endpoints[2].location.line == 48);
+  CHECK(app.endpoints[2].location.line == 49);
   CHECK(app.dns_refresh == seconds(10));
   CHECK(app.lb == LbPolicy::kRandom);
   CHECK(app.connect_timeout == milliseconds(100));
@@ -343,6 +345,8 @@ clusters:
   CHECK(in.stream_idle_timeout == minutes(5));
   CHECK(in.max_request_headers == 100);
   CHECK(in.trusted_hops == 0);
+  CHECK(in.max_connections == 0);
+  CHECK(c.max_connections == 0);
 
   const RouteConfig& route = in.routes.at(0);
   CHECK(route.upgrades == std::vector<std::string>{"websocket"});
@@ -564,6 +568,8 @@ void check_outlier_detection(const OutlierDetectionConfig& got,
                              const OutlierDetectionConfig& want) {
   CHECK(got.consecutive_5xx == want.consecutive_5xx);
   CHECK(got.consecutive_gateway_failure == want.consecutive_gateway_failure);
+  CHECK(got.consecutive_local_origin_failure == want.consecutive_local_origin_failure);
+  CHECK(got.uneject_on_health_check_pass == want.uneject_on_health_check_pass);
   CHECK(got.base_ejection_time == want.base_ejection_time);
   CHECK(got.max_ejection_time == want.max_ejection_time);
   CHECK(got.max_ejection_percent == want.max_ejection_percent);
@@ -598,6 +604,8 @@ clusters:
     outlier_detection:
       consecutive_5xx: 0
       consecutive_gateway_failure: 7
+      consecutive_local_origin_failure: 1
+      uneject_on_health_check_pass: false
       base_ejection_time: 10s
       max_ejection_time: 10s
       max_ejection_percent: 100
@@ -635,6 +643,8 @@ clusters:
   REQUIRE(app.outlier_detection.has_value());
   check_outlier_detection(*app.outlier_detection, {.consecutive_5xx = 0,
                                                    .consecutive_gateway_failure = 7,
+                                                   .consecutive_local_origin_failure = 1,
+                                                   .uneject_on_health_check_pass = false,
                                                    .base_ejection_time = seconds(10),
                                                    .max_ejection_time = seconds(10),
                                                    .max_ejection_percent = 100});
@@ -676,6 +686,18 @@ clusters:
   CHECK_FALSE(bare.health_check.has_value());
   CHECK_FALSE(bare.outlier_detection.has_value());
   CHECK(bare.panic_threshold_percent == 50);
+  // Without the section a cluster still gets the implicit detection: local-origin failures only,
+  // and a strict max_ejection_percent.
+  const OutlierDetectionConfig& implicit = implicit_outlier_detection();
+  check_outlier_detection(implicit, {.consecutive_5xx = 0,
+                                     .consecutive_gateway_failure = 0,
+                                     .consecutive_local_origin_failure = 3,
+                                     .uneject_on_health_check_pass = true,
+                                     .base_ejection_time = seconds(30),
+                                     .max_ejection_time = minutes(5),
+                                     .max_ejection_percent = 50});
+  CHECK(implicit.failure_percent == 0);
+  CHECK(implicit.implicit);
 
   const ClusterConfig& defaults = c.clusters.at(1);
   CHECK(defaults.endpoints.at(0).priority == 0);
@@ -695,9 +717,12 @@ clusters:
   REQUIRE(defaults.outlier_detection.has_value());
   check_outlier_detection(*defaults.outlier_detection, {.consecutive_5xx = 5,
                                                         .consecutive_gateway_failure = 3,
+                                                        .consecutive_local_origin_failure = 3,
+                                                        .uneject_on_health_check_pass = true,
                                                         .base_ejection_time = seconds(30),
                                                         .max_ejection_time = minutes(5),
                                                         .max_ejection_percent = 50});
+  CHECK_FALSE(defaults.outlier_detection->implicit);  // one endpoint can always be ejected
   CHECK(defaults.panic_threshold_percent == 50);
 }
 
@@ -722,6 +747,7 @@ clusters:
     outlier_detection:
       consecutive_5xx: 0
       consecutive_gateway_failure: 0
+      consecutive_local_origin_failure: 0
       base_ejection_time: 1ms
       max_ejection_time: 1ms
       max_ejection_percent: 0
@@ -735,6 +761,7 @@ clusters:
     outlier_detection:
       consecutive_5xx: 4294967295
       consecutive_gateway_failure: 4294967295
+      consecutive_local_origin_failure: 4294967295
       max_ejection_percent: 100
     panic_threshold: 100%
 )");
@@ -755,6 +782,8 @@ clusters:
   CHECK(high.health_check->interval_jitter_percent == 100.0);
   CHECK(high.health_check->healthy_threshold == 4294967295u);
   CHECK(high.outlier_detection->consecutive_5xx == 4294967295u);
+  CHECK(high.outlier_detection->consecutive_local_origin_failure == 4294967295u);
+  CHECK(low.outlier_detection->consecutive_local_origin_failure == 0);
   CHECK(high.panic_threshold_percent == 100);
 }
 

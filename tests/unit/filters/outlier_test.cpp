@@ -664,5 +664,243 @@ TEST_CASE("outlier: failure_percent off costs nothing and ejects nothing") {
   CHECK_FALSE(d.ejected(0));
 }
 
+// ---- local-origin failures ----
+
+using Cause = OutlierDetector::Cause;
+
+OutlierDetectionConfig local_config() {
+  OutlierDetectionConfig c = test_config();
+  c.consecutive_local_origin_failure = 3;
+  return c;
+}
+
+// Ejects `endpoint` with a run of local-origin failures (the config's threshold must be on).
+void eject_local(OutlierDetector& d, const OutlierDetectionConfig& c, size_t endpoint) {
+  REQUIRE_FALSE(d.ejected(endpoint));
+  Cause cause = Cause::kConsecutive5xx;
+  for (uint32_t i = 1; i < c.consecutive_local_origin_failure; ++i)
+    REQUIRE_FALSE(d.record(endpoint, O::kLocalOriginFailure, &cause));
+  REQUIRE(d.record(endpoint, O::kLocalOriginFailure, &cause));
+  REQUIRE(cause == Cause::kConsecutiveLocalOriginFailure);
+  REQUIRE(d.ejected(endpoint));
+}
+
+TEST_CASE("outlier: local-origin failures eject at their own threshold, apart from 5xx") {
+  FakeClock clock;
+  auto c = local_config();
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kLocalOriginFailure, 2) == 0);
+  CHECK(d.consecutive_local_origin_failures(0) == 2);
+  // Counted apart: the 5xx and gateway runs do not move.
+  CHECK(d.consecutive_5xx(0) == 0);
+  CHECK(d.consecutive_gateway_failures(0) == 0);
+  Cause cause = Cause::kConsecutive5xx;
+  CHECK(d.record(0, O::kLocalOriginFailure, &cause));
+  CHECK(cause == Cause::kConsecutiveLocalOriginFailure);
+  CHECK(d.ejected(0));
+  CHECK(d.ejected_until(0) == clock.now() + 30 * kSecond);
+  CHECK(d.consecutive_local_origin_failures(0) == 0);  // an ejection starts the counts afresh
+  CHECK(d.times_ejected(0) == 1);
+  CHECK_FALSE(d.ejected(1));
+}
+
+TEST_CASE("outlier: any answer resets the local-origin run; local failures leave the others") {
+  FakeClock clock;
+  auto c = local_config();
+  c.max_ejection_percent = 100;
+  OutlierDetector d(c, clock, 4);
+  // Each kind of outcome that shows the endpoint was reached ends a run of local failures.
+  const O reached[] = {O::kSuccess, O::kServerError, O::kGatewayFailure};
+  for (size_t i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(record(d, i, O::kLocalOriginFailure, 2) == 0);
+    CHECK_FALSE(d.record(i, reached[i]));
+    CHECK(d.consecutive_local_origin_failures(i) == 0);
+    CHECK(record(d, i, O::kLocalOriginFailure, 2) == 0);
+    CHECK_FALSE(d.ejected(i));
+  }
+  // Local failures between gateway failures neither reset nor extend that run: 2 gateway, 2
+  // local, 1 gateway is 3 gateway failures in a row.
+  CHECK(record(d, 3, O::kGatewayFailure, 2) == 0);
+  CHECK(record(d, 3, O::kLocalOriginFailure, 2) == 0);
+  CHECK(d.consecutive_gateway_failures(3) == 2);
+  CHECK(d.consecutive_5xx(3) == 2);
+  Cause cause = Cause::kConsecutive5xx;
+  CHECK(d.record(3, O::kGatewayFailure, &cause));
+  CHECK(cause == Cause::kConsecutiveGatewayFailure);
+}
+
+TEST_CASE("outlier: with consecutive_local_origin_failure 0, local failures are gateway failures") {
+  FakeClock clock;
+  auto c = local_config();
+  c.consecutive_local_origin_failure = 0;
+  c.consecutive_gateway_failure = 4;
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kLocalOriginFailure, 3) == 0);
+  CHECK(d.consecutive_local_origin_failures(0) == 0);
+  CHECK(d.consecutive_gateway_failures(0) == 3);
+  CHECK(d.consecutive_5xx(0) == 3);
+  Cause cause = Cause::kConsecutive5xx;
+  CHECK(d.record(0, O::kLocalOriginFailure, &cause));
+  CHECK(cause == Cause::kConsecutiveGatewayFailure);
+  // And with every threshold off, nothing ejects.
+  c.consecutive_gateway_failure = 0;
+  c.consecutive_5xx = 0;
+  OutlierDetector off(c, clock, 2);
+  CHECK(record(off, 0, O::kLocalOriginFailure, 100) == 0);
+}
+
+TEST_CASE("outlier: local-origin failures while ejected do not count") {
+  FakeClock clock;
+  auto c = local_config();
+  c.base_ejection_time = 5s;
+  OutlierDetector d(c, clock, 2);
+  eject_local(d, c, 0);
+  CHECK(record(d, 0, O::kLocalOriginFailure, 10) == 0);
+  CHECK(d.consecutive_local_origin_failures(0) == 0);
+  return_at_deadline(d, clock, 0);
+  CHECK(record(d, 0, O::kLocalOriginFailure, 2) == 0);  // a whole new run is needed
+  CHECK(d.record(0, O::kLocalOriginFailure));
+  CHECK(d.ejected_until(0) == clock.now() + 10 * kSecond);  // the second time: twice as long
+}
+
+TEST_CASE("outlier: failure_percent counts local-origin failures as failures") {
+  FakeClock clock;
+  auto c = rate_config();
+  c.consecutive_local_origin_failure = 0;  // only the rate may eject
+  OutlierDetector d(c, clock, 2);
+  for (int i = 1; i <= 40; ++i) d.record(0, i % 5 == 0 ? O::kLocalOriginFailure : O::kSuccess);
+  clock.advance(2 * kSecond);
+  Cause cause = Cause::kConsecutive5xx;
+  CHECK(d.record(0, O::kSuccess, &cause));  // 8 of 40 = 20% >= 10%
+  CHECK(cause == Cause::kFailurePercent);
+}
+
+TEST_CASE("outlier: the implicit detection ejects on local-origin failures only") {
+  FakeClock clock;
+  const OutlierDetectionConfig& c = config::implicit_outlier_detection();
+  OutlierDetector d(c, clock, 2);
+  CHECK(record(d, 0, O::kServerError, 100) == 0);
+  CHECK(record(d, 0, O::kGatewayFailure, 100) == 0);
+  CHECK(record(d, 0, O::kLocalOriginFailure, 2) == 0);
+  CHECK(d.record(0, O::kLocalOriginFailure));
+  CHECK(d.ejected_until(0) == clock.now() + 30 * kSecond);
+}
+
+TEST_CASE("outlier: the implicit detection never ejects a cluster's only endpoint") {
+  FakeClock clock;
+  const OutlierDetectionConfig& c = config::implicit_outlier_detection();
+  OutlierDetector one(c, clock, 1);
+  CHECK(record(one, 0, O::kLocalOriginFailure, 30) == 0);
+  CHECK_FALSE(one.ejected(0));
+  CHECK(one.ejections_total(0) == 0);
+  // Two endpoints: one may go, not both (50%, strict).
+  OutlierDetector two(c, clock, 2);
+  CHECK(record(two, 0, O::kLocalOriginFailure, 3) == 1);
+  CHECK(record(two, 1, O::kLocalOriginFailure, 30) == 0);
+  CHECK(two.ejected(0));
+  CHECK_FALSE(two.ejected(1));
+  // Four: two of them.
+  OutlierDetector four(c, clock, 4);
+  for (size_t i = 0; i < 4; ++i) record(four, i, O::kLocalOriginFailure, 3);
+  CHECK(four.ejected(0));
+  CHECK(four.ejected(1));
+  CHECK_FALSE(four.ejected(2));
+  CHECK_FALSE(four.ejected(3));
+}
+
+// ---- active health checks end ejections ----
+
+TEST_CASE("outlier: a passing check ends a local-origin ejection at once") {
+  FakeClock clock;
+  auto c = local_config();
+  OutlierDetector d(c, clock, 2);
+  eject_local(d, c, 0);
+  clock.advance(kSecond);
+  CHECK_FALSE(d.on_health_check(1, true));  // not ejected: nothing to end
+  CHECK(d.on_health_check(0, true));
+  CHECK_FALSE(d.ejected(0));
+  CHECK(d.ejected_until(0) == 0);
+  CHECK_FALSE(d.on_health_check(0, true));  // once
+  CHECK(d.sweep().empty());                 // sweep finds nothing left to end
+  // It was ejected once, and came back just now: the next ejection is the second, as long as
+  // two, and n goes back to 0 only max_ejection_time after this return.
+  CHECK(d.times_ejected(0) == 1);
+  clock.advance(299 * kSecond);
+  CHECK(d.times_ejected(0) == 1);
+  eject_local(d, c, 0);
+  CHECK(d.ejected_until(0) == clock.now() + 60 * kSecond);
+}
+
+TEST_CASE("outlier: a failed check while ejected does not end it; a passing one after does") {
+  FakeClock clock;
+  auto c = local_config();
+  OutlierDetector d(c, clock, 2);
+  eject_local(d, c, 0);
+  CHECK_FALSE(d.on_health_check(0, false));
+  CHECK(d.ejected(0));
+  CHECK(d.on_health_check(0, true));
+  CHECK_FALSE(d.ejected(0));
+}
+
+TEST_CASE("outlier: an ejection for 5xx ends at a passing check only after a failed one") {
+  FakeClock clock;
+  auto c = test_config();
+  OutlierDetector d(c, clock, 3);
+  eject(d, c, 0);  // gateway failures
+  // Its checks kept passing while its traffic failed: a passing check is no news.
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(d.on_health_check(0, true));
+  CHECK(d.ejected(0));
+  // It failed a check (crashed, say) and passed again (restarted): back at once.
+  CHECK_FALSE(d.on_health_check(0, false));
+  CHECK(d.ejected(0));
+  CHECK(d.on_health_check(0, true));
+  CHECK_FALSE(d.ejected(0));
+  // A failed check before an ejection is not one during it.
+  CHECK_FALSE(d.on_health_check(1, false));
+  CHECK(record(d, 1, O::kServerError, 5) == 1);
+  CHECK_FALSE(d.on_health_check(1, true));
+  CHECK(d.ejected(1));
+  // Nor is one during an earlier ejection: each ejection starts with a clean slate.
+  CHECK(d.on_health_check(1, false) == false);
+  return_at_deadline(d, clock, 1);
+  CHECK(record(d, 1, O::kServerError, 5) == 1);
+  CHECK_FALSE(d.on_health_check(1, true));
+  CHECK(d.ejected(1));
+}
+
+TEST_CASE("outlier: uneject_on_health_check_pass false keeps the whole ejection time") {
+  FakeClock clock;
+  auto c = local_config();
+  c.uneject_on_health_check_pass = false;
+  OutlierDetector d(c, clock, 2);
+  eject_local(d, c, 0);
+  CHECK_FALSE(d.on_health_check(0, false));
+  CHECK_FALSE(d.on_health_check(0, true));
+  CHECK(d.ejected(0));
+  return_at_deadline(d, clock, 0);
+}
+
+TEST_CASE("outlier: a check after the ejection time ran out leaves the return to sweep") {
+  FakeClock clock;
+  auto c = local_config();
+  OutlierDetector d(c, clock, 2);
+  eject_local(d, c, 0);
+  clock.advance(30 * kSecond);
+  CHECK_FALSE(d.on_health_check(0, true));
+  CHECK(d.sweep() == std::vector<size_t>{0});
+}
+
+TEST_CASE("outlier: an unejected endpoint's state is shared with its remapped detector") {
+  FakeClock clock;
+  auto c = local_config();
+  OutlierDetector d(c, clock, 2);
+  eject_local(d, c, 1);
+  auto next = d.remapped({1, -1});  // endpoint 1 is now 0
+  CHECK(next->ejected(0));
+  CHECK(next->on_health_check(0, true));
+  CHECK_FALSE(d.ejected(1));  // the old detector sees the same state
+}
+
 }  // namespace
 }  // namespace bulwark::filters

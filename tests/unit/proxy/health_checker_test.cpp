@@ -281,5 +281,87 @@ TEST_CASE("health checker: an ejection ends at its deadline and the workers are 
   CHECK(f.health.view().routable == 2);
 }
 
+TEST_CASE("health checker: a passing check ends a local-origin ejection at once") {
+  config::ClusterConfig c = cluster_config();
+  c.health_check->interval = 50ms;
+  c.outlier_detection->base_ejection_time = 30s;
+  Fixture f(c);
+  CannedServer ok(&f.loop.loop, "HTTP/1.1 200 OK\r\n\r\n");
+  auto set = f.health.adopt(set_of({ok.port(), refused_port()}));
+  REQUIRE(f.loop.run_until([&] { return f.health.first_round_done(); }));
+  // Real traffic could not reach it (a crash, say): 3 local-origin failures eject it for 30 s.
+  for (int i = 0; i < 3; ++i)
+    set->outlier->record(0, filters::OutlierDetector::Outcome::kLocalOriginFailure);
+  REQUIRE(set->outlier->ejected(0));
+  const uint64_t version = f.cluster.health_version.load();
+  const auto start = std::chrono::steady_clock::now();
+  // Its next check passes: it is back, long before its 30 s, and the workers are told.
+  REQUIRE(f.loop.run_until([&] { return !set->outlier->ejected(0); }));
+  CHECK(std::chrono::steady_clock::now() - start < 2s);
+  CHECK(f.cluster.health_version.load() != version);
+  CHECK_FALSE(f.endpoint(0).ejected);
+  CHECK(f.endpoint(0).times_ejected == 1);
+  CHECK(set->routable(0));
+}
+
+TEST_CASE("health checker: a passing check does not end an ejection for 5xx") {
+  config::ClusterConfig c = cluster_config();
+  c.health_check->interval = 20ms;
+  Fixture f(c);
+  CannedServer ok(&f.loop.loop, "HTTP/1.1 200 OK\r\n\r\n");
+  auto set = f.health.adopt(set_of({ok.port(), refused_port()}));
+  REQUIRE(f.loop.run_until([&] { return f.health.first_round_done(); }));
+  for (int i = 0; i < 5; ++i)
+    set->outlier->record(0, filters::OutlierDetector::Outcome::kServerError);
+  REQUIRE(set->outlier->ejected(0));
+  const size_t checks = f.endpoint(0).checks[static_cast<size_t>(CheckResult::kSuccess)];
+  REQUIRE(f.loop.run_until([&] {
+    return f.endpoint(0).checks[static_cast<size_t>(CheckResult::kSuccess)] >= checks + 3;
+  }));
+  CHECK(set->outlier->ejected(0));
+}
+
+TEST_CASE("health checker: a cluster without outlier_detection gets the implicit detection") {
+  config::ClusterConfig c = cluster_config();
+  c.outlier_detection.reset();
+  c.health_check.reset();
+  Fixture f(c);
+  auto set = f.health.adopt(set_of({refused_port(), refused_port()}));
+  REQUIRE(set->outlier != nullptr);
+  CHECK(set->outlier->config().implicit);
+  CHECK(f.health.view().outlier);
+  using O = filters::OutlierDetector::Outcome;
+  for (int i = 0; i < 10; ++i) set->outlier->record(0, O::kGatewayFailure);
+  CHECK_FALSE(set->outlier->ejected(0));
+  for (int i = 0; i < 3; ++i) set->outlier->record(0, O::kLocalOriginFailure);
+  CHECK(set->outlier->ejected(0));
+  CHECK(f.endpoint(0).ejected);
+}
+
+TEST_CASE("health checker: after a reload the ejections go on under the new settings") {
+  config::ClusterConfig c = cluster_config();
+  c.health_check.reset();
+  c.outlier_detection.reset();
+  Fixture f(c);
+  const uint16_t port = refused_port();
+  auto first = f.health.adopt(set_of({port, refused_port()}));
+  for (int i = 0; i < 3; ++i)
+    first->outlier->record(0, filters::OutlierDetector::Outcome::kLocalOriginFailure);
+  REQUIRE(first->outlier->ejected(0));
+
+  // The reload adds a section: the endpoint stays ejected, and the detector follows it.
+  config::ClusterConfig changed = cluster_config();
+  changed.health_check.reset();
+  changed.outlier_detection->consecutive_local_origin_failure = 7;
+  ClusterState cluster(nullptr, changed, 0, f.clock);
+  HealthChecker health(&f.loop.loop, cluster, f.clock);
+  health.inherit(f.health);
+  auto second = health.adopt(set_of({port}));
+  CHECK(second->outlier->ejected(0));
+  CHECK(&second->outlier->config() == &*changed.outlier_detection);
+  CHECK_FALSE(second->outlier->config().implicit);
+  health.stop();
+}
+
 }  // namespace
 }  // namespace bulwark
