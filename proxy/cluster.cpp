@@ -50,7 +50,9 @@ void WorkerCluster::update(const std::shared_ptr<const EndpointSet>& set) {
     retired_.push_back(std::move(p));
   }
   retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
-                                [](const std::unique_ptr<EndpointPool>& p) { return p->connections == 0; }),
+                                [](const std::unique_ptr<EndpointPool>& p) {
+                                  return p->connections == 0 && p->holders == 0;
+                                }),
                  retired_.end());
   pools_ = std::move(next);
   routing_version_ = shared.health_version.load(std::memory_order_acquire);

@@ -546,7 +546,7 @@ void DownstreamConnection::record_try_outcome(int status, bool local_origin) {
                                        : !failure   ? Outcome::kSuccess
                                        : gateway    ? Outcome::kGatewayFailure
                                                     : Outcome::kServerError);
-  if (local_origin) ex().unreachable.add(endpoint_);
+  if (local_origin) ex().unreachable.add(endpoint_.get());
 }
 
 void DownstreamConnection::try_failed(filters::TryFailure failure, LocalReason reason, int err) {
@@ -604,7 +604,7 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
       .num("backoff_ms", static_cast<int64_t>(backoff_ms));
   if (upstream_ != nullptr) release_upstream(false);
   circuit_permit_.reset();
-  failed_endpoint_ = endpoint_;
+  failed_endpoint_ = endpoint_.get();
   try_deadline_ms_ = 0;
   arm_deadline_timer();
   wait_ = Wait::kBackoff;
@@ -1455,6 +1455,7 @@ void DownstreamConnection::close() {
   worker_.process_limit().release();
   worker_.connection_closed(this);
   listener_->stats.connections->add(-1);
+  endpoint_.reset();  // before the generation (and maybe its clusters and pools) goes
   worker_.release(listener_->gen);  // the generation may be freed: listener_ is not used again
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &DownstreamConnection::on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::on_closed);

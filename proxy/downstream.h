@@ -238,7 +238,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   WorkerRoute* route_ = nullptr;
   WorkerCluster* cluster_ = nullptr;
   RouteStats* route_stats_ = nullptr;
-  EndpointPool* endpoint_ = nullptr;
+  PoolRef endpoint_;  // the pool of the current (or last) try
   UpstreamConnection* upstream_ = nullptr;
   Wait wait_ = Wait::kNone;
   filters::Bulkhead::Slot bulkhead_slot_;

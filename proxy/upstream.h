@@ -136,7 +136,38 @@ class EndpointPool {
   IdleList idle;             // most recently used at the front
   uint32_t connections = 0;  // open connections of this pool, idle or not
   uint32_t active_requests = 0;
+  uint32_t holders = 0;      // PoolRefs: exchanges naming this pool as their try's endpoint
   bool retired = false;      // the endpoint left the cluster; close connections as they free up
+};
+
+// An exchange's pointer to the pool of its current (or last) try. While one is held, the pool is
+// not freed even if a DNS change retires it (WorkerCluster frees a retired pool only when no
+// connection and no PoolRef is left), so the exchange can still record the try's outcome and
+// name the endpoint in its access log line.
+class PoolRef {
+ public:
+  PoolRef() = default;
+  PoolRef(const PoolRef&) = delete;
+  PoolRef& operator=(const PoolRef&) = delete;
+  ~PoolRef() { reset(); }
+  PoolRef& operator=(EndpointPool* pool) {
+    if (pool != nullptr) ++pool->holders;
+    reset();
+    pool_ = pool;
+    return *this;
+  }
+  void reset() {
+    if (pool_ != nullptr) --pool_->holders;
+    pool_ = nullptr;
+  }
+  EndpointPool* get() const { return pool_; }
+  EndpointPool* operator->() const { return pool_; }
+  EndpointPool& operator*() const { return *pool_; }
+  bool operator==(std::nullptr_t) const { return pool_ == nullptr; }
+  bool operator!=(std::nullptr_t) const { return pool_ != nullptr; }
+
+ private:
+  EndpointPool* pool_ = nullptr;
 };
 
 }  // namespace bulwark
