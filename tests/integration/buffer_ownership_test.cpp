@@ -1,0 +1,598 @@
+// buffer ownership (issue 12, item 7): a queued write sends bytes straight out of the read buffer
+// of the other side, so that buffer must live until the write is done, whatever its reader does.
+//
+// Each test reaches a state in which the reader lets go of its buffer while a write that points
+// into it is still queued behind a peer that does not read: the upstream closes right after a
+// complete response, the route timeout cuts the upstream off, a WebSocket upstream closes, a
+// client half-closes after its upload. Other connections through the same (single) worker then
+// move foreign bytes (the test pattern at another offset) through the worker's read buffers, and
+// only then does the slow peer read: every byte it gets must be its own. Before read buffers were
+// reference-counted, a block returned to the pool under a queued write was handed to the next
+// connection, and the slow peer received that connection's bytes.
+//
+// A write stays queued only while the kernel buffers between bulwark and the slow peer are full.
+// The slow peer's sockets advertise a small MSS and a small receive buffer before the handshake,
+// which keeps bulwark's autotuned send buffer towards it small: a few hundred KiB fill the path.
+// Whether a write is queued is read from the kernel (sock_diag: what bulwark's socket took from
+// bulwark against what bulwark read on the other side) or from bulwark's gauges, not from time.
+
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/integration/proxy_fixture.h"
+
+namespace bulwark::test {
+namespace {
+
+// The slow peer's segment size and receive buffer (the kernel doubles the latter).
+constexpr int kSlowMss = 536;
+constexpr int kSlowReceiveBuffer = 4096;
+
+// Foreign bytes: the pattern from an offset no slow stream reaches, so a foreign byte in a slow
+// stream is a mismatch (the pattern has no short period).
+constexpr uint64_t kForeignOffset = (uint64_t{1} << 40) + 12345;
+constexpr size_t kForeignSize = 48 * 1024;  // several read buffers (16 KiB) of it per request
+
+constexpr uint64_t kMiB = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+void set_int_option(int fd, int level, int name, int value) {
+  ::setsockopt(fd, level, name, &value, sizeof value);
+}
+
+// Small MSS and receive buffer: set before the handshake, so the peer learns them from it.
+void make_slow(int fd) {
+  set_int_option(fd, IPPROTO_TCP, TCP_MAXSEG, kSlowMss);
+  set_int_option(fd, SOL_SOCKET, SO_RCVBUF, kSlowReceiveBuffer);
+}
+
+uint16_t port_of(int fd, bool peer) {
+  sockaddr_in address{};
+  socklen_t size = sizeof address;
+  if (peer) {
+    ::getpeername(fd, reinterpret_cast<sockaddr*>(&address), &size);
+  } else {
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
+  }
+  return ntohs(address.sin_port);
+}
+
+// A test-side connection (client or upstream end) over a socket made by this file.
+class Peer : public ClientConn {
+ public:
+  explicit Peer(int fd) { fd_ = fd; }
+
+  using HttpConn::read_chunked_body;
+  using HttpConn::read_head;
+
+  // Moves at most `n` bytes from the socket into the read buffer, where the message readers
+  // find them later, waiting up to `timeout` for some. Returns how many arrived.
+  size_t pull(size_t n, Millis timeout = kDefaultTimeout) {
+    pollfd pfd{fd_, POLLIN, 0};
+    if (eof_ || ::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) return 0;
+    size_t old_size = buf_.size();
+    buf_.resize(old_size + n);
+    ssize_t got = ::recv(fd_, buf_.data() + old_size, n, 0);
+    buf_.resize(old_size + static_cast<size_t>(std::max<ssize_t>(got, 0)));
+    if (got == 0) eof_ = true;
+    return static_cast<size_t>(std::max<ssize_t>(got, 0));
+  }
+
+  uint16_t local_port() const { return port_of(fd_, false); }
+  uint16_t remote_port() const { return port_of(fd_, true); }
+};
+
+// A slow client of bulwark (the test fails when it cannot connect).
+std::unique_ptr<Peer> connect_slow(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  make_slow(fd);
+  set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  sockaddr_in address = loopback(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    FAIL("connect to 127.0.0.1:" << port << " failed: " << std::strerror(errno));
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return std::make_unique<Peer>(fd);
+}
+
+// A listening socket whose connections are slow peers (an upstream that reads slowly).
+class SlowListener {
+ public:
+  SlowListener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    make_slow(fd_);
+    sockaddr_in address = loopback(0);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(fd_, 16) == 0);
+  }
+  ~SlowListener() { ::close(fd_); }
+  SlowListener(const SlowListener&) = delete;
+  SlowListener& operator=(const SlowListener&) = delete;
+
+  uint16_t port() const { return port_of(fd_, false); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+
+  // The next connection, or nullptr when none arrives within `timeout`.
+  std::unique_ptr<Peer> accept(Millis timeout = kDefaultTimeout) {
+    pollfd pfd{fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) return nullptr;
+    int fd = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return nullptr;
+    set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    return std::make_unique<Peer>(fd);
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Bulwark's end of a TCP connection on 127.0.0.1 as the kernel sees it, from sock_diag.
+struct KernelView {
+  uint64_t bytes_received = 0;  // from the peer, in order; a FIN counts one
+  uint64_t bytes_acked = 0;     // of what bulwark wrote, acknowledged by the peer
+  uint32_t unread = 0;          // received and not yet read by bulwark (a FIN counts one)
+  uint32_t unacked = 0;         // written by bulwark and not yet acknowledged
+  uint32_t send_buffer = 0;
+  uint32_t queued = 0;  // send queue memory (the kernel takes no more once it reaches send_buffer)
+
+  // What bulwark has read from the socket (an end-of-stream it saw counts one).
+  uint64_t taken() const { return bytes_received - unread; }
+  // What bulwark has handed to the socket.
+  uint64_t given() const { return bytes_acked + unacked; }
+};
+
+// Bulwark's socket 127.0.0.1:local_port <-> 127.0.0.1:remote_port, or nullopt when there is none.
+// On a connection bulwark opened, the kernel counts the acknowledged SYN as one byte acked.
+std::optional<KernelView> kernel_view(uint16_t local_port, uint16_t remote_port,
+                                      bool opened_by_bulwark = false) {
+  int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return std::nullopt;
+  struct {
+    nlmsghdr header;
+    inet_diag_req_v2 request;
+  } message{};
+  message.header.nlmsg_len = sizeof message;
+  message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  message.request.sdiag_family = AF_INET;
+  message.request.sdiag_protocol = IPPROTO_TCP;
+  constexpr unsigned kTimeWait = 6, kListen = 10;  // TCP states (net/tcp_states.h)
+  message.request.idiag_states = ~((1u << kTimeWait) | (1u << kListen));
+  message.request.idiag_ext = (1u << (INET_DIAG_INFO - 1)) | (1u << (INET_DIAG_SKMEMINFO - 1));
+  std::optional<KernelView> found;
+  if (::send(fd, &message, sizeof message, 0) != static_cast<ssize_t>(sizeof message)) {
+    ::close(fd);
+    return found;
+  }
+  std::vector<char> buffer(64 * 1024);
+  bool done = false;
+  while (!done) {
+    ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+    if (n <= 0) break;
+    int left = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(h, left);
+         h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+        done = true;
+        break;
+      }
+      auto* diag = static_cast<inet_diag_msg*>(NLMSG_DATA(h));
+      if (ntohs(diag->id.idiag_sport) != local_port || ntohs(diag->id.idiag_dport) != remote_port ||
+          diag->id.idiag_src[0] != htonl(INADDR_LOOPBACK)) {
+        continue;
+      }
+      KernelView view;
+      view.unread = diag->idiag_rqueue;
+      view.unacked = diag->idiag_wqueue;
+      int attributes = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *diag));
+      for (auto* a = reinterpret_cast<rtattr*>(diag + 1); RTA_OK(a, attributes);
+           a = RTA_NEXT(a, attributes)) {
+        if (a->rta_type == INET_DIAG_INFO) {
+          tcp_info info{};
+          std::memcpy(&info, RTA_DATA(a), std::min<size_t>(RTA_PAYLOAD(a), sizeof info));
+          view.bytes_received = info.tcpi_bytes_received;
+          view.bytes_acked = info.tcpi_bytes_acked - (opened_by_bulwark ? 1 : 0);
+        } else if (a->rta_type == INET_DIAG_SKMEMINFO &&
+                   RTA_PAYLOAD(a) >= sizeof(uint32_t) * SK_MEMINFO_VARS) {
+          auto* memory = static_cast<const uint32_t*>(RTA_DATA(a));
+          view.send_buffer = memory[SK_MEMINFO_SNDBUF];
+          view.queued = memory[SK_MEMINFO_WMEM_QUEUED];
+        }
+      }
+      found = view;
+    }
+  }
+  ::close(fd);
+  return found;
+}
+
+// Looks at a socket of bulwark until two looks in a row agree: bulwark has done what the last
+// event on its connections asked of it. Returns the last look.
+std::optional<KernelView> settled(const std::function<std::optional<KernelView>()>& look) {
+  std::optional<KernelView> before, now;
+  eventually(
+      [&] {
+        before = now;
+        now = look();
+        return before && now && before->taken() == now->taken() && before->given() == now->given();
+      },
+      kDefaultTimeout, Millis{5});
+  return now;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulwark, the foreign traffic and its upstream
+
+// Listener "inbound" with two routes: /foreign/ to cluster "other" (foreign traffic), everything
+// else to cluster "app" (the slow exchange). One worker, so every connection shares its pool of
+// read buffers.
+std::string two_cluster_config(const std::string& app, const std::string& other,
+                               const std::string& app_route = "") {
+  return "workers: 1\n"
+         "drain_delay: 0s\n"
+         "drain_timeout: 1s\n"
+         "admin: {address: 127.0.0.1:0}\n"
+         "listeners:\n"
+         "  - name: inbound\n"
+         "    address: 127.0.0.1:0\n"
+         "    routes:\n"
+         "      - name: foreign\n"
+         "        match: {prefix: /foreign/}\n"
+         "        cluster: other\n"
+         "      - name: slow\n"
+         "        match: {prefix: /}\n"
+         "        cluster: app\n" +
+         indent(app_route, 8) +
+         "clusters:\n"
+         "  - name: app\n"
+         "    endpoints: [" +
+         app +
+         "]\n"
+         "  - name: other\n"
+         "    endpoints: [" +
+         other + "]\n";
+}
+
+// Serves the foreign traffic: checks uploads against the foreign pattern, answers downloads
+// with it.
+void serve_foreign(UpstreamConn& conn) {
+  const std::string foreign = pattern_string(kForeignOffset, kForeignSize);
+  while (auto request = conn.read_request()) {
+    if (request->method == "POST") {
+      bool intact = request->body == foreign;
+      conn.write_response(intact ? 200 : 500, intact ? "intact\n" : "corrupted\n");
+    } else {
+      conn.write_response(200, foreign);
+    }
+  }
+}
+
+// Moves foreign bytes through the worker's read buffers in both directions: uploads (read into
+// the client side's buffer) and downloads (read into the upstream side's), each on a new
+// connection, so every block the pool hands out meanwhile is overwritten with them. Returns how
+// many of these exchanges went through intact.
+int drive_foreign_traffic(uint16_t port, int rounds = 3) {
+  const std::string foreign = pattern_string(kForeignOffset, kForeignSize);
+  int intact = 0;
+  for (int i = 0; i < rounds; ++i) {
+    auto upload = http_request(port, "POST", "/foreign/upload", {}, foreign);
+    if (upload && upload->status == 200) ++intact;
+    auto download = http_get(port, "/foreign/download");
+    if (download && download->status == 200 && download->body == foreign) ++intact;
+  }
+  return intact;
+}
+
+// Waits until the slow side's exchange has lost its upstream connection but stays open, on two
+// scrapes in a row (a request between its head and its connection looks the same for a moment):
+// it waits for the client to take what is queued for it.
+bool exchange_outlives_its_upstream(const BulwarkProcess& bulwark) {
+  auto orphaned = [&] {
+    auto metrics = http_get(bulwark.admin_port(), "/metrics");
+    if (!metrics || metrics->status != 200) return false;
+    const std::string& text = metrics->body;
+    return metric_value(text, "bulwark_upstream_active_requests", {{"cluster", "app"}}) == 1.0 &&
+           metric_value(text, "bulwark_upstream_connections",
+                        {{"cluster", "app"}, {"state", "active"}}) == 0.0 &&
+           metric_value(text, "bulwark_upstream_connections",
+                        {{"cluster", "app"}, {"state", "idle"}}) == 0.0;
+  };
+  bool before = false;
+  return eventually([&] {
+    bool now = orphaned();
+    bool twice = before && now;
+    before = now;
+    return twice;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The upstream closes right after a complete response.
+
+TEST_CASE("buffer ownership: an upstream closing after its response while the client is slow") {
+  // Pipelined GETs, each answered on its own upstream connection by a complete response
+  // (Content-Length) and a close. The client reads nothing, so responses pile up until the path
+  // to it is full: the response whose write is then queued is complete, so bulwark keeps reading
+  // its upstream, sees the close and closes that connection, whose read buffer the queued write
+  // points into.
+  constexpr size_t kBody = 12 * 1024;  // head and body arrive in one read buffer
+  constexpr size_t kRequests = 96;     // far more than fill the path to a slow client
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        auto request = conn.read_request();
+        if (!request || request->target.rfind("/fin/", 0) != 0) return;
+        uint64_t index = std::stoull(request->target.substr(5));
+        conn.write_response(200, pattern_string(index * kBody, kBody), {{"Connection", "close"}});
+        // Returning closes the connection.
+      },
+      "app");
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+
+  auto client = connect_slow(bulwark.port("inbound"));
+  std::string pipeline;
+  for (size_t i = 0; i < kRequests; ++i)
+    pipeline += make_request("GET", "/fin/" + std::to_string(i));
+  REQUIRE(client->send(pipeline));
+
+  // Some response's write is queued and its upstream connection is gone.
+  REQUIRE(exchange_outlives_its_upstream(bulwark));
+  const size_t answered = app.requests();
+  MESSAGE("responses before the path filled: " << answered);
+  CHECK(answered < kRequests);
+  CHECK(drive_foreign_traffic(bulwark.port("inbound")) == 6);
+
+  // Every response the client gets is complete and its own, up to the one whose upstream closed;
+  // then bulwark closes the connection.
+  PatternVerifier verifier;
+  size_t received = 0;
+  while (auto response = client->read_response(false, kDefaultTimeout, verifier.sink())) {
+    CHECK(response->status == 200);
+    ++received;
+    if (!verifier.ok()) break;
+  }
+  INFO("first foreign byte at stream offset " << verifier.first_mismatch().value_or(0));
+  CHECK(verifier.ok());
+  CHECK(received == answered);
+  CHECK(verifier.received() == answered * kBody);
+  CHECK(client->last_error() == ReadError::kClosed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The route timeout fires while a body streams to a slow client.
+
+TEST_CASE("buffer ownership: the route timeout firing while a body streams to a slow client") {
+  // The upstream streams a body far larger than the path to the client holds; the client reads
+  // nothing, so bulwark's write to it is queued, pointing into the upstream's read buffer, and
+  // bulwark no longer reads the upstream. The route timeout then closes the upstream connection;
+  // the client still gets what was queued, then the connection is cut.
+  constexpr uint64_t kBody = 16 * kMiB;
+  Event upstream_cut;
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        if (!conn.read_request()) return;
+        if (!conn.write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(kBody) +
+                        "\r\n\r\n")) {
+          return;
+        }
+        if (!conn.write_pattern(0, kBody)) upstream_cut.set();
+      },
+      "app");
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address(), "timeout: 500ms"));
+
+  auto client = connect_slow(bulwark.port("inbound"));
+  REQUIRE(client->send(make_request("GET", "/stream")));
+  REQUIRE(upstream_cut.wait());
+  REQUIRE(exchange_outlives_its_upstream(bulwark));
+  CHECK(drive_foreign_traffic(bulwark.port("inbound")) == 6);
+
+  PatternVerifier verifier;
+  auto response = client->read_response(false, kDefaultTimeout, verifier.sink());
+  CHECK_FALSE(response);
+  CHECK(client->last_error() == ReadError::kClosed);
+  CHECK(client->partial().status == 200);
+  INFO("the client got " << verifier.received() << " body bytes; first foreign byte at offset "
+                         << verifier.first_mismatch().value_or(0));
+  CHECK(verifier.received() > 0);
+  CHECK(verifier.ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A WebSocket upstream closes while a write to the client is queued.
+
+TEST_CASE(
+    "buffer ownership: a WebSocket upstream closing while a write to the slow client is queued") {
+  // After the 101 the upstream sends tunnel data piece by piece, each once bulwark has read the
+  // previous one, until bulwark cannot hand a piece over to the client's socket (the client reads
+  // nothing): that piece's write is queued, pointing into the upstream's read buffer. The
+  // upstream then closes. In a tunnel bulwark reads on, sees the close and closes that
+  // connection; the client still gets what is queued, then the connection closes.
+  constexpr size_t kPiece = 4096;
+  const std::string switching =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+  std::atomic<UpstreamConn*> tunnel{nullptr};
+  Event upstream_ready;
+  Gate test_over;
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        auto request = conn.read_request();
+        if (!request || !iequals(request->get("upgrade"), "websocket")) return;
+        if (!conn.write(switching)) return;
+        tunnel = &conn;
+        upstream_ready.set();
+        test_over.pass(Millis{20000});  // the test drives this end of the tunnel meanwhile
+      },
+      "app");
+  Gate::Opener open_at_end(test_over);
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+  const uint16_t inbound = bulwark.port("inbound");
+
+  auto client = connect_slow(inbound);
+  REQUIRE(client->send(make_request("GET", "/ws",
+                                    {{"Connection", "Upgrade"},
+                                     {"Upgrade", "websocket"},
+                                     {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                                     {"Sec-WebSocket-Version", "13"}})));
+  auto switched = client->read_response_head();
+  REQUIRE_MESSAGE(switched, client->last_error_text());
+  REQUIRE(switched->status == 101);
+  REQUIRE(upstream_ready.wait());
+  UpstreamConn& upstream = *tunnel.load();
+
+  auto from_upstream = [&] { return kernel_view(port_of(upstream.fd(), true), app.port(), true); };
+  auto to_client = [&] { return kernel_view(inbound, client->local_port()); };
+  REQUIRE_MESSAGE(to_client(), "sock_diag (NETLINK_SOCK_DIAG) does not show bulwark's sockets");
+  const uint64_t head_to_client = switched->head.size();
+  uint64_t sent = 0;
+  int64_t held = 0;
+  while (held <= 0) {
+    REQUIRE_MESSAGE(sent < 16 * kMiB, "the path to the client never filled");
+    REQUIRE(upstream.write(pattern_string(sent, kPiece)));
+    sent += kPiece;
+    REQUIRE(eventually([&] {
+      auto view = from_upstream();
+      return view && view->taken() == switching.size() + sent;
+    }));
+    auto view = settled(to_client);
+    REQUIRE(view);
+    held = static_cast<int64_t>(head_to_client + sent) - static_cast<int64_t>(view->given());
+  }
+  MESSAGE("tunnelled " << sent << " bytes; bulwark holds " << held << " of them in a queued write");
+
+  upstream.shutdown_write();
+  REQUIRE(upstream.wait_peer_close());
+  REQUIRE(exchange_outlives_its_upstream(bulwark));
+  CHECK(drive_foreign_traffic(inbound) == 6);
+
+  PatternVerifier verifier;
+  verifier.feed(client->read_until_close());
+  INFO("first foreign byte at tunnel offset " << verifier.first_mismatch().value_or(0));
+  CHECK(verifier.ok());
+  CHECK(verifier.received() == sent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A client half-closes after an upload whose write to the upstream is queued.
+
+TEST_CASE(
+    "buffer ownership: a client half-closing after an upload whose write upstream is queued") {
+  // The upstream reads the request head and then nothing. The client sends its chunked body piece
+  // by piece, each once bulwark has forwarded the previous one, until bulwark's socket to the
+  // upstream is all but full; then the last piece with the final chunk, and a half-close.
+  // Bulwark reads the last piece into the client's read buffer and cannot hand it all over, so
+  // its write is queued, pointing into that buffer; the request is complete, so bulwark reads
+  // on, sees the half-close and lets go of the buffer. Only then does the upstream read the body.
+  constexpr size_t kLast = 12 * 1024;     // one read, far more than the socket still takes
+  constexpr uint32_t kAlmostFull = 4096;  // send-queue memory left before the last piece
+  SlowListener app;
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+  const uint16_t inbound = bulwark.port("inbound");
+
+  ClientConn client(inbound);
+  REQUIRE(client.connected());
+  const std::string head = make_request("POST", "/upload", {{"Transfer-Encoding", "chunked"}});
+  REQUIRE(client.send(head));
+  auto upstream = app.accept();
+  REQUIRE(upstream);
+  std::string upstream_head, start_line;
+  HeaderList headers;
+  REQUIRE(upstream->read_head(upstream_head, start_line, headers, kDefaultTimeout));
+
+  auto from_client = [&] { return kernel_view(inbound, port_of(client.fd(), false)); };
+  auto to_upstream = [&] { return kernel_view(upstream->remote_port(), app.port(), true); };
+  REQUIRE_MESSAGE(to_upstream(), "sock_diag (NETLINK_SOCK_DIAG) does not show bulwark's sockets");
+  uint64_t client_sent = head.size();
+  uint64_t forwarded = upstream_head.size();  // bulwark frames each piece as the client did
+  uint64_t body = 0;
+  while (true) {
+    REQUIRE(eventually([&] {
+      auto view = from_client();
+      return view && view->taken() == client_sent;
+    }));
+    auto view = settled(to_upstream);
+    REQUIRE(view);
+    int64_t held = static_cast<int64_t>(forwarded) - static_cast<int64_t>(view->given());
+    REQUIRE_MESSAGE(held >= 0, "bulwark framed a piece in two chunks (read it in two parts)");
+    if (held > 0) {
+      // The socket filled under a piece: let it through and fill again.
+      REQUIRE(upstream->pull(8192) > 0);
+      continue;
+    }
+    uint32_t room = view->send_buffer > view->queued ? view->send_buffer - view->queued : 0;
+    if (room < kAlmostFull) break;
+    REQUIRE_MESSAGE(body < 16 * kMiB, "the path to the upstream never filled");
+    size_t size = std::clamp<size_t>(room / 4, 512, 12 * 1024);
+    std::string piece = chunk(pattern_string(body, size));
+    REQUIRE(client.send(piece));
+    client_sent += piece.size();
+    forwarded += piece.size();
+    body += size;
+  }
+
+  std::string last = chunk(pattern_string(body, kLast)) + chunk("");
+  REQUIRE(client.send(last));
+  client.shutdown_write();
+  client_sent += last.size();
+  forwarded += last.size();
+  body += kLast;
+  // Bulwark read the last piece and the end of the stream (which counts one)...
+  REQUIRE(eventually([&] {
+    auto view = from_client();
+    return view && view->taken() == client_sent + 1;
+  }));
+  // ...while its write of the last piece is still queued.
+  auto view = to_upstream();
+  REQUIRE(view);
+  int64_t held = static_cast<int64_t>(forwarded) - static_cast<int64_t>(view->given());
+  MESSAGE("uploaded " << body << " bytes; bulwark holds " << held << " of the last piece");
+  REQUIRE(held > 0);
+  CHECK(drive_foreign_traffic(inbound) == 6);
+
+  PatternVerifier verifier;
+  std::string unused;
+  uint64_t received = 0;
+  CHECK_MESSAGE(upstream->read_chunked_body(unused, received, verifier.sink(), kDefaultTimeout),
+                upstream->last_error_text());
+  INFO("first foreign byte at body offset " << verifier.first_mismatch().value_or(0));
+  CHECK(verifier.ok());
+  CHECK(verifier.received() == body);
+  // The client only closed its sending side: it still gets the answer.
+  REQUIRE(upstream->write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 200);
+}
+
+}  // namespace
+}  // namespace bulwark::test
