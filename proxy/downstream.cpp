@@ -791,6 +791,8 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
                               conn.in.block);
       conn.in.parsed = conn.in.filled;
       flush_to_client();
+      // Backpressure, as for responses: no more reading until the client has taken these bytes.
+      if (ex().to_client.in_flight()) conn.stop_reading();
       return;
     }
     response_started_ = true;
@@ -807,8 +809,13 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
     }
     return;
   }
-  if (response_started_ && !response_complete_ && nread == UV_EOF &&
-      ex().response_parser.needs_eof()) {
+  if (response_complete_) {
+    // The whole response is here (its last bytes may still be on their way to a slow client):
+    // the upstream closing costs this exchange nothing but the connection.
+    release_upstream(false);
+    return;
+  }
+  if (response_started_ && nread == UV_EOF && ex().response_parser.needs_eof()) {
     http::Parser::Result r = ex().response_parser.finish();  // completes a close-delimited body
     if (r.status != http::Parser::Status::kError) {
       upstream_reusable_ = false;
@@ -1059,6 +1066,8 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
         self->close();
         return;
       }
+      self->flush_to_client();  // bytes that came while the write was in flight
+      if (self->ex().to_client.in_flight()) return;
       self->upstream_->in.restart(self->worker_.buffers());
       self->upstream_->start_reading();
       return;

@@ -51,6 +51,7 @@ int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb) {
     if (len > 0) bufs_.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
   }
   flushed_until_ = segments_.size();
+  flushed_bytes_ = pending_bytes_;
   if (bufs_.empty()) {
     first_unsent_ = flushed_until_;
     pending_bytes_ = 0;
@@ -63,12 +64,15 @@ int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb) {
 
 void Outbox::on_written() {
   in_flight_ = false;
-  total_bytes_ += pending_bytes_;
-  pending_bytes_ = 0;
+  total_bytes_ += flushed_bytes_;
+  pending_bytes_ -= flushed_bytes_;
+  flushed_bytes_ = 0;
   first_unsent_ = flushed_until_;
   if (!keep_history_) {
-    drop_segments(segments_.size());
-    framing_.clear();
+    // Only what this write sent is forgotten; anything added while it was in flight stays to
+    // be sent (its framing offsets stay valid: framing_ is kept until nothing refers to it).
+    drop_segments(flushed_until_);
+    if (segments_.empty()) framing_.clear();
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
     forgot_written_ = true;

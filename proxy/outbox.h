@@ -87,6 +87,7 @@ class Outbox {
   size_t first_unsent_ = 0;
   size_t flushed_until_ = 0;
   size_t pending_bytes_ = 0;
+  size_t flushed_bytes_ = 0;  // bytes of the write in flight
   size_t total_bytes_ = 0;
   bool in_flight_ = false;
   bool keep_history_ = false;

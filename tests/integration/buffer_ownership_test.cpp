@@ -366,20 +366,22 @@ TEST_CASE("buffer ownership: an upstream closing after its response while the cl
   CHECK(answered < kRequests);
   CHECK(drive_foreign_traffic(bulwark.port("inbound")) == 6);
 
-  // Every response the client gets is complete and its own, up to the one whose upstream closed;
-  // then bulwark closes the connection.
+  // Every response the client gets is complete and its own. The upstream closing after a
+  // complete response costs the exchange nothing, so the pipeline goes on to its last request.
   PatternVerifier verifier;
   size_t received = 0;
-  while (auto response = client->read_response(false, kDefaultTimeout, verifier.sink())) {
+  while (received < kRequests) {
+    auto response = client->read_response(false, kDefaultTimeout, verifier.sink());
+    if (!response) break;
     CHECK(response->status == 200);
     ++received;
     if (!verifier.ok()) break;
   }
   INFO("first foreign byte at stream offset " << verifier.first_mismatch().value_or(0));
+  INFO(client->last_error_text());
   CHECK(verifier.ok());
-  CHECK(received == answered);
-  CHECK(verifier.received() == answered * kBody);
-  CHECK(client->last_error() == ReadError::kClosed);
+  CHECK(received == kRequests);
+  CHECK(verifier.received() == kRequests * kBody);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,8 +433,9 @@ TEST_CASE(
   // After the 101 the upstream sends tunnel data piece by piece, each once bulwark has read the
   // previous one, until bulwark cannot hand a piece over to the client's socket (the client reads
   // nothing): that piece's write is queued, pointing into the upstream's read buffer. The
-  // upstream then closes. In a tunnel bulwark reads on, sees the close and closes that
-  // connection; the client still gets what is queued, then the connection closes.
+  // upstream then closes. bulwark stops reading a tunnel's upstream while a write to the client
+  // is queued, so it sees the close only after the client has taken those bytes; the client
+  // still gets every byte, then the connection closes.
   constexpr size_t kPiece = 4096;
   const std::string switching =
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -488,9 +491,10 @@ TEST_CASE(
   }
   MESSAGE("tunnelled " << sent << " bytes; bulwark holds " << held << " of them in a queued write");
 
+  // The upstream closes while the write is queued. bulwark does not read its socket while a
+  // write to the client is queued (backpressure), so it learns of the close only once the client
+  // has taken the bytes; meanwhile other connections run through the same worker.
   upstream.shutdown_write();
-  REQUIRE(upstream.wait_peer_close());
-  REQUIRE(exchange_outlives_its_upstream(bulwark));
   CHECK(drive_foreign_traffic(inbound) == 6);
 
   PatternVerifier verifier;
@@ -593,6 +597,82 @@ TEST_CASE(
   REQUIRE_MESSAGE(response, client.last_error_text());
   CHECK(response->status == 200);
 }
+
+TEST_CASE("buffer ownership: upstream tunnel bytes sent while a write to a slow client is queued all reach it") {
+  // After the 101 the upstream sends tunnel data piece by piece, each once bulwark has read the
+  // previous one, until bulwark cannot hand a piece over to the client's socket (the client reads
+  // nothing): that piece's write is queued. Two more pieces follow, then the upstream closes.
+  // bulwark used to read on while the write was queued and drop what it read when the write
+  // completed; now it stops reading (backpressure), and the client gets every byte.
+  constexpr size_t kPiece = 4096;
+  const std::string switching =
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+  std::atomic<UpstreamConn*> tunnel{nullptr};
+  Event upstream_ready;
+  Gate test_over;
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        auto request = conn.read_request();
+        if (!request || !iequals(request->get("upgrade"), "websocket")) return;
+        if (!conn.write(switching)) return;
+        tunnel = &conn;
+        upstream_ready.set();
+        test_over.pass(Millis{20000});  // the test drives this end of the tunnel meanwhile
+      },
+      "app");
+  Gate::Opener open_at_end(test_over);
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+  const uint16_t inbound = bulwark.port("inbound");
+
+  auto client = connect_slow(inbound);
+  REQUIRE(client->send(make_request("GET", "/ws",
+                                    {{"Connection", "Upgrade"},
+                                     {"Upgrade", "websocket"},
+                                     {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                                     {"Sec-WebSocket-Version", "13"}})));
+  auto switched = client->read_response_head();
+  REQUIRE_MESSAGE(switched, client->last_error_text());
+  REQUIRE(switched->status == 101);
+  REQUIRE(upstream_ready.wait());
+  UpstreamConn& upstream = *tunnel.load();
+
+  auto from_upstream = [&] { return kernel_view(port_of(upstream.fd(), true), app.port(), true); };
+  auto to_client = [&] { return kernel_view(inbound, client->local_port()); };
+  const uint64_t head_to_client = switched->head.size();
+  uint64_t sent = 0;
+  int64_t held = 0;
+  while (held <= 0) {
+    REQUIRE_MESSAGE(sent < 16 * kMiB, "the path to the client never filled");
+    REQUIRE(upstream.write(pattern_string(sent, kPiece)));
+    sent += kPiece;
+    REQUIRE(eventually([&] {
+      auto view = from_upstream();
+      return view && view->taken() == switching.size() + sent;
+    }));
+    auto view = settled(to_client);
+    REQUIRE(view);
+    held = static_cast<int64_t>(head_to_client + sent) - static_cast<int64_t>(view->given());
+  }
+  MESSAGE("tunnelled " << sent << " bytes; bulwark holds " << held << " of them in a queued write");
+
+  // Two more pieces while the write is queued: bulwark leaves them in its socket for now.
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(upstream.write(pattern_string(sent, kPiece)));
+    sent += kPiece;
+  }
+  upstream.shutdown_write();
+
+  PatternVerifier verifier;
+  verifier.feed(client->read_until_close());
+  INFO("first foreign byte at tunnel offset " << verifier.first_mismatch().value_or(0));
+  CHECK(verifier.ok());
+  CHECK(verifier.received() == sent);
+  CHECK(upstream.wait_peer_close());
+}
+
 
 }  // namespace
 }  // namespace bulwark::test
