@@ -33,6 +33,13 @@ class Wire {
 
   // Flushes the outbox and runs the loop until the write callback ran. Returns the flush result.
   int flush(Outbox& out) {
+    int rc = start(out);
+    if (rc != 0 || !out.in_flight()) return rc;
+    finish(out);
+    return 0;
+  }
+  // The two halves of flush(): start the write (it is then in flight) ...
+  int start(Outbox& out) {
     written_ = false;
     status_ = 1;
     out.req.data = this;
@@ -41,8 +48,10 @@ class Wire {
       self->written_ = true;
       self->status_ = status;
     });
-    if (rc != 0) return rc;
-    if (!out.in_flight()) return 0;  // nothing to write
+    return rc;
+  }
+  // ... and run the loop until its callback ran.
+  void finish(Outbox& out) {
     // Read while waiting, so a write larger than the socket buffer still completes.
     while (!written_) {
       uv_run(&loop_, UV_RUN_NOWAIT);
@@ -50,7 +59,6 @@ class Wire {
     }
     CHECK(status_ == 0);
     out.on_written();
-    return 0;
   }
 
   // Everything the peer has received so far.
@@ -203,6 +211,24 @@ TEST_CASE("outbox: without history, written segments are dropped") {
   CHECK(out.bytes_pending() == 0);
   REQUIRE(wire.flush(out) == 0);
   CHECK(wire.received().empty());
+}
+
+TEST_CASE("outbox: what is added while a write is in flight is sent by the next one, not dropped") {
+  Wire wire;
+  Outbox out;
+  std::string first = "first", second = "second";
+  out.add_data(first.data(), first.size(), nullptr);
+  REQUIRE(wire.start(out) == 0);
+  REQUIRE(out.in_flight());
+  out.add_data(second.data(), second.size(), nullptr);
+  out.add_framing("+frame");
+  wire.finish(out);
+  CHECK_FALSE(out.empty());
+  CHECK(out.bytes_pending() == second.size() + 6);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "firstsecond+frame");
+  CHECK(out.empty());
+  CHECK(out.bytes_pending() == 0);
 }
 
 TEST_CASE("outbox: turning history off drops what was written and keeps what was not") {
