@@ -8,6 +8,7 @@ packages=(
   libuv1-dev node-llhttp libssl-dev           # event loop, HTTP/1.1 parser sources, TLS
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev
   libre2-dev                                  # route regexes (linear time)
+  clang libclang-rt-dev                       # the sanitizer and fuzz build: ASan, UBSan, libFuzzer
   curl                                        # used by the demo and by people
   prometheus                                  # promtool: the tests check /metrics and the alert rules
 )
