@@ -6,6 +6,7 @@
 #include <re2/re2.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <tuple>
 
 #include "config/units.h"
@@ -235,6 +237,28 @@ struct ListenAddress {
   YAML::Mark mark;
 };
 
+// Notes where the second YAML document of a stream starts; ignores everything else.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  YAML::Mark second = YAML::Mark::null_mark();
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++count_ == 2) second = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  int count_ = 0;
+};
+
 class Loader {
  public:
   explicit Loader(std::string file) : file_(std::move(file)) {}
@@ -243,16 +267,24 @@ class Loader {
     auto config = std::make_shared<Config>();
     config->source_file = file_;
     try {
-      std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-      if (documents.empty() || documents[0].IsNull()) {
+      // Not YAML::LoadAll: in yaml-cpp 0.7 it loops for ever, adding a null document a turn,
+      // on some inputs (a config that starts with ','; jbeder/yaml-cpp#1040, found by
+      // fuzz_config). The first document comes from Load; whether another follows, from at most
+      // two steps of a parser that only notes where each document starts.
+      const std::string text(yaml);
+      YAML::Node root = YAML::Load(text);
+      std::istringstream stream(text);
+      YAML::Parser parser(stream);
+      DocumentStarts starts;
+      const bool another = parser.HandleNextDocument(starts) && parser.HandleNextDocument(starts);
+      if (root.IsNull()) {
         error(YAML::Mark(), "",
               "the config is empty; expected a map with at least 'listeners' and 'clusters'");
       } else {
-        if (documents.size() > 1) {
-          error(documents[1].Mark(), "",
-                "only one YAML document is allowed; found another one here");
+        if (another) {
+          error(starts.second, "", "only one YAML document is allowed; found another one here");
         }
-        read_root(documents[0], *config);
+        read_root(root, *config);
       }
     } catch (const YAML::Exception& e) {
       std::string message = "YAML syntax error: " + e.msg;

@@ -887,8 +887,11 @@ TEST_CASE("the document itself must be one map") {
       {"a list", "- a\n- b\n", 1, 1,
        "the top level must be a map with at least 'listeners' and 'clusters', got a list"},
       {"a string", "hello\n", 1, 1, "got a string"},
-      {"two documents", at_top("") + "---\nworkers: 1\n", 11, 1,
+      {"two documents", at_top("") + "---\nworkers: 1\n", 10, 1,
        "only one YAML document is allowed; found another one here"},
+      // yaml-cpp 0.7's LoadAll never returned on these (fuzz_config found them).
+      {"a leading comma", ",", 1, 1, "the config is empty"},
+      {"a leading comma, then text", ",istenenull\t- namg2 a\n", 1, 1, "the config is empty"},
   });
 }
 
