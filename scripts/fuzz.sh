@@ -86,7 +86,7 @@ for t in "${targets[@]}"; do
   grep -E -m 8 'fuzz property failed|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|SUMMARY' "$log" >&2 || true
   if [[ -n $artifact ]]; then
     echo "fuzz: reproducer $artifact" >&2
-    echo "fuzz: replay with: $build/fuzz/$t $artifact" >&2
+    echo "fuzz: replay with: $build/fuzz/$t -timeout=10 $artifact" >&2
   fi
 done
 if ((failed)); then
