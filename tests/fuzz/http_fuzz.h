@@ -63,7 +63,7 @@ struct Window {
   const char* begin = nullptr;
   const char* end = nullptr;
   bool contains(const char* p, size_t n) const {
-    return begin != nullptr && p >= begin && n <= static_cast<size_t>(end - p);
+    return begin != nullptr && p >= begin && p <= end && n <= static_cast<size_t>(end - p);
   }
 };
 
@@ -232,6 +232,10 @@ inline Reparse reparse(Parser::Type type, std::string_view bytes,
                        ParserCallbacks::HeadAction action, bool at_eof) {
   Collector collector(type == Parser::Type::kRequest, action);
   Parser parser(type, &collector);
+  // The limits are policy, not validity: bulwark adds a few fields (forwarding headers, a
+  // request id, framing), so a head at the original parser's limit may pass it afterwards.
+  parser.set_max_head_size(1 << 20);
+  parser.set_max_headers(Parser::kDefaultMaxHeaders + 16);
   std::unique_ptr<char[]> buffer(new char[bytes.size() + 1]);
   std::memcpy(buffer.get(), bytes.data(), bytes.size());
   Reparse out;
