@@ -3,6 +3,7 @@
 # for SECONDS seconds (default 60), as many at a time as there are cores. Usage:
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      e.g. scripts/fuzz.sh 600 fuzz_chunked
+#   scripts/fuzz.sh 0                           only builds (to replay a finding)
 #
 # The seeds in tests/fuzz/corpus/<target>/ are read, never written: what a run finds that adds
 # coverage goes to build-fuzz/corpus/<target>/, which later runs start from too (README
@@ -41,6 +42,10 @@ dict() {
 CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DBULWARK_FUZZ=ON >/dev/null
 cmake --build "$build" -j"$(nproc)" --target fuzz_targets >/dev/null
+if ((seconds == 0)); then  # libFuzzer would read -max_total_time=0 as "no limit"
+  echo "fuzz: built ${targets[*]} in $build/fuzz/" >&2
+  exit 0
+fi
 
 # UBSan already aborts (-fno-sanitize-recover); make it say where.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
