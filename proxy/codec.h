@@ -148,7 +148,8 @@ class Parser {
  public:
   enum class Type { kRequest, kResponse };
   enum class Status {
-    kOk,              // all bytes consumed, message incomplete or complete
+    kOk,              // bytes consumed, message incomplete or complete; all of them but a CR
+                      // that may start an empty line before a request line (kept until its LF)
     kPaused,          // stopped after a message (or head); `consumed` tells where
     kUpgrade,         // the connection switches protocol; bytes after `consumed` are raw
     kError,           // malformed; `error` and `code` say why

@@ -82,6 +82,8 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   out.append(how.path);
   out.append(" HTTP/1.1\r\n");
   for (const Header& h : request.headers) {
+    // A client id bulwark could not use (empty or too long) is replaced, not sent beside ours.
+    if (h.kind == HeaderKind::kXRequestId && how.add_request_id) continue;
     if (end_to_end(h.kind)) {
       append_header(out, request.str(h.name), request.str(h.value));
     } else if (h.kind == HeaderKind::kHost) {

@@ -378,8 +378,8 @@ TEST_CASE("codec hostile: responses") {
   check_refused(response("HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
-  check_refused(response(std::string("HTTP/1.1 200 O\0K\r\nContent-Length: 0\r\n\r\n", 41)),
-                ParseError::kMalformed);
+  static constexpr char kNulInReason[] = "HTTP/1.1 200 O\0K\r\nContent-Length: 0\r\n\r\n";
+  check_refused(response(std::string(kNulInReason, sizeof kNulInReason - 1)), ParseError::kMalformed);
   check_refused(response("HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"), ParseError::kMalformed);
   check_refused(response("HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n"),
                 ParseError::kMalformed);

@@ -240,6 +240,12 @@ TEST_CASE("headers: write_upstream_request adds X-Request-Id only when asked") {
   ParsedHead back(Parser::Type::kRequest, out);
   REQUIRE_PARSES(back);
   CHECK(back.values("X-Request-Id") == Values{"theirs"});
+  // One bulwark cannot use (too long) is replaced by the new one, not sent beside it.
+  how.add_request_id = true;
+  write_upstream_request(with_id.head, how, out);
+  ParsedHead replaced(Parser::Type::kRequest, out);
+  REQUIRE_PARSES(replaced);
+  CHECK(replaced.values("X-Request-Id") == Values{"abc-123"});
 }
 
 TEST_CASE("headers: write_upstream_request frames the body as told") {
