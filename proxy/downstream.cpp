@@ -225,8 +225,11 @@ void DownstreamConnection::parse_request() {
     break;
   }
   if (phase_ != Phase::kProxying) return;
-  // A copied body does not live in in_: its bytes can be reused at once.
-  if (copy_body_ && !request_parser_.in_head()) in_.restart(worker_.buffers());
+  // Parsed bytes nothing points to (a copied body, trailers, chunk framing, empty lines) make
+  // room at once; bytes a queued write still sends wait for that write (backpressure).
+  if (!request_parser_.in_head() && in_.block != nullptr && in_.block->refs == 1) {
+    in_.restart(worker_.buffers());
+  }
   flush_to_upstream();
 }
 
@@ -726,6 +729,10 @@ void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int s
         .str("error", uv_strerror(status));
     cluster_->stats.connect_failures.inc();
     detach_upstream();  // the connection closes itself
+    if (status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS || status == UV_ENOMEM) {
+      // bulwark is out of descriptors or memory: no evidence against the endpoint.
+      endpoint_ = nullptr;
+    }
     try_failed(filters::TryFailure::kConnectFailure, LocalReason::kUpstreamConnectFailure, status);
     return;
   }
@@ -1052,6 +1059,12 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
     return;
   }
   self->note_io();
+  // What was added while that write was in flight (a final response behind a 1xx, say) goes
+  // next; nothing ends before all of it is out.
+  if (!self->ex().to_client.empty()) {
+    self->flush_to_client();
+    if (self->closed_ || self->ex().to_client.in_flight()) return;
+  }
   switch (self->phase_) {
     case Phase::kLocalReply:
       if (!self->keep_client_ || self->client_eof_) {
@@ -1362,7 +1375,24 @@ void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
     self->arm_deadline_timer();
     return;
   }
-  if (self->route_deadline_ms_ != 0 && now >= self->route_deadline_ms_) {
+  const bool route_due = self->route_deadline_ms_ != 0 && now >= self->route_deadline_ms_;
+  const bool try_due = self->try_deadline_ms_ != 0 && now >= self->try_deadline_ms_;
+  // The client has not finished its request although the upstream connection is up and takes
+  // bytes (nothing waits, no write to it is stuck): the time went to the client, not to the
+  // upstream, so neither the circuit breaker nor outlier detection hears of it.
+  const bool client_stalled =
+      !self->request_complete_ && self->wait_ == Wait::kNone && self->upstream_ != nullptr &&
+      self->upstream_->state() == UpstreamConnection::State::kBusy &&
+      !self->ex().to_upstream.in_flight() && !self->response_head_sent_ &&
+      !self->ex().to_client.in_flight();
+  if ((route_due || try_due) && client_stalled) {
+    self->route_deadline_ms_ = self->try_deadline_ms_ = 0;
+    self->cancel_wait();
+    if (self->upstream_ != nullptr) self->release_upstream(false);
+    self->local_reply(LocalReason::kRequestTimeout, true);
+    return;
+  }
+  if (route_due) {
     // The route's timeout bounds all tries and waits together: no retry after it.
     self->route_deadline_ms_ = 0;
     bool trying = self->upstream_ != nullptr && !self->response_head_sent_;

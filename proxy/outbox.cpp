@@ -19,8 +19,17 @@ void Outbox::drop_segments(size_t end) {
 }
 
 void Outbox::add_framing(std::string_view s) {
-  segments_.push_back({nullptr, nullptr, static_cast<uint32_t>(framing_.size()), static_cast<uint32_t>(s.size())});
-  framing_.append(s);
+  if (in_flight_ && framing_.size() + s.size() > framing_.capacity()) {
+    // framing_ would move while the write in flight still points into it: keep these bytes
+    // apart, where nothing moves them (a deque never moves its elements).
+    late_framing_.emplace_back(s);
+    const std::string& kept = late_framing_.back();
+    segments_.push_back({kept.data(), nullptr, kData, static_cast<uint32_t>(kept.size())});
+  } else {
+    segments_.push_back({nullptr, nullptr, static_cast<uint32_t>(framing_.size()),
+                         static_cast<uint32_t>(s.size())});
+    framing_.append(s);
+  }
   pending_bytes_ += s.size();
 }
 
@@ -72,7 +81,10 @@ void Outbox::on_written() {
     // Only what this write sent is forgotten; anything added while it was in flight stays to
     // be sent (its framing offsets stay valid: framing_ is kept until nothing refers to it).
     drop_segments(flushed_until_);
-    if (segments_.empty()) framing_.clear();
+    if (segments_.empty()) {
+      framing_.clear();
+      late_framing_.clear();
+    }
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
     forgot_written_ = true;
@@ -83,6 +95,7 @@ void Outbox::clear() {
   drop_segments(segments_.size());
   in_flight_ = false;
   // A kept request body may have grown the framing storage; an idle connection keeps none of it.
+  late_framing_.clear();
   if (framing_.capacity() > 4096) {
     std::string().swap(framing_);
   } else {

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,6 +85,7 @@ class Outbox {
   std::vector<Segment> segments_;
   std::vector<uv_buf_t> bufs_;
   std::string framing_;
+  std::deque<std::string> late_framing_;  // framing added while framing_ could not grow
   size_t first_unsent_ = 0;
   size_t flushed_until_ = 0;
   size_t pending_bytes_ = 0;

@@ -30,6 +30,7 @@ enum class LocalReason : unsigned char {
   kTooManyHeaders,
   kHttpVersionNotSupported,
   kStreamIdleTimeout,
+  kRequestTimeout,
   kCount,
 };
 
@@ -62,6 +63,8 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"http_version_not_supported", 505, "DPE"},  // a request line of HTTP/2 or later
     {"stream_idle_timeout", 408, "SI"},   // no byte moved for stream_idle_timeout (504 when
                                           // the upstream, not the client, went quiet)
+    {"request_timeout", 408, "RT"},       // the route or try timeout passed while the client
+                                          // was still sending its request
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

@@ -333,7 +333,7 @@ uint64_t raise_fd_limit() {
 uint64_t process_connection_limit(const config::Config& config, uint64_t fd_limit) {
   if (config.max_connections != 0) return config.max_connections;
   constexpr uint64_t kReserve = 128;
-  return fd_limit > 2 * kReserve ? (fd_limit - kReserve) / 2 : 64;
+  return fd_limit > 2 * kReserve ? (fd_limit - kReserve) / 2 : std::max<uint64_t>(fd_limit / 4, 8);
 }
 
 }  // namespace

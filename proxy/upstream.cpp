@@ -22,13 +22,14 @@ void UpstreamConnection::connect(Owner* owner, uint64_t timeout_ms) {
                           &UpstreamConnection::on_connect);
   if (rc != 0) {
     // Report asynchronously, as a real connect failure would be, so the owner is never called
-    // back from inside its own call.
+    // back from inside its own call; with the real error (EMFILE is not the endpoint's fault).
+    connect_error_ = rc;
     uv_timer_start(&timer_, [](uv_timer_t* t) {
       auto* self = static_cast<UpstreamConnection*>(t->data);
       Owner* o = self->owner_;
       self->owner_ = nullptr;
       self->close();
-      if (o != nullptr) o->on_upstream_connected(*self, UV_ECONNREFUSED);
+      if (o != nullptr) o->on_upstream_connected(*self, self->connect_error_);
     }, 0, 0);
     return;
   }

@@ -121,6 +121,7 @@ class UpstreamConnection {
   uint64_t keep_alive_timeout_ms_ = 0;
   bool reading_ = false;
   bool writing_ = false;
+  int connect_error_ = 0;  // a connect that failed before it started (EMFILE, ...)
 };
 
 using IdleList = IntrusiveList<UpstreamConnection, &UpstreamConnection::idle_hook>;

@@ -108,3 +108,50 @@ TEST_CASE("stream idle: an exchange that keeps moving is not cut however long it
 
 }  // namespace
 }  // namespace bulwark::test
+
+namespace bulwark::test {
+namespace {
+
+TEST_CASE("a client that stalls its body past the route timeout gets 408 and the upstream is not blamed") {
+  // Six stalled uploads would open a circuit breaker that counted them as upstream failures.
+  TestUpstream::Handler handler = [](UpstreamConn& conn) {
+    while (auto request = conn.read_request_head()) {
+      if (!conn.wait_peer_close(Millis{10000})) return;
+    }
+  };
+  ProxyOptions options;
+  options.route = "timeout: 300ms\nretry: {attempts: 1}";
+  options.cluster =
+      "circuit_breaker: {failure_rate_percent: 50, window: 30s, minimum_calls: 5, open_duration: 30s}";
+  ProxyFixture proxy(handler, options);
+  for (int i = 0; i < 6; ++i) {
+    ClientConn client(proxy.port());
+    REQUIRE(client.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nonly-a-few"));
+    auto response = client.read_response(false, Millis{5000});
+    REQUIRE(response);
+    CHECK(response->status == 408);
+    CHECK(response->get("x-bulwark-reason") == "request_timeout");
+  }
+  auto opened = scrape_metric(proxy.bulwark, "bulwark_circuit_transitions_total",
+                              {{"cluster", "app"}, {"to", "open"}});
+  CHECK(opened.value_or(0) == 0);
+}
+
+TEST_CASE("a chunked request with large trailers is forwarded, not stalled") {
+  TestUpstream::Handler handler = [](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (!conn.write_response(200, request->body)) return;
+    }
+  };
+  ProxyFixture proxy(handler);
+  ClientConn client(proxy.port());
+  REQUIRE(client.send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "5\r\nhello\r\n0\r\nX-Trailer: " + std::string(40000, 'v') + "\r\n\r\n"));
+  auto response = client.read_response(false, Millis{5000});
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 200);
+  CHECK(response->body == "hello");
+}
+
+}  // namespace
+}  // namespace bulwark::test

@@ -231,6 +231,24 @@ TEST_CASE("outbox: what is added while a write is in flight is sent by the next 
   CHECK(out.bytes_pending() == 0);
 }
 
+TEST_CASE("outbox: framing added during a write never moves the bytes that write still sends") {
+  // A write larger than the socket buffer stays queued; framing added meanwhile (a 1xx, a final
+  // head) must not reallocate the storage the queued write reads from.
+  Wire wire;
+  Outbox out;
+  std::string big(1 << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + i % 26);
+  out.add_framing(big);
+  REQUIRE(wire.start(out) == 0);
+  REQUIRE(out.in_flight());
+  std::string later(3 << 20, 'y');  // far beyond what the framing storage can hold in place
+  out.add_framing(later);
+  out.add_framing("tail");
+  wire.finish(out);
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == big + later + "tail");
+}
+
 TEST_CASE("outbox: turning history off drops what was written and keeps what was not") {
   Wire wire;
   Outbox out;
