@@ -297,6 +297,10 @@ std::vector<RequestCase> chunk_cases() {
       {.name = "chunk: NUL in the size line", .send = chunked("5\0\r\nhello\r\n0\r\n\r\n"s), .expect = {reject_body()}},
       {.name = "chunk: NUL in an extension", .send = chunked("5;a=\0\r\nhello\r\n0\r\n\r\n"s), .expect = {reject_body()}},
       {.name = "chunk: a trailer field is dropped", .send = chunked("5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"), .expect = {fwd(hello)}},
+      // Trailers are bounded like a head (16 KiB here): 12 KB pass and are dropped, 40 KB are
+      // refused at once. 40 KB once stalled the request until a timeout blamed the upstream.
+      {.name = "chunk: 12 KB of trailers are dropped", .send = chunked("5\r\nhello\r\n0\r\nX-Trailer: " + std::string(12000, 'v') + "\r\n\r\n"), .expect = {fwd(hello)}},
+      {.name = "chunk: trailers over the head limit are refused", .send = chunked("5\r\nhello\r\n0\r\nX-Trailer: " + std::string(40000, 'v') + "\r\n\r\n"), .expect = {reject_body()}},
       {.name = "chunk: a Content-Length trailer is dropped", .send = chunked("5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n"), .expect = {fwd(hello)}},
       {.name = "chunk: a Transfer-Encoding trailer is dropped", .send = chunked("5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"), .expect = {fwd(hello)}},
       {.name = "chunk: bare CR in a trailer", .send = chunked("5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n"), .expect = {reject_body()}},
