@@ -17,6 +17,8 @@ constexpr size_t kMaxResponseHeadSize = 64 * 1024;
 constexpr size_t kMaxRequestIdSize = 128;
 // More interim (1xx) responses than this before the final one: the upstream is broken.
 constexpr uint32_t kMaxInterimResponses = 16;
+// The longest a connection lingers after its last response (nginx's lingering_timeout is 5 s).
+constexpr uint64_t kLingerMs = 2000;
 
 uint64_t now_us() { return uv_hrtime() / 1000; }
 
@@ -173,6 +175,10 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
     case Phase::kProxying:
       if (!self->request_complete_) self->parse_request();
       break;
+    case Phase::kLingering:
+      self->in_.parsed = self->in_.filled;  // dropped
+      self->in_.restart(self->worker_.buffers());
+      return;
     case Phase::kTunnel:
       self->ex().to_upstream.add_data(self->in_.data + self->in_.parsed,
                                       self->in_.filled - self->in_.parsed, self->in_.block);
@@ -223,6 +229,13 @@ void DownstreamConnection::parse_request() {
         return;
     }
     break;
+  }
+  if (phase_ == Phase::kHead && !request_parser_.in_message() && in_.parsed == in_.filled) {
+    // Only empty lines so far (RFC 9112 2.2 lets a client send some before a request line):
+    // they make room, so a stream of them cannot fill the buffer and stop the reader; the
+    // request_headers_timeout running since their first byte still bounds the wait.
+    in_.restart(worker_.buffers());
+    return;
   }
   if (phase_ != Phase::kProxying) return;
   // Parsed bytes nothing points to (a copied body, trailers, chunk framing, empty lines) make
@@ -685,15 +698,19 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
         0);
     return;
   }
-  if (!fresh_only) {
-    if (UpstreamConnection* idle = endpoint_->idle.pop_front()) {
-      cluster_->stats.idle_connections.add(-1);
-      cluster_->stats.active_connections.add(1);
-      idle->attach(this);
-      endpoint_->active_requests++;
-      use_upstream(idle);
-      return;
+  while (!fresh_only && endpoint_->idle.front() != nullptr) {
+    UpstreamConnection* idle = endpoint_->idle.front();
+    if (idle->stale()) {
+      idle->close();  // leaves the idle list
+      continue;
     }
+    endpoint_->idle.pop_front();
+    cluster_->stats.idle_connections.add(-1);
+    cluster_->stats.active_connections.add(1);
+    idle->attach(this);
+    endpoint_->active_requests++;
+    use_upstream(idle);
+    return;
   }
   if (!cluster_->try_reserve_connection()) {
     const config::PoolConfig& pool = cluster_->config().pool;
@@ -799,7 +816,11 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
       conn.in.parsed = conn.in.filled;
       flush_to_client();
       // Backpressure, as for responses: no more reading until the client has taken these bytes.
-      if (ex().to_client.in_flight()) conn.stop_reading();
+      if (ex().to_client.in_flight()) {
+        conn.stop_reading();
+      } else {
+        conn.in.restart(worker_.buffers());
+      }
       return;
     }
     response_started_ = true;
@@ -826,7 +847,7 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
     http::Parser::Result r = ex().response_parser.finish();  // completes a close-delimited body
     if (r.status != http::Parser::Status::kError) {
       upstream_reusable_ = false;
-      flush_to_client();
+      flush_to_client(response_complete_);
       if (!ex().to_client.in_flight() && response_complete_) finish_exchange();
       return;
     }
@@ -868,7 +889,11 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
     }
     break;
   }
-  flush_to_client();
+  // The last bytes of a response are written at once when the socket takes them: the exchange
+  // then ends now, not a loop turn later, and the client's next request is read sooner. Body
+  // bytes before them go through the loop (one read buffer per connection per turn), so that
+  // large responses take turns with everything else on the worker.
+  flush_to_client(response_complete_);
   if (ex().to_client.in_flight()) {
     // Stop reading until the client has taken these bytes (backpressure). A complete response
     // needs no more bytes, so keep the reader as it is: an idle pooled connection reads anyway,
@@ -934,12 +959,16 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   } else {
     response_framing_ = client_http10_ ? http::BodyFraming::kClose : http::BodyFraming::kChunked;
   }
-  keep_client_ = keep_client_ && client_keep_alive_ && !client_eof_ && !draining_ && !worker_.draining() &&
+  keep_client_ = keep_client_ && client_keep_alive_ && !client_done() && !draining_ && !worker_.draining() &&
                  request_complete_ && response_framing_ != http::BodyFraming::kClose;
   // A 204 that announces a body: whatever bytes follow are not a response to anything, so the
   // connection must not carry another request.
-  upstream_reusable_ = head.keep_alive && !(head.status == 204 && (head.chunked || head.content_length > 0));
-  if (upstream_ != nullptr) upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
+  const bool announces_body = head.chunked || head.content_length > 0;
+  upstream_reusable_ = head.keep_alive && !(head.status == 204 && announces_body);
+  if (upstream_ != nullptr) {
+    upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
+    if (response_framing_ == http::BodyFraming::kNone && announces_body) upstream_->check_before_reuse();
+  }
   http::DownstreamResponseHead how;
   how.keep_alive = keep_client_;
   how.http10_keep_alive = client_http10_ && keep_client_;
@@ -1034,15 +1063,17 @@ void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
 // ---------------------------------------------------------------------------------------------
 // Writing to the client.
 
-void DownstreamConnection::flush_to_client() {
+void DownstreamConnection::flush_to_client(bool at_once) {
   if (ex().to_client.in_flight() || ex().to_client.empty() || closed_) return;
   ex().to_client.req.data = this;
   int rc = ex().to_client.flush(reinterpret_cast<uv_stream_t*>(&tcp_),
-                                &DownstreamConnection::on_client_written);
-  if (rc == 0) {
+                                &DownstreamConnection::on_client_written, at_once);
+  if (rc != 0) {
+    close();
+  } else if (ex().to_client.in_flight()) {
     ++writes_in_flight_;
   } else {
-    close();
+    note_io();  // all written at once: the caller goes on as on_client_written() would
   }
 }
 
@@ -1062,14 +1093,14 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   // What was added while that write was in flight (a final response behind a 1xx, say) goes
   // next; nothing ends before all of it is out.
   if (!self->ex().to_client.empty()) {
-    self->flush_to_client();
+    self->flush_to_client(self->response_complete_ || self->phase_ == Phase::kLocalReply);
     if (self->closed_ || self->ex().to_client.in_flight()) return;
   }
   switch (self->phase_) {
     case Phase::kLocalReply:
-      if (!self->keep_client_ || self->client_eof_) {
+      if (!self->keep_client_ || (self->client_eof_ && (!self->request_complete_ || self->in_.empty()))) {
         self->complete_exchange(true);
-        self->close();
+        self->close_after_response();
       } else if (self->request_complete_) {
         self->finish_exchange();
       }
@@ -1132,7 +1163,7 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
   note_io();
   arm_deadline_timer();
   response_status_ = status;
-  keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_eof_;
+  keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_done();
   worker_.local_replies()[static_cast<size_t>(reason)].inc();
   http::LocalReplyExtras extras;
   extras.attempts = tries_;
@@ -1141,6 +1172,8 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
       http::write_local_reply(status, r.token, keep_client_, {request_id_, request_id_len_},
                               request_head_request_, ex().to_client.head, extras);
   ex().to_client.add_head();
+  // Completed by on_client_written(): this may run inside the request parser, which must not
+  // be re-entered by finishing the exchange here.
   flush_to_client();
   update_reading();
 }
@@ -1163,8 +1196,8 @@ void DownstreamConnection::finish_exchange() {
   cluster_ = nullptr;
   endpoint_ = nullptr;
   // Between requests a connection follows the newest config (its timeouts apply to the wait).
-  if (!keep_client_ || client_eof_ || draining_ || worker_.draining() || !move_to_newest_config()) {
-    close();
+  if (!keep_client_ || client_done() || draining_ || worker_.draining() || !move_to_newest_config()) {
+    close_after_response();
     return;
   }
   if (request_upgrade_) {
@@ -1179,13 +1212,46 @@ void DownstreamConnection::finish_exchange() {
     phase_ = Phase::kHead;
     arm_headers_timer();
     parse_request();
-  } else {
+    // What followed the request may have been only the CRLF some clients add after a body: then
+    // the connection is idle, not in the middle of a request head.
+    if (!closed_ && phase_ == Phase::kHead && !request_parser_.in_message() && in_.empty()) {
+      phase_ = Phase::kIdle;
+    }
+    // A client that half-closed after pipelining gets answers to every complete request it
+    // sent; a request it left unfinished never will be.
+    if (!closed_ && client_eof_ &&
+        (phase_ == Phase::kIdle || phase_ == Phase::kHead || (phase_ == Phase::kProxying && !request_complete_))) {
+      close();
+      return;
+    }
+  }
+  if (phase_ == Phase::kIdle) {
     in_.release(worker_.buffers());
     request_parser_.trim();
     release_exchange();
     arm_idle_timer();
   }
   if (!closed_) update_reading();
+}
+
+void DownstreamConnection::close_after_response() {
+  // Only a client that may still be sending: its request unfinished, or bytes after it unread.
+  if (closed_ || client_eof_ || (request_complete_ && in_.empty())) {
+    close();
+    return;
+  }
+  shutdown_req_.data = this;
+  // Closing the handle cancels the shutdown (its callback then runs first, with ECANCELED).
+  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t*, int) {}) != 0) {
+    close();
+    return;
+  }
+  phase_ = Phase::kLingering;
+  uv_timer_stop(&deadline_timer_);
+  uv_timer_start(&timer_, &DownstreamConnection::on_timer, kLingerMs, 0);
+  in_.parsed = in_.filled;
+  in_.restart(worker_.buffers());
+  update_reading();
 }
 
 void DownstreamConnection::open_exchange() {
@@ -1309,7 +1375,11 @@ void DownstreamConnection::start_tunnel() {
     conn.in.parsed = conn.in.filled;
   }
   flush_to_client();
-  if (ex().to_client.in_flight()) conn.stop_reading();
+  if (ex().to_client.in_flight()) {
+    conn.stop_reading();
+  } else {
+    conn.in.restart(worker_.buffers());
+  }
   flush_to_upstream();
   update_reading();
 }
@@ -1353,6 +1423,7 @@ void DownstreamConnection::on_timer(uv_timer_t* t) {
   }
   switch (self->phase_) {
     case Phase::kIdle:
+    case Phase::kLingering:
       self->close();
       return;
     case Phase::kHead:
@@ -1447,6 +1518,7 @@ void DownstreamConnection::update_reading() {
   switch (phase_) {
     case Phase::kIdle:
     case Phase::kHead:
+    case Phase::kLingering:
       want = true;
       break;
     case Phase::kProxying:

@@ -150,12 +150,20 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void release_upstream(bool reusable);
 
   // Client side output.
-  void flush_to_client();
+  // Writes what is queued for the client. With `at_once` (see Outbox::flush) the write may be
+  // complete on return: the caller then does what on_client_written() would.
+  void flush_to_client(bool at_once = false);
   static void on_client_written(uv_write_t* req, int status);
   // `status` overrides the reason's status (an injected abort); `retry_after_s` adds Retry-After.
   void local_reply(LocalReason reason, bool close_after, int status = 0,
                    uint32_t retry_after_s = 0);
   void finish_exchange();
+  // Closes after the last response, lingering first when the client may still be sending (see
+  // kLingerMs): closing a socket with unread bytes makes the kernel send a reset, which can
+  // destroy the response before the client has read it.
+  void close_after_response();
+  // The client half-closed and sent nothing after the current request: no request follows.
+  bool client_done() const { return client_eof_ && in_.empty(); }
   void start_tunnel();
 
   // The start of an exchange (a request head, or a reply to a head that never completed): its
@@ -207,6 +215,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
     kLocalReply,  // writing a reply of our own
     kProxying,    // an exchange with an upstream is under way
     kTunnel,      // after 101: raw bytes both ways
+    kLingering,   // answered and shut down for writing; reading and dropping until the client closes
     kClosing,
   };
 
@@ -216,6 +225,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   // back at close; the process-wide one is the worker's.
   std::shared_ptr<ConnectionLimit> listener_limit_;
   uv_tcp_t tcp_;
+  uv_shutdown_t shutdown_req_;
   uv_timer_t timer_;           // idle / request headers / the exchange's current Wait
   uv_timer_t deadline_timer_;  // the route's timeout and the try's timeout, whichever is first
   int open_handles_ = 0;

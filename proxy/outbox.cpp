@@ -51,7 +51,7 @@ void Outbox::add_chunk_copy(const char* p, size_t n) {
 
 void Outbox::add_last_chunk() { add_framing(http::kLastChunk); }
 
-int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb) {
+int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb, bool at_once) {
   bufs_.clear();
   for (size_t i = first_unsent_; i < segments_.size(); ++i) {
     const Segment& s = segments_[i];
@@ -66,7 +66,30 @@ int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb) {
     pending_bytes_ = 0;
     return 0;
   }
-  int rc = uv_write(write_req, stream, bufs_.data(), static_cast<unsigned>(bufs_.size()), cb);
+  uv_buf_t* first = bufs_.data();
+  size_t count = bufs_.size();
+  if (at_once) {
+    int n = uv_try_write(stream, first, static_cast<unsigned>(count));
+    if (n == UV_EAGAIN) n = 0;
+    if (n < 0) return n;
+    auto written = static_cast<size_t>(n);
+    size_t total = 0;
+    for (size_t i = 0; i < count; ++i) total += first[i].len;
+    if (written == total) {
+      in_flight_ = true;  // what on_written() ends
+      on_written();
+      return 0;
+    }
+    // Queue the rest: skip the buffers that went out, and the part of the one cut short.
+    while (written >= first->len) {
+      written -= first->len;
+      ++first;
+      --count;
+    }
+    first->base += written;
+    first->len -= static_cast<decltype(first->len)>(written);
+  }
+  int rc = uv_write(write_req, stream, first, static_cast<unsigned>(count), cb);
   if (rc == 0) in_flight_ = true;
   return rc;
 }

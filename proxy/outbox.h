@@ -47,9 +47,14 @@ class Outbox {
   void add_last_chunk();
 
   // Writes everything not yet written with `req` (whose data the caller set). Returns 0 or a
-  // libuv error (then nothing is in flight).
-  int flush(uv_write_t* req, uv_stream_t* stream, uv_write_cb cb);
-  int flush(uv_stream_t* stream, uv_write_cb cb) { return flush(&req, stream, cb); }
+  // libuv error (then nothing is in flight). With `at_once`, the bytes the socket takes now are
+  // written before returning: when it takes them all the write is complete on return (not
+  // in_flight(), and `cb` is never called), which saves the loop turn a write callback waits for;
+  // the rest, if any, is queued as without it.
+  int flush(uv_write_t* req, uv_stream_t* stream, uv_write_cb cb, bool at_once = false);
+  int flush(uv_stream_t* stream, uv_write_cb cb, bool at_once = false) {
+    return flush(&req, stream, cb, at_once);
+  }
   // Called from the write callback; also when the socket of the write in flight was closed, after
   // which libuv reads none of its bytes (uv_close stops the writes at once).
   void on_written();

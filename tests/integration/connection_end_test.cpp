@@ -1,0 +1,148 @@
+// How a client connection ends (issue 12, from the hostile review): a client that half-closes
+// after pipelining is answered for every complete request it sent; a connection closed while the
+// client may still be sending lingers, so the client reads its response instead of a reset; and
+// empty lines before a request line neither stop the reader nor turn an idle connection into a
+// half-read request.
+
+#include <doctest/doctest.h>
+
+#include "tests/integration/proxy_fixture.h"
+
+namespace bulwark::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Answers every request with "METHOD TARGET\n", on one keep-alive connection.
+TestUpstream::Handler echo_target() {
+  return [](UpstreamConn& conn) {
+    while (auto request = conn.read_request(Millis{30000})) {
+      if (!conn.write_response(200, request->method + " " + request->target + "\n")) return;
+    }
+  };
+}
+
+TEST_CASE("connection end: a client that half-closes after pipelining gets every answer, then the close") {
+  ProxyFixture proxy(echo_target());
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  REQUIRE(client.send(make_request("GET", "/one") + make_request("GET", "/two") + make_request("GET", "/three")));
+  client.shutdown_write();
+  for (const char* target : {"/one", "/two"}) {
+    auto response = client.read_response();
+    REQUIRE_MESSAGE(response, client.last_error_text());
+    CHECK(response->body == std::string("GET ") + target + "\n");
+    CHECK(response->get("connection") != "close");
+  }
+  auto last = client.read_response();
+  REQUIRE_MESSAGE(last, client.last_error_text());
+  CHECK(last->body == "GET /three\n");
+  CHECK(last->get("connection") == "close");
+  CHECK(client.is_closed(Millis{2000}));
+}
+
+TEST_CASE("connection end: a half-close in the middle of a pipelined request closes after the complete one") {
+  ProxyOptions options;
+  options.listener = "request_headers_timeout: 20s";
+  ProxyFixture proxy(echo_target(), options);
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  REQUIRE(client.send(make_request("GET", "/whole") + "GET /cut HTTP/1.1\r\nHo"));
+  client.shutdown_write();
+  auto started = Clock::now();
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->body == "GET /whole\n");
+  // The unfinished request can never end: no wait for the headers timeout.
+  CHECK(client.is_closed(Millis{5000}));
+  CHECK(Clock::now() - started < Millis{5000});
+}
+
+TEST_CASE("connection end: a client still uploading when it is answered can finish sending, then reads the answer") {
+  // Every request is aborted with 503 before its body is read. An uploading client writes its
+  // whole body before it reads anything (curl, most HTTP libraries). Closing with the body unread
+  // makes the kernel answer the bytes that follow with a reset: the client's next write fails with
+  // "connection reset" and it never reads the 503. Lingering (shut down writing, read and drop,
+  // then close) lets the upload end and the answer be read.
+  ProxyOptions options;
+  options.route = "fault: {abort: {percent: 100, status: 503}}";
+  ProxyFixture proxy(echo_target(), options);
+  const std::string piece(16 * 1024, 'b');
+  const size_t pieces = 64;  // 1 MiB
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  REQUIRE(client.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " +
+                      std::to_string(piece.size() * pieces) + "\r\n\r\n"));
+  for (size_t i = 0; i < pieces; ++i) {
+    CAPTURE(i);
+    REQUIRE_MESSAGE(client.send(piece), client.last_error_text());
+  }
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  check_local_reply(response, 503, "fault_abort");
+  CHECK(response->get("connection") == "close");
+  CHECK(client.is_closed(Millis{5000}));
+}
+
+TEST_CASE("connection end: a client that never stops sending after its answer is closed after the linger") {
+  ProxyOptions options;
+  options.route = "fault: {abort: {percent: 100, status: 503}}";
+  ProxyFixture proxy(echo_target(), options);
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  REQUIRE(client.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n"));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 503);
+  // Keep sending: bulwark drops the bytes, then closes within its linger time (2 s).
+  auto started = Clock::now();
+  const std::string piece(4096, 'x');
+  bool write_failed = false;
+  while (Clock::now() - started < Millis{8000}) {
+    if (!client.send(piece, Millis{1000})) {
+      write_failed = true;
+      break;
+    }
+  }
+  CHECK(write_failed);
+  CHECK(Clock::now() - started < Millis{6000});
+}
+
+TEST_CASE("connection end: empty lines before a request line do not fill the buffer and stop the reader") {
+  ProxyFixture proxy(echo_target());
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  std::string empty_lines;
+  for (int i = 0; i < 40 * 1024; ++i) empty_lines += "\r\n";  // 80 KiB: several read buffers
+  REQUIRE(client.send(empty_lines));
+  REQUIRE(client.send(make_request("GET", "/after-empty-lines")));
+  auto response = client.read_response(false, Millis{5000});
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 200);
+  CHECK(response->body == "GET /after-empty-lines\n");
+}
+
+TEST_CASE("connection end: a CRLF after a request body leaves the connection idle, not half-read") {
+  // Some clients add CRLF after a POST body (RFC 9112 2.2). Taken for the start of a request
+  // head, it would end the idle keep-alive connection with 408 after request_headers_timeout.
+  ProxyOptions options;
+  options.listener = "request_headers_timeout: 300ms";
+  ProxyFixture proxy(echo_target(), options);
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  REQUIRE(client.send(make_request("POST", "/form", {}, "a=1") + "\r\n"));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->body == "POST /form\n");
+  // Three header timeouts later nothing has come: no 408, and the connection still serves.
+  auto nothing = client.read_response(false, Millis{900});
+  CHECK_FALSE(nothing);
+  CHECK(client.last_error() == ReadError::kTimeout);
+  REQUIRE(client.send(make_request("GET", "/next")));
+  auto next = client.read_response();
+  REQUIRE_MESSAGE(next, client.last_error_text());
+  CHECK(next->body == "GET /next\n");
+}
+
+}  // namespace
+}  // namespace bulwark::test
