@@ -1113,7 +1113,7 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
       self->flush_to_client();  // bytes that came while the write was in flight
       if (self->ex().to_client.in_flight()) return;
       self->upstream_->in.restart(self->worker_.buffers());
-      self->upstream_->start_reading();
+      self->read_upstream_on();
       return;
     case Phase::kProxying:
       break;
@@ -1132,9 +1132,28 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   UpstreamConnection& conn = *self->upstream_;
   if (conn.in.parsed == conn.in.filled) {
     if (!self->ex().response_parser.in_head()) conn.in.restart(self->worker_.buffers());
-    conn.start_reading();
+    self->read_upstream_on();
   } else {
     self->parse_response(conn);
+  }
+}
+
+void DownstreamConnection::read_upstream_on() {
+  if (waiting_turn_) return;
+  if (worker_.pacer().take_step()) {
+    upstream_->start_reading();
+  } else {
+    waiting_turn_ = true;
+    worker_.pacer().wait(this);
+  }
+}
+
+void DownstreamConnection::on_turn() {
+  waiting_turn_ = false;
+  // The exchange may have moved on meanwhile (ended, failed, cut).
+  if (closed_ || upstream_ == nullptr || ex().to_client.in_flight()) return;
+  if (phase_ == Phase::kTunnel || (phase_ == Phase::kProxying && !response_complete_)) {
+    upstream_->start_reading();
   }
 }
 
@@ -1551,6 +1570,10 @@ void DownstreamConnection::abort() { close(); }
 void DownstreamConnection::close() {
   if (closed_) return;
   closed_ = true;
+  if (waiting_turn_) {
+    worker_.pacer().cancel(this);
+    waiting_turn_ = false;
+  }
   // A tunnel ends by closing; anything else open now was cut short.
   complete_exchange(phase_ == Phase::kTunnel);
   // Only a request still with its upstream counts as active (a local reply took it off).

@@ -34,6 +34,7 @@
 #include "proxy/connection_limit.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
+#include "proxy/pacer.h"
 #include "proxy/reasons.h"
 #include "proxy/router.h"
 #include "proxy/upstream.h"
@@ -65,7 +66,7 @@ struct DownstreamExchange {
   UnreachableEndpoints unreachable;
 };
 
-class DownstreamConnection : public UpstreamConnection::Owner {
+class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Waiter {
  public:
   DownstreamConnection(Worker& worker, ListenerContext& listener);
   DownstreamConnection(const DownstreamConnection&) = delete;
@@ -139,6 +140,10 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   void flush_to_upstream();
   void on_upstream_written(UpstreamConnection& conn, int status) override;
   void parse_response(UpstreamConnection& conn);
+  // The client took what was written: read the next buffer of the response (or tunnel) from the
+  // upstream, now if this loop turn's budget allows (see Pacer), else in a later turn.
+  void read_upstream_on();
+  void on_turn() override;
   http::ParserCallbacks::HeadAction on_response_head(http::MessageHead& head);
   void on_response_body(const char* data, size_t n);
   void on_response_complete();
@@ -240,6 +245,7 @@ class DownstreamConnection : public UpstreamConnection::Owner {
   bool reading_ = false;
   bool parsing_request_ = false;
   bool client_eof_ = false;
+  bool waiting_turn_ = false;  // in the worker's Pacer
   bool draining_ = false;
   bool closed_ = false;
 

@@ -36,6 +36,7 @@ Worker::Worker(size_t id, size_t workers, GenerationSpec first, std::function<vo
       on_drained_(std::move(on_drained)) {
   uv_loop_init(&loop_);
   tasks_.init(&loop_);
+  pacer_ = std::make_unique<Pacer>(&loop_);
   uv_timer_init(&loop_, &access_timer_);
   access_timer_.data = this;
   uv_timer_init(&loop_, &retire_timer_);
@@ -467,6 +468,7 @@ void Worker::stop() {
     uv_close(reinterpret_cast<uv_handle_t*>(&retire_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&trim_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&accept_timer_), nullptr);
+    pacer_->close();
     tasks_.close();
   });
 }

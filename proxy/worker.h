@@ -21,6 +21,7 @@
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
+#include "proxy/pacer.h"
 #include "proxy/route_state.h"
 #include "proxy/router.h"
 #include "proxy/task_queue.h"
@@ -148,6 +149,8 @@ class Worker {
   uv_loop_t* loop() { return &loop_; }
   WorkerGen& current() { return *gen_; }
   BufferPool& buffers() { return buffers_; }
+  // Takes turns between large transfers (see Pacer).
+  Pacer& pacer() { return *pacer_; }
   // The state of exchanges under way, lent to connections (see DownstreamExchange).
   FreeList<DownstreamExchange>& exchanges() { return exchanges_; }
   FastRandom& random() { return random_; }
@@ -196,6 +199,7 @@ class Worker {
   TaskQueue tasks_;
   std::thread thread_;
   BufferPool buffers_;
+  std::unique_ptr<Pacer> pacer_;
   FreeList<DownstreamExchange> exchanges_{256};
   FastRandom random_;
   std::unique_ptr<WorkerGen> gen_;                                // the newest
