@@ -866,7 +866,10 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
     // The exchange may have left this connection (a retry, a failure).
     if (closed_ || upstream_ != &conn) return;
     if (r.status == http::Parser::Status::kPaused && response_interim_ && !response_complete_) {
-      // A 1xx ended; the final response follows.
+      // A 1xx ended (it was copied out); the final response follows. Its head starts at the
+      // front of the buffer, so interim responses one after another never add up to a head too
+      // large.
+      conn.in.compact(worker_.buffers());
       ex().response_parser.resume();
       continue;
     }

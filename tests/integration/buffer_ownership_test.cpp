@@ -674,5 +674,72 @@ TEST_CASE("buffer ownership: upstream tunnel bytes sent while a write to a slow 
 }
 
 
+// ---------------------------------------------------------------------------------------------
+// 5. A final response added while a long interim response is still being written.
+
+TEST_CASE("buffer ownership: a final response that comes while a 1xx is still being written follows it, in step") {
+  // Try 1 answers with interim responses (103 with a large Link header) that fill the path to a
+  // client that does not read, then stalls; its per-try timeout retries on a second connection,
+  // whose final response is queued behind the interim write still in flight. It must be sent
+  // after it, and the pipelined request behind it must get its own answer.
+  constexpr int kInterims = 8;
+  const std::string interim = "HTTP/1.1 103 Early Hints\r\nLink: <" + std::string(60000, 'l') + ">\r\n\r\n";
+  std::atomic<int> tries{0};
+  Event final_answered;
+  TestUpstream app([&](UpstreamConn& conn) {
+    while (auto request = conn.read_request(Millis{30000})) {
+      if (request->target == "/hints" && ++tries == 1) {
+        for (int i = 0; i < kInterims; ++i) {
+          if (!conn.write(interim, Millis{30000})) return;
+        }
+        conn.wait_peer_close(Millis{30000});
+        return;
+      }
+      if (!conn.write_response(200, request->method + " " + request->target + "\n")) return;
+      if (request->target == "/hints") final_answered.set();
+    }
+  }, "app");
+  BulwarkProcess bulwark;
+  bulwark.start(
+      "workers: 1\n"
+      "drain_delay: 0s\n"
+      "admin: {address: 127.0.0.1:0}\n"
+      "listeners:\n"
+      "  - name: inbound\n"
+      "    address: 127.0.0.1:0\n"
+      "    routes:\n"
+      "      - name: api\n"
+      "        match: {prefix: /}\n"
+      "        cluster: app\n"
+      "        retry: {attempts: 2, per_try_timeout: 300ms, retry_on: [per-try-timeout]}\n"
+      "clusters:\n"
+      "  - name: app\n"
+      "    endpoints: [" + app.address() + "]\n");
+  auto client = connect_slow(bulwark.port("inbound"));
+  REQUIRE(client->send(make_request("GET", "/hints") + make_request("GET", "/second")));
+  REQUIRE(final_answered.wait(Millis{10000}));
+  // What bulwark had handed to the kernel for the client when the final response came.
+  auto view = settled([&] { return kernel_view(bulwark.port("inbound"), client->local_port()); });
+  REQUIRE(view);
+
+  // The interim responses that were relayed (try 1 was cut short), then the final one.
+  size_t interims = 0;
+  std::optional<Response> response;
+  while ((response = client->read_response(false, Millis{10000})) && response->status == 103) {
+    CHECK(response->get("link").size() == 60002);
+    ++interims;
+  }
+  REQUIRE_MESSAGE(response, client->last_error_text());
+  CHECK(interims >= 2);
+  // The final response came while interim bytes were still queued in bulwark: it was added
+  // behind a write in flight.
+  CHECK(view->given() < interims * 60000);
+  CHECK(response->status == 200);
+  CHECK(response->body == "GET /hints\n");
+  auto second = client->read_response(false, Millis{10000});
+  REQUIRE_MESSAGE(second, client->last_error_text());
+  CHECK(second->body == "GET /second\n");
+}
+
 }  // namespace
 }  // namespace bulwark::test
