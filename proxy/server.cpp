@@ -404,7 +404,7 @@ int Server::run() {
     spec.new_listener_fds = std::move(fds[w]);
     spec.process_limit = process_limit_;
     spec.listener_limits = listener_limits;
-    workers_.push_back(std::make_unique<Worker>(w, config_->workers, std::move(spec), [this] {
+    workers_.push_back(std::make_unique<Worker>(w, std::move(spec), [this] {
       tasks_.post([this] { on_worker_drained(); });
     }));
   }

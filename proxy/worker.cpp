@@ -28,9 +28,8 @@ ListenerContext* WorkerGen::listener_named(std::string_view name) {
   return nullptr;
 }
 
-Worker::Worker(size_t id, size_t workers, GenerationSpec first, std::function<void()> on_drained)
+Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained)
     : id_(id),
-      workers_(workers),
       random_(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
               (id * 0x9e3779b97f4a7c15ULL) ^ static_cast<uint64_t>(getpid())),
       on_drained_(std::move(on_drained)) {

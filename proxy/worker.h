@@ -121,7 +121,7 @@ class Worker {
   // `first` is the generation to start with (its new_listener_fds are bound, listening
   // SO_REUSEPORT sockets; the worker takes ownership). `on_drained` is called (on the worker
   // thread) once the worker is draining and has no client connection left.
-  Worker(size_t id, size_t workers, GenerationSpec first, std::function<void()> on_drained);
+  Worker(size_t id, GenerationSpec first, std::function<void()> on_drained);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -194,7 +194,6 @@ class Worker {
   void flush_access_log();
 
   size_t id_;
-  size_t workers_;
   uv_loop_t loop_;
   TaskQueue tasks_;
   std::thread thread_;
