@@ -231,10 +231,14 @@ void DownstreamConnection::parse_request() {
     break;
   }
   if (phase_ == Phase::kHead && !request_parser_.in_message() && in_.parsed == in_.filled) {
-    // Only empty lines so far (RFC 9112 2.2 lets a client send some before a request line):
-    // they make room, so a stream of them cannot fill the buffer and stop the reader; the
-    // request_headers_timeout running since their first byte still bounds the wait.
-    in_.restart(worker_.buffers());
+    // Only empty lines (RFC 9112 2.2 lets a client send some before a request line, and some
+    // send CRLF after a body): no request has begun, so the connection is still idle. Its idle
+    // timeout keeps running from when it went idle: empty lines never extend it.
+    in_.release(worker_.buffers());
+    phase_ = Phase::kIdle;
+    uint64_t now = uv_now(worker_.loop());
+    uint64_t due = idle_since_ms_ + static_cast<uint64_t>(listener_->config.idle_timeout.count());
+    uv_timer_start(&timer_, &DownstreamConnection::on_timer, due > now ? due - now : 0, 0);
     return;
   }
   if (phase_ != Phase::kProxying) return;
@@ -698,13 +702,7 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
         0);
     return;
   }
-  while (!fresh_only && endpoint_->idle.front() != nullptr) {
-    UpstreamConnection* idle = endpoint_->idle.front();
-    if (idle->stale()) {
-      idle->close();  // leaves the idle list
-      continue;
-    }
-    endpoint_->idle.pop_front();
+  if (UpstreamConnection* idle = fresh_only ? nullptr : endpoint_->idle.pop_front()) {
     cluster_->stats.idle_connections.add(-1);
     cluster_->stats.active_connections.add(1);
     idle->attach(this);
@@ -815,6 +813,7 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
                               conn.in.block);
       conn.in.parsed = conn.in.filled;
       flush_to_client();
+      if (closed_) return;
       // Backpressure, as for responses: no more reading until the client has taken these bytes.
       if (ex().to_client.in_flight()) {
         conn.stop_reading();
@@ -848,7 +847,7 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
     if (r.status != http::Parser::Status::kError) {
       upstream_reusable_ = false;
       flush_to_client(response_complete_);
-      if (!ex().to_client.in_flight() && response_complete_) finish_exchange();
+      if (!closed_ && !ex().to_client.in_flight() && response_complete_) finish_exchange();
       return;
     }
   }
@@ -897,6 +896,7 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
   // bytes before them go through the loop (one read buffer per connection per turn), so that
   // large responses take turns with everything else on the worker.
   flush_to_client(response_complete_);
+  if (closed_) return;
   if (ex().to_client.in_flight()) {
     // Stop reading until the client has taken these bytes (backpressure). A complete response
     // needs no more bytes, so keep the reader as it is: an idle pooled connection reads anyway,
@@ -966,12 +966,13 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
                  request_complete_ && response_framing_ != http::BodyFraming::kClose;
   // A 204 that announces a body: whatever bytes follow are not a response to anything, so the
   // connection must not carry another request.
+  // A response that must have no body (HEAD, 204, 304) but announces one: if the upstream sends
+  // the body anyway, those bytes may come at any time, and on a reused connection they would be
+  // read as the answer to the next request, perhaps another client's. Such a connection carries
+  // nothing more (it costs a HEAD or 304 with a length a new connection next time).
   const bool announces_body = head.chunked || head.content_length > 0;
-  upstream_reusable_ = head.keep_alive && !(head.status == 204 && announces_body);
-  if (upstream_ != nullptr) {
-    upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
-    if (response_framing_ == http::BodyFraming::kNone && announces_body) upstream_->check_before_reuse();
-  }
+  upstream_reusable_ = head.keep_alive && !(response_framing_ == http::BodyFraming::kNone && announces_body);
+  if (upstream_ != nullptr) upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
   http::DownstreamResponseHead how;
   how.keep_alive = keep_client_;
   how.http10_keep_alive = client_http10_ && keep_client_;
@@ -1233,12 +1234,7 @@ void DownstreamConnection::finish_exchange() {
     in_.compact(worker_.buffers());
     phase_ = Phase::kHead;
     arm_headers_timer();
-    parse_request();
-    // What followed the request may have been only the CRLF some clients add after a body: then
-    // the connection is idle, not in the middle of a request head.
-    if (!closed_ && phase_ == Phase::kHead && !request_parser_.in_message() && in_.empty()) {
-      phase_ = Phase::kIdle;
-    }
+    parse_request();  // only empty lines: back to kIdle
     // A client that half-closed after pipelining gets answers to every complete request it
     // sent; a request it left unfinished never will be.
     if (!closed_ && client_eof_ &&
@@ -1397,6 +1393,7 @@ void DownstreamConnection::start_tunnel() {
     conn.in.parsed = conn.in.filled;
   }
   flush_to_client();
+  if (closed_) return;
   if (ex().to_client.in_flight()) {
     conn.stop_reading();
   } else {
@@ -1410,6 +1407,7 @@ void DownstreamConnection::start_tunnel() {
 // Timers, reading control, drain and lifetime.
 
 void DownstreamConnection::arm_idle_timer() {
+  idle_since_ms_ = uv_now(worker_.loop());
   uv_timer_start(&timer_, &DownstreamConnection::on_timer,
                  static_cast<uint64_t>(listener_->config.idle_timeout.count()), 0);
 }

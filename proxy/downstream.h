@@ -245,6 +245,7 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   bool reading_ = false;
   bool parsing_request_ = false;
   bool client_eof_ = false;
+  uint64_t idle_since_ms_ = 0;  // when the connection last went idle (arm_idle_timer)
   bool waiting_turn_ = false;  // in the worker's Pacer
   bool draining_ = false;
   bool closed_ = false;

@@ -70,8 +70,9 @@ int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb, bo
   size_t count = bufs_.size();
   if (at_once) {
     int n = uv_try_write(stream, first, static_cast<unsigned>(count));
-    if (n == UV_EAGAIN) n = 0;
-    if (n < 0) return n;
+    // An error (the peer reset, say) goes the way of uv_write's: to the write callback, a loop
+    // turn later, so a caller never sees its connection close under it.
+    if (n < 0) n = 0;
     auto written = static_cast<size_t>(n);
     size_t total = 0;
     for (size_t i = 0; i < count; ++i) total += first[i].len;

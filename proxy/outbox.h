@@ -50,7 +50,8 @@ class Outbox {
   // libuv error (then nothing is in flight). With `at_once`, the bytes the socket takes now are
   // written before returning: when it takes them all the write is complete on return (not
   // in_flight(), and `cb` is never called), which saves the loop turn a write callback waits for;
-  // the rest, if any, is queued as without it.
+  // the rest, if any, is queued as without it, and so is a write that failed (its error reaches
+  // `cb`).
   int flush(uv_write_t* req, uv_stream_t* stream, uv_write_cb cb, bool at_once = false);
   int flush(uv_stream_t* stream, uv_write_cb cb, bool at_once = false) {
     return flush(&req, stream, cb, at_once);

@@ -1,9 +1,5 @@
 #include "proxy/upstream.h"
 
-#include <sys/socket.h>
-
-#include <cerrno>
-
 #include "proxy/cluster.h"
 #include "proxy/worker.h"
 
@@ -74,16 +70,6 @@ void UpstreamConnection::stop_reading() {
   if (!reading_) return;
   uv_read_stop(stream());
   reading_ = false;
-}
-
-bool UpstreamConnection::stale() {
-  if (!check_before_reuse_) return false;
-  check_before_reuse_ = false;
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&tcp_), &fd) != 0) return true;
-  char byte;
-  ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));  // bytes, an end, or an error
 }
 
 void UpstreamConnection::release(uint64_t idle_timeout_ms) {

@@ -95,15 +95,6 @@ class UpstreamConnection {
   uint32_t requests() const { return requests_; }
   // A deadline for reuse, from the upstream's "Keep-Alive: timeout=N" (0: none).
   void set_keep_alive_timeout_ms(uint64_t ms) { keep_alive_timeout_ms_ = ms; }
-  // The last response announced a body it must not have (HEAD, 304): an upstream that sent one
-  // anyway has bytes on their way that answer nothing. An idle connection that receives bytes
-  // closes, but they may arrive just before the connection is reused, in the same loop turn;
-  // such a connection is checked at reuse (stale()).
-  void check_before_reuse() { check_before_reuse_ = true; }
-  // True when the connection must not carry another request: it was marked by
-  // check_before_reuse() and the socket has bytes (or an end) nobody asked for. One recv() with
-  // MSG_PEEK, only for marked connections.
-  bool stale();
 
   InputBuffer in;
   ListHook<UpstreamConnection> idle_hook;
@@ -130,7 +121,6 @@ class UpstreamConnection {
   uint64_t keep_alive_timeout_ms_ = 0;
   bool reading_ = false;
   bool writing_ = false;
-  bool check_before_reuse_ = false;
   int connect_error_ = 0;  // a connect that failed before it started (EMFILE, ...)
 };
 

@@ -144,5 +144,41 @@ TEST_CASE("connection end: a CRLF after a request body leaves the connection idl
   CHECK(next->body == "GET /next\n");
 }
 
+TEST_CASE("connection end: a lone CRLF on an idle connection keeps it idle, without extending its idle time") {
+  // A CRLF sent on its own after an exchange is not the start of a request: no 408 after
+  // request_headers_timeout. Nor does it count as activity: a client sending empty lines is
+  // closed when the idle timeout runs out, counted from the end of its last exchange.
+  ProxyOptions options;
+  options.listener = "request_headers_timeout: 200ms\nidle_timeout: 1500ms";
+  ProxyFixture proxy(echo_target(), options);
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  REQUIRE(client.send(make_request("GET", "/first")));
+  auto first = client.read_response();
+  REQUIRE_MESSAGE(first, client.last_error_text());
+  auto idle_since = Clock::now();
+  REQUIRE(client.send("\r\n"));
+  auto nothing = client.read_response(false, Millis{600});  // three header timeouts
+  CHECK_FALSE(nothing);
+  CHECK(client.last_error() == ReadError::kTimeout);
+  REQUIRE(client.send(make_request("GET", "/next")));
+  auto next = client.read_response();
+  REQUIRE_MESSAGE(next, client.last_error_text());
+  CHECK(next->body == "GET /next\n");
+
+  // Now only empty lines, every 200 ms: the connection closes 1.5 s after /next was answered.
+  idle_since = Clock::now();
+  bool closed = false;
+  while (Clock::now() - idle_since < Millis{5000}) {
+    if (!client.send("\r\n") || client.is_closed(Millis{200})) {
+      closed = true;
+      break;
+    }
+  }
+  CHECK(closed);
+  CHECK(Clock::now() - idle_since >= Millis{1300});  // not a request_headers_timeout
+  CHECK(Clock::now() - idle_since < Millis{3000});
+}
+
 }  // namespace
 }  // namespace bulwark::test
