@@ -180,5 +180,32 @@ TEST_CASE("connection end: a lone CRLF on an idle connection keeps it idle, with
   CHECK(Clock::now() - idle_since < Millis{3000});
 }
 
+TEST_CASE("connection end: a client that resets with a pipelined body unread does not take bulwark down") {
+  // The GET's answer comes after the client reset; its pipelined POST filled bulwark's read
+  // buffer, so bulwark had stopped reading and learns of the reset only from the failed write of
+  // that answer. That failure closed the connection under the response code, which went on to
+  // the pipelined POST and connected upstream for a connection already freed: SIGSEGV.
+  TestUpstream::Handler handler = [](UpstreamConn& conn) {
+    while (auto request = conn.read_request(Millis{30000})) {
+      if (request->target == "/slow") conn.pause(Millis{50});
+      if (!conn.write_response(200, "ok")) return;
+    }
+  };
+  ProxyFixture proxy(handler);
+  for (int round = 0; round < 5; ++round) {
+    CAPTURE(round);
+    ClientConn client(proxy.port());
+    REQUIRE(client.connected());
+    REQUIRE(client.send(make_request("GET", "/slow") + "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n" +
+                        std::string(70000, 'q')));
+    client.close(true);  // a reset, before the answer comes
+    // The answer's write fails; bulwark lives on and serves.
+    auto after = http_get(proxy.port(), "/after");
+    REQUIRE(after);
+    CHECK(after->status == 200);
+  }
+  CHECK_FALSE(proxy.bulwark.wait_exit(Millis{200}));
+}
+
 }  // namespace
 }  // namespace bulwark::test
