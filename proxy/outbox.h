@@ -4,10 +4,11 @@
 // outlives the write whatever happens to the reader), and chunk framing, sent together with one
 // uv_write.
 //
-// While a write is in flight nothing may be added (the producer is paused: its reader is
-// stopped), which is what bounds memory per connection. With `keep_history` the segments stay
-// after they were written, so the whole request can be sent again on a new connection
-// (the upstream closed an idle connection just as we reused it).
+// Bytes added while a write is in flight (a final response behind a 1xx, say) go out with the
+// next write; framing storage never moves under a write in flight. Memory per connection stays
+// bounded because the producer's reader stops while a write is in flight. With `keep_history`
+// the segments stay after they were written, so the whole request can be sent again on a new
+// connection (the upstream closed an idle connection just as we reused it).
 
 #include <uv.h>
 

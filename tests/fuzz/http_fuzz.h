@@ -24,6 +24,7 @@
 #include "proxy/headers.h"
 #include "proxy/router.h"
 #include "tests/fuzz/fuzz_check.h"
+#include "tests/unit/proxy/http_test_util.h"
 
 namespace bulwark::fuzz {
 
@@ -144,22 +145,9 @@ inline FeedResult feed(Parser& parser, const Input& in, bool compact, Window& wi
 // ---------------------------------------------------------------------------------------------
 // Re-parsing what the proxy wrote.
 
-struct Message {
-  std::string method;
-  std::string target;
-  int status = 0;
-  std::string reason;
-  int version_major = 0;
-  int version_minor = 0;
-  std::vector<std::pair<std::string, std::string>> headers;
-  bool keep_alive = false;
-  bool chunked = false;
-  bool has_content_length = false;
-  uint64_t content_length = 0;
-  bool upgrade = false;
+// A message as re-parsed from what the proxy wrote, with what the router would see.
+struct Message : test::RecordedMessage {
   std::string host;  // requests: what the router would see (request_host), "<bad target>" if none
-  std::string body;
-  bool complete = false;
 
   size_t count(std::string_view name) const {
     size_t n = 0;
@@ -184,19 +172,7 @@ inline std::string routing_host(const MessageHead& head) {
 
 inline Message copy_head(const MessageHead& h, bool request) {
   Message m;
-  m.method = std::string(h.method);
-  m.target = std::string(h.str(h.target));
-  m.status = h.status;
-  m.reason = std::string(h.str(h.reason));
-  m.version_major = h.version_major;
-  m.version_minor = h.version_minor;
-  for (const http::Header& hd : h.headers)
-    m.headers.emplace_back(std::string(h.str(hd.name)), std::string(h.str(hd.value)));
-  m.keep_alive = h.keep_alive;
-  m.chunked = h.chunked;
-  m.has_content_length = h.has_content_length;
-  m.content_length = h.content_length;
-  m.upgrade = h.upgrade;
+  static_cast<test::RecordedMessage&>(m) = test::record_head(h);
   if (request) m.host = routing_host(h);
   return m;
 }

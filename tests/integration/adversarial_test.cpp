@@ -131,6 +131,14 @@ Expect fwd_or_reject(std::string normalised, int status) {
   return {Expect::Kind::kForwardOrReject, std::move(normalised), {status}, {}, true};
 }
 
+// `piece` `n` times.
+std::string repeated(std::string_view piece, size_t n) {
+  std::string out;
+  out.reserve(piece.size() * n);
+  for (size_t i = 0; i < n; ++i) out += piece;
+  return out;
+}
+
 struct RequestCase {
   std::string name;
   std::string send;            // every byte the client sends, at once
@@ -488,6 +496,8 @@ std::vector<RequestCase> connection_cases() {
       {.name = "pipeline: a bad first request stops everything", .send = "GET / HTTP/1.1\r\nHost : a\r\n\r\n" + get() + get(), .expect = {reject(400)}},
       {.name = "pipeline: nothing after Connection: close", .send = get("Connection: close\r\n") + "GET /after HTTP/1.1\r\nHost: a\r\n\r\n", .expect = {fwd(n_get())}, .closes = true},
       {.name = "pipeline: nothing after an HTTP/1.0 request", .send = "GET / HTTP/1.0\r\nHost: a\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n", .expect = {fwd(n_get())}, .closes = true},
+      {.name = "pipeline: 20,000 empty lines before a request are dropped", .send = repeated("\r\n", 20000) + get(), .expect = {fwd(n_get())}},
+      {.name = "pipeline: CRLF between requests and after the last", .send = post("Content-Length: 5\r\n", "hello") + "\r\n" + get() + "\r\n\r\n", .expect = {fwd(n_cl("hello")), fwd(n_get())}},
       {.name = "pipeline: HTTP/1.1 after an HTTP/1.0 keep-alive request", .send = "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n" + get(), .expect = {fwd(n_get()), fwd(n_get())}},
 
       {.name = "HTTP/1.0: with Host, closed after the response", .send = "GET / HTTP/1.0\r\nHost: a\r\n\r\n", .expect = {fwd(n_get())}, .closes = true},
@@ -868,6 +878,9 @@ std::vector<ResponseCase> response_cases() {
       {.name = "1xx: endless 102 Processing", .response = "HTTP/1.1 102 Processing\r\n\r\n", .repeat = 100000},
       {.name = "1xx: a 100 with a body", .response = "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
       {.name = "1xx: 102 then 200", .response = "HTTP/1.1 102 Processing\r\n\r\n" + kOk, .kind = K::kForward, .normalised = kOk},
+      {.name = "1xx: two 40 KB 103s then 200 (together over the head limit)", .response = "HTTP/1.1 103 Early Hints\r\nLink: <" + std::string(40000, 'l') + ">\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: <" + std::string(40000, 'm') + ">\r\n\r\n" + kOk, .kind = K::kForward, .normalised = kOk},
+      {.name = "HEAD response announcing a length: the connection is not reused", .response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", .kind = K::kForward, .normalised = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", .method = "HEAD", .fresh_connection = true},
+      {.name = "304 announcing a length: the connection is not reused", .response = "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", .kind = K::kForward, .normalised = "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", .fresh_connection = true},
       {.name = "101 without an Upgrade request", .response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"},
       {.name = "101 without an Upgrade field", .response = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n", .fields = kUpgradeFields},
       {.name = "101 to a protocol not asked for", .response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", .fields = kUpgradeFields},

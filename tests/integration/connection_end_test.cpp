@@ -22,6 +22,24 @@ TestUpstream::Handler echo_target() {
   };
 }
 
+// Every request answered 503 fault_abort by bulwark itself, before its body is read.
+ProxyOptions abort_everything() {
+  ProxyOptions options;
+  options.route = "fault: {abort: {percent: 100, status: 503}}";
+  return options;
+}
+
+// Nothing comes for `quiet` (no 408, no close), and then the connection still serves a request.
+void check_idle_and_serving(ClientConn& client, Millis quiet) {
+  auto nothing = client.read_response(false, quiet);
+  CHECK_FALSE(nothing);
+  CHECK(client.last_error() == ReadError::kTimeout);
+  REQUIRE(client.send(make_request("GET", "/next")));
+  auto next = client.read_response();
+  REQUIRE_MESSAGE(next, client.last_error_text());
+  CHECK(next->body == "GET /next\n");
+}
+
 TEST_CASE("connection end: a client that half-closes after pipelining gets every answer, then the close") {
   ProxyFixture proxy(echo_target());
   ClientConn client(proxy.port());
@@ -64,9 +82,7 @@ TEST_CASE("connection end: a client still uploading when it is answered can fini
   // makes the kernel answer the bytes that follow with a reset: the client's next write fails with
   // "connection reset" and it never reads the 503. Lingering (shut down writing, read and drop,
   // then close) lets the upload end and the answer be read.
-  ProxyOptions options;
-  options.route = "fault: {abort: {percent: 100, status: 503}}";
-  ProxyFixture proxy(echo_target(), options);
+  ProxyFixture proxy(echo_target(), abort_everything());
   const std::string piece(16 * 1024, 'b');
   const size_t pieces = 64;  // 1 MiB
   ClientConn client(proxy.port());
@@ -85,9 +101,7 @@ TEST_CASE("connection end: a client still uploading when it is answered can fini
 }
 
 TEST_CASE("connection end: a client that never stops sending after its answer is closed after the linger") {
-  ProxyOptions options;
-  options.route = "fault: {abort: {percent: 100, status: 503}}";
-  ProxyFixture proxy(echo_target(), options);
+  ProxyFixture proxy(echo_target(), abort_everything());
   ClientConn client(proxy.port());
   REQUIRE(client.connected());
   REQUIRE(client.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n"));
@@ -134,14 +148,7 @@ TEST_CASE("connection end: a CRLF after a request body leaves the connection idl
   auto response = client.read_response();
   REQUIRE_MESSAGE(response, client.last_error_text());
   CHECK(response->body == "POST /form\n");
-  // Three header timeouts later nothing has come: no 408, and the connection still serves.
-  auto nothing = client.read_response(false, Millis{900});
-  CHECK_FALSE(nothing);
-  CHECK(client.last_error() == ReadError::kTimeout);
-  REQUIRE(client.send(make_request("GET", "/next")));
-  auto next = client.read_response();
-  REQUIRE_MESSAGE(next, client.last_error_text());
-  CHECK(next->body == "GET /next\n");
+  check_idle_and_serving(client, Millis{900});  // three header timeouts
 }
 
 TEST_CASE("connection end: a lone CRLF on an idle connection keeps it idle, without extending its idle time") {
@@ -156,18 +163,11 @@ TEST_CASE("connection end: a lone CRLF on an idle connection keeps it idle, with
   REQUIRE(client.send(make_request("GET", "/first")));
   auto first = client.read_response();
   REQUIRE_MESSAGE(first, client.last_error_text());
-  auto idle_since = Clock::now();
   REQUIRE(client.send("\r\n"));
-  auto nothing = client.read_response(false, Millis{600});  // three header timeouts
-  CHECK_FALSE(nothing);
-  CHECK(client.last_error() == ReadError::kTimeout);
-  REQUIRE(client.send(make_request("GET", "/next")));
-  auto next = client.read_response();
-  REQUIRE_MESSAGE(next, client.last_error_text());
-  CHECK(next->body == "GET /next\n");
+  check_idle_and_serving(client, Millis{600});  // three header timeouts
 
   // Now only empty lines, every 200 ms: the connection closes 1.5 s after /next was answered.
-  idle_since = Clock::now();
+  auto idle_since = Clock::now();
   bool closed = false;
   while (Clock::now() - idle_since < Millis{5000}) {
     if (!client.send("\r\n") || client.is_closed(Millis{200})) {

@@ -50,6 +50,28 @@ struct RecordedMessage {
   }
 };
 
+// What a parser reported of one head, copied out of the buffer its spans point into.
+inline RecordedMessage record_head(const http::MessageHead& head) {
+  RecordedMessage m;
+  m.method = std::string(head.method);
+  m.target = std::string(head.str(head.target));
+  m.status = head.status;
+  m.reason = std::string(head.str(head.reason));
+  m.version_major = head.version_major;
+  m.version_minor = head.version_minor;
+  for (const http::Header& h : head.headers) {
+    m.headers.emplace_back(std::string(head.str(h.name)), std::string(head.str(h.value)));
+  }
+  m.keep_alive = head.keep_alive;
+  m.chunked = head.chunked;
+  m.has_content_length = head.has_content_length;
+  m.content_length = head.content_length;
+  m.upgrade = head.upgrade;
+  m.is_head_method = head.is_head_method;
+  m.is_connect_method = head.is_connect_method;
+  return m;
+}
+
 class Recorder : public http::ParserCallbacks {
  public:
   std::vector<RecordedMessage> messages;
@@ -61,24 +83,7 @@ class Recorder : public http::ParserCallbacks {
   bool body_outside_buffer = false;
 
   HeadAction on_head(http::MessageHead& head) override {
-    RecordedMessage m;
-    m.method = std::string(head.method);
-    m.target = std::string(head.str(head.target));
-    m.status = head.status;
-    m.reason = std::string(head.str(head.reason));
-    m.version_major = head.version_major;
-    m.version_minor = head.version_minor;
-    for (const http::Header& h : head.headers) {
-      m.headers.emplace_back(std::string(head.str(h.name)), std::string(head.str(h.value)));
-    }
-    m.keep_alive = head.keep_alive;
-    m.chunked = head.chunked;
-    m.has_content_length = head.has_content_length;
-    m.content_length = head.content_length;
-    m.upgrade = head.upgrade;
-    m.is_head_method = head.is_head_method;
-    m.is_connect_method = head.is_connect_method;
-    messages.push_back(std::move(m));
+    messages.push_back(record_head(head));
     return decide ? decide(head) : kProceed;
   }
   void on_body(const char* data, size_t length) override {
