@@ -67,7 +67,7 @@ struct PathMatch {
 // "a.example.com" and "a.b.example.com" but not "example.com"). Compared case-insensitively,
 // without the port. Empty means any host.
 struct HostMatch {
-  std::string value;   // lowercased; for a wildcard, the suffix including the dot: ".example.com"
+  std::string value;  // lowercased; for a wildcard, the suffix including the dot: ".example.com"
   bool wildcard = false;
   bool empty() const { return value.empty(); }
 };
@@ -78,83 +78,84 @@ struct HeaderMatch {
 };
 
 struct RouteMatch {
-  PathMatch path;                       // default: prefix "/"
+  PathMatch path;  // default: prefix "/"
   HostMatch host;
-  std::vector<HeaderMatch> headers;     // all must match
-  std::vector<std::string> methods;     // uppercased; empty = any
+  std::vector<HeaderMatch> headers;  // all must match
+  std::vector<std::string> methods;  // uppercased; empty = any
 };
 
 // ---- Resilience policies (filters/) ----
 
 // When a failed try may be retried. YAML names in quotes.
 enum RetryOn : uint32_t {
-  kRetryOnConnectFailure = 1u << 0,          // "connect-failure": refused, unreachable, connect timeout
-  kRetryOnReset = 1u << 1,                   // "reset": connection lost before the full response head
-  kRetryOnGatewayError = 1u << 2,            // "gateway-error": 502, 503, 504
-  kRetryOn5xx = 1u << 3,                     // "5xx": any 5xx (and everything gateway-error covers)
-  kRetryOnRetriableStatusCodes = 1u << 4,    // "retriable-status-codes": RetryConfig::retriable_status_codes
-  kRetryOnPerTryTimeout = 1u << 5,           // "per-try-timeout": no response head within per_try_timeout
+  kRetryOnConnectFailure = 1u << 0,  // "connect-failure": refused, unreachable, connect timeout
+  kRetryOnReset = 1u << 1,           // "reset": connection lost before the full response head
+  kRetryOnGatewayError = 1u << 2,    // "gateway-error": 502, 503, 504
+  kRetryOn5xx = 1u << 3,             // "5xx": any 5xx (and everything gateway-error covers)
+  kRetryOnRetriableStatusCodes = 1u << 4,  // "retriable-status-codes": the listed statuses
+  kRetryOnPerTryTimeout = 1u << 5,  // "per-try-timeout": no response head within per_try_timeout
 };
-inline constexpr uint32_t kDefaultRetryOn = kRetryOnConnectFailure | kRetryOnReset | kRetryOnGatewayError;
+inline constexpr uint32_t kDefaultRetryOn =
+    kRetryOnConnectFailure | kRetryOnReset | kRetryOnGatewayError;
 
 // Retries may add at most `ratio` of the original requests over `window`, but always at least
 // `min_retries_per_second` × window seconds.
 struct RetryBudgetConfig {
   bool enabled = true;
-  double ratio = 0.2;                  // 0..1
+  double ratio = 0.2;  // 0..1
   uint32_t min_retries_per_second = 10;
   Duration window{10000};
 };
 
 // A route's retry policy. A route without `retry:` gets these defaults (attempts 2).
 struct RetryConfig {
-  uint32_t attempts = 2;               // total tries including the first, 1..10; 1 = no retry
-  Duration per_try_timeout{0};         // time to the response head of each try; 0 = none
-  uint32_t retry_on = kDefaultRetryOn; // RetryOn bits
+  uint32_t attempts = 2;                    // total tries including the first, 1..10; 1 = no retry
+  Duration per_try_timeout{0};              // time to the response head of each try; 0 = none
+  uint32_t retry_on = kDefaultRetryOn;      // RetryOn bits
   std::vector<int> retriable_status_codes;  // each 100..599
-  Duration backoff_base{25};           // exponential backoff with full jitter, base <= max
+  Duration backoff_base{25};                // exponential backoff with full jitter, base <= max
   Duration backoff_max{250};
-  bool retry_non_idempotent = false;   // re-send POST/PATCH/... after bytes went out
-  size_t max_body_bytes = 64 * 1024;   // request bodies up to this are kept for re-sending
+  bool retry_non_idempotent = false;  // re-send POST/PATCH/... after bytes went out
+  size_t max_body_bytes = 64 * 1024;  // request bodies up to this are kept for re-sending
   RetryBudgetConfig budget;
 };
 
 // Route bulkhead: at most max_concurrent requests in flight, max_queued more wait (FIFO) up to
 // queue_timeout.
 struct BulkheadConfig {
-  uint32_t max_concurrent = 100;       // >= 1
-  uint32_t max_queued = 0;             // 0 = no queue: reject at once
+  uint32_t max_concurrent = 100;  // >= 1
+  uint32_t max_queued = 0;        // 0 = no queue: reject at once
   Duration queue_timeout{1000};
 };
 
 // Token bucket over all workers: refills at requests_per_second, holds up to burst.
 struct RateLimitConfig {
-  double requests_per_second = 100;    // > 0
-  uint32_t burst = 1;                  // >= 1
+  double requests_per_second = 100;  // > 0
+  uint32_t burst = 1;                // >= 1
 };
 
 struct FaultDelayConfig {
-  double percent = 0;                  // 0..100
+  double percent = 0;  // 0..100
   Duration duration{1000};
 };
 struct FaultAbortConfig {
-  double percent = 0;                  // 0..100
-  int status = 503;                    // 200..599
+  double percent = 0;  // 0..100
+  int status = 503;    // 200..599
 };
 struct FaultConfig {
   std::optional<FaultDelayConfig> delay;
   std::optional<FaultAbortConfig> abort;
-  bool header_control = false;         // x-bulwark-fault-delay-ms / x-bulwark-fault-abort
+  bool header_control = false;  // x-bulwark-fault-delay-ms / x-bulwark-fault-abort
 };
 
 struct RouteConfig {
   std::string name;
   RouteMatch match;
-  std::string cluster;          // name of the target cluster
-  size_t cluster_index = 0;     // index into Config::clusters, resolved by the loader
-  Duration timeout{15000};      // the whole request; 0 = none
+  std::string cluster;       // name of the target cluster
+  size_t cluster_index = 0;  // index into Config::clusters, resolved by the loader
+  Duration timeout{15000};   // the whole request; 0 = none
   std::optional<std::string> prefix_rewrite;
-  RetryConfig retry;            // always present: the defaults apply without `retry:`
+  RetryConfig retry;  // always present: the defaults apply without `retry:`
   std::optional<BulkheadConfig> bulkhead;
   std::optional<RateLimitConfig> rate_limit;
   std::optional<FaultConfig> fault;
@@ -186,19 +187,19 @@ struct ListenerConfig {
 
 struct EndpointConfig {
   SocketAddress address;
-  uint32_t weight = 1;          // 1..10000
-  uint32_t priority = 0;        // 0..127; traffic goes to the lowest group that can carry it
+  uint32_t weight = 1;    // 1..10000
+  uint32_t priority = 0;  // 0..127; traffic goes to the lowest group that can carry it
   SourceLocation location;
 };
 
 enum class LbPolicy { kRoundRobin, kLeastRequest, kRandom };
 
 struct PoolConfig {
-  uint32_t max_connections = 1024;       // upstream connections of the cluster, all workers together
-  Duration idle_timeout{60000};          // an idle upstream connection is closed after this
+  uint32_t max_connections = 1024;  // upstream connections of the cluster, all workers together
+  Duration idle_timeout{60000};     // an idle upstream connection is closed after this
   uint32_t max_requests_per_connection = 0;  // 0 = unlimited
-  uint32_t max_pending = 1024;           // requests waiting for a connection, all workers together
-  Duration pending_timeout{1000};        // how long a request may wait for a connection
+  uint32_t max_pending = 1024;     // requests waiting for a connection, all workers together
+  Duration pending_timeout{1000};  // how long a request may wait for a connection
 };
 
 // ---- Upstream health (issue 4) ----
@@ -211,15 +212,15 @@ struct StatusRange {
 
 // Active health checks, run off the worker loops on connections of their own.
 struct HealthCheckConfig {
-  std::string path = "/healthz";        // HTTP GET of this path (starts with '/')
-  bool tcp = false;                     // true: only check that a connection opens
-  std::string host;                     // Host header; empty: the endpoint's address
+  std::string path = "/healthz";  // HTTP GET of this path (starts with '/')
+  bool tcp = false;               // true: only check that a connection opens
+  std::string host;               // Host header; empty: the endpoint's address
   Duration interval{5000};
   double interval_jitter_percent = 10;  // each wait is interval ± this share, 0..100
   Duration timeout{1000};
-  uint32_t healthy_threshold = 2;       // consecutive successes to become healthy, >= 1
-  uint32_t unhealthy_threshold = 3;     // consecutive failures to become unhealthy, >= 1
-  Duration unhealthy_interval{0};       // the interval while unhealthy; 0 = `interval`
+  uint32_t healthy_threshold = 2;    // consecutive successes to become healthy, >= 1
+  uint32_t unhealthy_threshold = 3;  // consecutive failures to become unhealthy, >= 1
+  Duration unhealthy_interval{0};    // the interval while unhealthy; 0 = `interval`
   std::vector<StatusRange> expected_statuses{{200, 399}};  // each within 100..599
 };
 
@@ -235,9 +236,9 @@ struct OutlierDetectionConfig {
   // successful_active_health_check_uneject_host): at any passing check when it was ejected for
   // local-origin failures, at a passing check after a failed one otherwise.
   bool uneject_on_health_check_pass = true;
-  Duration base_ejection_time{30000};        // × times ejected, up to max_ejection_time
-  Duration max_ejection_time{300000};        // >= base_ejection_time
-  uint32_t max_ejection_percent = 50;        // 0..100; one endpoint can always be ejected
+  Duration base_ejection_time{30000};  // × times ejected, up to max_ejection_time
+  Duration max_ejection_time{300000};  // >= base_ejection_time
+  uint32_t max_ejection_percent = 50;  // 0..100; one endpoint can always be ejected
   // Failure rate: eject an endpoint when at least failure_percent of its tries failed (5xx,
   // connect failure, reset, try timeout) over one `interval`, counting only intervals with at
   // least failure_percent_minimum_requests tries. Catches the replica that fails or stalls a
@@ -262,10 +263,10 @@ struct CircuitBreakerConfig {
   Duration slow_call_duration{2000};      // a try whose response head takes longer is slow
   uint32_t slow_call_rate_percent = 100;  // 1..100
   Duration window{10000};
-  uint32_t minimum_calls = 20;            // >= 1
+  uint32_t minimum_calls = 20;  // >= 1
   Duration open_duration{30000};
-  Duration max_open_duration{300000};     // >= open_duration
-  uint32_t half_open_calls = 5;           // >= 1
+  Duration max_open_duration{300000};  // >= open_duration
+  uint32_t half_open_calls = 5;        // >= 1
   bool operator==(const CircuitBreakerConfig&) const = default;
 };
 
@@ -288,8 +289,9 @@ struct ClusterConfig {
 };
 
 struct ReadinessConfig {
-  std::vector<std::string> require_healthy;  // cluster names: /ready is 503 while any has no routable endpoint
-  std::vector<size_t> cluster_indexes;       // the same, as indexes into Config::clusters (loader)
+  std::vector<std::string>
+      require_healthy;  // cluster names: /ready is 503 while any has no routable endpoint
+  std::vector<size_t> cluster_indexes;  // the same, as indexes into Config::clusters (loader)
 };
 
 // One line per request, written off the worker loops (proxy/access_log.h).
@@ -297,7 +299,7 @@ enum class AccessLogFormat { kJson, kText };
 struct AccessLogConfig {
   std::string path = "/dev/stdout";  // a file (reopened on SIGUSR1), or /dev/stdout
   AccessLogFormat format = AccessLogFormat::kJson;
-  double sample_percent = 100;       // share of requests logged, 0..100
+  double sample_percent = 100;  // share of requests logged, 0..100
 };
 
 struct Config {
@@ -307,8 +309,8 @@ struct Config {
   // its hard limit at start): half of it less a reserve, since a proxied connection takes two.
   uint32_t max_connections = 0;
   AdminConfig admin;
-  Duration drain_delay{5000};    // after SIGTERM: /ready is 503 at once, listeners close after this
-  Duration drain_timeout{20000}; // in-flight requests get this long to finish, then we exit
+  Duration drain_delay{5000};  // after SIGTERM: /ready is 503 at once, listeners close after this
+  Duration drain_timeout{20000};  // in-flight requests get this long to finish, then we exit
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
   ReadinessConfig readiness;

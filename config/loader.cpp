@@ -247,7 +247,8 @@ class DocumentStarts : public YAML::EventHandler {
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
   void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
   void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
                        YAML::EmitterStyle::value) override {}
   void OnSequenceEnd() override {}
@@ -595,7 +596,8 @@ class Loader {
     read_duration(map.find("drain_delay"), config.drain_delay, false);
     read_duration(map.find("drain_timeout"), config.drain_timeout, false);
     if (const Field* admin = map.find("admin")) read_admin(*admin, config.admin);
-    if (const Field* log = map.find("access_log")) read_access_log(*log, config.access_log.emplace());
+    if (const Field* log = map.find("access_log"))
+      read_access_log(*log, config.access_log.emplace());
     read_bool(map.find("watch_config"), config.watch_config);
     if (listen_addresses_.empty()) {
       // The admin listener always exists; a listener must not take its default address either.
@@ -647,7 +649,8 @@ class Loader {
     if (const Field* path = map.find("path")) {
       if (auto text = scalar(*path, "a file path")) {
         if (text->empty()) {
-          error(*path, "the access log path must not be empty (use /dev/stdout for standard output)");
+          error(*path,
+                "the access log path must not be empty (use /dev/stdout for standard output)");
         } else {
           log.path = *text;
         }
@@ -1095,11 +1098,10 @@ class Loader {
 
   void read_cluster(const Field& field, size_t index, ClusterConfig& cluster) {
     cluster.location = location(field.mark);
-    MapView map =
-        read_map(field, "cluster",
-                 {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
-                  "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
-                  "max_response_headers"});
+    MapView map = read_map(
+        field, "cluster",
+        {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool", "circuit_breaker",
+         "health_check", "outlier_detection", "panic_threshold", "max_response_headers"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;

@@ -28,7 +28,11 @@
 
 namespace bulwark::filters {
 
-enum class CircuitState : uint8_t { kClosed = 0, kOpen = 1, kHalfOpen = 2 };  // bulwark_circuit_state
+enum class CircuitState : uint8_t {
+  kClosed = 0,
+  kOpen = 1,
+  kHalfOpen = 2
+};                                      // bulwark_circuit_state
 const char* to_string(CircuitState s);  // "closed", "open", "half_open"
 
 enum class CallOutcome : uint8_t {
@@ -58,7 +62,8 @@ class CircuitBreaker {
 
    private:
     friend class CircuitBreaker;
-    Permit(CircuitBreaker* b, uint64_t generation, bool probe) : breaker_(b), generation_(generation), probe_(probe) {}
+    Permit(CircuitBreaker* b, uint64_t generation, bool probe)
+        : breaker_(b), generation_(generation), probe_(probe) {}
     CircuitBreaker* breaker_ = nullptr;
     uint64_t generation_ = 0;
     bool probe_ = false;
@@ -77,7 +82,9 @@ class CircuitBreaker {
   // half-open.
   CircuitState state() const;
   // How many transitions into `to` happened so far.
-  uint64_t transitions(CircuitState to) const { return transitions_[static_cast<size_t>(to)].load(std::memory_order_relaxed); }
+  uint64_t transitions(CircuitState to) const {
+    return transitions_[static_cast<size_t>(to)].load(std::memory_order_relaxed);
+  }
   // The length of the current (or next) open period.
   Micros open_duration() const;
 
@@ -88,7 +95,9 @@ class CircuitBreaker {
   static constexpr uint64_t pack(uint64_t generation, CircuitState s) {
     return generation << 2 | static_cast<uint64_t>(s);
   }
-  static constexpr CircuitState state_of(uint64_t phase) { return static_cast<CircuitState>(phase & 3); }
+  static constexpr CircuitState state_of(uint64_t phase) {
+    return static_cast<CircuitState>(phase & 3);
+  }
   static constexpr uint64_t generation_of(uint64_t phase) { return phase >> 2; }
 
   void on_outcome(uint64_t generation, bool probe, CallOutcome outcome, Micros duration);
@@ -103,7 +112,7 @@ class CircuitBreaker {
   const config::CircuitBreakerConfig& config_;
   const Clock& clock_;
   const Micros slow_call_us_;
-  TransitionHook hook_;  // set before the breaker is shared; read by every thread afterwards
+  TransitionHook hook_;      // set before the breaker is shared; read by every thread afterwards
   SlidingWindow<3> window_;  // closed-state outcomes
   std::atomic<uint64_t> phase_{pack(0, CircuitState::kClosed)};  // written under mu_
   std::array<std::atomic<uint64_t>, 3> transitions_{};
@@ -112,8 +121,8 @@ class CircuitBreaker {
   mutable std::mutex mu_;
   std::atomic<Micros> open_until_{0};  // read without the lock by state() and try_acquire()
   Micros open_duration_;
-  uint32_t probes_out_ = 0;       // permits handed out (and not dropped) in this half-open period
-  uint32_t probes_done_ = 0;      // of which reported
+  uint32_t probes_out_ = 0;   // permits handed out (and not dropped) in this half-open period
+  uint32_t probes_done_ = 0;  // of which reported
   uint32_t probe_failures_ = 0;
   uint32_t probe_slow_ = 0;
 };

@@ -10,7 +10,9 @@ namespace bulwark::filters {
 
 using Micros = int64_t;
 
-inline constexpr Micros to_micros(std::chrono::milliseconds d) { return static_cast<Micros>(d.count()) * 1000; }
+inline constexpr Micros to_micros(std::chrono::milliseconds d) {
+  return static_cast<Micros>(d.count()) * 1000;
+}
 
 class Clock {
  public:

@@ -64,7 +64,8 @@ class OutlierDetector {
     kLocalOriginFailure,  // connect refused/unreachable/timed out, closed before any byte
   };
 
-  OutlierDetector(const config::OutlierDetectionConfig& config, const Clock& clock, size_t endpoints);
+  OutlierDetector(const config::OutlierDetectionConfig& config, const Clock& clock,
+                  size_t endpoints);
 
   // Which run of failures ejected an endpoint.
   enum class Cause : uint8_t {

@@ -36,7 +36,8 @@ struct PriorityLoad {
 };
 
 // `groups[p]` describes priority p (groups may be empty: total 0).
-PriorityLoad compute_priority_load(const std::vector<GroupHealth>& groups, uint32_t panic_threshold_percent);
+PriorityLoad compute_priority_load(const std::vector<GroupHealth>& groups,
+                                   uint32_t panic_threshold_percent);
 
 // The group for one request: `random` uniform over all uint64 values. Returns -1 when every
 // load is 0.

@@ -29,8 +29,8 @@ class RateLimiter {
 
  private:
   const Clock& clock_;
-  const Micros interval_;   // 1 / requests_per_second, at least 1 µs
-  const Micros tolerance_;  // (burst - 1) × interval_
+  const Micros interval_;    // 1 / requests_per_second, at least 1 µs
+  const Micros tolerance_;   // (burst - 1) × interval_
   std::atomic<Micros> tat_;  // theoretical arrival time
 };
 

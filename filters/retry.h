@@ -24,8 +24,8 @@ namespace bulwark::filters {
 // How a try failed without a usable response.
 enum class TryFailure : uint8_t {
   kConnectFailure,  // refused, unreachable, connect timeout
-  kReset,           // the connection was lost (or the response was malformed) before a response head
-  kPerTryTimeout,   // no response head within per_try_timeout
+  kReset,          // the connection was lost (or the response was malformed) before a response head
+  kPerTryTimeout,  // no response head within per_try_timeout
 };
 
 // Why a try was retried: the `reason` label of bulwark_retries_total.

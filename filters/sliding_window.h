@@ -27,7 +27,9 @@ class SlidingWindow {
   using Counts = std::array<uint64_t, K>;
 
   explicit SlidingWindow(Micros window)
-      : bucket_us_(window / static_cast<Micros>(kBuckets) > 0 ? window / static_cast<Micros>(kBuckets) : 1) {}
+      : bucket_us_(window / static_cast<Micros>(kBuckets) > 0
+                       ? window / static_cast<Micros>(kBuckets)
+                       : 1) {}
 
   // Adds n to counter `k` (< K) at time `now`.
   void add(Micros now, size_t k, uint64_t n = 1) {

@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 
@@ -191,8 +191,8 @@ void format_json(const AccessRecord& r, std::string& out) {
   out += ",\"method\":";
   append_string_or_null(out, r.request.substr(0, space));
   out += ",\"path\":";
-  append_string_or_null(out, space == std::string_view::npos ? std::string_view()
-                                                             : r.request.substr(space + 1));
+  append_string_or_null(
+      out, space == std::string_view::npos ? std::string_view() : r.request.substr(space + 1));
   out += r.http10 ? ",\"protocol\":\"HTTP/1.0\"" : ",\"protocol\":\"HTTP/1.1\"";
   out += ",\"status\":";
   append_uint(out, static_cast<uint64_t>(r.status));
@@ -295,7 +295,8 @@ void AccessLog::run() {
     if (reopen) {
       // Lines handed over before the signal still go to the old file.
       for (size_t i = 0; i < reopen_at && i < batch.size(); ++i) write_all(batch[i]);
-      batch.erase(batch.begin(), batch.begin() + static_cast<ptrdiff_t>(std::min(reopen_at, batch.size())));
+      batch.erase(batch.begin(),
+                  batch.begin() + static_cast<ptrdiff_t>(std::min(reopen_at, batch.size())));
       int fd = open_log(config_.path);
       if (fd < 0) {
         log::error("cannot reopen the access log; still writing to the old file")
@@ -323,7 +324,8 @@ void AccessLog::write_all(const std::string& lines) {
       continue;
     } else {
       dropped_lines_.fetch_add(
-          static_cast<uint64_t>(std::count(lines.begin() + static_cast<ptrdiff_t>(done), lines.end(), '\n')),
+          static_cast<uint64_t>(
+              std::count(lines.begin() + static_cast<ptrdiff_t>(done), lines.end(), '\n')),
           std::memory_order_relaxed);
       static std::atomic<bool> warned{false};
       if (!warned.exchange(true)) {

@@ -23,21 +23,21 @@ namespace bulwark {
 
 // What one access log line says. Views into the exchange's own storage; empty = none.
 struct AccessRecord {
-  int64_t start_unix_us = 0;      // when the request head was complete
+  int64_t start_unix_us = 0;  // when the request head was complete
   std::string_view request_id;
   std::string_view listener, route, cluster;
-  std::string_view request;        // "METHOD TARGET" as received
+  std::string_view request;  // "METHOD TARGET" as received
   bool http10 = false;
-  int status = 0;                  // 0: no response was sent
-  uint64_t duration_us = 0;        // request head to the end of the response (or of the exchange)
-  int64_t upstream_us = -1;        // the last try's time to its response head; -1: none
+  int status = 0;            // 0: no response was sent
+  uint64_t duration_us = 0;  // request head to the end of the response (or of the exchange)
+  int64_t upstream_us = -1;  // the last try's time to its response head; -1: none
   uint64_t bytes_in = 0, bytes_out = 0;  // request and response body bytes
-  std::string_view upstream;       // the last try's endpoint
-  std::string_view failed_tries;   // "ENDPOINT OUTCOME" of each retried try, joined by ", "
-  std::string_view last_try;       // "ENDPOINT OUTCOME" of the last try
-  uint32_t attempts = 0;           // tries made
-  std::string_view reason;         // the x-bulwark-reason token of a local reply
-  std::string_view flags;          // response flags, joined by ","
+  std::string_view upstream;             // the last try's endpoint
+  std::string_view failed_tries;         // "ENDPOINT OUTCOME" of each retried try, joined by ", "
+  std::string_view last_try;             // "ENDPOINT OUTCOME" of the last try
+  uint32_t attempts = 0;                 // tries made
+  std::string_view reason;               // the x-bulwark-reason token of a local reply
+  std::string_view flags;                // response flags, joined by ","
 };
 
 // Appends one line (with its newline) in the given format.
@@ -47,8 +47,7 @@ class AccessLog {
  public:
   // Opens the file (appending; created 0644 if missing) and starts the writer thread. Null with
   // *error set when the file cannot be opened.
-  static std::unique_ptr<AccessLog> open(const config::AccessLogConfig& config,
-                                         std::string* error);
+  static std::unique_ptr<AccessLog> open(const config::AccessLogConfig& config, std::string* error);
   ~AccessLog();  // writes what was handed over, then stops the writer
   AccessLog(const AccessLog&) = delete;
   AccessLog& operator=(const AccessLog&) = delete;

@@ -15,7 +15,8 @@ constexpr size_t kMaxAdminRequest = 16 * 1024;
 // One admin client connection. Requests are answered one at a time, in order.
 class AdminConnection : public http::ParserCallbacks {
  public:
-  explicit AdminConnection(AdminServer& server) : server_(server), parser_(http::Parser::Type::kRequest, this) {
+  explicit AdminConnection(AdminServer& server)
+      : server_(server), parser_(http::Parser::Type::kRequest, this) {
     parser_.set_max_head_size(kMaxAdminRequest);
     tcp_.data = this;
     write_req_.data = this;
@@ -48,7 +49,8 @@ class AdminConnection : public http::ParserCallbacks {
 
   static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
     auto* self = static_cast<AdminConnection*>(h->data);
-    *buf = uv_buf_init(self->buf_ + self->filled_, static_cast<unsigned>(sizeof self->buf_ - self->filled_));
+    *buf = uv_buf_init(self->buf_ + self->filled_,
+                       static_cast<unsigned>(sizeof self->buf_ - self->filled_));
   }
 
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
@@ -71,7 +73,8 @@ class AdminConnection : public http::ParserCallbacks {
     if (busy_) return;
     http::Parser::Result r = parser_.execute(buf_, parsed_, filled_);
     parsed_ += r.consumed;
-    if (r.status == http::Parser::Status::kError || r.status == http::Parser::Status::kHeadTooLarge ||
+    if (r.status == http::Parser::Status::kError ||
+        r.status == http::Parser::Status::kHeadTooLarge ||
         r.status == http::Parser::Status::kUpgrade) {
       keep_alive_ = false;
       respond({400, "text/plain; charset=utf-8", "bad request\n"});
@@ -94,7 +97,9 @@ class AdminConnection : public http::ParserCallbacks {
     busy_ = true;
     out_.clear();
     out_.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
-    out_.append(http::reason_phrase(resp.status)).append("\r\ncontent-type: ").append(resp.content_type);
+    out_.append(http::reason_phrase(resp.status))
+        .append("\r\ncontent-type: ")
+        .append(resp.content_type);
     out_.append("\r\ncontent-length: ").append(std::to_string(resp.body.size()));
     out_.append("\r\ncache-control: no-store\r\n");
     if (!keep_alive_) out_.append("connection: close\r\n");
@@ -123,9 +128,8 @@ class AdminConnection : public http::ParserCallbacks {
   void close() {
     if (closing_) return;
     closing_ = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), [](uv_handle_t* h) {
-      delete static_cast<AdminConnection*>(h->data);
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
+             [](uv_handle_t* h) { delete static_cast<AdminConnection*>(h->data); });
   }
 
   AdminServer& server_;

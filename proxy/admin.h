@@ -26,12 +26,14 @@ struct AdminResponse {
 
 // Answers a request now or later: `respond` may be called after the handler returns (on the
 // main loop), exactly once.
-using AdminHandler = std::function<void(const AdminRequest&, std::function<void(AdminResponse)> respond)>;
+using AdminHandler =
+    std::function<void(const AdminRequest&, std::function<void(AdminResponse)> respond)>;
 
 class AdminServer {
  public:
   AdminServer(uv_loop_t* loop, AdminHandler handler) : loop_(loop), handler_(std::move(handler)) {}
-  // Binds and listens. On success sets *bound to the actual "host:port"; else returns a libuv error.
+  // Binds and listens. On success sets *bound to the actual "host:port"; else returns a libuv
+  // error.
   int listen(const config::SocketAddress& address, std::string* bound);
   void close();
   const AdminHandler& handler() const { return handler_; }

@@ -18,7 +18,7 @@ struct BufferBlock {
   char* data = nullptr;
   size_t capacity = 0;
   uint32_t refs = 0;
-  bool pooled = false;        // a pool block (mapped); otherwise malloc'ed for an oversized head
+  bool pooled = false;  // a pool block (mapped); otherwise malloc'ed for an oversized head
   BufferPool* pool = nullptr;
 };
 inline void block_ref(BufferBlock* b) {

@@ -81,27 +81,33 @@ bool iequal(std::string_view a, std::string_view b) {
 
 HeaderKind kind_of(std::string_view name) {
   switch (name.size()) {
-    case 2: return iequal(name, "te") ? HeaderKind::kTE : HeaderKind::kOther;
-    case 4: return iequal(name, "host") ? HeaderKind::kHost : HeaderKind::kOther;
-    case 6: return iequal(name, "expect") ? HeaderKind::kExpect : HeaderKind::kOther;
+    case 2:
+      return iequal(name, "te") ? HeaderKind::kTE : HeaderKind::kOther;
+    case 4:
+      return iequal(name, "host") ? HeaderKind::kHost : HeaderKind::kOther;
+    case 6:
+      return iequal(name, "expect") ? HeaderKind::kExpect : HeaderKind::kOther;
     case 7:
       if (iequal(name, "upgrade")) return HeaderKind::kUpgrade;
       return iequal(name, "trailer") ? HeaderKind::kTrailer : HeaderKind::kOther;
     case 10:
       if (iequal(name, "connection")) return HeaderKind::kConnection;
       return iequal(name, "keep-alive") ? HeaderKind::kKeepAlive : HeaderKind::kOther;
-    case 12: return iequal(name, "x-request-id") ? HeaderKind::kXRequestId : HeaderKind::kOther;
+    case 12:
+      return iequal(name, "x-request-id") ? HeaderKind::kXRequestId : HeaderKind::kOther;
     case 14:
       if (iequal(name, "content-length")) return HeaderKind::kContentLength;
       return iequal(name, "http2-settings") ? HeaderKind::kHttp2Settings : HeaderKind::kOther;
     case 15:
       if (iequal(name, "x-forwarded-for")) return HeaderKind::kXForwardedFor;
       return iequal(name, "idempotency-key") ? HeaderKind::kIdempotencyKey : HeaderKind::kOther;
-    case 16: return iequal(name, "proxy-connection") ? HeaderKind::kProxyConnection : HeaderKind::kOther;
+    case 16:
+      return iequal(name, "proxy-connection") ? HeaderKind::kProxyConnection : HeaderKind::kOther;
     case 17:
       if (iequal(name, "transfer-encoding")) return HeaderKind::kTransferEncoding;
       return iequal(name, "x-forwarded-proto") ? HeaderKind::kXForwardedProto : HeaderKind::kOther;
-    default: return HeaderKind::kOther;
+    default:
+      return HeaderKind::kOther;
   }
 }
 
@@ -285,16 +291,19 @@ Parser::LineScan Parser::scan_request_line(size_t& pos, size_t to, Result& error
     error = fail(code, why, 0);
     return LineScan::kError;
   };
-  if (line_length == 0 || begin[line_length - 1] != '\r') return bad(ParseError::kMalformed, "request line not ended by CRLF");
+  if (line_length == 0 || begin[line_length - 1] != '\r')
+    return bad(ParseError::kMalformed, "request line not ended by CRLF");
   std::string_view line(begin, line_length - 1);
   size_t i = 0;
   while (i < line.size() && is_tchar(line[i])) ++i;
-  if (i == 0 || i == line.size() || line[i] != ' ') return bad(ParseError::kMalformed, "invalid method");
+  if (i == 0 || i == line.size() || line[i] != ' ')
+    return bad(ParseError::kMalformed, "invalid method");
   size_t method_end = i++;
   size_t target_start = i;
   while (i < line.size() && is_target_char(line[i])) ++i;
   if (i == target_start) return bad(ParseError::kMalformed, "invalid request target");
-  if (i == line.size()) return bad(ParseError::kMalformed, "no HTTP version (HTTP/0.9 is not served)");
+  if (i == line.size())
+    return bad(ParseError::kMalformed, "no HTTP version (HTTP/0.9 is not served)");
   if (line[i] != ' ') return bad(ParseError::kMalformed, "invalid character in request target");
   size_t target_end = i++;
   std::string_view version = line.substr(i);
@@ -502,14 +511,16 @@ Parser::Result Parser::run_llhttp(size_t from, size_t to) {
       ParseError code = error_ != ParseError::kNone ? error_
                         : head_too_large_           ? ParseError::kHeadTooLarge
                                                     : ParseError::kMalformed;
-      const char* why = error_ != ParseError::kNone ? error_why_ : llhttp_get_error_reason(&parser_);
+      const char* why =
+          error_ != ParseError::kNone ? error_why_ : llhttp_get_error_reason(&parser_);
       if (why == nullptr) why = llhttp_errno_name(err);
       result = fail(code, why, 0);
       break;
     }
   }
   const char* pos = llhttp_get_error_pos(&parser_);
-  result.consumed = pos != nullptr && pos >= base_ + from ? static_cast<size_t>(pos - (base_ + from)) : 0;
+  result.consumed =
+      pos != nullptr && pos >= base_ + from ? static_cast<size_t>(pos - (base_ + from)) : 0;
   return result;
 }
 
@@ -720,7 +731,8 @@ bool Parser::classify(llhttp_t* p) {
         break;
     }
   }
-  if (listed_count > listed.size()) return reject(ParseError::kMalformed, "too many Connection options");
+  if (listed_count > listed.size())
+    return reject(ParseError::kMalformed, "too many Connection options");
   // Names a Connection header declares hop by hop are dropped, unless they are framing, Host or
   // another header the proxy itself owns: a client cannot strip what defines the message.
   for (size_t t = 0; t < listed_count; ++t) {
@@ -739,8 +751,10 @@ bool Parser::classify(llhttp_t* p) {
   }
   if (te_headers > 0) {
     // RFC 9112 6.1-6.3. Both framings at once is how CL.TE and TE.CL smuggling starts.
-    if (h.has_content_length) return reject(ParseError::kMalformed, "both Transfer-Encoding and Content-Length");
-    if (te_codings == 0 || te_invalid) return reject(ParseError::kMalformed, "invalid Transfer-Encoding");
+    if (h.has_content_length)
+      return reject(ParseError::kMalformed, "both Transfer-Encoding and Content-Length");
+    if (te_codings == 0 || te_invalid)
+      return reject(ParseError::kMalformed, "invalid Transfer-Encoding");
     if (!te_chunked_last || te_chunked_twice) {
       return reject(ParseError::kMalformed, "chunked is not the final transfer coding");
     }
@@ -759,13 +773,15 @@ bool Parser::classify(llhttp_t* p) {
     // Required in HTTP/1.1 (RFC 9112 3.2); bulwark forwards as HTTP/1.1, so a 1.0 request
     // needs one too.
     if (h.host < 0) return reject(ParseError::kMalformed, "no Host header");
-    if (!is_valid_host(h.value_of(h.host))) return reject(ParseError::kMalformed, "invalid Host header");
+    if (!is_valid_host(h.value_of(h.host)))
+      return reject(ParseError::kMalformed, "invalid Host header");
     // An Upgrade in an HTTP/1.0 request is ignored (RFC 9110 7.8).
-    h.upgrade = http11 && connection_upgrade && h.upgrade_header >= 0 && !h.is_connect_method &&
-                !h.chunked;
+    h.upgrade =
+        http11 && connection_upgrade && h.upgrade_header >= 0 && !h.is_connect_method && !h.chunked;
   } else {
     if (h.version_major != 1) return reject(ParseError::kMalformed, "not an HTTP/1.x response");
-    if (h.status < 100 || h.status > 599) return reject(ParseError::kMalformed, "invalid status code");
+    if (h.status < 100 || h.status > 599)
+      return reject(ParseError::kMalformed, "invalid status code");
     if (h.status == 101) {
       if (!connection_upgrade || h.upgrade_header < 0) {
         return reject(ParseError::kMalformed, "101 without Upgrade and Connection: upgrade");

@@ -17,12 +17,12 @@
 //   (RFC 9112 6), so a rewritten head is always framed from what was parsed, never copied.
 // llhttp is compiled in strict mode, so a CR not followed by LF ends nothing: it is an error.
 
+#include <llhttp.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
 #include <vector>
-
-#include <llhttp.h>
 
 namespace bulwark::http {
 
@@ -35,7 +35,7 @@ struct Span {
 // What a header field is to the proxy, decided once when the head is complete. Every header
 // that framing, routing or forwarding depends on has its own kind, so no code re-scans names.
 enum class HeaderKind : uint8_t {
-  kOther,             // end to end: forwarded as it came
+  kOther,  // end to end: forwarded as it came
   kHost,
   kContentLength,     // framing: never copied, written from the parsed length
   kTransferEncoding,  // framing: never copied, written by the proxy when it chunks
@@ -45,7 +45,7 @@ enum class HeaderKind : uint8_t {
   kTE,
   kTrailer,
   kUpgrade,
-  kHttp2Settings,     // only meaningful with an h2c upgrade, which bulwark never forwards
+  kHttp2Settings,  // only meaningful with an h2c upgrade, which bulwark never forwards
   kExpect,
   kListedInConnection,  // an end-to-end name that a Connection header declared hop by hop
   kXForwardedFor,
@@ -62,19 +62,19 @@ struct Header {
 
 // The head of a request or a response, valid from on_head() until the buffer is compacted.
 struct MessageHead {
-  const char* base = nullptr;  // the buffer the spans point into
-  std::string_view method;     // requests: the method token as sent (points into the buffer)
+  const char* base = nullptr;      // the buffer the spans point into
+  std::string_view method;         // requests: the method token as sent (points into the buffer)
   bool is_head_method = false;     // requests: HEAD
   bool is_connect_method = false;  // requests: CONNECT
-  Span target;                 // requests: the request-target as sent
-  int status = 0;              // responses
-  Span reason;                 // responses: the reason phrase
+  Span target;                     // requests: the request-target as sent
+  int status = 0;                  // responses
+  Span reason;                     // responses: the reason phrase
   uint8_t version_major = 1;
-  uint8_t version_minor = 1;   // a request line's HTTP/1.2 and above reads as 1.1 (RFC 9112 2.3)
+  uint8_t version_minor = 1;  // a request line's HTTP/1.2 and above reads as 1.1 (RFC 9112 2.3)
   std::vector<Header> headers;
-  bool keep_alive = true;      // what the peer asked for (HTTP/1.0 defaults to close; TE on
-                               // HTTP/1.0 forces close, RFC 9112 6.1)
-  bool chunked = false;        // Transfer-Encoding is exactly "chunked"
+  bool keep_alive = true;  // what the peer asked for (HTTP/1.0 defaults to close; TE on
+                           // HTTP/1.0 forces close, RFC 9112 6.1)
+  bool chunked = false;    // Transfer-Encoding is exactly "chunked"
   bool has_content_length = false;
   uint64_t content_length = 0;
   // Requests: Connection names "upgrade" and an Upgrade header is present (CONNECT aside); the
@@ -148,12 +148,12 @@ class Parser {
  public:
   enum class Type { kRequest, kResponse };
   enum class Status {
-    kOk,              // bytes consumed, message incomplete or complete; all of them but a CR
-                      // that may start an empty line before a request line (kept until its LF)
-    kPaused,          // stopped after a message (or head); `consumed` tells where
-    kUpgrade,         // the connection switches protocol; bytes after `consumed` are raw
-    kError,           // malformed; `error` and `code` say why
-    kHeadTooLarge,    // the head exceeded the limit
+    kOk,            // bytes consumed, message incomplete or complete; all of them but a CR
+                    // that may start an empty line before a request line (kept until its LF)
+    kPaused,        // stopped after a message (or head); `consumed` tells where
+    kUpgrade,       // the connection switches protocol; bytes after `consumed` are raw
+    kError,         // malformed; `error` and `code` say why
+    kHeadTooLarge,  // the head exceeded the limit
   };
   struct Result {
     Status status = Status::kOk;
@@ -213,10 +213,24 @@ class Parser {
   };
   enum class ChunkState : uint8_t {
     // The chunk-size line: size, then *( BWS ";" BWS name [ BWS "=" BWS value ] ), CRLF.
-    kSize, kSizeWs, kExtStart, kExtName, kExtAfterName, kExtValueStart, kExtValue,
-    kExtQuoted, kExtQuotedEscape, kExtAfterValue, kSizeLf,
-    kData, kDataCr, kDataLf,
-    kTrailerStart, kTrailerLine, kTrailerLf, kLastLf,
+    kSize,
+    kSizeWs,
+    kExtStart,
+    kExtName,
+    kExtAfterName,
+    kExtValueStart,
+    kExtValue,
+    kExtQuoted,
+    kExtQuotedEscape,
+    kExtAfterValue,
+    kSizeLf,
+    kData,
+    kDataCr,
+    kDataLf,
+    kTrailerStart,
+    kTrailerLine,
+    kTrailerLf,
+    kLastLf,
   };
   enum class LineScan { kMore, kDone, kError };
 
@@ -235,23 +249,23 @@ class Parser {
   ParserCallbacks* callbacks_;
   MessageHead head_;
   const char* base_ = nullptr;
-  size_t head_start_ = 0;       // offset of the message's first byte
+  size_t head_start_ = 0;  // offset of the message's first byte
   size_t max_head_size_ = 64 * 1024;
   size_t max_headers_ = kDefaultMaxHeaders;
-  Span method_;                 // requests: from our request-line scan
+  Span method_;  // requests: from our request-line scan
   Span request_target_;
   uint8_t request_minor_ = 1;
   Stage stage_;
   ChunkState chunk_state_ = ChunkState::kSize;
   uint64_t chunk_remaining_ = 0;
-  uint32_t chunk_line_ = 0;     // bytes of the current chunk-size or trailer line
+  uint32_t chunk_line_ = 0;  // bytes of the current chunk-size or trailer line
   uint32_t trailer_bytes_ = 0;
   bool chunk_digits_ = false;   // the size line had at least one hex digit
   bool trailer_colon_ = false;  // the trailer line being read has had its colon
   bool own_chunked_ = false;    // the head just parsed starts a chunked body (ours to decode)
   bool in_head_ = false;
   bool in_message_ = false;
-  bool in_value_ = false;       // the last header span seen was a value
+  bool in_value_ = false;  // the last header span seen was a value
   bool head_too_large_ = false;
   ParseError error_ = ParseError::kNone;  // set by a callback that fails the message
   const char* error_why_ = "";

@@ -39,11 +39,16 @@ namespace {
 // The reply to a request the codec refused.
 LocalReason rejection_reason(http::ParseError code) {
   switch (code) {
-    case http::ParseError::kHeadTooLarge: return LocalReason::kHeadersTooLarge;
-    case http::ParseError::kTooManyHeaders: return LocalReason::kTooManyHeaders;
-    case http::ParseError::kUnsupportedCoding: return LocalReason::kNotImplemented;
-    case http::ParseError::kVersionNotSupported: return LocalReason::kHttpVersionNotSupported;
-    default: return LocalReason::kBadRequest;
+    case http::ParseError::kHeadTooLarge:
+      return LocalReason::kHeadersTooLarge;
+    case http::ParseError::kTooManyHeaders:
+      return LocalReason::kTooManyHeaders;
+    case http::ParseError::kUnsupportedCoding:
+      return LocalReason::kNotImplemented;
+    case http::ParseError::kVersionNotSupported:
+      return LocalReason::kHttpVersionNotSupported;
+    default:
+      return LocalReason::kBadRequest;
   }
 }
 
@@ -55,7 +60,8 @@ uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
   size_t pos = v.find("timeout=");
   if (pos == std::string_view::npos) return 0;
   uint64_t secs = 0;
-  for (size_t i = pos + 8; i < v.size() && v[i] >= '0' && v[i] <= '9'; ++i) secs = secs * 10 + (v[i] - '0');
+  for (size_t i = pos + 8; i < v.size() && v[i] >= '0' && v[i] <= '9'; ++i)
+    secs = secs * 10 + (v[i] - '0');
   return secs * 1000;
 }
 
@@ -416,16 +422,20 @@ void DownstreamConnection::on_request_body(const char* data, size_t n) {
 
 void DownstreamConnection::on_request_complete() {
   request_complete_ = true;
-  if (phase_ == Phase::kProxying && request_framing_ == http::BodyFraming::kChunked && !request_upgrade_) {
+  if (phase_ == Phase::kProxying && request_framing_ == http::BodyFraming::kChunked &&
+      !request_upgrade_) {
     ex().to_upstream.add_last_chunk();
   }
   if (phase_ == Phase::kLocalReply && !ex().to_client.in_flight()) {
     // The reply was already written; the request's end was all we waited for. Defer: we are
     // inside the parser.
-    uv_timer_start(&timer_, [](uv_timer_t* t) {
-      auto* self = static_cast<DownstreamConnection*>(t->data);
-      self->finish_exchange();
-    }, 0, 0);
+    uv_timer_start(
+        &timer_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<DownstreamConnection*>(t->data);
+          self->finish_exchange();
+        },
+        0, 0);
   }
 }
 
@@ -764,7 +774,9 @@ void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
 }
 
 void DownstreamConnection::flush_to_upstream() {
-  if (parsing_request_ || upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy) return;
+  if (parsing_request_ || upstream_ == nullptr ||
+      upstream_->state() != UpstreamConnection::State::kBusy)
+    return;
   if (ex().to_upstream.in_flight() || ex().to_upstream.empty()) return;
   int rc = upstream_->write(ex().to_upstream);
   if (rc == 0) {
@@ -782,8 +794,7 @@ void DownstreamConnection::on_upstream_written(UpstreamConnection&, int status) 
       close();
       return;
     }
-    if (phase_ == Phase::kProxying && !response_started_ &&
-        upstream_ != nullptr) {
+    if (phase_ == Phase::kProxying && !response_started_ && upstream_ != nullptr) {
       if (!try_replay())
         try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
     }
@@ -852,8 +863,10 @@ void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nr
     }
   }
   if (!response_started_ && try_replay()) return;
-  log::debug("upstream closed").str("endpoint", conn.pool().endpoint.address)
-      .str("error", uv_strerror(static_cast<int>(nread))).boolean("response_started", response_started_);
+  log::debug("upstream closed")
+      .str("endpoint", conn.pool().endpoint.address)
+      .str("error", uv_strerror(static_cast<int>(nread)))
+      .boolean("response_started", response_started_);
   try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, static_cast<int>(nread));
 }
 
@@ -876,8 +889,11 @@ void DownstreamConnection::parse_response(UpstreamConnection& conn) {
       start_tunnel();
       return;
     }
-    if (r.status == http::Parser::Status::kError || r.status == http::Parser::Status::kHeadTooLarge) {
-      log::debug("bad upstream response").str("endpoint", conn.pool().endpoint.address).str("error", r.error);
+    if (r.status == http::Parser::Status::kError ||
+        r.status == http::Parser::Status::kHeadTooLarge) {
+      log::debug("bad upstream response")
+          .str("endpoint", conn.pool().endpoint.address)
+          .str("error", r.error);
       try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
       return;
     }
@@ -962,8 +978,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   } else {
     response_framing_ = client_http10_ ? http::BodyFraming::kClose : http::BodyFraming::kChunked;
   }
-  keep_client_ = keep_client_ && client_keep_alive_ && !client_done() && !draining_ && !worker_.draining() &&
-                 request_complete_ && response_framing_ != http::BodyFraming::kClose;
+  keep_client_ = keep_client_ && client_keep_alive_ && !client_done() && !draining_ &&
+                 !worker_.draining() && request_complete_ &&
+                 response_framing_ != http::BodyFraming::kClose;
   // A 204 that announces a body: whatever bytes follow are not a response to anything, so the
   // connection must not carry another request.
   // A response that must have no body (HEAD, 204, 304) but announces one: if the upstream sends
@@ -971,7 +988,8 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_response_head(http::M
   // read as the answer to the next request, perhaps another client's. Such a connection carries
   // nothing more (it costs a HEAD or 304 with a length a new connection next time).
   const bool announces_body = head.chunked || head.content_length > 0;
-  upstream_reusable_ = head.keep_alive && !(response_framing_ == http::BodyFraming::kNone && announces_body);
+  upstream_reusable_ =
+      head.keep_alive && !(response_framing_ == http::BodyFraming::kNone && announces_body);
   if (upstream_ != nullptr) upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
   http::DownstreamResponseHead how;
   how.keep_alive = keep_client_;
@@ -1102,7 +1120,8 @@ void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
   }
   switch (self->phase_) {
     case Phase::kLocalReply:
-      if (!self->keep_client_ || (self->client_eof_ && (!self->request_complete_ || self->in_.empty()))) {
+      if (!self->keep_client_ ||
+          (self->client_eof_ && (!self->request_complete_ || self->in_.empty()))) {
         self->complete_exchange(true);
         self->close_after_response();
       } else if (self->request_complete_) {
@@ -1186,7 +1205,8 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
   note_io();
   arm_deadline_timer();
   response_status_ = status;
-  keep_client_ = !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_done();
+  keep_client_ =
+      !close_after && client_keep_alive_ && !draining_ && !worker_.draining() && !client_done();
   worker_.local_replies()[static_cast<size_t>(reason)].inc();
   http::LocalReplyExtras extras;
   extras.attempts = tries_;
@@ -1219,7 +1239,8 @@ void DownstreamConnection::finish_exchange() {
   cluster_ = nullptr;
   endpoint_ = nullptr;
   // Between requests a connection follows the newest config (its timeouts apply to the wait).
-  if (!keep_client_ || client_done() || draining_ || worker_.draining() || !move_to_newest_config()) {
+  if (!keep_client_ || client_done() || draining_ || worker_.draining() ||
+      !move_to_newest_config()) {
     close_after_response();
     return;
   }
@@ -1238,7 +1259,8 @@ void DownstreamConnection::finish_exchange() {
     // A client that half-closed after pipelining gets answers to every complete request it
     // sent; a request it left unfinished never will be.
     if (!closed_ && client_eof_ &&
-        (phase_ == Phase::kIdle || phase_ == Phase::kHead || (phase_ == Phase::kProxying && !request_complete_))) {
+        (phase_ == Phase::kIdle || phase_ == Phase::kHead ||
+         (phase_ == Phase::kProxying && !request_complete_))) {
       close();
       return;
     }
@@ -1260,7 +1282,8 @@ void DownstreamConnection::close_after_response() {
   }
   shutdown_req_.data = this;
   // Closing the handle cancels the shutdown (its callback then runs first, with ECANCELED).
-  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t*, int) {}) != 0) {
+  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_),
+                  [](uv_shutdown_t*, int) {}) != 0) {
     close();
     return;
   }
@@ -1343,11 +1366,12 @@ void DownstreamConnection::write_access_log() {
       default:
         outcome = info(local_reason_).token;
     }
-    int n = outcome.empty()
-                ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),
-                           r.upstream.data(), response_status_)
-                : snprintf(last_try, sizeof last_try, "%.*s %.*s", static_cast<int>(r.upstream.size()),
-                           r.upstream.data(), static_cast<int>(outcome.size()), outcome.data());
+    int n =
+        outcome.empty()
+            ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),
+                       r.upstream.data(), response_status_)
+            : snprintf(last_try, sizeof last_try, "%.*s %.*s", static_cast<int>(r.upstream.size()),
+                       r.upstream.data(), static_cast<int>(outcome.size()), outcome.data());
     r.last_try = {last_try, std::min(static_cast<size_t>(std::max(n, 0)), sizeof last_try - 1)};
   }
 
@@ -1471,11 +1495,11 @@ void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
   // The client has not finished its request although the upstream connection is up and takes
   // bytes (nothing waits, no write to it is stuck): the time went to the client, not to the
   // upstream, so neither the circuit breaker nor outlier detection hears of it.
-  const bool client_stalled =
-      !self->request_complete_ && self->wait_ == Wait::kNone && self->upstream_ != nullptr &&
-      self->upstream_->state() == UpstreamConnection::State::kBusy &&
-      !self->ex().to_upstream.in_flight() && !self->response_head_sent_ &&
-      !self->ex().to_client.in_flight();
+  const bool client_stalled = !self->request_complete_ && self->wait_ == Wait::kNone &&
+                              self->upstream_ != nullptr &&
+                              self->upstream_->state() == UpstreamConnection::State::kBusy &&
+                              !self->ex().to_upstream.in_flight() && !self->response_head_sent_ &&
+                              !self->ex().to_client.in_flight();
   if ((route_due || try_due) && client_stalled) {
     self->route_deadline_ms_ = self->try_deadline_ms_ = 0;
     self->cancel_wait();
@@ -1590,7 +1614,7 @@ void DownstreamConnection::close() {
   worker_.process_limit().release();
   worker_.connection_closed(this);
   listener_->stats.connections->add(-1);
-  endpoint_.reset();  // before the generation (and maybe its clusters and pools) goes
+  endpoint_.reset();                // before the generation (and maybe its clusters and pools) goes
   worker_.release(listener_->gen);  // the generation may be freed: listener_ is not used again
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &DownstreamConnection::on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::on_closed);

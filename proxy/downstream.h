@@ -56,7 +56,7 @@ struct DownstreamExchange {
   http::Parser response_parser;
   Outbox to_upstream;
   Outbox to_client;
-  std::string path_buf;  // the rewritten path when prefix_rewrite applies
+  std::string path_buf;           // the rewritten path when prefix_rewrite applies
   std::string upgrade_protocols;  // of an Upgrade request: the protocols forwarded
   // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
   // first try was the last): for the debug log and the access log.
@@ -220,7 +220,7 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
     kLocalReply,  // writing a reply of our own
     kProxying,    // an exchange with an upstream is under way
     kTunnel,      // after 101: raw bytes both ways
-    kLingering,   // answered and shut down for writing; reading and dropping until the client closes
+    kLingering,  // answered and shut down for writing; reading and dropping until the client closes
     kClosing,
   };
 
@@ -246,7 +246,7 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   bool parsing_request_ = false;
   bool client_eof_ = false;
   uint64_t idle_since_ms_ = 0;  // when the connection last went idle (arm_idle_timer)
-  bool waiting_turn_ = false;  // in the worker's Pacer
+  bool waiting_turn_ = false;   // in the worker's Pacer
   bool draining_ = false;
   bool closed_ = false;
 
@@ -278,12 +278,12 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   bool request_upgrade_ = false;
   bool client_keep_alive_ = true;
   bool client_http10_ = false;
-  bool response_started_ = false;   // any response byte arrived from the upstream
-  bool response_head_sent_ = false; // a final response head was queued for the client
+  bool response_started_ = false;    // any response byte arrived from the upstream
+  bool response_head_sent_ = false;  // a final response head was queued for the client
   bool response_complete_ = false;
-  bool response_interim_ = false;   // the message being parsed is a 1xx
-  uint8_t interim_responses_ = 0;   // 1xx responses of the current try
-  bool keep_client_ = true;         // keep the client connection after this response
+  bool response_interim_ = false;  // the message being parsed is a 1xx
+  uint8_t interim_responses_ = 0;  // 1xx responses of the current try
+  bool keep_client_ = true;        // keep the client connection after this response
   bool upstream_reusable_ = false;
   bool replayed_ = false;
   http::BodyFraming request_framing_ = http::BodyFraming::kNone;
@@ -295,18 +295,18 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
 
   // For the access log (and the request counters): the exchange since its head.
   enum LogFlag : uint8_t {
-    kLogFaultInjected = 1,      // FI: a fault delay (or abort) was injected
-    kLogRetriesExhausted = 2,   // URX: the last try failed and no retry was left
-    kLogDownstreamClosed = 4,   // DC: the client went away before the response was complete
-    kLogUpstreamCut = 8,        // UC: the upstream failed after the response had started
-    kLogStreamIdle = 16,        // SI: no byte moved either way for stream_idle_timeout
+    kLogFaultInjected = 1,     // FI: a fault delay (or abort) was injected
+    kLogRetriesExhausted = 2,  // URX: the last try failed and no retry was left
+    kLogDownstreamClosed = 4,  // DC: the client went away before the response was complete
+    kLogUpstreamCut = 8,       // UC: the upstream failed after the response had started
+    kLogStreamIdle = 16,       // SI: no byte moved either way for stream_idle_timeout
   };
   bool exchange_open_ = false;  // a request (or a malformed head) awaits its end
   bool log_this_ = false;       // the access log samples this request
   uint8_t log_flags_ = 0;
   LocalReason local_reason_ = LocalReason::kCount;  // kCount: no local reply
-  uint64_t bytes_in_ = 0, bytes_out_ = 0;  // request and response body bytes
-  uint64_t upstream_us_ = 0;               // the last try's time to its response head
+  uint64_t bytes_in_ = 0, bytes_out_ = 0;           // request and response body bytes
+  uint64_t upstream_us_ = 0;                        // the last try's time to its response head
 };
 
 }  // namespace bulwark

@@ -14,32 +14,58 @@ bool iequals(std::string_view a, std::string_view b) {
 
 std::string_view reason_phrase(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -106,8 +132,10 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
       size_t comma = value.rfind(',');
       std::string_view element = comma == std::string_view::npos ? value : value.substr(comma + 1);
       value = comma == std::string_view::npos ? std::string_view() : value.substr(0, comma);
-      while (!element.empty() && (element.front() == ' ' || element.front() == '\t')) element.remove_prefix(1);
-      while (!element.empty() && (element.back() == ' ' || element.back() == '\t')) element.remove_suffix(1);
+      while (!element.empty() && (element.front() == ' ' || element.front() == '\t'))
+        element.remove_prefix(1);
+      while (!element.empty() && (element.back() == ' ' || element.back() == '\t'))
+        element.remove_suffix(1);
       if (!element.empty()) kept[nkept++] = element;
     }
   }
@@ -190,9 +218,9 @@ size_t write_local_reply(int status, std::string_view reason_token, bool keep_al
                          const LocalReplyExtras& extras) {
   char line[160];
   std::string_view phrase = reason_phrase(status);
-  int body_len = snprintf(line, sizeof line, "%d %.*s: %.*s\n", status,
-                          static_cast<int>(phrase.size()), phrase.data(),
-                          static_cast<int>(reason_token.size()), reason_token.data());
+  int body_len =
+      snprintf(line, sizeof line, "%d %.*s: %.*s\n", status, static_cast<int>(phrase.size()),
+               phrase.data(), static_cast<int>(reason_token.size()), reason_token.data());
   body_len = std::min(body_len, static_cast<int>(sizeof line) - 1);  // snprintf truncated it
   out.clear();
   char head[64];

@@ -30,15 +30,15 @@ enum class BodyFraming {
 inline constexpr uint32_t kMaxTrustedHops = 64;
 
 struct UpstreamRequestHead {
-  std::string_view path;            // the request-target to send (after prefix_rewrite)
+  std::string_view path;  // the request-target to send (after prefix_rewrite)
   // The authority of an absolute-form target: it replaces the Host header (RFC 9112 3.2.2).
   std::string_view authority;
   std::string_view client_address;  // appended to X-Forwarded-For
   // How many proxies in front are trusted: the last `trusted_hops` addresses of the incoming
   // X-Forwarded-For are kept before client_address, and with any, its X-Forwarded-Proto too.
   uint32_t trusted_hops = 0;
-  std::string_view request_id;      // the request's id, kept or generated
-  bool add_request_id = false;      // the request had no X-Request-Id
+  std::string_view request_id;  // the request's id, kept or generated
+  bool add_request_id = false;  // the request had no X-Request-Id
   // Forward an upgrade: `Upgrade: upgrade_protocols` and `Connection: upgrade`.
   bool upgrade = false;
   std::string_view upgrade_protocols;
@@ -52,8 +52,8 @@ struct DownstreamResponseHead {
   bool http10_keep_alive = false;  // an HTTP/1.0 client that asked to keep the connection
   bool upgrade = false;            // 101: forward Upgrade and Connection: upgrade
   BodyFraming framing = BodyFraming::kContentLength;
-  std::string_view request_id;     // added as X-Request-Id if the response has none
-  uint32_t attempts = 1;           // tries it took; > 1 adds x-bulwark-attempts
+  std::string_view request_id;  // added as X-Request-Id if the response has none
+  uint32_t attempts = 1;        // tries it took; > 1 adds x-bulwark-attempts
 };
 void write_downstream_response(const MessageHead& response, const DownstreamResponseHead& how,
                                std::string& out);

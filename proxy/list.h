@@ -27,7 +27,10 @@ class IntrusiveList {
     h.prev = tail_;
     h.next = nullptr;
     h.linked = true;
-    if (tail_ != nullptr) (tail_->*Hook).next = x; else head_ = x;
+    if (tail_ != nullptr)
+      (tail_->*Hook).next = x;
+    else
+      head_ = x;
     tail_ = x;
     ++size_;
   }
@@ -36,7 +39,10 @@ class IntrusiveList {
     h.prev = nullptr;
     h.next = head_;
     h.linked = true;
-    if (head_ != nullptr) (head_->*Hook).prev = x; else tail_ = x;
+    if (head_ != nullptr)
+      (head_->*Hook).prev = x;
+    else
+      tail_ = x;
     head_ = x;
     ++size_;
   }
@@ -44,8 +50,14 @@ class IntrusiveList {
   void remove(T* x) {
     ListHook<T>& h = x->*Hook;
     if (!h.linked) return;
-    if (h.prev != nullptr) (h.prev->*Hook).next = h.next; else head_ = h.next;
-    if (h.next != nullptr) (h.next->*Hook).prev = h.prev; else tail_ = h.prev;
+    if (h.prev != nullptr)
+      (h.prev->*Hook).next = h.next;
+    else
+      head_ = h.next;
+    if (h.next != nullptr)
+      (h.next->*Hook).prev = h.prev;
+    else
+      tail_ = h.prev;
     h.prev = h.next = nullptr;
     h.linked = false;
     --size_;

@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
     } else if (a == "--log-level" && i + 1 < argc) {
       bulwark::log::Level level;
       if (!bulwark::log::parse_level(argv[++i], &level)) {
-        std::fprintf(stderr, "bulwark: unknown log level '%s' (debug, info, warn, error)\n", argv[i]);
+        std::fprintf(stderr, "bulwark: unknown log level '%s' (debug, info, warn, error)\n",
+                     argv[i]);
         return 2;
       }
       bulwark::log::set_level(level);
@@ -60,9 +61,12 @@ int main(int argc, char** argv) {
 
   bulwark::config::LoadResult loaded = bulwark::config::load_config_file(config_path);
   if (!loaded.ok()) {
-    for (const auto& e : loaded.errors) std::fprintf(check ? stdout : stderr, "%s\n", e.to_string().c_str());
-    if (!check) bulwark::log::error("invalid config").str("config", config_path)
-        .num("errors", static_cast<int64_t>(loaded.errors.size()));
+    for (const auto& e : loaded.errors)
+      std::fprintf(check ? stdout : stderr, "%s\n", e.to_string().c_str());
+    if (!check)
+      bulwark::log::error("invalid config")
+          .str("config", config_path)
+          .num("errors", static_cast<int64_t>(loaded.errors.size()));
     return 1;
   }
   if (check) {

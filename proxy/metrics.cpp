@@ -10,7 +10,8 @@ void LocalHistogram::observe_us(uint64_t micros) {
   // Bounds are in seconds; compare in microseconds.
   static constexpr auto kBoundsUs = [] {
     std::array<uint64_t, kBounds.size()> us{};
-    for (size_t k = 0; k < kBounds.size(); ++k) us[k] = static_cast<uint64_t>(kBounds[k] * 1e6 + 0.5);
+    for (size_t k = 0; k < kBounds.size(); ++k)
+      us[k] = static_cast<uint64_t>(kBounds[k] * 1e6 + 0.5);
     return us;
   }();
   while (i < kBoundsUs.size() && micros > kBoundsUs[i]) ++i;
@@ -223,29 +224,31 @@ std::string render_metrics(const config::Config& config,
                            const SharedGauges& shared) {
   std::vector<MetricFamily> out;
 
-  auto requests = family("bulwark_requests_total",
-                         "Downstream requests by listener, route and response status.",
-                         MetricType::Counter);
-  auto duration = family("bulwark_request_duration_seconds",
-                         "Time from the request head to the end of the response.",
-                         MetricType::Histogram);
-  auto downstream = family("bulwark_downstream_connections",
-                           "Open client connections by listener.", MetricType::Gauge);
+  auto requests =
+      family("bulwark_requests_total",
+             "Downstream requests by listener, route and response status.", MetricType::Counter);
+  auto duration =
+      family("bulwark_request_duration_seconds",
+             "Time from the request head to the end of the response.", MetricType::Histogram);
+  auto downstream = family("bulwark_downstream_connections", "Open client connections by listener.",
+                           MetricType::Gauge);
   auto limit_reached =
       family("bulwark_downstream_connection_limit_reached_total",
              "Times a worker stopped accepting on a listener because a connection limit "
              "(max_connections of the listener or of the process) was reached; new connections "
              "then wait in the kernel's backlog.",
              MetricType::Counter);
-  auto accept_errors = family("bulwark_downstream_accept_errors_total",
-                              "Errors accepting a client connection. Out of file descriptors, libuv "
-                              "closes the connection at once instead, uncounted: max_connections "
-                              "(by default half the descriptor limit) keeps bulwark below that.",
-                              MetricType::Counter);
-  auto connection_limit = family("bulwark_downstream_connection_limit",
-                                 "The connection limit in force (max_connections; 0 = none).",
-                                 MetricType::Gauge);
-  add_gauge(connection_limit, {{"listener", ""}}, static_cast<double>(shared.process_connection_limit));
+  auto accept_errors =
+      family("bulwark_downstream_accept_errors_total",
+             "Errors accepting a client connection. Out of file descriptors, libuv "
+             "closes the connection at once instead, uncounted: max_connections "
+             "(by default half the descriptor limit) keeps bulwark below that.",
+             MetricType::Counter);
+  auto connection_limit =
+      family("bulwark_downstream_connection_limit",
+             "The connection limit in force (max_connections; 0 = none).", MetricType::Gauge);
+  add_gauge(connection_limit, {{"listener", ""}},
+            static_cast<double>(shared.process_connection_limit));
   RoutePolicyFamilies policy;
   for (size_t li = 0; li < config.listeners.size(); ++li) {
     const auto& l = config.listeners[li];
@@ -266,21 +269,26 @@ std::string render_metrics(const config::Config& config,
       const auto& r = l.routes[ri];
       for (int code = 0; code < StatusCounters::kMax; ++code) {
         uint64_t n = 0;
-        for (const WorkerStats* w : workers) n += w->listeners[li]->routes[ri]->requests.codes[code].value();
-        if (n > 0) add_counter(requests, {{"listener", l.name}, {"route", r.name}, {"code", code_label(code)}}, n);
+        for (const WorkerStats* w : workers)
+          n += w->listeners[li]->routes[ri]->requests.codes[code].value();
+        if (n > 0)
+          add_counter(requests,
+                      {{"listener", l.name}, {"route", r.name}, {"code", code_label(code)}}, n);
       }
       ClientMetric h = labelled({{"listener", l.name}, {"route", r.name}});
       uint64_t cumulative = 0;
       uint64_t sum_us = 0;
       for (size_t b = 0; b <= LocalHistogram::kBounds.size(); ++b) {
-        for (const WorkerStats* w : workers) cumulative += w->listeners[li]->routes[ri]->duration.bucket(b);
+        for (const WorkerStats* w : workers)
+          cumulative += w->listeners[li]->routes[ri]->duration.bucket(b);
         if (b < LocalHistogram::kBounds.size()) {
           h.histogram.bucket.push_back({cumulative, LocalHistogram::kBounds[b]});
         } else {
           h.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
         }
       }
-      for (const WorkerStats* w : workers) sum_us += w->listeners[li]->routes[ri]->duration.sum_us();
+      for (const WorkerStats* w : workers)
+        sum_us += w->listeners[li]->routes[ri]->duration.sum_us();
       h.histogram.sample_count = cumulative;
       h.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
       duration.metric.push_back(std::move(h));
@@ -288,13 +296,14 @@ std::string render_metrics(const config::Config& config,
     }
   }
 
-  auto upstream = family("bulwark_upstream_requests_total",
-                         "Requests sent upstream by cluster and response status (none: no response).",
-                         MetricType::Counter);
+  auto upstream =
+      family("bulwark_upstream_requests_total",
+             "Requests sent upstream by cluster and response status (none: no response).",
+             MetricType::Counter);
   auto connections = family("bulwark_upstream_connections",
                             "Upstream connections by cluster and state.", MetricType::Gauge);
-  auto active = family("bulwark_upstream_active_requests",
-                       "Requests in flight to the cluster.", MetricType::Gauge);
+  auto active = family("bulwark_upstream_active_requests", "Requests in flight to the cluster.",
+                       MetricType::Gauge);
   auto connect_failures = family("bulwark_upstream_connect_failures_total",
                                  "Upstream connection attempts that failed.", MetricType::Counter);
   auto circuit_state =
@@ -329,7 +338,8 @@ std::string render_metrics(const config::Config& config,
     }
     for (int code = 0; code < StatusCounters::kMax; ++code) {
       uint64_t n = 0;
-      for (const WorkerStats* w : workers) n += w->clusters[ci]->upstream_requests.codes[code].value();
+      for (const WorkerStats* w : workers)
+        n += w->clusters[ci]->upstream_requests.codes[code].value();
       if (n > 0) add_counter(upstream, {{"cluster", name}, {"code", code_label(code)}}, n);
     }
   }

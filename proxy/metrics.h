@@ -23,7 +23,9 @@ namespace bulwark {
 // Written by one thread, read by any.
 class LocalCounter {
  public:
-  void inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void inc(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   uint64_t value() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -32,7 +34,9 @@ class LocalCounter {
 
 class LocalGauge {
  public:
-  void add(int64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void add(int64_t n) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   int64_t value() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -42,9 +46,8 @@ class LocalGauge {
 // Request durations from 0.5 ms to 30 s.
 class LocalHistogram {
  public:
-  static constexpr std::array<double, 15> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                     0.025,  0.05,  0.1,    0.25,  0.5,
-                                                     1,      2.5,   5,      10,    30};
+  static constexpr std::array<double, 15> kBounds = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   void observe_us(uint64_t micros);
   uint64_t bucket(size_t i) const { return buckets_[i].value(); }  // not cumulative; i <= 15
   uint64_t sum_us() const { return sum_us_.value(); }

@@ -12,8 +12,10 @@ namespace bulwark {
 
 int to_sockaddr(const config::SocketAddress& address, sockaddr_storage* out) {
   std::memset(out, 0, sizeof *out);
-  if (uv_ip4_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(out)) == 0) return 0;
-  if (uv_ip6_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(out)) == 0) return 0;
+  if (uv_ip4_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(out)) == 0)
+    return 0;
+  if (uv_ip6_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(out)) == 0)
+    return 0;
   return UV_EINVAL;
 }
 

@@ -55,7 +55,9 @@ int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb, bo
   bufs_.clear();
   for (size_t i = first_unsent_; i < segments_.size(); ++i) {
     const Segment& s = segments_[i];
-    const char* p = s.offset == kHead ? head.data() : s.offset == kData ? s.data : framing_.data() + s.offset;
+    const char* p = s.offset == kHead   ? head.data()
+                    : s.offset == kData ? s.data
+                                        : framing_.data() + s.offset;
     size_t len = s.offset == kHead ? head.size() : s.length;
     if (len > 0) bufs_.push_back(uv_buf_init(const_cast<char*>(p), static_cast<unsigned>(len)));
   }

@@ -7,13 +7,13 @@
 namespace bulwark {
 
 struct ProcessStats {
-  double cpu_seconds = 0;          // user + system
-  double start_time_seconds = 0;   // since the Unix epoch
+  double cpu_seconds = 0;         // user + system
+  double start_time_seconds = 0;  // since the Unix epoch
   uint64_t resident_bytes = 0;
   uint64_t virtual_bytes = 0;
   uint64_t open_fds = 0;
   uint64_t max_fds = 0;
-  bool ok = false;                 // false when /proc could not be read
+  bool ok = false;  // false when /proc could not be read
 };
 
 ProcessStats read_process_stats();

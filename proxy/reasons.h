@@ -57,14 +57,14 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"bulkhead_full", 503, "BH"},
     {"queue_timeout", 503, "BH"},
     {"rate_limited", 429, "RL"},
-    {"fault_abort", 503, "FI"},           // the status is the configured (or requested) one
-    {"no_healthy_endpoints", 503, "NH"},  // the cluster has endpoints, but none is routable
-    {"too_many_headers", 431, "DPE"},     // more header fields than max_request_headers
+    {"fault_abort", 503, "FI"},                  // the status is the configured (or requested) one
+    {"no_healthy_endpoints", 503, "NH"},         // the cluster has endpoints, but none is routable
+    {"too_many_headers", 431, "DPE"},            // more header fields than max_request_headers
     {"http_version_not_supported", 505, "DPE"},  // a request line of HTTP/2 or later
-    {"stream_idle_timeout", 408, "SI"},   // no byte moved for stream_idle_timeout (504 when
-                                          // the upstream, not the client, went quiet)
-    {"request_timeout", 408, "RT"},       // the route or try timeout passed while the client
-                                          // was still sending its request
+    {"stream_idle_timeout", 408, "SI"},          // no byte moved for stream_idle_timeout (504 when
+                                                 // the upstream, not the client, went quiet)
+    {"request_timeout", 408, "RT"},              // the route or try timeout passed while the client
+                                                 // was still sending its request
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

@@ -15,11 +15,13 @@ bool split_target(std::string_view target, RequestTarget* out) {
     out->path = target;
     return true;
   }
-  if (target.size() > 7 && (http::iequals(target.substr(0, 7), "http://") ||
-                            (target.size() > 8 && http::iequals(target.substr(0, 8), "https://")))) {
+  if (target.size() > 7 &&
+      (http::iequals(target.substr(0, 7), "http://") ||
+       (target.size() > 8 && http::iequals(target.substr(0, 8), "https://")))) {
     size_t start = target[4] == ':' ? 7 : 8;
     size_t slash = target.find_first_of("/?", start);
-    out->authority = target.substr(start, slash == std::string_view::npos ? target.npos : slash - start);
+    out->authority =
+        target.substr(start, slash == std::string_view::npos ? target.npos : slash - start);
     target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
     if (!target.empty() && target.front() == '?') {
       out->path = "/";
@@ -34,8 +36,8 @@ bool split_target(std::string_view target, RequestTarget* out) {
   return true;
 }
 
-std::string_view request_host(const http::MessageHead& head, const RequestTarget& target,
-                              char* buf, size_t buf_size) {
+std::string_view request_host(const http::MessageHead& head, const RequestTarget& target, char* buf,
+                              size_t buf_size) {
   std::string_view host = target.authority;
   if (host.empty()) host = head.value_of(head.host);
   // Strip the port; keep IPv6 brackets intact.

@@ -21,8 +21,8 @@ bool split_target(std::string_view target, RequestTarget* out);
 // The host a request is for, without the port: the absolute-form authority if any, else the
 // Host header. Lowercased into `buf` when it fits; a longer name is returned as it came, never
 // truncated (a route's host match is case-insensitive).
-std::string_view request_host(const http::MessageHead& head, const RequestTarget& target,
-                              char* buf, size_t buf_size);
+std::string_view request_host(const http::MessageHead& head, const RequestTarget& target, char* buf,
+                              size_t buf_size);
 
 class Router {
  public:

@@ -1,8 +1,7 @@
 #include "proxy/server.h"
 
-#include <sys/resource.h>
-
 #include <netdb.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -76,11 +75,14 @@ class ClusterResolver {
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
       ++outstanding_;
-      int rc = uv_getaddrinfo(loop_, &l->req, &ClusterResolver::on_resolved, eps[i].address.host.c_str(),
-                              std::to_string(eps[i].address.port).c_str(), &hints);
+      int rc =
+          uv_getaddrinfo(loop_, &l->req, &ClusterResolver::on_resolved, eps[i].address.host.c_str(),
+                         std::to_string(eps[i].address.port).c_str(), &hints);
       if (rc != 0) {
         --outstanding_;
-        log::warn("dns lookup failed").str("cluster", cluster_.config.name).str("name", eps[i].address.text())
+        log::warn("dns lookup failed")
+            .str("cluster", cluster_.config.name)
+            .str("name", eps[i].address.text())
             .str("error", uv_strerror(rc));
         delete l;
       }
@@ -103,13 +105,16 @@ class ClusterResolver {
         e.address = format_sockaddr(e.sockaddr);
         e.weight = ep.weight;
         e.priority = ep.priority;
-        bool dup = std::any_of(found.begin(), found.end(), [&](const Endpoint& f) { return f.address == e.address; });
+        bool dup = std::any_of(found.begin(), found.end(),
+                               [&](const Endpoint& f) { return f.address == e.address; });
         if (!dup) found.push_back(e);
       }
       self->answers_[i] = std::move(found);
     } else {
       // Keep the last good answer.
-      log::warn("dns lookup failed").str("cluster", self->cluster_.config.name).str("name", ep.address.text())
+      log::warn("dns lookup failed")
+          .str("cluster", self->cluster_.config.name)
+          .str("name", ep.address.text())
           .str("error", uv_strerror(status));
     }
     uv_freeaddrinfo(res);
@@ -121,8 +126,9 @@ class ClusterResolver {
 
   void schedule() {
     if (stopped_) return;
-    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<ClusterResolver*>(t->data)->resolve_all(); },
-                   static_cast<uint64_t>(std::max<int64_t>(1000, cluster_.config.dns_refresh.count())), 0);
+    uv_timer_start(
+        &timer_, [](uv_timer_t* t) { static_cast<ClusterResolver*>(t->data)->resolve_all(); },
+        static_cast<uint64_t>(std::max<int64_t>(1000, cluster_.config.dns_refresh.count())), 0);
   }
 
   void publish() {
@@ -134,7 +140,9 @@ class ClusterResolver {
     }
     if (published_ && now == last_) return;
     if (published_) {
-      log::info("cluster endpoints changed").str("cluster", cluster_.config.name).num("endpoints", static_cast<int64_t>(now.size()));
+      log::info("cluster endpoints changed")
+          .str("cluster", cluster_.config.name)
+          .num("endpoints", static_cast<int64_t>(now.size()));
     }
     published_ = true;
     last_ = std::move(now);
@@ -155,7 +163,8 @@ class ClusterResolver {
 };
 
 Server::Server(std::shared_ptr<const config::Config> config)
-    : config_(std::move(config)), admin_(&loop_, [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
+    : config_(std::move(config)),
+      admin_(&loop_, [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
         handle_admin(r, std::move(respond));
       }) {
   uv_loop_init(&loop_);
@@ -320,12 +329,14 @@ uint64_t raise_fd_limit() {
     rlimit raised = limit;
     raised.rlim_cur = limit.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
-      log::info("raised the open file limit").num("from", static_cast<int64_t>(limit.rlim_cur))
+      log::info("raised the open file limit")
+          .num("from", static_cast<int64_t>(limit.rlim_cur))
           .num("to", static_cast<int64_t>(raised.rlim_cur));
       limit = raised;
     }
   }
-  return limit.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : static_cast<uint64_t>(limit.rlim_cur);
+  return limit.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20
+                                         : static_cast<uint64_t>(limit.rlim_cur);
 }
 
 // max_connections: 0 = half the descriptors (a proxied connection takes two), less a reserve for
@@ -377,7 +388,9 @@ int Server::run() {
   std::string admin_address;
   int rc = admin_.listen(config_->admin.address, &admin_address);
   if (rc != 0) {
-    log::error("cannot listen").str("listener", "admin").str("address", config_->admin.address.text())
+    log::error("cannot listen")
+        .str("listener", "admin")
+        .str("address", config_->admin.address.text())
         .str("error", uv_strerror(rc));
     return 1;
   }
@@ -404,9 +417,8 @@ int Server::run() {
     spec.new_listener_fds = std::move(fds[w]);
     spec.process_limit = process_limit_;
     spec.listener_limits = listener_limits;
-    workers_.push_back(std::make_unique<Worker>(w, std::move(spec), [this] {
-      tasks_.post([this] { on_worker_drained(); });
-    }));
+    workers_.push_back(std::make_unique<Worker>(
+        w, std::move(spec), [this] { tasks_.post([this] { on_worker_drained(); }); }));
   }
   for (auto& w : workers_) {
     w->set_access_log(access_log_.get());
@@ -444,7 +456,9 @@ int Server::run() {
       SIGHUP);
   if (config_->watch_config) start_config_watch();
 
-  log::info("started").num("workers", static_cast<int64_t>(config_->workers)).str("version", BULWARK_VERSION)
+  log::info("started")
+      .num("workers", static_cast<int64_t>(config_->workers))
+      .str("version", BULWARK_VERSION)
       .str("config", config_->source_file);
   start_systemd_notify();
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -669,27 +683,33 @@ void Server::begin_drain(const char* why, bool exit) {
   draining_ = true;
   exit_after_drain_ = exit;
   if (exit) notify_stopping(why);
-  log::info("draining").str("signal", why).num("drain_delay_ms", config_->drain_delay.count())
+  log::info("draining")
+      .str("signal", why)
+      .num("drain_delay_ms", config_->drain_delay.count())
       .num("drain_timeout_ms", config_->drain_timeout.count());
   // /ready is 503 from now on. Listeners keep accepting for drain_delay, so load balancers and
   // Kubernetes endpoints can catch up before we stop taking connections.
-  uv_timer_start(&drain_delay_timer_, [](uv_timer_t* t) {
-    auto* self = static_cast<Server*>(t->data);
-    log::info("closing listeners; finishing in-flight requests");
-    for (auto& w : self->workers_) w->begin_drain();
-    uv_timer_start(
-        &self->drain_timeout_timer_,
-        [](uv_timer_t* t2) {
-          auto* server = static_cast<Server*>(t2->data);
-          if (!server->exit_after_drain_) {
-            log::warn("drain timeout: connections still open are left to finish; SIGTERM stops");
-            return;
-          }
-          log::warn("drain timeout: closing remaining connections");
-          server->finish();
-        },
-        static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
-  }, static_cast<uint64_t>(config_->drain_delay.count()), 0);
+  uv_timer_start(
+      &drain_delay_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Server*>(t->data);
+        log::info("closing listeners; finishing in-flight requests");
+        for (auto& w : self->workers_) w->begin_drain();
+        uv_timer_start(
+            &self->drain_timeout_timer_,
+            [](uv_timer_t* t2) {
+              auto* server = static_cast<Server*>(t2->data);
+              if (!server->exit_after_drain_) {
+                log::warn(
+                    "drain timeout: connections still open are left to finish; SIGTERM stops");
+                return;
+              }
+              log::warn("drain timeout: closing remaining connections");
+              server->finish();
+            },
+            static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
+      },
+      static_cast<uint64_t>(config_->drain_delay.count()), 0);
 }
 
 void Server::on_worker_drained() {
@@ -727,9 +747,12 @@ void Server::finish() {
   tasks_.close();
   // Admin client connections still open would keep the loop alive; the process exits right
   // after, so their objects are not freed.
-  uv_walk(&loop_, [](uv_handle_t* h, void*) {
-    if (!uv_is_closing(h)) uv_close(h, nullptr);
-  }, nullptr);
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
 }
 
 // --- systemd notifications (sd_notify.h) ---------------------------------------------------------

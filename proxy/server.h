@@ -15,11 +15,11 @@
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
 #include "proxy/cluster.h"
+#include "proxy/connection_limit.h"
 #include "proxy/health_checker.h"
 #include "proxy/route_state.h"
 #include "proxy/sd_notify.h"
 #include "proxy/task_queue.h"
-#include "proxy/connection_limit.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -110,9 +110,10 @@ class Server {
   std::shared_ptr<ConnectionLimit> process_limit_ = std::make_shared<ConnectionLimit>();
   std::map<std::string, std::shared_ptr<ConnectionLimit>, std::less<>> listener_limits_;
   // Sets the limits of `config` and returns the listeners' (index as config.listeners).
-  std::vector<std::shared_ptr<ConnectionLimit>> apply_connection_limits(const config::Config& config);
-  std::vector<std::shared_ptr<WorkerStats>> stats_;               // [worker], shaped as config_
-  std::vector<std::string> bound_;                                // listener_key()s listening now
+  std::vector<std::shared_ptr<ConnectionLimit>> apply_connection_limits(
+      const config::Config& config);
+  std::vector<std::shared_ptr<WorkerStats>> stats_;  // [worker], shaped as config_
+  std::vector<std::string> bound_;                   // listener_key()s listening now
   std::vector<std::unique_ptr<Worker>> workers_;
   uint64_t generation_ = 1;          // the newest config handed to the workers
   uint64_t applied_generation_ = 1;  // the newest every worker runs

@@ -18,19 +18,23 @@ void UpstreamConnection::connect(Owner* owner, uint64_t timeout_ms) {
   owner_ = owner;
   state_ = State::kConnecting;
   uv_tcp_nodelay(&tcp_, 1);
-  int rc = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&pool_->endpoint.sockaddr),
+  int rc = uv_tcp_connect(&connect_req_, &tcp_,
+                          reinterpret_cast<const sockaddr*>(&pool_->endpoint.sockaddr),
                           &UpstreamConnection::on_connect);
   if (rc != 0) {
     // Report asynchronously, as a real connect failure would be, so the owner is never called
     // back from inside its own call; with the real error (EMFILE is not the endpoint's fault).
     connect_error_ = rc;
-    uv_timer_start(&timer_, [](uv_timer_t* t) {
-      auto* self = static_cast<UpstreamConnection*>(t->data);
-      Owner* o = self->owner_;
-      self->owner_ = nullptr;
-      self->close();
-      if (o != nullptr) o->on_upstream_connected(*self, self->connect_error_);
-    }, 0, 0);
+    uv_timer_start(
+        &timer_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<UpstreamConnection*>(t->data);
+          Owner* o = self->owner_;
+          self->owner_ = nullptr;
+          self->close();
+          if (o != nullptr) o->on_upstream_connected(*self, self->connect_error_);
+        },
+        0, 0);
     return;
   }
   uv_timer_start(&timer_, &UpstreamConnection::on_timer, timeout_ms, 0);
@@ -63,7 +67,8 @@ void UpstreamConnection::attach(Owner* owner) {
 
 void UpstreamConnection::start_reading() {
   if (reading_ || state_ == State::kClosed) return;
-  reading_ = uv_read_start(stream(), &UpstreamConnection::on_alloc, &UpstreamConnection::on_read) == 0;
+  reading_ =
+      uv_read_start(stream(), &UpstreamConnection::on_alloc, &UpstreamConnection::on_read) == 0;
 }
 
 void UpstreamConnection::stop_reading() {

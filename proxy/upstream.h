@@ -137,8 +137,8 @@ class EndpointPool {
   IdleList idle;             // most recently used at the front
   uint32_t connections = 0;  // open connections of this pool, idle or not
   uint32_t active_requests = 0;
-  uint32_t holders = 0;      // PoolRefs: exchanges naming this pool as their try's endpoint
-  bool retired = false;      // the endpoint left the cluster; close connections as they free up
+  uint32_t holders = 0;  // PoolRefs: exchanges naming this pool as their try's endpoint
+  bool retired = false;  // the endpoint left the cluster; close connections as they free up
 };
 
 // An exchange's pointer to the pool of its current (or last) try. While one is held, the pool is

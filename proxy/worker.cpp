@@ -50,8 +50,8 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
   uv_unref(reinterpret_cast<uv_handle_t*>(&trim_timer_));
   uv_timer_init(&loop_, &accept_timer_);
   accept_timer_.data = this;
-  process_limit_ = first.process_limit != nullptr ? first.process_limit
-                                                  : std::make_shared<ConnectionLimit>();
+  process_limit_ =
+      first.process_limit != nullptr ? first.process_limit : std::make_shared<ConnectionLimit>();
   install(first);
 }
 
@@ -347,8 +347,8 @@ bool Worker::accept_one(Acceptor& a) {
       }
       if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) {
         uv_timer_start(
-            &accept_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->resume_accepting(); },
-            50, 50);
+            &accept_timer_,
+            [](uv_timer_t* t) { static_cast<Worker*>(t->data)->resume_accepting(); }, 50, 50);
       }
     }
     return false;
@@ -375,7 +375,9 @@ void Worker::on_accept_error(Acceptor& a, int status) {
   uint64_t now = uv_now(&loop_);
   if (last_accept_error_log_ms_ == 0 || now - last_accept_error_log_ms_ >= 10000) {
     last_accept_error_log_ms_ = now;
-    log::warn("accepting a connection failed").str("listener", a.key).str("error", uv_strerror(status));
+    log::warn("accepting a connection failed")
+        .str("listener", a.key)
+        .str("error", uv_strerror(status));
   }
 }
 
@@ -417,8 +419,9 @@ void Worker::access_log_appended() {
   if (access_buf_.size() >= AccessLog::kFlushBytes) {
     flush_access_log();
   } else if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&access_timer_))) {
-    uv_timer_start(&access_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->flush_access_log(); },
-                   AccessLog::kFlushDelayMs, 0);
+    uv_timer_start(
+        &access_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->flush_access_log(); },
+        AccessLog::kFlushDelayMs, 0);
   }
 }
 

@@ -16,8 +16,8 @@
 #include "config/config.h"
 #include "proxy/access_log.h"
 #include "proxy/buffer.h"
-#include "proxy/connection_limit.h"
 #include "proxy/cluster.h"
+#include "proxy/connection_limit.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
@@ -65,7 +65,7 @@ struct ListenerContext {
   size_t index;
   Router router;
   ListenerStats& stats;
-  std::shared_ptr<ConnectionLimit> limit;  // the listener's max_connections, all workers
+  std::shared_ptr<ConnectionLimit> limit;            // the listener's max_connections, all workers
   std::vector<std::shared_ptr<WorkerRoute>> routes;  // index as ListenerConfig::routes
 };
 
@@ -136,12 +136,12 @@ class Worker {
   // whose address is not in it close.
   void apply(std::shared_ptr<GenerationSpec> spec);
   void update_endpoints(ClusterState* cluster, std::shared_ptr<const EndpointSet> set);
-  void begin_drain();   // stop accepting, close idle connections, finish in-flight ones
+  void begin_drain();  // stop accepting, close idle connections, finish in-flight ones
   // A bulkhead slot of that route freed up in another worker: serve this worker's waiters.
   void wake_bulkhead_waiters(RouteState* route);
   // A connection slot of that cluster freed up in another worker: serve this worker's waiters.
   void wake_pool_waiters(ClusterState* cluster);
-  void stop();          // close everything and end the loop
+  void stop();  // close everything and end the loop
 
   size_t id() const { return id_; }
 

@@ -20,11 +20,21 @@ inline std::string escaped(std::string_view s) {
     if (after_hex_escape && hex_digit) out += "\"\"";  // "\x41" "1", not "\x411"
     after_hex_escape = false;
     switch (c) {
-      case '\r': out += "\\r"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\\': out += "\\\\"; break;
-      case '"': out += "\\\""; break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
       default:
         if (c >= 0x20 && c < 0x7f) {
           out += static_cast<char>(c);
@@ -46,8 +56,8 @@ inline std::string escaped(std::string_view s) {
 }
 
 // Aborts with the condition and `detail` (an expression evaluated only on failure).
-#define FUZZ_CHECK(cond, detail)                        \
-  do {                                                  \
+#define FUZZ_CHECK(cond, detail)                         \
+  do {                                                   \
     if (!(cond)) ::bulwark::fuzz::fail(#cond, (detail)); \
   } while (0)
 

@@ -36,8 +36,8 @@ bool is_hex(char c) {
 }
 
 struct Decoded {
-  bool ok = false;   // a complete chunked body
-  size_t end = 0;    // offset right after it
+  bool ok = false;  // a complete chunked body
+  size_t end = 0;   // offset right after it
   std::string body;
 };
 
@@ -134,14 +134,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(!completed.empty() && completed[0].chunked, "the fixed head was not chunked");
   size_t end = r.message_ends[0] - head.size();
   Decoded ref = reference_decode(body_input);
-  std::string why = "parser: body ends at " + std::to_string(end) + ", " +
-                    std::to_string(completed[0].body.size()) + " bytes [" +
-                    escaped(completed[0].body) + "]; reference: " +
-                    (ref.ok ? "ends at " + std::to_string(ref.end) + ", " +
-                                  std::to_string(ref.body.size()) + " bytes [" +
-                                  escaped(ref.body) + "]"
-                            : std::string("malformed")) +
-                    "\nbody bytes: " + escaped(body_input);
+  std::string why =
+      "parser: body ends at " + std::to_string(end) + ", " +
+      std::to_string(completed[0].body.size()) + " bytes [" + escaped(completed[0].body) +
+      "]; reference: " +
+      (ref.ok ? "ends at " + std::to_string(ref.end) + ", " + std::to_string(ref.body.size()) +
+                    " bytes [" + escaped(ref.body) + "]"
+              : std::string("malformed")) +
+      "\nbody bytes: " + escaped(body_input);
   FUZZ_CHECK(ref.ok && ref.end == end && ref.body == completed[0].body,
              "the parser and the reference decoder disagree on a chunked body\n" + why);
   return 0;

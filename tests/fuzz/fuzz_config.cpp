@@ -140,7 +140,8 @@ class JsonChecker {
     return false;
   }
   void ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\t' || s_[pos_] == '\r'))
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\t' || s_[pos_] == '\r'))
       ++pos_;
   }
 
@@ -160,7 +161,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (r.config != nullptr) {
     std::string json = config::to_json(*r.config);
-    FUZZ_CHECK(JsonChecker(json).valid(), "invalid JSON: " + escaped(json) + "\nfrom: " + escaped(yaml));
+    FUZZ_CHECK(JsonChecker(json).valid(),
+               "invalid JSON: " + escaped(json) + "\nfrom: " + escaped(yaml));
   }
   return 0;
 }

@@ -286,9 +286,8 @@ inline bool forwarded(const Message& message, std::string_view name) {
   bool listed = false;
   for (const auto& h : message.headers) {
     if (!http::iequals(h.first, "connection")) continue;
-    http::for_each_list_element(h.second, [&](std::string_view token) {
-      listed = listed || http::iequals(token, name);
-    });
+    http::for_each_list_element(
+        h.second, [&](std::string_view token) { listed = listed || http::iequals(token, name); });
   }
   return !listed;
 }
@@ -407,7 +406,8 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
     how.client_address = kClientAddress;
     how.trusted_hops = trusted_hops_;
     how.add_request_id = rid.empty() || rid.size() >= 40;
-    how.request_id = how.add_request_id ? std::string_view("0123456789abcdef0123456789abcdef") : rid;
+    how.request_id =
+        how.add_request_id ? std::string_view("0123456789abcdef0123456789abcdef") : rid;
     how.upgrade = passage_.upgrade;
     how.framing = passage_.framing;
     http::write_upstream_request(head, how, passage_.head_out);
@@ -456,8 +456,8 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
     FUZZ_CHECK(m.version_major == 1 && m.version_minor == 1, why);
     FUZZ_CHECK(m.chunked == (how.framing == BodyFraming::kChunked), why);
     FUZZ_CHECK(m.has_content_length == (how.framing == BodyFraming::kContentLength), why);
-    FUZZ_CHECK(m.content_length == head.content_length || how.framing != BodyFraming::kContentLength,
-               why);
+    FUZZ_CHECK(
+        m.content_length == head.content_length || how.framing != BodyFraming::kContentLength, why);
     FUZZ_CHECK(m.count("content-length") <= 1 && m.count("transfer-encoding") <= 1, why);
     FUZZ_CHECK(m.upgrade == how.upgrade, why);
     // The upstream routes on the host bulwark routed on, and sees only one.
@@ -473,7 +473,8 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
                    xff.substr(xff.size() - kClientAddress.size()) == kClientAddress &&
                    hops <= trusted_hops_ + 1,
                why);
-    if (trusted_hops_ == 0) FUZZ_CHECK(xff == kClientAddress && *m.value("x-forwarded-proto") == "http", why);
+    if (trusted_hops_ == 0)
+      FUZZ_CHECK(xff == kClientAddress && *m.value("x-forwarded-proto") == "http", why);
     FUZZ_CHECK(m.count("x-request-id") >= 1, why);
     if (how.add_request_id) FUZZ_CHECK(m.count("x-request-id") == 1, why);
     // Every end-to-end header goes through once, unchanged, in order; so does Host, unless an
@@ -481,7 +482,8 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
     std::vector<std::pair<std::string, std::string>> expected, got;
     for (const auto& h : in.headers) {
       if (http::iequals(h.first, "host")) {
-        expected.emplace_back("Host", how.authority.empty() ? h.second : std::string(how.authority));
+        expected.emplace_back("Host",
+                              how.authority.empty() ? h.second : std::string(how.authority));
       } else if (how.add_request_id && http::iequals(h.first, "x-request-id")) {
         continue;  // an id bulwark cannot use is replaced by the one it adds, not forwarded
       } else if (forwarded(in, h.first)) {
@@ -502,7 +504,8 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
         continue;
       }
       got.push_back(h);
-      if (http::iequals(h.first, "host")) got.back().first = "Host";  // the name as bulwark writes it
+      if (http::iequals(h.first, "host"))
+        got.back().first = "Host";  // the name as bulwark writes it
     }
     FUZZ_CHECK(expected == got, "end-to-end headers differ\n" + why);
   }
@@ -560,8 +563,7 @@ class ResponseChecker : public ParserCallbacks, BodyChecks {
       how.framing = BodyFraming::kNone;
       passage_.upgrade = true;
     } else {
-      how.framing = head_request_ || head.status == 204 || head.status == 304
-                        ? BodyFraming::kNone
+      how.framing = head_request_ || head.status == 204 || head.status == 304 ? BodyFraming::kNone
                     : head.has_content_length && !head.chunked ? BodyFraming::kContentLength
                     : client_http10_                           ? BodyFraming::kClose
                                                                : BodyFraming::kChunked;
@@ -585,14 +587,15 @@ class ResponseChecker : public ParserCallbacks, BodyChecks {
     std::string client = passage_.head_out;
     append_body(client, passage_.framing, passage_.pieces);
     bool close_delimited = passage_.framing == BodyFraming::kClose;
-    Reparse r = reparse(Parser::Type::kResponse, client,
-                        passage_.framing == BodyFraming::kNone ? kNoBody : kProceed,
-                        close_delimited);
+    Reparse r =
+        reparse(Parser::Type::kResponse, client,
+                passage_.framing == BodyFraming::kNone ? kNoBody : kProceed, close_delimited);
     std::string why = describe(r) + "\nclient bytes: " + escaped(client) + "\n" + context();
     FUZZ_CHECK(r.messages.size() == 1 && r.messages[0].complete && r.consumed == client.size(),
                why);
-    FUZZ_CHECK(r.status == Parser::Status::kPaused || (close_delimited && r.status == Parser::Status::kOk),
-               why);
+    FUZZ_CHECK(
+        r.status == Parser::Status::kPaused || (close_delimited && r.status == Parser::Status::kOk),
+        why);
     FUZZ_CHECK(r.messages[0].body == body, "the body parses back differently\n" + why);
   }
 
@@ -617,9 +620,9 @@ class ResponseChecker : public ParserCallbacks, BodyChecks {
     }
     const Message& m = r.messages[0];
     FUZZ_CHECK(m.status == in.status, why);
-    FUZZ_CHECK(m.reason == (in.reason.empty() ? std::string(http::reason_phrase(in.status))
-                                              : in.reason),
-               why);
+    FUZZ_CHECK(
+        m.reason == (in.reason.empty() ? std::string(http::reason_phrase(in.status)) : in.reason),
+        why);
     FUZZ_CHECK(m.version_major == 1 && m.version_minor == 1, why);
     FUZZ_CHECK(m.upgrade == how.upgrade, why);
     switch (how.framing) {

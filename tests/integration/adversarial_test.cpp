@@ -1046,13 +1046,9 @@ TEST_CASE("adversarial requests: framing by Content-Length and Transfer-Encoding
   RequestSuite().run(framing_cases());
 }
 
-TEST_CASE("adversarial requests: chunked bodies") {
-  RequestSuite().run(chunk_cases());
-}
+TEST_CASE("adversarial requests: chunked bodies") { RequestSuite().run(chunk_cases()); }
 
-TEST_CASE("adversarial requests: field syntax") {
-  RequestSuite().run(field_cases());
-}
+TEST_CASE("adversarial requests: field syntax") { RequestSuite().run(field_cases()); }
 
 TEST_CASE("adversarial requests: request line and Host") {
   RequestSuite().run(request_line_cases());

@@ -598,7 +598,9 @@ TEST_CASE(
   CHECK(response->status == 200);
 }
 
-TEST_CASE("buffer ownership: upstream tunnel bytes sent while a write to a slow client is queued all reach it") {
+TEST_CASE(
+    "buffer ownership: upstream tunnel bytes sent while a write to a slow client is queued all "
+    "reach it") {
   // After the 101 the upstream sends tunnel data piece by piece, each once bulwark has read the
   // previous one, until bulwark cannot hand a piece over to the client's socket (the client reads
   // nothing): that piece's write is queued. Two more pieces follow, then the upstream closes.
@@ -673,32 +675,36 @@ TEST_CASE("buffer ownership: upstream tunnel bytes sent while a write to a slow 
   CHECK(upstream.wait_peer_close());
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // 5. A final response added while a long interim response is still being written.
 
-TEST_CASE("buffer ownership: a final response that comes while a 1xx is still being written follows it, in step") {
+TEST_CASE(
+    "buffer ownership: a final response that comes while a 1xx is still being written follows it, "
+    "in step") {
   // Try 1 answers with interim responses (103 with a large Link header) that fill the path to a
   // client that does not read, then stalls; its per-try timeout retries on a second connection,
   // whose final response is queued behind the interim write still in flight. It must be sent
   // after it, and the pipelined request behind it must get its own answer.
   constexpr int kInterims = 8;
-  const std::string interim = "HTTP/1.1 103 Early Hints\r\nLink: <" + std::string(60000, 'l') + ">\r\n\r\n";
+  const std::string interim =
+      "HTTP/1.1 103 Early Hints\r\nLink: <" + std::string(60000, 'l') + ">\r\n\r\n";
   std::atomic<int> tries{0};
   Event final_answered;
-  TestUpstream app([&](UpstreamConn& conn) {
-    while (auto request = conn.read_request(Millis{30000})) {
-      if (request->target == "/hints" && ++tries == 1) {
-        for (int i = 0; i < kInterims; ++i) {
-          if (!conn.write(interim, Millis{30000})) return;
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        while (auto request = conn.read_request(Millis{30000})) {
+          if (request->target == "/hints" && ++tries == 1) {
+            for (int i = 0; i < kInterims; ++i) {
+              if (!conn.write(interim, Millis{30000})) return;
+            }
+            conn.wait_peer_close(Millis{30000});
+            return;
+          }
+          if (!conn.write_response(200, request->method + " " + request->target + "\n")) return;
+          if (request->target == "/hints") final_answered.set();
         }
-        conn.wait_peer_close(Millis{30000});
-        return;
-      }
-      if (!conn.write_response(200, request->method + " " + request->target + "\n")) return;
-      if (request->target == "/hints") final_answered.set();
-    }
-  }, "app");
+      },
+      "app");
   BulwarkProcess bulwark;
   bulwark.start(
       "workers: 1\n"
@@ -714,7 +720,8 @@ TEST_CASE("buffer ownership: a final response that comes while a 1xx is still be
       "        retry: {attempts: 2, per_try_timeout: 300ms, retry_on: [per-try-timeout]}\n"
       "clusters:\n"
       "  - name: app\n"
-      "    endpoints: [" + app.address() + "]\n");
+      "    endpoints: [" +
+      app.address() + "]\n");
   auto client = connect_slow(bulwark.port("inbound"));
   REQUIRE(client->send(make_request("GET", "/hints") + make_request("GET", "/second")));
   REQUIRE(final_answered.wait(Millis{10000}));

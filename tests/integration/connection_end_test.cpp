@@ -40,11 +40,14 @@ void check_idle_and_serving(ClientConn& client, Millis quiet) {
   CHECK(next->body == "GET /next\n");
 }
 
-TEST_CASE("connection end: a client that half-closes after pipelining gets every answer, then the close") {
+TEST_CASE(
+    "connection end: a client that half-closes after pipelining gets every answer, then the "
+    "close") {
   ProxyFixture proxy(echo_target());
   ClientConn client(proxy.port());
   REQUIRE(client.connected());
-  REQUIRE(client.send(make_request("GET", "/one") + make_request("GET", "/two") + make_request("GET", "/three")));
+  REQUIRE(client.send(make_request("GET", "/one") + make_request("GET", "/two") +
+                      make_request("GET", "/three")));
   client.shutdown_write();
   for (const char* target : {"/one", "/two"}) {
     auto response = client.read_response();
@@ -59,7 +62,9 @@ TEST_CASE("connection end: a client that half-closes after pipelining gets every
   CHECK(client.is_closed(Millis{2000}));
 }
 
-TEST_CASE("connection end: a half-close in the middle of a pipelined request closes after the complete one") {
+TEST_CASE(
+    "connection end: a half-close in the middle of a pipelined request closes after the complete "
+    "one") {
   ProxyOptions options;
   options.listener = "request_headers_timeout: 20s";
   ProxyFixture proxy(echo_target(), options);
@@ -76,7 +81,9 @@ TEST_CASE("connection end: a half-close in the middle of a pipelined request clo
   CHECK(Clock::now() - started < Millis{5000});
 }
 
-TEST_CASE("connection end: a client still uploading when it is answered can finish sending, then reads the answer") {
+TEST_CASE(
+    "connection end: a client still uploading when it is answered can finish sending, then reads "
+    "the answer") {
   // Every request is aborted with 503 before its body is read. An uploading client writes its
   // whole body before it reads anything (curl, most HTTP libraries). Closing with the body unread
   // makes the kernel answer the bytes that follow with a reset: the client's next write fails with
@@ -100,7 +107,9 @@ TEST_CASE("connection end: a client still uploading when it is answered can fini
   CHECK(client.is_closed(Millis{5000}));
 }
 
-TEST_CASE("connection end: a client that never stops sending after its answer is closed after the linger") {
+TEST_CASE(
+    "connection end: a client that never stops sending after its answer is closed after the "
+    "linger") {
   ProxyFixture proxy(echo_target(), abort_everything());
   ClientConn client(proxy.port());
   REQUIRE(client.connected());
@@ -122,7 +131,9 @@ TEST_CASE("connection end: a client that never stops sending after its answer is
   CHECK(Clock::now() - started < Millis{6000});
 }
 
-TEST_CASE("connection end: empty lines before a request line do not fill the buffer and stop the reader") {
+TEST_CASE(
+    "connection end: empty lines before a request line do not fill the buffer and stop the "
+    "reader") {
   ProxyFixture proxy(echo_target());
   ClientConn client(proxy.port());
   REQUIRE(client.connected());
@@ -151,7 +162,9 @@ TEST_CASE("connection end: a CRLF after a request body leaves the connection idl
   check_idle_and_serving(client, Millis{900});  // three header timeouts
 }
 
-TEST_CASE("connection end: a lone CRLF on an idle connection keeps it idle, without extending its idle time") {
+TEST_CASE(
+    "connection end: a lone CRLF on an idle connection keeps it idle, without extending its idle "
+    "time") {
   // A CRLF sent on its own after an exchange is not the start of a request: no 408 after
   // request_headers_timeout. Nor does it count as activity: a client sending empty lines is
   // closed when the idle timeout runs out, counted from the end of its last exchange.
@@ -180,7 +193,9 @@ TEST_CASE("connection end: a lone CRLF on an idle connection keeps it idle, with
   CHECK(Clock::now() - idle_since < Millis{3000});
 }
 
-TEST_CASE("connection end: a client that resets with a pipelined body unread does not take bulwark down") {
+TEST_CASE(
+    "connection end: a client that resets with a pipelined body unread does not take bulwark "
+    "down") {
   // The GET's answer comes after the client reset; its pipelined POST filled bulwark's read
   // buffer, so bulwark had stopped reading and learns of the reset only from the failed write of
   // that answer. That failure closed the connection under the response code, which went on to
@@ -196,7 +211,8 @@ TEST_CASE("connection end: a client that resets with a pipelined body unread doe
     CAPTURE(round);
     ClientConn client(proxy.port());
     REQUIRE(client.connected());
-    REQUIRE(client.send(make_request("GET", "/slow") + "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n" +
+    REQUIRE(client.send(make_request("GET", "/slow") +
+                        "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n" +
                         std::string(70000, 'q')));
     client.close(true);  // a reset, before the answer comes
     // The answer's write fails; bulwark lives on and serves.

@@ -54,7 +54,8 @@ void check_limit_holds_then_releases(const std::string& listener_keys, const std
                            {{"listener", "inbound"}, {"limit", limit_label}});
     return n && *n >= 1;
   }));
-  auto open = scrape_metric(proxy.bulwark, "bulwark_downstream_connections", {{"listener", "inbound"}});
+  auto open =
+      scrape_metric(proxy.bulwark, "bulwark_downstream_connections", {{"listener", "inbound"}});
   REQUIRE(open);
   CHECK(*open == 2);
 
@@ -86,8 +87,10 @@ TEST_CASE("connection limits: the limits in force are shown in /metrics and /con
   options.listener = "max_connections: 7";
   options.top = "max_connections: 9";
   ProxyFixture proxy(answer_all(), options);
-  CHECK(scrape_metric(proxy.bulwark, "bulwark_downstream_connection_limit", {{"listener", "inbound"}}) == 7);
-  CHECK(scrape_metric(proxy.bulwark, "bulwark_downstream_connection_limit", {{"listener", ""}}) == 9);
+  CHECK(scrape_metric(proxy.bulwark, "bulwark_downstream_connection_limit",
+                      {{"listener", "inbound"}}) == 7);
+  CHECK(scrape_metric(proxy.bulwark, "bulwark_downstream_connection_limit", {{"listener", ""}}) ==
+        9);
   auto config = http_get(proxy.bulwark.admin_port(), "/config");
   REQUIRE(config);
   CHECK(config->body.find("\"max_connections\":9") != std::string::npos);
@@ -118,7 +121,9 @@ TEST_CASE("connection limits: out of file descriptors, accept neither crashes no
   // Give the running bulwark only a few descriptors more than it uses now.
   rlimit tight{64, 64};
   if (prlimit(proxy.bulwark.pid(), RLIMIT_NOFILE, &tight, nullptr) != 0) {
-    MESSAGE("skipped: cannot lower bulwark's RLIMIT_NOFILE here (prlimit needs CAP_SYS_RESOURCE or the same user)");
+    MESSAGE(
+        "skipped: cannot lower bulwark's RLIMIT_NOFILE here (prlimit needs CAP_SYS_RESOURCE or the "
+        "same user)");
     return;
   }
   std::vector<std::unique_ptr<ClientConn>> flood;

@@ -17,13 +17,13 @@
 namespace bulwark::test {
 namespace {
 
-bool can_unshare_mounts() {
-  return std::system("unshare -m true >/dev/null 2>&1") == 0;
-}
+bool can_unshare_mounts() { return std::system("unshare -m true >/dev/null 2>&1") == 0; }
 
-TEST_CASE("dns change: a request on an endpoint that DNS just removed finishes, and its log names it") {
+TEST_CASE(
+    "dns change: a request on an endpoint that DNS just removed finishes, and its log names it") {
   if (!can_unshare_mounts()) {
-    MESSAGE("skipped: needs `unshare -m` (root or CAP_SYS_ADMIN) to give bulwark its own /etc/hosts");
+    MESSAGE(
+        "skipped: needs `unshare -m` (root or CAP_SYS_ADMIN) to give bulwark its own /etc/hosts");
     return;
   }
   Gate gate;
@@ -47,8 +47,8 @@ TEST_CASE("dns change: a request on an endpoint that DNS just removed finishes, 
   const std::string wrapper = dir.file("bulwark-with-hosts");
   write_file(wrapper,
              "#!/bin/sh\n"
-             "exec unshare -m sh -c 'mount --bind \"$0\" /etc/hosts && exec \"$@\"' '" + hosts +
-                 "' '" BULWARK_BINARY "' \"$@\"\n");
+             "exec unshare -m sh -c 'mount --bind \"$0\" /etc/hosts && exec \"$@\"' '" +
+                 hosts + "' '" BULWARK_BINARY "' \"$@\"\n");
   REQUIRE(std::system(("chmod +x '" + wrapper + "'").c_str()) == 0);
   const std::string log_path = dir.file("access.log");
 
@@ -57,7 +57,9 @@ TEST_CASE("dns change: a request on an endpoint that DNS just removed finishes, 
       "workers: 1\n"
       "drain_delay: 0s\n"
       "admin: {address: 127.0.0.1:0}\n"
-      "access_log: {path: " + log_path + ", format: json}\n"
+      "access_log: {path: " +
+      log_path +
+      ", format: json}\n"
       "listeners:\n"
       "  - name: inbound\n"
       "    address: 127.0.0.1:0\n"
@@ -65,14 +67,17 @@ TEST_CASE("dns change: a request on an endpoint that DNS just removed finishes, 
       "      - {name: api, match: {prefix: /}, cluster: app, retry: {attempts: 1}}\n"
       "clusters:\n"
       "  - name: app\n"
-      "    endpoints: [app.bulwark.test:" + port + "]\n"
+      "    endpoints: [app.bulwark.test:" +
+      port +
+      "]\n"
       "    dns_refresh: 100ms\n");
   const uint16_t proxy_port = bulwark.port("inbound");
   auto clusters_text = [&] {
     auto clusters = http_get(bulwark.admin_port(), "/clusters");
     return clusters && clusters->status == 200 ? clusters->body : std::string();
   };
-  REQUIRE(eventually([&] { return clusters_text().find("127.0.0.1:" + port) != std::string::npos; }));
+  REQUIRE(
+      eventually([&] { return clusters_text().find("127.0.0.1:" + port) != std::string::npos; }));
 
   // A request held by the upstream on 127.0.0.1 while DNS moves the name to 127.0.0.2.
   ClientConn client(proxy_port);

@@ -185,8 +185,9 @@ TEST_CASE("proxy appends the client address to X-Forwarded-For and sets X-Forwar
   CHECK(first->get("x-forwarded-proto") == "http");
 
   // Without trusted hops (the default), what the client claims is replaced.
-  auto chained = http_get(proxy.port(), "/b",
-                          {{"X-Forwarded-For", "198.51.100.1, 203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
+  auto chained =
+      http_get(proxy.port(), "/b",
+               {{"X-Forwarded-For", "198.51.100.1, 203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
   REQUIRE(chained);
   auto second = proxy.upstream.last_request();
   REQUIRE(second);
@@ -198,8 +199,9 @@ TEST_CASE("trusted_hops keeps the last N X-Forwarded-For addresses and the X-For
   ProxyOptions options;
   options.listener = "trusted_hops: 1";
   ProxyFixture proxy({}, options);
-  auto chained = http_get(proxy.port(), "/b",
-                          {{"X-Forwarded-For", "198.51.100.1, 203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
+  auto chained =
+      http_get(proxy.port(), "/b",
+               {{"X-Forwarded-For", "198.51.100.1, 203.0.113.7"}, {"X-Forwarded-Proto", "https"}});
   REQUIRE(chained);
   auto request = proxy.upstream.last_request();
   REQUIRE(request);

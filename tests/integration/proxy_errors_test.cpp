@@ -100,8 +100,8 @@ TEST_CASE("a cluster endpoint given by DNS name is resolved without blocking and
   // Resolution runs in the background after start: wait until /clusters shows the address.
   REQUIRE(eventually([&] {
     auto clusters = http_get(bulwark.admin_port(), "/clusters");
-    return clusters && clusters->body.find("127.0.0.1:" + std::to_string(upstream.port())) !=
-                           std::string::npos;
+    return clusters &&
+           clusters->body.find("127.0.0.1:" + std::to_string(upstream.port())) != std::string::npos;
   }));
   // Where localhost also resolves to ::1 (on which the upstream does not listen), round robin
   // sends every other request there; one of two requests reaches the upstream either way.

@@ -2,6 +2,8 @@
 // Shared pieces of the proxy integration tests: a config builder and a fixture that runs one
 // TestUpstream behind one bulwark.
 
+#include <doctest/doctest.h>
+
 #include <condition_variable>
 #include <cstddef>
 #include <cstdlib>
@@ -11,8 +13,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <doctest/doctest.h>
 
 #include "tests/support/harness.h"
 

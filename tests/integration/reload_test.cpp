@@ -278,7 +278,8 @@ struct Invalid {
 };
 Invalid config_invalid(const Named& blue, const Named& green) {
   Invalid invalid;
-  invalid.yaml = insert_after(config_blue(blue, green), "  - name: blue\n", "    conect_timeout: 2s\n");
+  invalid.yaml =
+      insert_after(config_blue(blue, green), "  - name: blue\n", "    conect_timeout: 2s\n");
   invalid.line = line_of(invalid.yaml, "conect_timeout");
   return invalid;
 }
@@ -415,8 +416,7 @@ class Load {
 
   const uint16_t port_;
   std::atomic<bool> stop_{false};
-  std::atomic<size_t> answered_{0}, keep_alive_closed_{0}, slow_answered_{0}, posts_{0},
-      fresh_{0};
+  std::atomic<size_t> answered_{0}, keep_alive_closed_{0}, slow_answered_{0}, posts_{0}, fresh_{0};
   mutable std::mutex mutex_;
   size_t failure_count_ = 0;
   std::vector<std::string> failures_;
@@ -427,7 +427,8 @@ class Load {
 
 // ---------------------------------------------------------------------------------------------
 
-TEST_CASE("reload storm: 50 reloads of two valid configs and an invalid one under load fail no request") {
+TEST_CASE(
+    "reload storm: 50 reloads of two valid configs and an invalid one under load fail no request") {
   Named blue("blue"), green("green");
   const std::string a = config_blue(blue, green);
   const std::string b = config_green(blue, green);
@@ -451,9 +452,9 @@ TEST_CASE("reload storm: 50 reloads of two valid configs and an invalid one unde
     write_config(bulwark, kind == 0 ? b : kind == 1 ? c.yaml : a);
     // Traffic flows between reloads.
     const size_t before = load.answered();
-    REQUIRE_MESSAGE(eventually([&] { return load.answered() >= before + 4; }, Millis{5000},
-                               Millis{1}),
-                    load.failures());
+    REQUIRE_MESSAGE(
+        eventually([&] { return load.answered() >= before + 4; }, Millis{5000}, Millis{1}),
+        load.failures());
     if (blue.slow_in_flight.load() + green.slow_in_flight.load() > 0) ++spanning_slow;
     const bool ok = kind != 1;
     if (k % 2 == 0) {
@@ -495,10 +496,10 @@ TEST_CASE("reload storm: 50 reloads of two valid configs and an invalid one unde
   CHECK(eventually([&] { return load.answered() >= before_end + 20; }, Millis{5000}, Millis{1}));
   load.stop();
 
-  INFO("answered: " << load.answered() << " (posts " << load.posts() << ", fresh " << load.fresh_count()
-                    << ", slow " << load.slow_answered() << "), reloads with a slow request in "
-                    << "flight: " << spanning_slow << ", probes late to switch: "
-                    << late_switches);
+  INFO("answered: " << load.answered() << " (posts " << load.posts() << ", fresh "
+                    << load.fresh_count() << ", slow " << load.slow_answered()
+                    << "), reloads with a slow request in "
+                    << "flight: " << spanning_slow << ", probes late to switch: " << late_switches);
   CHECK_MESSAGE(load.failure_count() == 0, load.failures());
   CHECK(load.keep_alive_closed() == 0);
   CHECK(load.posts() > 20);
@@ -555,8 +556,8 @@ TEST_CASE("reload storm: 50 reloads of two valid configs and an invalid one unde
                 "open fds at start " << fds_at_start << ", now " << fds_now
                                      << ", upstream connections " << upstream_now);
   MESSAGE("open fds: " << fds_at_start << " at start, " << fds_now << " after the storm with "
-                       << upstream_now << " upstream connections; RSS "
-                       << rss_at_start << " KiB at start, " << bulwark.rss_kib() << " KiB after");
+                       << upstream_now << " upstream connections; RSS " << rss_at_start
+                       << " KiB at start, " << bulwark.rss_kib() << " KiB after");
   CHECK(bulwark.rss_kib() < rss_at_start + 64 * 1024);
   CHECK(bulwark.logs_text().find("\"level\":\"error\",\"msg\":\"listener failed\"") ==
         std::string::npos);
@@ -587,9 +588,9 @@ TEST_CASE("reload of an invalid config keeps everything and says FILE:LINE:COL")
   CHECK(r->status == 400);
   CHECK(starts_with(r->body, where));
   CHECK(r->body.find("unknown key 'conect_timeout'") != std::string::npos);
-  CHECK(wait_for_log_lines(bulwark, {kReloadFailedLog, "\"level\":\"error\"",
-                                     "\"trigger\":\"POST /reload\"", "\"error\":\"" + where,
-                                     "unknown key 'conect_timeout'"}));
+  CHECK(wait_for_log_lines(bulwark,
+                           {kReloadFailedLog, "\"level\":\"error\"", "\"trigger\":\"POST /reload\"",
+                            "\"error\":\"" + where, "unknown key 'conect_timeout'"}));
   CHECK(reloads(bulwark, "failure") == 1);
 
   // A route naming a missing cluster, by SIGHUP: the log has the line.
@@ -677,7 +678,9 @@ TEST_CASE("reload of an invalid config keeps everything and says FILE:LINE:COL")
   CHECK(metric(bulwark, "bulwark_config_last_reload_success_timestamp_seconds") >= loaded_at);
 }
 
-TEST_CASE("reload: a request in flight finishes on its old config and its connection moves to the new one") {
+TEST_CASE(
+    "reload: a request in flight finishes on its old config and its connection moves to the new "
+    "one") {
   Named blue("blue"), green("green");
   Gate::Opener open_blue(blue.gate);
   BulwarkProcess bulwark;
@@ -745,7 +748,9 @@ TEST_CASE("reload: a request in flight finishes on its old config and its connec
   CHECK(admin_get(bulwark, "/clusters").find("\"name\":\"blue\"") == std::string::npos);
 }
 
-TEST_CASE("reload of listeners: added ones accept, removed ones refuse and close, unchanged ones keep their socket") {
+TEST_CASE(
+    "reload of listeners: added ones accept, removed ones refuse and close, unchanged ones keep "
+    "their socket") {
   Named blue("blue"), green("green");
   Gate::Opener open_blue(blue.gate);
   auto listeners = [&](const std::vector<std::string>& names, const std::string& cluster) {
@@ -852,7 +857,8 @@ TEST_CASE("reload of listeners: added ones accept, removed ones refuse and close
   CHECK(announcements == 1);
 }
 
-TEST_CASE("reload keeps a circuit breaker whose settings stay and gives a changed breaker a new start") {
+TEST_CASE(
+    "reload keeps a circuit breaker whose settings stay and gives a changed breaker a new start") {
   TestUpstream upstream([](UpstreamConn& conn) {
     while (conn.read_request(Millis{60000})) {
       if (!conn.write_response(500, "broken\n")) return;
@@ -884,8 +890,8 @@ TEST_CASE("reload keeps a circuit breaker whose settings stay and gives a change
   CHECK(metric(bulwark, "bulwark_circuit_state", {{"cluster", "app"}}) == 1);
   CHECK(admin_get(bulwark, "/clusters").find("\"circuit\":{\"state\":\"open\"") !=
         std::string::npos);
-  CHECK(metric(bulwark, "bulwark_circuit_transitions_total", {{"cluster", "app"}, {"to", "open"}}) ==
-        1);
+  CHECK(metric(bulwark, "bulwark_circuit_transitions_total",
+               {{"cluster", "app"}, {"to", "open"}}) == 1);
 
   // The cluster changes, its circuit breaker's settings do not: the breaker and its state stay.
   ProxyOptions cluster_changed = route_changed;
@@ -894,8 +900,7 @@ TEST_CASE("reload keeps a circuit breaker whose settings stay and gives a change
   r = post_reload(bulwark);
   REQUIRE(r);
   REQUIRE(r->status == 200);
-  REQUIRE(admin_get(bulwark, "/config").find("\"connect_timeout\":\"900ms\"") !=
-          std::string::npos);
+  REQUIRE(admin_get(bulwark, "/config").find("\"connect_timeout\":\"900ms\"") != std::string::npos);
   for (int i = 0; i < 3; ++i) check_local_reply(http_get(port, "/still-open"), 503, "circuit_open");
   CHECK(upstream.requests() == 4);
   CHECK(metric(bulwark, "bulwark_circuit_state", {{"cluster", "app"}}) == 1);
@@ -917,8 +922,8 @@ TEST_CASE("reload keeps a circuit breaker whose settings stay and gives a change
   CHECK(admin_get(bulwark, "/clusters").find("\"circuit\":{\"state\":\"closed\"") !=
         std::string::npos);
   // A counter of a cluster that kept its name goes on: the old breaker's transitions stay.
-  CHECK(metric(bulwark, "bulwark_circuit_transitions_total", {{"cluster", "app"}, {"to", "open"}}) >=
-        1);
+  CHECK(metric(bulwark, "bulwark_circuit_transitions_total",
+               {{"cluster", "app"}, {"to", "open"}}) >= 1);
 }
 
 TEST_CASE("reload of a changed cluster keeps its endpoints' health") {
@@ -969,7 +974,8 @@ TEST_CASE("reload of a changed cluster keeps its endpoints' health") {
   };
   auto field = [](const std::string& json, const std::string& key) -> long {
     const size_t at = json.find("\"" + key + "\":");
-    return at == std::string::npos ? -1 : std::strtol(json.c_str() + at + key.size() + 3, nullptr, 10);
+    return at == std::string::npos ? -1
+                                   : std::strtol(json.c_str() + at + key.size() + 3, nullptr, 10);
   };
   const std::string unhealthy = "\"health\":{\"state\":\"unhealthy\"";
   REQUIRE(eventually([&] {
@@ -1146,7 +1152,9 @@ TEST_CASE("reload: counters of routes and clusters that keep their names go on")
   CHECK(generation(bulwark) == 3);
 }
 
-TEST_CASE("reload on watch_config: a file renamed over the config reloads, an invalid one counts a failure") {
+TEST_CASE(
+    "reload on watch_config: a file renamed over the config reloads, an invalid one counts a "
+    "failure") {
   Named blue("blue"), green("green");
   BulwarkProcess bulwark;
   bulwark.start(config_blue(blue, green, "watch_config: true\n"));
@@ -1155,24 +1163,26 @@ TEST_CASE("reload on watch_config: a file renamed over the config reloads, an in
 
   write_config(bulwark, config_green(blue, green, "watch_config: true\n"));
   CHECK(eventually([&] { return generation(bulwark) == 2; }, Millis{4000}, Millis{50}));
-  CHECK(wait_for_log_lines(bulwark, {kReloadedLog, "\"trigger\":\"watch_config\"",
-                                     "\"generation\":2"}));
+  CHECK(wait_for_log_lines(bulwark,
+                           {kReloadedLog, "\"trigger\":\"watch_config\"", "\"generation\":2"}));
   CHECK(eventually([&] { return served_by(port) == "green"; }));
   CHECK(reloads(bulwark, "success") == 1);
 
   const Invalid invalid = config_invalid(blue, green);
   write_config(bulwark, invalid.yaml);
   CHECK(eventually([&] { return reloads(bulwark, "failure") == 1; }, Millis{4000}, Millis{50}));
-  CHECK(wait_for_log_lines(bulwark, {kReloadFailedLog, "\"trigger\":\"watch_config\"",
-                                     ":" + std::to_string(invalid.line) + ":5: ",
-                                     "unknown key 'conect_timeout'"}));
+  CHECK(wait_for_log_lines(
+      bulwark, {kReloadFailedLog, "\"trigger\":\"watch_config\"",
+                ":" + std::to_string(invalid.line) + ":5: ", "unknown key 'conect_timeout'"}));
   CHECK(generation(bulwark) == 2);
   CHECK(status_of(http_get(bulwark.admin_port(), "/ready")) == 200);
   CHECK(served_by(port) == "green");
   CHECK(reloads(bulwark, "success") == 1);
 }
 
-TEST_CASE("reload of keys that need a restart: workers, admin.address and access_log warn, the rest applies") {
+TEST_CASE(
+    "reload of keys that need a restart: workers, admin.address and access_log warn, the rest "
+    "applies") {
   Named blue("blue"), green("green");
   TempDir dir;
   const std::string access_log = dir.file("access.log");

@@ -39,7 +39,9 @@ TEST_CASE("stream idle: a client that stalls its request body gets 408 stream_id
   CHECK(upstream_saw_close.wait(Millis{2000}));
 }
 
-TEST_CASE("stream idle: an upstream that never answers gets 504 stream_idle_timeout with no route timeout") {
+TEST_CASE(
+    "stream idle: an upstream that never answers gets 504 stream_idle_timeout with no route "
+    "timeout") {
   Event upstream_saw_close;
   TestUpstream::Handler handler = [&](UpstreamConn& conn) {
     if (conn.read_request() && conn.wait_peer_close(Millis{10000})) upstream_saw_close.set();
@@ -112,7 +114,9 @@ TEST_CASE("stream idle: an exchange that keeps moving is not cut however long it
 namespace bulwark::test {
 namespace {
 
-TEST_CASE("a client that stalls its body past the route timeout gets 408 and the upstream is not blamed") {
+TEST_CASE(
+    "a client that stalls its body past the route timeout gets 408 and the upstream is not "
+    "blamed") {
   // Six stalled uploads would open a circuit breaker that counted them as upstream failures.
   TestUpstream::Handler handler = [](UpstreamConn& conn) {
     while (auto request = conn.read_request_head()) {
@@ -122,11 +126,13 @@ TEST_CASE("a client that stalls its body past the route timeout gets 408 and the
   ProxyOptions options;
   options.route = "timeout: 300ms\nretry: {attempts: 1}";
   options.cluster =
-      "circuit_breaker: {failure_rate_percent: 50, window: 30s, minimum_calls: 5, open_duration: 30s}";
+      "circuit_breaker: {failure_rate_percent: 50, window: 30s, minimum_calls: 5, open_duration: "
+      "30s}";
   ProxyFixture proxy(handler, options);
   for (int i = 0; i < 6; ++i) {
     ClientConn client(proxy.port());
-    REQUIRE(client.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nonly-a-few"));
+    REQUIRE(
+        client.send("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nonly-a-few"));
     auto response = client.read_response(false, Millis{5000});
     REQUIRE(response);
     CHECK(response->status == 408);
@@ -145,8 +151,10 @@ TEST_CASE("a chunked request with large trailers is forwarded, not stalled") {
   };
   ProxyFixture proxy(handler);
   ClientConn client(proxy.port());
-  REQUIRE(client.send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "5\r\nhello\r\n0\r\nX-Trailer: " + std::string(40000, 'v') + "\r\n\r\n"));
+  REQUIRE(
+      client.send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "5\r\nhello\r\n0\r\nX-Trailer: " +
+                  std::string(40000, 'v') + "\r\n\r\n"));
   auto response = client.read_response(false, Millis{5000});
   REQUIRE_MESSAGE(response, client.last_error_text());
   CHECK(response->status == 200);

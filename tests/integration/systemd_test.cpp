@@ -312,8 +312,9 @@ TEST_CASE("systemd: a reload is framed by RELOADING=1 and READY=1, a refused one
   REQUIRE(messages.size() >= 3);
   CHECK(count_with(messages, "RELOADING=1") == 1);
   // RELOADING=1 comes with the monotonic clock (as Type=notify-reload wants), then READY=1.
-  const auto reloading = std::find_if(messages.begin(), messages.end(),
-                                      [](const auto& m) { return has_line(m.text, "RELOADING=1"); });
+  const auto reloading = std::find_if(messages.begin(), messages.end(), [](const auto& m) {
+    return has_line(m.text, "RELOADING=1");
+  });
   REQUIRE(reloading != messages.end());
   CHECK(reloading->text.find("MONOTONIC_USEC=") != std::string::npos);
   CHECK(has_line(messages.back().text, "READY=1"));

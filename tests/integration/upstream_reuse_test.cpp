@@ -49,7 +49,9 @@ TEST_CASE("upstream reuse: a late body after a HEAD response never answers anoth
   }
 }
 
-TEST_CASE("upstream reuse: a late body after a HEAD response never answers the pipelined request behind it") {
+TEST_CASE(
+    "upstream reuse: a late body after a HEAD response never answers the pipelined request behind "
+    "it") {
   ProxyFixture proxy(late_head_body(Millis{5}));
   for (int round = 0; round < 5; ++round) {
     CAPTURE(round);

@@ -36,7 +36,8 @@ std::string configmap_block(const std::string& path) {
 }  // namespace
 
 TEST_CASE("the Kubernetes sidecar example's bulwark.yaml is a valid config") {
-  const std::string path = std::string(BULWARK_SOURCE_DIR) + "/deploy/kubernetes/sidecar-example.yaml";
+  const std::string path =
+      std::string(BULWARK_SOURCE_DIR) + "/deploy/kubernetes/sidecar-example.yaml";
   std::string yaml = configmap_block(path);
   REQUIRE_FALSE(yaml.empty());
   auto result = bulwark::config::load_config_string(yaml, path);

@@ -1307,8 +1307,9 @@ TEST_CASE("access_log mistakes are reported at their place") {
        "access_log: unknown key 'file'"},
   });
   CHECK_LOADS(load(at_top("access_log: {}\n")));
-  CHECK_LOADS(load(at_top("access_log: {path: /var/log/bulwark.log, format: text, "
-                          "sample_percent: 12.5}\n")));
+  CHECK_LOADS(
+      load(at_top("access_log: {path: /var/log/bulwark.log, format: text, "
+                  "sample_percent: 12.5}\n")));
 }
 
 TEST_CASE("a file that cannot be read is an error without a position") {

@@ -42,13 +42,15 @@ std::string line(const AccessRecord& r, config::AccessLogFormat f) {
 }
 
 TEST_CASE("access log: a JSON line has every field, each try in order") {
-  CHECK(line(retried_request(), config::AccessLogFormat::kJson) ==
-        "{\"time\":\"2026-11-18T11:06:40.123Z\",\"request_id\":\"abc123\",\"listener\":\"inbound\","
-        "\"route\":\"api\",\"method\":\"GET\",\"path\":\"/items?id=\\\"7\\\"\",\"protocol\":\"HTTP/1.1\","
-        "\"status\":200,\"duration_ms\":31.250,\"upstream_ms\":1.005,\"bytes_in\":0,\"bytes_out\":42,"
-        "\"cluster\":\"app\",\"upstream\":\"127.0.0.1:9002\",\"tries\":[\"127.0.0.1:9001 "
-        "connect-failure\",\"127.0.0.1:9003 503\",\"127.0.0.1:9002 200\"],\"attempts\":3,"
-        "\"reason\":null,\"flags\":\"-\"}\n");
+  CHECK(
+      line(retried_request(), config::AccessLogFormat::kJson) ==
+      "{\"time\":\"2026-11-18T11:06:40.123Z\",\"request_id\":\"abc123\",\"listener\":\"inbound\","
+      "\"route\":\"api\",\"method\":\"GET\",\"path\":\"/items?id=\\\"7\\\"\",\"protocol\":\"HTTP/"
+      "1.1\","
+      "\"status\":200,\"duration_ms\":31.250,\"upstream_ms\":1.005,\"bytes_in\":0,\"bytes_out\":42,"
+      "\"cluster\":\"app\",\"upstream\":\"127.0.0.1:9002\",\"tries\":[\"127.0.0.1:9001 "
+      "connect-failure\",\"127.0.0.1:9003 503\",\"127.0.0.1:9002 200\"],\"attempts\":3,"
+      "\"reason\":null,\"flags\":\"-\"}\n");
 }
 
 TEST_CASE("access log: a local reply before any try has nulls where nothing happened") {
@@ -59,11 +61,13 @@ TEST_CASE("access log: a local reply before any try has nulls where nothing happ
   r.status = 400;
   r.reason = "bad_request";
   r.flags = "DPE";
-  CHECK(line(r, config::AccessLogFormat::kJson) ==
-        "{\"time\":\"1970-01-01T00:00:00.000Z\",\"request_id\":null,\"listener\":\"inbound\","
-        "\"route\":null,\"method\":null,\"path\":null,\"protocol\":\"HTTP/1.0\",\"status\":400,"
-        "\"duration_ms\":0.000,\"upstream_ms\":null,\"bytes_in\":0,\"bytes_out\":0,\"cluster\":null,"
-        "\"upstream\":null,\"tries\":[],\"attempts\":0,\"reason\":\"bad_request\",\"flags\":\"DPE\"}\n");
+  CHECK(
+      line(r, config::AccessLogFormat::kJson) ==
+      "{\"time\":\"1970-01-01T00:00:00.000Z\",\"request_id\":null,\"listener\":\"inbound\","
+      "\"route\":null,\"method\":null,\"path\":null,\"protocol\":\"HTTP/1.0\",\"status\":400,"
+      "\"duration_ms\":0.000,\"upstream_ms\":null,\"bytes_in\":0,\"bytes_out\":0,\"cluster\":null,"
+      "\"upstream\":null,\"tries\":[],\"attempts\":0,\"reason\":\"bad_request\",\"flags\":\"DPE\"}"
+      "\n");
 }
 
 TEST_CASE("access log: a text line is the request line, the status and key=value pairs") {

@@ -210,7 +210,8 @@ TEST_CASE("codec: a message split at every byte boundary parses identically") {
                           "GET / HTTP/1.1\r\nX-Folded: first\r\n second\r\nHost: h\r\n\r\n");
   }
   SUBCASE("a bad header name is rejected wherever the split falls") {
-    check_split_invariant(Parser::Type::kRequest, "GET / HTTP/1.1\r\nHost: h\r\nX-Bad Name: v\r\n\r\n");
+    check_split_invariant(Parser::Type::kRequest,
+                          "GET / HTTP/1.1\r\nHost: h\r\nX-Bad Name: v\r\n\r\n");
   }
 }
 
@@ -263,7 +264,8 @@ TEST_CASE("codec: chunked bodies are de-chunked, extensions and trailers dropped
 TEST_CASE("codec: a Content-Length body stops exactly at its length") {
   Recorder r;
   Parser p(Parser::Type::kRequest, &r);
-  std::string text = "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n12345GET / HTTP/1.1\r\n\r\n";
+  std::string text =
+      "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n12345GET / HTTP/1.1\r\n\r\n";
   Parser::Result res = p.execute(text.data(), 0, text.size());
   CHECK(res.status == Status::kPaused);
   CHECK(res.consumed == text.find("GET"));
@@ -284,18 +286,24 @@ TEST_CASE("codec: request smuggling vectors are errors") {
     return f.status;
   };
   SUBCASE("Content-Length with Transfer-Encoding") {
-    CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    "0\r\n\r\n") == Status::kError);
-    CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
-                    "0\r\n\r\n") == Status::kError);
+    CHECK(
+        status_of(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "0\r\n\r\n") == Status::kError);
+    CHECK(
+        status_of(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+            "0\r\n\r\n") == Status::kError);
   }
   SUBCASE("two different Content-Lengths") {
     CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
                     "123456") == Status::kError);
-    CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n123456") == Status::kError);
+    CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 6\r\n\r\n123456") ==
+          Status::kError);
   }
   SUBCASE("a Content-Length that is not a number") {
-    CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5x\r\n\r\n12345") == Status::kError);
+    CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5x\r\n\r\n12345") ==
+          Status::kError);
     CHECK(status_of("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n") == Status::kError);
   }
   SUBCASE("a Transfer-Encoding that does not end in chunked, in a request") {
@@ -320,7 +328,8 @@ TEST_CASE("codec: header names must be RFC 9110 tokens") {
       "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
   for (int c = 0; c < 256; ++c) {
     if (c == ':' || tchars.find(static_cast<char>(c)) != std::string_view::npos) continue;
-    std::string text = std::string("GET / HTTP/1.1\r\nHost: h\r\nX-") + static_cast<char>(c) + "Y: v\r\n\r\n";
+    std::string text =
+        std::string("GET / HTTP/1.1\r\nHost: h\r\nX-") + static_cast<char>(c) + "Y: v\r\n\r\n";
     Recorder r;
     Parser p(Parser::Type::kRequest, &r);
     std::string buffer;

@@ -66,11 +66,14 @@ TEST_CASE("headers: the codec reads every token of every Connection header") {
   CHECK_FALSE(w.head.upgrade);
 }
 
-TEST_CASE("headers: each header is classified once, and Connection cannot declare framing or Host hop by hop") {
-  ParsedHead p(Parser::Type::kRequest,
-               "POST / HTTP/1.1\r\nHost: h\r\nConnection: x-secret, X-Other, content-length, host\r\n"
-               "Keep-Alive: 5\r\nTE: trailers\r\nTrailer: x\r\nProxy-Connection: x\r\n"
-               "X-Secret: 1\r\nx-other: 2\r\nX-Secrets: 3\r\nContent-Length: 0\r\n\r\n");
+TEST_CASE(
+    "headers: each header is classified once, and Connection cannot declare framing or Host hop by "
+    "hop") {
+  ParsedHead p(
+      Parser::Type::kRequest,
+      "POST / HTTP/1.1\r\nHost: h\r\nConnection: x-secret, X-Other, content-length, host\r\n"
+      "Keep-Alive: 5\r\nTE: trailers\r\nTrailer: x\r\nProxy-Connection: x\r\n"
+      "X-Secret: 1\r\nx-other: 2\r\nX-Secrets: 3\r\nContent-Length: 0\r\n\r\n");
   REQUIRE_PARSES(p);
   auto kind = [&](std::string_view name) {
     const Header* h = p.head.find(name);
@@ -94,10 +97,14 @@ TEST_CASE("headers: each header is classified once, and Connection cannot declar
                "X-Request-ID: r\r\nHTTP2-Settings: s\r\nX-Forwarded-For: f\r\n"
                "X-Forwarded-Proto: p\r\nIdempotency-Key: k\r\n\r\n");
   REQUIRE_PARSES(q);
-  const HeaderKind expected[] = {HeaderKind::kHost,          HeaderKind::kExpect,
-                                 HeaderKind::kUpgrade,       HeaderKind::kXRequestId,
-                                 HeaderKind::kHttp2Settings, HeaderKind::kXForwardedFor,
-                                 HeaderKind::kXForwardedProto, HeaderKind::kIdempotencyKey};
+  const HeaderKind expected[] = {HeaderKind::kHost,
+                                 HeaderKind::kExpect,
+                                 HeaderKind::kUpgrade,
+                                 HeaderKind::kXRequestId,
+                                 HeaderKind::kHttp2Settings,
+                                 HeaderKind::kXForwardedFor,
+                                 HeaderKind::kXForwardedProto,
+                                 HeaderKind::kIdempotencyKey};
   REQUIRE(q.head.headers.size() == std::size(expected));
   for (size_t i = 0; i < std::size(expected); ++i) CHECK(q.head.headers[i].kind == expected[i]);
   CHECK(q.head.expect_continue);
@@ -233,7 +240,8 @@ TEST_CASE("headers: write_upstream_request adds X-Request-Id only when asked") {
     CHECK(back.values("X-Request-Id") == Values{"abc-123"});
   }
   // A request that has one keeps it (the caller does not ask to add another).
-  ParsedHead with_id(Parser::Type::kRequest, "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: theirs\r\n\r\n");
+  ParsedHead with_id(Parser::Type::kRequest,
+                     "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: theirs\r\n\r\n");
   REQUIRE_PARSES(with_id);
   how.add_request_id = false;
   write_upstream_request(with_id.head, how, out);
@@ -268,7 +276,8 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
     CHECK(back.complete);
   }
   SUBCASE("a Content-Length is dropped when bulwark chunks the body") {
-    ParsedHead req(Parser::Type::kRequest, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+    ParsedHead req(Parser::Type::kRequest,
+                   "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kChunked;
     std::string out;
@@ -279,7 +288,8 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
     CHECK(back.values("Transfer-Encoding") == Values{"chunked"});
   }
   SUBCASE("a Content-Length is dropped for a bodiless request") {
-    ParsedHead req(Parser::Type::kRequest, "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+    ParsedHead req(Parser::Type::kRequest,
+                   "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kNone;
     std::string out;
@@ -290,7 +300,8 @@ TEST_CASE("headers: write_upstream_request frames the body as told") {
     CHECK(back.values("Transfer-Encoding").empty());
   }
   SUBCASE("a Content-Length passes through with kContentLength") {
-    ParsedHead req(Parser::Type::kRequest, "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+    ParsedHead req(Parser::Type::kRequest,
+                   "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
     REQUIRE_PARSES(req);
     how.framing = BodyFraming::kContentLength;
     std::string out;
@@ -422,9 +433,8 @@ TEST_CASE("headers: write_downstream_response adds X-Request-Id only if missing"
 }
 
 TEST_CASE("headers: write_downstream_response re-frames a body as chunked") {
-  ParsedHead resp(
-      Parser::Type::kResponse,
-      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: br\r\n\r\n");
+  ParsedHead resp(Parser::Type::kResponse,
+                  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: br\r\n\r\n");
   REQUIRE_PARSES(resp);
   DownstreamResponseHead how;
   how.framing = BodyFraming::kChunked;

@@ -43,11 +43,14 @@ class Wire {
     written_ = false;
     status_ = 1;
     out.req.data = this;
-    int rc = out.flush(stream(), [](uv_write_t* req, int status) {
-      auto* self = static_cast<Wire*>(req->data);
-      self->written_ = true;
-      self->status_ = status;
-    }, at_once);
+    int rc = out.flush(
+        stream(),
+        [](uv_write_t* req, int status) {
+          auto* self = static_cast<Wire*>(req->data);
+          self->written_ = true;
+          self->status_ = status;
+        },
+        at_once);
     return rc;
   }
   bool callback_ran() const { return written_; }
@@ -521,7 +524,8 @@ TEST_CASE("outbox: at_once queues what the socket did not take, from the byte it
   out.add_data(big.data(), big.size() / 2, nullptr);
   out.add_framing("|");
   out.add_data(big.data() + big.size() / 2, big.size() / 2, nullptr);
-  std::string expected = out.head + big.substr(0, big.size() / 2) + "|" + big.substr(big.size() / 2);
+  std::string expected =
+      out.head + big.substr(0, big.size() / 2) + "|" + big.substr(big.size() / 2);
   REQUIRE(wire.start(out, true) == 0);
   REQUIRE(out.in_flight());
   wire.finish(out);
@@ -530,4 +534,3 @@ TEST_CASE("outbox: at_once queues what the socket did not take, from the byte it
 }
 }  // namespace
 }  // namespace bulwark
-

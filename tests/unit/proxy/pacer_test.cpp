@@ -19,7 +19,8 @@ class Loop {
     REQUIRE(uv_loop_init(&loop_) == 0);
     pacer_ = std::make_unique<Pacer>(&loop_);
     uv_timer_init(&loop_, &keep_alive_);
-    uv_timer_start(&keep_alive_, [](uv_timer_t*) {}, 2000, 2000);
+    uv_timer_start(
+        &keep_alive_, [](uv_timer_t*) {}, 2000, 2000);
   }
   ~Loop() {
     uv_close(reinterpret_cast<uv_handle_t*>(&keep_alive_), nullptr);
@@ -54,7 +55,8 @@ TEST_CASE("pacer: a turn's budget is kStepsPerTurn steps, and the next turn has 
   CHECK(loop.pacer().take_step());
 }
 
-TEST_CASE("pacer: waiters go in later turns, first come first served, as many as the budget allows") {
+TEST_CASE(
+    "pacer: waiters go in later turns, first come first served, as many as the budget allows") {
   Loop loop;
   std::vector<int> log;
   std::vector<std::unique_ptr<Recorder>> waiters;
