@@ -71,12 +71,13 @@ DownstreamConnection::DownstreamConnection(Worker& worker, ListenerContext& list
     : worker_(worker),
       listener_(&listener),
       listener_limit_(listener.limit),
+      timer_(Timer::make<&DownstreamConnection::on_timer>(worker.loop(), this)),
+      deadline_timer_(Timer::make<&DownstreamConnection::on_deadline_timer>(worker.loop(), this)),
       request_parser_(http::Parser::Type::kRequest, &request_callbacks_) {
   request_callbacks_.self = this;
   response_callbacks_.self = this;
   request_parser_.set_max_head_size(listener.config.max_request_headers_size);
   request_parser_.set_max_headers(listener.config.max_request_headers);
-  tcp_.data = timer_.data = deadline_timer_.data = this;
   ++listener.gen.users;
   listener.stats.connections->add(1);
 }
@@ -107,25 +108,14 @@ bool DownstreamConnection::move_to_newest_config() {
 }
 
 bool DownstreamConnection::accept(uv_stream_t* server) {
-  uv_tcp_init(worker_.loop(), &tcp_);
-  uv_timer_init(worker_.loop(), &timer_);
-  uv_timer_init(worker_.loop(), &deadline_timer_);
-  open_handles_ = 3;
   worker_.connection_opened(this);
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
+  transport_ = TcpTransport::accept(worker_.transport_context(), server);
+  if (!transport_) {
     close();
     return false;
   }
-  uv_tcp_nodelay(&tcp_, 1);
-  sockaddr_storage peer{};
-  int len = sizeof peer;
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) == 0) {
-    if (peer.ss_family == AF_INET) {
-      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), client_ip_, sizeof client_ip_);
-    } else if (peer.ss_family == AF_INET6) {
-      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&peer), client_ip_, sizeof client_ip_);
-    }
-  }
+  transport_->attach(this, &in_);
+  transport_->peer_ip(client_ip_, sizeof client_ip_);
   arm_idle_timer();
   update_reading();
   return true;
@@ -134,20 +124,13 @@ bool DownstreamConnection::accept(uv_stream_t* server) {
 // ---------------------------------------------------------------------------------------------
 // Reading and parsing the request.
 
-void DownstreamConnection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* self = static_cast<DownstreamConnection*>(h->data);
-  self->in_.ensure(self->worker_.buffers());
-  *buf = uv_buf_init(self->in_.tail(), static_cast<unsigned>(self->in_.space()));
-}
-
-void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
-  auto* self = static_cast<DownstreamConnection*>(s->data);
-  if (nread == 0 || nread == UV_ENOBUFS) {
+void DownstreamConnection::on_transport_read(ssize_t nread) {
+  DownstreamConnection* self = this;
+  if (nread == UV_ENOBUFS) {
     self->update_reading();
     return;
   }
   if (nread < 0) {
-    self->in_.release_if_empty(self->worker_.buffers());
     switch (self->phase_) {
       case Phase::kProxying:
         if (nread == UV_EOF && self->request_complete_) {
@@ -167,7 +150,6 @@ void DownstreamConnection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t
     self->close();
     return;
   }
-  self->in_.filled += static_cast<size_t>(nread);
   self->note_io();
   switch (self->phase_) {
     case Phase::kIdle:
@@ -244,7 +226,7 @@ void DownstreamConnection::parse_request() {
     phase_ = Phase::kIdle;
     uint64_t now = uv_now(worker_.loop());
     uint64_t due = idle_since_ms_ + static_cast<uint64_t>(listener_->config.idle_timeout.count());
-    uv_timer_start(&timer_, &DownstreamConnection::on_timer, due > now ? due - now : 0, 0);
+    timer_.start(due > now ? due - now : 0);
     return;
   }
   if (phase_ != Phase::kProxying) return;
@@ -257,7 +239,7 @@ void DownstreamConnection::parse_request() {
 }
 
 http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::MessageHead& head) {
-  uv_timer_stop(&timer_);
+  timer_.stop();
   // A reload since the last request: this one runs on the new config. A listener the new config
   // no longer has serves this request on the old one, then the connection closes.
   if (!move_to_newest_config()) draining_ = true;
@@ -429,13 +411,7 @@ void DownstreamConnection::on_request_complete() {
   if (phase_ == Phase::kLocalReply && !ex().to_client.in_flight()) {
     // The reply was already written; the request's end was all we waited for. Defer: we are
     // inside the parser.
-    uv_timer_start(
-        &timer_,
-        [](uv_timer_t* t) {
-          auto* self = static_cast<DownstreamConnection*>(t->data);
-          self->finish_exchange();
-        },
-        0, 0);
+    timer_.start_once<&DownstreamConnection::finish_exchange>(0);
   }
 }
 
@@ -468,8 +444,7 @@ void DownstreamConnection::run_admission(const http::MessageHead& head) {
       route_stats_->fault_delays.inc();
       log_flags_ |= kLogFaultInjected;
       wait_ = Wait::kFaultDelay;
-      uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                     static_cast<uint64_t>((fault.delay + 999) / 1000), 0);
+      timer_.start(static_cast<uint64_t>((fault.delay + 999) / 1000));
       return;
     }
   }
@@ -505,15 +480,14 @@ void DownstreamConnection::admit_to_bulkhead() {
     return;
   }
   wait_ = Wait::kBulkhead;
-  uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                 static_cast<uint64_t>(bulkhead->config().queue_timeout.count()), 0);
+  timer_.start(static_cast<uint64_t>(bulkhead->config().queue_timeout.count()));
   route_->enqueue(this);
   // A slot may have freed up meanwhile (see filters/bulkhead.h): hand it to the oldest waiter.
   route_->dispatch();
 }
 
 void DownstreamConnection::on_bulkhead_slot(filters::Bulkhead::Slot slot) {
-  uv_timer_stop(&timer_);
+  timer_.stop();
   wait_ = Wait::kNone;
   queue_place_.reset();
   bulkhead_slot_ = std::move(slot);
@@ -526,7 +500,7 @@ void DownstreamConnection::start_try() {
     // that before any timer runs, so nothing should be in flight. If it is, look again soon.
     if (ex().to_upstream.in_flight()) {
       wait_ = Wait::kBackoff;
-      uv_timer_start(&timer_, &DownstreamConnection::on_timer, 1, 0);
+      timer_.start(1);
       return;
     }
   }
@@ -638,7 +612,7 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
   try_deadline_ms_ = 0;
   arm_deadline_timer();
   wait_ = Wait::kBackoff;
-  uv_timer_start(&timer_, &DownstreamConnection::on_timer, backoff_ms, 0);
+  timer_.start(backoff_ms);
   return true;
 }
 
@@ -654,7 +628,7 @@ void DownstreamConnection::cancel_wait() {
     default:
       break;
   }
-  if (wait_ != Wait::kNone) uv_timer_stop(&timer_);
+  if (wait_ != Wait::kNone) timer_.stop();
   wait_ = Wait::kNone;
 }
 
@@ -666,7 +640,7 @@ void DownstreamConnection::end_policies() {
     route_->dispatch();
   }
   route_deadline_ms_ = try_deadline_ms_ = 0;
-  uv_timer_stop(&deadline_timer_);
+  deadline_timer_.stop();
 }
 
 void DownstreamConnection::note_io() { last_io_ms_ = uv_now(worker_.loop()); }
@@ -692,12 +666,11 @@ void DownstreamConnection::arm_deadline_timer() {
   uint64_t idle = stream_idle_deadline_ms();
   if (idle != 0 && (next == 0 || idle < next)) next = idle;
   if (next == 0) {
-    uv_timer_stop(&deadline_timer_);
+    deadline_timer_.stop();
     return;
   }
   uint64_t now = uv_now(worker_.loop());
-  uv_timer_start(&deadline_timer_, &DownstreamConnection::on_deadline_timer,
-                 next > now ? next - now : 0, 0);
+  deadline_timer_.start(next > now ? next - now : 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,8 +700,7 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
       return;
     }
     wait_ = Wait::kPool;
-    uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                   static_cast<uint64_t>(pool.pending_timeout.count()), 0);
+    timer_.start(static_cast<uint64_t>(pool.pending_timeout.count()));
     // Another worker may have freed a slot between the two steps (it saw no waiter to wake).
     cluster_->on_remote_capacity();
     return;
@@ -743,7 +715,7 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
 void DownstreamConnection::on_pool_capacity() {
   if (wait_ != Wait::kPool) return;
   wait_ = Wait::kNone;
-  uv_timer_stop(&timer_);
+  timer_.stop();
   connect_upstream(false);
 }
 
@@ -787,7 +759,6 @@ void DownstreamConnection::flush_to_upstream() {
 }
 
 void DownstreamConnection::on_upstream_written(UpstreamConnection&, int status) {
-  ex().to_upstream.on_written();
   note_io();
   if (status < 0) {
     if (phase_ == Phase::kTunnel) {
@@ -817,7 +788,6 @@ void DownstreamConnection::on_upstream_written(UpstreamConnection&, int status) 
 
 void DownstreamConnection::on_upstream_read(UpstreamConnection& conn, ssize_t nread) {
   if (nread > 0) {
-    conn.in.filled += static_cast<size_t>(nread);
     note_io();
     if (phase_ == Phase::kTunnel) {
       ex().to_client.add_data(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed,
@@ -1041,10 +1011,9 @@ UpstreamConnection* DownstreamConnection::detach_upstream() {
   upstream_ = nullptr;
   if (conn->writing()) {
     // A request write still in flight: the connection cannot carry anything else. Closing it
-    // ends the write at once (libuv sends none of its bytes after uv_close), so the outbox is
-    // free for the next try or request.
+    // ends the write at once (see Transport::close), so the outbox is free for the next try or
+    // request.
     conn->close();
-    ex().to_upstream.on_written();
   }
   endpoint_->active_requests--;
   cluster_->stats.active_connections.add(-1);
@@ -1087,26 +1056,16 @@ void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
 
 void DownstreamConnection::flush_to_client(bool at_once) {
   if (ex().to_client.in_flight() || ex().to_client.empty() || closed_) return;
-  ex().to_client.req.data = this;
-  int rc = ex().to_client.flush(reinterpret_cast<uv_stream_t*>(&tcp_),
-                                &DownstreamConnection::on_client_written, at_once);
+  int rc = transport_->write(ex().to_client, at_once);
   if (rc != 0) {
     close();
-  } else if (ex().to_client.in_flight()) {
-    ++writes_in_flight_;
-  } else {
-    note_io();  // all written at once: the caller goes on as on_client_written() would
+  } else if (!ex().to_client.in_flight()) {
+    note_io();  // all written at once: the caller goes on as on_transport_written() would
   }
 }
 
-void DownstreamConnection::on_client_written(uv_write_t* req, int status) {
-  auto* self = static_cast<DownstreamConnection*>(req->data);
-  --self->writes_in_flight_;
-  self->ex().to_client.on_written();
-  if (self->closed_) {
-    self->maybe_free();
-    return;
-  }
+void DownstreamConnection::on_transport_written(int status) {
+  DownstreamConnection* self = this;
   if (status < 0) {
     self->close();
     return;
@@ -1215,15 +1174,15 @@ void DownstreamConnection::local_reply(LocalReason reason, bool close_after, int
       http::write_local_reply(status, r.token, keep_client_, {request_id_, request_id_len_},
                               request_head_request_, ex().to_client.head, extras);
   ex().to_client.add_head();
-  // Completed by on_client_written(): this may run inside the request parser, which must not
+  // Completed by on_transport_written(): this may run inside the request parser, which must not
   // be re-entered by finishing the exchange here.
   flush_to_client();
   update_reading();
 }
 
 void DownstreamConnection::finish_exchange() {
-  uv_timer_stop(&timer_);
-  uv_timer_stop(&deadline_timer_);
+  timer_.stop();
+  deadline_timer_.stop();
   complete_exchange(true);
   if (phase_ == Phase::kProxying) {
     release_upstream(upstream_reusable_);
@@ -1280,16 +1239,13 @@ void DownstreamConnection::close_after_response() {
     close();
     return;
   }
-  shutdown_req_.data = this;
-  // Closing the handle cancels the shutdown (its callback then runs first, with ECANCELED).
-  if (uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_),
-                  [](uv_shutdown_t*, int) {}) != 0) {
+  if (transport_->shutdown() != 0) {
     close();
     return;
   }
   phase_ = Phase::kLingering;
-  uv_timer_stop(&deadline_timer_);
-  uv_timer_start(&timer_, &DownstreamConnection::on_timer, kLingerMs, 0);
+  deadline_timer_.stop();
+  timer_.start(kLingerMs);
   in_.parsed = in_.filled;
   in_.restart(worker_.buffers());
   update_reading();
@@ -1432,17 +1388,15 @@ void DownstreamConnection::start_tunnel() {
 
 void DownstreamConnection::arm_idle_timer() {
   idle_since_ms_ = uv_now(worker_.loop());
-  uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                 static_cast<uint64_t>(listener_->config.idle_timeout.count()), 0);
+  timer_.start(static_cast<uint64_t>(listener_->config.idle_timeout.count()));
 }
 
 void DownstreamConnection::arm_headers_timer() {
-  uv_timer_start(&timer_, &DownstreamConnection::on_timer,
-                 static_cast<uint64_t>(listener_->config.request_headers_timeout.count()), 0);
+  timer_.start(static_cast<uint64_t>(listener_->config.request_headers_timeout.count()));
 }
 
-void DownstreamConnection::on_timer(uv_timer_t* t) {
-  auto* self = static_cast<DownstreamConnection*>(t->data);
+void DownstreamConnection::on_timer() {
+  DownstreamConnection* self = this;
   bool body_unread = self->request_has_body_ && !self->request_complete_;
   switch (self->wait_) {
     case Wait::kPool:
@@ -1478,8 +1432,8 @@ void DownstreamConnection::on_timer(uv_timer_t* t) {
   }
 }
 
-void DownstreamConnection::on_deadline_timer(uv_timer_t* t) {
-  auto* self = static_cast<DownstreamConnection*>(t->data);
+void DownstreamConnection::on_deadline_timer() {
+  DownstreamConnection* self = this;
   uint64_t now = uv_now(self->worker_.loop());
   uint64_t idle = self->stream_idle_deadline_ms();
   if (idle != 0 && now >= idle) {
@@ -1576,12 +1530,10 @@ void DownstreamConnection::update_reading() {
   }
   if (client_eof_) want = false;
   if (in_.has_storage() && in_.space() == 0) want = false;
-  if (want && !reading_) {
-    reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), &DownstreamConnection::on_alloc,
-                             &DownstreamConnection::on_read) == 0;
-  } else if (!want && reading_) {
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-    reading_ = false;
+  if (want) {
+    transport_->read_start();
+  } else {
+    transport_->read_stop();
   }
 }
 
@@ -1616,22 +1568,16 @@ void DownstreamConnection::close() {
   listener_->stats.connections->add(-1);
   endpoint_.reset();                // before the generation (and maybe its clusters and pools) goes
   worker_.release(listener_->gen);  // the generation may be freed: listener_ is not used again
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &DownstreamConnection::on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&deadline_timer_), &DownstreamConnection::on_closed);
+  transport_.reset();               // cuts a write in flight: the outboxes are free
+  timer_.close();
+  deadline_timer_.close();
+  worker_.deferred().defer(this);
 }
 
-void DownstreamConnection::on_closed(uv_handle_t* h) {
-  auto* self = static_cast<DownstreamConnection*>(h->data);
-  --self->open_handles_;
-  self->maybe_free();
-}
-
-void DownstreamConnection::maybe_free() {
-  if (open_handles_ > 0 || writes_in_flight_ > 0) return;
+// Only after close() (see there).
+DownstreamConnection::~DownstreamConnection() {
   in_.release(worker_.buffers());
   release_exchange();
-  delete this;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1648,7 +1594,7 @@ void DownstreamConnection::take_exchange() {
 
 void DownstreamConnection::release_exchange() {
   // A write in flight still points into the outboxes.
-  if (ex_ == nullptr || writes_in_flight_ > 0) return;
+  if (ex_ == nullptr || ex_->to_client.in_flight() || ex_->to_upstream.in_flight()) return;
   ex_->to_upstream.clear();
   ex_->to_client.clear();
   worker_.exchanges().release(ex_);

@@ -17,8 +17,9 @@
 // a request holds from a policy (bulkhead slot or queue place, circuit permit) is an RAII guard
 // released by end_policies() when the exchange ends in any way.
 //
-// Lifetime: the object frees itself once its handles are closed and no write it issued is in
-// flight (libuv may still call those back after close).
+// Lifetime: close() closes the transport (which cuts a write in flight) and the timers, and hands
+// the object to the worker's DeferredDeleter: it is freed once the callback that closed it has
+// returned.
 
 #include <uv.h>
 
@@ -37,7 +38,9 @@
 #include "proxy/pacer.h"
 #include "proxy/reasons.h"
 #include "proxy/router.h"
+#include "proxy/transport.h"
 #include "proxy/upstream.h"
+#include "proxy/uv_handle.h"
 
 namespace bulwark {
 
@@ -66,9 +69,13 @@ struct DownstreamExchange {
   UnreachableEndpoints unreachable;
 };
 
-class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Waiter {
+class DownstreamConnection : public DeferredDeletable,
+                             public UpstreamConnection::Owner,
+                             private Transport::Callbacks,
+                             private Pacer::Waiter {
  public:
   DownstreamConnection(Worker& worker, ListenerContext& listener);
+  ~DownstreamConnection() override;
   DownstreamConnection(const DownstreamConnection&) = delete;
   DownstreamConnection& operator=(const DownstreamConnection&) = delete;
 
@@ -99,9 +106,12 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   void on_upstream_connected(UpstreamConnection& conn, int status) override;
   void on_upstream_read(UpstreamConnection& conn, ssize_t nread) override;
 
+  // Transport::Callbacks (the client's socket).
+  void on_transport_connected(int) override {}
+  void on_transport_read(ssize_t nread) override;
+  void on_transport_written(int status) override;
+
   // Request side.
-  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   void parse_request();
   http::ParserCallbacks::HeadAction on_request_head(http::MessageHead& head);
   void on_request_body(const char* data, size_t n);
@@ -158,7 +168,6 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   // Writes what is queued for the client. With `at_once` (see Outbox::flush) the write may be
   // complete on return: the caller then does what on_client_written() would.
   void flush_to_client(bool at_once = false);
-  static void on_client_written(uv_write_t* req, int status);
   // `status` overrides the reason's status (an injected abort); `retry_after_s` adds Retry-After.
   void local_reply(LocalReason reason, bool close_after, int status = 0,
                    uint32_t retry_after_s = 0);
@@ -191,12 +200,10 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   // Timers and lifetime.
   void arm_idle_timer();
   void arm_headers_timer();
-  static void on_timer(uv_timer_t* t);
-  static void on_deadline_timer(uv_timer_t* t);
+  void on_timer();
+  void on_deadline_timer();
   void update_reading();
   void close();
-  static void on_closed(uv_handle_t* h);
-  void maybe_free();
 
   struct RequestCallbacks : http::ParserCallbacks {
     DownstreamConnection* self;
@@ -229,12 +236,9 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   // The listener's connection slot this connection holds (taken by the worker at accept), given
   // back at close; the process-wide one is the worker's.
   std::shared_ptr<ConnectionLimit> listener_limit_;
-  uv_tcp_t tcp_;
-  uv_shutdown_t shutdown_req_;
-  uv_timer_t timer_;           // idle / request headers / the exchange's current Wait
-  uv_timer_t deadline_timer_;  // the route's timeout and the try's timeout, whichever is first
-  int open_handles_ = 0;
-  int writes_in_flight_ = 0;
+  TransportPtr transport_;  // the client's socket
+  Timer timer_;             // idle / request headers / the exchange's current Wait
+  Timer deadline_timer_;    // the route's timeout and the try's timeout, whichever is first
   RequestCallbacks request_callbacks_;
   ResponseCallbacks response_callbacks_;
   http::Parser request_parser_;
@@ -242,7 +246,6 @@ class DownstreamConnection : public UpstreamConnection::Owner, private Pacer::Wa
   DownstreamExchange* ex_ = nullptr;
   char client_ip_[48] = {0};
   Phase phase_ = Phase::kIdle;
-  bool reading_ = false;
   bool parsing_request_ = false;
   bool client_eof_ = false;
   uint64_t idle_since_ms_ = 0;  // when the connection last went idle (arm_idle_timer)

@@ -38,38 +38,59 @@ constexpr size_t kMaxStatusLine = 1024;
 
 }  // namespace
 
-// One endpoint's checks. Heap-allocated; freed by its timer's close callback.
+// One check's connection, owned by its Target: it ends (the socket closes) when the check ends
+// or its endpoint leaves. Each callback may end the check, and does so last.
+struct HealthChecker::Probe final : private Transport::Callbacks {
+  Probe(HealthChecker& owner, Target& target)
+      : owner(owner),
+        target(target),
+        transport(TcpTransport::create({owner.loop_, &owner.buffers_})) {
+    transport->attach(this, &in);
+  }
+  ~Probe() {
+    transport.reset();  // first: it may be writing `out`, reading into `in`
+    in.release(owner.buffers_);
+  }
+  Probe(const Probe&) = delete;
+  Probe& operator=(const Probe&) = delete;
+
+  int connect(const sockaddr* addr) { return transport->connect(addr); }
+  void on_transport_connected(int status) override;
+  void on_transport_read(ssize_t nread) override;
+  // A failed write shows up as a failed or closed read.
+  void on_transport_written(int) override {}
+
+  HealthChecker& owner;
+  Target& target;
+  InputBuffer in;
+  Outbox out;
+  TransportPtr transport;
+};
+
+// One endpoint's checks. Freed when its endpoint leaves the cluster or the checker stops.
 struct HealthChecker::Target {
   Target(HealthChecker& owner, const Endpoint& e, const config::HealthCheckConfig& c)
-      : owner(owner), endpoint(e), health(c) {}
+      : owner(owner),
+        endpoint(e),
+        health(c),
+        timer(Timer::make<&Target::check_due>(owner.loop_, this)) {}
+  void check_due() { owner.start_check(*this); }
+  void timed_out() {
+    const auto timeout = owner.cluster_.config.health_check->timeout.count();
+    owner.finish_check(*this, CheckResult::kTimeout,
+                       "no answer within " + std::to_string(timeout) + "ms");
+  }
+
   HealthChecker& owner;
   Endpoint endpoint;
   filters::EndpointHealth health;
-  uv_timer_t timer;  // the next check, or the running check's timeout
-  Probe* probe = nullptr;
+  std::unique_ptr<Probe> probe;  // while a check runs
+  Timer timer;                   // the next check, or the running check's timeout
   bool has_result = false;
   CheckResult last_result = CheckResult::kSuccess;
   std::string last_detail;
   int64_t last_check_unix_ms = 0;
   std::array<uint64_t, static_cast<size_t>(CheckResult::kCount)> checks{};
-};
-
-// One check's connection. Heap-allocated; freed by its socket's close callback. `target` is
-// cleared when the check ends (or its endpoint leaves), so late callbacks do nothing.
-struct HealthChecker::Probe {
-  Target* target;
-  uv_tcp_t tcp;
-  uv_connect_t connect;
-  uv_write_t write;
-  std::string request;
-  std::string response;
-  char buf[512];
-
-  void close() {
-    target = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp),
-             [](uv_handle_t* h) { delete static_cast<Probe*>(h->data); });
-  }
 };
 
 struct HealthChecker::Carried {
@@ -87,12 +108,10 @@ HealthChecker::HealthChecker(uv_loop_t* loop, ClusterState& cluster, const filte
       cluster_(cluster),
       clock_(clock),
       random_(static_cast<uint64_t>(clock.now()) ^ (cluster.index + 1) * 0x9e3779b97f4a7c15ULL),
-      first_round_done_(!cluster.config.health_check) {
-  uv_timer_init(loop_, &sweep_timer_);
-  sweep_timer_.data = this;
-}
+      sweep_timer_(Timer::make<&HealthChecker::sweep>(loop, this)),
+      first_round_done_(!cluster.config.health_check) {}
 
-HealthChecker::~HealthChecker() = default;
+HealthChecker::~HealthChecker() { stop(); }
 
 std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<EndpointSet> next) {
   const config::ClusterConfig& config = cluster_.config;
@@ -131,8 +150,6 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
         continue;
       }
       auto* t = new Target(*this, next->endpoints[i], *config.health_check);
-      uv_timer_init(loop_, &t->timer);
-      t->timer.data = t;
       uint64_t delay_ms = 0;
       if (const Carried* before = carried(next->endpoints[i].address)) {
         // Checked before a reload changed the cluster's settings: its state, counts and
@@ -147,7 +164,7 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
       }
       // A new endpoint is checked at once (at start-up: the first round). It is routable while
       // pending, so the sooner its first result comes, the better.
-      uv_timer_start(&t->timer, &HealthChecker::on_check_due, delay_ms, 0);
+      t->timer.start(delay_ms);
       targets[i] = t;
     }
     for (Target* t : targets_) {
@@ -179,14 +196,7 @@ const HealthChecker::Carried* HealthChecker::carried(const std::string& address)
   return nullptr;
 }
 
-void HealthChecker::retire(Target* t) {
-  if (t->probe != nullptr) {
-    t->probe->close();
-    t->probe = nullptr;
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&t->timer),
-           [](uv_handle_t* h) { delete static_cast<Target*>(h->data); });
-}
+void HealthChecker::retire(Target* t) { delete t; }
 
 void HealthChecker::stop() {
   if (stopped_) return;
@@ -195,111 +205,74 @@ void HealthChecker::stop() {
     if (t != nullptr) retire(t);
   }
   targets_.clear();
-  uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
+  sweep_timer_.close();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Active checks.
 
-void HealthChecker::on_check_due(uv_timer_t* timer) {
-  auto* t = static_cast<Target*>(timer->data);
-  t->owner.start_check(*t);
-}
-
 void HealthChecker::start_check(Target& t) {
   const config::HealthCheckConfig& hc = *cluster_.config.health_check;
-  auto* p = new Probe{};
-  p->target = &t;
-  t.probe = p;
-  uv_tcp_init(loop_, &p->tcp);
-  p->tcp.data = p;
-  p->connect.data = p;
-  uv_timer_start(&t.timer, &HealthChecker::on_timeout, static_cast<uint64_t>(hc.timeout.count()),
-                 0);
-  int rc =
-      uv_tcp_connect(&p->connect, &p->tcp, reinterpret_cast<const sockaddr*>(&t.endpoint.sockaddr),
-                     &HealthChecker::on_connect);
+  t.probe = std::make_unique<Probe>(*this, t);
+  t.timer.start_once<&Target::timed_out>(static_cast<uint64_t>(hc.timeout.count()));
+  int rc = t.probe->connect(reinterpret_cast<const sockaddr*>(&t.endpoint.sockaddr));
   if (rc != 0)
     finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(rc));
 }
 
-void HealthChecker::on_timeout(uv_timer_t* timer) {
-  auto* t = static_cast<Target*>(timer->data);
-  const auto timeout = t->owner.cluster_.config.health_check->timeout.count();
-  t->owner.finish_check(*t, CheckResult::kTimeout,
-                        "no answer within " + std::to_string(timeout) + "ms");
-}
-
-void HealthChecker::on_connect(uv_connect_t* req, int status) {
-  auto* p = static_cast<Probe*>(req->data);
-  if (p->target == nullptr) return;  // ended (timeout, endpoint removed): the socket is closing
-  Target& t = *p->target;
-  HealthChecker& self = t.owner;
+void HealthChecker::Probe::on_transport_connected(int status) {
   if (status != 0) {
-    self.finish_check(t, CheckResult::kFailure,
-                      std::string("connect failed: ") + uv_strerror(status));
+    owner.finish_check(target, CheckResult::kFailure,
+                       std::string("connect failed: ") + uv_strerror(status));
     return;
   }
-  const config::HealthCheckConfig& hc = *self.cluster_.config.health_check;
+  const config::HealthCheckConfig& hc = *owner.cluster_.config.health_check;
   if (hc.tcp) {
-    self.finish_check(t, CheckResult::kSuccess, "connected");
+    owner.finish_check(target, CheckResult::kSuccess, "connected");
     return;
   }
-  p->request = "GET " + hc.path +
-               " HTTP/1.1\r\nHost: " + (hc.host.empty() ? t.endpoint.name : hc.host) +
-               "\r\nUser-Agent: bulwark-health-check/" BULWARK_VERSION
-               "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
-  uv_buf_t buf = uv_buf_init(p->request.data(), static_cast<unsigned>(p->request.size()));
-  auto* stream = reinterpret_cast<uv_stream_t*>(&p->tcp);
-  // A failed write shows up as a failed or closed read.
-  int rc = uv_write(&p->write, stream, &buf, 1, [](uv_write_t*, int) {});
-  if (rc == 0) {
-    rc = uv_read_start(
-        stream,
-        [](uv_handle_t* h, size_t, uv_buf_t* out) {
-          auto* probe = static_cast<Probe*>(h->data);
-          *out = uv_buf_init(probe->buf, sizeof probe->buf);
-        },
-        &HealthChecker::on_read);
+  out.head = "GET " + hc.path +
+             " HTTP/1.1\r\nHost: " + (hc.host.empty() ? target.endpoint.name : hc.host) +
+             "\r\nUser-Agent: bulwark-health-check/" BULWARK_VERSION
+             "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+  out.add_head();
+  int rc = transport->write(out);
+  if (rc != 0) {
+    owner.finish_check(target, CheckResult::kFailure,
+                       std::string("write failed: ") + uv_strerror(rc));
+    return;
   }
-  if (rc != 0)
-    self.finish_check(t, CheckResult::kFailure, std::string("write failed: ") + uv_strerror(rc));
+  transport->read_start();
 }
 
-void HealthChecker::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-  auto* p = static_cast<Probe*>(stream->data);
-  if (p->target == nullptr || nread == 0) return;
-  Target& t = *p->target;
-  HealthChecker& self = t.owner;
+void HealthChecker::Probe::on_transport_read(ssize_t nread) {
   if (nread < 0) {
-    self.finish_check(t, CheckResult::kFailure,
-                      nread == UV_EOF
-                          ? std::string("closed before a response")
-                          : std::string("read failed: ") + uv_strerror(static_cast<int>(nread)));
+    owner.finish_check(target, CheckResult::kFailure,
+                       nread == UV_EOF ? std::string("closed before a response")
+                       : nread == UV_ENOBUFS
+                           ? std::string("malformed response")
+                           : std::string("read failed: ") + uv_strerror(static_cast<int>(nread)));
     return;
   }
-  p->response.append(buf->base, static_cast<size_t>(nread));
-  const size_t end = p->response.find("\r\n");
+  const std::string_view response(in.data, in.filled);
+  const size_t end = response.find("\r\n");
   if (end == std::string::npos) {
-    if (p->response.size() > kMaxStatusLine)
-      self.finish_check(t, CheckResult::kFailure, "malformed response");
+    if (response.size() > kMaxStatusLine)
+      owner.finish_check(target, CheckResult::kFailure, "malformed response");
     return;
   }
-  const int status = parse_status_line(std::string_view(p->response).substr(0, end));
+  const int status = parse_status_line(response.substr(0, end));
   if (status == 0) {
-    self.finish_check(t, CheckResult::kFailure, "malformed response");
+    owner.finish_check(target, CheckResult::kFailure, "malformed response");
     return;
   }
-  const bool ok = filters::status_expected(*self.cluster_.config.health_check, status);
-  self.finish_check(t, ok ? CheckResult::kSuccess : CheckResult::kFailure,
-                    "status " + std::to_string(status));
+  const bool ok = filters::status_expected(*owner.cluster_.config.health_check, status);
+  owner.finish_check(target, ok ? CheckResult::kSuccess : CheckResult::kFailure,
+                     "status " + std::to_string(status));
 }
 
 void HealthChecker::finish_check(Target& t, CheckResult result, std::string detail) {
-  if (t.probe != nullptr) {
-    t.probe->close();
-    t.probe = nullptr;
-  }
+  t.probe.reset();
   ++t.checks[static_cast<size_t>(result)];
   t.has_result = true;
   t.last_result = result;
@@ -332,7 +305,7 @@ void HealthChecker::finish_check(Target& t, CheckResult result, std::string deta
   t.last_detail = std::move(detail);
   if (!first_round_done_) update_first_round();
   const filters::Micros delay = t.health.next_delay(random_.next());
-  uv_timer_start(&t.timer, &HealthChecker::on_check_due, to_ms(delay), 0);
+  t.timer.start(to_ms(delay));
 }
 
 void HealthChecker::update_first_round() {
@@ -368,6 +341,7 @@ void HealthChecker::on_ejection() {
 }
 
 void HealthChecker::arm_sweep() {
+  if (stopped_) return;
   const filters::OutlierDetector& outlier = *current_->outlier;
   filters::Micros next = 0;
   for (size_t i = 0; i < outlier.size(); ++i) {
@@ -377,11 +351,7 @@ void HealthChecker::arm_sweep() {
   if (next == 0 || (sweep_at_ != 0 && sweep_at_ <= next)) return;
   sweep_at_ = next;
   // libuv timers have millisecond resolution: round up, so the sweep finds the ejection over.
-  uv_timer_start(&sweep_timer_, &HealthChecker::on_sweep, to_ms(next - clock_.now()), 0);
-}
-
-void HealthChecker::on_sweep(uv_timer_t* timer) {
-  static_cast<HealthChecker*>(timer->data)->sweep();
+  sweep_timer_.start(to_ms(next - clock_.now()));
 }
 
 void HealthChecker::sweep() {

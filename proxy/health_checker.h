@@ -23,10 +23,12 @@
 
 #include "config/config.h"
 #include "filters/clock.h"
+#include "proxy/buffer.h"
 #include "proxy/cluster.h"
 #include "proxy/endpoint.h"
 #include "proxy/health_view.h"
 #include "proxy/lb.h"
+#include "proxy/uv_handle.h"
 
 namespace bulwark {
 
@@ -70,12 +72,6 @@ class HealthChecker {
   void sweep();
   void update_first_round();
 
-  static void on_check_due(uv_timer_t* timer);
-  static void on_timeout(uv_timer_t* timer);
-  static void on_connect(uv_connect_t* req, int status);
-  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  static void on_sweep(uv_timer_t* timer);
-
   uv_loop_t* loop_;
   ClusterState& cluster_;
   const filters::Clock& clock_;
@@ -84,7 +80,8 @@ class HealthChecker {
   std::vector<Target*> targets_;  // index-aligned with current_->endpoints (with health_check)
   // inherit(): the check state of the old checker's endpoints, by address, for the first set.
   std::vector<Carried> carried_;
-  uv_timer_t sweep_timer_;
+  BufferPool buffers_{16 * 1024, 4};  // the probes' read buffers
+  Timer sweep_timer_;
   filters::Micros sweep_at_ = 0;  // when the armed sweep runs; 0: not armed
   bool first_round_done_;
   bool stopped_ = false;

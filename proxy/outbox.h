@@ -54,9 +54,6 @@ class Outbox {
   // the rest, if any, is queued as without it, and so is a write that failed (its error reaches
   // `cb`).
   int flush(uv_write_t* req, uv_stream_t* stream, uv_write_cb cb, bool at_once = false);
-  int flush(uv_stream_t* stream, uv_write_cb cb, bool at_once = false) {
-    return flush(&req, stream, cb, at_once);
-  }
   // Called from the write callback; also when the socket of the write in flight was closed, after
   // which libuv reads none of its bytes (uv_close stops the writes at once).
   void on_written();
@@ -75,8 +72,6 @@ class Outbox {
   }
   void set_keep_history(bool keep);
   bool keep_history() const { return keep_history_; }
-
-  uv_write_t req;
 
  private:
   static constexpr uint32_t kHead = UINT32_MAX;

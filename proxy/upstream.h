@@ -1,8 +1,8 @@
 #pragma once
 // Upstream connections and the per-worker, per-endpoint pools that keep them.
 //
-// An UpstreamConnection is a socket, its read buffer and one timer. While a request uses it, it
-// has an Owner that receives its events and writes to it; while it sits idle in its pool it
+// An UpstreamConnection is a transport, its read buffer and one timer. While a request uses it,
+// it has an Owner that receives its events and writes to it; while it sits idle in its pool it
 // watches the socket itself, and closes when the upstream closes it, sends anything unexpected,
 // or the idle timeout passes.
 
@@ -15,6 +15,8 @@
 #include "proxy/endpoint.h"
 #include "proxy/list.h"
 #include "proxy/outbox.h"
+#include "proxy/transport.h"
+#include "proxy/uv_handle.h"
 
 namespace bulwark {
 
@@ -49,7 +51,7 @@ class UnreachableEndpoints {
   size_t next_ = 0;
 };
 
-class UpstreamConnection {
+class UpstreamConnection : public DeferredDeletable, private Transport::Callbacks {
  public:
   // Receives the events of a connection in use. Calls come from the worker's loop.
   class Owner {
@@ -66,6 +68,7 @@ class UpstreamConnection {
   enum class State { kConnecting, kBusy, kIdle, kClosed };
 
   UpstreamConnection(Worker& worker, EndpointPool& pool);
+  ~UpstreamConnection() override;
   UpstreamConnection(const UpstreamConnection&) = delete;
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
 
@@ -73,19 +76,22 @@ class UpstreamConnection {
   void connect(Owner* owner, uint64_t timeout_ms);
   // Takes an idle connection out of its pool for `owner`.
   void attach(Owner* owner);
-  void start_reading();
-  void stop_reading();
+  void start_reading() {
+    if (transport_) transport_->read_start();
+  }
+  void stop_reading() {
+    if (transport_) transport_->read_stop();
+  }
   // Returns the connection to its pool as idle (or closes it when the pool is gone or full).
   void release(uint64_t idle_timeout_ms);
-  // Closes the socket; the object frees itself once libuv has released its handles. A write in
-  // flight is cut: libuv reads none of its bytes after this, and its owner hears nothing of it.
+  // Closes the socket; the object is freed after the current loop phase (DeferredDeleter). A
+  // write in flight is cut: libuv reads none of its bytes after this, and its owner hears
+  // nothing of it (its Outbox is settled at once, see Transport::close).
   void close();
-  // Writes what `out` has not sent yet. The write request is the connection's own, so it stays
-  // valid until libuv is done with it even if the owner has moved on. 0 or a libuv error.
-  int write(Outbox& out);
-  bool writing() const { return writing_; }
+  // Writes what `out` has not sent yet (Transport::write). 0 or a libuv error.
+  int write(Outbox& out) { return transport_ ? transport_->write(out) : UV_EPIPE; }
+  bool writing() const { return transport_ && transport_->writing(); }
 
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
   State state() const { return state_; }
   EndpointPool& pool() { return *pool_; }
   // The connection served a request before the current one (count_request() counts the
@@ -96,31 +102,26 @@ class UpstreamConnection {
   // A deadline for reuse, from the upstream's "Keep-Alive: timeout=N" (0: none).
   void set_keep_alive_timeout_ms(uint64_t ms) { keep_alive_timeout_ms_ = ms; }
 
-  InputBuffer in;
+  InputBuffer in;  // the bytes read from the upstream and not consumed yet
   ListHook<UpstreamConnection> idle_hook;
 
  private:
-  static void on_connect(uv_connect_t* req, int status);
-  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void on_timer(uv_timer_t* t);
-  static void on_written(uv_write_t* req, int status);
-  static void on_closed(uv_handle_t* h);
-  void set_state(State s);
+  // Transport::Callbacks
+  void on_transport_connected(int status) override;
+  void on_transport_read(ssize_t nread) override;
+  void on_transport_written(int status) override;
+  void on_timer();
+  // Ends a connect that failed or timed out, and tells the owner.
+  void connect_failed(int status);
 
   Worker& worker_;
   EndpointPool* pool_;
   Owner* owner_ = nullptr;
-  uv_tcp_t tcp_;
-  uv_timer_t timer_;
-  uv_connect_t connect_req_;
-  uv_write_t write_req_;
+  TransportPtr transport_;
+  Timer timer_;  // connect timeout, idle timeout, or a connect error reported a turn later
   State state_ = State::kConnecting;
-  int open_handles_ = 0;
   uint32_t requests_ = 0;
   uint64_t keep_alive_timeout_ms_ = 0;
-  bool reading_ = false;
-  bool writing_ = false;
   int connect_error_ = 0;  // a connect that failed before it started (EMFILE, ...)
 };
 

@@ -36,6 +36,9 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
   uv_loop_init(&loop_);
   tasks_.init(&loop_);
   pacer_ = std::make_unique<Pacer>(&loop_);
+  deferred_ = std::make_unique<DeferredDeleter>(&loop_);
+  transport_context_.loop = &loop_;
+  transport_context_.buffers = &buffers_;
   uv_timer_init(&loop_, &access_timer_);
   access_timer_.data = this;
   uv_timer_init(&loop_, &retire_timer_);
@@ -71,6 +74,7 @@ void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // stop() closed every handle; let their close callbacks run, then release the loop.
   uv_run(&loop_, UV_RUN_DEFAULT);
+  deferred_->flush();
   uv_loop_close(&loop_);
 }
 
@@ -471,6 +475,7 @@ void Worker::stop() {
     uv_close(reinterpret_cast<uv_handle_t*>(&trim_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&accept_timer_), nullptr);
     pacer_->close();
+    deferred_->close();
     tasks_.close();
   });
 }

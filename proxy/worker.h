@@ -25,6 +25,8 @@
 #include "proxy/route_state.h"
 #include "proxy/router.h"
 #include "proxy/task_queue.h"
+#include "proxy/transport.h"
+#include "proxy/uv_handle.h"
 
 namespace bulwark {
 
@@ -149,6 +151,10 @@ class Worker {
   uv_loop_t* loop() { return &loop_; }
   WorkerGen& current() { return *gen_; }
   BufferPool& buffers() { return buffers_; }
+  // What transports on this loop use (the loop and its read buffers).
+  const TransportContext& transport_context() const { return transport_context_; }
+  // Frees connections after the loop phase that closed them (see uv_handle.h).
+  DeferredDeleter& deferred() { return *deferred_; }
   // Takes turns between large transfers (see Pacer).
   Pacer& pacer() { return *pacer_; }
   // The state of exchanges under way, lent to connections (see DownstreamExchange).
@@ -198,6 +204,7 @@ class Worker {
   TaskQueue tasks_;
   std::thread thread_;
   BufferPool buffers_;
+  TransportContext transport_context_;
   std::unique_ptr<Pacer> pacer_;
   FreeList<DownstreamExchange> exchanges_{256};
   FastRandom random_;
@@ -220,6 +227,8 @@ class Worker {
   bool draining_ = false;
   bool drained_reported_ = false;
   bool stopping_ = false;
+  // Last: connections it still holds are freed before the generations they refer to.
+  std::unique_ptr<DeferredDeleter> deferred_;
 };
 
 }  // namespace bulwark

@@ -8,22 +8,25 @@
 #include <cerrno>
 #include <string>
 
+#include "proxy/transport.h"
+
 namespace bulwark {
 namespace {
 
-// A uv pipe on one end of a socketpair; the test reads what the Outbox wrote from the other end.
-class Wire {
+// A transport on one end of a socketpair; the test reads what the Outbox wrote from the other end.
+class Wire : private Transport::Callbacks {
  public:
   Wire() {
     REQUIRE(uv_loop_init(&loop_) == 0);
     int fds[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
     peer_ = fds[1];
-    REQUIRE(uv_pipe_init(&loop_, &pipe_, 0) == 0);
-    REQUIRE(uv_pipe_open(&pipe_, fds[0]) == 0);
+    transport_ = TcpTransport::open({&loop_, &buffers_}, fds[0]);
+    REQUIRE(transport_ != nullptr);
+    transport_->attach(this, nullptr);
   }
   ~Wire() {
-    uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), nullptr);
+    transport_.reset();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     close(peer_);
@@ -42,20 +45,11 @@ class Wire {
   int start(Outbox& out, bool at_once = false) {
     written_ = false;
     status_ = 1;
-    out.req.data = this;
-    int rc = out.flush(
-        stream(),
-        [](uv_write_t* req, int status) {
-          auto* self = static_cast<Wire*>(req->data);
-          self->written_ = true;
-          self->status_ = status;
-        },
-        at_once);
-    return rc;
+    return transport_->write(out, at_once);
   }
   bool callback_ran() const { return written_; }
   void run_once() { uv_run(&loop_, UV_RUN_NOWAIT); }
-  // ... and run the loop until its callback ran.
+  // ... and run the loop until its callback ran (the transport tells the Outbox first).
   void finish(Outbox& out) {
     // Read while waiting, so a write larger than the socket buffer still completes.
     while (!written_) {
@@ -63,7 +57,7 @@ class Wire {
       drain();
     }
     CHECK(status_ == 0);
-    out.on_written();
+    CHECK_FALSE(out.in_flight());
   }
 
   // Everything the peer has received so far.
@@ -74,9 +68,14 @@ class Wire {
     return s;
   }
 
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&pipe_); }
-
  private:
+  void on_transport_connected(int) override {}
+  void on_transport_read(ssize_t) override {}
+  void on_transport_written(int status) override {
+    written_ = true;
+    status_ = status;
+  }
+
   // Moves what the peer can read now into drained_.
   void drain() {
     char buf[4096];
@@ -92,7 +91,8 @@ class Wire {
   }
 
   uv_loop_t loop_;
-  uv_pipe_t pipe_;
+  BufferPool buffers_;
+  TransportPtr transport_;
   int peer_ = -1;
   bool written_ = false;
   int status_ = 1;

@@ -1,0 +1,160 @@
+#pragma once
+// Owners for libuv handles, and deferred deletion.
+//
+// libuv may touch a handle until its close callback has run, so a handle's memory can be freed
+// only there. UvHandle owns one heap-allocated handle and frees it exactly there: destroying (or
+// resetting) the owner closes the handle, which stops it at once (a closed timer never fires, a
+// closed socket is read and written no more), and the memory goes a loop turn later. The object
+// that held the owner may be freed right away, with no count of open handles and no `delete
+// this` in a close callback.
+//
+// An object that is closed from inside one of its own callbacks cannot be freed there (its
+// callers still run on it): it hands itself to a DeferredDeleter, which frees it after the
+// current loop phase is over (Envoy's deferredDelete).
+
+#include <uv.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace bulwark {
+
+template <class H>
+class UvHandle {
+ public:
+  UvHandle() = default;
+  // Takes a handle that was allocated with `new` and initialised with its uv_*_init.
+  explicit UvHandle(H* h) : h_(h) {}
+  ~UvHandle() { reset(); }
+  UvHandle(UvHandle&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  UvHandle& operator=(UvHandle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  UvHandle(const UvHandle&) = delete;
+  UvHandle& operator=(const UvHandle&) = delete;
+
+  H* get() const { return h_; }
+  H* operator->() const { return h_; }
+  explicit operator bool() const { return h_ != nullptr; }
+  uv_handle_t* handle() const { return reinterpret_cast<uv_handle_t*>(h_); }
+
+  // Closes the handle (its memory goes in the close callback) and owns nothing after.
+  void reset() {
+    if (h_ == nullptr) return;
+    uv_close(reinterpret_cast<uv_handle_t*>(std::exchange(h_, nullptr)),
+             [](uv_handle_t* h) { delete reinterpret_cast<H*>(h); });
+  }
+
+ private:
+  H* h_ = nullptr;
+};
+
+template <class M>
+struct MemberFunctionOf;
+template <class T>
+struct MemberFunctionOf<void (T::*)()> {
+  using Class = T;
+};
+
+// A one-shot or repeating timer calling a member function of its owner. Destroying (or closing)
+// it stops it: the callback never runs after that.
+class Timer {
+ public:
+  Timer() = default;
+  // A timer on `loop` that calls `M` on `owner` when it fires.
+  template <auto M>
+  static Timer make(uv_loop_t* loop, typename MemberFunctionOf<decltype(M)>::Class* owner) {
+    Timer t;
+    auto* h = new uv_timer_t;
+    uv_timer_init(loop, h);
+    h->data = owner;
+    t.h_ = UvHandle<uv_timer_t>(h);
+    t.cb_ = &Timer::call<M>;
+    return t;
+  }
+
+  void start(uint64_t timeout_ms, uint64_t repeat_ms = 0) {
+    uv_timer_start(h_.get(), cb_, timeout_ms, repeat_ms);
+  }
+  // Once, calling `M` (another member function of the owner) instead.
+  template <auto M>
+  void start_once(uint64_t timeout_ms) {
+    uv_timer_start(h_.get(), &Timer::call<M>, timeout_ms, 0);
+  }
+  void stop() { uv_timer_stop(h_.get()); }
+  bool active() const { return uv_is_active(h_.handle()) != 0; }
+  // The timer does not keep its loop running.
+  void unref() { uv_unref(h_.handle()); }
+  void close() { h_.reset(); }
+  explicit operator bool() const { return static_cast<bool>(h_); }
+
+ private:
+  template <auto M>
+  static void call(uv_timer_t* timer) {
+    using T = typename MemberFunctionOf<decltype(M)>::Class;
+    (static_cast<T*>(timer->data)->*M)();
+  }
+
+  UvHandle<uv_timer_t> h_;
+  uv_timer_cb cb_ = nullptr;
+};
+
+// Something a DeferredDeleter may free.
+class DeferredDeletable {
+ public:
+  virtual ~DeferredDeletable() = default;
+};
+
+// Frees objects after the loop phase that handed them over: in the loop's next idle phase (the
+// same iteration for an object handed over by a timer, the next one for one handed over by an
+// I/O callback), or at flush(). While something is pending the idle handle is active, which also
+// keeps the loop from blocking in poll with objects (and the resources they give back in their
+// destructors, such as pool slots) waiting.
+class DeferredDeleter {
+ public:
+  explicit DeferredDeleter(uv_loop_t* loop) {
+    auto* h = new uv_idle_t;
+    uv_idle_init(loop, h);
+    h->data = this;
+    idle_ = UvHandle<uv_idle_t>(h);
+  }
+  ~DeferredDeleter() { flush(); }
+  DeferredDeleter(const DeferredDeleter&) = delete;
+  DeferredDeleter& operator=(const DeferredDeleter&) = delete;
+
+  void defer(DeferredDeletable* object) {
+    if (pending_.empty() && idle_) {
+      uv_idle_start(idle_.get(),
+                    [](uv_idle_t* h) { static_cast<DeferredDeleter*>(h->data)->flush(); });
+    }
+    pending_.emplace_back(object);
+  }
+  // Frees everything handed over so far (and what their destructors hand over).
+  void flush() {
+    while (!pending_.empty()) {
+      // Destructors may hand over more: those go in the next round.
+      deleting_.swap(pending_);
+      deleting_.clear();
+    }
+    if (idle_) uv_idle_stop(idle_.get());
+  }
+  // Frees what is pending and closes the idle handle (the loop is stopping). Objects handed
+  // over later wait for flush() or the destructor.
+  void close() {
+    flush();
+    idle_.reset();
+  }
+  size_t pending() const { return pending_.size(); }
+
+ private:
+  UvHandle<uv_idle_t> idle_;
+  std::vector<std::unique_ptr<DeferredDeletable>> pending_;
+  std::vector<std::unique_ptr<DeferredDeletable>> deleting_;
+};
+
+}  // namespace bulwark
