@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "proxy/downstream.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -205,28 +204,85 @@ void WorkerCluster::on_capacity() {
   if (waiters_.empty() || serving_waiters_) return;
   serving_waiters_ = true;
   // Serve the oldest waiter; it takes an idle connection or the freed slot.
-  DownstreamConnection* d = waiters_.front();
-  waiters_.erase(waiters_.begin());
-  shared.pending.fetch_sub(1, std::memory_order_relaxed);
-  d->on_pool_capacity();
+  PoolWaiter* w = waiters_.front();
+  remove_waiter(w);
+  w->on_pool_capacity();
   serving_waiters_ = false;
 }
 
-bool WorkerCluster::enqueue_waiter(DownstreamConnection* d) {
+bool WorkerCluster::enqueue_waiter(PoolWaiter* w) {
   uint32_t n = shared.pending.fetch_add(1, std::memory_order_seq_cst);
   if (n >= shared.config.pool.max_pending) {
     shared.pending.fetch_sub(1, std::memory_order_relaxed);
     return false;
   }
-  waiters_.push_back(d);
+  waiters_.push_back(w);
+  w->cluster_ = this;
   return true;
 }
 
-void WorkerCluster::remove_waiter(DownstreamConnection* d) {
-  auto it = std::find(waiters_.begin(), waiters_.end(), d);
-  if (it == waiters_.end()) return;
-  waiters_.erase(it);
+void WorkerCluster::remove_waiter(PoolWaiter* w) {
+  if (w->cluster_ != this) return;
+  waiters_.remove(w);
+  w->cluster_ = nullptr;
   shared.pending.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void PoolWaiter::cancel() {
+  if (cluster_ != nullptr) cluster_->remove_waiter(this);
+}
+
+WorkerCluster::Checkout WorkerCluster::checkout(EndpointPool& pool,
+                                                UpstreamConnection::Owner* owner, bool fresh_only,
+                                                UpstreamLease& lease, PoolWaiter& waiter) {
+  if (UpstreamConnection* idle = fresh_only ? nullptr : pool.idle.pop_front()) {
+    stats.idle_connections.add(-1);
+    stats.active_connections.add(1);
+    idle->attach(owner);
+    pool.active_requests++;
+    lease.hold(idle);
+    return Checkout::kReady;
+  }
+  if (!try_reserve_connection()) {
+    if (!enqueue_waiter(&waiter)) return Checkout::kFull;
+    // Another worker may have freed a slot between the two steps (it saw no waiter to wake). The
+    // waiters are served a moment later, not from inside this call: the caller is not waiting
+    // yet. (Both sides use seq_cst: either that worker sees our pending request, or we see its
+    // free slot.)
+    if (shared.connections.load(std::memory_order_seq_cst) < config().pool.max_connections)
+      worker_.wake_pool_waiters(&shared);
+    return Checkout::kWaiting;
+  }
+  auto* conn = new UpstreamConnection(worker_, pool);
+  pool.active_requests++;
+  stats.active_connections.add(1);
+  lease.hold(conn);
+  conn->connect(owner, static_cast<uint64_t>(config().connect_timeout.count()));
+  return Checkout::kConnecting;
+}
+
+void WorkerCluster::checkin(UpstreamConnection* conn, bool reusable) {
+  conn->pool().active_requests--;
+  stats.active_connections.add(-1);
+  if (conn->state() == UpstreamConnection::State::kClosed) return;
+  const config::PoolConfig& pool = config().pool;
+  if (reusable && conn->in.empty() && !worker_.draining() &&
+      (pool.max_requests_per_connection == 0 ||
+       conn->requests() < pool.max_requests_per_connection)) {
+    stats.idle_connections.add(1);
+    conn->release(static_cast<uint64_t>(pool.idle_timeout.count()));
+  } else {
+    // A request write still in flight is cut at once (see Transport::close), so the request's
+    // Outbox is free for the next try.
+    conn->close();
+  }
+}
+
+void UpstreamLease::release(bool reusable) {
+  if (conn_ == nullptr) return;
+  UpstreamConnection* conn = conn_;
+  conn_ = nullptr;
+  conn->pool().cluster.checkin(conn, reusable);
 }
 
 bool WorkerCluster::has_connections() const {

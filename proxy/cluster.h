@@ -21,8 +21,6 @@
 
 namespace bulwark {
 
-class DownstreamConnection;
-
 // Shared by all workers; owned by the Server. The endpoint set is swapped by the main thread
 // (DNS) and handed to each worker by a posted message, so workers never take this lock on the
 // request path.
@@ -123,8 +121,22 @@ class WorkerCluster {
   // The outcome of a try on `pool`'s endpoint, for outlier detection. An ejection is logged here.
   void record_outcome(const EndpointPool& pool, filters::OutlierDetector::Outcome outcome);
 
-  // Reserves a slot for a new connection against the cluster-wide limit.
-  bool try_reserve_connection();
+  // What checkout() did.
+  enum class Checkout {
+    kReady,       // an idle connection, attached to the owner: use it now
+    kConnecting,  // a new connection: the owner hears on_upstream_connected()
+    kWaiting,     // every slot is taken: `waiter` is queued and hears on_pool_capacity()
+    kFull,        // every slot is taken and the pending queue (pool.max_pending) is full
+  };
+  // Gets `owner` a connection to `pool`'s endpoint: an idle one unless `fresh_only`, else a new
+  // one when a slot of pool.max_connections is free, else a place in the queue. With kReady and
+  // kConnecting, `lease` holds the connection.
+  Checkout checkout(EndpointPool& pool, UpstreamConnection::Owner* owner, bool fresh_only,
+                    UpstreamLease& lease, PoolWaiter& waiter);
+  // Takes back a leased connection (UpstreamLease::release).
+  void checkin(UpstreamConnection* conn, bool reusable);
+
+  // A slot of the cluster-wide connection limit was given back (a connection was freed).
   void release_connection_slot();
   // Another worker freed a connection slot: serve this worker's waiters while slots are free.
   void on_remote_capacity();
@@ -132,9 +144,8 @@ class WorkerCluster {
   // can go.
   void on_capacity();
 
-  // Requests waiting for a connection slot, oldest first.
-  bool enqueue_waiter(DownstreamConnection* d);
-  void remove_waiter(DownstreamConnection* d);
+  // Leaves the queue (PoolWaiter::cancel).
+  void remove_waiter(PoolWaiter* w);
 
   // Closes idle connections and stops (drain).
   void close_idle();
@@ -169,7 +180,11 @@ class WorkerCluster {
   std::vector<Group> groups_;  // by priority, lowest first; only priorities that have endpoints
   filters::PriorityLoad load_;
   uint64_t routing_version_ = 0;
-  std::vector<DownstreamConnection*> waiters_;  // FIFO; small
+  // Reserves a slot for a new connection against the cluster-wide limit.
+  bool try_reserve_connection();
+  bool enqueue_waiter(PoolWaiter* w);
+
+  IntrusiveList<PoolWaiter, &PoolWaiter::hook> waiters_;  // oldest first
   bool serving_waiters_ = false;
 };
 

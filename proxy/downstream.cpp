@@ -107,6 +107,10 @@ bool DownstreamConnection::move_to_newest_config() {
   return true;
 }
 
+void accept_http1_connection(Worker& worker, ListenerContext& listener, uv_stream_t* server) {
+  (new DownstreamConnection(worker, listener))->accept(server);
+}
+
 bool DownstreamConnection::accept(uv_stream_t* server) {
   worker_.connection_opened(this);
   transport_ = TcpTransport::accept(worker_.transport_context(), server);
@@ -619,7 +623,7 @@ bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reaso
 void DownstreamConnection::cancel_wait() {
   switch (wait_) {
     case Wait::kPool:
-      cluster_->remove_waiter(this);
+      PoolWaiter::cancel();
       break;
     case Wait::kBulkhead:
       route_->remove_waiter(this);
@@ -685,31 +689,20 @@ void DownstreamConnection::connect_upstream(bool fresh_only) {
         0);
     return;
   }
-  if (UpstreamConnection* idle = fresh_only ? nullptr : endpoint_->idle.pop_front()) {
-    cluster_->stats.idle_connections.add(-1);
-    cluster_->stats.active_connections.add(1);
-    idle->attach(this);
-    endpoint_->active_requests++;
-    use_upstream(idle);
-    return;
-  }
-  if (!cluster_->try_reserve_connection()) {
-    const config::PoolConfig& pool = cluster_->config().pool;
-    if (!cluster_->enqueue_waiter(this)) {
+  switch (cluster_->checkout(*endpoint_, this, fresh_only, upstream_, *this)) {
+    case WorkerCluster::Checkout::kReady:
+      use_upstream(upstream_.get());
+      return;
+    case WorkerCluster::Checkout::kConnecting:
+      return;
+    case WorkerCluster::Checkout::kWaiting:
+      wait_ = Wait::kPool;
+      timer_.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
+      return;
+    case WorkerCluster::Checkout::kFull:
       upstream_failed(LocalReason::kPoolExhausted, 0);
       return;
-    }
-    wait_ = Wait::kPool;
-    timer_.start(static_cast<uint64_t>(pool.pending_timeout.count()));
-    // Another worker may have freed a slot between the two steps (it saw no waiter to wake).
-    cluster_->on_remote_capacity();
-    return;
   }
-  auto* conn = new UpstreamConnection(worker_, *endpoint_);
-  endpoint_->active_requests++;
-  upstream_ = conn;
-  cluster_->stats.active_connections.add(1);
-  conn->connect(this, static_cast<uint64_t>(cluster_->config().connect_timeout.count()));
 }
 
 void DownstreamConnection::on_pool_capacity() {
@@ -725,7 +718,7 @@ void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int s
         .str("endpoint", conn.pool().endpoint.address)
         .str("error", uv_strerror(status));
     cluster_->stats.connect_failures.inc();
-    detach_upstream();  // the connection closes itself
+    upstream_.release(false);  // closed already
     if (status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS || status == UV_ENOMEM) {
       // bulwark is out of descriptors or memory: no evidence against the endpoint.
       endpoint_ = nullptr;
@@ -737,7 +730,6 @@ void DownstreamConnection::on_upstream_connected(UpstreamConnection& conn, int s
 }
 
 void DownstreamConnection::use_upstream(UpstreamConnection* conn) {
-  upstream_ = conn;
   conn->count_request();
   ex().response_parser.reset();
   ex().response_parser.set_max_headers(cluster_->config().max_response_headers);
@@ -1000,41 +992,14 @@ bool DownstreamConnection::try_replay() {
   replayed_ = true;
   log::debug("reused upstream connection was closed; sending the request again on a new one")
       .str("endpoint", upstream_->pool().endpoint.address);
-  detach_upstream()->close();
+  upstream_.release(false);
   ex().to_upstream.rewind();
   connect_upstream(true);
   return true;
 }
 
-UpstreamConnection* DownstreamConnection::detach_upstream() {
-  UpstreamConnection* conn = upstream_;
-  upstream_ = nullptr;
-  if (conn->writing()) {
-    // A request write still in flight: the connection cannot carry anything else. Closing it
-    // ends the write at once (see Transport::close), so the outbox is free for the next try or
-    // request.
-    conn->close();
-  }
-  endpoint_->active_requests--;
-  cluster_->stats.active_connections.add(-1);
-  return conn;
-}
-
 void DownstreamConnection::release_upstream(bool reusable) {
-  if (upstream_ == nullptr) return;
-  UpstreamConnection* conn = detach_upstream();
-  if (conn->state() == UpstreamConnection::State::kClosed) return;
-  const config::PoolConfig& pool = cluster_->config().pool;
-  bool ok = reusable && request_complete_ && response_complete_ && conn->in.empty() &&
-            !worker_.draining() &&
-            (pool.max_requests_per_connection == 0 ||
-             conn->requests() < pool.max_requests_per_connection);
-  if (ok) {
-    cluster_->stats.idle_connections.add(1);
-    conn->release(static_cast<uint64_t>(pool.idle_timeout.count()));
-  } else {
-    conn->close();
-  }
+  upstream_.release(reusable && request_complete_ && response_complete_);
 }
 
 void DownstreamConnection::upstream_failed(LocalReason reason, int err) {
@@ -1557,7 +1522,7 @@ void DownstreamConnection::close() {
   const bool active = phase_ == Phase::kProxying || phase_ == Phase::kTunnel;
   if (phase_ == Phase::kProxying) end_policies();
   phase_ = Phase::kClosing;
-  if (upstream_ != nullptr) detach_upstream()->close();
+  upstream_.release(false);
   if (cluster_ != nullptr) {
     if (active) cluster_->stats.active_requests.add(-1);
     cluster_ = nullptr;

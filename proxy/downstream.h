@@ -31,12 +31,15 @@
 #include "filters/circuit_breaker.h"
 #include "filters/retry.h"
 #include "proxy/buffer.h"
+#include "proxy/client_connection.h"
 #include "proxy/codec.h"
 #include "proxy/connection_limit.h"
+#include "proxy/exchange_state.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
 #include "proxy/pacer.h"
 #include "proxy/reasons.h"
+#include "proxy/route_state.h"
 #include "proxy/router.h"
 #include "proxy/transport.h"
 #include "proxy/upstream.h"
@@ -50,27 +53,11 @@ class WorkerCluster;
 struct RouteStats;
 struct WorkerRoute;
 
-// What only an exchange under way needs: the response parser, the two outboxes and the
-// request's strings (about 1.2 KiB with their buffers). A connection borrows one from its
-// worker's free list when a request starts and gives it back when it goes idle, so an idle
-// keep-alive connection holds none of it, and a busy one allocates nothing per request.
-struct DownstreamExchange {
-  DownstreamExchange();
-  http::Parser response_parser;
-  Outbox to_upstream;
-  Outbox to_client;
-  std::string path_buf;           // the rewritten path when prefix_rewrite applies
-  std::string upgrade_protocols;  // of an Upgrade request: the protocols forwarded
-  // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
-  // first try was the last): for the debug log and the access log.
-  std::string failed_tries;
-  std::string log_request;  // "METHOD TARGET", kept only when logged
-  // The endpoints this request's tries could not reach: its retries go elsewhere.
-  UnreachableEndpoints unreachable;
-};
-
 class DownstreamConnection : public DeferredDeletable,
+                             public ClientConnection,
                              public UpstreamConnection::Owner,
+                             private PoolWaiter,
+                             private BulkheadWaiter,
                              private Transport::Callbacks,
                              private Pacer::Waiter {
  public:
@@ -82,25 +69,20 @@ class DownstreamConnection : public DeferredDeletable,
   // Accepts the pending connection of `server` and starts reading. False if accept failed
   // (the object then closes itself).
   bool accept(uv_stream_t* server);
-  // Drain: an idle connection closes now; a busy one closes after its current response.
-  void drain();
-  // Closes at once (shutdown of the worker).
-  void abort();
-  // A connection slot of the cluster this connection waits on became free.
-  void on_pool_capacity();
-  // The worker installed a new config: an idle connection moves to it now (or closes, when its
-  // listener is gone); a busy one whose listener is gone answers its request with
-  // Connection: close.
-  void on_reload();
-  // The route's bulkhead gave this waiting request a slot.
-  void on_bulkhead_slot(filters::Bulkhead::Slot slot);
-
-  size_t worker_slot = 0;  // index in the worker's connection list
+  // ClientConnection
+  void drain() override;
+  void abort() override;
+  void on_reload() override;
 
  private:
   // Binds the connection to the newest generation's listener of the same name (after a
   // reload). False when the newest config has no such listener.
   bool move_to_newest_config();
+
+  // PoolWaiter: a connection slot of the cluster this request waits on became free.
+  void on_pool_capacity() override;
+  // BulkheadWaiter: the route's bulkhead gave this waiting request a slot.
+  void on_bulkhead_slot(filters::Bulkhead::Slot slot) override;
 
   // UpstreamConnection::Owner
   void on_upstream_connected(UpstreamConnection& conn, int status) override;
@@ -160,8 +142,8 @@ class DownstreamConnection : public DeferredDeletable,
   bool upgrade_was_offered(const http::MessageHead& response);
   void upstream_failed(LocalReason reason, int err);
   bool try_replay();
-  // The exchange stops using its upstream connection; the caller closes or pools it.
-  UpstreamConnection* detach_upstream();
+  // The exchange stops using its upstream connection: back to the pool when `reusable` and the
+  // whole request and response went through, else closed.
   void release_upstream(bool reusable);
 
   // Client side output.
@@ -258,8 +240,8 @@ class DownstreamConnection : public DeferredDeletable,
   WorkerRoute* route_ = nullptr;
   WorkerCluster* cluster_ = nullptr;
   RouteStats* route_stats_ = nullptr;
-  PoolRef endpoint_;  // the pool of the current (or last) try
-  UpstreamConnection* upstream_ = nullptr;
+  PoolRef endpoint_;        // the pool of the current (or last) try
+  UpstreamLease upstream_;  // the connection of the current try
   Wait wait_ = Wait::kNone;
   filters::Bulkhead::Slot bulkhead_slot_;
   filters::Bulkhead::QueuePlace queue_place_;

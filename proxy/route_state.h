@@ -18,6 +18,16 @@
 
 namespace bulwark {
 
+// A request waiting for a bulkhead slot of its route.
+class BulkheadWaiter {
+ public:
+  // The route's bulkhead gave this waiting request a slot (it is out of the queue already).
+  virtual void on_bulkhead_slot(filters::Bulkhead::Slot slot) = 0;
+
+ protected:
+  ~BulkheadWaiter() = default;
+};
+
 class RouteState {
  public:
   // `owner` is the config `config` belongs to, kept alive with this state (see ClusterState).

@@ -171,7 +171,17 @@ Server::Server(std::shared_ptr<const config::Config> config)
   tasks_.init(&loop_);
 }
 
-Server::~Server() { uv_loop_close(&loop_); }
+Server::~Server() {
+  // run() may have returned early (a listener it could not bind, say) with the clusters' handles
+  // open: the health checkers close theirs as they go, and one more turn of the loop runs the
+  // close callbacks that free them.
+  for (auto& c : clusters_) {
+    if (c->resolver != nullptr) c->resolver->stop();
+  }
+  clusters_.clear();
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  uv_loop_close(&loop_);
+}
 
 Server::ClusterRuntime* Server::runtime_of(const ClusterState* state) {
   for (auto& c : clusters_) {

@@ -142,6 +142,62 @@ class EndpointPool {
   bool retired = false;  // the endpoint left the cluster; close connections as they free up
 };
 
+// A request waiting for a connection slot of its cluster (every one of pool.max_connections is
+// taken, across workers). While it waits it counts in the cluster's pending requests (against
+// pool.max_pending); the wait ends with on_pool_capacity() or cancel(), which the destructor
+// calls: nothing is given back by hand.
+class PoolWaiter {
+ public:
+  PoolWaiter() = default;
+  PoolWaiter(const PoolWaiter&) = delete;
+  PoolWaiter& operator=(const PoolWaiter&) = delete;
+  // A slot may be free: check out again (the waiter is out of the queue already).
+  virtual void on_pool_capacity() = 0;
+  bool waiting() const { return cluster_ != nullptr; }
+  // Leaves the queue, if in it.
+  void cancel();
+
+  ListHook<PoolWaiter> hook;
+
+ protected:
+  ~PoolWaiter() { cancel(); }
+
+ private:
+  friend class WorkerCluster;
+  WorkerCluster* cluster_ = nullptr;  // the queue it is in
+};
+
+// An exchange's hold on the upstream connection of its current try, from checkout (see
+// WorkerCluster::checkout) to release. It counts as one of the endpoint's active requests and one
+// of the cluster's active connections while held; release() (or the destructor) gives the
+// connection back: to its pool's idle list when `reusable` and the pool can keep it, else closed.
+class UpstreamLease {
+ public:
+  UpstreamLease() = default;
+  UpstreamLease(const UpstreamLease&) = delete;
+  UpstreamLease& operator=(const UpstreamLease&) = delete;
+  ~UpstreamLease() { release(false); }
+
+  UpstreamConnection* get() const { return conn_; }
+  UpstreamConnection* operator->() const { return conn_; }
+  UpstreamConnection& operator*() const { return *conn_; }
+  bool operator==(std::nullptr_t) const { return conn_ == nullptr; }
+  bool operator!=(std::nullptr_t) const { return conn_ != nullptr; }
+  bool operator==(const UpstreamConnection* c) const { return conn_ == c; }
+  bool operator!=(const UpstreamConnection* c) const { return conn_ != c; }
+
+  // Takes a connection WorkerCluster::checkout() handed out.
+  void hold(UpstreamConnection* conn) {
+    release(false);
+    conn_ = conn;
+  }
+  // Gives the connection back (see above); nothing when none is held.
+  void release(bool reusable);
+
+ private:
+  UpstreamConnection* conn_ = nullptr;
+};
+
 // An exchange's pointer to the pool of its current (or last) try. While one is held, the pool is
 // not freed even if a DNS change retires it (WorkerCluster frees a retired pool only when no
 // connection and no PoolRef is left), so the exchange can still record the try's outcome and

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "proxy/downstream.h"
+#include "proxy/client_connection.h"
 #include "proxy/log.h"
 
 namespace bulwark {
@@ -158,8 +158,8 @@ void Worker::install(GenerationSpec& spec) {
   gen_ = std::move(gen);
   if (reload) {
     // Idle connections move now (or close, their listener gone), so old generations go soon.
-    std::vector<DownstreamConnection*> all = connections_;
-    for (DownstreamConnection* d : all) d->on_reload();
+    std::vector<ClientConnection*> all = connections_;
+    for (ClientConnection* d : all) d->on_reload();
   }
 }
 
@@ -252,14 +252,14 @@ void Worker::wake_pool_waiters(ClusterState* cluster) {
   });
 }
 
-void WorkerRoute::enqueue(DownstreamConnection* d) {
-  waiters.emplace_back(shared->next_ticket.fetch_add(1), d);
+void WorkerRoute::enqueue(BulkheadWaiter* w) {
+  waiters.emplace_back(shared->next_ticket.fetch_add(1), w);
   if (waiters.size() == 1) publish_oldest();
 }
 
-void WorkerRoute::remove_waiter(DownstreamConnection* d) {
-  auto it =
-      std::find_if(waiters.begin(), waiters.end(), [d](const auto& w) { return w.second == d; });
+void WorkerRoute::remove_waiter(BulkheadWaiter* w) {
+  auto it = std::find_if(waiters.begin(), waiters.end(),
+                         [w](const auto& entry) { return entry.second == w; });
   if (it == waiters.end()) return;
   bool was_front = it == waiters.begin();
   waiters.erase(it);
@@ -283,10 +283,10 @@ void WorkerRoute::dispatch() {
     }
     filters::Bulkhead::Slot slot = bulkhead.try_acquire();
     if (!slot) return;  // another worker took it; its release dispatches again
-    DownstreamConnection* d = waiters.front().second;
+    BulkheadWaiter* w = waiters.front().second;
     waiters.pop_front();
     publish_oldest();
-    d->on_bulkhead_slot(std::move(slot));
+    w->on_bulkhead_slot(std::move(slot));
   }
 }
 
@@ -359,8 +359,7 @@ bool Worker::accept_one(Acceptor& a) {
   }
   a.paused = false;
   // The connection owns both slots from here and gives them back when it closes.
-  auto* d = new DownstreamConnection(*this, *l);
-  d->accept(reinterpret_cast<uv_stream_t*>(&a.handle));
+  accept_http1_connection(*this, *l, reinterpret_cast<uv_stream_t*>(&a.handle));
   return true;
 }
 
@@ -385,12 +384,12 @@ void Worker::on_accept_error(Acceptor& a, int status) {
   }
 }
 
-void Worker::connection_opened(DownstreamConnection* d) {
+void Worker::connection_opened(ClientConnection* d) {
   d->worker_slot = connections_.size();
   connections_.push_back(d);
 }
 
-void Worker::connection_closed(DownstreamConnection* d) {
+void Worker::connection_closed(ClientConnection* d) {
   size_t slot = d->worker_slot;
   if (slot < connections_.size() && connections_[slot] == d) {
     connections_[slot] = connections_.back();
@@ -447,8 +446,8 @@ void Worker::begin_drain() {
     draining_ = true;
     close_listeners();
     // Idle connections close now; busy ones after their response (with Connection: close).
-    std::vector<DownstreamConnection*> all = connections_;
-    for (DownstreamConnection* d : all) d->drain();
+    std::vector<ClientConnection*> all = connections_;
+    for (ClientConnection* d : all) d->drain();
     for (WorkerCluster* c : all_clusters()) c->close_idle();
     drain_step();
   });
@@ -465,8 +464,8 @@ void Worker::stop() {
   post([this] {
     stopping_ = true;
     close_listeners();
-    std::vector<DownstreamConnection*> all = connections_;
-    for (DownstreamConnection* d : all) d->abort();
+    std::vector<ClientConnection*> all = connections_;
+    for (ClientConnection* d : all) d->abort();
     for (WorkerCluster* c : all_clusters()) c->close_idle();
     for (auto& c : retired_clusters_) c->close_idle();
     flush_access_log();  // the lines of the requests just aborted too

@@ -16,8 +16,10 @@
 #include "config/config.h"
 #include "proxy/access_log.h"
 #include "proxy/buffer.h"
+#include "proxy/client_connection.h"
 #include "proxy/cluster.h"
 #include "proxy/connection_limit.h"
+#include "proxy/exchange_state.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
@@ -30,8 +32,6 @@
 
 namespace bulwark {
 
-class DownstreamConnection;
-struct DownstreamExchange;
 class Worker;
 
 // One route inside one worker: the route's shared policy state, this worker's statistics of it,
@@ -41,11 +41,11 @@ struct WorkerRoute {
   std::shared_ptr<RouteState> shared;
   std::shared_ptr<RouteStats> stats;
   size_t worker_id;
-  std::deque<std::pair<uint64_t, DownstreamConnection*>> waiters;  // (ticket, request)
+  std::deque<std::pair<uint64_t, BulkheadWaiter*>> waiters;  // (ticket, request)
 
   // Queues a request that holds a bulkhead QueuePlace.
-  void enqueue(DownstreamConnection* d);
-  void remove_waiter(DownstreamConnection* d);
+  void enqueue(BulkheadWaiter* w);
+  void remove_waiter(BulkheadWaiter* w);
   // While slots are free and requests wait, the oldest waiter of all workers gets the next one:
   // served here when it is this worker's, else its worker is told (and dispatches in turn).
   // Called whenever a slot may have freed up or a request joined the queue.
@@ -162,8 +162,8 @@ class Worker {
   FastRandom& random() { return random_; }
   LocalReplyCounters& local_replies() { return gen_->stats->local_replies; }
   bool draining() const { return draining_; }
-  void connection_opened(DownstreamConnection* d);
-  void connection_closed(DownstreamConnection* d);
+  void connection_opened(ClientConnection* c);
+  void connection_closed(ClientConnection* c);
   ConnectionLimit& process_limit() { return *process_limit_; }
   // A connection slot was given back: accept on a paused listening socket again.
   void resume_accepting();
@@ -219,7 +219,7 @@ class Worker {
   // may be another worker's.
   uv_timer_t accept_timer_;
   uint64_t last_accept_error_log_ms_ = 0;
-  std::vector<DownstreamConnection*> connections_;  // all open client connections
+  std::vector<ClientConnection*> connections_;  // all open client connections
   std::function<void()> on_drained_;
   AccessLog* access_log_ = nullptr;
   std::string access_buf_;

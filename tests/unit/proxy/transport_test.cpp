@@ -212,7 +212,7 @@ TEST_CASE("transport: close cuts a write in flight, frees its Outbox at once and
 TEST_CASE("transport: an owner may close and free itself inside a callback") {
   Harness h;
   Pair p;
-  struct Owner : Transport::Callbacks {
+  struct Owner final : Transport::Callbacks {
     TransportPtr t;
     InputBuffer in;
     BufferPool* pool;

@@ -1,0 +1,37 @@
+#pragma once
+// A client connection as its worker sees it. The worker keeps every open one in a list, to drain,
+// reload and shut down; everything else about it is the connection's own business (today an
+// HTTP/1 connection, proxy/downstream.h; HTTP/2 later).
+
+#include <uv.h>
+
+#include <cstddef>
+
+namespace bulwark {
+
+class Worker;
+struct ListenerContext;
+
+class ClientConnection {
+ public:
+  // Drain: an idle connection closes now; a busy one closes after its current response.
+  virtual void drain() = 0;
+  // Closes at once (shutdown of the worker).
+  virtual void abort() = 0;
+  // The worker installed a new config: an idle connection moves to it now (or closes, when its
+  // listener is gone); a busy one whose listener is gone answers its request with
+  // Connection: close.
+  virtual void on_reload() = 0;
+
+  size_t worker_slot = 0;  // index in the worker's connection list
+
+ protected:
+  ~ClientConnection() = default;
+};
+
+// Takes the connection pending on `server` (a listening socket of `listener`) as an HTTP/1
+// connection. It registers with the worker (Worker::connection_opened) and owns itself from then
+// on, together with the connection slots the worker took for it.
+void accept_http1_connection(Worker& worker, ListenerContext& listener, uv_stream_t* server);
+
+}  // namespace bulwark
