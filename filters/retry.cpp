@@ -79,6 +79,34 @@ Micros RetryPolicy::backoff(uint32_t retry, uint64_t random) const {
   return static_cast<Micros>((static_cast<unsigned __int128>(random) * span) >> 64);
 }
 
+RetryDecision RetryPolicy::decide(const RetryAsk& ask, RetryBudget& budget, uint64_t random) const {
+  RetryDecision d;
+  if (!ask.reason || ask.response_sent) return d;
+  if (ask.tries >= config_.attempts) {
+    d.verdict = RetryVerdict::kAttemptsExhausted;
+    return d;
+  }
+  if (!ask.request_at_hand || (ask.request_bytes_sent && !ask.may_resend)) {
+    d.verdict = RetryVerdict::kCannotResend;
+    return d;
+  }
+  const Micros wait = backoff(ask.tries, random);
+  // Whole milliseconds, as the proxy's timers count (a wait rounded up to the deadline is past it).
+  const Micros wait_ms_us = (wait + 999) / 1000 * 1000;
+  if (ask.until_deadline >= 0 && wait_ms_us >= ask.until_deadline) {
+    d.verdict = RetryVerdict::kPastDeadline;
+    return d;
+  }
+  if (!budget.try_spend()) {
+    d.verdict = RetryVerdict::kBudgetExhausted;
+    return d;
+  }
+  d.verdict = RetryVerdict::kRetry;
+  d.reason = *ask.reason;
+  d.backoff = wait;
+  return d;
+}
+
 RetryBudget::RetryBudget(const config::RetryBudgetConfig& config, const Clock& clock)
     : config_(config), clock_(clock), window_(to_micros(config.window)) {}
 

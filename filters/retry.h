@@ -3,12 +3,14 @@
 // wait first (RetryPolicy, per route, immutable), and how many retries the route may add over
 // time (RetryBudget, per route, shared by all workers).
 //
-// The proxy asks, for a try that failed:
-//   1. reason = retriable_failure(...) or retriable_status(...)   (retry_on allows it?)
-//   2. attempts left? (tries < config().attempts)
-//   3. may_resend(...)  when any byte of the request already went to the upstream
-//   4. budget.try_spend()  last, so a retry that would not happen spends nothing
-// and then waits backoff(retry_number, random) before the next try, on another endpoint.
+// For a try that failed, the proxy takes the reason from retriable_failure() or
+// retriable_status() and asks decide(), which checks, in this order:
+//   1. retry_on covers the failure, and no response has gone to the client;
+//   2. attempts left (tries < attempts);
+//   3. the whole request is at hand, and may_resend() when bytes of it already went out;
+//   4. the backoff ends before the route's deadline;
+//   5. the budget has a retry left (last, so a retry that would not happen spends nothing);
+// and the proxy then waits the decision's backoff before the next try, on another endpoint.
 
 #include <atomic>
 #include <cstdint>
@@ -41,6 +43,35 @@ enum class RetryReason : uint8_t {
 // "connect-failure", "reset", "gateway-error", "5xx", "retriable-status-codes", "per-try-timeout"
 std::string_view to_string(RetryReason r);
 
+// What the proxy knows about a request whose try just failed (see RetryPolicy::decide).
+struct RetryAsk {
+  std::optional<RetryReason>
+      reason;                       // retriable_failure() / retriable_status(): none = not covered
+  uint32_t tries = 0;               // made so far, the failed one included
+  bool response_sent = false;       // a response (head) already went to the client
+  bool request_at_hand = false;     // every byte of the request is still held for re-sending
+  bool request_bytes_sent = false;  // some request byte went to an upstream (any try)
+  bool may_resend = false;          // may_resend() for this request
+  Micros until_deadline = -1;       // time left before the route's deadline; < 0: none
+};
+
+// The answer, and why not when it is no.
+enum class RetryVerdict : uint8_t {
+  kRetry,
+  kNotRetriable,       // retry_on does not cover it, or the client has a response already
+  kAttemptsExhausted,  // every attempt was made (flag URX when attempts > 1)
+  kCannotResend,       // the request is not at hand whole, or may not go again after bytes went out
+  kPastDeadline,       // the backoff would end after the route's deadline
+  kBudgetExhausted,    // the retry budget is spent (flag URX, count it)
+};
+struct RetryDecision {
+  RetryVerdict verdict = RetryVerdict::kNotRetriable;
+  RetryReason reason = RetryReason::kCount;  // with kRetry
+  Micros backoff = 0;                        // with kRetry: wait this long first
+};
+
+class RetryBudget;
+
 class RetryPolicy {
  public:
   explicit RetryPolicy(const config::RetryConfig& config) : config_(config) {}
@@ -65,6 +96,10 @@ class RetryPolicy {
   // all uint64 values (the caller's generator). Never overflows, whatever `retry` is; retry 0 is
   // treated as 1.
   Micros backoff(uint32_t retry, uint64_t random) const;
+
+  // Whether the failed try described by `ask` goes again (see the top of the file). Spends from
+  // `budget` only when the answer is kRetry. `random` as for backoff().
+  RetryDecision decide(const RetryAsk& ask, RetryBudget& budget, uint64_t random) const;
 
  private:
   const config::RetryConfig& config_;

@@ -361,8 +361,9 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   // is kept whole until its response is chosen: a retry, or a reused connection that turns out
   // to be closed, re-sends it. Its body is copied when it fits max_body_bytes, so the client's
   // read buffer does not have to hold it.
-  const config::RetryConfig& retry = route.retry;
-  may_resend_ = route_->shared->retry.may_resend(head.method, head.idempotency_key >= 0);
+  const filters::RetryPolicy& retry_policy = route_->shared->retry;
+  const config::RetryConfig& retry = retry_policy.config();
+  may_resend_ = retry_policy.may_resend(head.method, head.idempotency_key >= 0);
   copy_body_ =
       may_resend_ && has_body && (head.chunked || head.content_length <= retry.max_body_bytes);
   // A body too large to copy streams: once bytes of it went out, the request cannot go again.
@@ -386,7 +387,7 @@ void DownstreamConnection::on_request_body(const char* data, size_t n) {
   bytes_in_ += n;
   if (phase_ != Phase::kProxying) return;
   if (copy_body_) {
-    if (body_kept_ + n <= route_->shared->config.retry.max_body_bytes) {
+    if (body_kept_ + n <= route_->shared->retry.config().max_body_bytes) {
       body_kept_ += n;
       if (request_framing_ == http::BodyFraming::kChunked) {
         ex().to_upstream.add_chunk_copy(data, n);
@@ -526,7 +527,7 @@ void DownstreamConnection::start_try() {
   }
   ++tries_;
   try_start_us_ = now_us();
-  const config::RetryConfig& retry = route_->shared->config.retry;
+  const config::RetryConfig& retry = route_->shared->retry.config();
   if (retry.per_try_timeout.count() > 0) {
     try_deadline_ms_ =
         uv_now(worker_.loop()) + static_cast<uint64_t>(retry.per_try_timeout.count());
@@ -576,23 +577,36 @@ void DownstreamConnection::try_failed(filters::TryFailure failure, LocalReason r
 }
 
 bool DownstreamConnection::maybe_retry(std::optional<filters::RetryReason> reason) {
-  if (!reason || response_head_sent_) return false;
   RouteState& policy = *route_->shared;
-  if (tries_ >= policy.config.retry.attempts) {
-    if (policy.config.retry.attempts > 1) log_flags_ |= kLogRetriesExhausted;
-    return false;
+  filters::RetryAsk ask;
+  ask.reason = reason;
+  ask.tries = tries_;
+  ask.response_sent = response_head_sent_;
+  ask.request_at_hand = ex().to_upstream.can_rewind();
+  ask.request_bytes_sent = request_sent_;
+  ask.may_resend = may_resend_;
+  if (route_deadline_ms_ != 0) {
+    const uint64_t now = uv_now(worker_.loop());
+    ask.until_deadline = route_deadline_ms_ > now
+                             ? static_cast<filters::Micros>(route_deadline_ms_ - now) * 1000
+                             : 0;
   }
-  // The whole request must still be at hand, and may go again if bytes of it went out.
-  if (!ex().to_upstream.can_rewind() || (request_sent_ && !may_resend_)) return false;
-  filters::Micros backoff = policy.retry.backoff(tries_, worker_.random().next());
-  uint64_t backoff_ms = static_cast<uint64_t>((backoff + 999) / 1000);
-  if (route_deadline_ms_ != 0 && uv_now(worker_.loop()) + backoff_ms >= route_deadline_ms_)
-    return false;
-  if (!policy.budget.try_spend()) {
-    route_stats_->retry_budget_exhausted.inc();
-    log_flags_ |= kLogRetriesExhausted;
-    return false;
+  const filters::RetryDecision decision =
+      policy.retry.decide(ask, policy.budget, worker_.random().next());
+  switch (decision.verdict) {
+    case filters::RetryVerdict::kRetry:
+      break;
+    case filters::RetryVerdict::kAttemptsExhausted:
+      if (policy.retry.config().attempts > 1) log_flags_ |= kLogRetriesExhausted;
+      return false;
+    case filters::RetryVerdict::kBudgetExhausted:
+      route_stats_->retry_budget_exhausted.inc();
+      log_flags_ |= kLogRetriesExhausted;
+      return false;
+    default:
+      return false;
   }
+  const uint64_t backoff_ms = static_cast<uint64_t>((decision.backoff + 999) / 1000);
   route_stats_->retries[static_cast<size_t>(*reason)].inc();
   if (!ex().failed_tries.empty()) ex().failed_tries.append(", ");
   ex().failed_tries.append(endpoint_ != nullptr ? std::string_view(endpoint_->endpoint.address)

@@ -118,11 +118,16 @@ TEST_CASE("connection limits: out of file descriptors, accept neither crashes no
   options.top = "max_connections: 100000";  // the limit is not what stops it here
   options.workers = 1;
   ProxyFixture proxy(answer_all(), options);
-  // A proxy that has served: under UBSan, the first virtual call of each kind checks the
-  // object's type, and the check needs a pipe (sanitizer_common's IsAccessibleMemoryRange), which
-  // fails with no descriptor left and is then reported as a bad type. Serving one request first
+  // A proxy that has served, and closed the connection: under UBSan, the first virtual call of
+  // each kind (reading, closing, freeing a client connection) checks the object's type, and the
+  // check needs a pipe (sanitizer_common's IsAccessibleMemoryRange), which fails with no
+  // descriptor left and is then reported as a bad type. Serving one connection to its end first
   // makes those checks now, as any running proxy has.
   REQUIRE(http_get(proxy.port(), "/before", {}, Millis{2000}));
+  REQUIRE(eventually([&] {
+    return scrape_metric(proxy.bulwark, "bulwark_downstream_connections",
+                         {{"listener", "inbound"}}) == 0.0;
+  }));
   // Give the running bulwark only a few descriptors more than it uses now.
   rlimit tight{64, 64};
   if (prlimit(proxy.bulwark.pid(), RLIMIT_NOFILE, &tight, nullptr) != 0) {

@@ -213,6 +213,106 @@ TEST_CASE("retry: backoff is uniform over the whole range and monotonic in the r
 
 // ---- RetryBudget ----
 
+// ---- decide(): the whole rule, attempts included ----
+
+// A request whose first try failed with a connect failure, kept whole, nothing sent yet.
+RetryAsk failed_first_try() {
+  RetryAsk ask;
+  ask.reason = RetryReason::kConnectFailure;
+  ask.tries = 1;
+  ask.request_at_hand = true;
+  return ask;
+}
+
+// A budget with one retry in it (the minimum: 1 per second over a 1 s window).
+struct OneRetryBudget {
+  OneRetryBudget() {
+    config.ratio = 0;
+    config.min_retries_per_second = 1;
+    config.window = 1s;
+  }
+  FakeClock clock;
+  RetryBudgetConfig config;
+  RetryBudget budget{config, clock};
+};
+
+TEST_CASE("retry decide: a covered failure with attempts, request and budget left goes again") {
+  RetryConfig c;  // attempts 2, backoff 25 ms base
+  RetryPolicy p(c);
+  OneRetryBudget b;
+  const RetryDecision d = p.decide(failed_first_try(), b.budget, kMaxRandom);
+  CHECK(d.verdict == RetryVerdict::kRetry);
+  CHECK(d.reason == RetryReason::kConnectFailure);
+  CHECK(d.backoff == p.backoff(1, kMaxRandom));
+  CHECK(b.budget.remaining() == 0);  // spent
+}
+
+TEST_CASE("retry decide: each no names its cause and spends nothing from the budget") {
+  RetryConfig c;
+  c.attempts = 3;
+  RetryPolicy p(c);
+  OneRetryBudget b;
+
+  RetryAsk ask = failed_first_try();
+  ask.reason.reset();
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kNotRetriable);
+
+  ask = failed_first_try();
+  ask.response_sent = true;  // the client has a response already: nothing can be taken back
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kNotRetriable);
+
+  ask = failed_first_try();
+  ask.tries = 3;
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kAttemptsExhausted);
+
+  ask = failed_first_try();
+  ask.request_at_hand = false;  // a body too large to keep streamed
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kCannotResend);
+
+  ask = failed_first_try();
+  ask.request_bytes_sent = true;  // a POST whose bytes went out
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kCannotResend);
+  ask.may_resend = true;  // ... unless it may go again (idempotent, a key, or allowed)
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kRetry);
+  CHECK(b.budget.remaining() == 0);
+
+  ask = failed_first_try();
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kBudgetExhausted);
+}
+
+TEST_CASE("retry decide: attempts 1 never retries, and the last attempt is the limit") {
+  RetryConfig c;
+  c.attempts = 1;
+  OneRetryBudget b;
+  CHECK(RetryPolicy(c).decide(failed_first_try(), b.budget, 0).verdict ==
+        RetryVerdict::kAttemptsExhausted);
+  c.attempts = 2;
+  RetryAsk ask = failed_first_try();
+  ask.tries = 2;
+  CHECK(RetryPolicy(c).decide(ask, b.budget, 0).verdict == RetryVerdict::kAttemptsExhausted);
+  CHECK(b.budget.remaining() == 1);
+}
+
+TEST_CASE("retry decide: a backoff that would end at or after the route's deadline is a no") {
+  RetryConfig c;
+  c.backoff_base = 100ms;
+  c.backoff_max = 100ms;
+  RetryPolicy p(c);
+  OneRetryBudget b;
+  RetryAsk ask = failed_first_try();
+  // The largest random gives the whole 100 ms.
+  ask.until_deadline = 100'000;
+  CHECK(p.decide(ask, b.budget, kMaxRandom).verdict == RetryVerdict::kPastDeadline);
+  ask.until_deadline = 0;  // the deadline is now: even no wait is too late
+  CHECK(p.decide(ask, b.budget, 0).verdict == RetryVerdict::kPastDeadline);
+  CHECK(b.budget.remaining() == 1);
+  ask.until_deadline = 100'001;
+  CHECK(p.decide(ask, b.budget, kMaxRandom).verdict == RetryVerdict::kRetry);
+  ask.until_deadline = -1;  // no deadline
+  OneRetryBudget b2;
+  CHECK(p.decide(ask, b2.budget, kMaxRandom).verdict == RetryVerdict::kRetry);
+}
+
 TEST_CASE("retry budget: ratio of the original requests") {
   FakeClock clock;
   RetryBudgetConfig c;
