@@ -269,7 +269,6 @@ http::ParserCallbacks::HeadAction DownstreamConnection::on_request_head(http::Me
   cluster_ = nullptr;
   tries_ = 0;
   failed_endpoint_ = nullptr;
-  fault_abort_status_ = 0;
   ex().failed_tries.clear();
   body_kept_ = 0;
   may_resend_ = copy_body_ = request_sent_ = false;
@@ -424,79 +423,38 @@ void DownstreamConnection::on_request_complete() {
 // Policies: admission, tries and retries.
 
 void DownstreamConnection::run_admission(const http::MessageHead& head) {
-  RouteState& policy = *route_->shared;
-  if (policy.rate_limit) {
-    filters::RateLimiter::Decision d = policy.rate_limit->try_acquire();
-    if (!d.allowed) {
-      route_stats_->rate_limited.inc();
-      auto seconds = static_cast<uint32_t>((d.retry_after + 999'999) / 1'000'000);
-      local_reply(LocalReason::kRateLimited, request_has_body_, 0, std::max<uint32_t>(seconds, 1));
+  Admission::Request request;
+  const filters::FaultInjector* fault = route_->shared->fault.get();
+  if (fault != nullptr && fault->config().header_control) {
+    if (const http::Header* h = head.find(filters::kFaultDelayHeader))
+      request.fault_delay_header = head.str(h->value);
+    if (const http::Header* h = head.find(filters::kFaultAbortHeader))
+      request.fault_abort_header = head.str(h->value);
+  }
+  after_admission(admission_.start(*route_, this, request, worker_.random()));
+}
+
+void DownstreamConnection::after_admission(const Admission::Result& result) {
+  if (admission_.fault_injected()) log_flags_ |= kLogFaultInjected;
+  switch (result.status) {
+    case Admission::Status::kContinue:
+      start_try();
       return;
-    }
-  }
-  if (policy.fault) {
-    std::string_view delay_header, abort_header;
-    if (policy.fault->config().header_control) {
-      if (const http::Header* h = head.find(filters::kFaultDelayHeader))
-        delay_header = head.str(h->value);
-      if (const http::Header* h = head.find(filters::kFaultAbortHeader))
-        abort_header = head.str(h->value);
-    }
-    filters::FaultDecision fault = policy.fault->decide(
-        worker_.random().next(), worker_.random().next(), delay_header, abort_header);
-    fault_abort_status_ = fault.abort_status;
-    if (fault.delay > 0) {
-      route_stats_->fault_delays.inc();
-      log_flags_ |= kLogFaultInjected;
-      wait_ = Wait::kFaultDelay;
-      timer_.start(static_cast<uint64_t>((fault.delay + 999) / 1000));
+    case Admission::Status::kReply:
+      local_reply(result.reason, request_has_body_ && !request_complete_, result.http_status,
+                  result.retry_after_s);
       return;
-    }
+    case Admission::Status::kWait:
+      wait_ = Wait::kAdmission;
+      timer_.start(result.timer_ms);
+      return;
   }
-  after_fault_delay();
 }
 
-void DownstreamConnection::after_fault_delay() {
-  if (fault_abort_status_ != 0) {
-    route_stats_->fault_aborts.inc();
-    local_reply(LocalReason::kFaultAbort, request_has_body_ && !request_complete_,
-                fault_abort_status_);
-    return;
-  }
-  admit_to_bulkhead();
-}
-
-void DownstreamConnection::admit_to_bulkhead() {
-  filters::Bulkhead* bulkhead = route_->shared->bulkhead.get();
-  if (bulkhead == nullptr) {
-    start_try();
-    return;
-  }
-  // A free slot is taken at once, unless others wait: then this request queues behind them.
-  if (bulkhead->queued() == 0) bulkhead_slot_ = bulkhead->try_acquire();
-  if (bulkhead_slot_) {
-    start_try();
-    return;
-  }
-  queue_place_ = bulkhead->try_enqueue();
-  if (!queue_place_) {
-    route_stats_->bulkhead_full.inc();
-    local_reply(LocalReason::kBulkheadFull, request_has_body_ && !request_complete_);
-    return;
-  }
-  wait_ = Wait::kBulkhead;
-  timer_.start(static_cast<uint64_t>(bulkhead->config().queue_timeout.count()));
-  route_->enqueue(this);
-  // A slot may have freed up meanwhile (see filters/bulkhead.h): hand it to the oldest waiter.
-  route_->dispatch();
-}
-
-void DownstreamConnection::on_bulkhead_slot(filters::Bulkhead::Slot slot) {
+void DownstreamConnection::on_admission_resumed(const Admission::Result& result) {
   timer_.stop();
   wait_ = Wait::kNone;
-  queue_place_.reset();
-  bulkhead_slot_ = std::move(slot);
-  start_try();
+  after_admission(result);
 }
 
 void DownstreamConnection::start_try() {
@@ -639,9 +597,8 @@ void DownstreamConnection::cancel_wait() {
     case Wait::kPool:
       PoolWaiter::cancel();
       break;
-    case Wait::kBulkhead:
-      route_->remove_waiter(this);
-      queue_place_.reset();
+    case Wait::kAdmission:
+      admission_.release();
       break;
     default:
       break;
@@ -653,10 +610,7 @@ void DownstreamConnection::cancel_wait() {
 void DownstreamConnection::end_policies() {
   cancel_wait();
   circuit_permit_.reset();
-  if (bulkhead_slot_) {
-    bulkhead_slot_.reset();
-    route_->dispatch();
-  }
+  admission_.release();
   route_deadline_ms_ = try_deadline_ms_ = 0;
   deadline_timer_.stop();
 }
@@ -1382,14 +1336,9 @@ void DownstreamConnection::on_timer() {
       self->cancel_wait();
       self->local_reply(LocalReason::kPoolTimeout, body_unread);
       return;
-    case Wait::kBulkhead:
-      self->cancel_wait();
-      self->route_stats_->queue_timeout.inc();
-      self->local_reply(LocalReason::kQueueTimeout, body_unread);
-      return;
-    case Wait::kFaultDelay:
+    case Wait::kAdmission:
       self->wait_ = Wait::kNone;
-      self->after_fault_delay();
+      self->after_admission(self->admission_.on_timer());
       return;
     case Wait::kBackoff:
       self->wait_ = Wait::kNone;

@@ -30,6 +30,7 @@
 #include "filters/bulkhead.h"
 #include "filters/circuit_breaker.h"
 #include "filters/retry.h"
+#include "proxy/admission.h"
 #include "proxy/buffer.h"
 #include "proxy/client_connection.h"
 #include "proxy/codec.h"
@@ -57,7 +58,7 @@ class DownstreamConnection : public DeferredDeletable,
                              public ClientConnection,
                              public UpstreamConnection::Owner,
                              private PoolWaiter,
-                             private BulkheadWaiter,
+                             private Admission::Owner,
                              private Transport::Callbacks,
                              private Pacer::Waiter {
  public:
@@ -81,8 +82,8 @@ class DownstreamConnection : public DeferredDeletable,
 
   // PoolWaiter: a connection slot of the cluster this request waits on became free.
   void on_pool_capacity() override;
-  // BulkheadWaiter: the route's bulkhead gave this waiting request a slot.
-  void on_bulkhead_slot(filters::Bulkhead::Slot slot) override;
+  // Admission::Owner: a bulkhead slot came and the chain went on.
+  void on_admission_resumed(const Admission::Result& result) override;
 
   // UpstreamConnection::Owner
   void on_upstream_connected(UpstreamConnection& conn, int status) override;
@@ -101,9 +102,9 @@ class DownstreamConnection : public DeferredDeletable,
   void start_exchange(http::MessageHead& head);
 
   // Policies and tries.
+  // Runs the admission chain (proxy/admission.h) for the request, then acts on its answer.
   void run_admission(const http::MessageHead& head);
-  void after_fault_delay();
-  void admit_to_bulkhead();
+  void after_admission(const Admission::Result& result);
   void start_try();
   // A try ended without a usable response: record it, retry if allowed, else reply.
   void try_failed(filters::TryFailure failure, LocalReason reason, int err);
@@ -201,7 +202,7 @@ class DownstreamConnection : public DeferredDeletable,
   };
 
   // What the exchange waits for on timer_, between its head and an upstream connection.
-  enum class Wait : unsigned char { kNone, kFaultDelay, kBulkhead, kBackoff, kPool };
+  enum class Wait : unsigned char { kNone, kAdmission, kBackoff, kPool };
 
   enum class Phase {
     kIdle,        // between requests (or before the first)
@@ -243,8 +244,7 @@ class DownstreamConnection : public DeferredDeletable,
   PoolRef endpoint_;        // the pool of the current (or last) try
   UpstreamLease upstream_;  // the connection of the current try
   Wait wait_ = Wait::kNone;
-  filters::Bulkhead::Slot bulkhead_slot_;
-  filters::Bulkhead::QueuePlace queue_place_;
+  Admission admission_;  // the admission chain's state, and what the request holds from it
   filters::CircuitBreaker::Permit circuit_permit_;
   uint64_t route_deadline_ms_ = 0;  // loop time; 0 = none
   uint64_t try_deadline_ms_ = 0;    // loop time; 0 = none
@@ -252,7 +252,6 @@ class DownstreamConnection : public DeferredDeletable,
   uint64_t try_start_us_ = 0;
   const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
   uint32_t tries_ = 0;
-  int fault_abort_status_ = 0;
   size_t body_kept_ = 0;       // request body bytes copied for re-sending
   bool may_resend_ = false;    // the request may be sent again after bytes went out
   bool copy_body_ = false;     // the body is copied into to_upstream_ as it arrives
