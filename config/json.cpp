@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "config/json_writer.h"
 #include "config/units.h"
 
 namespace bulwark::config {
@@ -37,83 +38,13 @@ size_t utf8_sequence_length(std::string_view s, size_t i) {
   return length;
 }
 
-class JsonWriter {
- public:
-  std::string take() { return std::move(out_); }
-
-  void begin_object() { open('{'); }
-  void end_object() { close('}'); }
-  void begin_array() { open('['); }
-  void end_array() { close(']'); }
-
-  // Starts a member of the current object; the next call writes its value.
-  void key(std::string_view name) {
-    separate();
-    append_json_string(out_, name);
-    out_ += ':';
-    after_key_ = true;
-  }
-
-  void value(std::string_view s) {
-    separate();
-    append_json_string(out_, s);
-  }
-  void value(const char* s) { value(std::string_view(s)); }
-  void value(uint64_t n) {
-    separate();
-    out_ += std::to_string(n);
-  }
-  void value(bool b) {
-    separate();
-    out_ += b ? "true" : "false";
-  }
-  void value(double d) {  // finite: the loader range-checks every number
-    separate();
-    out_ += format_decimal(d);
-  }
-  void null() {
-    separate();
-    out_ += "null";
-  }
-
-  template <typename T>
-  void member(std::string_view name, const T& v) {
-    key(name);
-    value(v);
-  }
-
- private:
-  void open(char c) {
-    separate();
-    out_ += c;
-    first_ = true;
-  }
-  void close(char c) {
-    out_ += c;
-    first_ = false;
-  }
-  // Writes the comma between siblings; a value right after its key needs none.
-  void separate() {
-    if (after_key_) {
-      after_key_ = false;
-      return;
-    }
-    if (!first_) out_ += ',';
-    first_ = false;
-  }
-
-  std::string out_;
-  bool first_ = true;
-  bool after_key_ = false;
-};
-
 // Writes `key`: the string, or null when it is empty (a default such as "any host").
 void string_or_null(JsonWriter& w, std::string_view key, std::string_view value) {
   w.key(key);
   if (value.empty()) {
     w.null();
   } else {
-    w.value(value);
+    w.string(value);
   }
 }
 
@@ -138,12 +69,12 @@ void write_retry(JsonWriter& w, const RetryConfig& retry) {
   w.key("retry_on");
   w.begin_array();
   for (const RetryOnName& name : kRetryOnNames) {
-    if ((retry.retry_on & name.bit) != 0) w.value(name.name);
+    if ((retry.retry_on & name.bit) != 0) w.string(name.name);
   }
   w.end_array();
   w.key("retriable_status_codes");
   w.begin_array();
-  for (int code : retry.retriable_status_codes) w.value(static_cast<uint64_t>(code));
+  for (int code : retry.retriable_status_codes) w.number(static_cast<uint64_t>(code));
   w.end_array();
   w.key("backoff");
   w.begin_object();
@@ -230,7 +161,7 @@ void write_route(JsonWriter& w, const RouteConfig& route) {
   w.end_object();
   w.key("methods");
   w.begin_array();
-  for (const std::string& method : route.match.methods) w.value(method);
+  for (const std::string& method : route.match.methods) w.string(method);
   w.end_array();
   w.end_object();
   w.member("cluster", route.cluster);
@@ -238,7 +169,7 @@ void write_route(JsonWriter& w, const RouteConfig& route) {
   string_or_null(w, "prefix_rewrite", route.prefix_rewrite.value_or(""));  // never "" when set
   w.key("upgrades");
   w.begin_array();
-  for (const std::string& protocol : route.upgrades) w.value(protocol);
+  for (const std::string& protocol : route.upgrades) w.string(protocol);
   w.end_array();
   write_route_policies(w, route);
   w.end_object();
@@ -294,7 +225,7 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
         check.unhealthy_interval.count() == 0 ? "" : format_duration(check.unhealthy_interval));
     w.key("expected_statuses");
     w.begin_array();
-    for (const StatusRange& range : check.expected_statuses) w.value(format_status_range(range));
+    for (const StatusRange& range : check.expected_statuses) w.string(format_status_range(range));
     w.end_array();
   });
   member_or_null(w, "outlier_detection", cluster.outlier_detection,
@@ -394,7 +325,7 @@ std::string to_json(const Config& config) {
   w.begin_object();
   w.key("require_healthy");
   w.begin_array();
-  for (const std::string& name : config.readiness.require_healthy) w.value(name);
+  for (const std::string& name : config.readiness.require_healthy) w.string(name);
   w.end_array();
   w.end_object();
   w.member("watch_config", config.watch_config);
