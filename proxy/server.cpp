@@ -1,6 +1,5 @@
 #include "proxy/server.h"
 
-#include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -17,150 +16,6 @@
 #include "proxy/net.h"
 
 namespace bulwark {
-
-// Keeps one cluster's endpoint set current: IP literals are used as they are; DNS names are
-// resolved with uv_getaddrinfo (on libuv's thread pool, never blocking a loop) at start and
-// every dns_refresh, and a changed answer is published to the workers.
-class ClusterResolver {
- public:
-  ClusterResolver(Server& server, uv_loop_t* loop, ClusterState& cluster)
-      : server_(server), loop_(loop), cluster_(cluster) {
-    const auto& eps = cluster.config.endpoints;
-    answers_.resize(eps.size());
-    for (size_t i = 0; i < eps.size(); ++i) {
-      if (!eps[i].address.is_ip) {
-        has_names_ = true;
-        continue;
-      }
-      Endpoint e;
-      e.name = eps[i].address.text();
-      to_sockaddr(eps[i].address, &e.sockaddr);
-      e.address = format_sockaddr(e.sockaddr);
-      e.weight = eps[i].weight;
-      e.priority = eps[i].priority;
-      answers_[i].push_back(e);
-    }
-    uv_timer_init(loop, &timer_);
-    timer_.data = this;
-  }
-
-  // Publishes the IP literals now and starts resolving names.
-  bool started() const { return started_; }
-  void start() {
-    started_ = true;
-    publish();
-    if (has_names_) resolve_all();
-  }
-
-  void stop() {
-    if (stopped_) return;
-    stopped_ = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
-  }
-
- private:
-  struct Lookup {
-    uv_getaddrinfo_t req;
-    ClusterResolver* self;
-    size_t index;
-  };
-
-  void resolve_all() {
-    const auto& eps = cluster_.config.endpoints;
-    for (size_t i = 0; i < eps.size(); ++i) {
-      if (eps[i].address.is_ip) continue;
-      auto* l = new Lookup{{}, this, i};
-      l->req.data = l;
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      ++outstanding_;
-      int rc =
-          uv_getaddrinfo(loop_, &l->req, &ClusterResolver::on_resolved, eps[i].address.host.c_str(),
-                         std::to_string(eps[i].address.port).c_str(), &hints);
-      if (rc != 0) {
-        --outstanding_;
-        log::warn("dns lookup failed")
-            .str("cluster", cluster_.config.name)
-            .str("name", eps[i].address.text())
-            .str("error", uv_strerror(rc));
-        delete l;
-      }
-    }
-    if (outstanding_ == 0) schedule();
-  }
-
-  static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
-    auto* l = static_cast<Lookup*>(req->data);
-    ClusterResolver* self = l->self;
-    size_t i = l->index;
-    delete l;
-    const config::EndpointConfig& ep = self->cluster_.config.endpoints[i];
-    if (status == 0) {
-      std::vector<Endpoint> found;
-      for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
-        Endpoint e;
-        e.name = ep.address.text();
-        std::memcpy(&e.sockaddr, a->ai_addr, a->ai_addrlen);
-        e.address = format_sockaddr(e.sockaddr);
-        e.weight = ep.weight;
-        e.priority = ep.priority;
-        bool dup = std::any_of(found.begin(), found.end(),
-                               [&](const Endpoint& f) { return f.address == e.address; });
-        if (!dup) found.push_back(e);
-      }
-      self->answers_[i] = std::move(found);
-    } else {
-      // Keep the last good answer.
-      log::warn("dns lookup failed")
-          .str("cluster", self->cluster_.config.name)
-          .str("name", ep.address.text())
-          .str("error", uv_strerror(status));
-    }
-    uv_freeaddrinfo(res);
-    if (--self->outstanding_ == 0 && !self->stopped_) {
-      self->publish();
-      self->schedule();
-    }
-  }
-
-  void schedule() {
-    if (stopped_) return;
-    uv_timer_start(
-        &timer_, [](uv_timer_t* t) { static_cast<ClusterResolver*>(t->data)->resolve_all(); },
-        static_cast<uint64_t>(std::max<int64_t>(1000, cluster_.config.dns_refresh.count())), 0);
-  }
-
-  void publish() {
-    auto set = std::make_shared<EndpointSet>();
-    for (const auto& a : answers_) set->endpoints.insert(set->endpoints.end(), a.begin(), a.end());
-    std::vector<std::string> now;
-    for (const Endpoint& e : set->endpoints) {
-      now.push_back(e.address + "/" + std::to_string(e.weight) + "/" + std::to_string(e.priority));
-    }
-    if (published_ && now == last_) return;
-    if (published_) {
-      log::info("cluster endpoints changed")
-          .str("cluster", cluster_.config.name)
-          .num("endpoints", static_cast<int64_t>(now.size()));
-    }
-    published_ = true;
-    last_ = std::move(now);
-    server_.publish_endpoints(cluster_, std::move(set));
-  }
-
-  Server& server_;
-  uv_loop_t* loop_;
-  ClusterState& cluster_;
-  uv_timer_t timer_;
-  std::vector<std::vector<Endpoint>> answers_;  // per configured endpoint
-  std::vector<std::string> last_;
-  int outstanding_ = 0;
-  bool has_names_ = false;
-  bool published_ = false;
-  bool started_ = false;
-  bool stopped_ = false;
-};
 
 Server::Server(std::shared_ptr<const config::Config> config)
     : config_(std::move(config)),
@@ -293,7 +148,9 @@ std::vector<std::unique_ptr<Server::ClusterRuntime>> Server::build_clusters(
     runtime->health = std::make_unique<HealthChecker>(&loop_, *c, clock_);
     if (previous != nullptr) runtime->health->inherit(*previous->health);
     runtime->state = std::move(c);
-    runtime->resolver = std::make_unique<ClusterResolver>(*this, &loop_, *runtime->state);
+    runtime->resolver = std::make_unique<ClusterResolver>(
+        &loop_, cc,
+        [this, raw](std::shared_ptr<EndpointSet> set) { publish_endpoints(*raw, std::move(set)); });
     out.push_back(std::move(runtime));
   }
   return out;

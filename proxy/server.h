@@ -17,6 +17,7 @@
 #include "proxy/cluster.h"
 #include "proxy/connection_limit.h"
 #include "proxy/health_checker.h"
+#include "proxy/resolver.h"
 #include "proxy/route_state.h"
 #include "proxy/sd_notify.h"
 #include "proxy/task_queue.h"
@@ -24,7 +25,6 @@
 
 namespace bulwark {
 
-class ClusterResolver;
 struct GenerationSpec;
 
 class Server {
@@ -36,10 +36,6 @@ class Server {
 
   // Binds, starts the workers and runs until drained. Returns the process exit code.
   int run();
-
-  // Publishes a cluster's new endpoint set to every worker (main thread), after its health
-  // checker gave the endpoints that stayed their health state.
-  void publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSet> set);
 
   // Reads the config file again and applies it (main thread): SIGHUP, POST /reload, or a change
   // of the file with watch_config. An invalid file changes nothing. Returns false, with the
@@ -54,6 +50,9 @@ class Server {
   void notify_reloaded(std::string_view status);
 
  private:
+  // Publishes a cluster's new endpoint set to every worker (main thread), after its health
+  // checker gave the endpoints that stayed their health state.
+  void publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSet> set);
   // The shared and main-thread state of one cluster. A reload keeps it when the cluster's
   // settings did not change (so its circuit, endpoints, health and pools carry on).
   struct ClusterRuntime {
