@@ -1,7 +1,7 @@
 #pragma once
 // The admin listener: a small HTTP/1.1 server on the main loop for probes, metrics and state.
 // It shares the codec with the proxy but nothing else; what each path answers is decided by the
-// handler the Server passes in (see server.cpp).
+// handler the Server passes in (see admin_api.h).
 
 #include <uv.h>
 

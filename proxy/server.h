@@ -1,10 +1,15 @@
 #pragma once
 // The main thread: owns the config, the listener sockets, the shared cluster state, the workers,
 // the admin listener, DNS refresh, signals and the graceful drain.
+//
+// Server's member functions are defined by job: server.cpp (construction, start, and the state
+// the admin API reads), reload.cpp (applying a new config), lifecycle.cpp (signals, drain,
+// systemd). The admin API (admin_api.h) and DNS (resolver.h) are classes of their own.
 
 #include <uv.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,6 +19,7 @@
 #include "filters/clock.h"
 #include "proxy/access_log.h"
 #include "proxy/admin.h"
+#include "proxy/admin_api.h"
 #include "proxy/cluster.h"
 #include "proxy/connection_limit.h"
 #include "proxy/health_checker.h"
@@ -25,9 +31,9 @@
 
 namespace bulwark {
 
-struct GenerationSpec;
-
-class Server {
+// AdminTarget is a private base: the admin API the Server owns (admin_api_) is the one reader
+// of that view.
+class Server : private AdminTarget {
  public:
   explicit Server(std::shared_ptr<const config::Config> config);
   ~Server();
@@ -41,18 +47,9 @@ class Server {
   // of the file with watch_config. An invalid file changes nothing. Returns false, with the
   // errors in *message, when the new config was refused; else `done` runs once every worker
   // runs the new config.
-  bool reload(const char* trigger, std::string* message, std::function<void()> done = {});
-
-  // systemd notifications around a configuration reload (main thread): notify_reloading() when
-  // the reload starts (RELOADING=1 with MONOTONIC_USEC), notify_reloaded() when it is over,
-  // applied or rejected (READY=1 with `status`). No-ops without NOTIFY_SOCKET.
-  void notify_reloading();
-  void notify_reloaded(std::string_view status);
+  bool reload(const char* trigger, std::string* message, std::function<void()> done = {}) override;
 
  private:
-  // Publishes a cluster's new endpoint set to every worker (main thread), after its health
-  // checker gave the endpoints that stayed their health state.
-  void publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSet> set);
   // The shared and main-thread state of one cluster. A reload keeps it when the cluster's
   // settings did not change (so its circuit, endpoints, health and pools carry on).
   struct ClusterRuntime {
@@ -61,24 +58,67 @@ class Server {
     std::unique_ptr<ClusterResolver> resolver;
     std::string settings;  // config::to_json of its ClusterConfig
   };
+  using ListenerFds = std::vector<std::vector<std::pair<std::string, int>>>;  // [worker]
+  using PoolsByAddress = std::vector<std::pair<std::string, ClusterStatus::Pools>>;
+
+  // --- Start and state (server.cpp) ---
+  bool open_access_log();
+  bool listen_admin();
+  // Starts one worker per config_->workers, each with its listening sockets from `fds`.
+  void start_workers(ListenerFds fds);
+  // Publishes a cluster's new endpoint set to every worker (main thread), after its health
+  // checker gave the endpoints that stayed their health state.
+  void publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSet> set);
+  ClusterRuntime* runtime_of(const ClusterState* state);
+  SharedGauges shared_gauges() const;
+  // The statuses of clusters_, with `pools` ([cluster] address -> counts) matched by address.
+  std::vector<ClusterStatus> cluster_statuses(const std::vector<PoolsByAddress>& pools) const;
+
+  // AdminTarget (server.cpp).
+  const config::Config& current_config() const override { return *config_; }
+  std::string metrics_text() const override;
+  bool draining() const override { return draining_; }
+  std::string clusters_not_ready() const override;
+  void drain() override { begin_drain("POST /drain", false); }
+  void cluster_status(std::function<void(std::vector<ClusterStatus>)> done) override;
+
+  // --- Reload (reload.cpp) ---
+  // Counts a refused reload and says why: in *message, the log and systemd. Returns false.
+  bool refuse_reload(const char* trigger, const std::string& path, std::string why,
+                     std::string* message);
+  // `loaded` with what only a restart can change (workers, admin.address, access_log) set back
+  // to the running values, each change logged.
+  std::shared_ptr<const config::Config> keep_restart_settings(const config::Config& loaded) const;
+  // Puts `config` in force: what it keeps carries its state on, the rest retires, and each
+  // worker is handed the new generation with its new listening sockets from `fds`.
+  void install_config(std::shared_ptr<const config::Config> config, ListenerFds fds);
   // Listening sockets for the addresses of `config` not bound yet: [worker] (address, fd).
   // False (nothing kept open) when one cannot be bound.
-  bool bind_new_listeners(const config::Config& config,
-                          std::vector<std::vector<std::pair<std::string, int>>>* fds);
+  bool bind_new_listeners(const config::Config& config, ListenerFds* fds);
   // The shared state for `config`, taking over what is unchanged from the current state.
   std::vector<std::unique_ptr<ClusterRuntime>> build_clusters(
       const std::shared_ptr<const config::Config>& config);
   std::vector<std::vector<std::shared_ptr<RouteState>>> build_routes(
       const std::shared_ptr<const config::Config>& config);
-  ClusterRuntime* runtime_of(const ClusterState* state);
-  void start_config_watch();
+  // Sets the limits of `config` and returns the listeners' (index as config.listeners).
+  std::vector<std::shared_ptr<ConnectionLimit>> apply_connection_limits(
+      const config::Config& config);
+  // What one worker needs to run the config in force as generation_: `stats` its counters,
+  // `fds` its listening sockets not handed to it yet.
+  GenerationSpec generation_spec(const std::vector<std::shared_ptr<ConnectionLimit>>& limits,
+                                 std::shared_ptr<WorkerStats> stats,
+                                 std::vector<std::pair<std::string, int>> fds) const;
   // Runs `fn` on the main thread once every worker has run what was posted to it before.
   void after_workers_applied(std::function<void()> fn);
-  void handle_admin(const AdminRequest& req, std::function<void(AdminResponse)> respond);
-  void clusters_json(std::function<void(AdminResponse)> respond);
-  SharedGauges shared_gauges() const;
-  // Why /ready is 503 (empty: ready).
-  std::string not_ready_reason() const;
+  // Once every worker runs `generation`: counts the reload, logs it, tells systemd, runs `done`.
+  void on_reload_applied(const std::string& trigger, const std::string& path, uint64_t generation,
+                         const std::function<void()>& done);
+  void start_config_watch();
+
+  // --- Lifecycle (lifecycle.cpp) ---
+  // SIGTERM and SIGINT drain, SIGUSR1 reopens the access log, SIGHUP reloads.
+  void install_signal_handlers();
+  void init_drain_timers();
   // Stops taking traffic: /ready 503 at once, listeners close after drain_delay, in-flight
   // requests finish. `exit`: end the process once drained (signals); else keep running with the
   // admin listener up (POST /drain).
@@ -90,6 +130,11 @@ class Server {
   void start_systemd_notify();
   void notify_stopping(const char* why);
   void stop_systemd_notify();
+  // systemd notifications around a configuration reload (main thread): notify_reloading() when
+  // the reload starts (RELOADING=1 with MONOTONIC_USEC), notify_reloaded() when it is over,
+  // applied or rejected (READY=1 with `status`). No-ops without NOTIFY_SOCKET.
+  void notify_reloading();
+  void notify_reloaded(std::string_view status);
 
   std::shared_ptr<const config::Config> config_;
   uv_loop_t loop_;
@@ -98,7 +143,8 @@ class Server {
   uv_signal_t sigusr1_;                    // reopens the access log
   std::unique_ptr<AccessLog> access_log_;  // null when off; outlives the workers
   uv_timer_t drain_delay_timer_, drain_timeout_timer_;
-  AdminServer admin_;
+  AdminApi admin_api_{*this};
+  AdminServer admin_;  // answers with admin_api_
   filters::MonotonicClock clock_;
   std::vector<std::unique_ptr<ClusterRuntime>> clusters_;  // index as config_->clusters
   // Clusters a reload removed or changed: stopped, kept until exit (their callbacks may run).
@@ -108,9 +154,6 @@ class Server {
   // name (kept across reloads, so connections opened before one still count).
   std::shared_ptr<ConnectionLimit> process_limit_ = std::make_shared<ConnectionLimit>();
   std::map<std::string, std::shared_ptr<ConnectionLimit>, std::less<>> listener_limits_;
-  // Sets the limits of `config` and returns the listeners' (index as config.listeners).
-  std::vector<std::shared_ptr<ConnectionLimit>> apply_connection_limits(
-      const config::Config& config);
   std::vector<std::shared_ptr<WorkerStats>> stats_;  // [worker], shaped as config_
   std::vector<std::string> bound_;                   // listener_key()s listening now
   std::vector<std::unique_ptr<Worker>> workers_;
@@ -125,7 +168,6 @@ class Server {
   bool draining_ = false;
   bool exit_after_drain_ = true;  // false after POST /drain: keep running once drained
   bool drained_ = false;
-  bool healthcheck_failed_ = false;  // POST /healthcheck/fail
   bool finished_ = false;
   uint64_t start_time_ms_ = 0;
   SystemdNotifier notifier_ = SystemdNotifier::from_environment();

@@ -1,0 +1,205 @@
+#include "proxy/admin_api.h"
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "config/json.h"
+#include "config/json_writer.h"
+#include "proxy/log.h"
+
+namespace bulwark {
+
+namespace {
+
+constexpr const char* kText = "text/plain; charset=utf-8";
+
+// The paths that read state take GET (and HEAD with it), those that change it POST; /reload
+// is in neither list and takes any method.
+bool reads_state(const std::string& path) {
+  return path == "/healthz" || path == "/ready" || path == "/metrics" || path == "/config" ||
+         path == "/clusters";
+}
+bool changes_state(const std::string& path) {
+  return path == "/healthcheck/fail" || path == "/healthcheck/ok" || path == "/drain";
+}
+
+// "2023-11-14T22:13:20.123Z": UTC, to the millisecond.
+std::string iso_time(int64_t unix_ms) {
+  time_t secs = static_cast<time_t>(unix_ms / 1000);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char out[40];
+  size_t n = strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &utc);
+  snprintf(out + n, sizeof out - n, ".%03dZ", static_cast<int>(unix_ms % 1000));
+  return out;
+}
+
+// "health": the endpoint's active checks.
+void write_checks(config::JsonWriter& w, const EndpointHealthView& e) {
+  w.key("health");
+  w.begin_object();
+  w.member("state", e.state);
+  if (e.has_result) {
+    w.member("last_result", to_string(e.last_result));
+    w.member("last_detail", e.last_detail);
+    w.member("last_check", iso_time(e.last_check_unix_ms));
+  } else {
+    for (const char* key : {"last_result", "last_detail", "last_check"}) {
+      w.key(key);
+      w.null();
+    }
+  }
+  w.member("consecutive_failures", uint64_t{e.consecutive_failures});
+  w.member("consecutive_successes", uint64_t{e.consecutive_successes});
+  w.end_object();
+}
+
+// "outlier": the endpoint's passive outlier detection.
+void write_outlier(config::JsonWriter& w, const EndpointHealthView& e) {
+  w.key("outlier");
+  w.begin_object();
+  w.member("ejected", e.ejected);
+  w.key("ejected_until");
+  if (e.ejected) {
+    w.string(iso_time(e.ejected_until_unix_ms));
+  } else {
+    w.null();
+  }
+  w.member("times_ejected", uint64_t{e.times_ejected});
+  w.member("consecutive_5xx", uint64_t{e.consecutive_5xx});
+  w.member("consecutive_gateway_failures", uint64_t{e.consecutive_gateway_failures});
+  w.member("consecutive_local_origin_failures", uint64_t{e.consecutive_local_origin_failures});
+  w.member("ejections_total", e.ejections_total);
+  w.end_object();
+}
+
+void write_endpoint(config::JsonWriter& w, const ClusterHealthView& health,
+                    const EndpointHealthView& e, const ClusterStatus::Pools& pools) {
+  w.begin_object();
+  w.member("name", e.name);
+  w.member("address", e.address);
+  w.member("priority", uint64_t{e.priority});
+  w.member("weight", uint64_t{e.weight});
+  w.member("routable", e.routable);
+  if (health.checks) write_checks(w, e);
+  if (health.outlier) write_outlier(w, e);
+  w.member("active_requests", pools.active_requests);
+  w.member("connections", pools.connections);
+  w.member("idle_connections", pools.idle);
+  w.end_object();
+}
+
+void write_cluster(config::JsonWriter& w, const ClusterStatus& cluster) {
+  const config::ClusterConfig& cc = *cluster.config;
+  w.begin_object();
+  w.member("name", cc.name);
+  w.member("lb", config::to_string(cc.lb));
+  w.member("connections", cluster.connections);
+  w.member("max_connections", uint64_t{cc.pool.max_connections});
+  w.member("pending", cluster.pending);
+  w.member("routable_endpoints", cluster.health.routable);
+  w.member("panic", cluster.health.panic);
+  if (cluster.circuit) {
+    w.key("circuit");
+    w.begin_object();
+    w.member("state", cluster.circuit->state);
+    w.member("open_duration_ms", cluster.circuit->open_duration_ms);
+    w.end_object();
+  }
+  w.key("endpoints");
+  w.begin_array();
+  for (size_t i = 0; i < cluster.health.endpoints.size(); ++i) {
+    const ClusterStatus::Pools none;
+    write_endpoint(w, cluster.health, cluster.health.endpoints[i],
+                   i < cluster.pools.size() ? cluster.pools[i] : none);
+  }
+  w.end_array();
+  w.end_object();
+}
+
+}  // namespace
+
+std::string clusters_json(const std::vector<ClusterStatus>& clusters) {
+  config::JsonWriter w;
+  w.begin_object();
+  w.key("clusters");
+  w.begin_array();
+  for (const ClusterStatus& cluster : clusters) write_cluster(w, cluster);
+  w.end_array();
+  w.end_object();
+  return w.take() + "\n";
+}
+
+void AdminApi::handle(const AdminRequest& req, std::function<void(AdminResponse)> respond) {
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool reads = reads_state(req.path);
+  if ((reads && !get) || (changes_state(req.path) && req.method != "POST")) {
+    respond(
+        {405, kText, std::string("method not allowed: use ") + (reads ? "GET" : "POST") + "\n"});
+    return;
+  }
+  if (req.path == "/healthz") {
+    respond({200, kText, "ok\n"});
+  } else if (req.path == "/ready") {
+    const std::string why = not_ready_reason();
+    respond(why.empty() ? AdminResponse{200, kText, "ready\n"}
+                        : AdminResponse{503, kText, why + "\n"});
+  } else if (req.path == "/metrics") {
+    respond({200, "text/plain; version=0.0.4; charset=utf-8", target_.metrics_text()});
+  } else if (req.path == "/config") {
+    respond({200, "application/json", config::to_json(target_.current_config()) + "\n"});
+  } else if (req.path == "/clusters") {
+    target_.cluster_status([respond = std::move(respond)](std::vector<ClusterStatus> clusters) {
+      respond({200, "application/json", clusters_json(clusters)});
+    });
+  } else if (req.path == "/healthcheck/fail" || req.path == "/healthcheck/ok") {
+    const bool fail = req.path == "/healthcheck/fail";
+    set_failed_on_purpose(fail);
+    respond({200, kText,
+             fail ? "/ready now fails on purpose\n" : "/ready follows the proxy's state again\n"});
+  } else if (req.path == "/reload") {
+    reload(std::move(respond));
+  } else if (req.path == "/drain") {
+    const bool started = !target_.draining();
+    target_.drain();
+    respond(
+        {200, kText,
+         started ? "draining; the process keeps running until SIGTERM\n" : "already draining\n"});
+  } else {
+    respond({404, kText,
+             "not found; try GET /healthz /ready /metrics /config /clusters, "
+             "POST /reload /healthcheck/fail /healthcheck/ok /drain\n"});
+  }
+}
+
+std::string AdminApi::not_ready_reason() const {
+  if (target_.draining()) return "draining";
+  if (failed_on_purpose_) {
+    return "failed on purpose (POST /healthcheck/fail; POST /healthcheck/ok to undo)";
+  }
+  return target_.clusters_not_ready();
+}
+
+void AdminApi::set_failed_on_purpose(bool fail) {
+  if (fail == failed_on_purpose_) return;
+  failed_on_purpose_ = fail;
+  if (fail) {
+    log::warn(
+        "readiness failed on purpose (POST /healthcheck/fail): /ready is 503 until "
+        "POST /healthcheck/ok");
+  } else {
+    log::info("readiness restored (POST /healthcheck/ok)");
+  }
+}
+
+void AdminApi::reload(std::function<void(AdminResponse)> respond) {
+  auto message = std::make_shared<std::string>();
+  auto answer = std::make_shared<std::function<void(AdminResponse)>>(std::move(respond));
+  const bool ok = target_.reload("POST /reload", message.get(), [message, answer] {
+    (*answer)({200, kText, *message + "\n"});
+  });
+  if (!ok) (*answer)({400, kText, *message + "\n"});
+}
+
+}  // namespace bulwark

@@ -1,0 +1,165 @@
+// Server: the process's lifecycle (server.h): signals, the graceful drain, the end of the
+// process, and what systemd is told along the way.
+
+#include <csignal>
+
+#include "proxy/log.h"
+#include "proxy/server.h"
+
+namespace bulwark {
+
+void Server::install_signal_handlers() {
+  uv_signal_init(&loop_, &sigterm_);
+  uv_signal_init(&loop_, &sigint_);
+  sigterm_.data = sigint_.data = this;
+  auto on_signal = [](uv_signal_t* s, int signum) {
+    static_cast<Server*>(s->data)->begin_drain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  };
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_signal_init(&loop_, &sigusr1_);
+  sigusr1_.data = this;
+  uv_signal_start(
+      &sigusr1_,
+      [](uv_signal_t* s, int) {
+        auto* self = static_cast<Server*>(s->data);
+        if (self->access_log_ != nullptr) self->access_log_->reopen();
+      },
+      SIGUSR1);
+  uv_signal_init(&loop_, &sighup_);
+  sighup_.data = this;
+  uv_signal_start(
+      &sighup_,
+      [](uv_signal_t* s, int) {
+        std::string message;
+        static_cast<Server*>(s->data)->reload("SIGHUP", &message);
+      },
+      SIGHUP);
+}
+
+void Server::init_drain_timers() {
+  uv_timer_init(&loop_, &drain_delay_timer_);
+  uv_timer_init(&loop_, &drain_timeout_timer_);
+  drain_delay_timer_.data = drain_timeout_timer_.data = this;
+}
+
+void Server::begin_drain(const char* why, bool exit) {
+  if (draining_) {
+    if (exit && !exit_after_drain_) {
+      // SIGTERM after POST /drain: the drain goes on, and now ends the process.
+      exit_after_drain_ = true;
+      notify_stopping(why);
+      log::info("exiting once drained").str("signal", why);
+      if (drained_) finish();
+      return;
+    }
+    if (!exit) return;  // POST /drain again
+    log::warn("second signal during drain: stopping now").str("signal", why);
+    finish();
+    return;
+  }
+  draining_ = true;
+  exit_after_drain_ = exit;
+  if (exit) notify_stopping(why);
+  log::info("draining")
+      .str("signal", why)
+      .num("drain_delay_ms", config_->drain_delay.count())
+      .num("drain_timeout_ms", config_->drain_timeout.count());
+  // /ready is 503 from now on. Listeners keep accepting for drain_delay, so load balancers and
+  // Kubernetes endpoints can catch up before we stop taking connections.
+  uv_timer_start(
+      &drain_delay_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Server*>(t->data);
+        log::info("closing listeners; finishing in-flight requests");
+        for (auto& w : self->workers_) w->begin_drain();
+        uv_timer_start(
+            &self->drain_timeout_timer_,
+            [](uv_timer_t* t2) {
+              auto* server = static_cast<Server*>(t2->data);
+              if (!server->exit_after_drain_) {
+                log::warn(
+                    "drain timeout: connections still open are left to finish; SIGTERM stops");
+                return;
+              }
+              log::warn("drain timeout: closing remaining connections");
+              server->finish();
+            },
+            static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
+      },
+      static_cast<uint64_t>(config_->drain_delay.count()), 0);
+}
+
+void Server::on_worker_drained() {
+  if (++workers_drained_ == workers_.size()) {
+    drained_ = true;
+    if (exit_after_drain_) {
+      log::info("drained");
+      finish();
+    } else {
+      uv_timer_stop(&drain_timeout_timer_);
+      log::info("drained; still running (POST /drain): the admin listener answers until SIGTERM");
+    }
+  }
+}
+
+void Server::finish() {
+  if (finished_) return;
+  finished_ = true;
+  for (auto& w : workers_) w->stop();
+  for (auto* list : {&clusters_, &retired_clusters_}) {
+    for (auto& c : *list) {
+      c->resolver->stop();
+      c->health->stop();
+    }
+  }
+  if (watching_) uv_close(reinterpret_cast<uv_handle_t*>(&config_watch_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+  admin_.close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigusr1_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_delay_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timeout_timer_), nullptr);
+  stop_systemd_notify();
+  tasks_.close();
+  // Admin client connections still open would keep the loop alive; the process exits right
+  // after, so their objects are not freed.
+  uv_walk(
+      &loop_,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+}
+
+// --- systemd notifications (sd_notify.h) ---------------------------------------------------------
+
+void Server::start_systemd_notify() {
+  if (!notifier_.enabled()) return;
+  std::string status = "serving: " + std::to_string(workers_.size()) + " workers, listeners";
+  for (const auto& l : config_->listeners) status += " " + l.name;
+  notifier_.ready(status);
+  watchdog_ = std::make_unique<SystemdWatchdog>(
+      &loop_, notifier_, workers_.size(),
+      [this](size_t w, std::function<void()> fn) { workers_[w]->post(std::move(fn)); });
+  watchdog_->start();
+}
+
+void Server::notify_stopping(const char* why) {
+  notifier_.stopping(std::string("draining after ") + why);
+  // systemd stops watching once the service is stopping; the drain has its own timeouts.
+  if (watchdog_) watchdog_->stop();
+}
+
+void Server::stop_systemd_notify() {
+  if (watchdog_) watchdog_->close();
+}
+
+void Server::notify_reloading() { notifier_.reloading("reloading the configuration"); }
+
+void Server::notify_reloaded(std::string_view status) { notifier_.ready(status); }
+
+// --- end of systemd notifications ----------------------------------------------------------------
+
+}  // namespace bulwark
