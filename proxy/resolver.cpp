@@ -28,8 +28,7 @@ ClusterResolver::ClusterResolver(uv_loop_t* loop, const config::ClusterConfig& c
     e.priority = eps[i].priority;
     answers_[i].push_back(e);
   }
-  uv_timer_init(loop, &timer_);
-  timer_.data = this;
+  timer_ = Timer::make<&ClusterResolver::resolve_all>(loop, this);
 }
 
 void ClusterResolver::start() {
@@ -41,7 +40,7 @@ void ClusterResolver::start() {
 void ClusterResolver::stop() {
   if (stopped_) return;
   stopped_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  timer_.close();
 }
 
 void ClusterResolver::resolve_all() {
@@ -105,9 +104,7 @@ void ClusterResolver::on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* r
 
 void ClusterResolver::schedule() {
   if (stopped_) return;
-  uv_timer_start(
-      &timer_, [](uv_timer_t* t) { static_cast<ClusterResolver*>(t->data)->resolve_all(); },
-      static_cast<uint64_t>(std::max<int64_t>(1000, cluster_.dns_refresh.count())), 0);
+  timer_.start(static_cast<uint64_t>(std::max<int64_t>(1000, cluster_.dns_refresh.count())));
 }
 
 void ClusterResolver::publish() {

@@ -11,6 +11,7 @@
 
 #include "config/config.h"
 #include "proxy/endpoint.h"
+#include "proxy/uv_handle.h"
 
 namespace bulwark {
 
@@ -23,7 +24,9 @@ class ClusterResolver {
   // refresh changes an address, weight or priority; never after stop().
   using Publish = std::function<void(std::shared_ptr<EndpointSet>)>;
 
-  // `cluster` must outlive the resolver, and so must `loop`; the timer is closed by stop().
+  // `cluster` and `loop` must outlive the resolver. The resolver may be destroyed before the loop
+  // has run again (its timer's memory goes in the close callback), but not while a lookup is in
+  // flight: after start(), only once the loop has no more requests to run.
   ClusterResolver(uv_loop_t* loop, const config::ClusterConfig& cluster, Publish publish);
   ClusterResolver(const ClusterResolver&) = delete;
   ClusterResolver& operator=(const ClusterResolver&) = delete;
@@ -31,8 +34,8 @@ class ClusterResolver {
   // Publishes the IP literals now and starts resolving names.
   void start();
   bool started() const { return started_; }
-  // Stops the refresh timer. The object must stay alive until the loop has run the timer's close
-  // and any lookup still in flight.
+  // Stops the refresh: nothing is published after this. A lookup still in flight finishes, so
+  // the object must stay alive until it has.
   void stop();
 
  private:
@@ -50,7 +53,7 @@ class ClusterResolver {
   uv_loop_t* loop_;
   const config::ClusterConfig& cluster_;
   Publish publish_;
-  uv_timer_t timer_;
+  Timer timer_;                                 // the next refresh; closed by stop()
   std::vector<std::vector<Endpoint>> answers_;  // per configured endpoint
   std::vector<std::string> last_;
   int outstanding_ = 0;
