@@ -9,7 +9,7 @@
 // this` in a close callback.
 //
 // An object that is closed from inside one of its own callbacks cannot be freed there (its
-// callers still run on it): it hands itself to a DeferredDeleter, which frees it after the
+// callers still run on it): it hands itself to a DeferredDeleter, which frees it once the
 // current loop phase is over (Envoy's deferredDelete).
 
 #include <uv.h>
@@ -110,51 +110,63 @@ class DeferredDeletable {
   virtual ~DeferredDeletable() = default;
 };
 
-// Frees objects after the loop phase that handed them over: in the loop's next idle phase (the
-// same iteration for an object handed over by a timer, the next one for one handed over by an
-// I/O callback), or at flush(). While something is pending the idle handle is active, which also
-// keeps the loop from blocking in poll with objects (and the resources they give back in their
-// destructors, such as pool slots) waiting.
+// Frees objects (or hands them back to a free list) once the loop phase that handed them over is
+// over: before the loop next polls (its prepare phase) or right after the poll (its check
+// phase), whichever comes first, or at flush(). Both handles stay started and unreferenced: the
+// loop never blocks with something pending, and no extra system call is made for it.
 class DeferredDeleter {
  public:
   explicit DeferredDeleter(uv_loop_t* loop) {
-    auto* h = new uv_idle_t;
-    uv_idle_init(loop, h);
-    h->data = this;
-    idle_ = UvHandle<uv_idle_t>(h);
+    auto* prepare = new uv_prepare_t;
+    uv_prepare_init(loop, prepare);
+    prepare->data = this;
+    uv_prepare_start(prepare,
+                     [](uv_prepare_t* h) { static_cast<DeferredDeleter*>(h->data)->flush(); });
+    uv_unref(reinterpret_cast<uv_handle_t*>(prepare));
+    prepare_ = UvHandle<uv_prepare_t>(prepare);
+    auto* check = new uv_check_t;
+    uv_check_init(loop, check);
+    check->data = this;
+    uv_check_start(check, [](uv_check_t* h) { static_cast<DeferredDeleter*>(h->data)->flush(); });
+    uv_unref(reinterpret_cast<uv_handle_t*>(check));
+    check_ = UvHandle<uv_check_t>(check);
   }
   ~DeferredDeleter() { flush(); }
   DeferredDeleter(const DeferredDeleter&) = delete;
   DeferredDeleter& operator=(const DeferredDeleter&) = delete;
 
+  // `object` is deleted.
   void defer(DeferredDeletable* object) {
-    if (pending_.empty() && idle_) {
-      uv_idle_start(idle_.get(),
-                    [](uv_idle_t* h) { static_cast<DeferredDeleter*>(h->data)->flush(); });
-    }
-    pending_.emplace_back(object);
+    pending_.push_back({object, [](void* p) { delete static_cast<DeferredDeletable*>(p); }});
   }
-  // Frees everything handed over so far (and what their destructors hand over).
+  // `release(object)` is called (a free list takes it back, say).
+  void defer(void* object, void (*release)(void*)) { pending_.push_back({object, release}); }
+  // Frees everything handed over so far (and what that hands over in turn).
   void flush() {
     while (!pending_.empty()) {
-      // Destructors may hand over more: those go in the next round.
       deleting_.swap(pending_);
+      for (const Entry& e : deleting_) e.release(e.object);
       deleting_.clear();
     }
-    if (idle_) uv_idle_stop(idle_.get());
   }
-  // Frees what is pending and closes the idle handle (the loop is stopping). Objects handed
-  // over later wait for flush() or the destructor.
+  // Frees what is pending and closes the handles (the loop is stopping). Objects handed over
+  // later wait for flush() or the destructor.
   void close() {
     flush();
-    idle_.reset();
+    prepare_.reset();
+    check_.reset();
   }
   size_t pending() const { return pending_.size(); }
 
  private:
-  UvHandle<uv_idle_t> idle_;
-  std::vector<std::unique_ptr<DeferredDeletable>> pending_;
-  std::vector<std::unique_ptr<DeferredDeletable>> deleting_;
+  struct Entry {
+    void* object;
+    void (*release)(void*);
+  };
+  UvHandle<uv_prepare_t> prepare_;
+  UvHandle<uv_check_t> check_;
+  std::vector<Entry> pending_;
+  std::vector<Entry> deleting_;
 };
 
 }  // namespace bulwark

@@ -89,7 +89,7 @@ TEST_CASE("deferred deleter: frees after the loop phase, not when handed over") 
     t.start(0);
     uv_run(&l.loop, UV_RUN_ONCE);
     CHECK(closer.seen_alive);
-    CHECK(deleted == 1);  // the idle phase after the timers freed it
+    CHECK(deleted == 1);  // the prepare phase after the timers freed it
     CHECK(d.pending() == 0);
     d.defer(new Tracked(&deleted));
     d.close();  // a stopping loop: frees what is pending
