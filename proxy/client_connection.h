@@ -1,7 +1,7 @@
 #pragma once
 // A client connection as its worker sees it. The worker keeps every open one in a list, to drain,
 // reload and shut down; everything else about it is the connection's own business (today an
-// HTTP/1 connection, proxy/downstream.h; HTTP/2 later).
+// HTTP/1 connection, proxy/http1_connection.h; HTTP/2 later).
 
 #include <uv.h>
 

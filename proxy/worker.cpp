@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "proxy/client_connection.h"
+#include "proxy/exchange.h"
 #include "proxy/log.h"
 
 namespace bulwark {
@@ -37,6 +38,7 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
   tasks_.init(&loop_);
   pacer_ = std::make_unique<Pacer>(&loop_);
   deferred_ = std::make_unique<DeferredDeleter>(&loop_);
+  exchanges_ = std::make_unique<ExchangePool>(*this);
   transport_context_.loop = &loop_;
   transport_context_.buffers = &buffers_;
   uv_timer_init(&loop_, &access_timer_);
@@ -74,7 +76,10 @@ void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // stop() closed every handle; let their close callbacks run, then release the loop.
   uv_run(&loop_, UV_RUN_DEFAULT);
+  // What was handed over last, then the exchanges kept for reuse (their timers close).
   deferred_->flush();
+  exchanges_.reset();
+  uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
 }
 

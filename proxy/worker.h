@@ -19,10 +19,10 @@
 #include "proxy/client_connection.h"
 #include "proxy/cluster.h"
 #include "proxy/connection_limit.h"
-#include "proxy/exchange_state.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
+#include "proxy/outbox.h"
 #include "proxy/pacer.h"
 #include "proxy/route_state.h"
 #include "proxy/router.h"
@@ -33,6 +33,7 @@
 namespace bulwark {
 
 class Worker;
+class ExchangePool;
 
 // One route inside one worker: the route's shared policy state, this worker's statistics of it,
 // and this worker's requests waiting for a bulkhead slot, in ticket order (see RouteState).
@@ -157,8 +158,10 @@ class Worker {
   DeferredDeleter& deferred() { return *deferred_; }
   // Takes turns between large transfers (see Pacer).
   Pacer& pacer() { return *pacer_; }
-  // The state of exchanges under way, lent to connections (see DownstreamExchange).
-  FreeList<DownstreamExchange>& exchanges() { return exchanges_; }
+  // Exchanges for the requests under way, lent to connections (see ExchangePool).
+  ExchangePool& exchanges() { return *exchanges_; }
+  // The Outboxes of responses under way, lent to connections.
+  FreeList<Outbox>& outboxes() { return outboxes_; }
   FastRandom& random() { return random_; }
   LocalReplyCounters& local_replies() { return gen_->stats->local_replies; }
   bool draining() const { return draining_; }
@@ -206,7 +209,8 @@ class Worker {
   BufferPool buffers_;
   TransportContext transport_context_;
   std::unique_ptr<Pacer> pacer_;
-  FreeList<DownstreamExchange> exchanges_{256};
+  std::unique_ptr<ExchangePool> exchanges_;
+  FreeList<Outbox> outboxes_{256};
   FastRandom random_;
   std::unique_ptr<WorkerGen> gen_;                                // the newest
   std::vector<std::unique_ptr<WorkerGen>> old_;                   // older ones still in use

@@ -1,0 +1,302 @@
+#pragma once
+// One request from its head to its last byte: route, admission, tries and retries, deadlines,
+// the outcome for the circuit breaker and outlier detection, and the access-log record. This is
+// where a request's life is decided.
+//
+// An Exchange is made fresh for each request (ExchangePool), so it starts with no state left
+// from the one before; what is worth keeping between requests (its timers, the response parser,
+// the request's Outbox and string buffers) lives in ExchangeResources, lent with it. It talks to
+// the client connection carrying it only through ExchangeStream (stream.h), and to its upstream
+// connection as that connection's Owner. Everything a request holds (its admission chain's
+// bulkhead slot or queue place, its circuit permit, its pool connection or place in the pool's
+// queue, its endpoint) is a guard member: released when the exchange ends, whichever way.
+//
+// Data flows in two directions, each with one Outbox and at most one write in flight:
+//   request:  client -> the connection's read buffer -> request parser -> to_upstream -> upstream
+//   response: upstream -> conn.in -> response parser -> the stream (to the client)
+// A direction's reader stops while its Outbox has a write in flight (the Outbox points into the
+// reader's buffer), so a fast sender facing a slow receiver is paused and memory stays bounded.
+//
+// A failed try may be retried (filters/retry.h) after a backoff, on another endpoint, by
+// re-sending the request kept in to_upstream. Each wait (admission, backoff, pool) runs on the
+// wait timer; the route's deadline, the try's deadline and the stream idle timeout share the
+// deadline timer.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "filters/circuit_breaker.h"
+#include "filters/retry.h"
+#include "proxy/admission.h"
+#include "proxy/buffer.h"
+#include "proxy/codec.h"
+#include "proxy/headers.h"
+#include "proxy/outbox.h"
+#include "proxy/pacer.h"
+#include "proxy/reasons.h"
+#include "proxy/stream.h"
+#include "proxy/upstream.h"
+#include "proxy/uv_handle.h"
+
+namespace bulwark {
+
+class Worker;
+class Exchange;
+class WorkerCluster;
+struct ListenerContext;
+struct RouteStats;
+struct WorkerRoute;
+
+// What an exchange keeps between requests: lent with it, never reset but reused.
+struct ExchangeResources {
+  explicit ExchangeResources(Worker& worker);
+  ExchangeResources(const ExchangeResources&) = delete;
+  ExchangeResources& operator=(const ExchangeResources&) = delete;
+
+  Exchange* exchange = nullptr;  // the one using it now
+  Timer wait_timer;              // admission, backoff, pool
+  Timer deadline_timer;          // route, try, stream idle
+  http::Parser response_parser;
+  Outbox to_upstream;
+  std::string path_buf;           // the rewritten path when prefix_rewrite applies
+  std::string upgrade_protocols;  // of an Upgrade request: the protocols forwarded
+  // The failed tries of a retried request, "ENDPOINT OUTCOME" joined by ", " (empty when the
+  // first try was the last): for the debug log and the access log.
+  std::string failed_tries;
+  std::string log_request;  // "METHOD TARGET", kept only when logged
+
+ private:
+  void on_wait_timer();
+  void on_deadline_timer();
+};
+
+class Exchange final : public UpstreamConnection::Owner,
+                       private PoolWaiter,
+                       private Admission::Owner,
+                       private Pacer::Waiter {
+ public:
+  Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& stream,
+           ExchangeResources& res);
+  ~Exchange();
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  ExchangeResources& resources() { return res_; }
+  Worker& worker() { return worker_; }
+
+  // ---- From the connection: the request.
+  // A request head: routes it, decides what goes upstream and runs the admission chain. The
+  // answer tells the parser how to go on (a local reply pauses it when a body follows).
+  http::ParserCallbacks::HeadAction on_request_head(http::MessageHead& head);
+  // Body bytes inside `block` (the connection's read buffer).
+  void on_request_body(const char* data, size_t n, BufferBlock* block);
+  void on_request_complete();
+  // The connection parsed what it had: what the parser queued may go upstream now. While the
+  // parser runs nothing is written upstream (its callbacks add to to_upstream).
+  void set_parsing(bool parsing) { parsing_ = parsing; }
+  void flush_request() { flush_to_upstream(); }
+  // After a 101: client bytes for the upstream, inside `block`.
+  void on_tunnel_data(const char* data, size_t n, BufferBlock* block);
+  // Whether the connection should read more of the client's bytes now.
+  bool wants_request_bytes() const;
+  // A request that cannot be served: its head never completed (malformed, too large, too slow),
+  // or the parser failed later. False when a reply is no longer possible (a response started):
+  // the caller closes.
+  bool reject(LocalReason reason);
+  // The client stalled (request headers timeout) or an unreadable head: the exchange of a head
+  // that never completed. Opens it and replies.
+  void reply_to_incomplete_head(LocalReason reason);
+
+  // ---- From the connection: the response side.
+  // A write to the client finished (not one that flush(at_once) completed).
+  void on_downstream_written();
+  // The client connection closed (the client went away, a write failed, shutdown): the
+  // exchange ends now, counted as unanswered unless it was a tunnel.
+  void on_stream_closed();
+  // The connection's own I/O moved a byte (the stream idle timeout restarts).
+  void note_io();
+
+  // ---- State the connection looks at.
+  bool request_complete() const { return request_complete_; }
+  bool replying_locally() const { return state_ == State::kLocalReply; }
+  bool tunnelling() const { return state_ == State::kTunnel; }
+  bool response_started() const { return response_head_sent_; }
+  bool request_is_head() const { return request_head_request_; }
+  // The request asked for an upgrade that was let through (the parser must be told when it is
+  // refused).
+  bool upgrade_requested() const { return request_upgrade_; }
+  // Ends a finished exchange: counts it and writes its log line (the connection calls this when
+  // a local reply was written and the connection closes without reading the rest).
+  void complete(bool answered);
+  // The response is complete and written (the connection calls this for a local reply once the
+  // request is read too): the exchange ends and the connection goes on (exchange_done()).
+  void finish();
+
+ private:
+  enum class State : uint8_t {
+    kProxying,    // an exchange with an upstream is under way
+    kLocalReply,  // writing a reply of our own
+    kTunnel,      // after 101: raw bytes both ways
+    kDone,        // finished or cut off
+  };
+  // What the exchange waits for on the wait timer, between its head and an upstream connection.
+  enum class Wait : uint8_t { kNone, kAdmission, kBackoff, kPool };
+
+  friend struct ExchangeResources;
+  void on_wait_timer();
+  void on_deadline_timer();
+
+  // Admission, tries and retries.
+  void run_admission(const http::MessageHead& head);
+  void after_admission(const Admission::Result& result);
+  void on_admission_resumed(const Admission::Result& result) override;
+  void start_try();
+  // A try ended without a usable response: record it, retry if allowed, else reply.
+  void try_failed(filters::TryFailure failure, LocalReason reason, int err);
+  // Retries when the policy, the request and the budget allow it: true if a retry is scheduled.
+  bool maybe_retry(std::optional<filters::RetryReason> reason);
+  // The outcome of the current try, for the circuit breaker and outlier detection: the response
+  // status, or 0 when the try got none (connect failure, reset, timeout). `local_origin`: the
+  // try could not reach its endpoint (connect refused, unreachable or timed out, or the
+  // connection closed before any response byte); its retries then avoid that endpoint. A try
+  // that never reached an endpoint (endpoint_ null: it timed out waiting for a pool connection)
+  // is nobody's failure: neither the circuit breaker nor outlier detection hears of it.
+  void record_try_outcome(int status, bool local_origin = false);
+  void cancel_wait();
+  // Gives back everything held from the policies, and stops the exchange's deadlines.
+  void end_policies();
+  // Arms the deadline timer for the first of: the route's deadline, the try's, and the moment
+  // the exchange will have been idle (no byte moved either way) for stream_idle_timeout.
+  void arm_deadline_timer();
+  uint64_t stream_idle_deadline_ms() const;
+  void stream_idle_expired();
+
+  // The upstream side.
+  void connect_upstream(bool fresh_only);
+  void on_pool_capacity() override;
+  void on_upstream_connected(UpstreamConnection& conn, int status) override;
+  void on_upstream_read(UpstreamConnection& conn, ssize_t nread) override;
+  void on_upstream_written(UpstreamConnection& conn, int status) override;
+  void use_upstream(UpstreamConnection* conn);
+  void flush_to_upstream();
+  void parse_response(UpstreamConnection& conn);
+  // The client took what was written: read the next buffer of the response (or tunnel) from the
+  // upstream, now if this loop turn's budget allows (see Pacer), else in a later turn.
+  void read_upstream_on();
+  void on_turn() override;
+  http::ParserCallbacks::HeadAction on_response_head(http::MessageHead& head);
+  void on_response_body(const char* data, size_t n);
+  void on_response_complete();
+  bool upgrade_was_offered(const http::MessageHead& response);
+  void upstream_failed(LocalReason reason, int err);
+  bool try_replay();
+  // The exchange stops using its upstream connection: back to the pool when `reusable` and the
+  // whole request and response went through, else closed.
+  void release_upstream(bool reusable);
+
+  // Toward the client.
+  void flush_to_client(bool at_once = false);
+  // `status` overrides the reason's status (an injected abort); `retry_after_s` adds Retry-After.
+  void local_reply(LocalReason reason, bool close_after, int status = 0,
+                   uint32_t retry_after_s = 0);
+  void start_tunnel();
+  // The start: its clock, counters and access log sampling.
+  void open();
+  void write_access_log();
+  void new_request_id();
+
+  struct ResponseCallbacks : http::ParserCallbacks {
+    Exchange* self;
+    HeadAction on_head(http::MessageHead& h) override { return self->on_response_head(h); }
+    void on_body(const char* d, size_t n) override { self->on_response_body(d, n); }
+    void on_message_complete() override { self->on_response_complete(); }
+  };
+
+  Worker& worker_;
+  ListenerContext& listener_;
+  ExchangeStream& stream_;
+  ExchangeResources& res_;
+  ResponseCallbacks response_callbacks_;
+  State state_ = State::kProxying;
+  bool parsing_ = false;
+  bool waiting_turn_ = false;  // in the worker's Pacer
+
+  int route_index_ = -1;
+  WorkerRoute* route_ = nullptr;
+  WorkerCluster* cluster_ = nullptr;
+  RouteStats* route_stats_ = nullptr;
+  bool active_ = false;     // counted in the cluster's active requests
+  PoolRef endpoint_;        // the pool of the current (or last) try
+  UpstreamLease upstream_;  // the connection of the current try
+  Wait wait_ = Wait::kNone;
+  Admission admission_;  // the admission chain's state, and what the request holds from it
+  filters::CircuitBreaker::Permit circuit_permit_;
+  uint64_t route_deadline_ms_ = 0;  // loop time; 0 = none
+  uint64_t try_deadline_ms_ = 0;    // loop time; 0 = none
+  uint64_t last_io_ms_ = 0;         // loop time of the exchange's last byte moved
+  uint64_t try_start_us_ = 0;
+  const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
+  // The endpoints this request's tries could not reach: its retries go elsewhere.
+  UnreachableEndpoints unreachable_;
+  uint32_t tries_ = 0;
+  size_t body_kept_ = 0;       // request body bytes copied for re-sending
+  bool may_resend_ = false;    // the request may be sent again after bytes went out
+  bool copy_body_ = false;     // the body is copied into to_upstream as it arrives
+  bool request_sent_ = false;  // some request byte went to an upstream (any try)
+  bool request_has_body_ = false;
+  bool request_complete_ = false;
+  bool request_head_request_ = false;  // HEAD: the response has no body
+  bool request_upgrade_ = false;
+  bool client_http10_ = false;
+  bool response_started_ = false;    // any response byte arrived from the upstream
+  bool response_head_sent_ = false;  // a final response head was queued for the client
+  bool response_complete_ = false;
+  bool response_interim_ = false;  // the message being parsed is a 1xx
+  uint8_t interim_responses_ = 0;  // 1xx responses of the current try
+  bool upstream_reusable_ = false;
+  bool replayed_ = false;
+  http::BodyFraming request_framing_ = http::BodyFraming::kNone;
+  int response_status_ = 0;
+  uint64_t start_us_ = 0;
+  char request_id_[40] = {0};
+  size_t request_id_len_ = 0;
+
+  // For the access log (and the request counters): the exchange since its head.
+  enum LogFlag : uint8_t {
+    kLogFaultInjected = 1,     // FI: a fault delay (or abort) was injected
+    kLogRetriesExhausted = 2,  // URX: the last try failed and no retry was left
+    kLogDownstreamClosed = 4,  // DC: the client went away before the response was complete
+    kLogUpstreamCut = 8,       // UC: the upstream failed after the response had started
+    kLogStreamIdle = 16,       // SI: no byte moved either way for stream_idle_timeout
+  };
+  bool open_ = false;      // counted and logged at complete()
+  bool log_this_ = false;  // the access log samples this request
+  uint8_t log_flags_ = 0;
+  LocalReason local_reason_ = LocalReason::kCount;  // kCount: no local reply
+  uint64_t bytes_in_ = 0, bytes_out_ = 0;           // request and response body bytes
+  uint64_t upstream_us_ = 0;                        // the last try's time to its response head
+};
+
+// Lends exchanges and their resources: a worker's requests allocate nothing once it has served
+// as many at once as it serves now.
+class ExchangePool {
+ public:
+  explicit ExchangePool(Worker& worker) : worker_(worker) {}
+  ~ExchangePool();
+  ExchangePool(const ExchangePool&) = delete;
+  ExchangePool& operator=(const ExchangePool&) = delete;
+
+  Exchange* acquire(ListenerContext& listener, ExchangeStream& stream);
+  // Ends `e` (its guards give back what it held) and keeps its resources for the next one.
+  void release(Exchange* e);
+  // The same once the current loop phase is over (the caller may be running inside `e`).
+  void release_later(Exchange* e);
+
+ private:
+  struct Slot;
+  Worker& worker_;
+  std::vector<Slot*> free_;
+};
+
+}  // namespace bulwark
