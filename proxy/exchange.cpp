@@ -19,19 +19,6 @@ constexpr uint32_t kMaxInterimResponses = 16;
 
 uint64_t now_us() { return uv_hrtime() / 1000; }
 
-// "Keep-Alive: timeout=5, max=100" -> 5000 ms; 0 when absent.
-uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
-  const http::Header* h = head.find("keep-alive");
-  if (h == nullptr) return 0;
-  std::string_view v = head.str(h->value);
-  size_t pos = v.find("timeout=");
-  if (pos == std::string_view::npos) return 0;
-  uint64_t secs = 0;
-  for (size_t i = pos + 8; i < v.size() && v[i] >= '0' && v[i] <= '9'; ++i)
-    secs = secs * 10 + (v[i] - '0');
-  return secs * 1000;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -54,7 +41,7 @@ void ExchangeResources::on_deadline_timer() {
 
 // An exchange's storage and its resources, kept together for reuse.
 struct ExchangePool::Slot {
-  explicit Slot(Worker& worker) : resources(worker) {}
+  explicit Slot(Worker& worker) : resources(worker) { resources.slot = this; }
   ExchangeResources resources;
   alignas(Exchange) unsigned char storage[sizeof(Exchange)];
 };
@@ -82,7 +69,7 @@ void ExchangePool::release_later(Exchange* e) {
 }
 
 void ExchangePool::release(Exchange* e) {
-  auto* s = reinterpret_cast<Slot*>(reinterpret_cast<unsigned char*>(e) - offsetof(Slot, storage));
+  auto* s = static_cast<Slot*>(e->resources().slot);
   e->~Exchange();
   // Up to 256 kept: a burst's exchanges beyond that go back to the system.
   if (free_.size() < 256) {
@@ -96,14 +83,11 @@ Exchange::Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& st
                    ExchangeResources& res)
     : worker_(worker), listener_(listener), stream_(stream), res_(res) {
   res_.exchange = this;
-  response_callbacks_.self = this;
-  res_.response_parser.set_callbacks(&response_callbacks_);
   res_.failed_tries.clear();
   res_.log_request.clear();
 }
 
 Exchange::~Exchange() {
-  if (waiting_turn_) worker_.pacer().cancel(this);
   res_.wait_timer.stop();
   res_.deadline_timer.stop();
   release_upstream(false);
@@ -381,12 +365,12 @@ void Exchange::start_try() {
     unreachable_.clear();
   } else {
     res_.to_upstream.rewind();
-    response_started_ = response_interim_ = upstream_reusable_ = replayed_ = false;
     response_status_ = 0;
-    interim_responses_ = 0;
   }
   ++tries_;
-  try_start_us_ = now_us();
+  // A new try: its connection, parser state and flags start fresh.
+  try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this), res_.response_parser,
+               res_.to_upstream);
   const config::RetryConfig& retry = route_->shared->retry.config();
   if (retry.per_try_timeout.count() > 0) {
     try_deadline_ms_ =
@@ -407,7 +391,7 @@ void Exchange::record_try_outcome(int status, bool local_origin) {
   if (circuit_permit_) {
     circuit_permit_.record(
         failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
-        static_cast<filters::Micros>(now_us() - try_start_us_));
+        static_cast<filters::Micros>(now_us() - try_->start_us()));
   }
   using Outcome = filters::OutlierDetector::Outcome;
   const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
@@ -421,12 +405,10 @@ void Exchange::record_try_outcome(int status, bool local_origin) {
 void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int err) {
   // Whether the try could not reach its endpoint at all: the connect failed (or was still under
   // way when the try timed out), or the connection closed before any response byte.
-  const bool local_origin =
-      failure == filters::TryFailure::kConnectFailure ||
-      (failure == filters::TryFailure::kReset && reason == LocalReason::kUpstreamReset &&
-       !response_started_) ||
-      (failure == filters::TryFailure::kPerTryTimeout && upstream_ != nullptr &&
-       upstream_->state() == UpstreamConnection::State::kConnecting);
+  const bool local_origin = failure == filters::TryFailure::kConnectFailure ||
+                            (failure == filters::TryFailure::kReset &&
+                             reason == LocalReason::kUpstreamReset && !try_->response_started()) ||
+                            (failure == filters::TryFailure::kPerTryTimeout && try_->connecting());
   release_upstream(false);
   if (!response_head_sent_) {
     if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
@@ -497,7 +479,7 @@ bool Exchange::maybe_retry(std::optional<filters::RetryReason> reason) {
 void Exchange::cancel_wait() {
   switch (wait_) {
     case Wait::kPool:
-      PoolWaiter::cancel();
+      if (try_) try_->cancel_wait();
       break;
     case Wait::kAdmission:
       admission_.release();
@@ -557,10 +539,9 @@ void Exchange::on_deadline_timer() {
   // The client has not finished its request although the upstream connection is up and takes
   // bytes (nothing waits, no write to it is stuck): the time went to the client, not to the
   // upstream, so neither the circuit breaker nor outlier detection hears of it.
-  const bool client_stalled = !request_complete_ && wait_ == Wait::kNone && upstream_ != nullptr &&
-                              upstream_->state() == UpstreamConnection::State::kBusy &&
-                              !res_.to_upstream.in_flight() && !response_head_sent_ &&
-                              !stream_.writing();
+  const bool client_stalled = !request_complete_ && wait_ == Wait::kNone && try_ &&
+                              try_->connected() && !res_.to_upstream.in_flight() &&
+                              !response_head_sent_ && !stream_.writing();
   if ((route_due || try_due) && client_stalled) {
     route_deadline_ms_ = try_deadline_ms_ = 0;
     cancel_wait();
@@ -571,7 +552,7 @@ void Exchange::on_deadline_timer() {
   if (route_due) {
     // The route's timeout bounds all tries and waits together: no retry after it.
     route_deadline_ms_ = 0;
-    bool trying = upstream_ != nullptr && !response_head_sent_;
+    bool trying = try_ && try_->has_connection() && !response_head_sent_;
     cancel_wait();
     if (trying) {
       cluster_->stats.upstream_requests.inc(0);
@@ -603,7 +584,7 @@ void Exchange::stream_idle_expired() {
     // 408; a request fully sent whose upstream stopped answering gets 504 and counts as a
     // timed-out try.
     bool client_stalled = !request_complete_;
-    if (!client_stalled && upstream_ != nullptr) {
+    if (!client_stalled && try_ && try_->has_connection()) {
       cluster_->stats.upstream_requests.inc(0);
       record_try_outcome(0);
     }
@@ -617,7 +598,7 @@ void Exchange::stream_idle_expired() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The upstream side.
+// The upstream side: the current try.
 
 void Exchange::connect_upstream(bool fresh_only) {
   endpoint_ = cluster_->pick(failed_endpoint_, &unreachable_);
@@ -628,80 +609,51 @@ void Exchange::connect_upstream(bool fresh_only) {
         0);
     return;
   }
-  switch (cluster_->checkout(*endpoint_, this, fresh_only, upstream_, *this)) {
-    case WorkerCluster::Checkout::kReady:
-      use_upstream(upstream_.get());
+  switch (try_->start(*endpoint_, fresh_only, may_resend_)) {
+    case UpstreamRequest::Start::kStarted:
       return;
-    case WorkerCluster::Checkout::kConnecting:
-      return;
-    case WorkerCluster::Checkout::kWaiting:
+    case UpstreamRequest::Start::kWaiting:
       wait_ = Wait::kPool;
       res_.wait_timer.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
       return;
-    case WorkerCluster::Checkout::kFull:
+    case UpstreamRequest::Start::kFull:
       upstream_failed(LocalReason::kPoolExhausted, 0);
       return;
   }
 }
 
-void Exchange::on_pool_capacity() {
+void Exchange::on_try_pool_capacity(UpstreamRequest&) {
   if (wait_ != Wait::kPool) return;
   wait_ = Wait::kNone;
   res_.wait_timer.stop();
   connect_upstream(false);
 }
 
-void Exchange::on_upstream_connected(UpstreamConnection& conn, int status) {
-  if (status != 0) {
-    log::debug("upstream connect failed")
-        .str("endpoint", conn.pool().endpoint.address)
-        .str("error", uv_strerror(status));
-    cluster_->stats.connect_failures.inc();
-    upstream_.release(false);  // closed already
-    if (status == UV_EMFILE || status == UV_ENFILE || status == UV_ENOBUFS || status == UV_ENOMEM) {
-      // bulwark is out of descriptors or memory: no evidence against the endpoint.
-      endpoint_ = nullptr;
-    }
-    try_failed(filters::TryFailure::kConnectFailure, LocalReason::kUpstreamConnectFailure, status);
-    return;
-  }
-  use_upstream(&conn);
-}
+void Exchange::on_try_ready(UpstreamRequest&) { flush_to_upstream(); }
 
-void Exchange::use_upstream(UpstreamConnection* conn) {
-  conn->count_request();
-  res_.response_parser.reset();
-  res_.response_parser.set_max_headers(cluster_->config().max_response_headers);
-  conn->start_reading();
-  flush_to_upstream();
+void Exchange::on_try_replay(UpstreamRequest&) {
+  res_.to_upstream.rewind();
+  connect_upstream(true);
 }
 
 void Exchange::flush_to_upstream() {
-  if (parsing_ || upstream_ == nullptr || upstream_->state() != UpstreamConnection::State::kBusy)
-    return;
-  Outbox& out = res_.to_upstream;
-  if (out.in_flight() || out.empty()) return;
-  int rc = upstream_->write(out);
-  if (rc == 0) {
-    request_sent_ = true;
-  } else if (!try_replay()) {
-    try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, rc);
-  }
+  // Not while the request parser runs: its callbacks add to to_upstream.
+  if (parsing_ || !try_) return;
+  if (try_->send()) request_sent_ = true;
 }
 
-void Exchange::on_upstream_written(UpstreamConnection&, int status) {
-  note_io();
-  if (status < 0) {
-    if (state_ == State::kTunnel) {
-      stream_.close();
-      return;
-    }
-    if (state_ == State::kProxying && !response_started_ && upstream_ != nullptr) {
-      if (!try_replay())
-        try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, status);
-    }
-    return;
+void Exchange::on_try_failed(UpstreamRequest&, filters::TryFailure failure, LocalReason reason,
+                             int err) {
+  if (failure == filters::TryFailure::kConnectFailure &&
+      (err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM)) {
+    // bulwark is out of descriptors or memory: no evidence against the endpoint.
+    endpoint_ = nullptr;
   }
+  try_failed(failure, reason, err);
+}
+
+void Exchange::on_try_request_written(UpstreamRequest&) {
+  note_io();
   // The bytes went out: the part of the client's read buffer they came from may be reused,
   // unless it is kept for a possible replay (then only until the buffer fills up).
   if (state_ == State::kTunnel || !request_complete_) {
@@ -714,114 +666,16 @@ void Exchange::on_upstream_written(UpstreamConnection&, int status) {
   stream_.update_reading();
 }
 
-void Exchange::on_upstream_read(UpstreamConnection& conn, ssize_t nread) {
-  if (nread > 0) {
-    note_io();
-    if (state_ == State::kTunnel) {
-      stream_.send_body(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed,
-                        conn.in.block);
-      conn.in.parsed = conn.in.filled;
-      flush_to_client();
-      if (stream_.closed()) return;
-      // Backpressure, as for responses: no more reading until the client has taken these bytes.
-      if (stream_.writing()) {
-        conn.stop_reading();
-      } else {
-        conn.in.restart(worker_.buffers());
-      }
-      return;
-    }
-    response_started_ = true;
-    parse_response(conn);
-    return;
+bool Exchange::on_try_interim(UpstreamRequest& t, const http::MessageHead& head) {
+  note_io();
+  response_status_ = head.status;
+  if (t.interim_responses() > kMaxInterimResponses) {
+    upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+    return false;
   }
-  // The upstream closed or failed.
-  if (state_ == State::kTunnel) {
-    if (stream_.writing()) {
-      release_upstream(false);  // the connection closes once the client has the rest
-    } else {
-      stream_.close();
-    }
-    return;
-  }
-  if (response_complete_) {
-    // The whole response is here (its last bytes may still be on their way to a slow client):
-    // the upstream closing costs this exchange nothing but the connection.
-    release_upstream(false);
-    return;
-  }
-  if (response_started_ && nread == UV_EOF && res_.response_parser.needs_eof()) {
-    http::Parser::Result r = res_.response_parser.finish();  // completes a close-delimited body
-    if (r.status != http::Parser::Status::kError) {
-      upstream_reusable_ = false;
-      flush_to_client(response_complete_);
-      if (!stream_.closed() && !stream_.writing() && response_complete_) finish();
-      return;
-    }
-  }
-  if (!response_started_ && try_replay()) return;
-  log::debug("upstream closed")
-      .str("endpoint", conn.pool().endpoint.address)
-      .str("error", uv_strerror(static_cast<int>(nread)))
-      .boolean("response_started", response_started_);
-  try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamReset, static_cast<int>(nread));
-}
-
-void Exchange::parse_response(UpstreamConnection& conn) {
-  while (true) {
-    http::Parser::Result r =
-        res_.response_parser.execute(conn.in.data, conn.in.parsed, conn.in.filled);
-    conn.in.parsed += r.consumed;
-    // The exchange may have left this connection (a retry, a failure).
-    if (stream_.closed() || upstream_ != &conn) return;
-    if (r.status == http::Parser::Status::kPaused && response_interim_ && !response_complete_) {
-      // A 1xx ended (it was copied out); the final response follows. Its head starts at the
-      // front of the buffer, so interim responses one after another never add up to a head too
-      // large.
-      conn.in.compact(worker_.buffers());
-      res_.response_parser.resume();
-      continue;
-    }
-    if (r.status == http::Parser::Status::kUpgrade) {
-      start_tunnel();
-      return;
-    }
-    if (r.status == http::Parser::Status::kError ||
-        r.status == http::Parser::Status::kHeadTooLarge) {
-      log::debug("bad upstream response")
-          .str("endpoint", conn.pool().endpoint.address)
-          .str("error", r.error);
-      try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
-      return;
-    }
-    if (r.status == http::Parser::Status::kOk && res_.response_parser.in_head() &&
-        conn.in.space() == 0) {
-      if (conn.in.capacity >= kMaxResponseHeadSize + 1024) {
-        try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
-        return;
-      }
-      conn.in.grow(worker_.buffers(), kMaxResponseHeadSize + 1024);
-    }
-    break;
-  }
-  // The last bytes of a response are written at once when the socket takes them: the exchange
-  // then ends now, not a loop turn later, and the client's next request is read sooner. Body
-  // bytes before them go through the loop (one read buffer per connection per turn), so that
-  // large responses take turns with everything else on the worker.
-  flush_to_client(response_complete_);
-  if (stream_.closed()) return;
-  if (stream_.writing()) {
-    // Stop reading until the client has taken these bytes (backpressure). A complete response
-    // needs no more bytes, so keep the reader as it is: an idle pooled connection reads anyway,
-    // and this saves two epoll_ctl calls per request.
-    if (!response_complete_) conn.stop_reading();
-  } else if (response_complete_) {
-    finish();
-  } else if (!res_.response_parser.in_head()) {
-    // Everything was parsed and written: reuse the buffer from its start. Not during a head,
-    // whose spans still point at the bytes.
-    conn.in.restart(worker_.buffers());
-  }
+  // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.
+  stream_.send_interim(head);
+  return true;
 }
 
 // A 101 switches to a protocol the request offered (and bulwark forwarded), or to nothing.
@@ -834,21 +688,11 @@ bool Exchange::upgrade_was_offered(const http::MessageHead& response) {
   return offered;
 }
 
-http::ParserCallbacks::HeadAction Exchange::on_response_head(http::MessageHead& head) {
+http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
+                                                        http::MessageHead& head) {
   response_status_ = head.status;
-  if (head.status >= 100 && head.status < 200 && head.status != 101) {
-    response_interim_ = true;
-    if (++interim_responses_ > kMaxInterimResponses) {
-      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
-      return http::ParserCallbacks::kPause;
-    }
-    // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.
-    stream_.send_interim(head);
-    return http::ParserCallbacks::kProceed;
-  }
-  response_interim_ = false;
   // The try's outcome is known: its deadline no longer applies, and the circuit hears of it.
-  upstream_us_ = now_us() - try_start_us_;
+  upstream_us_ = now_us() - t.start_us();
   try_deadline_ms_ = 0;
   arm_deadline_timer();
   cluster_->stats.upstream_requests.inc(head.status);
@@ -877,42 +721,73 @@ http::ParserCallbacks::HeadAction Exchange::on_response_head(http::MessageHead& 
   // answer to the next request, perhaps another client's. Such a connection carries nothing
   // more (it costs a HEAD or 304 with a length a new connection next time).
   const bool announces_body = head.chunked || head.content_length > 0;
-  upstream_reusable_ = head.keep_alive && !(info.no_body && announces_body);
-  if (upstream_ != nullptr) upstream_->set_keep_alive_timeout_ms(keep_alive_timeout_ms(head));
+  t.set_reusable(head.keep_alive && !(info.no_body && announces_body));
   stream_.send_head(head, info);
   response_head_sent_ = true;
   return info.no_body ? http::ParserCallbacks::kNoBody : http::ParserCallbacks::kProceed;
 }
 
-void Exchange::on_response_body(const char* data, size_t n) {
+void Exchange::on_try_body(UpstreamRequest&, const char* data, size_t n, BufferBlock* block) {
   bytes_out_ += n;
-  stream_.send_body(data, n, upstream_->in.block);
+  stream_.send_body(data, n, block);
 }
 
-void Exchange::on_response_complete() {
-  if (response_interim_) return;
-  response_complete_ = true;
-  stream_.send_end();
-}
+void Exchange::on_try_complete(UpstreamRequest&) { stream_.send_end(); }
 
-bool Exchange::try_replay() {
-  // Only a reused connection that failed before any response byte, and only once: the upstream
-  // closed it while idle, so it never saw the request.
-  if (replayed_ || upstream_ == nullptr || !upstream_->reused() || response_started_ ||
-      !may_resend_ || !res_.to_upstream.can_rewind() || res_.to_upstream.in_flight()) {
-    return false;
+UpstreamRequest::Callbacks::Next Exchange::on_try_parsed(UpstreamRequest& t) {
+  note_io();
+  // The last bytes of a response are written at once when the socket takes them: the exchange
+  // then ends now, not a loop turn later, and the client's next request is read sooner. Body
+  // bytes before them go through the loop (one read buffer per connection per turn), so that
+  // large responses take turns with everything else on the worker.
+  flush_to_client(t.response_complete());
+  if (stream_.closed()) return Next::kDone;
+  if (stream_.writing()) return Next::kWait;
+  if (t.response_complete()) {
+    finish();
+    return Next::kDone;
   }
-  replayed_ = true;
-  log::debug("reused upstream connection was closed; sending the request again on a new one")
-      .str("endpoint", upstream_->pool().endpoint.address);
-  upstream_.release(false);
-  res_.to_upstream.rewind();
-  connect_upstream(true);
-  return true;
+  return Next::kMore;
+}
+
+void Exchange::on_try_upgraded(UpstreamRequest&) {
+  // A tunnel may live for hours: it gives its bulkhead slot back now.
+  end_policies();
+  state_ = State::kTunnel;
+  arm_deadline_timer();  // only the stream idle timeout bounds a tunnel
+  res_.to_upstream.set_keep_history(false);
+  // Bytes the client sent after its request head are already tunnel data.
+  stream_.start_tunnel();
+  if (stream_.closed()) return;
+  flush_to_upstream();
+  stream_.update_reading();
+}
+
+UpstreamRequest::Callbacks::Next Exchange::on_try_data(UpstreamRequest&, const char* data, size_t n,
+                                                       BufferBlock* block) {
+  note_io();
+  if (n > 0) stream_.send_body(data, n, block);
+  flush_to_client();
+  if (stream_.closed()) return Next::kDone;
+  // Backpressure, as for responses: no more reading until the client has taken these bytes.
+  return stream_.writing() ? Next::kWait : Next::kMore;
+}
+
+void Exchange::on_try_closed(UpstreamRequest&, bool write_failed) {
+  if (!write_failed && stream_.writing()) {
+    release_upstream(false);  // the connection closes once the client has the rest
+  } else {
+    stream_.close();
+  }
+}
+
+bool Exchange::on_try_turn(UpstreamRequest&) {
+  return !stream_.closed() && !stream_.writing() &&
+         (state_ == State::kTunnel || state_ == State::kProxying);
 }
 
 void Exchange::release_upstream(bool reusable) {
-  upstream_.release(reusable && request_complete_ && response_complete_);
+  if (try_) try_->release(reusable && request_complete_ && try_->response_complete());
 }
 
 void Exchange::upstream_failed(LocalReason reason, int) {
@@ -927,51 +802,6 @@ void Exchange::upstream_failed(LocalReason reason, int) {
   local_reply(reason, !request_complete_);
 }
 
-void Exchange::read_upstream_on() {
-  if (waiting_turn_) return;
-  if (worker_.pacer().take_step()) {
-    upstream_->start_reading();
-  } else {
-    waiting_turn_ = true;
-    worker_.pacer().wait(this);
-  }
-}
-
-void Exchange::on_turn() {
-  waiting_turn_ = false;
-  // The exchange may have moved on meanwhile (ended, failed, cut).
-  if (stream_.closed() || upstream_ == nullptr || stream_.writing()) return;
-  if (state_ == State::kTunnel || (state_ == State::kProxying && !response_complete_)) {
-    upstream_->start_reading();
-  }
-}
-
-void Exchange::start_tunnel() {
-  // A tunnel may live for hours: it gives its bulkhead slot back now.
-  end_policies();
-  state_ = State::kTunnel;
-  arm_deadline_timer();  // only the stream idle timeout bounds a tunnel
-  res_.to_upstream.set_keep_history(false);
-  // Bytes that followed the heads on either side are already tunnel data.
-  stream_.start_tunnel();
-  if (stream_.closed()) return;
-  UpstreamConnection& conn = *upstream_;
-  if (!conn.in.empty()) {
-    stream_.send_body(conn.in.data + conn.in.parsed, conn.in.filled - conn.in.parsed,
-                      conn.in.block);
-    conn.in.parsed = conn.in.filled;
-  }
-  flush_to_client();
-  if (stream_.closed()) return;
-  if (stream_.writing()) {
-    conn.stop_reading();
-  } else {
-    conn.in.restart(worker_.buffers());
-  }
-  flush_to_upstream();
-  stream_.update_reading();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Toward the client.
 
@@ -981,34 +811,27 @@ void Exchange::on_downstream_written() {
   note_io();
   switch (state_) {
     case State::kTunnel:
-      if (upstream_ == nullptr) {
+      if (!try_->has_connection()) {
         stream_.close();
         return;
       }
-      upstream_->in.restart(worker_.buffers());
-      read_upstream_on();
+      try_->resume();
       return;
     case State::kProxying:
       break;
     default:
       return;
   }
-  if (response_complete_) {
+  if (response_complete()) {
     finish();
     return;
   }
-  if (upstream_ == nullptr) {
+  if (!try_ || !try_->has_connection()) {
     log_flags_ |= kLogUpstreamCut;
     stream_.close();  // the upstream went away mid-response
     return;
   }
-  UpstreamConnection& conn = *upstream_;
-  if (conn.in.parsed == conn.in.filled) {
-    if (!res_.response_parser.in_head()) conn.in.restart(worker_.buffers());
-    read_upstream_on();
-  } else {
-    parse_response(conn);
-  }
+  try_->resume();
 }
 
 void Exchange::local_reply(LocalReason reason, bool close_after, int status,
@@ -1052,7 +875,7 @@ void Exchange::finish() {
   res_.deadline_timer.stop();
   complete(true);
   if (state_ == State::kProxying) {
-    release_upstream(upstream_reusable_);
+    release_upstream(try_ && try_->reusable());
     end_policies();
   }
   if (active_) {
@@ -1065,10 +888,6 @@ void Exchange::finish() {
 }
 
 void Exchange::on_stream_closed() {
-  if (waiting_turn_) {
-    worker_.pacer().cancel(this);
-    waiting_turn_ = false;
-  }
   // A tunnel ends by closing; anything else open now was cut short.
   complete(state_ == State::kTunnel);
   end_policies();

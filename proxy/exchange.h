@@ -37,6 +37,7 @@
 #include "proxy/reasons.h"
 #include "proxy/stream.h"
 #include "proxy/upstream.h"
+#include "proxy/upstream_request.h"
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
@@ -55,6 +56,7 @@ struct ExchangeResources {
   ExchangeResources& operator=(const ExchangeResources&) = delete;
 
   Exchange* exchange = nullptr;  // the one using it now
+  void* slot = nullptr;          // the ExchangePool slot it belongs to
   Timer wait_timer;              // admission, backoff, pool
   Timer deadline_timer;          // route, try, stream idle
   http::Parser response_parser;
@@ -71,10 +73,7 @@ struct ExchangeResources {
   void on_deadline_timer();
 };
 
-class Exchange final : public UpstreamConnection::Owner,
-                       private PoolWaiter,
-                       private Admission::Owner,
-                       private Pacer::Waiter {
+class Exchange final : private UpstreamRequest::Callbacks, private Admission::Owner {
  public:
   Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& stream,
            ExchangeResources& res);
@@ -172,28 +171,32 @@ class Exchange final : public UpstreamConnection::Owner,
   uint64_t stream_idle_deadline_ms() const;
   void stream_idle_expired();
 
-  // The upstream side.
+  // The upstream side: the current try (upstream_request.h) and what it reports.
+  // Picks an endpoint for the try and starts it there.
   void connect_upstream(bool fresh_only);
-  void on_pool_capacity() override;
-  void on_upstream_connected(UpstreamConnection& conn, int status) override;
-  void on_upstream_read(UpstreamConnection& conn, ssize_t nread) override;
-  void on_upstream_written(UpstreamConnection& conn, int status) override;
-  void use_upstream(UpstreamConnection* conn);
   void flush_to_upstream();
-  void parse_response(UpstreamConnection& conn);
-  // The client took what was written: read the next buffer of the response (or tunnel) from the
-  // upstream, now if this loop turn's budget allows (see Pacer), else in a later turn.
-  void read_upstream_on();
-  void on_turn() override;
-  http::ParserCallbacks::HeadAction on_response_head(http::MessageHead& head);
-  void on_response_body(const char* data, size_t n);
-  void on_response_complete();
+  void on_try_pool_capacity(UpstreamRequest& t) override;
+  void on_try_ready(UpstreamRequest& t) override;
+  void on_try_replay(UpstreamRequest& t) override;
+  void on_try_failed(UpstreamRequest& t, filters::TryFailure failure, LocalReason reason,
+                     int err) override;
+  void on_try_request_written(UpstreamRequest& t) override;
+  bool on_try_interim(UpstreamRequest& t, const http::MessageHead& head) override;
+  http::ParserCallbacks::HeadAction on_try_head(UpstreamRequest& t,
+                                                http::MessageHead& head) override;
+  void on_try_body(UpstreamRequest& t, const char* data, size_t n, BufferBlock* block) override;
+  void on_try_complete(UpstreamRequest& t) override;
+  Next on_try_parsed(UpstreamRequest& t) override;
+  void on_try_upgraded(UpstreamRequest& t) override;
+  Next on_try_data(UpstreamRequest& t, const char* data, size_t n, BufferBlock* block) override;
+  void on_try_closed(UpstreamRequest& t, bool write_failed) override;
+  bool on_try_turn(UpstreamRequest& t) override;
   bool upgrade_was_offered(const http::MessageHead& response);
   void upstream_failed(LocalReason reason, int err);
-  bool try_replay();
   // The exchange stops using its upstream connection: back to the pool when `reusable` and the
   // whole request and response went through, else closed.
   void release_upstream(bool reusable);
+  bool response_complete() const { return try_ && try_->response_complete(); }
 
   // Toward the client.
   void flush_to_client(bool at_once = false);
@@ -206,36 +209,26 @@ class Exchange final : public UpstreamConnection::Owner,
   void write_access_log();
   void new_request_id();
 
-  struct ResponseCallbacks : http::ParserCallbacks {
-    Exchange* self;
-    HeadAction on_head(http::MessageHead& h) override { return self->on_response_head(h); }
-    void on_body(const char* d, size_t n) override { self->on_response_body(d, n); }
-    void on_message_complete() override { self->on_response_complete(); }
-  };
-
   Worker& worker_;
   ListenerContext& listener_;
   ExchangeStream& stream_;
   ExchangeResources& res_;
-  ResponseCallbacks response_callbacks_;
   State state_ = State::kProxying;
   bool parsing_ = false;
-  bool waiting_turn_ = false;  // in the worker's Pacer
 
   int route_index_ = -1;
   WorkerRoute* route_ = nullptr;
   WorkerCluster* cluster_ = nullptr;
   RouteStats* route_stats_ = nullptr;
-  bool active_ = false;     // counted in the cluster's active requests
-  PoolRef endpoint_;        // the pool of the current (or last) try
-  UpstreamLease upstream_;  // the connection of the current try
+  bool active_ = false;                 // counted in the cluster's active requests
+  PoolRef endpoint_;                    // the pool of the current (or last) try
+  std::optional<UpstreamRequest> try_;  // the current (or last) try; a new one for each
   Wait wait_ = Wait::kNone;
   Admission admission_;  // the admission chain's state, and what the request holds from it
   filters::CircuitBreaker::Permit circuit_permit_;
-  uint64_t route_deadline_ms_ = 0;  // loop time; 0 = none
-  uint64_t try_deadline_ms_ = 0;    // loop time; 0 = none
-  uint64_t last_io_ms_ = 0;         // loop time of the exchange's last byte moved
-  uint64_t try_start_us_ = 0;
+  uint64_t route_deadline_ms_ = 0;                 // loop time; 0 = none
+  uint64_t try_deadline_ms_ = 0;                   // loop time; 0 = none
+  uint64_t last_io_ms_ = 0;                        // loop time of the exchange's last byte moved
   const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
   // The endpoints this request's tries could not reach: its retries go elsewhere.
   UnreachableEndpoints unreachable_;
@@ -249,13 +242,7 @@ class Exchange final : public UpstreamConnection::Owner,
   bool request_head_request_ = false;  // HEAD: the response has no body
   bool request_upgrade_ = false;
   bool client_http10_ = false;
-  bool response_started_ = false;    // any response byte arrived from the upstream
   bool response_head_sent_ = false;  // a final response head was queued for the client
-  bool response_complete_ = false;
-  bool response_interim_ = false;  // the message being parsed is a 1xx
-  uint8_t interim_responses_ = 0;  // 1xx responses of the current try
-  bool upstream_reusable_ = false;
-  bool replayed_ = false;
   http::BodyFraming request_framing_ = http::BodyFraming::kNone;
   int response_status_ = 0;
   uint64_t start_us_ = 0;
