@@ -35,6 +35,7 @@
 #include "proxy/outbox.h"
 #include "proxy/pacer.h"
 #include "proxy/reasons.h"
+#include "proxy/router.h"
 #include "proxy/stream.h"
 #include "proxy/upstream.h"
 #include "proxy/upstream_request.h"
@@ -208,6 +209,14 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   void open();
   void write_access_log();
   void new_request_id();
+  // Keeps the client's X-Request-Id when it has a usable one (true), else makes one.
+  bool take_request_id(const http::MessageHead& head);
+  // The request head for the upstream, into to_upstream: the route's path rewrite, the
+  // upgrade protocols the route lets through (the parser is told in head.upgrade), and the
+  // forwarding headers.
+  void write_upstream_head(http::MessageHead& head, const RequestTarget& target,
+                           const config::RouteConfig& route, bool wants_upgrade,
+                           bool add_request_id);
 
   Worker& worker_;
   ListenerContext& listener_;

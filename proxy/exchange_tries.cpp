@@ -1,0 +1,538 @@
+// The exchange's tries: the admission chain before the first, each try's start, outcome and
+// retry, the deadlines that bound them, and what the current try reports (UpstreamRequest::
+// Callbacks). The rest of the Exchange is in exchange.cpp.
+#include <algorithm>
+
+#include "proxy/cluster.h"
+#include "proxy/exchange.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace bulwark {
+namespace {
+
+// More interim (1xx) responses than this before the final one: the upstream is broken.
+constexpr uint32_t kMaxInterimResponses = 16;
+
+uint64_t now_us() { return uv_hrtime() / 1000; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Policies: admission, tries and retries.
+
+void Exchange::run_admission(const http::MessageHead& head) {
+  Admission::Request request;
+  const filters::FaultInjector* fault = route_->shared->fault.get();
+  if (fault != nullptr && fault->config().header_control) {
+    if (const http::Header* h = head.find(filters::kFaultDelayHeader))
+      request.fault_delay_header = head.str(h->value);
+    if (const http::Header* h = head.find(filters::kFaultAbortHeader))
+      request.fault_abort_header = head.str(h->value);
+  }
+  after_admission(admission_.start(*route_, this, request, worker_.random()));
+}
+
+void Exchange::after_admission(const Admission::Result& result) {
+  if (admission_.fault_injected()) log_flags_ |= kLogFaultInjected;
+  switch (result.status) {
+    case Admission::Status::kContinue:
+      start_try();
+      return;
+    case Admission::Status::kReply:
+      local_reply(result.reason, request_has_body_ && !request_complete_, result.http_status,
+                  result.retry_after_s);
+      return;
+    case Admission::Status::kWait:
+      wait_ = Wait::kAdmission;
+      res_.wait_timer.start(result.timer_ms);
+      return;
+  }
+}
+
+void Exchange::on_admission_resumed(const Admission::Result& result) {
+  res_.wait_timer.stop();
+  wait_ = Wait::kNone;
+  after_admission(result);
+}
+
+void Exchange::on_wait_timer() {
+  const bool body_unread = request_has_body_ && !request_complete_;
+  switch (wait_) {
+    case Wait::kPool:
+      cancel_wait();
+      local_reply(LocalReason::kPoolTimeout, body_unread);
+      return;
+    case Wait::kAdmission:
+      wait_ = Wait::kNone;
+      after_admission(admission_.on_timer());
+      return;
+    case Wait::kBackoff:
+      wait_ = Wait::kNone;
+      start_try();
+      return;
+    case Wait::kNone:
+      return;
+  }
+}
+
+void Exchange::start_try() {
+  if (tries_ > 0) {
+    // A retry. The write to the failed connection was cut when it closed, so nothing should be
+    // in flight. If it is, look again soon.
+    if (res_.to_upstream.in_flight()) {
+      wait_ = Wait::kBackoff;
+      res_.wait_timer.start(1);
+      return;
+    }
+  }
+  if (filters::CircuitBreaker* circuit = cluster_->shared.circuit.get()) {
+    circuit_permit_ = circuit->try_acquire();
+    if (!circuit_permit_) {
+      local_reply(LocalReason::kCircuitOpen, request_has_body_ && !request_complete_);
+      return;
+    }
+  }
+  if (tries_ == 0) {
+    route_->shared->budget.on_request();
+    unreachable_.clear();
+  } else {
+    res_.to_upstream.rewind();
+    response_status_ = 0;
+  }
+  ++tries_;
+  // A new try: its connection, parser state and flags start fresh.
+  try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this), res_.response_parser,
+               res_.to_upstream);
+  const config::RetryConfig& retry = route_->shared->retry.config();
+  if (retry.per_try_timeout.count() > 0) {
+    try_deadline_ms_ =
+        uv_now(worker_.loop()) + static_cast<uint64_t>(retry.per_try_timeout.count());
+    arm_deadline_timer();
+  }
+  connect_upstream(false);
+}
+
+void Exchange::record_try_outcome(int status, bool local_origin) {
+  if (endpoint_ == nullptr) {
+    // The try never reached an endpoint (it waited for a pool connection until its timeout):
+    // local saturation, no evidence against the cluster or any endpoint.
+    circuit_permit_.reset();
+    return;
+  }
+  const bool failure = status == 0 || status >= 500;
+  if (circuit_permit_) {
+    circuit_permit_.record(
+        failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
+        static_cast<filters::Micros>(now_us() - try_->start_us()));
+  }
+  using Outcome = filters::OutlierDetector::Outcome;
+  const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
+  cluster_->record_outcome(*endpoint_, local_origin ? Outcome::kLocalOriginFailure
+                                       : !failure   ? Outcome::kSuccess
+                                       : gateway    ? Outcome::kGatewayFailure
+                                                    : Outcome::kServerError);
+  if (local_origin) unreachable_.add(endpoint_.get());
+}
+
+void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int err) {
+  // Whether the try could not reach its endpoint at all: the connect failed (or was still under
+  // way when the try timed out), or the connection closed before any response byte.
+  const bool local_origin = failure == filters::TryFailure::kConnectFailure ||
+                            (failure == filters::TryFailure::kReset &&
+                             reason == LocalReason::kUpstreamReset && !try_->response_started()) ||
+                            (failure == filters::TryFailure::kPerTryTimeout && try_->connecting());
+  release_upstream(false);
+  if (!response_head_sent_) {
+    if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
+    record_try_outcome(0, local_origin);
+    if (maybe_retry(route_->shared->retry.retriable_failure(failure))) return;
+  }
+  upstream_failed(reason, err);
+}
+
+bool Exchange::maybe_retry(std::optional<filters::RetryReason> reason) {
+  RouteState& policy = *route_->shared;
+  filters::RetryAsk ask;
+  ask.reason = reason;
+  ask.tries = tries_;
+  ask.response_sent = response_head_sent_;
+  ask.request_at_hand = res_.to_upstream.can_rewind();
+  ask.request_bytes_sent = request_sent_;
+  ask.may_resend = may_resend_;
+  if (route_deadline_ms_ != 0) {
+    const uint64_t now = uv_now(worker_.loop());
+    ask.until_deadline = route_deadline_ms_ > now
+                             ? static_cast<filters::Micros>(route_deadline_ms_ - now) * 1000
+                             : 0;
+  }
+  const filters::RetryDecision decision =
+      policy.retry.decide(ask, policy.budget, worker_.random().next());
+  switch (decision.verdict) {
+    case filters::RetryVerdict::kRetry:
+      break;
+    case filters::RetryVerdict::kAttemptsExhausted:
+      if (policy.retry.config().attempts > 1) log_flags_ |= kLogRetriesExhausted;
+      return false;
+    case filters::RetryVerdict::kBudgetExhausted:
+      route_stats_->retry_budget_exhausted.inc();
+      log_flags_ |= kLogRetriesExhausted;
+      return false;
+    default:
+      return false;
+  }
+  const uint64_t backoff_ms = static_cast<uint64_t>((decision.backoff + 999) / 1000);
+  route_stats_->retries[static_cast<size_t>(*reason)].inc();
+  std::string& failed = res_.failed_tries;
+  if (!failed.empty()) failed.append(", ");
+  failed.append(endpoint_ != nullptr ? std::string_view(endpoint_->endpoint.address) : "-");
+  failed.push_back(' ');
+  if (response_status_ >= 200) {
+    failed.append(std::to_string(response_status_));
+  } else {
+    failed.append(filters::to_string(*reason));
+  }
+  log::debug("retrying request")
+      .str("route", policy.config.name)
+      .str("request_id", {request_id_, request_id_len_})
+      .str("reason", filters::to_string(*reason))
+      .str("failed_tries", failed)
+      .num("attempt", tries_ + 1)
+      .num("backoff_ms", static_cast<int64_t>(backoff_ms));
+  release_upstream(false);
+  circuit_permit_.reset();
+  failed_endpoint_ = endpoint_.get();
+  try_deadline_ms_ = 0;
+  arm_deadline_timer();
+  wait_ = Wait::kBackoff;
+  res_.wait_timer.start(backoff_ms);
+  return true;
+}
+
+void Exchange::cancel_wait() {
+  switch (wait_) {
+    case Wait::kPool:
+      if (try_) try_->cancel_wait();
+      break;
+    case Wait::kAdmission:
+      admission_.release();
+      break;
+    default:
+      break;
+  }
+  if (wait_ != Wait::kNone) res_.wait_timer.stop();
+  wait_ = Wait::kNone;
+}
+
+void Exchange::end_policies() {
+  cancel_wait();
+  circuit_permit_.reset();
+  admission_.release();
+  route_deadline_ms_ = try_deadline_ms_ = 0;
+  res_.deadline_timer.stop();
+}
+
+void Exchange::note_io() { last_io_ms_ = uv_now(worker_.loop()); }
+
+uint64_t Exchange::stream_idle_deadline_ms() const {
+  auto idle = static_cast<uint64_t>(listener_.config.stream_idle_timeout.count());
+  if (idle == 0 || state_ == State::kDone) return 0;
+  return last_io_ms_ + idle;
+}
+
+void Exchange::arm_deadline_timer() {
+  if (state_ == State::kDone) return;
+  const bool proxying = state_ == State::kProxying;
+  uint64_t next = proxying ? route_deadline_ms_ : 0;
+  if (proxying && try_deadline_ms_ != 0 && (next == 0 || try_deadline_ms_ < next))
+    next = try_deadline_ms_;
+  uint64_t idle = stream_idle_deadline_ms();
+  if (idle != 0 && (next == 0 || idle < next)) next = idle;
+  if (next == 0) {
+    res_.deadline_timer.stop();
+    return;
+  }
+  uint64_t now = uv_now(worker_.loop());
+  res_.deadline_timer.start(next > now ? next - now : 0);
+}
+
+void Exchange::on_deadline_timer() {
+  uint64_t now = uv_now(worker_.loop());
+  uint64_t idle = stream_idle_deadline_ms();
+  if (idle != 0 && now >= idle) {
+    stream_idle_expired();
+    return;
+  }
+  if (state_ != State::kProxying) {
+    arm_deadline_timer();
+    return;
+  }
+  const bool route_due = route_deadline_ms_ != 0 && now >= route_deadline_ms_;
+  const bool try_due = try_deadline_ms_ != 0 && now >= try_deadline_ms_;
+  // The client has not finished its request although the upstream connection is up and takes
+  // bytes (nothing waits, no write to it is stuck): the time went to the client, not to the
+  // upstream, so neither the circuit breaker nor outlier detection hears of it.
+  const bool client_stalled = !request_complete_ && wait_ == Wait::kNone && try_ &&
+                              try_->connected() && !res_.to_upstream.in_flight() &&
+                              !response_head_sent_ && !stream_.writing();
+  if ((route_due || try_due) && client_stalled) {
+    route_deadline_ms_ = try_deadline_ms_ = 0;
+    cancel_wait();
+    release_upstream(false);
+    local_reply(LocalReason::kRequestTimeout, true);
+    return;
+  }
+  if (route_due) {
+    // The route's timeout bounds all tries and waits together: no retry after it.
+    route_deadline_ms_ = 0;
+    bool trying = try_ && try_->has_connection() && !response_head_sent_;
+    cancel_wait();
+    if (trying) {
+      cluster_->stats.upstream_requests.inc(0);
+      record_try_outcome(0);
+    }
+    upstream_failed(LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+    // A response cut short may still wait for a client that does not read: the idle timer
+    // bounds that wait.
+    if (!stream_.closed()) arm_deadline_timer();
+    return;
+  }
+  if (try_due) {
+    try_deadline_ms_ = 0;
+    // A try still waiting for a pool connection never reached its endpoint: the endpoint is not
+    // to blame (outlier detection), nor to be avoided by the retry.
+    if (wait_ == Wait::kPool) endpoint_ = nullptr;
+    cancel_wait();
+    try_failed(filters::TryFailure::kPerTryTimeout, LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
+    return;
+  }
+  arm_deadline_timer();
+}
+
+void Exchange::stream_idle_expired() {
+  log_flags_ |= kLogStreamIdle;
+  log::debug("stream idle timeout").str("client", stream_.client_address());
+  if (state_ == State::kProxying && !response_head_sent_ && !stream_.writing()) {
+    // No response has started: say who went quiet. A client that stopped sending its body gets
+    // 408; a request fully sent whose upstream stopped answering gets 504 and counts as a
+    // timed-out try.
+    bool client_stalled = !request_complete_;
+    if (!client_stalled && try_ && try_->has_connection()) {
+      cluster_->stats.upstream_requests.inc(0);
+      record_try_outcome(0);
+    }
+    cancel_wait();
+    release_upstream(false);
+    local_reply(LocalReason::kStreamIdleTimeout, true, client_stalled ? 408 : 504);
+    return;
+  }
+  // A response under way, a tunnel, or a reply the client does not read: all we can do is cut.
+  stream_.close();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream side: the current try.
+
+void Exchange::connect_upstream(bool fresh_only) {
+  endpoint_ = cluster_->pick(failed_endpoint_, &unreachable_);
+  if (endpoint_ == nullptr) {
+    // No connect attempt and no wait: the answer is known now.
+    upstream_failed(
+        cluster_->has_endpoints() ? LocalReason::kNoHealthyEndpoints : LocalReason::kNoEndpoints,
+        0);
+    return;
+  }
+  switch (try_->start(*endpoint_, fresh_only, may_resend_)) {
+    case UpstreamRequest::Start::kStarted:
+      return;
+    case UpstreamRequest::Start::kWaiting:
+      wait_ = Wait::kPool;
+      res_.wait_timer.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
+      return;
+    case UpstreamRequest::Start::kFull:
+      upstream_failed(LocalReason::kPoolExhausted, 0);
+      return;
+  }
+}
+
+void Exchange::on_try_pool_capacity(UpstreamRequest&) {
+  if (wait_ != Wait::kPool) return;
+  wait_ = Wait::kNone;
+  res_.wait_timer.stop();
+  connect_upstream(false);
+}
+
+void Exchange::on_try_ready(UpstreamRequest&) { flush_to_upstream(); }
+
+void Exchange::on_try_replay(UpstreamRequest&) {
+  res_.to_upstream.rewind();
+  connect_upstream(true);
+}
+
+void Exchange::flush_to_upstream() {
+  // Not while the request parser runs: its callbacks add to to_upstream.
+  if (parsing_ || !try_) return;
+  if (try_->send()) request_sent_ = true;
+}
+
+void Exchange::on_try_failed(UpstreamRequest&, filters::TryFailure failure, LocalReason reason,
+                             int err) {
+  if (failure == filters::TryFailure::kConnectFailure &&
+      (err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM)) {
+    // bulwark is out of descriptors or memory: no evidence against the endpoint.
+    endpoint_ = nullptr;
+  }
+  try_failed(failure, reason, err);
+}
+
+void Exchange::on_try_request_written(UpstreamRequest&) {
+  note_io();
+  // The bytes went out: the part of the client's read buffer they came from may be reused,
+  // unless it is kept for a possible replay (then only until the buffer fills up).
+  if (state_ == State::kTunnel || !request_complete_) {
+    Outbox& out = res_.to_upstream;
+    if (out.keep_history() && stream_.request_buffer_full()) out.set_keep_history(false);
+    stream_.request_forwarded(out.keep_history());
+    if (stream_.closed()) return;
+  }
+  flush_to_upstream();
+  stream_.update_reading();
+}
+
+bool Exchange::on_try_interim(UpstreamRequest& t, const http::MessageHead& head) {
+  note_io();
+  response_status_ = head.status;
+  if (t.interim_responses() > kMaxInterimResponses) {
+    upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+    return false;
+  }
+  // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.
+  stream_.send_interim(head);
+  return true;
+}
+
+// A 101 switches to a protocol the request offered (and bulwark forwarded), or to nothing.
+bool Exchange::upgrade_was_offered(const http::MessageHead& response) {
+  std::string_view chosen = response.value_of(response.upgrade_header);
+  bool offered = false;
+  http::for_each_list_element(res_.upgrade_protocols, [&](std::string_view p) {
+    offered = offered || http::iequals(p, chosen);
+  });
+  return offered;
+}
+
+http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
+                                                        http::MessageHead& head) {
+  response_status_ = head.status;
+  // The try's outcome is known: its deadline no longer applies, and the circuit hears of it.
+  upstream_us_ = now_us() - t.start_us();
+  try_deadline_ms_ = 0;
+  arm_deadline_timer();
+  cluster_->stats.upstream_requests.inc(head.status);
+  record_try_outcome(head.status);
+  if (maybe_retry(route_->shared->retry.retriable_status(head.status)))
+    return http::ParserCallbacks::kPause;
+  // This response goes to the client: the request will not be sent again.
+  res_.to_upstream.set_keep_history(false);
+  ExchangeStream::HeadInfo info;
+  info.request_id = {request_id_, request_id_len_};
+  info.attempts = tries_;
+  if (head.status == 101) {
+    if (!request_upgrade_ || !upgrade_was_offered(head)) {
+      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+      return http::ParserCallbacks::kPause;
+    }
+    info.upgrade = true;
+    stream_.send_head(head, info);
+    response_head_sent_ = true;
+    return http::ParserCallbacks::kProceed;
+  }
+  // HEAD, 204 and 304 never have a body, whatever Content-Length says (RFC 9112 6.3).
+  info.no_body = request_head_request_ || head.status == 204 || head.status == 304;
+  // A response that must have no body but announces one: if the upstream sends the body anyway,
+  // those bytes may come at any time, and on a reused connection they would be read as the
+  // answer to the next request, perhaps another client's. Such a connection carries nothing
+  // more (it costs a HEAD or 304 with a length a new connection next time).
+  const bool announces_body = head.chunked || head.content_length > 0;
+  t.set_reusable(head.keep_alive && !(info.no_body && announces_body));
+  stream_.send_head(head, info);
+  response_head_sent_ = true;
+  return info.no_body ? http::ParserCallbacks::kNoBody : http::ParserCallbacks::kProceed;
+}
+
+void Exchange::on_try_body(UpstreamRequest&, const char* data, size_t n, BufferBlock* block) {
+  bytes_out_ += n;
+  stream_.send_body(data, n, block);
+}
+
+void Exchange::on_try_complete(UpstreamRequest&) { stream_.send_end(); }
+
+UpstreamRequest::Callbacks::Next Exchange::on_try_parsed(UpstreamRequest& t) {
+  note_io();
+  // The last bytes of a response are written at once when the socket takes them: the exchange
+  // then ends now, not a loop turn later, and the client's next request is read sooner. Body
+  // bytes before them go through the loop (one read buffer per connection per turn), so that
+  // large responses take turns with everything else on the worker.
+  flush_to_client(t.response_complete());
+  if (stream_.closed()) return Next::kDone;
+  if (stream_.writing()) return Next::kWait;
+  if (t.response_complete()) {
+    finish();
+    return Next::kDone;
+  }
+  return Next::kMore;
+}
+
+void Exchange::on_try_upgraded(UpstreamRequest&) {
+  // A tunnel may live for hours: it gives its bulkhead slot back now.
+  end_policies();
+  state_ = State::kTunnel;
+  arm_deadline_timer();  // only the stream idle timeout bounds a tunnel
+  res_.to_upstream.set_keep_history(false);
+  // Bytes the client sent after its request head are already tunnel data.
+  stream_.start_tunnel();
+  if (stream_.closed()) return;
+  flush_to_upstream();
+  stream_.update_reading();
+}
+
+UpstreamRequest::Callbacks::Next Exchange::on_try_data(UpstreamRequest&, const char* data, size_t n,
+                                                       BufferBlock* block) {
+  note_io();
+  if (n > 0) stream_.send_body(data, n, block);
+  flush_to_client();
+  if (stream_.closed()) return Next::kDone;
+  // Backpressure, as for responses: no more reading until the client has taken these bytes.
+  return stream_.writing() ? Next::kWait : Next::kMore;
+}
+
+void Exchange::on_try_closed(UpstreamRequest&, bool write_failed) {
+  if (!write_failed && stream_.writing()) {
+    release_upstream(false);  // the connection closes once the client has the rest
+  } else {
+    stream_.close();
+  }
+}
+
+bool Exchange::on_try_turn(UpstreamRequest&) {
+  return !stream_.closed() && !stream_.writing() &&
+         (state_ == State::kTunnel || state_ == State::kProxying);
+}
+
+void Exchange::release_upstream(bool reusable) {
+  if (try_) try_->release(reusable && request_complete_ && try_->response_complete());
+}
+
+void Exchange::upstream_failed(LocalReason reason, int) {
+  release_upstream(false);
+  if (response_head_sent_ || stream_.writing()) {
+    // The client already has part of a response: all we can do is cut the connection, after
+    // what is queued.
+    log_flags_ |= kLogUpstreamCut;
+    stream_.cut();
+    return;
+  }
+  local_reply(reason, !request_complete_);
+}
+
+}  // namespace bulwark
