@@ -245,4 +245,10 @@ size_t write_chunk_header(char* out, size_t size) {
   return static_cast<size_t>(snprintf(out, 20, "%zx\r\n", size));
 }
 
+void write_health_check_request(std::string_view path, std::string_view host, std::string& out) {
+  out.append("GET ").append(path).append(" HTTP/1.1\r\nHost: ").append(host);
+  out.append("\r\nUser-Agent: bulwark-health-check/" BULWARK_VERSION
+             "\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+}
+
 }  // namespace bulwark::http

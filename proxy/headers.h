@@ -63,6 +63,10 @@ struct LocalReplyExtras {
   uint32_t attempts = 1;       // tries it took; > 1 adds x-bulwark-attempts
   uint32_t retry_after_s = 0;  // > 0 adds Retry-After (seconds)
 };
+// An active health check's request: GET `path` with Host `host`, a User-Agent naming bulwark and
+// Connection: close (one check per connection).
+void write_health_check_request(std::string_view path, std::string_view host, std::string& out);
+
 // A local reply: status, x-bulwark-reason token, a short text body. Returns the body bytes
 // written (0 for a HEAD request).
 size_t write_local_reply(int status, std::string_view reason_token, bool keep_alive,

@@ -6,6 +6,7 @@
 
 #include "filters/health.h"
 #include "filters/priority.h"
+#include "proxy/headers.h"
 #include "proxy/log.h"
 
 namespace bulwark {
@@ -22,29 +23,21 @@ uint64_t to_ms(filters::Micros us) {
   return us <= 0 ? 0 : static_cast<uint64_t>((us + 999) / 1000);
 }
 
-// The status of an HTTP/1.x status line ("HTTP/1.1 200 OK"), or 0 when it is not one.
-int parse_status_line(std::string_view line) {
-  if (line.size() < 12 || line.substr(0, 7) != "HTTP/1." || line[8] != ' ') return 0;
-  int status = 0;
-  for (size_t i = 9; i < 12; ++i) {
-    if (line[i] < '0' || line[i] > '9') return 0;
-    status = status * 10 + (line[i] - '0');
-  }
-  if (line.size() > 12 && line[12] != ' ') return 0;
-  return status >= 100 ? status : 0;
-}
-
-constexpr size_t kMaxStatusLine = 1024;
+// A check reads the response head only; a longer one is not a health endpoint's answer.
+constexpr size_t kMaxCheckResponseHead = 8 * 1024;
 
 }  // namespace
 
 // One check's connection, owned by its Target: it ends (the socket closes) when the check ends
-// or its endpoint leaves. Each callback may end the check, and does so last.
-struct HealthChecker::Probe final : private Transport::Callbacks {
+// or its endpoint leaves. Each callback may end the check, and does so last. It speaks HTTP/1
+// with the code the proxy's tries use: the same transport, the same response codec.
+struct HealthChecker::Probe final : private Transport::Callbacks, private http::ParserCallbacks {
   Probe(HealthChecker& owner, Target& target)
       : owner(owner),
         target(target),
+        parser(http::Parser::Type::kResponse, this),
         transport(TcpTransport::create({owner.loop_, &owner.buffers_})) {
+    parser.set_max_head_size(kMaxCheckResponseHead);
     transport->attach(this, &in);
   }
   ~Probe() {
@@ -59,9 +52,18 @@ struct HealthChecker::Probe final : private Transport::Callbacks {
   void on_transport_read(ssize_t nread) override;
   // A failed write shows up as a failed or closed read.
   void on_transport_written(int) override {}
+  // The response head is all a check needs: its status.
+  HeadAction on_head(http::MessageHead& head) override {
+    status = head.status;
+    return kPause;
+  }
+  void on_body(const char*, size_t) override {}
+  void on_message_complete() override {}
 
   HealthChecker& owner;
   Target& target;
+  http::Parser parser;
+  int status = 0;  // of the response head, once parsed
   InputBuffer in;
   Outbox out;
   TransportPtr transport;
@@ -231,10 +233,8 @@ void HealthChecker::Probe::on_transport_connected(int status) {
     owner.finish_check(target, CheckResult::kSuccess, "connected");
     return;
   }
-  out.head = "GET " + hc.path +
-             " HTTP/1.1\r\nHost: " + (hc.host.empty() ? target.endpoint.name : hc.host) +
-             "\r\nUser-Agent: bulwark-health-check/" BULWARK_VERSION
-             "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
+  http::write_health_check_request(hc.path, hc.host.empty() ? target.endpoint.name : hc.host,
+                                   out.head);
   out.add_head();
   int rc = transport->write(out);
   if (rc != 0) {
@@ -254,17 +254,14 @@ void HealthChecker::Probe::on_transport_read(ssize_t nread) {
                            : std::string("read failed: ") + uv_strerror(static_cast<int>(nread)));
     return;
   }
-  const std::string_view response(in.data, in.filled);
-  const size_t end = response.find("\r\n");
-  if (end == std::string::npos) {
-    if (response.size() > kMaxStatusLine)
-      owner.finish_check(target, CheckResult::kFailure, "malformed response");
-    return;
-  }
-  const int status = parse_status_line(response.substr(0, end));
+  const http::Parser::Result r = parser.execute(in.data, in.parsed, in.filled);
+  in.parsed += r.consumed;
   if (status == 0) {
-    owner.finish_check(target, CheckResult::kFailure, "malformed response");
-    return;
+    if (r.status == http::Parser::Status::kError ||
+        r.status == http::Parser::Status::kHeadTooLarge || in.space() == 0) {
+      owner.finish_check(target, CheckResult::kFailure, "malformed response");
+    }
+    return;  // the rest of the head is still to come
   }
   const bool ok = filters::status_expected(*owner.cluster_.config.health_check, status);
   owner.finish_check(target, ok ? CheckResult::kSuccess : CheckResult::kFailure,

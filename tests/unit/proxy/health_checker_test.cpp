@@ -220,6 +220,25 @@ TEST_CASE("health checker: an HTTP check sends GET path with Host and reads the 
   CHECK(f.cluster.health_version.load() == version + 3);
 }
 
+TEST_CASE("health checker: responses are read with the proxy's codec and its limits") {
+  Fixture f;
+  // A head longer than a check reads (8 KiB), a response that is not HTTP/1, and a status line
+  // the proxy's codec accepts with headers folded over two reads' worth of bytes.
+  CannedServer huge(&f.loop.loop,
+                    "HTTP/1.1 200 OK\r\nX-Pad: " + std::string(9000, 'a') + "\r\n\r\n");
+  CannedServer bare_lf(&f.loop.loop, "HTTP/1.1 200 OK\nContent-Length: 0\n\n");
+  CannedServer long_ok(&f.loop.loop,
+                       "HTTP/1.1 200 OK\r\nX-Pad: " + std::string(6000, 'b') + "\r\n\r\n");
+  f.health.adopt(set_of({huge.port(), bare_lf.port(), long_ok.port()}));
+  REQUIRE(f.loop.run_until([&] { return f.health.first_round_done(); }));
+  CHECK(f.endpoint(0).state == std::string("unhealthy"));
+  CHECK(f.endpoint(0).last_detail == "malformed response");
+  CHECK(f.endpoint(1).state == std::string("unhealthy"));  // bare LF: refused, as for tries
+  CHECK(f.endpoint(1).last_detail == "malformed response");
+  CHECK(f.endpoint(2).state == std::string("healthy"));
+  CHECK(f.endpoint(2).last_detail == "status 200");
+}
+
 TEST_CASE("health checker: a host override goes in the Host header") {
   Fixture f;
   f.config.health_check->host = "app.local";
