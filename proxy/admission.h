@@ -18,13 +18,11 @@
 #include <string_view>
 
 #include "filters/bulkhead.h"
+#include "proxy/fwd.h"
 #include "proxy/reasons.h"
 #include "proxy/route_state.h"
 
 namespace bulwark {
-
-struct WorkerRoute;
-class FastRandom;
 
 class Admission : private BulkheadWaiter {
  public:

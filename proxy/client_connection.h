@@ -7,10 +7,9 @@
 
 #include <cstddef>
 
-namespace bulwark {
+#include "proxy/fwd.h"
 
-class Worker;
-struct ListenerContext;
+namespace bulwark {
 
 class ClientConnection {
  public:

@@ -31,6 +31,7 @@
 #include "proxy/admission.h"
 #include "proxy/buffer.h"
 #include "proxy/codec.h"
+#include "proxy/fwd.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
 #include "proxy/pacer.h"
@@ -42,13 +43,6 @@
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
-
-class Worker;
-class Exchange;
-class WorkerCluster;
-struct ListenerContext;
-struct RouteStats;
-struct WorkerRoute;
 
 // What an exchange keeps between requests: lent with it, never reset but reused.
 struct ExchangeResources {

@@ -24,6 +24,7 @@
 #include "proxy/client_connection.h"
 #include "proxy/codec.h"
 #include "proxy/connection_limit.h"
+#include "proxy/fwd.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
 #include "proxy/stream.h"
@@ -31,10 +32,6 @@
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
-
-class Exchange;
-class Worker;
-struct ListenerContext;
 
 class Http1Connection final : public DeferredDeletable,
                               public ClientConnection,

@@ -12,14 +12,10 @@
 #include <cstdint>
 #include <string_view>
 
+#include "proxy/fwd.h"
 #include "proxy/reasons.h"
 
 namespace bulwark {
-
-namespace http {
-struct MessageHead;
-}
-struct BufferBlock;
 
 class ExchangeStream {
  public:

@@ -13,16 +13,13 @@
 
 #include "proxy/buffer.h"
 #include "proxy/endpoint.h"
+#include "proxy/fwd.h"
 #include "proxy/list.h"
 #include "proxy/outbox.h"
 #include "proxy/transport.h"
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
-
-class Worker;
-class EndpointPool;
-class WorkerCluster;
 
 // The endpoints one request could not reach (connect refused, unreachable or timed out, or the
 // connection closed before any response byte), so that its retries go elsewhere. A small fixed

@@ -14,15 +14,13 @@
 
 #include "filters/retry.h"
 #include "proxy/codec.h"
+#include "proxy/fwd.h"
 #include "proxy/outbox.h"
 #include "proxy/pacer.h"
 #include "proxy/reasons.h"
 #include "proxy/upstream.h"
 
 namespace bulwark {
-
-class Worker;
-class WorkerCluster;
 
 class UpstreamRequest final : public UpstreamConnection::Owner,
                               private PoolWaiter,

@@ -19,6 +19,7 @@
 #include "proxy/client_connection.h"
 #include "proxy/cluster.h"
 #include "proxy/connection_limit.h"
+#include "proxy/fwd.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
@@ -31,9 +32,6 @@
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
-
-class Worker;
-class ExchangePool;
 
 // One route inside one worker: the route's shared policy state, this worker's statistics of it,
 // and this worker's requests waiting for a bulkhead slot, in ticket order (see RouteState).
