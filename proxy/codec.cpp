@@ -5,6 +5,8 @@
 #include <array>
 #include <cstring>
 
+#include "proxy/http_chars.h"
+
 namespace bulwark::http {
 
 const Header* MessageHead::find(std::string_view name) const {
@@ -36,43 +38,6 @@ const llhttp_settings_t* parser_settings() {
     return s;
   }();
   return &settings;
-}
-
-constexpr std::array<bool, 256> make_table(std::string_view extra, bool alnum) {
-  std::array<bool, 256> t{};
-  if (alnum) {
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-  }
-  for (char c : extra) t[static_cast<unsigned char>(c)] = true;
-  return t;
-}
-// RFC 9110 5.6.2: tchar.
-constexpr auto kTchar = make_table("!#$%&'*+-.^_`|~", true);
-// RFC 3986 reg-name (and IPv4address) characters: unreserved, sub-delims and pct-encoded.
-constexpr auto kRegNameChar = make_table("-._~!$&'()*+,;=%", true);
-
-bool is_tchar(char c) { return kTchar[static_cast<unsigned char>(c)]; }
-
-// A request-target byte (RFC 3986 is ASCII): visible, never a space, a control, a byte above
-// 0x7e or a fragment mark.
-bool is_target_char(char c) {
-  auto u = static_cast<unsigned char>(c);
-  return u > 0x20 && u < 0x7f && u != '#';
-}
-
-// A reason-phrase byte (RFC 9112 4): HTAB, SP, VCHAR, obs-text.
-bool is_reason_char(char c) {
-  auto u = static_cast<unsigned char>(c);
-  return c == '\t' || (u >= 0x20 && u != 0x7f);
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 bool iequal(std::string_view a, std::string_view b) {
@@ -115,10 +80,6 @@ HeaderKind kind_of(std::string_view name) {
 // its keep-alive bookkeeping); method and target are ours.
 constexpr std::string_view kCanonicalLine11 = "GET / HTTP/1.1\r\n";
 constexpr std::string_view kCanonicalLine10 = "GET / HTTP/1.0\r\n";
-
-// A chunk-size line (size and extensions) longer than this is refused: extensions are dropped
-// anyway, and nothing legitimate sends kilobytes of them.
-constexpr uint32_t kMaxChunkLine = 4096;
 
 }  // namespace
 
@@ -236,15 +197,16 @@ Parser::Result Parser::execute(const char* base, size_t from, size_t to) {
         return r;
       }
       case Stage::kChunked: {
-        Result error;
-        bool done = decode_chunked(pos, to, error);
-        if (error.status != Status::kOk) {
+        const ChunkedDecoder::Status st =
+            chunked_.decode(base_, pos, to, *callbacks_, max_head_size_);
+        if (st == ChunkedDecoder::Status::kError) {
+          Result error = fail(ParseError::kMalformed, chunked_.error(), 0);
           error.consumed = pos - from;
           return error;
         }
         Result r;
         r.consumed = pos - from;
-        if (done) {
+        if (st == ChunkedDecoder::Status::kDone) {
           stage_ = Stage::kChunkedDone;
           in_message_ = false;
           callbacks_->on_message_complete();
@@ -323,170 +285,6 @@ Parser::LineScan Parser::scan_request_line(size_t& pos, size_t to, Result& error
   }
   pos = head_start_ + line_length + 1;
   return LineScan::kDone;
-}
-
-bool Parser::decode_chunked(size_t& pos, size_t to, Result& error) {
-  auto bad = [&](const char* why) {
-    error = fail(ParseError::kMalformed, why, 0);
-    return false;
-  };
-  while (pos < to) {
-    char c = base_[pos];
-    switch (chunk_state_) {
-      case ChunkState::kSize: {
-        int v = hex_value(c);
-        if (v >= 0) {
-          if (chunk_remaining_ >> 59 != 0) return bad("chunk size too large");
-          chunk_remaining_ = chunk_remaining_ * 16 + static_cast<uint64_t>(v);
-          chunk_digits_ = true;
-          break;
-        }
-        if (!chunk_digits_) return bad("invalid chunk size");
-        if (c == ' ' || c == '\t') {
-          chunk_state_ = ChunkState::kSizeWs;
-        } else if (c == ';') {
-          chunk_state_ = ChunkState::kExtStart;
-        } else if (c == '\r') {
-          chunk_state_ = ChunkState::kSizeLf;
-        } else {
-          return bad("invalid chunk size");
-        }
-        break;
-      }
-      // Chunk extensions (RFC 9112 7.1.1) are checked against the grammar, then dropped.
-      case ChunkState::kSizeWs:  // whitespace after the size only comes before an extension
-        if (c == ';') {
-          chunk_state_ = ChunkState::kExtStart;
-        } else if (c != ' ' && c != '\t') {
-          return bad("invalid chunk size");
-        }
-        break;
-      case ChunkState::kExtStart:
-        if (is_tchar(c)) {
-          chunk_state_ = ChunkState::kExtName;
-        } else if (c != ' ' && c != '\t') {
-          return bad("invalid chunk extension");
-        }
-        break;
-      case ChunkState::kExtName:
-      case ChunkState::kExtAfterName:
-        if (c == '=') {
-          chunk_state_ = ChunkState::kExtValueStart;
-        } else if (c == ';') {
-          chunk_state_ = ChunkState::kExtStart;
-        } else if (c == '\r') {
-          chunk_state_ = ChunkState::kSizeLf;
-        } else if (c == ' ' || c == '\t') {
-          chunk_state_ = ChunkState::kExtAfterName;
-        } else if (!is_tchar(c) || chunk_state_ == ChunkState::kExtAfterName) {
-          return bad("invalid chunk extension");
-        }
-        break;
-      case ChunkState::kExtValueStart:
-        if (c == '"') {
-          chunk_state_ = ChunkState::kExtQuoted;
-        } else if (is_tchar(c)) {
-          chunk_state_ = ChunkState::kExtValue;
-        } else if (c != ' ' && c != '\t') {
-          return bad("invalid chunk extension");
-        }
-        break;
-      case ChunkState::kExtValue:
-      case ChunkState::kExtAfterValue:
-        if (c == ';') {
-          chunk_state_ = ChunkState::kExtStart;
-        } else if (c == '\r') {
-          chunk_state_ = ChunkState::kSizeLf;
-        } else if (c == ' ' || c == '\t') {
-          chunk_state_ = ChunkState::kExtAfterValue;
-        } else if (!is_tchar(c) || chunk_state_ == ChunkState::kExtAfterValue) {
-          return bad("invalid chunk extension");
-        }
-        break;
-      case ChunkState::kExtQuoted: {
-        auto u = static_cast<unsigned char>(c);
-        if (c == '"') {
-          chunk_state_ = ChunkState::kExtAfterValue;
-        } else if (c == '\\') {
-          chunk_state_ = ChunkState::kExtQuotedEscape;
-        } else if ((u < 0x20 && c != '\t') || u == 0x7f) {
-          return bad("invalid chunk extension");
-        }
-        break;
-      }
-      case ChunkState::kExtQuotedEscape: {
-        auto u = static_cast<unsigned char>(c);
-        if ((u < 0x20 && c != '\t') || u == 0x7f) return bad("invalid chunk extension");
-        chunk_state_ = ChunkState::kExtQuoted;
-        break;
-      }
-      case ChunkState::kSizeLf:
-        if (c != '\n') return bad("chunk size line not ended by CRLF");
-        chunk_digits_ = false;
-        chunk_line_ = 0;
-        chunk_state_ = chunk_remaining_ == 0 ? ChunkState::kTrailerStart : ChunkState::kData;
-        break;
-      case ChunkState::kData: {
-        size_t n = to - pos;
-        if (n > chunk_remaining_) n = static_cast<size_t>(chunk_remaining_);
-        chunk_remaining_ -= n;
-        if (chunk_remaining_ == 0) chunk_state_ = ChunkState::kDataCr;
-        callbacks_->on_body(base_ + pos, n);
-        pos += n;
-        continue;
-      }
-      case ChunkState::kDataCr:
-        if (c != '\r') return bad("chunk data not followed by CRLF");
-        chunk_state_ = ChunkState::kDataLf;
-        break;
-      case ChunkState::kDataLf:
-        if (c != '\n') return bad("chunk data not followed by CRLF");
-        chunk_state_ = ChunkState::kSize;
-        break;
-      case ChunkState::kTrailerStart:
-        if (c == '\r') {
-          chunk_state_ = ChunkState::kLastLf;
-        } else if (is_tchar(c)) {
-          trailer_colon_ = false;
-          chunk_state_ = ChunkState::kTrailerLine;
-        } else {
-          return bad("invalid trailer field");
-        }
-        break;
-      case ChunkState::kTrailerLine: {
-        // Trailer fields are checked like header fields, then dropped.
-        auto u = static_cast<unsigned char>(c);
-        if (c == '\r') {
-          if (!trailer_colon_) return bad("invalid trailer field");
-          chunk_state_ = ChunkState::kTrailerLf;
-        } else if (!trailer_colon_) {
-          if (c == ':') {
-            trailer_colon_ = true;
-          } else if (!is_tchar(c)) {
-            return bad("invalid trailer field name");
-          }
-        } else if ((u < 0x20 && c != '\t') || u == 0x7f) {
-          return bad("invalid trailer field value");
-        }
-        break;
-      }
-      case ChunkState::kTrailerLf:
-        if (c != '\n') return bad("trailer field not ended by CRLF");
-        chunk_state_ = ChunkState::kTrailerStart;
-        break;
-      case ChunkState::kLastLf:
-        if (c != '\n') return bad("chunked body not ended by CRLF");
-        ++pos;
-        return true;
-    }
-    ++pos;
-    if (chunk_state_ < ChunkState::kSizeLf) {
-      if (++chunk_line_ > kMaxChunkLine) return bad("chunk size line too long");
-    } else if (chunk_state_ >= ChunkState::kTrailerStart) {
-      if (++trailer_bytes_ > max_head_size_) return bad("trailer section too large");
-    }
-  }
-  return false;
 }
 
 Parser::Result Parser::run_llhttp(size_t from, size_t to) {
@@ -848,10 +646,7 @@ int Parser::on_message_complete(llhttp_t* p) {
     // The head of a chunked message: the body is ours to decode, llhttp waits.
     self->own_chunked_ = false;
     self->stage_ = Stage::kChunked;
-    self->chunk_state_ = ChunkState::kSize;
-    self->chunk_remaining_ = 0;
-    self->chunk_digits_ = false;
-    self->chunk_line_ = self->trailer_bytes_ = 0;
+    self->chunked_.reset();
     return HPE_PAUSED;
   }
   self->in_message_ = false;

@@ -24,6 +24,8 @@
 #include <string_view>
 #include <vector>
 
+#include "proxy/chunked.h"
+
 namespace bulwark::http {
 
 // A byte range inside the owner's buffer, as offsets so the buffer may be reallocated.
@@ -211,27 +213,6 @@ class Parser {
     kChunked,      // a chunked body: ours
     kChunkedDone,  // our chunked body ended; llhttp resumes with the next message
   };
-  enum class ChunkState : uint8_t {
-    // The chunk-size line: size, then *( BWS ";" BWS name [ BWS "=" BWS value ] ), CRLF.
-    kSize,
-    kSizeWs,
-    kExtStart,
-    kExtName,
-    kExtAfterName,
-    kExtValueStart,
-    kExtValue,
-    kExtQuoted,
-    kExtQuotedEscape,
-    kExtAfterValue,
-    kSizeLf,
-    kData,
-    kDataCr,
-    kDataLf,
-    kTrailerStart,
-    kTrailerLine,
-    kTrailerLf,
-    kLastLf,
-  };
   enum class LineScan { kMore, kDone, kError };
 
   static bool extend(Span& span, uint32_t offset, size_t len);
@@ -239,8 +220,6 @@ class Parser {
   bool over_limit(uint32_t offset, size_t len);
   Result fail(ParseError code, const char* why, size_t consumed);
   LineScan scan_request_line(size_t& pos, size_t to, Result& error);
-  // Decodes chunked framing in base_[pos, to); true when the message ended.
-  bool decode_chunked(size_t& pos, size_t to, Result& error);
   Result run_llhttp(size_t from, size_t to);
   // Classifies the complete head's headers and checks framing; false (with error_) if invalid.
   bool classify(llhttp_t* p);
@@ -256,13 +235,8 @@ class Parser {
   Span request_target_;
   uint8_t request_minor_ = 1;
   Stage stage_;
-  ChunkState chunk_state_ = ChunkState::kSize;
-  uint64_t chunk_remaining_ = 0;
-  uint32_t chunk_line_ = 0;  // bytes of the current chunk-size or trailer line
-  uint32_t trailer_bytes_ = 0;
-  bool chunk_digits_ = false;   // the size line had at least one hex digit
-  bool trailer_colon_ = false;  // the trailer line being read has had its colon
-  bool own_chunked_ = false;    // the head just parsed starts a chunked body (ours to decode)
+  ChunkedDecoder chunked_;    // a chunked body's framing (ours, not llhttp's)
+  bool own_chunked_ = false;  // the head just parsed starts a chunked body (ours to decode)
   bool in_head_ = false;
   bool in_message_ = false;
   bool in_value_ = false;  // the last header span seen was a value
