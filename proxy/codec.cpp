@@ -458,24 +458,35 @@ int Parser::on_header_value_complete(llhttp_t* p) {
   return 0;
 }
 
-bool Parser::classify(llhttp_t* p) {
-  MessageHead& h = head_;
-  const bool request = p->type == HTTP_REQUEST;
-  auto reject = [&](ParseError code, const char* why) {
-    error_ = code;
-    error_why_ = why;
-    return false;
-  };
-  h.host = h.upgrade_header = h.request_id = h.idempotency_key = -1;
-  h.connection_close = h.connection_keep_alive = h.expect_continue = false;
-  h.chunked = false;
-  h.upgrade = false;
+// What the header fields of a head said about its framing and its hop-by-hop handling, as
+// classify_fields() gathers it for the checks after.
+struct Parser::FieldFacts {
   bool connection_upgrade = false;
-  std::array<std::string_view, kMaxConnectionTokens> listed;
+  std::array<std::string_view, kMaxConnectionTokens> listed;  // Connection options to drop
   size_t listed_count = 0;
   size_t te_headers = 0, te_codings = 0;
   bool te_chunked_last = false, te_chunked_twice = false, te_invalid = false;
+};
 
+bool Parser::classify(llhttp_t* p) {
+  MessageHead& h = head_;
+  h.host = h.upgrade_header = h.request_id = h.idempotency_key = h.keep_alive_header = -1;
+  h.connection_close = h.connection_keep_alive = h.expect_continue = false;
+  h.chunked = false;
+  h.upgrade = false;
+  FieldFacts facts;
+  return classify_fields(p->type == HTTP_REQUEST, facts) && check_framing(p, facts) &&
+         check_start(p->type == HTTP_REQUEST, facts);
+}
+
+bool Parser::reject(ParseError code, const char* why) {
+  error_ = code;
+  error_why_ = why;
+  return false;
+}
+
+bool Parser::classify_fields(bool request, FieldFacts& f) {
+  MessageHead& h = head_;
   for (size_t i = 0; i < h.headers.size(); ++i) {
     Header& hd = h.headers[i];
     std::string_view name = h.str(hd.name);
@@ -489,13 +500,13 @@ bool Parser::classify(llhttp_t* p) {
         h.host = index;
         break;
       case HeaderKind::kTransferEncoding:
-        ++te_headers;
+        ++f.te_headers;
         for_each_list_element(value, [&](std::string_view coding) {
-          ++te_codings;
+          ++f.te_codings;
           bool chunked = iequal(coding, "chunked");
-          if (chunked && te_chunked_last) te_chunked_twice = true;
-          te_chunked_last = chunked;
-          for (char c : coding) te_invalid = te_invalid || !is_tchar(c);
+          if (chunked && f.te_chunked_last) f.te_chunked_twice = true;
+          f.te_chunked_last = chunked;
+          for (char c : coding) f.te_invalid = f.te_invalid || !is_tchar(c);
         });
         break;
       case HeaderKind::kConnection:
@@ -505,11 +516,11 @@ bool Parser::classify(llhttp_t* p) {
           } else if (iequal(token, "keep-alive")) {
             h.connection_keep_alive = true;
           } else if (iequal(token, "upgrade")) {
-            connection_upgrade = true;
-          } else if (listed_count < listed.size()) {
-            listed[listed_count++] = token;
+            f.connection_upgrade = true;
+          } else if (f.listed_count < f.listed.size()) {
+            f.listed[f.listed_count++] = token;
           } else {
-            listed_count = listed.size() + 1;  // too many: refused below
+            f.listed_count = f.listed.size() + 1;  // too many: refused below
           }
         });
         break;
@@ -525,38 +536,46 @@ bool Parser::classify(llhttp_t* p) {
       case HeaderKind::kIdempotencyKey:
         if (h.idempotency_key < 0) h.idempotency_key = index;
         break;
+      case HeaderKind::kKeepAlive:
+        if (h.keep_alive_header < 0) h.keep_alive_header = index;
+        break;
       default:
         break;
     }
   }
-  if (listed_count > listed.size())
+  if (f.listed_count > f.listed.size())
     return reject(ParseError::kMalformed, "too many Connection options");
   // Names a Connection header declares hop by hop are dropped, unless they are framing, Host or
   // another header the proxy itself owns: a client cannot strip what defines the message.
-  for (size_t t = 0; t < listed_count; ++t) {
+  for (size_t t = 0; t < f.listed_count; ++t) {
     for (Header& hd : h.headers) {
-      if (hd.kind == HeaderKind::kOther && iequal(h.str(hd.name), listed[t])) {
+      if (hd.kind == HeaderKind::kOther && iequal(h.str(hd.name), f.listed[t])) {
         hd.kind = HeaderKind::kListedInConnection;
       }
     }
   }
+  return true;
+}
 
+bool Parser::check_framing(llhttp_t* p, const FieldFacts& f) {
+  MessageHead& h = head_;
+  const bool request = p->type == HTTP_REQUEST;
   h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
   h.content_length = h.has_content_length ? p->content_length : 0;
   // Past 2^63 - 1 a length overflows the signed integers many peers parse it into.
   if (h.content_length > static_cast<uint64_t>(INT64_MAX)) {
     return reject(ParseError::kMalformed, "Content-Length too large");
   }
-  if (te_headers > 0) {
+  if (f.te_headers > 0) {
     // RFC 9112 6.1-6.3. Both framings at once is how CL.TE and TE.CL smuggling starts.
     if (h.has_content_length)
       return reject(ParseError::kMalformed, "both Transfer-Encoding and Content-Length");
-    if (te_codings == 0 || te_invalid)
+    if (f.te_codings == 0 || f.te_invalid)
       return reject(ParseError::kMalformed, "invalid Transfer-Encoding");
-    if (!te_chunked_last || te_chunked_twice) {
+    if (!f.te_chunked_last || f.te_chunked_twice) {
       return reject(ParseError::kMalformed, "chunked is not the final transfer coding");
     }
-    if (te_codings > 1) {
+    if (f.te_codings > 1) {
       return reject(request ? ParseError::kUnsupportedCoding : ParseError::kMalformed,
                     "unsupported transfer coding");
     }
@@ -566,7 +585,11 @@ bool Parser::classify(llhttp_t* p) {
   h.keep_alive = http11 ? !h.connection_close : h.connection_keep_alive && !h.connection_close;
   // HTTP/1.0 has no chunked framing: a 1.0 message that uses it closes after (RFC 9112 6.1).
   if (!http11 && h.chunked) h.keep_alive = false;
+  return true;
+}
 
+bool Parser::check_start(bool request, const FieldFacts& f) {
+  MessageHead& h = head_;
   if (request) {
     // Required in HTTP/1.1 (RFC 9112 3.2); bulwark forwards as HTTP/1.1, so a 1.0 request
     // needs one too.
@@ -574,14 +597,14 @@ bool Parser::classify(llhttp_t* p) {
     if (!is_valid_host(h.value_of(h.host)))
       return reject(ParseError::kMalformed, "invalid Host header");
     // An Upgrade in an HTTP/1.0 request is ignored (RFC 9110 7.8).
-    h.upgrade =
-        http11 && connection_upgrade && h.upgrade_header >= 0 && !h.is_connect_method && !h.chunked;
+    h.upgrade = h.version_minor >= 1 && f.connection_upgrade && h.upgrade_header >= 0 &&
+                !h.is_connect_method && !h.chunked;
   } else {
     if (h.version_major != 1) return reject(ParseError::kMalformed, "not an HTTP/1.x response");
     if (h.status < 100 || h.status > 599)
       return reject(ParseError::kMalformed, "invalid status code");
     if (h.status == 101) {
-      if (!connection_upgrade || h.upgrade_header < 0) {
+      if (!f.connection_upgrade || h.upgrade_header < 0) {
         return reject(ParseError::kMalformed, "101 without Upgrade and Connection: upgrade");
       }
       h.upgrade = true;

@@ -91,6 +91,7 @@ struct MessageHead {
   int16_t upgrade_header = -1;
   int16_t request_id = -1;
   int16_t idempotency_key = -1;
+  int16_t keep_alive_header = -1;  // responses: Keep-Alive (its timeout bounds reuse)
 
   std::string_view str(Span s) const { return {base + s.offset, s.length}; }
   std::string_view value_of(int16_t index) const {
@@ -223,6 +224,15 @@ class Parser {
   Result run_llhttp(size_t from, size_t to);
   // Classifies the complete head's headers and checks framing; false (with error_) if invalid.
   bool classify(llhttp_t* p);
+  struct FieldFacts;
+  // Each header's kind and the indexes of the ones the proxy reads; Connection and
+  // Transfer-Encoding into `facts`.
+  bool classify_fields(bool request, FieldFacts& facts);
+  // Content-Length and Transfer-Encoding together (RFC 9112 6), and keep-alive.
+  bool check_framing(llhttp_t* p, const FieldFacts& facts);
+  // What the start line requires: Host for requests, a valid status, a 101's Upgrade.
+  bool check_start(bool request, const FieldFacts& facts);
+  bool reject(ParseError code, const char* why);
 
   llhttp_t parser_;
   ParserCallbacks* callbacks_;

@@ -13,9 +13,7 @@ uint64_t now_us() { return uv_hrtime() / 1000; }
 
 // "Keep-Alive: timeout=5, max=100" -> 5000 ms; 0 when absent.
 uint64_t keep_alive_timeout_ms(const http::MessageHead& head) {
-  const http::Header* h = head.find("keep-alive");
-  if (h == nullptr) return 0;
-  std::string_view v = head.str(h->value);
+  std::string_view v = head.value_of(head.keep_alive_header);
   size_t pos = v.find("timeout=");
   if (pos == std::string_view::npos) return 0;
   uint64_t secs = 0;
