@@ -13,7 +13,6 @@ namespace bulwark {
 namespace {
 
 constexpr size_t kMaxResponseHeadSize = 64 * 1024;
-constexpr size_t kMaxRequestIdSize = 128;
 
 uint64_t now_us() { return uv_hrtime() / 1000; }
 
@@ -107,9 +106,7 @@ http::ParserCallbacks::HeadAction Exchange::on_request_head(http::MessageHead& h
   // answer leaves the connection on HTTP/1.1, so the parser must not switch.
   const bool wants_upgrade = head.upgrade;
   head.upgrade = false;
-  request_framing_ = head.chunked              ? http::BodyFraming::kChunked
-                     : head.has_content_length ? http::BodyFraming::kContentLength
-                                               : http::BodyFraming::kNone;
+  request_framing_ = http::request_framing(head);
   const bool has_body = head.chunked || head.content_length > 0;
   request_has_body_ = has_body;
 
@@ -169,8 +166,9 @@ http::ParserCallbacks::HeadAction Exchange::on_request_head(http::MessageHead& h
 }
 
 bool Exchange::take_request_id(const http::MessageHead& head) {
+  static_assert(sizeof request_id_ > http::kMaxRequestIdLength);
   std::string_view rid = head.value_of(head.request_id);
-  if (!rid.empty() && rid.size() < kMaxRequestIdSize && rid.size() < sizeof request_id_) {
+  if (http::usable_request_id(rid)) {
     std::memcpy(request_id_, rid.data(), rid.size());
     request_id_len_ = rid.size();
     return true;
@@ -196,16 +194,7 @@ void Exchange::write_upstream_head(http::MessageHead& head, const RequestTarget&
   http::UpstreamRequestHead how;
   if (wants_upgrade) {
     std::string& protocols = res_.upgrade_protocols;
-    protocols.clear();
-    http::for_each_list_element(head.value_of(head.upgrade_header), [&](std::string_view p) {
-      std::string_view name = p.substr(0, p.find('/'));
-      for (const std::string& allowed : route.upgrades) {
-        if (!http::iequals(name, allowed)) continue;
-        if (!protocols.empty()) protocols.append(", ");
-        protocols.append(p);
-        break;
-      }
-    });
+    http::forwarded_upgrades(head.value_of(head.upgrade_header), route.upgrades, protocols);
     request_upgrade_ = head.upgrade = !protocols.empty();
     how.upgrade_protocols = protocols;
   }

@@ -448,7 +448,7 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
     return http::ParserCallbacks::kProceed;
   }
   // HEAD, 204 and 304 never have a body, whatever Content-Length says (RFC 9112 6.3).
-  info.no_body = request_head_request_ || head.status == 204 || head.status == 304;
+  info.no_body = http::response_has_no_body(request_head_request_, head.status);
   // A response that must have no body but announces one: if the upstream sends the body anyway,
   // those bytes may come at any time, and on a reused connection they would be read as the
   // answer to the next request, perhaps another client's. Such a connection carries nothing

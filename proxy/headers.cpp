@@ -251,4 +251,30 @@ void write_health_check_request(std::string_view path, std::string_view host, st
              "\r\nAccept: */*\r\nConnection: close\r\n\r\n");
 }
 
+BodyFraming request_framing(const MessageHead& request) {
+  return request.chunked              ? BodyFraming::kChunked
+         : request.has_content_length ? BodyFraming::kContentLength
+                                      : BodyFraming::kNone;
+}
+
+BodyFraming response_framing(const MessageHead& response, bool no_body, bool client_http10) {
+  if (no_body) return BodyFraming::kNone;
+  if (response.has_content_length && !response.chunked) return BodyFraming::kContentLength;
+  return client_http10 ? BodyFraming::kClose : BodyFraming::kChunked;
+}
+
+void forwarded_upgrades(std::string_view offered, const std::vector<std::string>& allowed,
+                        std::string& out) {
+  out.clear();
+  for_each_list_element(offered, [&](std::string_view p) {
+    std::string_view name = p.substr(0, p.find('/'));
+    for (const std::string& a : allowed) {
+      if (!iequals(name, a)) continue;
+      if (!out.empty()) out.append(", ");
+      out.append(p);
+      break;
+    }
+  });
+}
+
 }  // namespace bulwark::http

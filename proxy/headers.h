@@ -29,6 +29,29 @@ enum class BodyFraming {
 
 inline constexpr uint32_t kMaxTrustedHops = 64;
 
+// The framing decisions of a message passing through, in one place (the proxy and the fuzz
+// targets that check it both use these).
+// A request's body as it came: chunked, a Content-Length, or none.
+BodyFraming request_framing(const MessageHead& request);
+// Whether a response has no body whatever it announces: to a HEAD request, 204 and 304
+// (RFC 9112 6.3).
+inline bool response_has_no_body(bool head_request, int status) {
+  return head_request || status == 204 || status == 304;
+}
+// How a final response goes to the client: no body, its Content-Length, or chunked (to an
+// HTTP/1.0 client, which knows no chunks: delimited by closing the connection).
+BodyFraming response_framing(const MessageHead& response, bool no_body, bool client_http10);
+// The protocols of an Upgrade request (`offered`, the Upgrade header) that may go upstream:
+// those whose name is in `allowed` (case-insensitively, any version), joined by ", " into `out`
+// (empty: none, and the request stays HTTP/1.1).
+void forwarded_upgrades(std::string_view offered, const std::vector<std::string>& allowed,
+                        std::string& out);
+// The longest client X-Request-Id kept as it is; a longer one (or none) gets a new id.
+inline constexpr size_t kMaxRequestIdLength = 39;
+inline bool usable_request_id(std::string_view id) {
+  return !id.empty() && id.size() <= kMaxRequestIdLength;
+}
+
 struct UpstreamRequestHead {
   std::string_view path;  // the request-target to send (after prefix_rewrite)
   // The authority of an absolute-form target: it replaces the Host header (RFC 9112 3.2.2).

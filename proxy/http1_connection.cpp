@@ -303,13 +303,7 @@ void Http1Connection::send_head(const http::MessageHead& response, const HeadInf
     how.upgrade = true;
     response_framing_ = http::BodyFraming::kNone;
   } else {
-    if (info.no_body) {
-      response_framing_ = http::BodyFraming::kNone;
-    } else if (response.has_content_length && !response.chunked) {
-      response_framing_ = http::BodyFraming::kContentLength;
-    } else {
-      response_framing_ = client_http10_ ? http::BodyFraming::kClose : http::BodyFraming::kChunked;
-    }
+    response_framing_ = http::response_framing(response, info.no_body, client_http10_);
     keep_client_ = keep_client_ && client_keep_alive_ && !client_done() && !draining_ &&
                    !worker_.draining() && request_complete_ &&
                    response_framing_ != http::BodyFraming::kClose;

@@ -1,8 +1,8 @@
 // Fuzz target: the response side of the proxy. Bytes from an upstream, in pieces chosen by the
 // input, go through http::Parser (responses); each head is rewritten for the client
-// (write_downstream_response) as DownstreamConnection::on_response_head would, and each complete
-// body re-framed. What bulwark would send the client must parse back into the same response
-// (see http_fuzz.h).
+// (write_downstream_response) as Exchange::on_try_head and Http1Connection::send_head would, and
+// each complete body re-framed. What bulwark would send the client must parse back into the same
+// response (see http_fuzz.h).
 //
 // Input: [flags] [n] [n piece sizes] [bytes from the upstream]. Flags: bit 0 compacts the buffer
 // between responses; bits 1-5 describe the request (HEAD, an HTTP/1.0 client, keep-alive,

@@ -1,7 +1,8 @@
 #pragma once
 // What the HTTP fuzz targets share: the layout of an input, a feeder that drives a Parser over
 // it the way a connection does, a re-parser, and the two checkers that play the proxy's part on
-// each side (DownstreamConnection's on_request_head / on_response_head, without sockets).
+// each side (Exchange::on_request_head, Exchange::on_try_head and Http1Connection::send_head,
+// without sockets).
 //
 // The property they check is the one that catches request smuggling and response splitting:
 // whatever bulwark's parser accepts, what bulwark writes on to the other side parses back, alone
@@ -162,7 +163,7 @@ struct Message : test::RecordedMessage {
   }
 };
 
-// The routing host of a request head, as DownstreamConnection computes it.
+// The routing host of a request head, as the Exchange computes it.
 inline std::string routing_host(const MessageHead& head) {
   RequestTarget target;
   if (!split_target(head.str(head.target), &target)) return "<bad target>";
@@ -249,7 +250,7 @@ inline std::string describe(const Reparse& r) {
   return s;
 }
 
-// Frames `pieces` as DownstreamConnection does: one chunk per piece (an empty piece is
+// Frames `pieces` as the proxy does: one chunk per piece (an empty piece is
 // skipped, as Outbox::add_chunk does), then the last chunk; or the bytes as they are.
 inline void append_body(std::string& out, BodyFraming framing,
                         const std::vector<std::string>& pieces) {
@@ -358,8 +359,8 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
   HeadAction on_head(MessageHead& head) override {
     passage_ = {};
     passage_.original = copy_head(head, true);
-    // As DownstreamConnection::on_request_head. An upgrade goes on only for a protocol bulwark
-    // forwards (websocket); otherwise the connection stays HTTP/1.1.
+    // As Exchange::on_request_head. An upgrade goes on only for a protocol bulwark forwards
+    // (websocket); otherwise the connection stays HTTP/1.1.
     const bool wants_upgrade = head.upgrade;
     head.upgrade = false;
     // Refused with a local reply, after which the connection closes: CONNECT, and a target that
@@ -373,9 +374,7 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
       stop = true;
       return kPause;
     }
-    passage_.framing = head.chunked              ? BodyFraming::kChunked
-                       : head.has_content_length ? BodyFraming::kContentLength
-                                                 : BodyFraming::kNone;
+    passage_.framing = http::request_framing(head);
     std::string path;
     if (rewrite_ && target.path.substr(0, 4) == "/api") {
       path = "/v2";
@@ -390,22 +389,19 @@ class RequestChecker : public ParserCallbacks, BodyChecks {
     http::UpstreamRequestHead how;
     std::string protocols;
     if (wants_upgrade) {
-      http::for_each_list_element(head.value_of(head.upgrade_header), [&](std::string_view p) {
-        if (!http::iequals(p.substr(0, p.find('/')), "websocket")) return;
-        if (!protocols.empty()) protocols.append(", ");
-        protocols.append(p);
-      });
+      static const std::vector<std::string> kWebSocket = {"websocket"};
+      http::forwarded_upgrades(head.value_of(head.upgrade_header), kWebSocket, protocols);
       head.upgrade = !protocols.empty();
       how.upgrade_protocols = protocols;
     }
     passage_.upgrade = head.upgrade;
-    // The client's request id is kept when it fits DownstreamConnection's 40-byte buffer.
+    // The client's request id is kept when the proxy keeps it (Exchange::take_request_id).
     std::string_view rid = head.value_of(head.request_id);
     how.path = path;
     how.authority = target.authority;
     how.client_address = kClientAddress;
     how.trusted_hops = trusted_hops_;
-    how.add_request_id = rid.empty() || rid.size() >= 40;
+    how.add_request_id = !http::usable_request_id(rid);
     how.request_id =
         how.add_request_id ? std::string_view("0123456789abcdef0123456789abcdef") : rid;
     how.upgrade = passage_.upgrade;
@@ -540,7 +536,7 @@ class ResponseChecker : public ParserCallbacks, BodyChecks {
     interim_ = false;
     FUZZ_CHECK(head.status >= 100 && head.status <= 599,
                "status " + std::to_string(head.status) + " accepted: " + context());
-    // As DownstreamConnection::on_response_head.
+    // As Exchange::on_try_head and Http1Connection::send_head.
     http::DownstreamResponseHead how;
     how.request_id = kRequestId;
     how.attempts = attempts_;
@@ -563,10 +559,8 @@ class ResponseChecker : public ParserCallbacks, BodyChecks {
       how.framing = BodyFraming::kNone;
       passage_.upgrade = true;
     } else {
-      how.framing = head_request_ || head.status == 204 || head.status == 304 ? BodyFraming::kNone
-                    : head.has_content_length && !head.chunked ? BodyFraming::kContentLength
-                    : client_http10_                           ? BodyFraming::kClose
-                                                               : BodyFraming::kChunked;
+      how.framing = http::response_framing(
+          head, http::response_has_no_body(head_request_, head.status), client_http10_);
       how.keep_alive = client_keep_alive_ && how.framing != BodyFraming::kClose;
       how.http10_keep_alive = client_http10_ && how.keep_alive;
     }
