@@ -124,6 +124,7 @@ class FreeList {
     free_.pop_back();
     return p;
   }
+  size_t free_count() const { return free_.size(); }
   void release(T* p) {
     if (free_.size() < max_free_) {
       free_.push_back(p);

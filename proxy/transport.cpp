@@ -79,14 +79,29 @@ void TcpTransport::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
 
 int TcpTransport::write(Outbox& out, bool at_once) {
   if (closed_) return UV_EPIPE;
-  write_req_.data = this;
-  int rc = out.flush(&write_req_, stream(), &TcpTransport::on_written, at_once);
-  if (rc == 0 && out.in_flight()) writing_ = &out;
+  FreeList<uv_write_t>* reqs = ctx_.write_requests;
+  uv_write_t* req = reqs != nullptr ? reqs->acquire() : new uv_write_t;
+  req->data = this;
+  int rc = out.flush(req, stream(), &TcpTransport::on_written, at_once);
+  if (rc == 0 && out.in_flight()) {
+    writing_ = &out;
+  } else if (reqs != nullptr) {
+    reqs->release(req);  // written at once, or failed: libuv never saw it
+  } else {
+    delete req;
+  }
   return rc;
 }
 
 void TcpTransport::on_written(uv_write_t* req, int status) {
   auto* self = static_cast<TcpTransport*>(req->data);
+  // The request goes back first: it is called for a write cut by close() too, before the
+  // transport is freed.
+  if (self->ctx_.write_requests != nullptr) {
+    self->ctx_.write_requests->release(req);
+  } else {
+    delete req;
+  }
   Outbox* out = self->writing_;
   self->writing_ = nullptr;
   // A write cut by close() was settled there.

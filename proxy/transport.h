@@ -27,6 +27,10 @@ namespace bulwark {
 struct TransportContext {
   uv_loop_t* loop = nullptr;
   BufferPool* buffers = nullptr;
+  // Write requests for writes that wait for the socket, kept for reuse (a transport holds one
+  // only while such a write is in flight, so an idle connection holds none); null: allocated
+  // for each such write.
+  FreeList<uv_write_t>* write_requests = nullptr;
 };
 
 class Transport {
@@ -124,7 +128,6 @@ class TcpTransport final : public Transport {
 
   TransportContext ctx_;
   uv_tcp_t tcp_;
-  uv_write_t write_req_;
   Outbox* writing_ = nullptr;  // the Outbox of the write in flight
   bool reading_ = false;
   bool closed_ = false;

@@ -41,6 +41,7 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
   exchanges_ = std::make_unique<ExchangePool>(*this);
   transport_context_.loop = &loop_;
   transport_context_.buffers = &buffers_;
+  transport_context_.write_requests = &write_requests_;
   uv_timer_init(&loop_, &access_timer_);
   access_timer_.data = this;
   uv_timer_init(&loop_, &retire_timer_);

@@ -205,6 +205,7 @@ class Worker {
   TaskQueue tasks_;
   std::thread thread_;
   BufferPool buffers_;
+  FreeList<uv_write_t> write_requests_{4096};  // the transports' (see TransportContext)
   TransportContext transport_context_;
   std::unique_ptr<Pacer> pacer_;
   std::unique_ptr<ExchangePool> exchanges_;

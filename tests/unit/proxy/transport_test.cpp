@@ -289,5 +289,38 @@ TEST_CASE("transport: a refused connect is reported; a connect closed early repo
   CHECK(quiet.connected.empty());
 }
 
+TEST_CASE("transport: a write request is held only while a write waits, and comes back") {
+  Harness h;
+  Pair p;
+  FreeList<uv_write_t> requests(16);
+  TransportContext ctx = h.context();
+  ctx.write_requests = &requests;
+  TransportPtr t = TcpTransport::open(ctx, p.ours);
+  t->attach(&h, &h.in);
+  Outbox out;
+  for (int i = 0; i < 3; ++i) {
+    out.head = "queued";
+    out.add_head();
+    REQUIRE(t->write(out) == 0);
+    CHECK(requests.free_count() == 0);  // the one in flight
+    h.run_until([&] { return h.written.size() == static_cast<size_t>(i + 1); });
+    CHECK(requests.free_count() == 1);  // back, and reused by the next write
+  }
+  out.head = "at once";
+  out.add_head();
+  REQUIRE(t->write(out, true) == 0);
+  CHECK(requests.free_count() == 1);
+  // A write cut by close() gives its request back too.
+  int small = 4096;
+  setsockopt(p.peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  std::string body(4 * 1024 * 1024, 'b');
+  out.add_data_copy(body.data(), body.size());
+  REQUIRE(t->write(out) == 0);
+  REQUIRE(out.in_flight());
+  t.reset();
+  h.run_nowait();
+  CHECK(requests.free_count() == 1);
+}
+
 }  // namespace
 }  // namespace bulwark
