@@ -269,7 +269,6 @@ void WorkerCluster::checkin(UpstreamConnection* conn, bool reusable) {
   if (reusable && conn->in.empty() && !worker_.draining() &&
       (pool.max_requests_per_connection == 0 ||
        conn->requests() < pool.max_requests_per_connection)) {
-    stats.idle_connections.add(1);
     conn->release(static_cast<uint64_t>(pool.idle_timeout.count()));
   } else {
     // A request write still in flight is cut at once (see Transport::close), so the request's

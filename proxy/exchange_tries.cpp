@@ -532,7 +532,9 @@ void Exchange::upstream_failed(LocalReason reason, int) {
     stream_.cut();
     return;
   }
-  local_reply(reason, !request_complete_);
+  // A request without a body is read whole once its head is (even when the reply is decided
+  // inside the head's callback, before the parser says so): the connection can carry the next.
+  local_reply(reason, request_has_body_ && !request_complete_);
 }
 
 }  // namespace bulwark

@@ -68,7 +68,9 @@ void UpstreamConnection::release(uint64_t idle_timeout_ms) {
     close();
     return;
   }
+  // Idle from here: counted as such until close() or attach() takes it out.
   state_ = State::kIdle;
+  pool_->cluster.stats.idle_connections.add(1);
   in.release(worker_.buffers());
   uint64_t timeout = idle_timeout_ms;
   // Leave a margin before the upstream's own keep-alive timeout, so we never reuse a

@@ -6,6 +6,9 @@
 
 #include <doctest/doctest.h>
 
+#include <thread>
+#include <vector>
+
 #include "tests/integration/proxy_fixture.h"
 
 namespace bulwark::test {
@@ -65,6 +68,59 @@ TEST_CASE(
     REQUIRE_MESSAGE(second, client.last_error_text());
     CHECK(second->body == "GET /second\n");
   }
+}
+
+// Answers each request `delay` after its head is in, before reading its body (as an upstream
+// that rejects uploads does), then reads the body and goes on with the next request.
+TestUpstream::Handler early_answer(Millis delay) {
+  return [delay](UpstreamConn& conn) {
+    while (auto request = conn.read_request_head(Millis{30000})) {
+      conn.pause(delay);
+      if (!conn.write_response(200, "early\n")) return;
+      if (!conn.read_request_body(*request, Millis{30000})) return;
+    }
+  };
+}
+
+// The idle connections /clusters counts in the pools (the truth the gauge must match).
+double pooled_idle(const BulwarkProcess& bulwark) {
+  auto clusters = http_get(bulwark.admin_port(), "/clusters");
+  if (!clusters || clusters->status != 200) return -1;
+  double total = 0;
+  const std::string key = "\"idle_connections\":";
+  for (size_t at = clusters->body.find(key); at != std::string::npos;
+       at = clusters->body.find(key, at + key.size())) {
+    total += std::strtod(clusters->body.c_str() + at + key.size(), nullptr);
+  }
+  return total;
+}
+
+TEST_CASE("upstream reuse: a response that ends while the request is still being written") {
+  // From the review of issue 13: the connection cannot go back to the pool then (a write is in
+  // flight), and the idle gauge counted it as idle all the same, for good.
+  ProxyOptions options;
+  options.workers = 1;
+  ProxyFixture proxy(early_answer(Millis{20}), options);
+  // The last part of the body comes when the answer does: bulwark reads both in one turn of its
+  // loop, and the answer is complete (and written to the client) while the request's end is
+  // still being written upstream.
+  const std::string head = make_request("PUT", "/upload", {{"Content-Length", "20000"}});
+  for (int i = 0; i < 20; ++i) {
+    CAPTURE(i);
+    ClientConn client(proxy.port());
+    REQUIRE(client.connected());
+    REQUIRE(client.send(head + std::string(16000, 'q')));
+    std::this_thread::sleep_for(Millis{20});  // racing the upstream's answer on purpose
+    REQUIRE(client.send(std::string(4000, 'q')));
+    auto r = client.read_response();
+    REQUIRE_MESSAGE(r, client.last_error_text());
+    CHECK(r->status == 200);
+  }
+  CHECK(eventually([&] {
+    auto idle = scrape_metric(proxy.bulwark, "bulwark_upstream_connections",
+                              {{"cluster", "app"}, {"state", "idle"}});
+    return idle && *idle == pooled_idle(proxy.bulwark);
+  }));
 }
 
 }  // namespace

@@ -221,6 +221,12 @@ TEST_CASE("exchange: a cluster without endpoints answers 503 no_endpoints at onc
   CHECK(o.stream.replies[0].status == 503);
   CHECK(o.stream.replies[0].reason == LocalReason::kNoEndpoints);
   CHECK(o.stream.replies[0].attempts == 1);
+  // Decided inside the head's callback, before the parser reports the (empty) request complete:
+  // a GET is read whole all the same, and its connection carries the next request.
+  CHECK_FALSE(o.stream.replies[0].close_after);
+  Outcome post = h.send("POST /app HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+  REQUIRE(post.stream.replies.size() == 1);
+  CHECK(post.stream.replies[0].close_after);  // its body is not read
 }
 
 TEST_CASE("exchange: a usable client request id is kept; a missing or oversized one is replaced") {
