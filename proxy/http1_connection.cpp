@@ -290,7 +290,9 @@ void Http1Connection::release_outbox() {
 
 void Http1Connection::send_interim(const http::MessageHead& response) {
   if (client_http10_) return;  // an HTTP/1.0 client knows no 1xx
-  std::string interim;
+  // Written into a buffer of the thread's, reused (the Outbox copies it): no allocation per 1xx.
+  thread_local std::string interim;
+  interim.clear();
   http::DownstreamResponseHead how;
   how.framing = http::BodyFraming::kNone;
   http::write_downstream_response(response, how, interim);
