@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace bulwark {
@@ -118,8 +119,10 @@ class FreeList {
   FreeList(const FreeList&) = delete;
   FreeList& operator=(const FreeList&) = delete;
 
-  T* acquire() {
-    if (free_.empty()) return new T();
+  // A kept object as it was released, or a new one made with `args`.
+  template <class... Args>
+  T* acquire(Args&&... args) {
+    if (free_.empty()) return new T(std::forward<Args>(args)...);
     T* p = free_.back();
     free_.pop_back();
     return p;

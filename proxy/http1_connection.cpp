@@ -39,11 +39,8 @@ Http1Connection::Http1Connection(Worker& worker, ListenerContext& listener)
     : worker_(worker),
       listener_(&listener),
       listener_limit_(listener.limit),
-      timer_(Timer::make<&Http1Connection::on_timer>(worker.loop(), this)),
-      request_parser_(http::Parser::Type::kRequest, &request_callbacks_) {
+      timer_(Timer::make<&Http1Connection::on_timer>(worker.loop(), this)) {
   request_callbacks_.self = this;
-  request_parser_.set_max_head_size(listener.config.max_request_headers_size);
-  request_parser_.set_max_headers(listener.config.max_request_headers);
   ++listener.gen.users;
   listener.stats.connections->add(1);
 }
@@ -52,6 +49,7 @@ Http1Connection::Http1Connection(Worker& worker, ListenerContext& listener)
 Http1Connection::~Http1Connection() {
   in_.release(worker_.buffers());
   release_outbox();
+  release_parser();
 }
 
 bool Http1Connection::accept(uv_stream_t* server) {
@@ -87,8 +85,10 @@ bool Http1Connection::move_to_newest_config() {
   next->stats.connections->add(1);
   ++newest.users;
   listener_ = next;
-  request_parser_.set_max_head_size(next->config.max_request_headers_size);
-  request_parser_.set_max_headers(next->config.max_request_headers);
+  if (parser_ != nullptr) {
+    parser_->set_max_head_size(next->config.max_request_headers_size);
+    parser_->set_max_headers(next->config.max_request_headers);
+  }
   worker_.release(old);  // may free the old generation
   return true;
 }
@@ -144,13 +144,13 @@ void Http1Connection::parse_request() {
     // Nothing is written upstream while the parser runs: its callbacks add to the exchange's
     // to_upstream, which must not change under a write in flight.
     if (exchange_ != nullptr) exchange_->set_parsing(true);
-    http::Parser::Result r = request_parser_.execute(in_.data, in_.parsed, in_.filled);
+    http::Parser::Result r = parser().execute(in_.data, in_.parsed, in_.filled);
     if (exchange_ != nullptr) exchange_->set_parsing(false);
     in_.parsed += r.consumed;
     if (closed_) return;
     switch (r.status) {
       case http::Parser::Status::kOk:
-        if (request_parser_.in_head() && in_.space() == 0) {
+        if (parser_->in_head() && in_.space() == 0) {
           size_t limit = listener_->config.max_request_headers_size + 1024;
           if (in_.capacity >= limit) {
             reply_to_incomplete_head(LocalReason::kHeadersTooLarge);
@@ -176,11 +176,12 @@ void Http1Connection::parse_request() {
     }
     break;
   }
-  if (phase_ == Phase::kHead && !request_parser_.in_message() && in_.parsed == in_.filled) {
+  if (phase_ == Phase::kHead && !parser_->in_message() && in_.parsed == in_.filled) {
     // Only empty lines (RFC 9112 2.2 lets a client send some before a request line, and some
     // send CRLF after a body): no request has begun, so the connection is still idle. Its idle
     // timeout keeps running from when it went idle: empty lines never extend it.
     in_.release(worker_.buffers());
+    release_parser();
     phase_ = Phase::kIdle;
     uint64_t now = uv_now(worker_.loop());
     uint64_t due = idle_since_ms_ + static_cast<uint64_t>(listener_->config.idle_timeout.count());
@@ -190,7 +191,7 @@ void Http1Connection::parse_request() {
   if (phase_ != Phase::kActive || exchange_->replying_locally()) return;
   // Parsed bytes nothing points to (a copied body, trailers, chunk framing, empty lines) make
   // room at once; bytes a queued write still sends wait for that write (backpressure).
-  if (!request_parser_.in_head() && in_.block != nullptr && in_.block->refs == 1) {
+  if (!parser_->in_head() && in_.block != nullptr && in_.block->refs == 1) {
     in_.restart(worker_.buffers());
   }
   exchange_->flush_request();
@@ -274,6 +275,24 @@ void Http1Connection::start_tunnel() {
 
 // ---------------------------------------------------------------------------------------------
 // Writing the response.
+
+http::Parser& Http1Connection::parser() {
+  if (parser_ == nullptr) {
+    parser_ = worker_.request_parsers().acquire(http::Parser::Type::kRequest, nullptr);
+    parser_->reset();
+    parser_->set_callbacks(&request_callbacks_);
+    parser_->set_max_head_size(listener_->config.max_request_headers_size);
+    parser_->set_max_headers(listener_->config.max_request_headers);
+  }
+  return *parser_;
+}
+
+void Http1Connection::release_parser() {
+  if (parser_ == nullptr) return;
+  parser_->trim();  // a burst's large header vector goes back to the system
+  worker_.request_parsers().release(parser_);
+  parser_ = nullptr;
+}
 
 Outbox& Http1Connection::out() {
   if (out_ == nullptr) out_ = worker_.outboxes().acquire();
@@ -403,10 +422,10 @@ void Http1Connection::exchange_done() {
   }
   if (request_upgrade_) {
     // An upgrade answered without 101: the connection goes on as HTTP/1.1.
-    request_parser_.resume_after_refused_upgrade();
+    parser().resume_after_refused_upgrade();
     request_upgrade_ = false;
   } else {
-    request_parser_.resume();
+    parser().resume();
   }
   if (!in_.empty()) {
     in_.compact(worker_.buffers());
@@ -424,7 +443,7 @@ void Http1Connection::exchange_done() {
   }
   if (phase_ == Phase::kIdle) {
     in_.release(worker_.buffers());
-    request_parser_.trim();
+    release_parser();
     release_outbox();
     arm_idle_timer();
   }

@@ -9,9 +9,9 @@
 // Requests on one connection are handled one at a time: pipelined requests wait, unparsed, in
 // the read buffer and are answered in order.
 //
-// What an idle keep-alive connection holds: its transport, the parser and a timer. The read
-// buffer, the Outbox of the response and the exchange are lent while a request is under way and
-// given back when it ends.
+// What an idle keep-alive connection holds: its transport and a timer. The read buffer, the
+// request parser, the Outbox of the response and the exchange are lent while a request is under
+// way and given back when the connection is idle again.
 //
 // Lifetime: close() closes the transport (which cuts a write in flight), ends the exchange and
 // hands the object to the worker's DeferredDeleter: it is freed once the callback that closed it
@@ -105,6 +105,10 @@ class Http1Connection final : public DeferredDeletable,
   // The response's Outbox: lent while a request is under way.
   Outbox& out();
   void release_outbox();
+  // The request parser: lent from the first byte of a request until the connection is idle
+  // again (a new one starts at a message's beginning, as a resumed one would).
+  http::Parser& parser();
+  void release_parser();
   // Closes after the last response, lingering first when the client may still be sending (see
   // kLingerMs): closing a socket with unread bytes makes the kernel send a reset, which can
   // destroy the response before the client has read it.
@@ -131,7 +135,7 @@ class Http1Connection final : public DeferredDeletable,
   TransportPtr transport_;  // the client's socket
   Timer timer_;             // idle, request headers, lingering
   RequestCallbacks request_callbacks_;
-  http::Parser request_parser_;
+  http::Parser* parser_ = nullptr;  // lent while a request is being read or answered
   InputBuffer in_;
   Outbox* out_ = nullptr;         // lent while a request is under way
   Exchange* exchange_ = nullptr;  // the request under way

@@ -18,6 +18,7 @@
 #include "proxy/buffer.h"
 #include "proxy/client_connection.h"
 #include "proxy/cluster.h"
+#include "proxy/codec.h"
 #include "proxy/connection_limit.h"
 #include "proxy/fwd.h"
 #include "proxy/lb.h"
@@ -160,6 +161,8 @@ class Worker {
   ExchangePool& exchanges() { return *exchanges_; }
   // The Outboxes of responses under way, lent to connections.
   FreeList<Outbox>& outboxes() { return outboxes_; }
+  // Request parsers, lent to client connections while they read a request.
+  FreeList<http::Parser>& request_parsers() { return request_parsers_; }
   FastRandom& random() { return random_; }
   LocalReplyCounters& local_replies() { return gen_->stats->local_replies; }
   bool draining() const { return draining_; }
@@ -210,6 +213,7 @@ class Worker {
   std::unique_ptr<Pacer> pacer_;
   std::unique_ptr<ExchangePool> exchanges_;
   FreeList<Outbox> outboxes_{256};
+  FreeList<http::Parser> request_parsers_{256};
   FastRandom random_;
   std::unique_ptr<WorkerGen> gen_;                                // the newest
   std::vector<std::unique_ptr<WorkerGen>> old_;                   // older ones still in use
