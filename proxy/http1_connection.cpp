@@ -36,10 +36,7 @@ void accept_http1_connection(Worker& worker, ListenerContext& listener, uv_strea
 }
 
 Http1Connection::Http1Connection(Worker& worker, ListenerContext& listener)
-    : worker_(worker),
-      listener_(&listener),
-      listener_limit_(listener.limit),
-      timer_(Timer::make<&Http1Connection::on_timer>(worker.loop(), this)) {
+    : worker_(worker), listener_(&listener), listener_limit_(listener.limit) {
   request_callbacks_.self = this;
   ++listener.gen.users;
   listener.stats.connections->add(1);
@@ -115,9 +112,10 @@ void Http1Connection::on_transport_read(ssize_t nread) {
   if (exchange_ != nullptr) exchange_->note_io();
   switch (phase_) {
     case Phase::kIdle:
+      // The idle deadline stays until a request has begun: empty lines never extend it.
       phase_ = Phase::kHead;
-      arm_headers_timer();
       parse_request();
+      if (!closed_ && phase_ == Phase::kHead) arm_headers_timer();
       break;
     case Phase::kHead:
       parse_request();
@@ -178,14 +176,11 @@ void Http1Connection::parse_request() {
   }
   if (phase_ == Phase::kHead && !parser_->in_message() && in_.parsed == in_.filled) {
     // Only empty lines (RFC 9112 2.2 lets a client send some before a request line, and some
-    // send CRLF after a body): no request has begun, so the connection is still idle. Its idle
-    // timeout keeps running from when it went idle: empty lines never extend it.
+    // send CRLF after a body): no request has begun, so the connection is still idle, its idle
+    // deadline where it was (see on_transport_read).
     in_.release(worker_.buffers());
     release_parser();
     phase_ = Phase::kIdle;
-    uint64_t now = uv_now(worker_.loop());
-    uint64_t due = idle_since_ms_ + static_cast<uint64_t>(listener_->config.idle_timeout.count());
-    timer_.start(due > now ? due - now : 0);
     return;
   }
   if (phase_ != Phase::kActive || exchange_->replying_locally()) return;
@@ -198,7 +193,7 @@ void Http1Connection::parse_request() {
 }
 
 void Http1Connection::start_exchange() {
-  timer_.stop();
+  DeadlineList::Entry::cancel();
   request_complete_ = false;
   request_upgrade_ = false;
   keep_client_ = true;
@@ -233,12 +228,13 @@ void Http1Connection::on_request_complete() {
   if (exchange_->replying_locally() && out_ != nullptr && !out_->in_flight()) {
     // The reply was already written; the request's end was all we waited for. Defer: we are
     // inside the parser.
-    timer_.start_once<&Http1Connection::finish_local_reply>(0);
+    worker_.deferred().defer(
+        this, [](void* p) { static_cast<Http1Connection*>(p)->finish_local_reply(); });
   }
 }
 
 void Http1Connection::finish_local_reply() {
-  if (exchange_ != nullptr && exchange_->replying_locally()) exchange_->finish();
+  if (!closed_ && exchange_ != nullptr && exchange_->replying_locally()) exchange_->finish();
 }
 
 void Http1Connection::reply_to_incomplete_head(LocalReason reason) {
@@ -410,7 +406,7 @@ void Http1Connection::on_transport_written(int status) {
 // Between requests, and the end.
 
 void Http1Connection::exchange_done() {
-  timer_.stop();
+  DeadlineList::Entry::cancel();
   if (!request_complete_) keep_client_ = false;
   release_exchange();
   phase_ = Phase::kIdle;
@@ -465,22 +461,22 @@ void Http1Connection::close_after_response() {
     release_exchange();
   }
   phase_ = Phase::kLingering;
-  timer_.start(kLingerMs);
+  worker_.deadlines(kLingerMs).add(*this);
   in_.parsed = in_.filled;
   in_.restart(worker_.buffers());
   update_reading();
 }
 
 void Http1Connection::arm_idle_timer() {
-  idle_since_ms_ = uv_now(worker_.loop());
-  timer_.start(static_cast<uint64_t>(listener_->config.idle_timeout.count()));
+  worker_.deadlines(static_cast<uint64_t>(listener_->config.idle_timeout.count())).add(*this);
 }
 
 void Http1Connection::arm_headers_timer() {
-  timer_.start(static_cast<uint64_t>(listener_->config.request_headers_timeout.count()));
+  worker_.deadlines(static_cast<uint64_t>(listener_->config.request_headers_timeout.count()))
+      .add(*this);
 }
 
-void Http1Connection::on_timer() {
+void Http1Connection::on_deadline() {
   switch (phase_) {
     case Phase::kIdle:
     case Phase::kLingering:
@@ -540,7 +536,7 @@ void Http1Connection::close() {
   listener_->stats.connections->add(-1);
   worker_.release(listener_->gen);  // the generation may be freed: listener_ is not used again
   transport_.reset();               // cuts a write in flight: the Outbox is free
-  timer_.close();
+  DeadlineList::Entry::cancel();
   worker_.deferred().defer(this);
 }
 

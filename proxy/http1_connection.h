@@ -24,6 +24,7 @@
 #include "proxy/client_connection.h"
 #include "proxy/codec.h"
 #include "proxy/connection_limit.h"
+#include "proxy/deadlines.h"
 #include "proxy/fwd.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
@@ -36,7 +37,8 @@ namespace bulwark {
 class Http1Connection final : public DeferredDeletable,
                               public ClientConnection,
                               private ExchangeStream,
-                              private Transport::Callbacks {
+                              private Transport::Callbacks,
+                              private DeadlineList::Entry {
  public:
   Http1Connection(Worker& worker, ListenerContext& listener);
   ~Http1Connection() override;
@@ -116,9 +118,10 @@ class Http1Connection final : public DeferredDeletable,
   // The client half-closed and sent nothing after the current request: no request follows.
   bool client_done() const { return client_eof_ && in_.empty(); }
 
+  // The connection's own deadlines (one at a time): idle, request headers, lingering.
   void arm_idle_timer();
   void arm_headers_timer();
-  void on_timer();
+  void on_deadline() override;
 
   struct RequestCallbacks : http::ParserCallbacks {
     Http1Connection* self;
@@ -133,7 +136,6 @@ class Http1Connection final : public DeferredDeletable,
   // back at close; the process-wide one is the worker's.
   std::shared_ptr<ConnectionLimit> listener_limit_;
   TransportPtr transport_;  // the client's socket
-  Timer timer_;             // idle, request headers, lingering
   RequestCallbacks request_callbacks_;
   http::Parser* parser_ = nullptr;  // lent while a request is being read or answered
   InputBuffer in_;
@@ -142,7 +144,6 @@ class Http1Connection final : public DeferredDeletable,
   char client_ip_[48] = {0};
   Phase phase_ = Phase::kIdle;
   http::BodyFraming response_framing_ = http::BodyFraming::kNone;
-  uint64_t idle_since_ms_ = 0;  // when the connection last went idle (arm_idle_timer)
   bool client_eof_ = false;
   bool draining_ = false;
   bool closed_ = false;

@@ -80,8 +80,17 @@ void Worker::run() {
   // What was handed over last, then the exchanges kept for reuse (their timers close).
   deferred_->flush();
   exchanges_.reset();
+  deadlines_.clear();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
+}
+
+DeadlineList& Worker::deadlines(uint64_t duration_ms) {
+  for (auto& d : deadlines_) {
+    if (d->duration_ms() == duration_ms) return *d;
+  }
+  deadlines_.push_back(std::make_unique<DeadlineList>(&loop_, duration_ms));
+  return *deadlines_.back();
 }
 
 void Worker::post(std::function<void()> fn) { tasks_.post(std::move(fn)); }

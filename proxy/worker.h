@@ -20,6 +20,7 @@
 #include "proxy/cluster.h"
 #include "proxy/codec.h"
 #include "proxy/connection_limit.h"
+#include "proxy/deadlines.h"
 #include "proxy/fwd.h"
 #include "proxy/lb.h"
 #include "proxy/list.h"
@@ -155,6 +156,8 @@ class Worker {
   const TransportContext& transport_context() const { return transport_context_; }
   // Frees connections after the loop phase that closed them (see uv_handle.h).
   DeferredDeleter& deferred() { return *deferred_; }
+  // The deadlines of this duration (see deadlines.h), made on first use.
+  DeadlineList& deadlines(uint64_t duration_ms);
   // Takes turns between large transfers (see Pacer).
   Pacer& pacer() { return *pacer_; }
   // Exchanges for the requests under way, lent to connections (see ExchangePool).
@@ -212,6 +215,7 @@ class Worker {
   TransportContext transport_context_;
   std::unique_ptr<Pacer> pacer_;
   std::unique_ptr<ExchangePool> exchanges_;
+  std::vector<std::unique_ptr<DeadlineList>> deadlines_;  // one per duration in use
   FreeList<Outbox> outboxes_{256};
   FreeList<http::Parser> request_parsers_{256};
   FastRandom random_;
