@@ -372,7 +372,14 @@ void Exchange::on_try_replay(UpstreamRequest&) {
 void Exchange::flush_to_upstream() {
   // Not while the request parser runs: its callbacks add to to_upstream.
   if (parsing_ || !try_) return;
-  if (try_->send()) request_sent_ = true;
+  // A whole request (the common GET) is written at once when the socket takes it: no write
+  // callback, hence none of the epoll_ctl calls libuv makes around one. What that callback would
+  // do for a whole request is only to note the I/O.
+  const bool whole = request_complete_ && state_ == State::kProxying;
+  if (try_->send(whole)) {
+    request_sent_ = true;
+    if (whole && !res_.to_upstream.in_flight()) note_io();
+  }
 }
 
 void Exchange::on_try_failed(UpstreamRequest&, filters::TryFailure failure, LocalReason reason,

@@ -86,7 +86,9 @@ class UpstreamConnection : public DeferredDeletable, private Transport::Callback
   // nothing of it (its Outbox is settled at once, see Transport::close).
   void close();
   // Writes what `out` has not sent yet (Transport::write). 0 or a libuv error.
-  int write(Outbox& out) { return transport_ ? transport_->write(out) : UV_EPIPE; }
+  int write(Outbox& out, bool at_once = false) {
+    return transport_ ? transport_->write(out, at_once) : UV_EPIPE;
+  }
   bool writing() const { return transport_ && transport_->writing(); }
 
   State state() const { return state_; }

@@ -87,9 +87,9 @@ void UpstreamRequest::use(UpstreamConnection* conn) {
   callbacks_.on_try_ready(*this);
 }
 
-bool UpstreamRequest::send() {
+bool UpstreamRequest::send(bool at_once) {
   if (!connected() || request_.in_flight() || request_.empty()) return false;
-  int rc = lease_->write(request_);
+  int rc = lease_->write(request_, at_once);
   if (rc == 0) return true;
   if (!replay()) fail(filters::TryFailure::kReset, LocalReason::kUpstreamReset, rc);
   return false;

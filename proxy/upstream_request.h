@@ -95,8 +95,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner,
   // connection when a reused one turns out closed (on_try_replay).
   Start start(EndpointPool& pool, bool fresh_only, bool may_replay);
   // Writes what the request Outbox has not sent yet (when connected and no write is in flight).
-  // True when a write started.
-  bool send();
+  // True when a write started. With `at_once` (Transport::write) it may also have ended: then
+  // no on_try_request_written() follows.
+  bool send(bool at_once = false);
   // The client took what was forwarded: parse what is buffered, or read the next buffer of the
   // response (or tunnel).
   void resume();
