@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstdio>
 
 namespace bulwark::http {
@@ -80,8 +81,8 @@ void append_header(std::string& out, std::string_view name, std::string_view val
 
 void append_number_header(std::string& out, std::string_view name, uint64_t value) {
   char digits[24];
-  int n = snprintf(digits, sizeof digits, "%llu", static_cast<unsigned long long>(value));
-  append_header(out, name, {digits, static_cast<size_t>(n)});
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  append_header(out, name, {digits, static_cast<size_t>(end - digits)});
 }
 
 // True for the kinds a proxy forwards as they came; everything else is hop by hop, framing, or
@@ -174,8 +175,9 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
   out.clear();
   out.append("HTTP/1.1 ");
   char status[8];
-  int n = snprintf(status, sizeof status, "%d ", response.status);
-  out.append(status, static_cast<size_t>(n));
+  char* end = std::to_chars(status, status + sizeof status - 1, response.status).ptr;
+  *end++ = ' ';
+  out.append(status, static_cast<size_t>(end - status));
   std::string_view reason = response.str(response.reason);
   out.append(reason.empty() ? reason_phrase(response.status) : reason);
   out.append("\r\n");
