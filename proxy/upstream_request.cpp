@@ -110,11 +110,7 @@ void UpstreamRequest::on_upstream_written(UpstreamConnection&, int status) {
 void UpstreamRequest::on_upstream_read(UpstreamConnection& conn, ssize_t nread) {
   if (nread > 0) {
     if (upgraded_) {
-      InputBuffer& in = conn.in;
-      const char* data = in.data + in.parsed;
-      const size_t n = in.filled - in.parsed;
-      in.parsed = in.filled;
-      after(conn, callbacks_.on_try_data(*this, data, n, in.block));
+      forward_tunnel_bytes(conn);
       return;
     }
     response_started_ = true;
@@ -168,11 +164,7 @@ void UpstreamRequest::parse(UpstreamConnection& conn) {
       if (lease_ != &conn) return;
       // Bytes that followed the 101 are already tunnel data; with the 101 itself, they go to
       // the client now.
-      InputBuffer& in = conn.in;
-      const char* data = in.data + in.parsed;
-      const size_t n = in.filled - in.parsed;
-      in.parsed = in.filled;
-      after(conn, callbacks_.on_try_data(*this, data, n, in.block));
+      forward_tunnel_bytes(conn);
       return;
     }
     if (r.status == http::Parser::Status::kError ||
@@ -193,6 +185,14 @@ void UpstreamRequest::parse(UpstreamConnection& conn) {
     break;
   }
   after(conn, callbacks_.on_try_parsed(*this));
+}
+
+void UpstreamRequest::forward_tunnel_bytes(UpstreamConnection& conn) {
+  InputBuffer& in = conn.in;
+  const char* data = in.data + in.parsed;
+  const size_t n = in.filled - in.parsed;
+  in.parsed = in.filled;
+  after(conn, callbacks_.on_try_data(*this, data, n, in.block));
 }
 
 void UpstreamRequest::after(UpstreamConnection& conn, Callbacks::Next next) {

@@ -141,6 +141,8 @@ class UpstreamRequest final : public UpstreamConnection::Owner,
   void parse(UpstreamConnection& conn);
   // Acts on what the exchange said after parsing or forwarding.
   void after(UpstreamConnection& conn, Callbacks::Next next);
+  // Hands the unparsed bytes of a tunnel (none, right after the 101) to the exchange.
+  void forward_tunnel_bytes(UpstreamConnection& conn);
   void read_on();
   // A reused connection failed before any response byte: offers a replay (once). False when
   // that is not allowed.

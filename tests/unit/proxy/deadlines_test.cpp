@@ -7,29 +7,12 @@
 #include <memory>
 #include <vector>
 
+#include "tests/unit/proxy/test_loop.h"
+
 namespace bulwark {
 namespace {
 
-struct Loop {
-  Loop() { REQUIRE(uv_loop_init(&loop) == 0); }
-  ~Loop() {
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK(uv_loop_close(&loop) == 0);
-  }
-  // Runs until `done` holds, the loop kept alive by a timer (the list's own does not hold it).
-  template <class F>
-  void run_until(F done) {
-    uv_timer_t keep;
-    uv_timer_init(&loop, &keep);
-    uv_timer_start(
-        &keep, [](uv_timer_t*) {}, 5, 5);
-    for (int i = 0; i < 2000 && !done(); ++i) uv_run(&loop, UV_RUN_ONCE);
-    uv_close(reinterpret_cast<uv_handle_t*>(&keep), nullptr);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    REQUIRE(done());
-  }
-  uv_loop_t loop;
-};
+using testing::Loop;
 
 struct Waiter : DeadlineList::Entry {
   Waiter(int id, std::vector<int>* fired) : id(id), fired(fired) {}

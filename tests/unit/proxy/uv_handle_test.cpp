@@ -5,17 +5,12 @@
 
 #include <memory>
 
+#include "tests/unit/proxy/test_loop.h"
+
 namespace bulwark {
 namespace {
 
-struct Loop {
-  Loop() { REQUIRE(uv_loop_init(&loop) == 0); }
-  ~Loop() {
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK(uv_loop_close(&loop) == 0);  // every handle was closed and released
-  }
-  uv_loop_t loop;
-};
+using testing::Loop;
 
 struct Counter {
   int fired = 0;
