@@ -86,7 +86,7 @@ Exchange::Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& st
 
 Exchange::~Exchange() {
   res_.wait_timer.stop();
-  res_.deadline_timer.stop();
+  stop_deadline_timer();
   release_upstream(false);
   // A write to the upstream in flight was cut with the connection: the Outbox is free.
   res_.to_upstream.clear();
@@ -348,7 +348,7 @@ void Exchange::local_reply(LocalReason reason, bool close_after, int status,
 
 void Exchange::finish() {
   res_.wait_timer.stop();
-  res_.deadline_timer.stop();
+  stop_deadline_timer();
   complete(true);
   if (state_ == State::kProxying) {
     release_upstream(try_ && try_->reusable());

@@ -164,6 +164,7 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // the exchange will have been idle (no byte moved either way) for stream_idle_timeout.
   void arm_deadline_timer();
   uint64_t stream_idle_deadline_ms() const;
+  void stop_deadline_timer();
   void stream_idle_expired();
 
   // The upstream side: the current try (upstream_request.h) and what it reports.
@@ -229,9 +230,10 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   Wait wait_ = Wait::kNone;
   Admission admission_;  // the admission chain's state, and what the request holds from it
   filters::CircuitBreaker::Permit circuit_permit_;
-  uint64_t route_deadline_ms_ = 0;                 // loop time; 0 = none
-  uint64_t try_deadline_ms_ = 0;                   // loop time; 0 = none
-  uint64_t last_io_ms_ = 0;                        // loop time of the exchange's last byte moved
+  uint64_t route_deadline_ms_ = 0;   // loop time; 0 = none
+  uint64_t try_deadline_ms_ = 0;     // loop time; 0 = none
+  uint64_t last_io_ms_ = 0;          // loop time of the exchange's last byte moved
+  uint64_t deadline_armed_for_ = 0;  // loop time the deadline timer is armed for; 0: not armed
   const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
   // The endpoints this request's tries could not reach: its retries go elsewhere.
   UnreachableEndpoints unreachable_;
