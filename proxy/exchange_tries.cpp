@@ -482,7 +482,13 @@ void Exchange::on_try_body(UpstreamRequest&, const char* data, size_t n, BufferB
   stream_.send_body(data, n, block);
 }
 
-void Exchange::on_try_complete(UpstreamRequest&) { stream_.send_end(); }
+void Exchange::on_try_complete(UpstreamRequest&) {
+  // The upstream is done with this request: its bulkhead slot goes back now, before the client
+  // can see the response's end (a client that sends its next request the moment it has the
+  // answer finds the slot free, whichever worker takes it).
+  admission_.release();
+  stream_.send_end();
+}
 
 UpstreamRequest::Callbacks::Next Exchange::on_try_parsed(UpstreamRequest& t) {
   note_io();
