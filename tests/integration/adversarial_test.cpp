@@ -497,6 +497,11 @@ std::vector<RequestCase> connection_cases() {
       {.name = "pipeline: nothing after Connection: close", .send = get("Connection: close\r\n") + "GET /after HTTP/1.1\r\nHost: a\r\n\r\n", .expect = {fwd(n_get())}, .closes = true},
       {.name = "pipeline: nothing after an HTTP/1.0 request", .send = "GET / HTTP/1.0\r\nHost: a\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n", .expect = {fwd(n_get())}, .closes = true},
       {.name = "pipeline: 20,000 empty lines before a request are dropped", .send = repeated("\r\n", 20000) + get(), .expect = {fwd(n_get())}},
+      // The idle deadline stays while only empty lines come; the request-headers deadline starts
+      // once a request has begun (per-worker deadline lists, issue 13): a head left unfinished
+      // after them gets 408 at request_headers_timeout, not at idle_timeout.
+      {.name = "pipeline: empty lines then an unfinished head get 408", .send = "\r\n\r\nGET / HTT", .expect = {reject(408, "request_headers_timeout")}},
+      {.name = "pipeline: an unfinished head after a request gets 408", .send = get() + "\r\nGET /second HTTP/1.1\r\nHost: a\r\n", .expect = {fwd(n_get()), reject(408, "request_headers_timeout")}},
       {.name = "pipeline: CRLF between requests and after the last", .send = post("Content-Length: 5\r\n", "hello") + "\r\n" + get() + "\r\n\r\n", .expect = {fwd(n_cl("hello")), fwd(n_get())}},
       {.name = "pipeline: HTTP/1.1 after an HTTP/1.0 keep-alive request", .send = "GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n" + get(), .expect = {fwd(n_get()), fwd(n_get())}},
 
