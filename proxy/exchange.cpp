@@ -12,8 +12,6 @@
 namespace bulwark {
 namespace {
 
-constexpr size_t kMaxResponseHeadSize = 64 * 1024;
-
 uint64_t now_us() { return uv_hrtime() / 1000; }
 
 }  // namespace

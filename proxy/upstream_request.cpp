@@ -7,8 +7,6 @@
 namespace bulwark {
 namespace {
 
-constexpr size_t kMaxResponseHeadSize = 64 * 1024;
-
 uint64_t now_us() { return uv_hrtime() / 1000; }
 
 // "Keep-Alive: timeout=5, max=100" -> 5000 ms; 0 when absent.

@@ -22,6 +22,10 @@
 
 namespace bulwark {
 
+// The largest response head a try reads (the response parser's limit; a larger one is a
+// protocol error).
+inline constexpr size_t kMaxResponseHeadSize = 64 * 1024;
+
 class UpstreamRequest final : public UpstreamConnection::Owner,
                               private PoolWaiter,
                               private Pacer::Waiter {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "proxy/net.h"
+#include "tests/unit/proxy/test_net.h"
 
 namespace bulwark {
 namespace {
@@ -120,18 +121,7 @@ class CannedServer {
   std::string last_request_;
 };
 
-// A port nothing listens on (bound, then closed): connects to it are refused.
-uint16_t refused_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using testing::refused_port;
 
 Endpoint endpoint(uint16_t port) {
   Endpoint e;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/proxy/test_net.h"
+
 namespace bulwark {
 namespace {
 
@@ -263,15 +265,8 @@ TEST_CASE("transport: shutdown sends FIN after what is queued, and reading goes 
 
 TEST_CASE("transport: a refused connect is reported; a connect closed early reports nothing") {
   Harness h;
-  // A port nobody listens on: bind one, then close it.
-  int s = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(s);
+  REQUIRE(uv_ip4_addr("127.0.0.1", testing::refused_port(), &addr) == 0);
 
   TransportPtr t = TcpTransport::create(h.context());
   t->attach(&h, &h.in);
