@@ -704,7 +704,7 @@ TEST_CASE("outlier: local-origin failures eject at their own threshold, apart fr
   CHECK_FALSE(d.ejected(1));
 }
 
-TEST_CASE("outlier: any answer resets the local-origin run; local failures leave the others") {
+TEST_CASE("outlier: any answer resets the local-origin run, local failures leave the others") {
   FakeClock clock;
   auto c = local_config();
   c.max_ejection_percent = 100;
@@ -832,7 +832,7 @@ TEST_CASE("outlier: a passing check ends a local-origin ejection at once") {
   CHECK(d.ejected_until(0) == clock.now() + 60 * kSecond);
 }
 
-TEST_CASE("outlier: a failed check while ejected does not end it; a passing one after does") {
+TEST_CASE("outlier: a failed check while ejected does not end it, a passing one after does") {
   FakeClock clock;
   auto c = local_config();
   OutlierDetector d(c, clock, 2);

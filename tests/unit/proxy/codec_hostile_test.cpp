@@ -186,7 +186,7 @@ TEST_CASE("codec hostile: a bare CR is never a line ending (llhttp 8.1 loose mod
       ParseError::kMalformed);
 }
 
-TEST_CASE("codec hostile: bare LF in chunk lines is refused; in a request line too") {
+TEST_CASE("codec hostile: bare LF in chunk lines is refused, in a request line too") {
   check_refused(request("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "5\nhello\n0\n\n"),
                 ParseError::kMalformed);

@@ -43,7 +43,7 @@ TEST_CASE("deadlines: entries fire in the order they joined, each once") {
   }
 }
 
-TEST_CASE("deadlines: a cancelled or destroyed entry never fires; the next one still does") {
+TEST_CASE("deadlines: a cancelled or destroyed entry never fires, the next one still does") {
   Loop l;
   std::vector<int> fired;
   DeadlineList list(&l.loop, 10);

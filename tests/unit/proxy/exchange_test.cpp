@@ -229,7 +229,7 @@ TEST_CASE("exchange: a cluster without endpoints answers 503 no_endpoints at onc
   CHECK(post.stream.replies[0].close_after);  // its body is not read
 }
 
-TEST_CASE("exchange: a usable client request id is kept; a missing or oversized one is replaced") {
+TEST_CASE("exchange: a usable client request id is kept, a missing or oversized one is replaced") {
   Harness h(true);
   Outcome kept = h.send("GET /nowhere HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n");
   REQUIRE(kept.stream.request_ids.size() == 1);

@@ -263,7 +263,7 @@ TEST_CASE("transport: shutdown sends FIN after what is queued, and reading goes 
   CHECK(text(h.in) == "more");
 }
 
-TEST_CASE("transport: a refused connect is reported; a connect closed early reports nothing") {
+TEST_CASE("transport: a refused connect is reported, a connect closed early reports nothing") {
   Harness h;
   sockaddr_in addr{};
   REQUIRE(uv_ip4_addr("127.0.0.1", testing::refused_port(), &addr) == 0);

@@ -47,7 +47,7 @@ TEST_CASE("timer: destroyed while armed, it never fires and its handle is releas
   uv_run(&l.loop, UV_RUN_NOWAIT);
 }
 
-TEST_CASE("uv handle: moving hands over the handle; the moved-from owner closes nothing") {
+TEST_CASE("uv handle: moving hands over the handle, the moved-from owner closes nothing") {
   Loop l;
   auto* raw = new uv_timer_t;
   uv_timer_init(&l.loop, raw);
