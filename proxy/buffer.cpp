@@ -85,13 +85,21 @@ void BufferPool::release(char* block) {
   }
 }
 
-void BufferPool::trim() {
+size_t BufferPool::trim() {
   // low_water_ blocks sat in the free list through the whole interval: nobody needed them.
-  for (size_t i = 0; i < low_water_ && !free_.empty(); ++i) {
+  size_t n = std::min(low_water_, free_.size());
+  for (size_t i = 0; i < n; ++i) {
     unmap_block(free_.back(), block_size_);
     free_.pop_back();
   }
   low_water_ = free_.size();
+  // The control structs of blocks a burst took: as many kept as there are free blocks.
+  while (spare_blocks_.size() > free_.size()) {
+    delete spare_blocks_.back();
+    spare_blocks_.pop_back();
+  }
+  if (spare_blocks_.empty()) std::vector<BufferBlock*>().swap(spare_blocks_);
+  return n;
 }
 
 InputBuffer::~InputBuffer() { block_unref(block); }

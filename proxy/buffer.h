@@ -2,6 +2,7 @@
 // Read buffers. Each worker owns a BufferPool of fixed-size blocks; a connection holds a block
 // only while it has bytes to parse or forward, so an idle keep-alive connection holds none.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -41,7 +42,7 @@ class BufferPool {
   size_t block_size() const { return block_size_; }
   char* acquire();  // nullptr when the OS has no memory left
   void release(char* block);
-  void trim();
+  size_t trim();  // returns the blocks given back
   size_t free_blocks() const { return free_.size(); }
 
   static char* map_block(size_t size);
@@ -125,6 +126,7 @@ class FreeList {
     if (free_.empty()) return new T(std::forward<Args>(args)...);
     T* p = free_.back();
     free_.pop_back();
+    if (free_.size() < low_water_) low_water_ = free_.size();
     return p;
   }
   size_t free_count() const { return free_.size(); }
@@ -135,10 +137,23 @@ class FreeList {
       delete p;
     }
   }
+  // Frees the kept objects nobody took since the last call (as BufferPool::trim()); returns how
+  // many.
+  size_t trim() {
+    size_t n = std::min(low_water_, free_.size());
+    for (size_t i = 0; i < n; ++i) {
+      delete free_.back();
+      free_.pop_back();
+    }
+    if (free_.empty()) std::vector<T*>().swap(free_);
+    low_water_ = free_.size();
+    return n;
+  }
 
  private:
   size_t max_free_;
   std::vector<T*> free_;
+  size_t low_water_ = 0;  // the fewest kept objects since the last trim()
 };
 
 }  // namespace bulwark

@@ -52,6 +52,7 @@ Exchange* ExchangePool::acquire(ListenerContext& listener, ExchangeStream& strea
   } else {
     s = free_.back();
     free_.pop_back();
+    if (free_.size() < low_water_) low_water_ = free_.size();
   }
   return new (s->storage) Exchange(worker_, listener, stream, s->resources);
 }
@@ -61,6 +62,17 @@ void ExchangePool::release_later(Exchange* e) {
     auto* exchange = static_cast<Exchange*>(p);
     exchange->worker().exchanges().release(exchange);
   });
+}
+
+size_t ExchangePool::trim() {
+  size_t n = std::min(low_water_, free_.size());
+  for (size_t i = 0; i < n; ++i) {
+    delete free_.back();
+    free_.pop_back();
+  }
+  if (free_.empty()) std::vector<Slot*>().swap(free_);
+  low_water_ = free_.size();
+  return n;
 }
 
 void ExchangePool::release(Exchange* e) {

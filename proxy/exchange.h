@@ -284,11 +284,14 @@ class ExchangePool {
   void release(Exchange* e);
   // The same once the current loop phase is over (the caller may be running inside `e`).
   void release_later(Exchange* e);
+  // Frees the kept slots nobody took since the last call (as FreeList::trim()); returns how many.
+  size_t trim();
 
  private:
   struct Slot;
   Worker& worker_;
   std::vector<Slot*> free_;
+  size_t low_water_ = 0;  // the fewest kept slots since the last trim()
 };
 
 }  // namespace bulwark

@@ -37,7 +37,6 @@ void accept_http1_connection(Worker& worker, ListenerContext& listener, uv_strea
 
 Http1Connection::Http1Connection(Worker& worker, ListenerContext& listener)
     : worker_(worker), listener_(&listener), listener_limit_(listener.limit) {
-  request_callbacks_.self = this;
   ++listener.gen.users;
   listener.stats.connections->add(1);
 }
@@ -276,7 +275,7 @@ http::Parser& Http1Connection::parser() {
   if (parser_ == nullptr) {
     parser_ = worker_.request_parsers().acquire(http::Parser::Type::kRequest, nullptr);
     parser_->reset();
-    parser_->set_callbacks(&request_callbacks_);
+    parser_->set_callbacks(this);
     parser_->set_max_head_size(listener_->config.max_request_headers_size);
     parser_->set_max_headers(listener_->config.max_request_headers);
   }

@@ -28,6 +28,7 @@
 #include "proxy/fwd.h"
 #include "proxy/headers.h"
 #include "proxy/outbox.h"
+#include "proxy/slab.h"
 #include "proxy/stream.h"
 #include "proxy/transport.h"
 #include "proxy/uv_handle.h"
@@ -35,9 +36,11 @@
 namespace bulwark {
 
 class Http1Connection final : public DeferredDeletable,
+                              public SlabAllocated<Http1Connection>,
                               public ClientConnection,
                               private ExchangeStream,
                               private Transport::Callbacks,
+                              private http::ParserCallbacks,
                               private DeadlineList::Entry {
  public:
   Http1Connection(Worker& worker, ListenerContext& listener);
@@ -123,20 +126,17 @@ class Http1Connection final : public DeferredDeletable,
   void arm_headers_timer();
   void on_deadline() override;
 
-  struct RequestCallbacks : http::ParserCallbacks {
-    Http1Connection* self;
-    HeadAction on_head(http::MessageHead& h) override { return self->on_request_head(h); }
-    void on_body(const char* d, size_t n) override { self->on_request_body(d, n); }
-    void on_message_complete() override { self->on_request_complete(); }
-  };
+  // The request parser's callbacks.
+  HeadAction on_head(http::MessageHead& h) override { return on_request_head(h); }
+  void on_body(const char* d, size_t n) override { on_request_body(d, n); }
+  void on_message_complete() override { on_request_complete(); }
 
   Worker& worker_;
   ListenerContext* listener_;  // of the generation this connection is bound to
   // The listener's connection slot this connection holds (taken by the worker at accept), given
   // back at close; the process-wide one is the worker's.
   std::shared_ptr<ConnectionLimit> listener_limit_;
-  TransportPtr transport_;  // the client's socket
-  RequestCallbacks request_callbacks_;
+  TransportPtr transport_;          // the client's socket
   http::Parser* parser_ = nullptr;  // lent while a request is being read or answered
   InputBuffer in_;
   Outbox* out_ = nullptr;         // lent while a request is under way

@@ -20,6 +20,7 @@
 
 #include "proxy/buffer.h"
 #include "proxy/outbox.h"
+#include "proxy/slab.h"
 
 namespace bulwark {
 
@@ -97,7 +98,7 @@ struct TransportCloser {
 using TransportPtr = std::unique_ptr<Transport, TransportCloser>;
 
 // Plain TCP (any stream socket, in fact: tests use a socketpair).
-class TcpTransport final : public Transport {
+class TcpTransport final : public Transport, public SlabAllocated<TcpTransport> {
  public:
   // A new socket, for connect().
   static TransportPtr create(const TransportContext& ctx);

@@ -1,15 +1,14 @@
 #include "proxy/upstream.h"
 
+#include <bit>
+
 #include "proxy/cluster.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
 
 UpstreamConnection::UpstreamConnection(Worker& worker, EndpointPool& pool)
-    : worker_(worker),
-      pool_(&pool),
-      transport_(TcpTransport::create(worker.transport_context())),
-      timer_(Timer::make<&UpstreamConnection::on_timer>(worker.loop(), this)) {
+    : worker_(worker), pool_(&pool), transport_(TcpTransport::create(worker.transport_context())) {
   transport_->attach(this, &in);
   pool.connections++;
 }
@@ -29,14 +28,14 @@ void UpstreamConnection::connect(Owner* owner, uint64_t timeout_ms) {
     // Report asynchronously, as a real connect failure would be, so the owner is never called
     // back from inside its own call; with the real error (EMFILE is not the endpoint's fault).
     connect_error_ = rc;
-    timer_.start(0);
+    worker_.deadlines(0).add(*this);
     return;
   }
-  timer_.start(timeout_ms);
+  worker_.deadlines(timeout_ms).add(*this);
 }
 
 void UpstreamConnection::on_transport_connected(int status) {
-  timer_.stop();
+  DeadlineList::Entry::cancel();
   if (status != 0) {
     connect_failed(status);
     return;
@@ -59,7 +58,7 @@ void UpstreamConnection::connect_failed(int status) {
 void UpstreamConnection::attach(Owner* owner) {
   owner_ = owner;
   state_ = State::kBusy;
-  timer_.stop();
+  DeadlineList::Entry::cancel();
 }
 
 void UpstreamConnection::release(uint64_t idle_timeout_ms) {
@@ -77,15 +76,17 @@ void UpstreamConnection::release(uint64_t idle_timeout_ms) {
   // connection the upstream is about to close.
   if (keep_alive_timeout_ms_ > 0) {
     uint64_t limit = keep_alive_timeout_ms_ > 1000 ? keep_alive_timeout_ms_ - 1000 : 0;
-    if (limit == 0) {
+    if (limit < 1000) {
       close();
       return;
     }
-    if (limit < timeout) timeout = limit;
+    // Rounded down to a power of two seconds: the upstream picks the number, and each distinct
+    // duration is one of the worker's deadline lists.
+    if (limit < timeout) timeout = std::bit_floor(limit / 1000) * 1000;
   }
   // An idle connection keeps reading: the upstream closing it shows up at once.
   start_reading();
-  timer_.start(timeout);
+  worker_.deadlines(timeout).add(*this);
   pool_->idle.push_front(this);
   pool_->cluster.on_capacity();
 }
@@ -99,7 +100,7 @@ void UpstreamConnection::close() {
   state_ = State::kClosed;
   owner_ = nullptr;
   transport_.reset();
-  timer_.close();
+  DeadlineList::Entry::cancel();
   worker_.deferred().defer(this);
 }
 
@@ -118,7 +119,7 @@ void UpstreamConnection::on_transport_written(int status) {
   if (owner_ != nullptr) owner_->on_upstream_written(*this, status);
 }
 
-void UpstreamConnection::on_timer() {
+void UpstreamConnection::on_deadline() {
   if (state_ == State::kConnecting) {
     connect_failed(connect_error_ != 0 ? connect_error_ : UV_ETIMEDOUT);
     return;

@@ -12,10 +12,12 @@
 #include <cstdint>
 
 #include "proxy/buffer.h"
+#include "proxy/deadlines.h"
 #include "proxy/endpoint.h"
 #include "proxy/fwd.h"
 #include "proxy/list.h"
 #include "proxy/outbox.h"
+#include "proxy/slab.h"
 #include "proxy/transport.h"
 #include "proxy/uv_handle.h"
 
@@ -48,7 +50,10 @@ class UnreachableEndpoints {
   size_t next_ = 0;
 };
 
-class UpstreamConnection : public DeferredDeletable, private Transport::Callbacks {
+class UpstreamConnection : public DeferredDeletable,
+                           public SlabAllocated<UpstreamConnection>,
+                           private Transport::Callbacks,
+                           private DeadlineList::Entry {
  public:
   // Receives the events of a connection in use. Calls come from the worker's loop.
   class Owner {
@@ -109,7 +114,8 @@ class UpstreamConnection : public DeferredDeletable, private Transport::Callback
   void on_transport_connected(int status) override;
   void on_transport_read(ssize_t nread) override;
   void on_transport_written(int status) override;
-  void on_timer();
+  // The connect timed out, a connect error is reported a turn later, or the idle timeout passed.
+  void on_deadline() override;
   // Ends a connect that failed or timed out, and tells the owner.
   void connect_failed(int status);
 
@@ -117,7 +123,6 @@ class UpstreamConnection : public DeferredDeletable, private Transport::Callback
   EndpointPool* pool_;
   Owner* owner_ = nullptr;
   TransportPtr transport_;
-  Timer timer_;  // connect timeout, idle timeout, or a connect error reported a turn later
   State state_ = State::kConnecting;
   uint32_t requests_ = 0;
   uint64_t keep_alive_timeout_ms_ = 0;

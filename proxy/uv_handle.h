@@ -14,9 +14,12 @@
 
 #include <uv.h>
 
+#include <cstddef>
 #include <memory>
 #include <utility>
 #include <vector>
+
+#include "proxy/slab.h"
 
 namespace bulwark {
 
@@ -70,23 +73,23 @@ class Timer {
   template <auto M>
   static Timer make(uv_loop_t* loop, typename MemberFunctionOf<decltype(M)>::Class* owner) {
     Timer t;
-    auto* h = new uv_timer_t;
-    uv_timer_init(loop, h);
-    h->data = owner;
-    t.h_ = UvHandle<uv_timer_t>(h);
+    auto* h = new Handle;
+    uv_timer_init(loop, &h->timer);
+    h->timer.data = owner;
+    t.h_ = UvHandle<Handle>(h);
     t.cb_ = &Timer::call<M>;
     return t;
   }
 
   void start(uint64_t timeout_ms, uint64_t repeat_ms = 0) {
-    uv_timer_start(h_.get(), cb_, timeout_ms, repeat_ms);
+    uv_timer_start(&h_->timer, cb_, timeout_ms, repeat_ms);
   }
   // Once, calling `M` (another member function of the owner) instead.
   template <auto M>
   void start_once(uint64_t timeout_ms) {
-    uv_timer_start(h_.get(), &Timer::call<M>, timeout_ms, 0);
+    uv_timer_start(&h_->timer, &Timer::call<M>, timeout_ms, 0);
   }
-  void stop() { uv_timer_stop(h_.get()); }
+  void stop() { uv_timer_stop(&h_->timer); }
   bool active() const { return uv_is_active(h_.handle()) != 0; }
   // The timer does not keep its loop running.
   void unref() { uv_unref(h_.handle()); }
@@ -100,7 +103,13 @@ class Timer {
     (static_cast<T*>(timer->data)->*M)();
   }
 
-  UvHandle<uv_timer_t> h_;
+  // The handle lives as long as its owner, usually a connection: in the slab with them.
+  struct Handle : SlabAllocated<Handle> {
+    uv_timer_t timer;
+  };
+  static_assert(offsetof(Handle, timer) == 0);  // UvHandle casts the uv handle back to it
+
+  UvHandle<Handle> h_;
   uv_timer_cb cb_ = nullptr;
 };
 

@@ -1,5 +1,6 @@
 #include "proxy/worker.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,13 +47,11 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
   access_timer_.data = this;
   uv_timer_init(&loop_, &retire_timer_);
   retire_timer_.data = this;
-  // Gives back the read buffers a burst left unused (BufferPool::trim); not a reason to keep
-  // the loop running.
+  // Gives back what a burst left unused (see trim()); not a reason to keep the loop running.
   uv_timer_init(&loop_, &trim_timer_);
   trim_timer_.data = this;
   uv_timer_start(
-      &trim_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->buffers_.trim(); }, 1000,
-      1000);
+      &trim_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->trim(); }, 1000, 1000);
   uv_unref(reinterpret_cast<uv_handle_t*>(&trim_timer_));
   uv_timer_init(&loop_, &accept_timer_);
   accept_timer_.data = this;
@@ -83,6 +82,24 @@ void Worker::run() {
   deadlines_.clear();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
+}
+
+namespace {
+// Objects freed by one trim() that make malloc_trim() worth its walk over malloc's free lists.
+constexpr size_t kTrimMallocAfter = 64;
+}  // namespace
+
+// Every second: the read buffers, exchanges, parsers, outboxes and write requests that sat unused
+// in their free lists for the whole second go back to the system. What lived in malloc's heap
+// leaves holes there that malloc keeps; after a burst (many freed at once) malloc_trim() gives
+// their pages back. The long-lived objects (connections, transports, their timers) are in slabs
+// (proxy/slab.h), so those pages hold nothing else. Steady load frees nothing here: a free list
+// that was drawn on keeps what it had at its lowest.
+void Worker::trim() {
+  buffers_.trim();
+  size_t freed =
+      exchanges_->trim() + request_parsers_.trim() + outboxes_.trim() + write_requests_.trim();
+  if (freed >= kTrimMallocAfter) malloc_trim(0);
 }
 
 DeadlineList& Worker::deadlines(uint64_t duration_ms) {

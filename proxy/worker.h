@@ -190,6 +190,7 @@ class Worker {
 
  private:
   void run();
+  void trim();
   void install(GenerationSpec& spec);
   void open_acceptor(const std::string& key, int fd);
   void close_acceptor(Acceptor* a);
@@ -223,7 +224,7 @@ class Worker {
   std::vector<std::unique_ptr<WorkerGen>> old_;                   // older ones still in use
   std::vector<std::shared_ptr<WorkerCluster>> retired_clusters_;  // closing their connections
   uv_timer_t retire_timer_;
-  uv_timer_t trim_timer_;  // every second: BufferPool::trim()
+  uv_timer_t trim_timer_;  // every second: trim()
   std::vector<Acceptor*> acceptors_;
   std::shared_ptr<ConnectionLimit> process_limit_;
   // While a listening socket is paused: looks again every 50 ms, since the slot that frees up
