@@ -2,7 +2,7 @@
 //
 //   loadgen --target HOST:PORT [--target HOST:PORT ...] --rate R --connections C --duration D
 //           [--warmup D] [--path /] [--host HOST] [--timeout D] [--timeline FILE] [--bin D]
-//   loadgen --idle N --target HOST:PORT [--path /] [--host HOST] [--timeout D]
+//   loadgen --idle N [--burst] --target HOST:PORT [--path /] [--host HOST] [--timeout D]
 //
 // Durations: 10s, 500ms, 2m, 1h, or plain seconds (1.5).
 //
@@ -33,7 +33,8 @@
 // Idle mode opens N connections, sends one GET on each, reads the response and keeps the
 // connection open. At most 64 are between their connect and their answer at once, as clients
 // that arrive over time would be: what is measured is the memory of idle connections, not of a
-// 10,000-request burst (and the listener's backlog is not overrun). When every
+// 10,000-request burst (and the listener's backlog is not overrun). With --burst all N connect
+// and send at once instead: what is measured is what a burst leaves behind. When every
 // connection has its answer it prints idle_open=N and idle_failed=N, then holds them until
 // SIGINT/SIGTERM and prints idle_closed_by_peer=N before exiting 0.
 //
@@ -105,7 +106,8 @@ struct Options {
   uint64_t timeout_ns = 10 * kNsPerSecond;
   std::string timeline_path;
   uint64_t bin_ns = 100 * kNsPerMs;
-  uint64_t idle = 0;  // > 0: idle mode with this many connections
+  uint64_t idle = 0;   // > 0: idle mode with this many connections
+  bool burst = false;  // idle mode: every connection at once (else at most 64 opening at a time)
 };
 
 // A bad command line. The message names the argument; main prints it and exits 2.
@@ -118,7 +120,8 @@ void usage(FILE* out) {
       "usage: loadgen --target HOST:PORT [--target HOST:PORT ...] --rate R --connections C\n"
       "               --duration D [--warmup D] [--path /] [--host HOST] [--timeout D]\n"
       "               [--timeline FILE] [--bin D]\n"
-      "       loadgen --idle N --target HOST:PORT [--path /] [--host HOST] [--timeout D]\n"
+      "       loadgen --idle N [--burst] --target HOST:PORT [--path /] [--host HOST]\n"
+      "               [--timeout D]\n"
       "Durations: 10s, 500ms, 2m, 1h or plain seconds (1.5). Defaults: --warmup 0, --path /,\n"
       "--timeout 10s, --bin 100ms, Host: the target's HOST:PORT.\n"
       "Sends R requests/s (open loop) for D and prints key=value results on stdout.\n",
@@ -257,6 +260,9 @@ Options parse_args(int argc, char** argv) {
       auto n = parse_count(v, 1, kMaxConnections);
       if (!n) throw bad(v, "a whole number in 1..100000");
       o.idle = *n;
+    } else if (name == "--burst") {
+      if (inline_value) throw UsageError{"--burst takes no value"};
+      o.burst = true;
     } else if (name == "--duration") {
       o.duration_ns = duration(false);
     } else if (name == "--warmup") {
@@ -292,6 +298,7 @@ Options parse_args(int argc, char** argv) {
     }
     return o;
   }
+  if (given("--burst")) throw UsageError{"--burst needs --idle N"};
   for (const char* name : {"--rate", "--connections", "--duration"}) {
     if (!given(name)) throw UsageError{std::string(name) + " is required (or use --idle N)"};
   }
@@ -1116,7 +1123,8 @@ class IdleRun final : public Runner, private ConnectionEvents {
 
   // Starts connections while fewer than kMaxOpening are waiting for their connect or answer.
   void start_more() {
-    while (next_ < connections_.size() && opening_ < kMaxOpening) {
+    size_t max_opening = options_.burst ? connections_.size() : kMaxOpening;
+    while (next_ < connections_.size() && opening_ < max_opening) {
       Connection& conn = connections_[next_++];
       ++opening_;
       conn.due_ns = uv_hrtime();
