@@ -1,36 +1,100 @@
 #include "proxy/admin.h"
 
-#include <cstring>
+#include <algorithm>
 #include <memory>
 
 #include "proxy/codec.h"
 #include "proxy/headers.h"
 #include "proxy/net.h"
+#include "proxy/outbox.h"
 
 namespace bulwark {
 namespace {
 
+// The largest request (head and body) a client may send: a longer head gets 400, and a request
+// that fills the read buffer (a block of this size) unfinished gets 431.
 constexpr size_t kMaxAdminRequest = 16 * 1024;
 
-// One admin client connection. Requests are answered one at a time, in order.
-class AdminConnection : public http::ParserCallbacks {
+}  // namespace
+
+// One admin client connection. Requests are answered one at a time, in order: reading stops
+// from a request's end until its response is written, and the next request is parsed from what
+// is left in the buffer. Owned by itself: close() hands it to the server's DeferredDeleter.
+class AdminConnection final : public DeferredDeletable,
+                              private Transport::Callbacks,
+                              private http::ParserCallbacks {
  public:
   explicit AdminConnection(AdminServer& server)
-      : server_(server), parser_(http::Parser::Type::kRequest, this) {
+      : server_(server),
+        parser_(http::Parser::Type::kRequest, this),
+        timer_(Timer::make<&AdminConnection::on_timeout>(server.loop_, this)) {
     parser_.set_max_head_size(kMaxAdminRequest);
-    tcp_.data = this;
-    write_req_.data = this;
+  }
+  // Only after close().
+  ~AdminConnection() override { in_.release(server_.buffers_); }
+  AdminConnection(const AdminConnection&) = delete;
+  AdminConnection& operator=(const AdminConnection&) = delete;
+
+  // Takes the connection pending on `listener` and waits for a request. False if accept failed
+  // (the object is closed then).
+  bool accept(uv_stream_t* listener) {
+    transport_ = TcpTransport::accept(server_.context_, listener);
+    if (!transport_) {
+      close();
+      return false;
+    }
+    transport_->attach(this, &in_);
+    wait_for_request();
+    return true;
   }
 
-  void start(uv_stream_t* listener) {
-    uv_tcp_init(server_.loop(), &tcp_);
-    if (uv_accept(listener, stream()) != 0) {
+  // Closes the socket at once (cutting a response being written) and frees the object once the
+  // current loop phase is over (after AdminServer::close(), with the server). A response the
+  // handler still owes is then dropped. Idempotent.
+  void close() {
+    if (phase_ == Phase::kClosed) return;
+    phase_ = Phase::kClosed;
+    alive_.reset();  // a late respond() finds the connection gone
+    timer_.close();
+    transport_.reset();
+    server_.forget(this);
+    server_.deferred_->defer(this);
+  }
+
+ private:
+  enum class Phase : uint8_t {
+    kIdle,      // waiting for a request's first byte (idle timer)
+    kRequest,   // reading a request (request timer)
+    kHandling,  // the handler has the request (no timer: the handler answers exactly once)
+    kWriting,   // writing the response (idle timer: the client must take it)
+    kClosed,
+  };
+
+  // Transport::Callbacks
+  void on_transport_connected(int) override {}
+  void on_transport_read(ssize_t nread) override {
+    // End of stream, an error, or no buffer: reading is on only while no request is under way,
+    // so there is nothing left to answer.
+    if (nread < 0) {
       close();
       return;
     }
-    uv_read_start(stream(), &AdminConnection::on_alloc, &AdminConnection::on_read);
+    if (phase_ == Phase::kIdle) {
+      phase_ = Phase::kRequest;
+      timer_.start(server_.timeouts_.request_ms);
+    }
+    parse();
+  }
+  void on_transport_written(int status) override {
+    if (status < 0 || !keep_alive_) {
+      close();
+      return;
+    }
+    out_.clear();  // the copy of the body goes now, not with the next response
+    next_request();
   }
 
+  // http::ParserCallbacks
   HeadAction on_head(http::MessageHead& head) override {
     request_.method.assign(head.method);
     std::string_view target = head.str(head.target);
@@ -44,35 +108,17 @@ class AdminConnection : public http::ParserCallbacks {
   void on_body(const char*, size_t) override {}
   void on_message_complete() override { request_ready_ = true; }
 
- private:
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
-
-  static void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-    auto* self = static_cast<AdminConnection*>(h->data);
-    *buf = uv_buf_init(self->buf_ + self->filled_,
-                       static_cast<unsigned>(sizeof self->buf_ - self->filled_));
+  void wait_for_request() {
+    phase_ = Phase::kIdle;
+    timer_.start(server_.timeouts_.idle_ms);
+    transport_->read_start();
   }
 
-  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
-    auto* self = static_cast<AdminConnection*>(s->data);
-    if (nread == 0) return;
-    if (nread < 0) {
-      if (self->busy_) {
-        self->keep_alive_ = false;  // answer what was asked, then close
-        uv_read_stop(s);
-      } else {
-        self->close();
-      }
-      return;
-    }
-    self->filled_ += static_cast<size_t>(nread);
-    self->parse();
-  }
-
+  // Parses what is in the buffer: a complete request goes to the handler, a malformed or
+  // oversized one is refused, and the connection closes after the refusal.
   void parse() {
-    if (busy_) return;
-    http::Parser::Result r = parser_.execute(buf_, parsed_, filled_);
-    parsed_ += r.consumed;
+    http::Parser::Result r = parser_.execute(in_.data, in_.parsed, in_.filled);
+    in_.parsed += r.consumed;
     if (r.status == http::Parser::Status::kError ||
         r.status == http::Parser::Status::kHeadTooLarge ||
         r.status == http::Parser::Status::kUpgrade) {
@@ -82,101 +128,128 @@ class AdminConnection : public http::ParserCallbacks {
     }
     if (request_ready_) {
       request_ready_ = false;
-      busy_ = true;
-      uv_read_stop(stream());
-      server_.handler()(request_, [this](AdminResponse resp) { respond(std::move(resp)); });
+      phase_ = Phase::kHandling;
+      timer_.stop();
+      transport_->read_stop();
+      server_.handler_(request_, [this, alive = std::weak_ptr<void>(alive_)](AdminResponse resp) {
+        if (!alive.expired()) respond(std::move(resp));
+      });
       return;
     }
-    if (filled_ == sizeof buf_) {
+    if (in_.space() == 0) {
       keep_alive_ = false;
       respond({431, "text/plain; charset=utf-8", "request too large\n"});
     }
   }
 
   void respond(AdminResponse resp) {
-    busy_ = true;
+    phase_ = Phase::kWriting;
+    transport_->read_stop();
     out_.clear();
-    out_.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
-    out_.append(http::reason_phrase(resp.status))
+    std::string& head = out_.head;
+    head.append("HTTP/1.1 ").append(std::to_string(resp.status)).append(" ");
+    head.append(http::reason_phrase(resp.status))
         .append("\r\ncontent-type: ")
         .append(resp.content_type);
-    out_.append("\r\ncontent-length: ").append(std::to_string(resp.body.size()));
-    out_.append("\r\ncache-control: no-store\r\n");
-    if (!keep_alive_) out_.append("connection: close\r\n");
-    out_.append("\r\n");
-    if (!head_request_) out_.append(resp.body);
-    uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-    if (uv_write(&write_req_, stream(), &b, 1, &AdminConnection::on_written) != 0) close();
-  }
-
-  static void on_written(uv_write_t* req, int status) {
-    auto* self = static_cast<AdminConnection*>(req->data);
-    self->busy_ = false;
-    if (status < 0 || !self->keep_alive_) {
-      self->close();
+    head.append("\r\ncontent-length: ").append(std::to_string(resp.body.size()));
+    head.append("\r\ncache-control: no-store\r\n");
+    if (!keep_alive_) head.append("connection: close\r\n");
+    head.append("\r\n");
+    out_.add_head();
+    if (!head_request_) out_.add_data_copy(resp.body.data(), resp.body.size());
+    if (transport_->write(out_) != 0) {
+      close();
       return;
     }
-    // Next request: move unparsed bytes to the front.
-    std::memmove(self->buf_, self->buf_ + self->parsed_, self->filled_ - self->parsed_);
-    self->filled_ -= self->parsed_;
-    self->parsed_ = 0;
-    self->parser_.resume();
-    uv_read_start(self->stream(), &AdminConnection::on_alloc, &AdminConnection::on_read);
-    if (self->filled_ > 0) self->parse();
+    timer_.start(server_.timeouts_.idle_ms);
   }
 
-  void close() {
-    if (closing_) return;
-    closing_ = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
-             [](uv_handle_t* h) { delete static_cast<AdminConnection*>(h->data); });
+  // The response is out and the connection stays: the next request, pipelined or still to come.
+  void next_request() {
+    parser_.resume();
+    if (in_.empty()) {
+      in_.release(server_.buffers_);  // an idle connection holds no buffer
+      wait_for_request();
+      return;
+    }
+    in_.compact(server_.buffers_);  // the unparsed bytes to the front
+    phase_ = Phase::kRequest;
+    timer_.start(server_.timeouts_.request_ms);
+    parse();
+    if (phase_ == Phase::kRequest) transport_->read_start();
   }
+
+  void on_timeout() { close(); }
 
   AdminServer& server_;
   http::Parser parser_;
-  uv_tcp_t tcp_;
-  uv_write_t write_req_;
+  Timer timer_;             // the current phase's deadline
+  TransportPtr transport_;  // closed by close(), before in_ and out_ go: it reads and writes them
+  InputBuffer in_;          // a block of server_.buffers_ while a request is in it
+  Outbox out_;              // the response (head and a copy of the body)
   AdminRequest request_;
-  std::string out_;
-  char buf_[kMaxAdminRequest];
-  size_t filled_ = 0;
-  size_t parsed_ = 0;
+  // Held while the connection is open; the handler's respond() keeps a weak reference.
+  std::shared_ptr<void> alive_ = std::make_shared<char>();
+  Phase phase_ = Phase::kIdle;
   bool keep_alive_ = true;
   bool head_request_ = false;
   bool request_ready_ = false;
-  bool busy_ = false;
-  bool closing_ = false;
 };
 
-}  // namespace
+AdminServer::AdminServer(uv_loop_t* loop, AdminHandler handler, AdminTimeouts timeouts)
+    : loop_(loop),
+      handler_(std::move(handler)),
+      timeouts_(timeouts),
+      buffers_(kMaxAdminRequest, 4),
+      context_{loop, &buffers_, nullptr} {}
+
+AdminServer::~AdminServer() { close(); }
 
 int AdminServer::listen(const config::SocketAddress& address, std::string* bound) {
   sockaddr_storage addr{};
   int rc = to_sockaddr(address, &addr);
   if (rc != 0) return rc;
-  uv_tcp_init(loop_, &tcp_);
-  tcp_.data = this;
-  open_ = true;
-  rc = uv_tcp_bind(&tcp_, reinterpret_cast<const sockaddr*>(&addr), 0);
+  auto* tcp = new uv_tcp_t;
+  uv_tcp_init(loop_, tcp);
+  tcp->data = this;
+  listener_ = UvHandle<uv_tcp_t>(tcp);
+  rc = uv_tcp_bind(tcp, reinterpret_cast<const sockaddr*>(&addr), 0);
   if (rc == 0) {
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, [](uv_stream_t* s, int status) {
-      if (status != 0) return;
-      auto* server = static_cast<AdminServer*>(s->data);
-      (new AdminConnection(*server))->start(s);
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 128, [](uv_stream_t* s, int status) {
+      if (status == 0) static_cast<AdminServer*>(s->data)->accept_connection(s);
     });
   }
-  if (rc != 0) return rc;
+  if (rc != 0) {
+    listener_.reset();
+    return rc;
+  }
+  deferred_ = std::make_unique<DeferredDeleter>(loop_);
   sockaddr_storage actual{};
   int len = sizeof actual;
-  uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&actual), &len);
+  uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&actual), &len);
   *bound = format_sockaddr(actual);
   return 0;
 }
 
+void AdminServer::accept_connection(uv_stream_t* listener) {
+  auto* connection = new AdminConnection(*this);
+  connections_.push_back(connection);
+  connection->accept(listener);
+}
+
+void AdminServer::forget(AdminConnection* connection) {
+  auto at = std::find(connections_.begin(), connections_.end(), connection);
+  if (at != connections_.end()) connections_.erase(at);
+}
+
 void AdminServer::close() {
-  if (!open_) return;
-  open_ = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+  listener_.reset();
+  // The deleter's handles close first, freeing what it holds; the connections closed after it
+  // wait in it for the destructor. So a connection whose callback led here is not freed under
+  // that callback.
+  if (deferred_ != nullptr) deferred_->close();
+  // Each close() takes its connection out of the list.
+  while (!connections_.empty()) connections_.back()->close();
 }
 
 }  // namespace bulwark

@@ -1,14 +1,26 @@
 #pragma once
 // The admin listener: a small HTTP/1.1 server on the main loop for probes, metrics and state.
-// It shares the codec with the proxy but nothing else; what each path answers is decided by the
-// handler the Server passes in (see admin_api.h).
+// It shares the codec and the transport seam with the proxy but nothing else; what each path
+// answers is decided by the handler the Server passes in (see admin_api.h).
+//
+// A client connection is answered one request at a time, in order (pipelined requests wait,
+// unparsed, in its read buffer), and keeps alive unless the client or an error says otherwise.
+// Each connection state has a timer: waiting for a request (idle), reading one (request) and
+// writing its response (idle again: the client must take it); while the handler works on a
+// request the connection waits for it.
 
 #include <uv.h>
 
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
+#include "proxy/buffer.h"
+#include "proxy/transport.h"
+#include "proxy/uv_handle.h"
 
 namespace bulwark {
 
@@ -25,25 +37,61 @@ struct AdminResponse {
 };
 
 // Answers a request now or later: `respond` may be called after the handler returns (on the
-// main loop), exactly once.
+// main loop), exactly once. Called after its connection closed, it does nothing.
 using AdminHandler =
     std::function<void(const AdminRequest&, std::function<void(AdminResponse)> respond)>;
 
+class AdminConnection;
+
+// How long an admin client connection may stay in a state before it is closed.
+struct AdminTimeouts {
+  // No request begun (after the connect, or between requests), or a response not taken.
+  uint64_t idle_ms = 10'000;
+  // From a request's first byte to its end.
+  uint64_t request_ms = 10'000;
+};
+
 class AdminServer {
  public:
-  AdminServer(uv_loop_t* loop, AdminHandler handler) : loop_(loop), handler_(std::move(handler)) {}
+  // Nothing touches `loop` before listen(): the loop may be initialised after this.
+  AdminServer(uv_loop_t* loop, AdminHandler handler, AdminTimeouts timeouts = {});
+  // Closes what is still open (see close()) and frees the connections.
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
   // Binds and listens. On success sets *bound to the actual "host:port"; else returns a libuv
-  // error.
+  // error (and nothing is left open).
   int listen(const config::SocketAddress& address, std::string* bound);
+  // Closes the listener and every client connection (a response being written is cut; one the
+  // handler still owes is dropped). Idempotent. The handles go when the loop next runs their
+  // close callbacks, and none of them refers to this object: it may be destroyed at once. The
+  // connection objects are freed with it (so this may be called from inside the handler).
   void close();
-  const AdminHandler& handler() const { return handler_; }
-  uv_loop_t* loop() const { return loop_; }
+  // Client connections open now.
+  size_t connections() const { return connections_.size(); }
 
  private:
+  friend class AdminConnection;
+
+  void accept_connection(uv_stream_t* listener);
+  void forget(AdminConnection* connection);
+
   uv_loop_t* loop_;
   AdminHandler handler_;
-  uv_tcp_t tcp_;
-  bool open_ = false;
+  AdminTimeouts timeouts_;
+  // The connections' read buffers: one block holds the largest request (kMaxAdminRequest).
+  BufferPool buffers_;
+  // Admin writes are few: each allocates its write request (no free list), so a transport
+  // closed with a write in flight never refers back to this object.
+  TransportContext context_;
+  // The listening socket stays a plain libuv handle: the transport seam starts at an accepted
+  // connection (TcpTransport::accept) and has no listener of its own.
+  UvHandle<uv_tcp_t> listener_;
+  std::vector<AdminConnection*> connections_;
+  // Frees connections closed from inside their own callbacks. Made by listen(), when the loop
+  // is ready; declared after buffers_, so the connections it frees last find their pool.
+  std::unique_ptr<DeferredDeleter> deferred_;
 };
 
 }  // namespace bulwark
