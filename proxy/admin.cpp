@@ -91,6 +91,8 @@ class AdminConnection final : public DeferredDeletable,
       return;
     }
     out_.clear();  // the copy of the body goes now, not with the next response
+    // The next request's facts: a refusal of a head never parsed is no answer to HEAD.
+    head_request_ = false;
     next_request();
   }
 

@@ -184,6 +184,17 @@ TEST_CASE("admin: a malformed request gets 400, then the connection closes") {
   CHECK(admin.server->connections() == 0);
 }
 
+TEST_CASE("admin: the 400 after a HEAD request has its body: HEAD was the request before") {
+  Admin admin;
+  Client client(admin.port);
+  client.send(
+      "HEAD /a HTTP/1.1\r\nHost: h\r\n\r\n"
+      "GET /b HTTP/1.1\r\nHost h\r\n\r\n");
+  admin.loop.run_until([&] { return client.closed(); });
+  CHECK(client.received == response(200, "OK", "HEAD /a", false, true) +
+                               response(400, "Bad Request", "bad request\n", true));
+}
+
 TEST_CASE("admin: a head over the size limit gets 400, a request filling the buffer 431") {
   Admin admin;
   SUBCASE("a complete head over the limit") {
