@@ -3,6 +3,8 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <limits>
+
 namespace bulwark {
 
 void LocalHistogram::observe_us(uint64_t micros) {
@@ -109,6 +111,89 @@ uint64_t sum_over(const std::vector<const WorkerStats*>& workers, size_t li, siz
   return n;
 }
 
+// Every group of families below keeps its families in the order they are exposed in, and
+// move_to() appends them to the scrape in that order.
+
+struct ListenerFamilies {
+  MetricFamily requests =
+      family("bulwark_requests_total",
+             "Downstream requests by listener, route and response status.", MetricType::Counter);
+  MetricFamily duration =
+      family("bulwark_request_duration_seconds",
+             "Time from the request head to the end of the response.", MetricType::Histogram);
+  MetricFamily downstream = family("bulwark_downstream_connections",
+                                   "Open client connections by listener.", MetricType::Gauge);
+  MetricFamily limit_reached =
+      family("bulwark_downstream_connection_limit_reached_total",
+             "Times a worker stopped accepting on a listener because a connection limit "
+             "(max_connections of the listener or of the process) was reached; new connections "
+             "then wait in the kernel's backlog.",
+             MetricType::Counter);
+  MetricFamily accept_errors =
+      family("bulwark_downstream_accept_errors_total",
+             "Errors accepting a client connection. Out of file descriptors, libuv "
+             "closes the connection at once instead, uncounted: max_connections "
+             "(by default half the descriptor limit) keeps bulwark below that.",
+             MetricType::Counter);
+  MetricFamily connection_limit =
+      family("bulwark_downstream_connection_limit",
+             "The connection limit in force (max_connections; 0 = none).", MetricType::Gauge);
+
+  void move_to(std::vector<MetricFamily>& out) {
+    for (auto* f :
+         {&requests, &duration, &downstream, &limit_reached, &accept_errors, &connection_limit}) {
+      out.push_back(std::move(*f));
+    }
+  }
+};
+
+// A listener's connections, connection limit and accept errors.
+void add_listener_metrics(ListenerFamilies& f, const config::ListenerConfig& l, size_t li,
+                          const std::vector<const WorkerStats*>& workers) {
+  int64_t conns = 0;
+  uint64_t paused_listener = 0, paused_process = 0, errors = 0;
+  for (const WorkerStats* w : workers) {
+    conns += w->listeners[li]->connections->value();
+    paused_listener += w->listeners[li]->accept_paused_listener->value();
+    paused_process += w->listeners[li]->accept_paused_process->value();
+    errors += w->listeners[li]->accept_errors->value();
+  }
+  add_gauge(f.downstream, {{"listener", l.name}}, static_cast<double>(conns));
+  add_counter(f.limit_reached, {{"listener", l.name}, {"limit", "listener"}}, paused_listener);
+  add_counter(f.limit_reached, {{"listener", l.name}, {"limit", "process"}}, paused_process);
+  add_counter(f.accept_errors, {{"listener", l.name}}, errors);
+  add_gauge(f.connection_limit, {{"listener", l.name}}, static_cast<double>(l.max_connections));
+}
+
+// A route's requests by status code (only the codes seen) and its duration histogram (always).
+void add_route_metrics(ListenerFamilies& f, const std::string& listener, const std::string& route,
+                       size_t li, size_t ri, const std::vector<const WorkerStats*>& workers) {
+  for (int code = 0; code < StatusCounters::kMax; ++code) {
+    uint64_t n = 0;
+    for (const WorkerStats* w : workers)
+      n += w->listeners[li]->routes[ri]->requests.codes[code].value();
+    if (n > 0)
+      add_counter(f.requests,
+                  {{"listener", listener}, {"route", route}, {"code", code_label(code)}}, n);
+  }
+  ClientMetric h = labelled({{"listener", listener}, {"route", route}});
+  uint64_t cumulative = 0;
+  uint64_t sum_us = 0;
+  for (size_t b = 0; b <= LocalHistogram::kBounds.size(); ++b) {
+    for (const WorkerStats* w : workers)
+      cumulative += w->listeners[li]->routes[ri]->duration.bucket(b);
+    if (b < LocalHistogram::kBounds.size()) {
+      h.histogram.bucket.push_back({cumulative, LocalHistogram::kBounds[b]});
+    } else {
+      h.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
+    }
+  }
+  for (const WorkerStats* w : workers) sum_us += w->listeners[li]->routes[ri]->duration.sum_us();
+  h.histogram.sample_count = cumulative;
+  h.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
+  f.duration.metric.push_back(std::move(h));
+}
+
 struct RoutePolicyFamilies {
   MetricFamily retries =
       family("bulwark_retries_total", "Retries by route and reason.", MetricType::Counter);
@@ -126,6 +211,13 @@ struct RoutePolicyFamilies {
              MetricType::Counter);
   MetricFamily faults = family("bulwark_faults_injected_total",
                                "Injected faults by route and kind.", MetricType::Counter);
+
+  void move_to(std::vector<MetricFamily>& out) {
+    for (auto* f : {&retries, &budget_exhausted, &bulkhead_rejections, &bulkhead_queued,
+                    &rate_limited, &faults}) {
+      out.push_back(std::move(*f));
+    }
+  }
 };
 
 // Only the policies a route has get series, so a dashboard does not show a bulkhead that is not
@@ -170,6 +262,85 @@ void add_route_policy_metrics(RoutePolicyFamilies& f, const std::string& listene
   }
 }
 
+// The listeners and their routes: connections, requests, durations and route policies. The
+// process-wide connection limit comes first, with an empty listener label.
+void add_listener_and_route_metrics(ListenerFamilies& f, RoutePolicyFamilies& policy,
+                                    const config::Config& config,
+                                    const std::vector<const WorkerStats*>& workers,
+                                    const SharedGauges& shared) {
+  add_gauge(f.connection_limit, {{"listener", ""}},
+            static_cast<double>(shared.process_connection_limit));
+  for (size_t li = 0; li < config.listeners.size(); ++li) {
+    const auto& l = config.listeners[li];
+    add_listener_metrics(f, l, li, workers);
+    for (size_t ri = 0; ri < l.routes.size(); ++ri) {
+      add_route_metrics(f, l.name, l.routes[ri].name, li, ri, workers);
+      add_route_policy_metrics(policy, l.name, l.routes[ri], li, ri, workers, shared);
+    }
+  }
+}
+
+struct ClusterFamilies {
+  MetricFamily upstream =
+      family("bulwark_upstream_requests_total",
+             "Requests sent upstream by cluster and response status (none: no response).",
+             MetricType::Counter);
+  MetricFamily connections =
+      family("bulwark_upstream_connections", "Upstream connections by cluster and state.",
+             MetricType::Gauge);
+  MetricFamily active = family("bulwark_upstream_active_requests",
+                               "Requests in flight to the cluster.", MetricType::Gauge);
+  MetricFamily connect_failures =
+      family("bulwark_upstream_connect_failures_total", "Upstream connection attempts that failed.",
+             MetricType::Counter);
+  MetricFamily circuit_state =
+      family("bulwark_circuit_state",
+             "Circuit breaker state by cluster: 0 closed, 1 open, 2 half-open.", MetricType::Gauge);
+  MetricFamily circuit_transitions =
+      family("bulwark_circuit_transitions_total",
+             "Circuit breaker state changes by cluster and new state.", MetricType::Counter);
+
+  void move_to(std::vector<MetricFamily>& out) {
+    for (auto* f : {&upstream, &connections, &active, &connect_failures, &circuit_state,
+                    &circuit_transitions}) {
+      out.push_back(std::move(*f));
+    }
+  }
+};
+
+// A cluster's upstream connections, requests in flight, connect failures, and requests by
+// status code (only the codes seen).
+void add_cluster_metrics(ClusterFamilies& f, const std::string& name, size_t ci,
+                         const std::vector<const WorkerStats*>& workers) {
+  int64_t act = 0, idle = 0, reqs = 0;
+  uint64_t failures = 0;
+  for (const WorkerStats* w : workers) {
+    act += w->clusters[ci]->active_connections.value();
+    idle += w->clusters[ci]->idle_connections.value();
+    reqs += w->clusters[ci]->active_requests.value();
+    failures += w->clusters[ci]->connect_failures.value();
+  }
+  add_gauge(f.connections, {{"cluster", name}, {"state", "active"}}, static_cast<double>(act));
+  add_gauge(f.connections, {{"cluster", name}, {"state", "idle"}}, static_cast<double>(idle));
+  add_gauge(f.active, {{"cluster", name}}, static_cast<double>(reqs));
+  add_counter(f.connect_failures, {{"cluster", name}}, failures);
+  for (int code = 0; code < StatusCounters::kMax; ++code) {
+    uint64_t n = 0;
+    for (const WorkerStats* w : workers)
+      n += w->clusters[ci]->upstream_requests.codes[code].value();
+    if (n > 0) add_counter(f.upstream, {{"cluster", name}, {"code", code_label(code)}}, n);
+  }
+}
+
+void add_circuit_metrics(ClusterFamilies& f, const std::string& name,
+                         const SharedGauges::Circuit& c) {
+  add_gauge(f.circuit_state, {{"cluster", name}}, c.state);
+  static constexpr const char* kStates[] = {"closed", "open", "half_open"};
+  for (size_t s = 0; s < c.transitions.size(); ++s) {
+    add_counter(f.circuit_transitions, {{"cluster", name}, {"to", kStates[s]}}, c.transitions[s]);
+  }
+}
+
 struct HealthFamilies {
   MetricFamily routable = family("bulwark_cluster_routable_endpoints",
                                  "Endpoints of the cluster that take traffic: their health checks "
@@ -191,6 +362,12 @@ struct HealthFamilies {
   MetricFamily ejections =
       family("bulwark_outlier_ejections_total", "Ejections of the endpoint by outlier detection.",
              MetricType::Counter);
+
+  void move_to(std::vector<MetricFamily>& out) {
+    for (auto* f : {&routable, &panic, &healthy, &checks, &ejected, &ejections}) {
+      out.push_back(std::move(*f));
+    }
+  }
 };
 
 // Endpoint series exist only where the cluster has health checks (healthy, checks) or outlier
@@ -217,133 +394,24 @@ void add_health_metrics(HealthFamilies& f, const std::string& cluster, const Clu
   }
 }
 
-}  // namespace
-
-std::string render_metrics(const config::Config& config,
-                           const std::vector<const WorkerStats*>& workers,
-                           const SharedGauges& shared) {
-  std::vector<MetricFamily> out;
-
-  auto requests =
-      family("bulwark_requests_total",
-             "Downstream requests by listener, route and response status.", MetricType::Counter);
-  auto duration =
-      family("bulwark_request_duration_seconds",
-             "Time from the request head to the end of the response.", MetricType::Histogram);
-  auto downstream = family("bulwark_downstream_connections", "Open client connections by listener.",
-                           MetricType::Gauge);
-  auto limit_reached =
-      family("bulwark_downstream_connection_limit_reached_total",
-             "Times a worker stopped accepting on a listener because a connection limit "
-             "(max_connections of the listener or of the process) was reached; new connections "
-             "then wait in the kernel's backlog.",
-             MetricType::Counter);
-  auto accept_errors =
-      family("bulwark_downstream_accept_errors_total",
-             "Errors accepting a client connection. Out of file descriptors, libuv "
-             "closes the connection at once instead, uncounted: max_connections "
-             "(by default half the descriptor limit) keeps bulwark below that.",
-             MetricType::Counter);
-  auto connection_limit =
-      family("bulwark_downstream_connection_limit",
-             "The connection limit in force (max_connections; 0 = none).", MetricType::Gauge);
-  add_gauge(connection_limit, {{"listener", ""}},
-            static_cast<double>(shared.process_connection_limit));
-  RoutePolicyFamilies policy;
-  for (size_t li = 0; li < config.listeners.size(); ++li) {
-    const auto& l = config.listeners[li];
-    int64_t conns = 0;
-    uint64_t paused_listener = 0, paused_process = 0, errors = 0;
-    for (const WorkerStats* w : workers) {
-      conns += w->listeners[li]->connections->value();
-      paused_listener += w->listeners[li]->accept_paused_listener->value();
-      paused_process += w->listeners[li]->accept_paused_process->value();
-      errors += w->listeners[li]->accept_errors->value();
-    }
-    add_gauge(downstream, {{"listener", l.name}}, static_cast<double>(conns));
-    add_counter(limit_reached, {{"listener", l.name}, {"limit", "listener"}}, paused_listener);
-    add_counter(limit_reached, {{"listener", l.name}, {"limit", "process"}}, paused_process);
-    add_counter(accept_errors, {{"listener", l.name}}, errors);
-    add_gauge(connection_limit, {{"listener", l.name}}, static_cast<double>(l.max_connections));
-    for (size_t ri = 0; ri < l.routes.size(); ++ri) {
-      const auto& r = l.routes[ri];
-      for (int code = 0; code < StatusCounters::kMax; ++code) {
-        uint64_t n = 0;
-        for (const WorkerStats* w : workers)
-          n += w->listeners[li]->routes[ri]->requests.codes[code].value();
-        if (n > 0)
-          add_counter(requests,
-                      {{"listener", l.name}, {"route", r.name}, {"code", code_label(code)}}, n);
-      }
-      ClientMetric h = labelled({{"listener", l.name}, {"route", r.name}});
-      uint64_t cumulative = 0;
-      uint64_t sum_us = 0;
-      for (size_t b = 0; b <= LocalHistogram::kBounds.size(); ++b) {
-        for (const WorkerStats* w : workers)
-          cumulative += w->listeners[li]->routes[ri]->duration.bucket(b);
-        if (b < LocalHistogram::kBounds.size()) {
-          h.histogram.bucket.push_back({cumulative, LocalHistogram::kBounds[b]});
-        } else {
-          h.histogram.bucket.push_back({cumulative, std::numeric_limits<double>::infinity()});
-        }
-      }
-      for (const WorkerStats* w : workers)
-        sum_us += w->listeners[li]->routes[ri]->duration.sum_us();
-      h.histogram.sample_count = cumulative;
-      h.histogram.sample_sum = static_cast<double>(sum_us) / 1e6;
-      duration.metric.push_back(std::move(h));
-      add_route_policy_metrics(policy, l.name, r, li, ri, workers, shared);
-    }
-  }
-
-  auto upstream =
-      family("bulwark_upstream_requests_total",
-             "Requests sent upstream by cluster and response status (none: no response).",
-             MetricType::Counter);
-  auto connections = family("bulwark_upstream_connections",
-                            "Upstream connections by cluster and state.", MetricType::Gauge);
-  auto active = family("bulwark_upstream_active_requests", "Requests in flight to the cluster.",
-                       MetricType::Gauge);
-  auto connect_failures = family("bulwark_upstream_connect_failures_total",
-                                 "Upstream connection attempts that failed.", MetricType::Counter);
-  auto circuit_state =
-      family("bulwark_circuit_state",
-             "Circuit breaker state by cluster: 0 closed, 1 open, 2 half-open.", MetricType::Gauge);
-  auto circuit_transitions =
-      family("bulwark_circuit_transitions_total",
-             "Circuit breaker state changes by cluster and new state.", MetricType::Counter);
-  HealthFamilies health;
+// The clusters: upstream traffic, circuit breakers (only where a cluster has one) and endpoint
+// health (only for the clusters `shared` has a view of).
+void add_cluster_and_health_metrics(ClusterFamilies& f, HealthFamilies& health,
+                                    const config::Config& config,
+                                    const std::vector<const WorkerStats*>& workers,
+                                    const SharedGauges& shared) {
   for (size_t ci = 0; ci < config.clusters.size(); ++ci) {
     const std::string& name = config.clusters[ci].name;
     if (ci < shared.health.size()) add_health_metrics(health, name, shared.health[ci]);
-    int64_t act = 0, idle = 0, reqs = 0;
-    uint64_t failures = 0;
-    for (const WorkerStats* w : workers) {
-      act += w->clusters[ci]->active_connections.value();
-      idle += w->clusters[ci]->idle_connections.value();
-      reqs += w->clusters[ci]->active_requests.value();
-      failures += w->clusters[ci]->connect_failures.value();
-    }
-    add_gauge(connections, {{"cluster", name}, {"state", "active"}}, static_cast<double>(act));
-    add_gauge(connections, {{"cluster", name}, {"state", "idle"}}, static_cast<double>(idle));
-    add_gauge(active, {{"cluster", name}}, static_cast<double>(reqs));
-    add_counter(connect_failures, {{"cluster", name}}, failures);
+    add_cluster_metrics(f, name, ci, workers);
     if (ci < shared.circuits.size() && shared.circuits[ci].enabled) {
-      const SharedGauges::Circuit& c = shared.circuits[ci];
-      add_gauge(circuit_state, {{"cluster", name}}, c.state);
-      static constexpr const char* kStates[] = {"closed", "open", "half_open"};
-      for (size_t s = 0; s < c.transitions.size(); ++s) {
-        add_counter(circuit_transitions, {{"cluster", name}, {"to", kStates[s]}}, c.transitions[s]);
-      }
-    }
-    for (int code = 0; code < StatusCounters::kMax; ++code) {
-      uint64_t n = 0;
-      for (const WorkerStats* w : workers)
-        n += w->clusters[ci]->upstream_requests.codes[code].value();
-      if (n > 0) add_counter(upstream, {{"cluster", name}, {"code", code_label(code)}}, n);
+      add_circuit_metrics(f, name, shared.circuits[ci]);
     }
   }
+}
 
+// Every reason token has a series, seen or not.
+MetricFamily local_reply_metrics(const std::vector<const WorkerStats*>& workers) {
   auto local = family("bulwark_local_replies_total",
                       "Replies bulwark generated itself, by reason token.", MetricType::Counter);
   for (size_t r = 0; r < static_cast<size_t>(LocalReason::kCount); ++r) {
@@ -351,90 +419,101 @@ std::string render_metrics(const config::Config& config,
     for (const WorkerStats* w : workers) n += w->local_replies[r].value();
     add_counter(local, {{"reason", std::string(kLocalReasons[r].token)}}, n);
   }
+  return local;
+}
 
-  auto build = family("bulwark_build_info", "Always 1; the version of the running binary.",
-                      MetricType::Gauge);
-  add_gauge(build, {{"version", BULWARK_VERSION}}, 1);
-  auto reloads = family("bulwark_config_reloads_total",
-                        "Config reloads by result (success, failure).", MetricType::Counter);
-  add_counter(reloads, {{"result", "success"}}, shared.reloads_ok);
-  add_counter(reloads, {{"result", "failure"}}, shared.reloads_failed);
-  auto generation = family("bulwark_config_generation",
-                           "The config in force: 1 at start, one more for each applied reload.",
-                           MetricType::Gauge);
-  add_gauge(generation, {}, static_cast<double>(shared.generation));
-  auto last_reload = family("bulwark_config_last_reload_success_timestamp_seconds",
-                            "When the config in force was loaded (start or reload), since the "
-                            "Unix epoch.",
-                            MetricType::Gauge);
-  add_gauge(last_reload, {}, shared.last_reload_success_s);
-  auto dropped =
-      family("bulwark_access_log_dropped_lines_total",
-             "Access log lines dropped because the file could not keep up.", MetricType::Counter);
-  if (shared.access_log_dropped >= 0) {
-    add_counter(dropped, {}, static_cast<uint64_t>(shared.access_log_dropped));
-    out.push_back(std::move(dropped));  // only with an access log
+// The binary and the config in force.
+struct BuildAndConfigFamilies {
+  MetricFamily build = family("bulwark_build_info", "Always 1; the version of the running binary.",
+                              MetricType::Gauge);
+  MetricFamily reloads =
+      family("bulwark_config_reloads_total", "Config reloads by result (success, failure).",
+             MetricType::Counter);
+  MetricFamily generation = family(
+      "bulwark_config_generation",
+      "The config in force: 1 at start, one more for each applied reload.", MetricType::Gauge);
+  MetricFamily last_reload = family("bulwark_config_last_reload_success_timestamp_seconds",
+                                    "When the config in force was loaded (start or reload), since "
+                                    "the Unix epoch.",
+                                    MetricType::Gauge);
+
+  void move_to(std::vector<MetricFamily>& out) {
+    for (auto* f : {&build, &reloads, &generation, &last_reload}) out.push_back(std::move(*f));
   }
-  // The standard process metrics, named as the Prometheus client libraries name them.
-  auto cpu = family("process_cpu_seconds_total", "User and system CPU time spent, in seconds.",
-                    MetricType::Counter);
-  auto rss =
+};
+
+void add_build_and_config_metrics(BuildAndConfigFamilies& f, const SharedGauges& shared) {
+  add_gauge(f.build, {{"version", BULWARK_VERSION}}, 1);
+  add_counter(f.reloads, {{"result", "success"}}, shared.reloads_ok);
+  add_counter(f.reloads, {{"result", "failure"}}, shared.reloads_failed);
+  add_gauge(f.generation, {}, static_cast<double>(shared.generation));
+  add_gauge(f.last_reload, {}, shared.last_reload_success_s);
+}
+
+// The standard process metrics, named as the Prometheus client libraries name them. Without
+// process stats (/proc unreadable) the families are there, with no series.
+struct ProcessFamilies {
+  MetricFamily cpu = family("process_cpu_seconds_total",
+                            "User and system CPU time spent, in seconds.", MetricType::Counter);
+  MetricFamily rss =
       family("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::Gauge);
-  auto vsz =
+  MetricFamily vsz =
       family("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge);
-  auto fds = family("process_open_fds", "Open file descriptors.", MetricType::Gauge);
-  auto max_fds =
+  MetricFamily fds = family("process_open_fds", "Open file descriptors.", MetricType::Gauge);
+  MetricFamily max_fds =
       family("process_max_fds", "The limit of open file descriptors.", MetricType::Gauge);
-  auto start =
+  MetricFamily start =
       family("process_start_time_seconds",
              "Start time of the process since the Unix epoch, in seconds.", MetricType::Gauge);
-  if (shared.process.ok) {
-    const ProcessStats& p = shared.process;
-    add_counter_value(cpu, p.cpu_seconds);
-    add_gauge(rss, {}, static_cast<double>(p.resident_bytes));
-    add_gauge(vsz, {}, static_cast<double>(p.virtual_bytes));
-    add_gauge(fds, {}, static_cast<double>(p.open_fds));
-    add_gauge(max_fds, {}, static_cast<double>(p.max_fds));
-    add_gauge(start, {}, p.start_time_seconds);
-  }
 
-  for (auto* f : {&build,
-                  &reloads,
-                  &generation,
-                  &last_reload,
-                  &cpu,
-                  &rss,
-                  &vsz,
-                  &fds,
-                  &max_fds,
-                  &start,
-                  &requests,
-                  &duration,
-                  &downstream,
-                  &limit_reached,
-                  &accept_errors,
-                  &connection_limit,
-                  &policy.retries,
-                  &policy.budget_exhausted,
-                  &policy.bulkhead_rejections,
-                  &policy.bulkhead_queued,
-                  &policy.rate_limited,
-                  &policy.faults,
-                  &upstream,
-                  &connections,
-                  &active,
-                  &connect_failures,
-                  &circuit_state,
-                  &circuit_transitions,
-                  &health.routable,
-                  &health.panic,
-                  &health.healthy,
-                  &health.checks,
-                  &health.ejected,
-                  &health.ejections,
-                  &local}) {
-    out.push_back(std::move(*f));
+  void move_to(std::vector<MetricFamily>& out) {
+    for (auto* f : {&cpu, &rss, &vsz, &fds, &max_fds, &start}) out.push_back(std::move(*f));
   }
+};
+
+void add_process_metrics(ProcessFamilies& f, const ProcessStats& p) {
+  if (!p.ok) return;
+  add_counter_value(f.cpu, p.cpu_seconds);
+  add_gauge(f.rss, {}, static_cast<double>(p.resident_bytes));
+  add_gauge(f.vsz, {}, static_cast<double>(p.virtual_bytes));
+  add_gauge(f.fds, {}, static_cast<double>(p.open_fds));
+  add_gauge(f.max_fds, {}, static_cast<double>(p.max_fds));
+  add_gauge(f.start, {}, p.start_time_seconds);
+}
+
+}  // namespace
+
+std::string render_metrics(const config::Config& config,
+                           const std::vector<const WorkerStats*>& workers,
+                           const SharedGauges& shared) {
+  ListenerFamilies listeners;
+  RoutePolicyFamilies policies;
+  add_listener_and_route_metrics(listeners, policies, config, workers, shared);
+  ClusterFamilies clusters;
+  HealthFamilies health;
+  add_cluster_and_health_metrics(clusters, health, config, workers, shared);
+
+  // The scrape's order: the access log's family (when there is one), build and config, process,
+  // listeners and routes, route policies, clusters, endpoint health, local replies.
+  std::vector<MetricFamily> out;
+  if (shared.access_log_dropped >= 0) {  // only with an access log
+    auto dropped =
+        family("bulwark_access_log_dropped_lines_total",
+               "Access log lines dropped because the file could not keep up.", MetricType::Counter);
+    add_counter(dropped, {}, static_cast<uint64_t>(shared.access_log_dropped));
+    out.push_back(std::move(dropped));
+  }
+  BuildAndConfigFamilies build_and_config;
+  add_build_and_config_metrics(build_and_config, shared);
+  build_and_config.move_to(out);
+  ProcessFamilies process;
+  add_process_metrics(process, shared.process);
+  process.move_to(out);
+  listeners.move_to(out);
+  policies.move_to(out);
+  clusters.move_to(out);
+  health.move_to(out);
+  out.push_back(local_reply_metrics(workers));
   return prometheus::TextSerializer().Serialize(out);
 }
 
