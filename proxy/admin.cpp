@@ -38,7 +38,7 @@ class AdminConnection final : public DeferredDeletable,
   // Takes the connection pending on `listener` and waits for a request. False if accept failed
   // (the object is closed then).
   bool accept(uv_stream_t* listener) {
-    transport_ = TcpTransport::accept(server_.context_, listener);
+    transport_ = TcpTransport::accept(&server_.context_, listener);
     if (!transport_) {
       close();
       return false;

@@ -36,7 +36,7 @@ struct HealthChecker::Probe final : private Transport::Callbacks, private http::
       : owner(owner),
         target(target),
         parser(http::Parser::Type::kResponse, this),
-        transport(TcpTransport::create({owner.loop_, &owner.buffers_})) {
+        transport(TcpTransport::create(&owner.transport_context_)) {
     parser.set_max_head_size(kMaxCheckResponseHead);
     transport->attach(this, &in);
   }

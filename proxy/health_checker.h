@@ -28,6 +28,7 @@
 #include "proxy/endpoint.h"
 #include "proxy/health_view.h"
 #include "proxy/lb.h"
+#include "proxy/transport.h"
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
@@ -80,7 +81,8 @@ class HealthChecker {
   std::vector<Target*> targets_;  // index-aligned with current_->endpoints (with health_check)
   // inherit(): the check state of the old checker's endpoints, by address, for the first set.
   std::vector<Carried> carried_;
-  BufferPool buffers_{16 * 1024, 4};  // the probes' read buffers
+  BufferPool buffers_{16 * 1024, 4};                      // the probes' read buffers
+  TransportContext transport_context_{loop_, &buffers_};  // the probes'
   Timer sweep_timer_;
   filters::Micros sweep_at_ = 0;  // when the armed sweep runs; 0: not armed
   bool first_round_done_;

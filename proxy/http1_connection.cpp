@@ -50,7 +50,7 @@ Http1Connection::~Http1Connection() {
 
 bool Http1Connection::accept(uv_stream_t* server) {
   worker_.connection_opened(this);
-  transport_ = TcpTransport::accept(worker_.transport_context(), server);
+  transport_ = TcpTransport::accept(&worker_.transport_context(), server);
   if (!transport_) {
     close();
     return false;

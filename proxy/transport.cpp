@@ -2,16 +2,16 @@
 
 namespace bulwark {
 
-TcpTransport::TcpTransport(const TransportContext& ctx) : ctx_(ctx) {
-  uv_tcp_init(ctx.loop, &tcp_);
+TcpTransport::TcpTransport(const TransportContext* ctx) : ctx_(ctx) {
+  uv_tcp_init(ctx->loop, &tcp_);
   tcp_.data = this;
 }
 
-TransportPtr TcpTransport::create(const TransportContext& ctx) {
+TransportPtr TcpTransport::create(const TransportContext* ctx) {
   return TransportPtr(new TcpTransport(ctx));
 }
 
-TransportPtr TcpTransport::accept(const TransportContext& ctx, uv_stream_t* server) {
+TransportPtr TcpTransport::accept(const TransportContext* ctx, uv_stream_t* server) {
   TransportPtr t(new TcpTransport(ctx));
   auto* self = static_cast<TcpTransport*>(t.get());
   if (uv_accept(server, self->stream()) != 0) return nullptr;  // closes it
@@ -19,7 +19,7 @@ TransportPtr TcpTransport::accept(const TransportContext& ctx, uv_stream_t* serv
   return t;
 }
 
-TransportPtr TcpTransport::open(const TransportContext& ctx, int fd) {
+TransportPtr TcpTransport::open(const TransportContext* ctx, int fd) {
   TransportPtr t(new TcpTransport(ctx));
   if (uv_tcp_open(&static_cast<TcpTransport*>(t.get())->tcp_, fd) != 0) return nullptr;
   return t;
@@ -60,7 +60,7 @@ void TcpTransport::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
     *buf = uv_buf_init(nullptr, 0);  // UV_ENOBUFS
     return;
   }
-  self->in_->ensure(*self->ctx_.buffers);
+  self->in_->ensure(*self->ctx_->buffers);
   *buf = uv_buf_init(self->in_->tail(), static_cast<unsigned>(self->in_->space()));
 }
 
@@ -72,14 +72,14 @@ void TcpTransport::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
   } else {
     // No room (UV_ENOBUFS), end of stream or an error: no more reading until told to.
     self->read_stop();
-    if (self->in_ != nullptr) self->in_->release_if_empty(*self->ctx_.buffers);
+    if (self->in_ != nullptr) self->in_->release_if_empty(*self->ctx_->buffers);
   }
   if (self->callbacks_ != nullptr) self->callbacks_->on_transport_read(nread);
 }
 
 int TcpTransport::write(Outbox& out, bool at_once) {
   if (closed_) return UV_EPIPE;
-  FreeList<uv_write_t>* reqs = ctx_.write_requests;
+  FreeList<uv_write_t>* reqs = ctx_->write_requests;
   uv_write_t* req = reqs != nullptr ? reqs->acquire() : new uv_write_t;
   req->data = this;
   int rc = out.flush(req, stream(), &TcpTransport::on_written, at_once);
@@ -97,8 +97,8 @@ void TcpTransport::on_written(uv_write_t* req, int status) {
   auto* self = static_cast<TcpTransport*>(req->data);
   // The request goes back first: it is called for a write cut by close() too, before the
   // transport is freed.
-  if (self->ctx_.write_requests != nullptr) {
-    self->ctx_.write_requests->release(req);
+  if (self->ctx_->write_requests != nullptr) {
+    self->ctx_->write_requests->release(req);
   } else {
     delete req;
   }

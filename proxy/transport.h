@@ -101,11 +101,11 @@ using TransportPtr = std::unique_ptr<Transport, TransportCloser>;
 class TcpTransport final : public Transport, public SlabAllocated<TcpTransport> {
  public:
   // A new socket, for connect().
-  static TransportPtr create(const TransportContext& ctx);
+  static TransportPtr create(const TransportContext* ctx);
   // Takes the connection pending on `server` (a listening socket); nullptr if accept failed.
-  static TransportPtr accept(const TransportContext& ctx, uv_stream_t* server);
+  static TransportPtr accept(const TransportContext* ctx, uv_stream_t* server);
   // Takes an open socket descriptor.
-  static TransportPtr open(const TransportContext& ctx, int fd);
+  static TransportPtr open(const TransportContext* ctx, int fd);
 
   int connect(const sockaddr* addr) override;
   void read_start() override;
@@ -119,7 +119,7 @@ class TcpTransport final : public Transport, public SlabAllocated<TcpTransport> 
   void peer_ip(char* buf, size_t size) const override;
 
  private:
-  explicit TcpTransport(const TransportContext& ctx);
+  explicit TcpTransport(const TransportContext* ctx);
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -127,7 +127,7 @@ class TcpTransport final : public Transport, public SlabAllocated<TcpTransport> 
   static void on_written(uv_write_t* req, int status);
   static void on_connect(uv_connect_t* req, int status);
 
-  TransportContext ctx_;
+  const TransportContext* ctx_;  // the loop's, outliving its transports
   uv_tcp_t tcp_;
   Outbox* writing_ = nullptr;  // the Outbox of the write in flight
   bool reading_ = false;

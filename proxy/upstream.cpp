@@ -8,7 +8,7 @@
 namespace bulwark {
 
 UpstreamConnection::UpstreamConnection(Worker& worker, EndpointPool& pool)
-    : worker_(worker), pool_(&pool), transport_(TcpTransport::create(worker.transport_context())) {
+    : worker_(worker), pool_(&pool), transport_(TcpTransport::create(&worker.transport_context())) {
   transport_->attach(this, &in);
   pool.connections++;
 }

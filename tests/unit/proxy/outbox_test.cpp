@@ -21,7 +21,7 @@ class Wire : private Transport::Callbacks {
     int fds[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
     peer_ = fds[1];
-    transport_ = TcpTransport::open({&loop_, &buffers_}, fds[0]);
+    transport_ = TcpTransport::open(&context_, fds[0]);
     REQUIRE(transport_ != nullptr);
     transport_->attach(this, nullptr);
   }
@@ -92,6 +92,7 @@ class Wire : private Transport::Callbacks {
 
   uv_loop_t loop_;
   BufferPool buffers_;
+  TransportContext context_{&loop_, &buffers_};
   TransportPtr transport_;
   int peer_ = -1;
   bool written_ = false;

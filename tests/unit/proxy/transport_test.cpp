@@ -29,7 +29,7 @@ class Harness : public Transport::Callbacks {
   Harness(const Harness&) = delete;
   Harness& operator=(const Harness&) = delete;
 
-  TransportContext context() { return {&loop_, &buffers_}; }
+  const TransportContext* context() { return &context_; }
   uv_loop_t* loop() { return &loop_; }
   BufferPool& buffers() { return buffers_; }
 
@@ -57,6 +57,7 @@ class Harness : public Transport::Callbacks {
  private:
   uv_loop_t loop_;
   BufferPool buffers_;
+  TransportContext context_{&loop_, &buffers_};
 };
 
 // A connected socket pair: one end for a transport, the other read and written by the test.
@@ -288,9 +289,9 @@ TEST_CASE("transport: a write request is held only while a write waits, and come
   Harness h;
   Pair p;
   FreeList<uv_write_t> requests(16);
-  TransportContext ctx = h.context();
+  TransportContext ctx = *h.context();
   ctx.write_requests = &requests;
-  TransportPtr t = TcpTransport::open(ctx, p.ours);
+  TransportPtr t = TcpTransport::open(&ctx, p.ours);
   t->attach(&h, &h.in);
   Outbox out;
   for (int i = 0; i < 3; ++i) {
