@@ -24,6 +24,7 @@ ExchangeResources::ExchangeResources(Worker& worker)
       deadline_timer(Timer::make<&ExchangeResources::on_deadline_timer>(worker.loop(), this)),
       response_parser(http::Parser::Type::kResponse, nullptr) {
   response_parser.set_max_head_size(kMaxResponseHeadSize);
+  deadline_timer.unref();  // armed in a free slot, it keeps nothing waiting
 }
 
 void ExchangeResources::on_wait_timer() {
@@ -31,6 +32,7 @@ void ExchangeResources::on_wait_timer() {
 }
 
 void ExchangeResources::on_deadline_timer() {
+  deadline_armed_for = 0;  // it fired
   if (exchange != nullptr) exchange->on_deadline_timer();
 }
 
@@ -96,7 +98,6 @@ Exchange::Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& st
 
 Exchange::~Exchange() {
   res_.wait_timer.stop();
-  stop_deadline_timer();
   release_upstream(false);
   // A write to the upstream in flight was cut with the connection: the Outbox is free.
   res_.to_upstream.clear();
@@ -358,7 +359,6 @@ void Exchange::local_reply(LocalReason reason, bool close_after, int status,
 
 void Exchange::finish() {
   res_.wait_timer.stop();
-  stop_deadline_timer();
   complete(true);
   if (state_ == State::kProxying) {
     release_upstream(try_ && try_->reusable());
@@ -408,6 +408,28 @@ void Exchange::complete(bool answered) {
   if (log_this_) write_access_log();
 }
 
+namespace {
+
+// How the last try ended, in the words of the failed tries (filters::to_string(RetryReason)); empty
+// when its response status says it.
+std::string_view last_try_outcome(LocalReason reason, int status) {
+  switch (reason) {
+    case LocalReason::kUpstreamConnectFailure:
+      return "connect-failure";
+    case LocalReason::kUpstreamReset:
+    case LocalReason::kUpstreamProtocolError:
+      return "reset";
+    case LocalReason::kUpstreamTimeout:
+      return "timeout";
+    case LocalReason::kCount:
+      return status == 0 ? "none" : "";  // none: cut short before a response head
+    default:
+      return info(reason).token;
+  }
+}
+
+}  // namespace
+
 void Exchange::write_access_log() {
   log_this_ = false;
   const uint64_t now = now_us();
@@ -438,25 +460,7 @@ void Exchange::write_access_log() {
   char last_try[96];
   if (tries_ > listed && endpoint_ != nullptr) {
     r.upstream = endpoint_->endpoint.address;
-    // The words of the failed tries (filters::to_string(RetryReason)), or the status.
-    std::string_view outcome;
-    switch (local_reason_) {
-      case LocalReason::kUpstreamConnectFailure:
-        outcome = "connect-failure";
-        break;
-      case LocalReason::kUpstreamReset:
-      case LocalReason::kUpstreamProtocolError:
-        outcome = "reset";
-        break;
-      case LocalReason::kUpstreamTimeout:
-        outcome = "timeout";
-        break;
-      case LocalReason::kCount:
-        if (response_status_ == 0) outcome = "none";  // cut short before a response head
-        break;
-      default:
-        outcome = info(local_reason_).token;
-    }
+    std::string_view outcome = last_try_outcome(local_reason_, response_status_);
     int n =
         outcome.empty()
             ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),

@@ -53,7 +53,11 @@ struct ExchangeResources {
   Exchange* exchange = nullptr;  // the one using it now
   void* slot = nullptr;          // the ExchangePool slot it belongs to
   Timer wait_timer;              // admission, backoff, pool
-  Timer deadline_timer;          // route, try, stream idle
+  // Route, try and stream-idle deadlines of the exchange using the slot. Left armed when an
+  // exchange ends: the next one in this slot needs a later moment, so an early fire just re-arms
+  // it, and a request costs no timer operation unless its deadline is earlier than the armed one.
+  Timer deadline_timer;
+  uint64_t deadline_armed_for = 0;  // loop time the deadline timer is armed for; 0: not armed
   http::Parser response_parser;
   Outbox to_upstream;
   std::string path_buf;           // the rewritten path when prefix_rewrite applies
@@ -164,7 +168,6 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // the exchange will have been idle (no byte moved either way) for stream_idle_timeout.
   void arm_deadline_timer();
   uint64_t stream_idle_deadline_ms() const;
-  void stop_deadline_timer();
   void stream_idle_expired();
 
   // The upstream side: the current try (upstream_request.h) and what it reports.
@@ -230,10 +233,9 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   Wait wait_ = Wait::kNone;
   Admission admission_;  // the admission chain's state, and what the request holds from it
   filters::CircuitBreaker::Permit circuit_permit_;
-  uint64_t route_deadline_ms_ = 0;   // loop time; 0 = none
-  uint64_t try_deadline_ms_ = 0;     // loop time; 0 = none
-  uint64_t last_io_ms_ = 0;          // loop time of the exchange's last byte moved
-  uint64_t deadline_armed_for_ = 0;  // loop time the deadline timer is armed for; 0: not armed
+  uint64_t route_deadline_ms_ = 0;                 // loop time; 0 = none
+  uint64_t try_deadline_ms_ = 0;                   // loop time; 0 = none
+  uint64_t last_io_ms_ = 0;                        // loop time of the exchange's last byte moved
   const EndpointPool* failed_endpoint_ = nullptr;  // of the last failed try; a retry avoids it
   // The endpoints this request's tries could not reach: its retries go elsewhere.
   UnreachableEndpoints unreachable_;

@@ -229,12 +229,6 @@ void Exchange::end_policies() {
   circuit_permit_.reset();
   admission_.release();
   route_deadline_ms_ = try_deadline_ms_ = 0;
-  stop_deadline_timer();
-}
-
-void Exchange::stop_deadline_timer() {
-  res_.deadline_timer.stop();
-  deadline_armed_for_ = 0;
 }
 
 void Exchange::note_io() { last_io_ms_ = uv_now(worker_.loop()); }
@@ -253,20 +247,16 @@ void Exchange::arm_deadline_timer() {
     next = try_deadline_ms_;
   uint64_t idle = stream_idle_deadline_ms();
   if (idle != 0 && (next == 0 || idle < next)) next = idle;
-  if (next == 0) {
-    stop_deadline_timer();
-    return;
-  }
-  // Armed for that moment already (a try's head clears a per-try deadline the route's came
-  // before): leave the timer be.
-  if (next == deadline_armed_for_) return;
-  deadline_armed_for_ = next;
+  // Nothing due, or the timer fires by then anyway (armed for this moment or an earlier one, by
+  // this exchange or one before it in the slot): leave it be; an early fire re-arms.
+  if (next == 0) return;
+  if (res_.deadline_armed_for != 0 && res_.deadline_armed_for <= next) return;
+  res_.deadline_armed_for = next;
   uint64_t now = uv_now(worker_.loop());
   res_.deadline_timer.start(next > now ? next - now : 0);
 }
 
 void Exchange::on_deadline_timer() {
-  deadline_armed_for_ = 0;  // it fired
   uint64_t now = uv_now(worker_.loop());
   uint64_t idle = stream_idle_deadline_ms();
   if (idle != 0 && now >= idle) {
