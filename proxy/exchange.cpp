@@ -43,19 +43,11 @@ struct ExchangePool::Slot {
   alignas(Exchange) unsigned char storage[sizeof(Exchange)];
 };
 
-ExchangePool::~ExchangePool() {
-  for (Slot* s : free_) delete s;
-}
+ExchangePool::ExchangePool(Worker& worker) : worker_(worker) {}
+ExchangePool::~ExchangePool() = default;
 
 Exchange* ExchangePool::acquire(ListenerContext& listener, ExchangeStream& stream) {
-  Slot* s;
-  if (free_.empty()) {
-    s = new Slot(worker_);
-  } else {
-    s = free_.back();
-    free_.pop_back();
-    if (free_.size() < low_water_) low_water_ = free_.size();
-  }
+  Slot* s = free_.acquire(worker_);
   return new (s->storage) Exchange(worker_, listener, stream, s->resources);
 }
 
@@ -66,26 +58,12 @@ void ExchangePool::release_later(Exchange* e) {
   });
 }
 
-size_t ExchangePool::trim() {
-  size_t n = std::min(low_water_, free_.size());
-  for (size_t i = 0; i < n; ++i) {
-    delete free_.back();
-    free_.pop_back();
-  }
-  if (free_.empty()) std::vector<Slot*>().swap(free_);
-  low_water_ = free_.size();
-  return n;
-}
+size_t ExchangePool::trim() { return free_.trim(); }
 
 void ExchangePool::release(Exchange* e) {
   auto* s = static_cast<Slot*>(e->resources().slot);
   e->~Exchange();
-  // Up to 256 kept: a burst's exchanges beyond that go back to the system.
-  if (free_.size() < 256) {
-    free_.push_back(s);
-  } else {
-    delete s;
-  }
+  free_.release(s);
 }
 
 Exchange::Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& stream,

@@ -276,7 +276,7 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
 // as many at once as it serves now.
 class ExchangePool {
  public:
-  explicit ExchangePool(Worker& worker) : worker_(worker) {}
+  explicit ExchangePool(Worker& worker);
   ~ExchangePool();
   ExchangePool(const ExchangePool&) = delete;
   ExchangePool& operator=(const ExchangePool&) = delete;
@@ -292,8 +292,7 @@ class ExchangePool {
  private:
   struct Slot;
   Worker& worker_;
-  std::vector<Slot*> free_;
-  size_t low_water_ = 0;  // the fewest kept slots since the last trim()
+  FreeList<Slot> free_{256};  // a burst's slots beyond 256 go back to the system at once
 };
 
 }  // namespace bulwark
