@@ -96,8 +96,10 @@ int TcpTransport::write(Outbox& out, bool at_once) {
 void TcpTransport::on_written(uv_write_t* req, int status) {
   auto* self = static_cast<TcpTransport*>(req->data);
   // The request goes back first: it is called for a write cut by close() too, before the
-  // transport is freed.
-  if (self->ctx_->write_requests != nullptr) {
+  // transport is freed. After close() the context may be gone with the transport's owner (an
+  // admin server or a health checker destroyed right after closing): the request is freed, not
+  // handed back.
+  if (!self->closed_ && self->ctx_->write_requests != nullptr) {
     self->ctx_->write_requests->release(req);
   } else {
     delete req;

@@ -306,7 +306,9 @@ TEST_CASE("transport: a write request is held only while a write waits, and come
   out.add_head();
   REQUIRE(t->write(out, true) == 0);
   CHECK(requests.free_count() == 1);
-  // A write cut by close() gives its request back too.
+  // A write cut by close() frees its request rather than handing it back: the context may be
+  // gone with the transport's owner by the time libuv reports the cut (LeakSanitizer checks it
+  // is freed).
   int small = 4096;
   setsockopt(p.peer, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   std::string body(4 * 1024 * 1024, 'b');
@@ -315,7 +317,7 @@ TEST_CASE("transport: a write request is held only while a write waits, and come
   REQUIRE(out.in_flight());
   t.reset();
   h.run_nowait();
-  CHECK(requests.free_count() == 1);
+  CHECK(requests.free_count() == 0);
 }
 
 }  // namespace
