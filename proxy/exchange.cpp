@@ -144,8 +144,7 @@ http::ParserCallbacks::HeadAction Exchange::on_request_head(http::MessageHead& h
                            : 0;
   try_deadline_ms_ = 0;
   arm_deadline_timer();
-  cluster_->stats.active_requests.add(1);
-  active_ = true;
+  active_request_.hold(cluster_->stats.active_requests);
   run_admission(head);
   if (state_ == State::kLocalReply) {
     head.upgrade = request_upgrade_ = false;
@@ -309,10 +308,7 @@ void Exchange::local_reply(LocalReason reason, bool close_after, int status,
       .num("status", status)
       .str("client", stream_.client_address());
   end_policies();
-  if (active_) {
-    cluster_->stats.active_requests.add(-1);
-    active_ = false;
-  }
+  active_request_.release();
   state_ = State::kLocalReply;
   // A reply the client does not read, or a request body it never finishes, ends after
   // stream_idle_timeout.
@@ -342,10 +338,7 @@ void Exchange::finish() {
     release_upstream(try_ && try_->reusable());
     end_policies();
   }
-  if (active_) {
-    cluster_->stats.active_requests.add(-1);
-    active_ = false;
-  }
+  active_request_.release();
   state_ = State::kDone;
   endpoint_.reset();
   stream_.exchange_done();
@@ -358,10 +351,7 @@ void Exchange::on_stream_closed() {
   state_ = State::kDone;
   res_.wait_timer.stop();
   release_upstream(false);
-  if (active_) {
-    cluster_->stats.active_requests.add(-1);
-    active_ = false;
-  }
+  active_request_.release();
   endpoint_.reset();  // before the generation (and maybe its clusters and pools) goes
 }
 

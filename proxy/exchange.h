@@ -33,6 +33,7 @@
 #include "proxy/codec.h"
 #include "proxy/fwd.h"
 #include "proxy/headers.h"
+#include "proxy/metrics.h"
 #include "proxy/outbox.h"
 #include "proxy/pacer.h"
 #include "proxy/reasons.h"
@@ -227,7 +228,7 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   WorkerRoute* route_ = nullptr;
   WorkerCluster* cluster_ = nullptr;
   RouteStats* route_stats_ = nullptr;
-  bool active_ = false;                 // counted in the cluster's active requests
+  GaugeHold active_request_;            // counted in the cluster's active requests
   PoolRef endpoint_;                    // the pool of the current (or last) try
   std::optional<UpstreamRequest> try_;  // the current (or last) try; a new one for each
   Wait wait_ = Wait::kNone;

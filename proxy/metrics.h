@@ -43,6 +43,28 @@ class LocalGauge {
   std::atomic<int64_t> v_{0};
 };
 
+// One unit of a gauge held while something lasts (a request in flight): given back by release()
+// or at destruction, once.
+class GaugeHold {
+ public:
+  GaugeHold() = default;
+  GaugeHold(const GaugeHold&) = delete;
+  GaugeHold& operator=(const GaugeHold&) = delete;
+  ~GaugeHold() { release(); }
+  void hold(LocalGauge& gauge) {
+    release();
+    gauge_ = &gauge;
+    gauge.add(1);
+  }
+  void release() {
+    if (gauge_ != nullptr) gauge_->add(-1);
+    gauge_ = nullptr;
+  }
+
+ private:
+  LocalGauge* gauge_ = nullptr;
+};
+
 // Request durations from 0.5 ms to 30 s.
 class LocalHistogram {
  public:

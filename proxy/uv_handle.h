@@ -150,11 +150,15 @@ class DeferredDeleter {
   void defer(void* object, void (*release)(void*)) { pending_.push_back({object, release}); }
   // Frees everything handed over so far (and what that hands over in turn).
   void flush() {
-    while (!pending_.empty()) {
+    if (pending_.empty()) return;
+    do {
       deleting_.swap(pending_);
       for (const Entry& e : deleting_) e.release(e.object);
       deleting_.clear();
-    }
+    } while (!pending_.empty());
+    // A burst (thousands closed in one turn) does not leave its lists' memory behind.
+    if (deleting_.capacity() > kKeptEntries) std::vector<Entry>().swap(deleting_);
+    if (pending_.capacity() > kKeptEntries) std::vector<Entry>().swap(pending_);
   }
   // Frees what is pending and closes the handles (the loop is stopping). Objects handed over
   // later wait for flush() or the destructor.
@@ -170,6 +174,7 @@ class DeferredDeleter {
     void* object;
     void (*release)(void*);
   };
+  static constexpr size_t kKeptEntries = 1024;
   // Not checked by UBSan's vptr check: when the process is out of descriptors (a case the tests
   // drive), the check cannot make the pipe it probes memory with and reports a valid object as
   // invalid, aborting the sanitizer build. ASan still checks the memory.
