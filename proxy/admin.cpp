@@ -203,7 +203,7 @@ AdminServer::AdminServer(uv_loop_t* loop, AdminHandler handler, AdminTimeouts ti
       handler_(std::move(handler)),
       timeouts_(timeouts),
       buffers_(kMaxAdminRequest, 4),
-      context_{loop, &buffers_, nullptr} {}
+      context_{loop, &buffers_} {}
 
 AdminServer::~AdminServer() { close(); }
 
@@ -226,6 +226,7 @@ int AdminServer::listen(const config::SocketAddress& address, std::string* bound
     return rc;
   }
   deferred_ = std::make_unique<DeferredDeleter>(loop_);
+  context_.later = deferred_.get();
   sockaddr_storage actual{};
   int len = sizeof actual;
   uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&actual), &len);

@@ -28,9 +28,9 @@ class ClientConnection {
   ~ClientConnection() = default;
 };
 
-// Takes the connection pending on `server` (a listening socket of `listener`) as an HTTP/1
+// Takes the accepted socket `fd` (of a listening socket of `listener`) as an HTTP/1
 // connection. It registers with the worker (Worker::connection_opened) and owns itself from then
 // on, together with the connection slots the worker took for it.
-void accept_http1_connection(Worker& worker, ListenerContext& listener, uv_stream_t* server);
+void accept_http1_connection(Worker& worker, ListenerContext& listener, int fd);
 
 }  // namespace bulwark

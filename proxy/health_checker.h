@@ -81,8 +81,9 @@ class HealthChecker {
   std::vector<Target*> targets_;  // index-aligned with current_->endpoints (with health_check)
   // inherit(): the check state of the old checker's endpoints, by address, for the first set.
   std::vector<Carried> carried_;
-  BufferPool buffers_{16 * 1024, 4};                      // the probes' read buffers
-  TransportContext transport_context_{loop_, &buffers_};  // the probes'
+  BufferPool buffers_{16 * 1024, 4};  // the probes' read buffers
+  DeferredDeleter later_{loop_};      // the probes' transports report some write ends through it
+  TransportContext transport_context_{loop_, &buffers_, &later_};  // the probes'
   Timer sweep_timer_;
   filters::Micros sweep_at_ = 0;  // when the armed sweep runs; 0: not armed
   bool first_round_done_;

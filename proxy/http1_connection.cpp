@@ -31,8 +31,8 @@ LocalReason rejection_reason(http::ParseError code) {
 
 }  // namespace
 
-void accept_http1_connection(Worker& worker, ListenerContext& listener, uv_stream_t* server) {
-  (new Http1Connection(worker, listener))->accept(server);
+void accept_http1_connection(Worker& worker, ListenerContext& listener, int fd) {
+  (new Http1Connection(worker, listener))->accept(fd);
 }
 
 Http1Connection::Http1Connection(Worker& worker, ListenerContext& listener)
@@ -48,9 +48,9 @@ Http1Connection::~Http1Connection() {
   release_parser();
 }
 
-bool Http1Connection::accept(uv_stream_t* server) {
+bool Http1Connection::accept(int fd) {
   worker_.connection_opened(this);
-  transport_ = TcpTransport::accept(&worker_.transport_context(), server);
+  transport_ = TcpTransport::open(&worker_.transport_context(), fd);
   if (!transport_) {
     close();
     return false;

@@ -48,9 +48,9 @@ class Http1Connection final : public DeferredDeletable,
   Http1Connection(const Http1Connection&) = delete;
   Http1Connection& operator=(const Http1Connection&) = delete;
 
-  // Accepts the pending connection of `server` and starts reading. False if accept failed
+  // Takes the accepted socket `fd` and starts reading. False if that failed
   // (the object then closes itself).
-  bool accept(uv_stream_t* server);
+  bool accept(int fd);
 
   // ClientConnection
   void drain() override;

@@ -1,5 +1,12 @@
 #include "proxy/outbox.h"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+
 #include "proxy/headers.h"
 
 namespace bulwark {
@@ -51,8 +58,9 @@ void Outbox::add_chunk_copy(const char* p, size_t n) {
 
 void Outbox::add_last_chunk() { add_framing(http::kLastChunk); }
 
-int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb, bool at_once) {
+bool Outbox::begin_write() {
   bufs_.clear();
+  buf_at_ = 0;
   for (size_t i = first_unsent_; i < segments_.size(); ++i) {
     const Segment& s = segments_[i];
     const char* p = s.offset == kHead   ? head.data()
@@ -66,35 +74,37 @@ int Outbox::flush(uv_write_t* write_req, uv_stream_t* stream, uv_write_cb cb, bo
   if (bufs_.empty()) {
     first_unsent_ = flushed_until_;
     pending_bytes_ = 0;
-    return 0;
+    return false;
   }
-  uv_buf_t* first = bufs_.data();
-  size_t count = bufs_.size();
-  if (at_once) {
-    int n = uv_try_write(stream, first, static_cast<unsigned>(count));
-    // An error (the peer reset, say) goes the way of uv_write's: to the write callback, a loop
-    // turn later, so a caller never sees its connection close under it.
-    if (n < 0) n = 0;
+  in_flight_ = true;
+  return true;
+}
+
+int Outbox::write_some(int fd) {
+  static_assert(sizeof(uv_buf_t) == sizeof(iovec));
+  while (buf_at_ < bufs_.size()) {
+    msghdr msg{};
+    msg.msg_iov = reinterpret_cast<iovec*>(&bufs_[buf_at_]);
+    msg.msg_iovlen = std::min<size_t>(bufs_.size() - buf_at_, IOV_MAX);
+    // MSG_NOSIGNAL: a peer that went away is an EPIPE here, not a SIGPIPE for the process.
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return -errno;
+    }
     auto written = static_cast<size_t>(n);
-    size_t total = 0;
-    for (size_t i = 0; i < count; ++i) total += first[i].len;
-    if (written == total) {
-      in_flight_ = true;  // what on_written() ends
-      on_written();
-      return 0;
+    // Skip the buffers that went, and the part of the one cut short.
+    while (buf_at_ < bufs_.size() && written >= bufs_[buf_at_].len) {
+      written -= bufs_[buf_at_].len;
+      ++buf_at_;
     }
-    // Queue the rest: skip the buffers that went out, and the part of the one cut short.
-    while (written >= first->len) {
-      written -= first->len;
-      ++first;
-      --count;
+    if (written > 0) {
+      bufs_[buf_at_].base += written;
+      bufs_[buf_at_].len -= written;
     }
-    first->base += written;
-    first->len -= static_cast<decltype(first->len)>(written);
   }
-  int rc = uv_write(write_req, stream, first, static_cast<unsigned>(count), cb);
-  if (rc == 0) in_flight_ = true;
-  return rc;
+  return 1;
 }
 
 void Outbox::on_written() {

@@ -2,7 +2,7 @@
 // The bytes one side is about to write: a message head, body data that still lives in the other
 // side's read buffer (no copy: the segment holds a reference to that BufferBlock, so the block
 // outlives the write whatever happens to the reader), and chunk framing, sent together with one
-// uv_write.
+// writev(2) (more when the socket takes only part).
 //
 // Bytes added while a write is in flight (a final response behind a 1xx, say) go out with the
 // next write; framing storage never moves under a write in flight. Memory per connection stays
@@ -47,15 +47,14 @@ class Outbox {
   void add_chunk_copy(const char* p, size_t n);
   void add_last_chunk();
 
-  // Writes everything not yet written with `req` (whose data the caller set). Returns 0 or a
-  // libuv error (then nothing is in flight). With `at_once`, the bytes the socket takes now are
-  // written before returning: when it takes them all the write is complete on return (not
-  // in_flight(), and `cb` is never called), which saves the loop turn a write callback waits for;
-  // the rest, if any, is queued as without it, and so is a write that failed (its error reaches
-  // `cb`).
-  int flush(uv_write_t* req, uv_stream_t* stream, uv_write_cb cb, bool at_once = false);
-  // Called from the write callback; also when the socket of the write in flight was closed, after
-  // which libuv reads none of its bytes (uv_close stops the writes at once).
+  // Starts a write of everything not yet written (in_flight() from here until on_written()).
+  // False when there is nothing to write.
+  bool begin_write();
+  // Writes what the socket takes of the write begun: 1 when all of it went, 0 when the socket is
+  // full (call again when it is writable), or a negative errno.
+  int write_some(int fd);
+  // Ends the write begun: when it all went, when it failed, and when the socket was closed under
+  // it (none of its bytes is read after that).
   void on_written();
   // Forgets everything (and the history). Not while a write is in flight.
   void clear();
@@ -85,7 +84,8 @@ class Outbox {
   // Drops segments [0, end), releasing the blocks they reference.
   void drop_segments(size_t end);
   std::vector<Segment> segments_;
-  std::vector<uv_buf_t> bufs_;
+  std::vector<uv_buf_t> bufs_;  // the write in flight (uv_buf_t is struct iovec on Unix)
+  size_t buf_at_ = 0;           // its first buffer not fully written
   std::string framing_;
   std::deque<std::string> late_framing_;  // framing added while framing_ could not grow
   size_t first_unsent_ = 0;

@@ -1,149 +1,295 @@
 #include "proxy/transport.h"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 namespace bulwark {
 
-TcpTransport::TcpTransport(const TransportContext* ctx) : ctx_(ctx) {
-  uv_tcp_init(ctx->loop, &tcp_);
-  tcp_.data = this;
+namespace {
+
+void set_nodelay(int fd) {
+  int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);  // fails harmlessly on a socketpair
 }
+
+int set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
+  return 0;
+}
+
+}  // namespace
+
+TcpTransport::TcpTransport(const TransportContext* ctx) : ctx_(ctx) { poll_.data = this; }
 
 TransportPtr TcpTransport::create(const TransportContext* ctx) {
   return TransportPtr(new TcpTransport(ctx));
 }
 
-TransportPtr TcpTransport::accept(const TransportContext* ctx, uv_stream_t* server) {
+TransportPtr TcpTransport::open(const TransportContext* ctx, int fd) {
   TransportPtr t(new TcpTransport(ctx));
   auto* self = static_cast<TcpTransport*>(t.get());
-  if (uv_accept(server, self->stream()) != 0) return nullptr;  // closes it
-  uv_tcp_nodelay(&self->tcp_, 1);
+  if (set_nonblocking(fd) != 0 || self->watch(fd) != 0) {
+    ::close(fd);
+    return nullptr;
+  }
+  set_nodelay(fd);
   return t;
 }
 
-TransportPtr TcpTransport::open(const TransportContext* ctx, int fd) {
-  TransportPtr t(new TcpTransport(ctx));
-  if (uv_tcp_open(&static_cast<TcpTransport*>(t.get())->tcp_, fd) != 0) return nullptr;
-  return t;
+TransportPtr TcpTransport::accept(const TransportContext* ctx, uv_stream_t* server) {
+  // Accepted into a uv_tcp_t, whose socket is duplicated before the handle closes.
+  auto* tcp = new uv_tcp_t;
+  uv_tcp_init(server->loop, tcp);
+  int fd = -1;
+  uv_os_fd_t accepted;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp)) == 0 &&
+      uv_fileno(reinterpret_cast<uv_handle_t*>(tcp), &accepted) == 0) {
+    fd = fcntl(accepted, F_DUPFD_CLOEXEC, 0);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  if (fd < 0) return nullptr;
+  return open(ctx, fd);
+}
+
+int TcpTransport::watch(int fd) {
+  int rc = uv_poll_init_socket(ctx_->loop, &poll_, fd);
+  if (rc != 0) return rc;
+  poll_.data = this;
+  fd_ = fd;
+  return 0;
 }
 
 int TcpTransport::connect(const sockaddr* addr) {
-  uv_tcp_nodelay(&tcp_, 1);
-  // Only while connecting: a transport that is not an outgoing one never holds a request.
-  auto* req = new uv_connect_t;
-  req->data = this;
-  int rc = uv_tcp_connect(req, &tcp_, addr, &TcpTransport::on_connect);
-  if (rc != 0) delete req;
-  return rc;
+  if (closed_ || fd_ >= 0) return UV_EINVAL;
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  set_nodelay(fd);
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  int rc = 0;
+  while ((rc = ::connect(fd, addr, len)) != 0 && errno == EINTR) {
+  }
+  if (rc != 0 && errno != EINPROGRESS) {
+    rc = -errno;
+    ::close(fd);
+    return rc;
+  }
+  if ((rc = watch(fd)) != 0) {
+    ::close(fd);
+    return rc;
+  }
+  // The result (also of a connect that finished at once) is reported when the socket is
+  // writable: from the loop, never from inside this call.
+  connecting_ = true;
+  update_events();
+  return 0;
 }
 
-void TcpTransport::on_connect(uv_connect_t* req, int status) {
-  auto* self = static_cast<TcpTransport*>(req->data);
-  delete req;
-  // A transport closed while connecting is still alive: its close callback comes after this.
-  if (self->closed_ || self->callbacks_ == nullptr) return;
-  self->callbacks_->on_transport_connected(status);
+void TcpTransport::update_events() {
+  if (closed_ || fd_ < 0) return;
+  // A read stop keeps watching (it is often undone within the turn, and each change of what a
+  // poll handle watches costs two epoll_ctl calls); on_readable() stops watching when bytes come
+  // that nobody wants.
+  int want = (reading_ || (events_ & UV_READABLE) != 0 ? UV_READABLE : 0) |
+             (connecting_ || (writing_ != nullptr && !write_ended_) ? UV_WRITABLE : 0);
+  if (want == events_) return;
+  events_ = want;
+  if (want == 0) {
+    uv_poll_stop(&poll_);
+  } else {
+    uv_poll_start(&poll_, want, &TcpTransport::on_poll);
+  }
+}
+
+void TcpTransport::on_poll(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<TcpTransport*>(h->data);
+  if (status < 0) {
+    // An error is pending on the socket (libuv stopped the handle): what is under way finds it
+    // with its own call (connect, read, write).
+    self->events_ = 0;
+    events = UV_READABLE | UV_WRITABLE;
+  }
+  if (self->connecting_) {
+    if (events & UV_WRITABLE) self->on_connected();
+  } else {
+    // The write first: its end is reported before bytes read after it.
+    if ((events & UV_WRITABLE) && self->writing_ != nullptr) self->on_writable();
+    if ((events & UV_READABLE) && !self->closed_) {
+      if (self->reading_) {
+        self->on_readable();
+      } else {
+        self->stop_watching_reads();
+      }
+    }
+  }
+  self->update_events();
+}
+
+void TcpTransport::on_connected() {
+  int error = 0;
+  socklen_t len = sizeof error;
+  if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+  connecting_ = false;
+  update_events();
+  if (callbacks_ != nullptr) callbacks_->on_transport_connected(-error);
 }
 
 void TcpTransport::read_start() {
-  if (reading_ || closed_) return;
-  reading_ = uv_read_start(stream(), &TcpTransport::on_alloc, &TcpTransport::on_read) == 0;
+  if (reading_ || closed_ || fd_ < 0) return;
+  reading_ = true;
+  update_events();
 }
 
-void TcpTransport::read_stop() {
-  if (!reading_) return;
-  uv_read_stop(stream());
-  reading_ = false;
-}
+void TcpTransport::read_stop() { reading_ = false; }
 
-void TcpTransport::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* self = static_cast<TcpTransport*>(h->data);
-  if (self->in_ == nullptr) {
-    *buf = uv_buf_init(nullptr, 0);  // UV_ENOBUFS
-    return;
-  }
-  self->in_->ensure(*self->ctx_->buffers);
-  *buf = uv_buf_init(self->in_->tail(), static_cast<unsigned>(self->in_->space()));
-}
-
-void TcpTransport::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
-  auto* self = static_cast<TcpTransport*>(s->data);
-  if (nread == 0) return;  // EAGAIN
-  if (nread > 0) {
-    self->in_->filled += static_cast<size_t>(nread);
+void TcpTransport::stop_watching_reads() {
+  int want = events_ & ~UV_READABLE;
+  if (want == events_) return;
+  events_ = want;
+  if (want == 0) {
+    uv_poll_stop(&poll_);
   } else {
-    // No room (UV_ENOBUFS), end of stream or an error: no more reading until told to.
-    self->read_stop();
-    if (self->in_ != nullptr) self->in_->release_if_empty(*self->ctx_->buffers);
+    uv_poll_start(&poll_, want, &TcpTransport::on_poll);
   }
-  if (self->callbacks_ != nullptr) self->callbacks_->on_transport_read(nread);
+}
+
+void TcpTransport::on_readable() {
+  // Reads again while each read filled the room there was (more may wait), up to 16 times a
+  // wake-up, so a large body needs fewer loop turns and one connection cannot hold the loop.
+  for (int i = 0; i < 16 && read_once(); ++i) {
+  }
+}
+
+bool TcpTransport::read_once() {
+  if (in_ == nullptr) {
+    reading_ = false;
+    stop_watching_reads();
+    if (callbacks_ != nullptr) callbacks_->on_transport_read(UV_ENOBUFS);
+    return false;
+  }
+  in_->ensure(*ctx_->buffers);
+  const size_t room = in_->space();
+  ssize_t n = room == 0 ? UV_ENOBUFS : 0;
+  if (n == 0) {
+    do {
+      n = ::read(fd_, in_->tail(), in_->space());
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      in_->release_if_empty(*ctx_->buffers);
+      return false;
+    }
+    if (n < 0) n = -errno;
+    if (n == 0) n = UV_EOF;
+  }
+  if (n > 0) {
+    in_->filled += static_cast<size_t>(n);
+  } else {
+    // No room, end of stream or an error: no more reading until told to.
+    reading_ = false;
+    stop_watching_reads();
+    in_->release_if_empty(*ctx_->buffers);
+  }
+  if (callbacks_ != nullptr) callbacks_->on_transport_read(n);
+  return n > 0 && static_cast<size_t>(n) == room && reading_ && !closed_;
 }
 
 int TcpTransport::write(Outbox& out, bool at_once) {
-  if (closed_) return UV_EPIPE;
-  FreeList<uv_write_t>* reqs = ctx_->write_requests;
-  uv_write_t* req = reqs != nullptr ? reqs->acquire() : new uv_write_t;
-  req->data = this;
-  int rc = out.flush(req, stream(), &TcpTransport::on_written, at_once);
-  if (rc == 0 && out.in_flight()) {
-    writing_ = &out;
-  } else if (reqs != nullptr) {
-    reqs->release(req);  // written at once, or failed: libuv never saw it
-  } else {
-    delete req;
+  if (closed_ || fd_ < 0 || connecting_) return UV_EPIPE;
+  if (writing_ != nullptr) return UV_EBUSY;
+  if (!out.begin_write()) return 0;
+  writing_ = &out;
+  int rc = out.write_some(fd_);
+  if (rc == 1 && at_once) {
+    writing_ = nullptr;
+    out.on_written();
+    return 0;
   }
-  return rc;
+  if (rc != 0) {
+    // Written whole, or failed: reported once the current loop phase is over, so the caller
+    // never sees its write end, or its connection fail, under it. (Not on the next writable
+    // event: a socket the write just filled is not writable.)
+    write_ended_ = true;
+    write_status_ = rc < 0 ? rc : 0;
+    ctx_->later->defer(this, &TcpTransport::report_write_end);
+    return 0;
+  }
+  update_events();  // the rest when the socket takes it
+  return 0;
 }
 
-void TcpTransport::on_written(uv_write_t* req, int status) {
-  auto* self = static_cast<TcpTransport*>(req->data);
-  // The request goes back first: it is called for a write cut by close() too, before the
-  // transport is freed. After close() the context may be gone with the transport's owner (an
-  // admin server or a health checker destroyed right after closing): the request is freed, not
-  // handed back.
-  if (!self->closed_ && self->ctx_->write_requests != nullptr) {
-    self->ctx_->write_requests->release(req);
-  } else {
-    delete req;
-  }
-  Outbox* out = self->writing_;
-  self->writing_ = nullptr;
-  // A write cut by close() was settled there.
-  if (self->closed_ || out == nullptr) return;
+void TcpTransport::report_write_end(void* p) {
+  // The transport is alive: close() cancels this report.
+  auto* self = static_cast<TcpTransport*>(p);
+  if (self->closed_ || self->writing_ == nullptr || !self->write_ended_) return;
+  self->end_write(self->write_status_);
+}
+
+void TcpTransport::on_writable() {
+  if (write_ended_) return;  // its end is reported by report_write_end()
+  int rc = writing_->write_some(fd_);
+  if (rc == 0) return;  // still more than the socket takes
+  end_write(rc < 0 ? rc : 0);
+}
+
+void TcpTransport::end_write(int status) {
+  Outbox* out = writing_;
+  writing_ = nullptr;
+  write_ended_ = false;
+  write_status_ = 0;
   out->on_written();
-  if (self->callbacks_ != nullptr) self->callbacks_->on_transport_written(status);
+  if (shutdown_pending_ && status == 0) ::shutdown(fd_, SHUT_WR);
+  shutdown_pending_ = false;
+  update_events();
+  if (callbacks_ != nullptr) callbacks_->on_transport_written(status);
 }
 
 int TcpTransport::shutdown() {
-  if (closed_) return UV_EPIPE;
-  // Rare (a lingering close): the request is allocated only then. Closing the handle cancels it,
-  // and its callback (which frees it) still runs.
-  auto* req = new uv_shutdown_t;
-  int rc = uv_shutdown(req, stream(), [](uv_shutdown_t* r, int) { delete r; });
-  if (rc != 0) delete req;
-  return rc;
+  if (closed_ || fd_ < 0) return UV_EPIPE;
+  if (writing_ != nullptr) {
+    shutdown_pending_ = true;  // after what is queued
+    return 0;
+  }
+  return ::shutdown(fd_, SHUT_WR) == 0 ? 0 : -errno;
 }
 
 void TcpTransport::close() {
   if (closed_) return;
   closed_ = true;
   callbacks_ = nullptr;
-  reading_ = false;
+  reading_ = connecting_ = false;
   if (writing_ != nullptr) {
-    // uv_close stops the write at once: libuv reads none of its bytes after this, so the Outbox
-    // may be cleared or rewound now. Its callback still comes (cancelled) and finds writing_ null.
+    // Nothing of the Outbox is read after this: it may be cleared or rewound at once.
     Outbox* out = writing_;
     writing_ = nullptr;
     out->on_written();
   }
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_),
-           [](uv_handle_t* h) { delete static_cast<TcpTransport*>(h->data); });
+  // A write end still to be reported is not: the report could otherwise run after the memory
+  // went (when the deleter no longer runs before close callbacks, as at shutdown).
+  if (write_ended_) ctx_->later->cancel(this);
+  write_ended_ = false;
+  if (fd_ < 0) {
+    delete this;  // no socket, no handle: nothing for libuv to finish
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
+    auto* self = static_cast<TcpTransport*>(h->data);
+    ::close(self->fd_);  // once libuv no longer watches it
+    delete self;
+  });
 }
 
 void TcpTransport::peer_ip(char* buf, size_t size) const {
   if (size == 0) return;
   buf[0] = '\0';
   sockaddr_storage peer{};
-  int len = sizeof peer;
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
+  socklen_t len = sizeof peer;
+  if (fd_ < 0 || getpeername(fd_, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
   if (peer.ss_family == AF_INET) {
     uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), buf, size);
   } else if (peer.ss_family == AF_INET6) {

@@ -145,17 +145,27 @@ class DeferredDeleter {
   DeferredDeleter& operator=(const DeferredDeleter&) = delete;
 
   // `object` is deleted.
-  void defer(DeferredDeletable* object) { pending_.push_back({object, &delete_deletable}); }
+  void defer(DeferredDeletable* object) { defer(object, &delete_deletable); }
   // `release(object)` is called (a free list takes it back, say).
-  void defer(void* object, void (*release)(void*)) { pending_.push_back({object, release}); }
+  void defer(void* object, void (*release)(void*)) {
+    // While something waits the loop stays alive for it (uv_run would return at once otherwise).
+    if (pending_.empty() && check_) uv_ref(check_.handle());
+    pending_.push_back({object, release});
+  }
   // Frees everything handed over so far (and what that hands over in turn).
+  // Not re-entered: what a release hands over in turn is taken by the loop below.
   void flush() {
-    if (pending_.empty()) return;
+    if (pending_.empty() || flushing_) return;
+    flushing_ = true;
     do {
       deleting_.swap(pending_);
-      for (const Entry& e : deleting_) e.release(e.object);
+      for (size_t i = 0; i < deleting_.size(); ++i) {
+        if (deleting_[i].object != nullptr) deleting_[i].release(deleting_[i].object);
+      }
       deleting_.clear();
     } while (!pending_.empty());
+    flushing_ = false;
+    if (check_) uv_unref(check_.handle());
     // A burst (thousands closed in one turn) does not leave its lists' memory behind.
     if (deleting_.capacity() > kKeptEntries) std::vector<Entry>().swap(deleting_);
     if (pending_.capacity() > kKeptEntries) std::vector<Entry>().swap(pending_);
@@ -168,6 +178,16 @@ class DeferredDeleter {
     check_.reset();
   }
   size_t pending() const { return pending_.size(); }
+  // Drops what was handed over for `object` and not run yet (it is going away). Linear: for the
+  // rare object that goes away with something pending.
+  void cancel(void* object) {
+    for (Entry& e : pending_) {
+      if (e.object == object) e.object = nullptr;
+    }
+    for (Entry& e : deleting_) {
+      if (e.object == object) e.object = nullptr;
+    }
+  }
 
  private:
   struct Entry {
@@ -185,6 +205,7 @@ class DeferredDeleter {
   UvHandle<uv_check_t> check_;
   std::vector<Entry> pending_;
   std::vector<Entry> deleting_;
+  bool flushing_ = false;
 };
 
 }  // namespace bulwark

@@ -1,6 +1,8 @@
 #include "proxy/worker.h"
 
+#include <fcntl.h>
 #include <malloc.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,13 +38,14 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
               (id * 0x9e3779b97f4a7c15ULL) ^ static_cast<uint64_t>(getpid())),
       on_drained_(std::move(on_drained)) {
   uv_loop_init(&loop_);
+  reserve_fd_ = ::open("/", O_RDONLY | O_CLOEXEC);
   tasks_.init(&loop_);
   pacer_ = std::make_unique<Pacer>(&loop_);
   deferred_ = std::make_unique<DeferredDeleter>(&loop_);
   exchanges_ = std::make_unique<ExchangePool>(*this);
   transport_context_.loop = &loop_;
   transport_context_.buffers = &buffers_;
-  transport_context_.write_requests = &write_requests_;
+  transport_context_.later = deferred_.get();
   uv_timer_init(&loop_, &access_timer_);
   access_timer_.data = this;
   uv_timer_init(&loop_, &retire_timer_);
@@ -62,6 +65,7 @@ Worker::Worker(size_t id, GenerationSpec first, std::function<void()> on_drained
 
 Worker::~Worker() {
   // The loop was closed by run() after stop().
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
 }
 
 void Worker::start() {
@@ -97,8 +101,7 @@ constexpr size_t kTrimMallocAfter = 64;
 // that was drawn on keeps what it had at its lowest.
 void Worker::trim() {
   buffers_.trim();
-  size_t freed =
-      exchanges_->trim() + request_parsers_.trim() + outboxes_.trim() + write_requests_.trim();
+  size_t freed = exchanges_->trim() + request_parsers_.trim() + outboxes_.trim();
   if (freed >= kTrimMallocAfter) malloc_trim(0);
 }
 
@@ -325,23 +328,21 @@ void WorkerRoute::dispatch() {
 // ---------------------------------------------------------------------------------------------
 // Listening sockets and client connections.
 
+// A worker accepts on its own (accept4 on a poll handle, not a libuv listener): the connection's
+// socket goes straight to its transport, and pausing at a connection limit is just not watching.
 void Worker::open_acceptor(const std::string& key, int fd) {
   auto* a = new Acceptor();
   a->worker = this;
   a->key = key;
-  uv_tcp_init(&loop_, &a->handle);
-  a->handle.data = a;
-  int rc = uv_tcp_open(&a->handle, fd);
+  a->fd = fd;
+  a->poll.data = a;
+  int flags = fcntl(fd, F_GETFL);
+  int rc = flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ? -errno : 0;
+  if (rc == 0 && ::listen(fd, 4096) != 0) rc = -errno;
+  if (rc == 0) rc = uv_poll_init_socket(&loop_, &a->poll, fd);
   if (rc == 0) {
-    rc =
-        uv_listen(reinterpret_cast<uv_stream_t*>(&a->handle), 4096, [](uv_stream_t* s, int status) {
-          auto* acceptor = static_cast<Acceptor*>(s->data);
-          if (status == 0) {
-            acceptor->worker->on_accept(*acceptor);
-          } else {
-            acceptor->worker->on_accept_error(*acceptor, status);
-          }
-        });
+    a->watched = true;
+    rc = uv_poll_start(&a->poll, UV_READABLE, &Worker::on_acceptor_poll);
   }
   if (rc != 0) {
     log::error("listener failed").str("listener", key).str("error", uv_strerror(rc));
@@ -351,15 +352,48 @@ void Worker::open_acceptor(const std::string& key, int fd) {
 
 void Worker::close_acceptor(Acceptor* a) {
   acceptors_.erase(std::remove(acceptors_.begin(), acceptors_.end(), a), acceptors_.end());
-  uv_close(reinterpret_cast<uv_handle_t*>(&a->handle),
-           [](uv_handle_t* h) { delete static_cast<Acceptor*>(h->data); });
+  if (!a->watched) {
+    ::close(a->fd);
+    delete a;
+    return;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&a->poll), [](uv_handle_t* h) {
+    auto* acceptor = static_cast<Acceptor*>(h->data);
+    ::close(acceptor->fd);
+    delete acceptor;
+  });
 }
 
-void Worker::on_accept(Acceptor& a) { accept_one(a); }
+void Worker::on_acceptor_poll(uv_poll_t* h, int status, int) {
+  auto* a = static_cast<Acceptor*>(h->data);
+  if (status < 0) {
+    // An error on the listening socket (libuv stopped watching it): looked at again every
+    // 50 ms, as when paused at a limit.
+    a->worker->on_accept_error(*a, status);
+    a->worker->back_off_accepting(*a);
+    return;
+  }
+  a->worker->on_accept(*a);
+}
+
+void Worker::start_accept_timer() {
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) {
+    uv_timer_start(
+        &accept_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->resume_accepting(); },
+        50, 50);
+  }
+}
+
+void Worker::on_accept(Acceptor& a) {
+  // At most 64 a wake-up: a flood on one listener does not hold up the loop's other work.
+  for (int i = 0; i < 64; ++i) {
+    if (!accept_one(a)) break;
+  }
+}
 
 bool Worker::accept_one(Acceptor& a) {
   ListenerContext* l = gen_->listener_at(a.key);
-  if (l == nullptr) return true;  // its listener is gone; the socket closes with this turn
+  if (l == nullptr) return false;  // its listener is gone; the socket closes with this turn
   const char* limit = nullptr;
   if (!process_limit_->try_acquire()) {
     limit = "process";
@@ -368,44 +402,108 @@ bool Worker::accept_one(Acceptor& a) {
     limit = "listener";
   }
   if (limit != nullptr) {
-    // Not calling uv_accept() leaves the connection libuv took with libuv, and stops it watching
-    // this socket: the next ones stay in the kernel's backlog. resume_accepting() goes on.
-    if (!a.paused) {
-      a.paused = true;
-      (limit[0] == 'p' ? l->stats.accept_paused_process : l->stats.accept_paused_listener)->inc();
-      uint64_t now = uv_now(&loop_);
-      if (last_accept_error_log_ms_ == 0 || now - last_accept_error_log_ms_ >= 10000) {
-        last_accept_error_log_ms_ = now;
-        log::warn("connection limit reached: new connections wait in the backlog")
-            .str("listener", l->config.name)
-            .str("limit", limit)
-            .num("max", limit[0] == 'p' ? process_limit_->max() : l->limit->max());
-      }
-      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) {
-        uv_timer_start(
-            &accept_timer_,
-            [](uv_timer_t* t) { static_cast<Worker*>(t->data)->resume_accepting(); }, 50, 50);
-      }
-    }
+    pause_accepting(a, *l, limit);
     return false;
   }
-  a.paused = false;
+  int fd;
+  do {
+    fd = accept4(a.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    int error = errno;
+    l->limit->release();
+    process_limit_->release();
+    switch (error) {
+      case EAGAIN:
+        return false;
+      case ECONNABORTED:  // gone before we took it; and the network errors accept(2) says to
+      case EPROTO:        // treat as EAGAIN by trying again
+      case ENOPROTOOPT:
+      case EHOSTDOWN:
+      case ENONET:
+      case EHOSTUNREACH:
+      case EOPNOTSUPP:
+      case ENETUNREACH:
+      case ENETDOWN:
+        return true;
+      case EMFILE:
+      case ENFILE:
+        shed_backlog(a);
+        [[fallthrough]];
+      default:
+        // Out of descriptors or memory: the socket stays readable, so it is not watched for
+        // 50 ms (the loop would spin on it otherwise).
+        on_accept_error(a, -error);
+        back_off_accepting(a);
+        return false;
+    }
+  }
   // The connection owns both slots from here and gives them back when it closes.
-  accept_http1_connection(*this, *l, reinterpret_cast<uv_stream_t*>(&a.handle));
+  accept_http1_connection(*this, *l, fd);
   return true;
 }
 
+void Worker::back_off_accepting(Acceptor& a) {
+  a.held_back = true;
+  if (!a.paused) {
+    a.paused = true;
+    if (a.watched) uv_poll_stop(&a.poll);
+  }
+  start_accept_timer();
+}
+
+void Worker::pause_accepting(Acceptor& a, ListenerContext& l, const char* limit) {
+  a.held_back = true;
+  if (a.paused) return;  // still at the limit: counted when it started
+  // Not watching the socket leaves new connections in the kernel's backlog;
+  // resume_accepting() goes on.
+  a.paused = true;
+  if (a.watched) uv_poll_stop(&a.poll);
+  (limit[0] == 'p' ? l.stats.accept_paused_process : l.stats.accept_paused_listener)->inc();
+  uint64_t now = uv_now(&loop_);
+  if (last_accept_error_log_ms_ == 0 || now - last_accept_error_log_ms_ >= 10000) {
+    last_accept_error_log_ms_ = now;
+    log::warn("connection limit reached: new connections wait in the backlog")
+        .str("listener", l.config.name)
+        .str("limit", limit)
+        .num("max", limit[0] == 'p' ? process_limit_->max() : l.limit->max());
+  }
+  start_accept_timer();
+}
+
 void Worker::resume_accepting() {
+  if (reserve_fd_ < 0) reserve_fd_ = ::open("/", O_RDONLY | O_CLOEXEC);
   bool still_paused = false;
-  for (Acceptor* a : acceptors_) {
-    if (a->paused && !stopping_) still_paused = !accept_one(*a) || still_paused;
+  for (Acceptor* a : std::vector<Acceptor*>(acceptors_)) {
+    if (!a->paused || stopping_) continue;
+    a->held_back = false;
+    on_accept(*a);  // while still paused: a limit or an error sets held_back again
+    if (a->held_back) {
+      still_paused = true;
+      continue;
+    }
+    a->paused = false;
+    if (a->watched) uv_poll_start(&a->poll, UV_READABLE, &Worker::on_acceptor_poll);
   }
   if (!still_paused) uv_timer_stop(&accept_timer_);
 }
 
+void Worker::shed_backlog(Acceptor& a) {
+  // Another worker may take the freed number before the open below: then there is no reserve
+  // until resume_accepting() gets one back, and back_off_accepting() keeps the loop calm.
+  if (reserve_fd_ < 0) return;
+  ::close(reserve_fd_);
+  for (int i = 0; i < 1024; ++i) {
+    int fd = accept4(a.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) break;
+    ::close(fd);
+  }
+  reserve_fd_ = ::open("/", O_RDONLY | O_CLOEXEC);
+}
+
 void Worker::on_accept_error(Acceptor& a, int status) {
-  // EMFILE/ENFILE: libuv has already closed the connection it could not take (its reserve-fd
-  // trick), so the loop does not spin; count it and say so now and then.
+  // EMFILE/ENFILE: shed_backlog() closed what waited, so the loop does not spin; count it and
+  // say so now and then.
   if (ListenerContext* l = gen_->listener_at(a.key)) l->stats.accept_errors->inc();
   uint64_t now = uv_now(&loop_);
   if (last_accept_error_log_ms_ == 0 || now - last_accept_error_log_ms_ >= 10000) {

@@ -113,10 +113,13 @@ std::string listener_key(const config::ListenerConfig& listener);
 struct Acceptor {
   Worker* worker = nullptr;
   std::string key;  // listener_key()
-  uv_tcp_t handle;
-  // A connection limit was reached: libuv holds the connection it accepted last and watches the
-  // socket no more, so the rest wait in the kernel's backlog until a slot frees up.
+  int fd = -1;      // the listening socket (shared with the other workers, SO_REUSEPORT or not)
+  uv_poll_t poll;   // readable: connections wait to be accepted
+  bool watched = false;
+  // A connection limit was reached, or accepting failed for want of descriptors or memory: the
+  // socket is not watched, so new connections wait in the kernel's backlog; a timer tries again.
   bool paused = false;
+  bool held_back = false;  // the last try found the limit (or the error) still there
 };
 
 class Worker {
@@ -196,8 +199,15 @@ class Worker {
   void close_acceptor(Acceptor* a);
   void on_accept(Acceptor& a);
   void on_accept_error(Acceptor& a, int status);
-  // Takes the connection libuv holds for `a` if the limits allow; false (and paused) if not.
+  // Accepts one connection of `a` if the limits allow: false when none is waiting, or paused.
   bool accept_one(Acceptor& a);
+  void pause_accepting(Acceptor& a, ListenerContext& l, const char* limit);
+  void back_off_accepting(Acceptor& a);
+  void start_accept_timer();
+  static void on_acceptor_poll(uv_poll_t* h, int status, int events);
+  // Out of descriptors: takes and closes what waits in `a`'s backlog with the reserve descriptor,
+  // so the loop is not woken for it again and again.
+  void shed_backlog(Acceptor& a);
   void free_generation(WorkerGen* gen);
   void sweep_retired_clusters();
   // Every WorkerCluster / WorkerRoute of the live generations, once each.
@@ -212,7 +222,6 @@ class Worker {
   TaskQueue tasks_;
   std::thread thread_;
   BufferPool buffers_;
-  FreeList<uv_write_t> write_requests_{4096};  // the transports' (see TransportContext)
   TransportContext transport_context_;
   std::unique_ptr<Pacer> pacer_;
   std::unique_ptr<ExchangePool> exchanges_;
@@ -231,6 +240,7 @@ class Worker {
   // may be another worker's.
   uv_timer_t accept_timer_;
   uint64_t last_accept_error_log_ms_ = 0;
+  int reserve_fd_ = -1;  // given up for a moment when out of descriptors (shed_backlog)
   std::vector<ClientConnection*> connections_;  // all open client connections
   std::function<void()> on_drained_;
   AccessLog* access_log_ = nullptr;

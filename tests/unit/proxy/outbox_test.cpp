@@ -18,6 +18,8 @@ class Wire : private Transport::Callbacks {
  public:
   Wire() {
     REQUIRE(uv_loop_init(&loop_) == 0);
+    later_ = std::make_unique<DeferredDeleter>(&loop_);
+    context_.later = later_.get();
     int fds[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
     peer_ = fds[1];
@@ -27,6 +29,7 @@ class Wire : private Transport::Callbacks {
   }
   ~Wire() {
     transport_.reset();
+    later_.reset();
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     close(peer_);
@@ -92,6 +95,7 @@ class Wire : private Transport::Callbacks {
 
   uv_loop_t loop_;
   BufferPool buffers_;
+  std::unique_ptr<DeferredDeleter> later_;
   TransportContext context_{&loop_, &buffers_};
   TransportPtr transport_;
   int peer_ = -1;
