@@ -96,8 +96,11 @@ void TcpTransport::update_events() {
   // A read stop keeps watching (it is often undone within the turn, and each change of what a
   // poll handle watches costs two epoll_ctl calls); on_readable() stops watching when bytes come
   // that nobody wants.
-  int want = (reading_ || (events_ & UV_READABLE) != 0 ? UV_READABLE : 0) |
-             (connecting_ || (writing_ != nullptr && !write_ended_) ? UV_WRITABLE : 0);
+  watch_events((reading_ || (events_ & UV_READABLE) != 0 ? UV_READABLE : 0) |
+               (connecting_ || (writing_ != nullptr && !write_ended_) ? UV_WRITABLE : 0));
+}
+
+void TcpTransport::watch_events(int want) {
   if (want == events_) return;
   events_ = want;
   if (want == 0) {
@@ -148,16 +151,7 @@ void TcpTransport::read_start() {
 
 void TcpTransport::read_stop() { reading_ = false; }
 
-void TcpTransport::stop_watching_reads() {
-  int want = events_ & ~UV_READABLE;
-  if (want == events_) return;
-  events_ = want;
-  if (want == 0) {
-    uv_poll_stop(&poll_);
-  } else {
-    uv_poll_start(&poll_, want, &TcpTransport::on_poll);
-  }
-}
+void TcpTransport::stop_watching_reads() { watch_events(events_ & ~UV_READABLE); }
 
 void TcpTransport::on_readable() {
   // Reads again while each read filled the room there was (more may wait), up to 16 times a

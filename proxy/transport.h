@@ -135,6 +135,7 @@ class TcpTransport final : public Transport, public SlabAllocated<TcpTransport> 
   void end_write(int status);
   static void report_write_end(void* self);
   void stop_watching_reads();
+  void watch_events(int want);  // what poll_ waits for, changed only when it differs
 
   const TransportContext* ctx_;  // the loop's, outliving its transports
   uv_poll_t poll_;
