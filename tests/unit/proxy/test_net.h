@@ -11,16 +11,22 @@
 
 namespace bulwark::testing {
 
-// A port nothing listens on (bound, then closed): connects to it are refused.
-inline uint16_t refused_port() {
+// A TCP socket bound to 127.0.0.1 on an ephemeral port; its address in `addr`.
+inline int bound_loopback_socket(sockaddr_in& addr) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
+  addr = {};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   socklen_t len = sizeof addr;
   REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
+  return fd;
+}
+
+// A port nothing listens on (bound, then closed): connects to it are refused.
+inline uint16_t refused_port() {
+  sockaddr_in addr;
+  ::close(bound_loopback_socket(addr));
   return ntohs(addr.sin_port);
 }
 

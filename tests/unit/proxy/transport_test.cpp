@@ -301,13 +301,8 @@ TEST_CASE("transport: a refused connect is reported, a connect closed early repo
 
 TEST_CASE("transport: a connect is reported, and a reset by the peer ends reading with an error") {
   Harness h;
-  int listener = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  sockaddr_in addr;
+  int listener = testing::bound_loopback_socket(addr);
   REQUIRE(listen(listener, 1) == 0);
 
   TransportPtr t = TcpTransport::create(h.context());
