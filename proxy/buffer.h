@@ -85,7 +85,8 @@ class InputBuffer {
 
   // Gets a block from the pool if there is none.
   void ensure(BufferPool& pool);
-  // Returns the storage when nothing unparsed is left in it.
+  // Returns the storage when nothing unparsed is left in it. Not while a head is being parsed:
+  // its spans point into the parsed bytes.
   void release_if_empty(BufferPool& pool);
   void release(BufferPool& pool);
   // Moves the unparsed bytes to the front (into a fresh block when a write still references this

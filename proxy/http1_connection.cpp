@@ -133,6 +133,10 @@ void Http1Connection::on_transport_read(ssize_t nread) {
     default:
       break;
   }
+  // Storage whose bytes are all parsed goes back to the pool between reads (a request waiting
+  // for its response holds no read buffer), except under a head still being parsed: its spans
+  // point into these bytes, and the rest of the head goes after them.
+  if (parser_ == nullptr || !parser_->in_head()) in_.release_if_empty(worker_.buffers());
   update_reading();
 }
 

@@ -42,22 +42,6 @@ TransportPtr TcpTransport::open(const TransportContext* ctx, int fd) {
   return t;
 }
 
-TransportPtr TcpTransport::accept(const TransportContext* ctx, uv_stream_t* server) {
-  // Accepted into a uv_tcp_t, whose socket is duplicated before the handle closes.
-  auto* tcp = new uv_tcp_t;
-  uv_tcp_init(server->loop, tcp);
-  int fd = -1;
-  uv_os_fd_t accepted;
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp)) == 0 &&
-      uv_fileno(reinterpret_cast<uv_handle_t*>(tcp), &accepted) == 0) {
-    fd = fcntl(accepted, F_DUPFD_CLOEXEC, 0);
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(tcp),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-  if (fd < 0) return nullptr;
-  return open(ctx, fd);
-}
-
 int TcpTransport::watch(int fd) {
   int rc = uv_poll_init_socket(ctx_->loop, &poll_, fd);
   if (rc != 0) return rc;
@@ -174,10 +158,9 @@ bool TcpTransport::read_once() {
     do {
       n = ::read(fd_, in_->tail(), in_->space());
     } while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      in_->release_if_empty(*ctx_->buffers);
-      return false;
-    }
+    // Nothing more now. The buffer stays, even when all of it was parsed: a head being parsed
+    // points into it (only its owner knows, and gives drained storage back itself).
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
     if (n < 0) n = -errno;
     if (n == 0) n = UV_EOF;
   }
@@ -187,7 +170,6 @@ bool TcpTransport::read_once() {
     // No room, end of stream or an error: no more reading until told to.
     reading_ = false;
     stop_watching_reads();
-    in_->release_if_empty(*ctx_->buffers);
   }
   if (callbacks_ != nullptr) callbacks_->on_transport_read(n);
   return n > 0 && static_cast<size_t>(n) == room && reading_ && !closed_;

@@ -33,6 +33,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -330,6 +331,84 @@ bool exchange_outlives_its_upstream(const BulwarkProcess& bulwark) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// An upload whose write to a slow upstream is queued.
+
+// A chunked upload through bulwark to an upstream (a SlowListener's) that reads the request head
+// and then nothing until the test says so. fill() sends the body piece by piece, each once
+// bulwark has forwarded the previous one, until bulwark's socket to the upstream is all but
+// full: a piece of kLast bytes sent then is read whole by bulwark (one read) and cannot be handed
+// over whole, so its write is queued, pointing into the client's read buffer.
+struct ChunkedUpload {
+  static constexpr size_t kLast = 12 * 1024;     // one read, far more than the socket still takes
+  static constexpr uint32_t kAlmostFull = 4096;  // send-queue memory left before the last piece
+
+  ChunkedUpload(ClientConn& client, SlowListener& app, uint16_t inbound)
+      : client(client), app(app), inbound(inbound) {
+    const std::string head = make_request("POST", "/upload", {{"Transfer-Encoding", "chunked"}});
+    REQUIRE(client.send(head));
+    client_sent = head.size();
+    upstream = app.accept();
+    REQUIRE(upstream);
+    std::string upstream_head, start_line;
+    HeaderList headers;
+    REQUIRE(upstream->read_head(upstream_head, start_line, headers, kDefaultTimeout));
+    forwarded = upstream_head.size();  // bulwark frames each piece as the client did
+    REQUIRE_MESSAGE(to_upstream(), "sock_diag (NETLINK_SOCK_DIAG) does not show bulwark's sockets");
+  }
+
+  std::optional<KernelView> from_client() const {
+    return kernel_view(inbound, port_of(client.fd(), false));
+  }
+  std::optional<KernelView> to_upstream() const {
+    return kernel_view(upstream->remote_port(), app.port(), true);
+  }
+  // Bytes of the upload bulwark has read and not yet handed to its socket to the upstream.
+  int64_t held() const {
+    auto view = to_upstream();
+    REQUIRE(view);
+    return static_cast<int64_t>(forwarded) - static_cast<int64_t>(view->given());
+  }
+  // Sends `framed` (chunks carrying `body_bytes` of the body).
+  void send(const std::string& framed, size_t body_bytes) {
+    REQUIRE(client.send(framed));
+    client_sent += framed.size();
+    forwarded += framed.size();
+    body += body_bytes;
+  }
+
+  void fill() {
+    while (true) {
+      REQUIRE(eventually([&] {
+        auto view = from_client();
+        return view && view->taken() == client_sent;
+      }));
+      auto view = settled([&] { return to_upstream(); });
+      REQUIRE(view);
+      int64_t queued = static_cast<int64_t>(forwarded) - static_cast<int64_t>(view->given());
+      REQUIRE_MESSAGE(queued >= 0, "bulwark framed a piece in two chunks (read it in two parts)");
+      if (queued > 0) {
+        // The socket filled under a piece: let it through and fill again.
+        REQUIRE(upstream->pull(8192) > 0);
+        continue;
+      }
+      uint32_t room = view->send_buffer > view->queued ? view->send_buffer - view->queued : 0;
+      if (room < kAlmostFull) return;
+      REQUIRE_MESSAGE(body < 16 * kMiB, "the path to the upstream never filled");
+      size_t size = std::clamp<size_t>(room / 4, 512, 12 * 1024);
+      send(chunk(pattern_string(body, size)), size);
+    }
+  }
+
+  ClientConn& client;
+  SlowListener& app;
+  uint16_t inbound;
+  std::unique_ptr<Peer> upstream;
+  uint64_t client_sent = 0;  // bytes the client sent
+  uint64_t forwarded = 0;    // bytes bulwark is to write upstream for them
+  uint64_t body = 0;         // body bytes sent
+};
+
+// ---------------------------------------------------------------------------------------------
 // 1. The upstream closes right after a complete response.
 
 TEST_CASE("buffer ownership: an upstream closing after its response while the client is slow") {
@@ -515,84 +594,41 @@ TEST_CASE(
   // Bulwark reads the last piece into the client's read buffer and cannot hand it all over, so
   // its write is queued, pointing into that buffer; the request is complete, so bulwark reads
   // on, sees the half-close and lets go of the buffer. Only then does the upstream read the body.
-  constexpr size_t kLast = 12 * 1024;     // one read, far more than the socket still takes
-  constexpr uint32_t kAlmostFull = 4096;  // send-queue memory left before the last piece
   SlowListener app;
   TestUpstream other(serve_foreign, "other");
   BulwarkProcess bulwark;
   bulwark.start(two_cluster_config(app.address(), other.address()));
   const uint16_t inbound = bulwark.port("inbound");
-
   ClientConn client(inbound);
   REQUIRE(client.connected());
-  const std::string head = make_request("POST", "/upload", {{"Transfer-Encoding", "chunked"}});
-  REQUIRE(client.send(head));
-  auto upstream = app.accept();
-  REQUIRE(upstream);
-  std::string upstream_head, start_line;
-  HeaderList headers;
-  REQUIRE(upstream->read_head(upstream_head, start_line, headers, kDefaultTimeout));
+  ChunkedUpload upload(client, app, inbound);
+  upload.fill();
 
-  auto from_client = [&] { return kernel_view(inbound, port_of(client.fd(), false)); };
-  auto to_upstream = [&] { return kernel_view(upstream->remote_port(), app.port(), true); };
-  REQUIRE_MESSAGE(to_upstream(), "sock_diag (NETLINK_SOCK_DIAG) does not show bulwark's sockets");
-  uint64_t client_sent = head.size();
-  uint64_t forwarded = upstream_head.size();  // bulwark frames each piece as the client did
-  uint64_t body = 0;
-  while (true) {
-    REQUIRE(eventually([&] {
-      auto view = from_client();
-      return view && view->taken() == client_sent;
-    }));
-    auto view = settled(to_upstream);
-    REQUIRE(view);
-    int64_t held = static_cast<int64_t>(forwarded) - static_cast<int64_t>(view->given());
-    REQUIRE_MESSAGE(held >= 0, "bulwark framed a piece in two chunks (read it in two parts)");
-    if (held > 0) {
-      // The socket filled under a piece: let it through and fill again.
-      REQUIRE(upstream->pull(8192) > 0);
-      continue;
-    }
-    uint32_t room = view->send_buffer > view->queued ? view->send_buffer - view->queued : 0;
-    if (room < kAlmostFull) break;
-    REQUIRE_MESSAGE(body < 16 * kMiB, "the path to the upstream never filled");
-    size_t size = std::clamp<size_t>(room / 4, 512, 12 * 1024);
-    std::string piece = chunk(pattern_string(body, size));
-    REQUIRE(client.send(piece));
-    client_sent += piece.size();
-    forwarded += piece.size();
-    body += size;
-  }
-
-  std::string last = chunk(pattern_string(body, kLast)) + chunk("");
-  REQUIRE(client.send(last));
+  upload.send(chunk(pattern_string(upload.body, ChunkedUpload::kLast)) + chunk(""),
+              ChunkedUpload::kLast);
   client.shutdown_write();
-  client_sent += last.size();
-  forwarded += last.size();
-  body += kLast;
   // Bulwark read the last piece and the end of the stream (which counts one)...
   REQUIRE(eventually([&] {
-    auto view = from_client();
-    return view && view->taken() == client_sent + 1;
+    auto view = upload.from_client();
+    return view && view->taken() == upload.client_sent + 1;
   }));
   // ...while its write of the last piece is still queued.
-  auto view = to_upstream();
-  REQUIRE(view);
-  int64_t held = static_cast<int64_t>(forwarded) - static_cast<int64_t>(view->given());
-  MESSAGE("uploaded " << body << " bytes; bulwark holds " << held << " of the last piece");
+  const int64_t held = upload.held();
+  MESSAGE("uploaded " << upload.body << " bytes; bulwark holds " << held << " of the last piece");
   REQUIRE(held > 0);
   CHECK(drive_foreign_traffic(inbound) == 6);
 
   PatternVerifier verifier;
   std::string unused;
   uint64_t received = 0;
-  CHECK_MESSAGE(upstream->read_chunked_body(unused, received, verifier.sink(), kDefaultTimeout),
-                upstream->last_error_text());
+  CHECK_MESSAGE(
+      upload.upstream->read_chunked_body(unused, received, verifier.sink(), kDefaultTimeout),
+      upload.upstream->last_error_text());
   INFO("first foreign byte at body offset " << verifier.first_mismatch().value_or(0));
   CHECK(verifier.ok());
-  CHECK(verifier.received() == body);
+  CHECK(verifier.received() == upload.body);
   // The client only closed its sending side: it still gets the answer.
-  REQUIRE(upstream->write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"));
+  REQUIRE(upload.upstream->write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"));
   auto response = client.read_response();
   REQUIRE_MESSAGE(response, client.last_error_text());
   CHECK(response->status == 200);
@@ -746,6 +782,171 @@ TEST_CASE(
   auto second = client->read_response(false, Millis{10000});
   REQUIRE_MESSAGE(second, client->last_error_text());
   CHECK(second->body == "GET /second\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. A client resets its connection while its upload's write to the upstream is queued.
+
+TEST_CASE("buffer ownership: a client resetting while its upload's write upstream is queued") {
+  // As in 4, but the client sends the last piece without the final chunk and resets its
+  // connection (RST). Whether bulwark sees the reset at once or only once the upstream drains
+  // the queued write, the bytes the upstream gets must be the upload's own, and the upstream
+  // connection must then be closed (the request can never be complete); meanwhile other
+  // connections move foreign bytes through the worker's read buffers.
+  SlowListener app;
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+  const uint16_t inbound = bulwark.port("inbound");
+  ClientConn client(inbound);
+  REQUIRE(client.connected());
+  ChunkedUpload upload(client, app, inbound);
+  upload.fill();
+  const uint64_t before_last = upload.body;
+  upload.send(chunk(pattern_string(upload.body, ChunkedUpload::kLast)), ChunkedUpload::kLast);
+  REQUIRE(eventually([&] {
+    auto view = upload.from_client();
+    return view && view->taken() == upload.client_sent;
+  }));
+  const int64_t held = upload.held();
+  MESSAGE("uploaded " << upload.body << " bytes; bulwark holds " << held << " of the last piece");
+  REQUIRE(held > 0);
+  client.close(true);
+  CHECK(drive_foreign_traffic(inbound) == 6);
+
+  PatternVerifier verifier;
+  std::string unused;
+  uint64_t received = 0;
+  CHECK_FALSE(
+      upload.upstream->read_chunked_body(unused, received, verifier.sink(), kDefaultTimeout));
+  const ReadError end = upload.upstream->last_error();
+  CHECK_MESSAGE((end == ReadError::kClosed || end == ReadError::kReset),
+                upload.upstream->last_error_text());
+  INFO("first foreign byte at body offset " << verifier.first_mismatch().value_or(0));
+  CHECK(verifier.ok());
+  CHECK(verifier.received() >= before_last);
+  CHECK(verifier.received() <= upload.body);
+  // The worker goes on serving.
+  CHECK(drive_foreign_traffic(inbound, 1) == 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A head whose first part fills a read buffer exactly.
+
+// A head's first part, exactly `size` bytes long (the read buffer's size), and what ends it.
+// The parser has taken all of the first part, but the head's spans still point into it.
+struct SplitHead {
+  std::string first, rest, pad;
+};
+SplitHead split_head(const std::string& start, size_t size, const std::string& end) {
+  const std::string prefix = start + "X-Pad: ";
+  const std::string suffix = "\r\n";
+  SplitHead h;
+  h.pad = std::string(size - prefix.size() - suffix.size(), 'p');
+  h.first = prefix + h.pad + suffix;
+  h.rest = end;
+  REQUIRE(h.first.size() == size);
+  return h;
+}
+
+constexpr size_t kReadBuffer = 16 * 1024;  // a block of the worker's BufferPool
+
+TEST_CASE(
+    "buffer ownership: a request head whose first part fills the read buffer keeps its bytes") {
+  // The client sends the first 16 KiB of a head and stops. bulwark reads them (the buffer is
+  // full, all of it parsed, the head unfinished), finds nothing more to read, and must keep the
+  // buffer: it once gave it back to the pool there, the rest of the head landed in a block other
+  // connections had used, and the head's spans pointed at their bytes (another client's headers
+  // inside this request line, or a crash reading past a block).
+  std::mutex mutex;
+  std::vector<Request> seen;
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        while (auto request = conn.read_request()) {
+          {
+            std::lock_guard<std::mutex> lock(mutex);
+            seen.push_back(*request);
+          }
+          if (!conn.write_response(200, "ok\n")) return;
+        }
+      },
+      "app");
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+  const uint16_t inbound = bulwark.port("inbound");
+
+  const std::string target = "/" + std::string(300, 'a');
+  const SplitHead head =
+      split_head("GET " + target + " HTTP/1.1\r\nHost: x\r\n", kReadBuffer, "X-Last: 1\r\n\r\n");
+  ClientConn client(inbound);
+  REQUIRE(client.connected());
+  REQUIRE(client.send(head.first));
+  REQUIRE(eventually([&] {
+    auto view = kernel_view(inbound, port_of(client.fd(), false));
+    return view && view->taken() == head.first.size();
+  }));
+  // Other clients' bytes through the worker's buffers, a header of theirs to look for.
+  CHECK(drive_foreign_traffic(inbound) == 6);
+  auto victim = http_request(inbound, "GET", "/victim", {{"Authorization", "Bearer SECRET"}});
+  REQUIRE(victim);
+  CHECK(victim->status == 200);
+  REQUIRE(client.send(head.rest));
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 200);
+
+  std::lock_guard<std::mutex> lock(mutex);
+  REQUIRE(seen.size() == 2);
+  const Request& split = seen[0].target == target ? seen[0] : seen[1];
+  CHECK(split.target == target);
+  CHECK(split.get("x-pad") == head.pad);
+  CHECK(split.get("x-last") == "1");
+  CHECK(split.get("authorization").empty());
+  CHECK(split.head.find("SECRET") == std::string::npos);
+}
+
+TEST_CASE(
+    "buffer ownership: a response head whose first part fills the read buffer keeps its bytes") {
+  // The same on the upstream side: the upstream sends the first 16 KiB of its response head,
+  // waits until bulwark has read them and other connections have used the worker's buffers,
+  // then sends the rest.
+  const SplitHead head =
+      split_head("HTTP/1.1 200 OK\r\n", kReadBuffer, "Content-Length: 3\r\n\r\nok\n");
+  std::atomic<UpstreamConn*> upstream{nullptr};
+  Event first_sent;
+  Gate send_rest;
+  TestUpstream app(
+      [&](UpstreamConn& conn) {
+        if (!conn.read_request() || !conn.write(head.first)) return;
+        upstream = &conn;
+        first_sent.set();
+        if (!send_rest.pass(Millis{20000})) return;
+        conn.write(head.rest);
+        conn.wait_peer_close(Millis{5000});
+      },
+      "app");
+  Gate::Opener open_at_end(send_rest);
+  TestUpstream other(serve_foreign, "other");
+  BulwarkProcess bulwark;
+  bulwark.start(two_cluster_config(app.address(), other.address()));
+  const uint16_t inbound = bulwark.port("inbound");
+
+  ClientConn client(inbound);
+  REQUIRE(client.connected());
+  REQUIRE(client.send(make_request("GET", "/split")));
+  REQUIRE(first_sent.wait());
+  REQUIRE(eventually([&] {
+    auto view = kernel_view(port_of(upstream.load()->fd(), true), app.port(), true);
+    return view && view->taken() == head.first.size();
+  }));
+  CHECK(drive_foreign_traffic(inbound) == 6);
+  send_rest.open();
+  auto response = client.read_response();
+  REQUIRE_MESSAGE(response, client.last_error_text());
+  CHECK(response->status == 200);
+  CHECK(response->get("x-pad") == head.pad);
+  CHECK(response->body == "ok\n");
 }
 
 }  // namespace
