@@ -6,6 +6,7 @@
 #include "proxy/cluster.h"
 #include "proxy/exchange.h"
 #include "proxy/log.h"
+#include "proxy/net.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -384,8 +385,7 @@ void Exchange::flush_to_upstream() {
 
 void Exchange::on_try_failed(UpstreamRequest&, filters::TryFailure failure, LocalReason reason,
                              int err) {
-  if (failure == filters::TryFailure::kConnectFailure &&
-      (err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM)) {
+  if (failure == filters::TryFailure::kConnectFailure && is_local_resource_error(err)) {
     // bulwark is out of descriptors or memory: no evidence against the endpoint.
     endpoint_ = nullptr;
   }

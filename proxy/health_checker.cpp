@@ -8,6 +8,7 @@
 #include "filters/priority.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
+#include "proxy/net.h"
 
 namespace bulwark {
 
@@ -219,11 +220,30 @@ void HealthChecker::start_check(Target& t) {
   t.probe = std::make_unique<Probe>(*this, t);
   t.timer.start_once<&Target::timed_out>(static_cast<uint64_t>(hc.timeout.count()));
   int rc = t.probe->connect(reinterpret_cast<const sockaddr*>(&t.endpoint.sockaddr));
-  if (rc != 0)
+  if (rc != 0 && is_local_resource_error(rc)) {
+    skip_check(t, rc);
+  } else if (rc != 0) {
     finish_check(t, CheckResult::kFailure, std::string("connect failed: ") + uv_strerror(rc));
+  }
+}
+
+void HealthChecker::skip_check(Target& t, int error) {
+  // bulwark is out of descriptors or memory: the endpoint is not to blame, and the check counts
+  // neither way. It is made again after the interval.
+  t.probe.reset();
+  ++t.checks[static_cast<size_t>(CheckResult::kSkipped)];
+  log::warn("health check skipped")
+      .str("cluster", cluster_.config.name)
+      .str("endpoint", t.endpoint.address)
+      .str("error", uv_strerror(error));
+  t.timer.start(to_ms(t.health.next_delay(random_.next())));
 }
 
 void HealthChecker::Probe::on_transport_connected(int status) {
+  if (status != 0 && is_local_resource_error(status)) {
+    owner.skip_check(target, status);
+    return;
+  }
   if (status != 0) {
     owner.finish_check(target, CheckResult::kFailure,
                        std::string("connect failed: ") + uv_strerror(status));

@@ -66,6 +66,8 @@ class HealthChecker {
   const Carried* carried(const std::string& address) const;
   void start_check(Target& t);
   void finish_check(Target& t, CheckResult result, std::string detail);
+  // Ends a check bulwark could not make (its own lack of descriptors or memory) without a result.
+  void skip_check(Target& t, int error);
   void retire(Target* t);
   // Tells outlier detection of a check result; logs an ejection it ended.
   void uneject_on_check(const Target& t, bool passed);

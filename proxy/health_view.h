@@ -10,7 +10,8 @@
 namespace bulwark {
 
 // Results of an active check: the `result` label of bulwark_health_checks_total.
-enum class CheckResult : uint8_t { kSuccess, kFailure, kTimeout, kCount };
+// kSkipped: bulwark could not make the check (out of descriptors or memory); not a result.
+enum class CheckResult : uint8_t { kSuccess, kFailure, kTimeout, kSkipped, kCount };
 inline const char* to_string(CheckResult r) {
   switch (r) {
     case CheckResult::kSuccess:
@@ -19,6 +20,8 @@ inline const char* to_string(CheckResult r) {
       return "failure";
     case CheckResult::kTimeout:
       return "timeout";
+    case CheckResult::kSkipped:
+      return "skipped";
     default:
       return "none";
   }

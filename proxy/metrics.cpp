@@ -131,9 +131,9 @@ struct ListenerFamilies {
              MetricType::Counter);
   MetricFamily accept_errors =
       family("bulwark_downstream_accept_errors_total",
-             "Errors accepting a client connection. Out of file descriptors, libuv "
-             "closes the connection at once instead, uncounted: max_connections "
-             "(by default half the descriptor limit) keeps bulwark below that.",
+             "Errors accepting a client connection (out of file descriptors or memory: "
+             "the connections waiting then are closed, and accepting pauses 50 ms). "
+             "max_connections (by default half the descriptor limit) keeps bulwark below that.",
              MetricType::Counter);
   MetricFamily connection_limit =
       family("bulwark_downstream_connection_limit",

@@ -34,7 +34,7 @@ std::string format_sockaddr(const sockaddr_storage& addr) {
   return "?";
 }
 
-int open_reuseport_listener(const sockaddr_storage& addr, int backlog, std::string* error) {
+int open_listener(const sockaddr_storage& addr, int backlog, bool reuseport, std::string* error) {
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *error = "socket";
@@ -42,7 +42,7 @@ int open_reuseport_listener(const sockaddr_storage& addr, int backlog, std::stri
   }
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+  if (reuseport && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
     int e = errno;
     ::close(fd);
     *error = "SO_REUSEPORT";

@@ -2,6 +2,7 @@
 // Socket address helpers shared by listeners, the admin server and clusters.
 
 #include <sys/socket.h>
+#include <uv.h>
 
 #include <string>
 
@@ -13,8 +14,15 @@ namespace bulwark {
 int to_sockaddr(const config::SocketAddress& address, sockaddr_storage* out);
 // "127.0.0.1:8080" or "[::1]:8080".
 std::string format_sockaddr(const sockaddr_storage& addr);
-// A bound, listening, non-blocking socket with SO_REUSEPORT (so each worker can have its own on
-// the same port). Returns the fd, or a negative errno; *error names the failed step.
-int open_reuseport_listener(const sockaddr_storage& addr, int backlog, std::string* error);
+// A bound, listening, non-blocking socket with SO_REUSEADDR, and with `reuseport` SO_REUSEPORT
+// (so each worker can have its own on the same port). Returns the fd, or a negative errno;
+// *error names the failed step.
+// Whether a failed connect (a libuv error) is bulwark's own lack of descriptors or memory: no
+// evidence against the endpoint it was meant for.
+inline bool is_local_resource_error(int err) {
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
+}
+
+int open_listener(const sockaddr_storage& addr, int backlog, bool reuseport, std::string* error);
 
 }  // namespace bulwark

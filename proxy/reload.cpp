@@ -182,7 +182,7 @@ bool Server::bind_new_listeners(const config::Config& config, ListenerFds* fds) 
     }
     for (size_t w = 0; w < config.workers; ++w) {
       std::string step;
-      int fd = open_reuseport_listener(addr, 4096, &step);
+      int fd = open_listener(addr, 4096, /*reuseport=*/true, &step);
       if (fd < 0) {
         log::error("cannot listen")
             .str("listener", l.name)

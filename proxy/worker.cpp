@@ -445,6 +445,7 @@ bool Worker::accept_one(Acceptor& a) {
 
 void Worker::back_off_accepting(Acceptor& a) {
   a.held_back = true;
+  a.backing_off = true;
   if (!a.paused) {
     a.paused = true;
     if (a.watched) uv_poll_stop(&a.poll);
@@ -471,11 +472,15 @@ void Worker::pause_accepting(Acceptor& a, ListenerContext& l, const char* limit)
   start_accept_timer();
 }
 
-void Worker::resume_accepting() {
+void Worker::resume_accepting(bool limits_only) {
   if (reserve_fd_ < 0) reserve_fd_ = ::open("/", O_RDONLY | O_CLOEXEC);
   bool still_paused = false;
   for (Acceptor* a : std::vector<Acceptor*>(acceptors_)) {
     if (!a->paused || stopping_) continue;
+    if (limits_only && a->backing_off) {
+      still_paused = true;
+      continue;
+    }
     a->held_back = false;
     on_accept(*a);  // while still paused: a limit or an error sets held_back again
     if (a->held_back) {
@@ -483,6 +488,7 @@ void Worker::resume_accepting() {
       continue;
     }
     a->paused = false;
+    a->backing_off = false;
     if (a->watched) uv_poll_start(&a->poll, UV_READABLE, &Worker::on_acceptor_poll);
   }
   if (!still_paused) uv_timer_stop(&accept_timer_);
@@ -527,7 +533,8 @@ void Worker::connection_closed(ClientConnection* d) {
     connections_.pop_back();
   }
   if (draining_) drain_step();
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) resume_accepting();
+  // A connection slot came free: a listener paused at a limit goes on at once.
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&accept_timer_))) resume_accepting(true);
 }
 
 void Worker::new_request_id(char* out) {

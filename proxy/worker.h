@@ -120,6 +120,9 @@ struct Acceptor {
   // socket is not watched, so new connections wait in the kernel's backlog; a timer tries again.
   bool paused = false;
   bool held_back = false;  // the last try found the limit (or the error) still there
+  // Paused for an accept error (out of descriptors): a closing connection does not resume it,
+  // since its descriptor is freed only a loop turn later; the timer does.
+  bool backing_off = false;
 };
 
 class Worker {
@@ -175,8 +178,9 @@ class Worker {
   void connection_opened(ClientConnection* c);
   void connection_closed(ClientConnection* c);
   ConnectionLimit& process_limit() { return *process_limit_; }
-  // A connection slot was given back: accept on a paused listening socket again.
-  void resume_accepting();
+  // Accepts again on paused listening sockets (with `limits_only`, for a connection slot given
+  // back: not on those backing off an error).
+  void resume_accepting(bool limits_only = false);
   // A connection stops using `gen` (closed, or moved to the newest generation).
   void release(WorkerGen& gen);
   // Writes a fresh request id (32 hex digits) into out[0..32).

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -227,6 +228,30 @@ TEST_CASE("health checker: responses are read with the proxy's codec and its lim
   CHECK(f.endpoint(1).last_detail == "malformed response");
   CHECK(f.endpoint(2).state == std::string("healthy"));
   CHECK(f.endpoint(2).last_detail == "status 200");
+}
+
+TEST_CASE("health checker: a check bulwark cannot make for want of descriptors blames nobody") {
+  Fixture f;
+  f.config.health_check->interval = 50ms;
+  CannedServer ok(&f.loop.loop, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  auto count = [&](CheckResult r) { return f.endpoint(0).checks[static_cast<size_t>(r)]; };
+  // No descriptor can be opened: the probe's socket fails with EMFILE.
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  rlimit none = saved;
+  none.rlim_cur = 0;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &none) == 0);
+  f.health.adopt(set_of({ok.port()}));
+  const bool skipped = f.loop.run_until([&] { return count(CheckResult::kSkipped) > 0; });
+  setrlimit(RLIMIT_NOFILE, &saved);
+  REQUIRE(skipped);
+  CHECK(f.endpoint(0).state == std::string("pending"));
+  CHECK(f.endpoint(0).routable);
+  CHECK(count(CheckResult::kFailure) == 0);
+  // With descriptors again, the next check is made and passes.
+  REQUIRE(f.loop.run_until([&] { return f.health.first_round_done(); }));
+  CHECK(f.endpoint(0).state == std::string("healthy"));
+  CHECK(count(CheckResult::kFailure) == 0);
 }
 
 TEST_CASE("health checker: a host override goes in the Host header") {
