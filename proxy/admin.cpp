@@ -1,10 +1,15 @@
 #include "proxy/admin.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 
 #include "proxy/codec.h"
 #include "proxy/headers.h"
+#include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/outbox.h"
 
@@ -35,17 +40,15 @@ class AdminConnection final : public DeferredDeletable,
   AdminConnection(const AdminConnection&) = delete;
   AdminConnection& operator=(const AdminConnection&) = delete;
 
-  // Takes the connection pending on `listener` and waits for a request. False if accept failed
-  // (the object is closed then).
-  bool accept(uv_stream_t* listener) {
-    transport_ = TcpTransport::accept(&server_.context_, listener);
+  // Takes the accepted socket `fd` and waits for a request.
+  void open(int fd) {
+    transport_ = TcpTransport::open(&server_.context_, fd);
     if (!transport_) {
       close();
-      return false;
+      return;
     }
     transport_->attach(this, &in_);
     wait_for_request();
-    return true;
   }
 
   // Closes the socket at once (cutting a response being written) and frees the object once the
@@ -81,7 +84,7 @@ class AdminConnection final : public DeferredDeletable,
     }
     if (phase_ == Phase::kIdle) {
       phase_ = Phase::kRequest;
-      timer_.start(server_.timeouts_.request_ms);
+      timer_.start(server_.limits_.request_ms);
     }
     parse();
   }
@@ -112,7 +115,7 @@ class AdminConnection final : public DeferredDeletable,
 
   void wait_for_request() {
     phase_ = Phase::kIdle;
-    timer_.start(server_.timeouts_.idle_ms);
+    timer_.start(server_.limits_.idle_ms);
     transport_->read_start();
   }
 
@@ -163,7 +166,7 @@ class AdminConnection final : public DeferredDeletable,
       close();
       return;
     }
-    timer_.start(server_.timeouts_.idle_ms);
+    timer_.start(server_.limits_.idle_ms);
   }
 
   // The response is out and the connection stays: the next request, pipelined or still to come.
@@ -176,7 +179,7 @@ class AdminConnection final : public DeferredDeletable,
     }
     in_.compact(server_.buffers_);  // the unparsed bytes to the front
     phase_ = Phase::kRequest;
-    timer_.start(server_.timeouts_.request_ms);
+    timer_.start(server_.limits_.request_ms);
     parse();
     if (phase_ == Phase::kRequest) transport_->read_start();
   }
@@ -198,10 +201,10 @@ class AdminConnection final : public DeferredDeletable,
   bool request_ready_ = false;
 };
 
-AdminServer::AdminServer(uv_loop_t* loop, AdminHandler handler, AdminTimeouts timeouts)
+AdminServer::AdminServer(uv_loop_t* loop, AdminHandler handler, AdminLimits limits)
     : loop_(loop),
       handler_(std::move(handler)),
-      timeouts_(timeouts),
+      limits_(limits),
       buffers_(kMaxAdminRequest, 4),
       context_{loop, &buffers_} {}
 
@@ -211,33 +214,70 @@ int AdminServer::listen(const config::SocketAddress& address, std::string* bound
   sockaddr_storage addr{};
   int rc = to_sockaddr(address, &addr);
   if (rc != 0) return rc;
-  auto* tcp = new uv_tcp_t;
-  uv_tcp_init(loop_, tcp);
-  tcp->data = this;
-  listener_ = UvHandle<uv_tcp_t>(tcp);
-  rc = uv_tcp_bind(tcp, reinterpret_cast<const sockaddr*>(&addr), 0);
-  if (rc == 0) {
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(tcp), 128, [](uv_stream_t* s, int status) {
-      if (status == 0) static_cast<AdminServer*>(s->data)->accept_connection(s);
-    });
-  }
+  std::string step;
+  const int fd = open_listener(addr, 128, /*reuseport=*/false, &step);
+  if (fd < 0) return fd;
+  auto* poll = new uv_poll_t;
+  rc = uv_poll_init_socket(loop_, poll, fd);
   if (rc != 0) {
-    listener_.reset();
+    delete poll;
+    ::close(fd);
     return rc;
   }
+  poll->data = this;
+  listen_fd_ = fd;
+  listener_ = UvHandle<uv_poll_t>(poll);
+  uv_poll_start(poll, UV_READABLE, &AdminServer::on_listener_readable);
+  hold_off_timer_ = Timer::make<&AdminServer::resume_accepting>(loop_, this);
   deferred_ = std::make_unique<DeferredDeleter>(loop_);
   context_.later = deferred_.get();
   sockaddr_storage actual{};
-  int len = sizeof actual;
-  uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&actual), &len);
+  socklen_t len = sizeof actual;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&actual), &len);
   *bound = format_sockaddr(actual);
   return 0;
 }
 
-void AdminServer::accept_connection(uv_stream_t* listener) {
-  auto* connection = new AdminConnection(*this);
-  connections_.push_back(connection);
-  connection->accept(listener);
+void AdminServer::on_listener_readable(uv_poll_t* h, int status, int) {
+  auto* self = static_cast<AdminServer*>(h->data);
+  if (status < 0) {
+    // libuv stopped watching the socket: look again in a while.
+    log::warn("admin listener failed").str("error", uv_strerror(status));
+    self->hold_off();
+    return;
+  }
+  self->accept_connections();
+}
+
+void AdminServer::resume_accepting() {
+  uv_poll_start(listener_.get(), UV_READABLE, &AdminServer::on_listener_readable);
+  accept_connections();
+}
+
+void AdminServer::accept_connections() {
+  for (int i = 0; i < 16; ++i) {  // a flood of connects does not hold up the main loop
+    if (connections_.size() >= limits_.max_connections) {
+      hold_off();
+      return;
+    }
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int error = errno;
+      if (error == EAGAIN) return;
+      if (error == EINTR || error == ECONNABORTED) continue;
+      log::warn("admin listener cannot accept").str("error", uv_strerror(-error));
+      hold_off();
+      return;
+    }
+    auto* connection = new AdminConnection(*this);
+    connections_.push_back(connection);
+    connection->open(fd);
+  }
+}
+
+void AdminServer::hold_off() {
+  uv_poll_stop(listener_.get());
+  hold_off_timer_.start(100);
 }
 
 void AdminServer::forget(AdminConnection* connection) {
@@ -246,7 +286,12 @@ void AdminServer::forget(AdminConnection* connection) {
 }
 
 void AdminServer::close() {
-  listener_.reset();
+  if (listener_) {
+    listener_.reset();  // stops watching the socket at once (libuv removes it from epoll)
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+  }
+  hold_off_timer_.close();
   // The deleter's handles close first, freeing what it holds; the connections closed after it
   // wait in it for the destructor. So a connection whose callback led here is not freed under
   // that callback.

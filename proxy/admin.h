@@ -43,18 +43,23 @@ using AdminHandler =
 
 class AdminConnection;
 
-// How long an admin client connection may stay in a state before it is closed.
-struct AdminTimeouts {
+// How long an admin client connection may stay in a state before it is closed, and how many
+// may be open at once.
+struct AdminLimits {
   // No request begun (after the connect, or between requests), or a response not taken.
   uint64_t idle_ms = 10'000;
   // From a request's first byte to its end.
   uint64_t request_ms = 10'000;
+  // Open client connections. At the limit new ones wait in the kernel's backlog (up to 128),
+  // looked at again every 100 ms, so a client that opens many cannot take the memory of the
+  // process (each reading connection holds a 16 KiB buffer).
+  size_t max_connections = 128;
 };
 
 class AdminServer {
  public:
   // Nothing touches `loop` before listen(): the loop may be initialised after this.
-  AdminServer(uv_loop_t* loop, AdminHandler handler, AdminTimeouts timeouts = {});
+  AdminServer(uv_loop_t* loop, AdminHandler handler, AdminLimits limits = {});
   // Closes what is still open (see close()) and frees the connections.
   ~AdminServer();
   AdminServer(const AdminServer&) = delete;
@@ -74,20 +79,29 @@ class AdminServer {
  private:
   friend class AdminConnection;
 
-  void accept_connection(uv_stream_t* listener);
+  static void on_listener_readable(uv_poll_t* h, int status, int events);
+  // Accepts what waits on the listening socket, up to the connection limit.
+  void accept_connections();
+  // Watches the listening socket again after hold_off().
+  void resume_accepting();
+  // Stops watching the listening socket for 100 ms: at the connection limit, or out of
+  // descriptors (the socket stays readable, and the loop would spin on it).
+  void hold_off();
   void forget(AdminConnection* connection);
 
   uv_loop_t* loop_;
   AdminHandler handler_;
-  AdminTimeouts timeouts_;
+  AdminLimits limits_;
   // The connections' read buffers: one block holds the largest request (kMaxAdminRequest).
   BufferPool buffers_;
   // Admin writes are few: each allocates its write request (no free list), so a transport
   // closed with a write in flight never refers back to this object.
   TransportContext context_;
-  // The listening socket stays a plain libuv handle: the transport seam starts at an accepted
-  // connection (TcpTransport::accept) and has no listener of its own.
-  UvHandle<uv_tcp_t> listener_;
+  // The listening socket, accepted from with accept4 as the workers do (worker.cpp): each
+  // connection's socket goes straight to its transport (TcpTransport::open).
+  int listen_fd_ = -1;
+  UvHandle<uv_poll_t> listener_;
+  Timer hold_off_timer_;  // made by listen()
   std::vector<AdminConnection*> connections_;
   // Frees connections closed from inside their own callbacks. Made by listen(), when the loop
   // is ready; declared after buffers_, so the connections it frees last find their pool.

@@ -14,14 +14,15 @@ namespace {
 
 constexpr const char* kText = "text/plain; charset=utf-8";
 
-// The paths that read state take GET (and HEAD with it), those that change it POST; /reload
-// is in neither list and takes any method.
+// The paths that read state take GET (and HEAD with it), those that change it POST (so a link,
+// a prefetch or a crawler never reloads or drains the process).
 bool reads_state(const std::string& path) {
   return path == "/healthz" || path == "/ready" || path == "/metrics" || path == "/config" ||
          path == "/clusters";
 }
 bool changes_state(const std::string& path) {
-  return path == "/healthcheck/fail" || path == "/healthcheck/ok" || path == "/drain";
+  return path == "/healthcheck/fail" || path == "/healthcheck/ok" || path == "/drain" ||
+         path == "/reload";
 }
 
 // "2023-11-14T22:13:20.123Z": UTC, to the millisecond.

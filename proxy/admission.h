@@ -1,7 +1,8 @@
 #pragma once
 // The admission chain: the route's policies (filters/) a request passes, in order, before its
 // first try: rate limit, fault injection (delay, then abort), bulkhead. The circuit breaker is
-// not a step here: it is the cluster's, and it is asked again for every try.
+// not a step here: it guards calls to the cluster, and every try (a retry, a hedge, a half-open
+// probe) is one call, so the exchange asks it for every try (filters/README.md says more).
 //
 // Every step answers with one convention (Envoy's FilterHeadersStatus, HAProxy's <0 / 0 / >0):
 //   kContinue  go on to the next step; after the last, the request may be tried;

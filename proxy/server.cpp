@@ -32,7 +32,6 @@ Server::~Server() {
 
 int Server::run() {
   signal(SIGPIPE, SIG_IGN);
-  start_time_ms_ = uv_now(&loop_);
   last_reload_success_s_ = static_cast<double>(time(nullptr));
   clusters_ = build_clusters(config_);
   routes_ = build_routes(config_);

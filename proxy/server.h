@@ -169,7 +169,6 @@ class Server : private AdminTarget {
   bool exit_after_drain_ = true;  // false after POST /drain: keep running once drained
   bool drained_ = false;
   bool finished_ = false;
-  uint64_t start_time_ms_ = 0;
   SystemdNotifier notifier_ = SystemdNotifier::from_environment();
   std::unique_ptr<SystemdWatchdog> watchdog_;  // uses notifier_
 };

@@ -105,9 +105,6 @@ class TcpTransport final : public Transport, public SlabAllocated<TcpTransport> 
  public:
   // A transport for connect(), which makes its socket.
   static TransportPtr create(const TransportContext* ctx);
-  // Takes the connection a libuv listener holds (the admin listener's; workers accept with
-  // accept4(2) themselves and use open()). Costs a dup(2): libuv hands a socket over no other way.
-  static TransportPtr accept(const TransportContext* ctx, uv_stream_t* server);
   // A connected socket, made non-blocking here; the transport owns it (closes it also when this
   // fails, returning null).
   static TransportPtr open(const TransportContext* ctx, int fd);

@@ -64,12 +64,13 @@ TEST_CASE("the admin API takes one method per path (HEAD with GET) and says whic
     CHECK(r->status == 405);
     CHECK(r->body == "method not allowed: use GET\n");
   }
-  for (const char* path : {"/healthcheck/fail", "/healthcheck/ok", "/drain"}) {
+  for (const char* path : {"/healthcheck/fail", "/healthcheck/ok", "/drain", "/reload"}) {
     auto r = ask(api, "GET", path);
     CHECK(r->status == 405);
     CHECK(r->body == "method not allowed: use POST\n");
   }
   CHECK(target.drains == 0);
+  CHECK_FALSE(target.reload_done);  // GET /reload did not reload
   auto missing = ask(api, "GET", "/nope");
   CHECK(missing->status == 404);
   CHECK(missing->body.rfind("not found; try GET /healthz", 0) == 0);

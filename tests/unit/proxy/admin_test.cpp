@@ -26,7 +26,7 @@ constexpr uint64_t kNever = 600'000;
 // An admin server on 127.0.0.1:0. Its handler answers "METHOD /path?query" at once, or keeps the
 // answer for the test to give when `defer` says so.
 struct Admin {
-  explicit Admin(AdminTimeouts timeouts = {kNever, kNever}) {
+  explicit Admin(AdminLimits limits = {kNever, kNever}) {
     server = std::make_unique<AdminServer>(
         &loop.loop,
         [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
@@ -38,7 +38,7 @@ struct Admin {
             respond(resp);
           }
         },
-        timeouts);
+        limits);
     std::string bound;
     REQUIRE(server->listen({"127.0.0.1", 0, true}, &bound) == 0);
     port = static_cast<uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
@@ -272,6 +272,25 @@ TEST_CASE("admin: close() closes every client connection") {
   admin.server->close();
   admin.loop.run_until([&] { return a.closed() && b.closed(); });
   CHECK(admin.server->connections() == 0);
+}
+
+TEST_CASE("admin: at the connection limit a new client waits in the backlog until one leaves") {
+  AdminLimits limits{kNever, kNever};
+  limits.max_connections = 2;
+  Admin admin(limits);
+  // All three are connected (in the kernel's backlog) before the loop first runs.
+  Client a(admin.port), b(admin.port), c(admin.port);
+  a.send("GET /a HTTP/1.1\r\nHost: h\r\n\r\n");
+  b.send("GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+  c.send("GET /c HTTP/1.1\r\nHost: h\r\n\r\n");
+  admin.loop.run_until([&] { return a.has_responses(1) && b.has_responses(1); });
+  CHECK(admin.server->connections() == 2);
+  CHECK(c.responses() == 0);
+  CHECK_FALSE(c.closed());
+  a.hang_up();
+  admin.loop.run_until([&] { return c.has_responses(1); });
+  CHECK(c.received == response(200, "OK", "GET /c"));
+  CHECK(admin.requests.size() == 3);
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
-// The Exchange against a fake stream, without sockets: what it decides from a request head
-// alone (routing, the request target's form, admission, a cluster without endpoints, the
-// request id), as a client connection would see it through ExchangeStream. The exchange runs
-// on a real worker loop (its timers and pools are the worker's), on the worker's own thread.
+// The Exchange against a fake stream and a fake clock: what it decides from a request head
+// alone (routing, the request target's form, admission, the circuit breaker, a cluster without
+// endpoints, the request id), as a client connection would see it through ExchangeStream. The
+// policies' time is a FakeClock the test moves (a rate limit refills, a breaker half-opens
+// without waiting). The exchange runs on a real worker loop (its timers and pools are the
+// worker's), on the worker's own thread; no client socket exists, and an admitted request's
+// first try is cut when the test ends the exchange (the endpoint is the refused port 9).
 #include "proxy/exchange.h"
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <future>
 #include <memory>
 #include <string>
@@ -34,9 +38,15 @@ listeners:
       - name: app
         match: {prefix: /app}
         cluster: app
+      - name: guarded
+        match: {prefix: /guarded}
+        cluster: guarded
 clusters:
   - name: app
     endpoints: [127.0.0.1:9]
+  - name: guarded
+    endpoints: [127.0.0.1:9]
+    circuit_breaker: {minimum_calls: 2, window: 10s, open_duration: 30s, half_open_calls: 1}
 )";
 
 // What the exchange asked of its connection.
@@ -79,11 +89,10 @@ struct Outcome {
   FakeStream stream;
 };
 
-// A worker on its own thread, running the config above, with its clusters' endpoint sets as the
-// test says (none: a cluster whose DNS has not answered).
+// A worker on its own thread, running the config above. Its clusters have no endpoint set.
 class Harness {
  public:
-  explicit Harness(bool with_endpoints) {
+  Harness() {
     config::LoadResult loaded = config::load_config_string(kYaml, "exchange.yaml");
     for (const auto& e : loaded.errors) FAIL_CHECK(e.to_string());
     REQUIRE(loaded.ok());
@@ -93,16 +102,8 @@ class Harness {
     spec.config = config_;
     for (size_t i = 0; i < config_->clusters.size(); ++i) {
       auto state = std::make_shared<ClusterState>(config_, config_->clusters[i], i, clock_);
-      if (with_endpoints) {
-        auto set = std::make_shared<EndpointSet>();
-        Endpoint& e = set->endpoints.emplace_back();
-        e.address = e.name = "127.0.0.1:9";  // the discard port: refused here
-        uv_ip4_addr("127.0.0.1", 9, reinterpret_cast<sockaddr_in*>(&e.sockaddr));
-        set->outlier = std::make_shared<filters::OutlierDetector>(
-            config::implicit_outlier_detection(), clock_, 1);
-        state->set_endpoints(set);
-      }
       spec.clusters.push_back(state);
+      clusters_.push_back(state);
     }
     for (const auto& l : config_->listeners) {
       spec.routes.emplace_back();
@@ -149,6 +150,10 @@ class Harness {
     return result.get_future().get();
   }
 
+  // The policies' clock. Moved only between send()s: the worker reads it inside them.
+  filters::FakeClock& clock() { return clock_; }
+  ClusterState& cluster(size_t i) { return *clusters_[i]; }
+
   uint64_t local_replies(LocalReason reason) {
     std::promise<uint64_t> n;
     worker_->post(
@@ -157,13 +162,14 @@ class Harness {
   }
 
  private:
-  filters::MonotonicClock clock_;
+  filters::FakeClock clock_;
   std::shared_ptr<const config::Config> config_;
+  std::vector<std::shared_ptr<ClusterState>> clusters_;
   std::unique_ptr<Worker> worker_;
 };
 
 TEST_CASE("exchange: a request no route matches gets 404 no_route, and the connection stays") {
-  Harness h(true);
+  Harness h;
   Outcome o = h.send("GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n");
   REQUIRE(o.head_seen);
   REQUIRE(o.stream.replies.size() == 1);
@@ -176,7 +182,7 @@ TEST_CASE("exchange: a request no route matches gets 404 no_route, and the conne
 }
 
 TEST_CASE("exchange: an unmatched request with a body pauses the parser and closes after") {
-  Harness h(true);
+  Harness h;
   Outcome o = h.send("POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
   REQUIRE(o.stream.replies.size() == 1);
   CHECK(o.stream.replies[0].reason == LocalReason::kNoRoute);
@@ -185,7 +191,7 @@ TEST_CASE("exchange: an unmatched request with a body pauses the parser and clos
 }
 
 TEST_CASE("exchange: CONNECT and malformed request targets are refused before routing") {
-  Harness h(true);
+  Harness h;
   Outcome connect = h.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
   REQUIRE(connect.stream.replies.size() == 1);
   CHECK(connect.stream.replies[0].status == 501);
@@ -202,20 +208,58 @@ TEST_CASE("exchange: CONNECT and malformed request targets are refused before ro
 }
 
 TEST_CASE("exchange: the rate limit's 429 carries Retry-After and counts") {
-  Harness h(true);
-  Outcome first = h.send("GET /limited HTTP/1.1\r\nHost: a\r\n\r\n");
-  // The first is admitted: it goes on to an upstream (refused port: nothing answers here, and
-  // the exchange ends when the test's connection closes).
-  CHECK(first.stream.replies.empty());
+  Harness h;
+  // Admitted: the cluster has no endpoints yet.
+  auto admitted = [](const Outcome& o) {
+    return o.stream.replies.size() == 1 && o.stream.replies[0].reason == LocalReason::kNoEndpoints;
+  };
+  CHECK(admitted(h.send("GET /limited HTTP/1.1\r\nHost: a\r\n\r\n")));
   Outcome second = h.send("GET /limited HTTP/1.1\r\nHost: a\r\n\r\n");
   REQUIRE(second.stream.replies.size() == 1);
   CHECK(second.stream.replies[0].status == 429);
   CHECK(second.stream.replies[0].retry_after_s == 1);
   CHECK(h.local_replies(LocalReason::kRateLimited) == 1);
+  // Half a second later the bucket holds half a token: still refused, and still told to come
+  // back within a second.
+  h.clock().advance(std::chrono::milliseconds(500));
+  Outcome third = h.send("GET /limited HTTP/1.1\r\nHost: a\r\n\r\n");
+  REQUIRE(third.stream.replies.size() == 1);
+  CHECK(third.stream.replies[0].status == 429);
+  CHECK(third.stream.replies[0].retry_after_s == 1);
+  // A whole second after the first: refilled, admitted.
+  h.clock().advance(std::chrono::milliseconds(500));
+  CHECK(admitted(h.send("GET /limited HTTP/1.1\r\nHost: a\r\n\r\n")));
+  CHECK(h.local_replies(LocalReason::kRateLimited) == 2);
+}
+
+TEST_CASE("exchange: an open circuit answers 503 circuit_open until its open time is over") {
+  Harness h;
+  filters::CircuitBreaker& breaker = *h.cluster(1).circuit;
+  for (int i = 0; i < 2; ++i) breaker.try_acquire().record(filters::CallOutcome::kFailure, 0);
+  REQUIRE(breaker.state() == filters::CircuitState::kOpen);
+  Outcome refused = h.send("GET /guarded HTTP/1.1\r\nHost: a\r\n\r\n");
+  REQUIRE(refused.stream.replies.size() == 1);
+  CHECK(refused.stream.replies[0].status == 503);
+  CHECK(refused.stream.replies[0].reason == LocalReason::kCircuitOpen);
+  CHECK(h.local_replies(LocalReason::kCircuitOpen) == 1);
+  auto reason = [&](const char* path) {
+    Outcome o = h.send(std::string("GET ") + path + " HTTP/1.1\r\nHost: a\r\n\r\n");
+    return o.stream.replies.size() == 1 ? o.stream.replies[0].reason : LocalReason::kCount;
+  };
+  // Another route's cluster has no breaker: admitted (and without endpoints).
+  CHECK(reason("/app") == LocalReason::kNoEndpoints);
+  h.clock().advance(std::chrono::seconds(29));
+  CHECK(reason("/guarded") == LocalReason::kCircuitOpen);
+  // After open_duration: half-open, and this request is its one probe. It reached no endpoint,
+  // so it is no evidence either way: the probe goes back and the breaker stays half-open.
+  h.clock().advance(std::chrono::seconds(1));
+  CHECK(reason("/guarded") == LocalReason::kNoEndpoints);
+  CHECK(breaker.state() == filters::CircuitState::kHalfOpen);
+  CHECK(h.local_replies(LocalReason::kCircuitOpen) == 2);
 }
 
 TEST_CASE("exchange: a cluster without endpoints answers 503 no_endpoints at once") {
-  Harness h(false);
+  Harness h;
   Outcome o = h.send("GET /app HTTP/1.1\r\nHost: a\r\n\r\n");
   REQUIRE(o.stream.replies.size() == 1);
   CHECK(o.stream.replies[0].status == 503);
@@ -230,7 +274,7 @@ TEST_CASE("exchange: a cluster without endpoints answers 503 no_endpoints at onc
 }
 
 TEST_CASE("exchange: a usable client request id is kept, a missing or oversized one is replaced") {
-  Harness h(true);
+  Harness h;
   Outcome kept = h.send("GET /nowhere HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n");
   REQUIRE(kept.stream.request_ids.size() == 1);
   CHECK(kept.stream.request_ids[0] == "abc-123");
