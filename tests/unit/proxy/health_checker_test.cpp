@@ -231,6 +231,12 @@ TEST_CASE("health checker: responses are read with the proxy's codec and its lim
 }
 
 TEST_CASE("health checker: a check bulwark cannot make for want of descriptors blames nobody") {
+#if defined(BULWARK_SLAB_CHECKS)
+  // The sanitizer build (ASan and UBSan): UBSan's vptr check needs a pipe of its own to look at
+  // memory, and without a descriptor it reports valid objects.
+  MESSAGE("skipped in the sanitizer build: UBSan cannot check vptrs without descriptors");
+  return;
+#endif
   Fixture f;
   f.config.health_check->interval = 50ms;
   CannedServer ok(&f.loop.loop, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
