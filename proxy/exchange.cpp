@@ -237,6 +237,18 @@ void Exchange::on_tunnel_data(const char* data, size_t n, BufferBlock* block) {
   flush_to_upstream();
 }
 
+bool Exchange::on_tunnel_client_end() {
+  if (state_ != State::kTunnel || !try_ || !try_->has_connection()) return false;
+  tunnel_client_ended_ = true;
+  shut_down_tunnel_upstream();
+  return true;
+}
+
+void Exchange::shut_down_tunnel_upstream() {
+  if (!tunnel_client_ended_ || res_.to_upstream.in_flight() || !res_.to_upstream.empty()) return;
+  if (try_->shutdown_write() != 0) stream_.close();
+}
+
 bool Exchange::wants_request_bytes() const {
   switch (state_) {
     case State::kProxying:

@@ -97,6 +97,10 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   void flush_request() { flush_to_upstream(); }
   // After a 101: client bytes for the upstream, inside `block`.
   void on_tunnel_data(const char* data, size_t n, BufferBlock* block);
+  // The client ended its side of the tunnel (a half-close): the upstream's side is shut down once
+  // everything the client sent is written, and the upstream's bytes go on to the client until
+  // the upstream closes. False when there is no tunnel to keep: the connection closes.
+  bool on_tunnel_client_end();
   // Whether the connection should read more of the client's bytes now.
   bool wants_request_bytes() const;
   // A request that cannot be served: its head never completed (malformed, too large, too slow),
@@ -174,6 +178,8 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The upstream side: the current try (upstream_request.h) and what it reports.
   // Picks an endpoint for the try and starts it there.
   void connect_upstream(bool fresh_only);
+  // Shuts the upstream's side of a tunnel the client half-closed, once all it sent is written.
+  void shut_down_tunnel_upstream();
   void flush_to_upstream();
   void on_try_pool_capacity(UpstreamRequest& t) override;
   void on_try_ready(UpstreamRequest& t) override;
@@ -241,10 +247,11 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The endpoints this request's tries could not reach: its retries go elsewhere.
   UnreachableEndpoints unreachable_;
   uint32_t tries_ = 0;
-  size_t body_kept_ = 0;       // request body bytes copied for re-sending
-  bool may_resend_ = false;    // the request may be sent again after bytes went out
-  bool copy_body_ = false;     // the body is copied into to_upstream as it arrives
-  bool request_sent_ = false;  // some request byte went to an upstream (any try)
+  size_t body_kept_ = 0;              // request body bytes copied for re-sending
+  bool may_resend_ = false;           // the request may be sent again after bytes went out
+  bool copy_body_ = false;            // the body is copied into to_upstream as it arrives
+  bool request_sent_ = false;         // some request byte went to an upstream (any try)
+  bool tunnel_client_ended_ = false;  // the client half-closed the tunnel
   bool request_has_body_ = false;
   bool request_complete_ = false;
   bool request_head_request_ = false;  // HEAD: the response has no body

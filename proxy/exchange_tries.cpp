@@ -403,6 +403,7 @@ void Exchange::on_try_request_written(UpstreamRequest&) {
     if (stream_.closed()) return;
   }
   flush_to_upstream();
+  if (state_ == State::kTunnel) shut_down_tunnel_upstream();
   stream_.update_reading();
 }
 

@@ -105,6 +105,12 @@ void Http1Connection::on_transport_read(ssize_t nread) {
       update_reading();
       return;
     }
+    if (phase_ == Phase::kTunnel && nread == UV_EOF && exchange_->on_tunnel_client_end()) {
+      // The client half-closed a tunnel: the upstream's side follows, and its bytes still come.
+      client_eof_ = true;
+      update_reading();
+      return;
+    }
     close();
     return;
   }

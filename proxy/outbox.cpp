@@ -119,7 +119,7 @@ void Outbox::on_written() {
     drop_segments(flushed_until_);
     if (segments_.empty()) {
       framing_.clear();
-      late_framing_.clear();
+      if (!late_framing_.empty()) late_framing_.clear();  // clear() costs even when empty
     }
     first_unsent_ = flushed_until_ = 0;
     total_bytes_ = 0;
@@ -131,7 +131,7 @@ void Outbox::clear() {
   drop_segments(segments_.size());
   in_flight_ = false;
   // A kept request body may have grown the framing storage; an idle connection keeps none of it.
-  late_framing_.clear();
+  if (!late_framing_.empty()) late_framing_.clear();
   if (framing_.capacity() > 4096) {
     std::string().swap(framing_);
   } else {

@@ -95,6 +95,8 @@ class UpstreamConnection : public DeferredDeletable,
     return transport_ ? transport_->write(out, at_once) : UV_EPIPE;
   }
   bool writing() const { return transport_ && transport_->writing(); }
+  // Ends the sending side after the write in flight (Transport::shutdown).
+  int shutdown() { return transport_ ? transport_->shutdown() : UV_EPIPE; }
 
   State state() const { return state_; }
   EndpointPool& pool() { return *pool_; }

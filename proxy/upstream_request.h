@@ -105,6 +105,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner,
   // The client took what was forwarded: parse what is buffered, or read the next buffer of the
   // response (or tunnel).
   void resume();
+  // Ends the sending side of the connection after the write in flight (a tunnel the client
+  // half-closed). 0 or a libuv error.
+  int shutdown_write() { return lease_ != nullptr ? lease_->shutdown() : UV_EPIPE; }
   // Ends the try: its connection goes back to the pool when `reusable` (and the whole exchange
   // went through), else it is closed. Leaves the pool's queue.
   void release(bool reusable);

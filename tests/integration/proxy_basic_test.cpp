@@ -346,6 +346,36 @@ TEST_CASE("a WebSocket upgrade is tunnelled both ways after 101 Switching Protoc
   CHECK(upstream_saw_close.wait());
 }
 
+TEST_CASE("a client half-closing a tunnel still gets the upstream's answer, then the close") {
+  // The client sends its last bytes and shuts down its sending side. bulwark passes the end on
+  // (the upstream reads end of stream after the bytes), and relays what the upstream sends
+  // after that until the upstream closes.
+  TestUpstream::Handler handler = [&](UpstreamConn& conn) {
+    auto request = conn.read_request();
+    if (!request) return;
+    conn.write(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    std::string got;
+    while (true) {
+      std::string data = conn.read_some(1, Millis{10000});
+      if (data.empty()) break;
+      got += data;
+    }
+    if (conn.last_error() != ReadError::kClosed) return;  // the client's end must arrive as one
+    conn.write("after your end: " + got);
+  };
+  ProxyFixture proxy(handler);
+  ClientConn client(proxy.port());
+  REQUIRE(client.send(
+      make_request("GET", "/ws", {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}})));
+  auto switched = client.read_response();
+  REQUIRE_MESSAGE(switched, client.last_error_text());
+  REQUIRE(switched->status == 101);
+  REQUIRE(client.send("last words"));
+  client.shutdown_write();
+  CHECK(client.read_until_close() == "after your end: last words");
+}
+
 TEST_CASE("the README demo: bulwark in front of demo-upstream") {
   DemoUpstreamProcess demo;
   demo.start("demo");
