@@ -108,6 +108,8 @@ class AdminConnection final : public DeferredDeletable,
     request_.query.assign(q == std::string_view::npos ? std::string_view() : target.substr(q));
     keep_alive_ = head.keep_alive;
     head_request_ = head.is_head_method;
+    request_.from_browser =
+        head.find("origin") != nullptr || head.find("sec-fetch-site") != nullptr;
     return kProceed;
   }
   void on_body(const char*, size_t) override {}

@@ -28,6 +28,9 @@ struct AdminRequest {
   std::string method;
   std::string path;   // without the query
   std::string query;  // from "?" on
+  // A browser sent it for a web page (it carries Origin or Sec-Fetch-Site): a page on any site
+  // can make a browser on this host POST to 127.0.0.1 without asking.
+  bool from_browser = false;
 };
 
 struct AdminResponse {

@@ -140,6 +140,13 @@ void AdminApi::handle(const AdminRequest& req, std::function<void(AdminResponse)
         {405, kText, std::string("method not allowed: use ") + (reads ? "GET" : "POST") + "\n"});
     return;
   }
+  if (changes_state(req.path) && req.from_browser) {
+    // curl, kubectl, systemd and scripts send neither header; a web page's request always does.
+    respond({403, kText,
+             "refused: a browser's request (Origin or Sec-Fetch-Site) may not " +
+                 req.path.substr(1) + "\n"});
+    return;
+  }
   if (req.path == "/healthz") {
     respond({200, kText, "ok\n"});
   } else if (req.path == "/ready") {

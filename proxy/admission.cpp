@@ -25,7 +25,11 @@ Admission::Result Admission::start(WorkerRoute& route, Owner* owner, const Reque
   next_ = 0;
   fault_injected_ = false;
   fault_abort_status_ = 0;
-  return run();
+  Result r = run();
+  // The request's views point into the client's read buffer, which may be reused once the head
+  // has been handled: no step after a wait may read them (fault_delay() decides the abort too).
+  request_ = {};
+  return r;
 }
 
 Admission::Result Admission::run() {

@@ -36,6 +36,7 @@ class Admission : private BulkheadWaiter {
     uint64_t timer_ms = 0;                     // kWait: call on_timer() after this long
   };
   // The request's fault-injection headers (x-bulwark-fault-*), when the route lets them count.
+  // Read only inside start(): they point into the client's read buffer.
   struct Request {
     std::string_view fault_delay_header;
     std::string_view fault_abort_header;

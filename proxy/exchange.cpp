@@ -240,6 +240,7 @@ void Exchange::on_tunnel_data(const char* data, size_t n, BufferBlock* block) {
 bool Exchange::on_tunnel_client_end() {
   if (state_ != State::kTunnel || !try_ || !try_->has_connection()) return false;
   tunnel_client_ended_ = true;
+  arm_deadline_timer();  // the shorter idle bound of a half-closed tunnel
   shut_down_tunnel_upstream();
   return true;
 }
@@ -252,7 +253,12 @@ void Exchange::shut_down_tunnel_upstream() {
 bool Exchange::wants_request_bytes() const {
   switch (state_) {
     case State::kProxying:
-      return request_complete_ || !res_.to_upstream.in_flight();
+      if (request_complete_) return true;  // the next request's bytes, up to the read buffer
+      // A write in flight holds the rest back. Without a connection that takes the bytes (the
+      // request waits for admission, a pool slot, a connect or a backoff) nothing is in flight:
+      // the body held meanwhile is bounded too.
+      return !res_.to_upstream.in_flight() &&
+             res_.to_upstream.bytes_pending() < kMaxUnsentRequestBytes;
     case State::kTunnel:
       return !res_.to_upstream.in_flight();
     default:

@@ -45,6 +45,13 @@
 
 namespace bulwark {
 
+// The request body an exchange holds while no upstream connection takes it (waiting for
+// admission, a pool slot, a connect or a backoff): reading the client stops beyond it.
+inline constexpr size_t kMaxUnsentRequestBytes = 64 * 1024;
+// How long a tunnel the client half-closed may stay without a byte moving (HAProxy's
+// `timeout client-fin`), whatever the stream idle timeout says.
+inline constexpr uint64_t kHalfClosedTunnelIdleMs = 30'000;
+
 // What an exchange keeps between requests: lent with it, never reset but reused.
 struct ExchangeResources {
   explicit ExchangeResources(Worker& worker);

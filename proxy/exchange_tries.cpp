@@ -236,6 +236,10 @@ void Exchange::note_io() { last_io_ms_ = uv_now(worker_.loop()); }
 
 uint64_t Exchange::stream_idle_deadline_ms() const {
   auto idle = static_cast<uint64_t>(listener_.config.stream_idle_timeout.count());
+  // A tunnel the client half-closed: its socket is no longer watched (a reset would go
+  // unnoticed), so the quiet time it may last is bounded even without a stream idle timeout.
+  if (tunnel_client_ended_ && (idle == 0 || idle > kHalfClosedTunnelIdleMs))
+    idle = kHalfClosedTunnelIdleMs;
   if (idle == 0 || state_ == State::kDone) return 0;
   return last_io_ms_ + idle;
 }

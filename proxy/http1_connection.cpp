@@ -276,6 +276,8 @@ void Http1Connection::start_tunnel() {
     in_.parsed = in_.filled;
     exchange_->on_tunnel_data(data, n, in_.block);
   }
+  // The client half-closed before the 101 came: its end goes on to the upstream too.
+  if (client_eof_ && !closed_ && !exchange_->on_tunnel_client_end()) close();
 }
 
 // ---------------------------------------------------------------------------------------------

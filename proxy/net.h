@@ -17,10 +17,11 @@ std::string format_sockaddr(const sockaddr_storage& addr);
 // A bound, listening, non-blocking socket with SO_REUSEADDR, and with `reuseport` SO_REUSEPORT
 // (so each worker can have its own on the same port). Returns the fd, or a negative errno;
 // *error names the failed step.
-// Whether a failed connect (a libuv error) is bulwark's own lack of descriptors or memory: no
-// evidence against the endpoint it was meant for.
+// Whether a failed connect (a libuv error) is bulwark's own lack of descriptors, memory or local
+// ports: no evidence against the endpoint it was meant for.
 inline bool is_local_resource_error(int err) {
-  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
+  return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
+         err == UV_EADDRNOTAVAIL;  // out of local ports
 }
 
 int open_listener(const sockaddr_storage& addr, int backlog, bool reuseport, std::string* error);

@@ -455,7 +455,8 @@ void Worker::back_off_accepting(Acceptor& a) {
 
 void Worker::pause_accepting(Acceptor& a, ListenerContext& l, const char* limit) {
   a.held_back = true;
-  if (a.paused) return;  // still at the limit: counted when it started
+  a.backing_off = false;  // a limit holds it now: a closing connection may resume it
+  if (a.paused) return;   // still at the limit: counted when it started
   // Not watching the socket leaves new connections in the kernel's backlog;
   // resume_accepting() goes on.
   a.paused = true;

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/kernel_view.h"
 #include "tests/integration/proxy_fixture.h"
 
 using namespace bulwark::test;
@@ -374,6 +375,43 @@ TEST_CASE("a client half-closing a tunnel still gets the upstream's answer, then
   REQUIRE(client.send("last words"));
   client.shutdown_write();
   CHECK(client.read_until_close() == "after your end: last words");
+}
+
+TEST_CASE("a client half-close sent before the 101 reaches the upstream after it") {
+  // The client sends its upgrade request, its first tunnel bytes and its FIN at once; bulwark
+  // reads them all before the upstream agrees to switch. After the 101 the bytes and then the end
+  // go on to the upstream, whose answer still comes back.
+  Gate switch_now;
+  TestUpstream::Handler handler = [&](UpstreamConn& conn) {
+    if (!conn.read_request() || !switch_now.pass(Millis{10000})) return;
+    conn.write(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    std::string got;
+    while (true) {
+      std::string data = conn.read_some(1, Millis{10000});
+      if (data.empty()) break;
+      got += data;
+    }
+    if (conn.last_error() != ReadError::kClosed) return;
+    conn.write("after your end: " + got);
+  };
+  ProxyFixture proxy(handler);
+  Gate::Opener open_at_end(switch_now);
+  ClientConn client(proxy.port());
+  const std::string request =
+      make_request("GET", "/ws", {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
+  REQUIRE(client.send(request + "early"));
+  client.shutdown_write();
+  // bulwark has read all of it, the end of the stream (which counts one) included.
+  REQUIRE(eventually([&] {
+    auto view = kernel_view(proxy.port(), port_of(client.fd(), false));
+    return view && view->taken() == request.size() + 5 + 1;
+  }));
+  switch_now.open();
+  auto switched = client.read_response();
+  REQUIRE_MESSAGE(switched, client.last_error_text());
+  REQUIRE(switched->status == 101);
+  CHECK(client.read_until_close() == "after your end: early");
 }
 
 TEST_CASE("the README demo: bulwark in front of demo-upstream") {

@@ -71,6 +71,14 @@ TEST_CASE("the admin API takes one method per path (HEAD with GET) and says whic
   }
   CHECK(target.drains == 0);
   CHECK_FALSE(target.reload_done);  // GET /reload did not reload
+  // A web page cannot make a browser change state: it always sends Origin (or Sec-Fetch-Site).
+  AdminRequest from_page{"POST", "/drain", ""};
+  from_page.from_browser = true;
+  std::optional<AdminResponse> refused;
+  api.handle(from_page, [&](AdminResponse r) { refused = std::move(r); });
+  REQUIRE(refused);
+  CHECK(refused->status == 403);
+  CHECK(target.drains == 0);
   auto missing = ask(api, "GET", "/nope");
   CHECK(missing->status == 404);
   CHECK(missing->body.rfind("not found; try GET /healthz", 0) == 0);

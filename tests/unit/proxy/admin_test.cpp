@@ -31,6 +31,7 @@ struct Admin {
         &loop.loop,
         [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
           requests.push_back(r.method + " " + r.path + r.query);
+          from_browser.push_back(r.from_browser);
           AdminResponse resp{200, "text/plain; charset=utf-8", r.method + " " + r.path + r.query};
           if (defer && defer(r)) {
             kept.push_back([respond, resp] { respond(resp); });
@@ -52,6 +53,7 @@ struct Admin {
   std::unique_ptr<AdminServer> server;
   uint16_t port = 0;
   std::vector<std::string> requests;               // as the handler saw them
+  std::vector<bool> from_browser;                  // AdminRequest::from_browser of each
   std::function<bool(const AdminRequest&)> defer;  // true: keep the answer in `kept`
   std::vector<std::function<void()>> kept;         // answers not given yet
 };
@@ -291,6 +293,19 @@ TEST_CASE("admin: at the connection limit a new client waits in the backlog unti
   admin.loop.run_until([&] { return c.has_responses(1); });
   CHECK(c.received == response(200, "OK", "GET /c"));
   CHECK(admin.requests.size() == 3);
+}
+
+TEST_CASE("admin: a request with Origin or Sec-Fetch-Site is marked as a browser's") {
+  Admin admin;
+  Client client(admin.port);
+  client.send(
+      "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+      "POST /b HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example\r\n"
+      "Content-Length: 0\r\n\r\n"
+      "POST /c HTTP/1.1\r\nHost: h\r\nSec-Fetch-Site: cross-site\r\n"
+      "Content-Length: 0\r\n\r\n");
+  admin.loop.run_until([&] { return client.has_responses(3); });
+  CHECK(admin.from_browser == std::vector<bool>{false, true, true});
 }
 
 }  // namespace
