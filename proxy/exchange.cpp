@@ -238,7 +238,9 @@ void Exchange::on_tunnel_data(const char* data, size_t n, BufferBlock* block) {
 }
 
 bool Exchange::on_tunnel_client_end() {
-  if (state_ != State::kTunnel || !try_ || !try_->has_connection()) return false;
+  // Both sides ended: the tunnel is over (the connection closes, the upstream's with it).
+  if (state_ != State::kTunnel || !try_ || !try_->has_connection() || tunnel_upstream_ended_)
+    return false;
   tunnel_client_ended_ = true;
   arm_deadline_timer();  // the shorter idle bound of a half-closed tunnel
   shut_down_tunnel_upstream();
@@ -295,6 +297,10 @@ void Exchange::on_downstream_written() {
     case State::kTunnel:
       if (!try_->has_connection()) {
         stream_.close();
+        return;
+      }
+      if (tunnel_upstream_ended_) {
+        end_tunnel_downstream();
         return;
       }
       try_->resume();

@@ -48,7 +48,7 @@ namespace bulwark {
 // The request body an exchange holds while no upstream connection takes it (waiting for
 // admission, a pool slot, a connect or a backoff): reading the client stops beyond it.
 inline constexpr size_t kMaxUnsentRequestBytes = 64 * 1024;
-// How long a tunnel the client half-closed may stay without a byte moving (HAProxy's
+// How long a tunnel one side half-closed may stay without a byte moving (HAProxy's
 // `timeout client-fin`), whatever the stream idle timeout says.
 inline constexpr uint64_t kHalfClosedTunnelIdleMs = 30'000;
 
@@ -203,6 +203,9 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   void on_try_upgraded(UpstreamRequest& t) override;
   Next on_try_data(UpstreamRequest& t, const char* data, size_t n, BufferBlock* block) override;
   void on_try_closed(UpstreamRequest& t, bool write_failed) override;
+  bool on_try_tunnel_end(UpstreamRequest& t) override;
+  // Ends the client's side of a tunnel the upstream half-closed, once all it sent is written.
+  void end_tunnel_downstream();
   bool on_try_turn(UpstreamRequest& t) override;
   bool upgrade_was_offered(const http::MessageHead& response);
   void upstream_failed(LocalReason reason, int err);
@@ -254,11 +257,12 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The endpoints this request's tries could not reach: its retries go elsewhere.
   UnreachableEndpoints unreachable_;
   uint32_t tries_ = 0;
-  size_t body_kept_ = 0;              // request body bytes copied for re-sending
-  bool may_resend_ = false;           // the request may be sent again after bytes went out
-  bool copy_body_ = false;            // the body is copied into to_upstream as it arrives
-  bool request_sent_ = false;         // some request byte went to an upstream (any try)
-  bool tunnel_client_ended_ = false;  // the client half-closed the tunnel
+  size_t body_kept_ = 0;                // request body bytes copied for re-sending
+  bool may_resend_ = false;             // the request may be sent again after bytes went out
+  bool copy_body_ = false;              // the body is copied into to_upstream as it arrives
+  bool request_sent_ = false;           // some request byte went to an upstream (any try)
+  bool tunnel_client_ended_ = false;    // the client half-closed the tunnel
+  bool tunnel_upstream_ended_ = false;  // the upstream half-closed the tunnel
   bool request_has_body_ = false;
   bool request_complete_ = false;
   bool request_head_request_ = false;  // HEAD: the response has no body

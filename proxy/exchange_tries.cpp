@@ -236,9 +236,10 @@ void Exchange::note_io() { last_io_ms_ = uv_now(worker_.loop()); }
 
 uint64_t Exchange::stream_idle_deadline_ms() const {
   auto idle = static_cast<uint64_t>(listener_.config.stream_idle_timeout.count());
-  // A tunnel the client half-closed: its socket is no longer watched (a reset would go
+  // A half-closed tunnel: the ended side's socket is no longer watched (a reset would go
   // unnoticed), so the quiet time it may last is bounded even without a stream idle timeout.
-  if (tunnel_client_ended_ && (idle == 0 || idle > kHalfClosedTunnelIdleMs))
+  if ((tunnel_client_ended_ || tunnel_upstream_ended_) &&
+      (idle == 0 || idle > kHalfClosedTunnelIdleMs))
     idle = kHalfClosedTunnelIdleMs;
   if (idle == 0 || state_ == State::kDone) return 0;
   return last_io_ms_ + idle;
@@ -530,6 +531,19 @@ void Exchange::on_try_closed(UpstreamRequest&, bool write_failed) {
   } else {
     stream_.close();
   }
+}
+
+bool Exchange::on_try_tunnel_end(UpstreamRequest&) {
+  if (tunnel_client_ended_ || stream_.closed()) return false;  // both sides ended
+  tunnel_upstream_ended_ = true;
+  arm_deadline_timer();  // the shorter idle bound of a half-closed tunnel
+  end_tunnel_downstream();
+  return true;
+}
+
+void Exchange::end_tunnel_downstream() {
+  if (stream_.writing() || stream_.has_unsent()) return;  // on_downstream_written() comes back
+  stream_.end_sending();
 }
 
 bool Exchange::on_try_turn(UpstreamRequest&) {

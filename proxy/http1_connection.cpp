@@ -382,6 +382,15 @@ void Http1Connection::flush(bool at_once) {
   }
 }
 
+bool Http1Connection::end_sending() {
+  if (closed_) return false;
+  if (transport_->shutdown() != 0) {
+    close();
+    return false;
+  }
+  return true;
+}
+
 void Http1Connection::cut() {
   keep_client_ = false;
   flush(false);

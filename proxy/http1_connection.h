@@ -99,6 +99,7 @@ class Http1Connection final : public DeferredDeletable,
   bool has_unsent() const override { return out_ != nullptr && !out_->empty(); }
   void cut() override;
   void close() override;
+  bool end_sending() override;
   void request_forwarded(bool keep) override;
   bool request_buffer_full() const override { return in_.space() == 0; }
   void update_reading() override;

@@ -58,6 +58,9 @@ class ExchangeStream {
   virtual void cut() = 0;
   // Closes the connection now (a tunnel's end, a stalled response).
   virtual void close() = 0;
+  // Ends the sending side toward the client after what is written (the upstream half-closed a
+  // tunnel); reading goes on. False when it cannot (the connection is then closed).
+  virtual bool end_sending() = 0;
 
   // ---- The request, from the client.
   // The bytes the exchange forwarded from the client's read buffer were written upstream: the

@@ -117,6 +117,7 @@ void UpstreamRequest::on_upstream_read(UpstreamConnection& conn, ssize_t nread) 
   }
   // The upstream closed or failed.
   if (upgraded_) {
+    if (nread == UV_EOF && callbacks_.on_try_tunnel_end(*this)) return;
     callbacks_.on_try_closed(*this, false);
     return;
   }

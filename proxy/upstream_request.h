@@ -74,6 +74,10 @@ class UpstreamRequest final : public UpstreamConnection::Owner,
                              BufferBlock* block) = 0;
     // The tunnel's upstream side ended: it closed or failed (`write_failed`: a write to it).
     virtual void on_try_closed(UpstreamRequest& t, bool write_failed) = 0;
+    // The tunnel's upstream side ended its sending (end of stream) but may still read: the
+    // connection stays, for the client's bytes. False when the exchange lets it go (then the
+    // tunnel ends as in on_try_closed).
+    virtual bool on_try_tunnel_end(UpstreamRequest& t) = 0;
     // The try's turn came to read a buffer (see Pacer): false when it must not read now (the
     // client has not taken the last one, or the exchange moved on).
     virtual bool on_try_turn(UpstreamRequest& t) = 0;

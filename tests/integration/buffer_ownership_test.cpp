@@ -604,6 +604,8 @@ TEST_CASE(
   INFO("first foreign byte at tunnel offset " << verifier.first_mismatch().value_or(0));
   CHECK(verifier.ok());
   CHECK(verifier.received() == sent);
+  // The upstream only half-closed: the tunnel ends when the client ends its side too.
+  client->shutdown_write();
   CHECK(upstream.wait_peer_close());
 }
 

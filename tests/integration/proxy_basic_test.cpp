@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -412,6 +413,43 @@ TEST_CASE("a client half-close sent before the 101 reaches the upstream after it
   REQUIRE_MESSAGE(switched, client.last_error_text());
   REQUIRE(switched->status == 101);
   CHECK(client.read_until_close() == "after your end: early");
+}
+
+TEST_CASE("an upstream half-closing a tunnel still gets the client's bytes, then the end") {
+  // The upstream sends its last bytes and shuts down its sending side. The client gets them and
+  // the end of the stream, and what it sends after that still reaches the upstream.
+  std::mutex mutex;
+  std::string got;
+  Event upstream_done;
+  TestUpstream::Handler handler = [&](UpstreamConn& conn) {
+    if (!conn.read_request()) return;
+    conn.write(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye");
+    conn.shutdown_write();
+    std::string data;
+    while (true) {
+      std::string piece = conn.read_some(1, Millis{10000});
+      if (piece.empty()) break;
+      data += piece;
+    }
+    if (conn.last_error() != ReadError::kClosed) return;
+    std::lock_guard<std::mutex> lock(mutex);
+    got = data;
+    upstream_done.set();
+  };
+  ProxyFixture proxy(handler);
+  ClientConn client(proxy.port());
+  REQUIRE(client.send(
+      make_request("GET", "/ws", {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}})));
+  auto switched = client.read_response();
+  REQUIRE_MESSAGE(switched, client.last_error_text());
+  REQUIRE(switched->status == 101);
+  CHECK(client.read_until_close() == "bye");
+  REQUIRE(client.send("still here"));
+  client.shutdown_write();
+  REQUIRE(upstream_done.wait());
+  std::lock_guard<std::mutex> lock(mutex);
+  CHECK(got == "still here");
 }
 
 TEST_CASE("the README demo: bulwark in front of demo-upstream") {

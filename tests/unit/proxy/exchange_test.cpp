@@ -67,6 +67,7 @@ struct FakeStream : ExchangeStream {
   bool has_unsent() const override { return false; }
   void cut() override { cut_called = true; }
   void close() override { closed_called = true; }
+  bool end_sending() override { return true; }
   void request_forwarded(bool) override {}
   bool request_buffer_full() const override { return false; }
   void update_reading() override {}
