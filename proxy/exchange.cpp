@@ -249,7 +249,12 @@ bool Exchange::on_tunnel_client_end() {
 
 void Exchange::shut_down_tunnel_upstream() {
   if (!tunnel_client_ended_ || res_.to_upstream.in_flight() || !res_.to_upstream.empty()) return;
-  if (try_->shutdown_write() != 0) stream_.close();
+  if (try_->shutdown_write() != 0) {
+    stream_.close();
+    return;
+  }
+  // The upstream had ended its side already: nothing moves either way any more.
+  if (tunnel_upstream_ended_) on_try_closed(*try_, false);
 }
 
 bool Exchange::wants_request_bytes() const {

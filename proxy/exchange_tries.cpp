@@ -403,7 +403,10 @@ void Exchange::on_try_request_written(UpstreamRequest&) {
   // unless it is kept for a possible replay (then only until the buffer fills up).
   if (state_ == State::kTunnel || !request_complete_) {
     Outbox& out = res_.to_upstream;
-    if (out.keep_history() && stream_.request_buffer_full()) out.set_keep_history(false);
+    // A body kept by reference holds the read buffer's blocks: once the buffer is full, keeping
+    // them would stop reading for good. A copied body (copy_body_) holds nothing of it.
+    if (out.keep_history() && !copy_body_ && stream_.request_buffer_full())
+      out.set_keep_history(false);
     stream_.request_forwarded(out.keep_history());
     if (stream_.closed()) return;
   }
@@ -534,7 +537,12 @@ void Exchange::on_try_closed(UpstreamRequest&, bool write_failed) {
 }
 
 bool Exchange::on_try_tunnel_end(UpstreamRequest&) {
-  if (tunnel_client_ended_ || stream_.closed()) return false;  // both sides ended
+  if (stream_.closed()) return false;
+  // Both sides ended. The client's last bytes may still be on their way to the upstream (sent
+  // with its FIN before the 101): the connection stays until they and the FIN are written
+  // (shut_down_tunnel_upstream ends the tunnel then).
+  if (tunnel_client_ended_ && !res_.to_upstream.in_flight() && res_.to_upstream.empty())
+    return false;
   tunnel_upstream_ended_ = true;
   arm_deadline_timer();  // the shorter idle bound of a half-closed tunnel
   end_tunnel_downstream();

@@ -101,7 +101,8 @@ class Http1Connection final : public DeferredDeletable,
   void close() override;
   bool end_sending() override;
   void request_forwarded(bool keep) override;
-  bool request_buffer_full() const override { return in_.space() == 0; }
+  // Full, not merely given back (a buffer with no storage holds nothing up).
+  bool request_buffer_full() const override { return in_.has_storage() && in_.space() == 0; }
   void update_reading() override;
   void start_tunnel() override;
   void exchange_done() override;

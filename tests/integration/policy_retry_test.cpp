@@ -121,14 +121,28 @@ TEST_CASE("a retry goes to another replica than the one that failed") {
 
 TEST_CASE("a retried PUT sends the same body again") {
   bool chunked = false;
+  size_t size = 20000;
   SUBCASE("Content-Length") { chunked = false; }
   SUBCASE("chunked") { chunked = true; }
+  // Larger than the read buffer and than what is read before a connection takes it (64 KiB): the
+  // body arrives over several reads while the first try is already writing.
+  SUBCASE("Content-Length, 300 KB") { size = 300000; }
+  SUBCASE("chunked, 300 KB") {
+    chunked = true;
+    size = 300000;
+  }
   CAPTURE(chunked);
+  CAPTURE(size);
   std::atomic<int> counter{0};
-  ProxyFixture proxy(numbered(counter, [](UpstreamConn& conn, const Request&, int n) {
-    return n == 1 ? conn.write_response(503, "busy\n") : conn.write_response(201, "stored\n");
-  }));
-  const std::string body = pattern_string(0, 20000);
+  ProxyOptions options;
+  options.route = "retry: {max_body_bytes: 1MiB}";
+  ProxyFixture proxy(numbered(counter,
+                              [](UpstreamConn& conn, const Request&, int n) {
+                                return n == 1 ? conn.write_response(503, "busy\n")
+                                              : conn.write_response(201, "stored\n");
+                              }),
+                     options);
+  const std::string body = pattern_string(0, size);
   ClientConn client(proxy.port());
   if (chunked) {
     REQUIRE(client.send(
