@@ -165,6 +165,60 @@ struct RouteConfig {
   SourceLocation location;
 };
 
+// ---- TLS (issue 14) ----
+
+enum class TlsVersion { k1_2, k1_3 };  // YAML "1.2" | "1.3"
+
+// A certificate chain (leaf first) and its private key, PEM files.
+struct TlsCertificateConfig {
+  std::string cert;
+  std::string key;
+  SourceLocation location;
+};
+
+// What a listener does with an incoming X-Forwarded-Client-Cert (Envoy's names).
+enum class ForwardClientCert {
+  kSanitize,       // "sanitize": drop it; the app learns nothing of the client certificate
+  kSanitizeSet,    // "sanitize_set": drop it, then set ours when the client sent a certificate
+  kAppendForward,  // "append_forward": keep it and append ours (trust the peer's own header)
+};
+
+// A name a peer's certificate must carry: a URI or DNS SAN, exact, or with a trailing '*' a
+// prefix ("spiffe://cluster.local/ns/ops/*").
+struct SanMatch {
+  std::string value;  // without the '*'
+  bool prefix = false;
+};
+
+// TLS termination on a listener.
+struct ListenerTlsConfig {
+  // One or more; the handshake's SNI picks one (exact name, then *.wildcard, against each
+  // certificate's DNS SANs), else the first.
+  std::vector<TlsCertificateConfig> certificates;
+  TlsVersion min_version = TlsVersion::k1_2;
+  std::string ciphers;                       // OpenSSL cipher list for TLS 1.2; empty: default
+  std::vector<std::string> alpn{"http/1.1"};  // protocols offered, in preference order
+  std::string client_ca;                     // non-empty: ask for a client certificate, verify it
+  bool require_client_certificate = true;    // with client_ca: no certificate = handshake fails
+  std::vector<SanMatch> allowed_client_sans;  // empty: any certificate client_ca verifies
+  ForwardClientCert forward_client_cert = ForwardClientCert::kSanitize;
+  SourceLocation location;
+};
+
+// TLS origination to a cluster's endpoints.
+struct ClusterTlsConfig {
+  std::string sni;       // empty: the endpoint's DNS name (none for an IP endpoint)
+  std::string ca;        // empty: the system trust store
+  bool verify = true;    // false: no chain or name check (the loader warns)
+  bool verify_hostname = true;  // check the name against sni (or the endpoint's DNS name)
+  std::vector<SanMatch> allowed_server_sans;  // non-empty: instead of the hostname check
+  std::string cert;  // client certificate (mTLS); cert and key are both set or both empty
+  std::string key;
+  TlsVersion min_version = TlsVersion::k1_2;
+  std::vector<std::string> alpn{"http/1.1"};
+  SourceLocation location;
+};
+
 struct ListenerConfig {
   std::string name;
   SocketAddress address{"0.0.0.0", 8080, true};
@@ -181,6 +235,7 @@ struct ListenerConfig {
   // Open client connections of this listener, all workers together; at the limit bulwark stops
   // accepting and new connections wait in the kernel's backlog. 0 = only the process limit.
   uint32_t max_connections = 0;
+  std::optional<ListenerTlsConfig> tls;  // absent: plain HTTP
   std::vector<RouteConfig> routes;  // first match wins
   SourceLocation location;
 };
@@ -222,6 +277,9 @@ struct HealthCheckConfig {
   uint32_t unhealthy_threshold = 3;  // consecutive failures to become unhealthy, >= 1
   Duration unhealthy_interval{0};    // the interval while unhealthy; 0 = `interval`
   std::vector<StatusRange> expected_statuses{{200, 399}};  // each within 100..599
+  // Checks over TLS (the cluster's tls settings); absent: as the cluster's traffic. true on a
+  // cluster without tls is a config error.
+  std::optional<bool> tls;
 };
 
 // Passive outlier detection on real traffic (as Envoy's with split_external_local_origin_errors).
@@ -285,6 +343,7 @@ struct ClusterConfig {
   // endpoints instead, rather than failing everything. 0..100; YAML "50%".
   uint32_t panic_threshold_percent = 50;
   uint32_t max_response_headers = 100;  // header fields in a response head; more: 502
+  std::optional<ClusterTlsConfig> tls;  // absent: plain TCP to every endpoint
   SourceLocation location;
 };
 
@@ -322,5 +381,7 @@ struct Config {
 
 const char* to_string(LbPolicy lb);
 const char* to_string(AccessLogFormat format);
+const char* to_string(TlsVersion version);              // "1.2", "1.3"
+const char* to_string(ForwardClientCert mode);          // the YAML names
 
 }  // namespace bulwark::config
