@@ -197,6 +197,17 @@ void format_json(const AccessRecord& r, std::string& out) {
   out += ",\"status\":";
   append_uint(out, static_cast<uint64_t>(r.status));
   for (Field f : kJsonFields) append_field(r, f, true, out);
+  if (!r.tls_version.empty()) {
+    out += ",\"tls\":{\"version\":";
+    config::append_json_string(out, r.tls_version);
+    out += ",\"cipher\":";
+    config::append_json_string(out, r.tls_cipher);
+    out += ",\"sni\":";
+    append_string_or_null(out, r.tls_sni);
+    out += r.tls_resumed ? ",\"resumed\":true,\"peer\":" : ",\"resumed\":false,\"peer\":";
+    append_string_or_null(out, r.tls_peer);
+    out += '}';
+  }
   out += "}\n";
 }
 
@@ -208,6 +219,20 @@ void format_text(const AccessRecord& r, std::string& out) {
   out += r.http10 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
   append_uint(out, static_cast<uint64_t>(r.status));
   for (Field f : kTextFields) append_field(r, f, false, out);
+  if (!r.tls_version.empty()) {
+    auto pair = [&out](std::string_view k, std::string_view v) {
+      out += ' ';
+      out += k;
+      out += "=\"";
+      append_escaped(out, v.empty() ? std::string_view("-") : v);
+      out += '"';
+    };
+    pair("tls", r.tls_version);
+    pair("tls_cipher", r.tls_cipher);
+    pair("tls_sni", r.tls_sni);
+    pair("tls_resumed", r.tls_resumed ? "true" : "false");
+    pair("tls_peer", r.tls_peer);
+  }
   out += '\n';
 }
 

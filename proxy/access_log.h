@@ -38,6 +38,9 @@ struct AccessRecord {
   uint32_t attempts = 0;                 // tries made
   std::string_view reason;               // the x-bulwark-reason token of a local reply
   std::string_view flags;                // response flags, joined by ","
+  // The client's TLS session; tls_version empty: the request came in plaintext.
+  std::string_view tls_version, tls_cipher, tls_sni, tls_peer;
+  bool tls_resumed = false;
 };
 
 // Appends one line (with its newline) in the given format.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "proxy/tls.h"
 #include "filters/circuit_breaker.h"
 #include "filters/clock.h"
 #include "filters/priority.h"
@@ -88,6 +89,9 @@ class ClusterState {
   void health_changed() { health_version.fetch_add(1, std::memory_order_release); }
   // Set by the Server: a worker ejected an endpoint (the main thread times its return).
   std::function<void()> on_ejection;
+  // Set by the Server before workers start, for a cluster with `tls`: the TLS context new
+  // connections take (replaced when certificate files change). Null: plain TCP.
+  std::shared_ptr<TlsClientSlot> tls;
 
  private:
   bool keeps_circuit(const ClusterState* previous) const {

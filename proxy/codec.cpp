@@ -71,6 +71,9 @@ HeaderKind kind_of(std::string_view name) {
     case 17:
       if (iequal(name, "transfer-encoding")) return HeaderKind::kTransferEncoding;
       return iequal(name, "x-forwarded-proto") ? HeaderKind::kXForwardedProto : HeaderKind::kOther;
+    case 23:
+      return iequal(name, "x-forwarded-client-cert") ? HeaderKind::kXForwardedClientCert
+                                                     : HeaderKind::kOther;
     default:
       return HeaderKind::kOther;
   }

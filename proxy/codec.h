@@ -54,6 +54,7 @@ enum class HeaderKind : uint8_t {
   kXForwardedProto,
   kXRequestId,
   kIdempotencyKey,
+  kXForwardedClientCert,  // set only by bulwark's TLS listeners (forward_client_cert)
 };
 
 struct Header {

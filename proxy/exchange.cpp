@@ -7,6 +7,7 @@
 
 #include "proxy/cluster.h"
 #include "proxy/log.h"
+#include "proxy/tls.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -189,6 +190,12 @@ void Exchange::write_upstream_head(http::MessageHead& head, const RequestTarget&
   how.path = path;
   how.authority = target.authority;
   how.client_address = stream_.client_address();
+  if (const TlsSession* tls = stream_.tls()) {
+    how.proto = "https";
+    how.client_cert = tls->forwarded_client_cert;  // empty unless the listener sets it
+  }
+  how.keep_client_cert = listener_.config.tls && listener_.config.tls->forward_client_cert ==
+                                                     config::ForwardClientCert::kAppendForward;
   how.trusted_hops = listener_.config.trusted_hops;
   how.request_id = {request_id_, request_id_len_};
   how.add_request_id = add_request_id;
@@ -409,8 +416,13 @@ namespace {
 
 // How the last try ended, in the words of the failed tries (filters::to_string(RetryReason)); empty
 // when its response status says it.
-std::string_view last_try_outcome(LocalReason reason, int status) {
+std::string_view last_try_outcome(LocalReason reason, int status, int error,
+                                  std::string& scratch) {
   switch (reason) {
+    case LocalReason::kUpstreamTlsFailure:
+      scratch = "tls:";
+      scratch += is_tls_status(error) ? tls_error_name(tls_error_of(error)) : "internal";
+      return scratch;
     case LocalReason::kUpstreamConnectFailure:
       return "connect-failure";
     case LocalReason::kUpstreamReset:
@@ -448,6 +460,13 @@ void Exchange::write_access_log() {
   r.bytes_out = bytes_out_;
   r.failed_tries = res_.failed_tries;
   r.attempts = tries_;
+  if (const TlsSession* tls = stream_.tls()) {
+    r.tls_version = tls->version;
+    r.tls_cipher = tls->cipher;
+    r.tls_sni = tls->sni;
+    r.tls_resumed = tls->resumed;
+    r.tls_peer = tls->peer_identity;
+  }
 
   // The last try, when one was made after the failed ones listed: its endpoint and outcome.
   const std::string& failed = res_.failed_tries;
@@ -457,7 +476,9 @@ void Exchange::write_access_log() {
   char last_try[96];
   if (tries_ > listed && endpoint_ != nullptr) {
     r.upstream = endpoint_->endpoint.address;
-    std::string_view outcome = last_try_outcome(local_reason_, response_status_);
+    std::string scratch;
+    std::string_view outcome = last_try_outcome(local_reason_, response_status_, try_error_,
+                                                scratch);
     int n =
         outcome.empty()
             ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),

@@ -7,6 +7,7 @@
 #include "proxy/exchange.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/tls.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -143,6 +144,7 @@ void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int e
                             (failure == filters::TryFailure::kReset &&
                              reason == LocalReason::kUpstreamReset && !try_->response_started()) ||
                             (failure == filters::TryFailure::kPerTryTimeout && try_->connecting());
+  try_error_ = err;
   release_upstream(false);
   if (!response_head_sent_) {
     if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
@@ -190,6 +192,8 @@ bool Exchange::maybe_retry(std::optional<filters::RetryReason> reason) {
   failed.push_back(' ');
   if (response_status_ >= 200) {
     failed.append(std::to_string(response_status_));
+  } else if (is_tls_status(try_error_)) {
+    failed.append("tls:").append(tls_error_name(tls_error_of(try_error_)));
   } else {
     failed.append(filters::to_string(*reason));
   }

@@ -33,6 +33,7 @@ class Http1Connection;
 class ClientConnection;
 class ExchangeStream;
 class Transport;
+struct TlsSession;
 class BufferPool;
 struct BufferBlock;
 class InputBuffer;

@@ -111,7 +111,7 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   for (const Header& h : request.headers) {
     // A client id bulwark could not use (empty or too long) is replaced, not sent beside ours.
     if (h.kind == HeaderKind::kXRequestId && how.add_request_id) continue;
-    if (end_to_end(h.kind)) {
+    if (end_to_end(h.kind) || (h.kind == HeaderKind::kXForwardedClientCert && how.keep_client_cert)) {
       append_header(out, request.str(h.name), request.str(h.value));
     } else if (h.kind == HeaderKind::kHost) {
       append_header(out, "Host", how.authority.empty() ? request.str(h.value) : how.authority);
@@ -124,7 +124,7 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   std::array<std::string_view, kMaxTrustedHops> kept;
   size_t nkept = 0;
   const size_t want = std::min<size_t>(how.trusted_hops, kept.size());
-  std::string_view proto = "http";
+  std::string_view proto = how.proto;
   for (size_t i = request.headers.size(); i-- > 0 && nkept < want;) {
     const Header& h = request.headers[i];
     if (h.kind != HeaderKind::kXForwardedFor) continue;
@@ -157,6 +157,7 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   out.append("\r\nX-Forwarded-Proto: ");
   out.append(proto);
   out.append("\r\n");
+  if (!how.client_cert.empty()) append_header(out, "X-Forwarded-Client-Cert", how.client_cert);
   if (how.add_request_id) append_header(out, "X-Request-Id", how.request_id);
   if (how.framing == BodyFraming::kContentLength) {
     append_number_header(out, "Content-Length", request.content_length);
@@ -185,7 +186,7 @@ void write_downstream_response(const MessageHead& response, const DownstreamResp
   const bool replace_attempts = how.attempts > 1;
   for (const Header& h : response.headers) {
     if (!end_to_end(h.kind) && h.kind != HeaderKind::kXForwardedFor &&
-        h.kind != HeaderKind::kXForwardedProto) {
+        h.kind != HeaderKind::kXForwardedProto && h.kind != HeaderKind::kXForwardedClientCert) {
       continue;
     }
     std::string_view name = response.str(h.name);

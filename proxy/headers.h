@@ -60,6 +60,12 @@ struct UpstreamRequestHead {
   // How many proxies in front are trusted: the last `trusted_hops` addresses of the incoming
   // X-Forwarded-For are kept before client_address, and with any, its X-Forwarded-Proto too.
   uint32_t trusted_hops = 0;
+  // The scheme the client used: X-Forwarded-Proto, unless a trusted hop set one.
+  std::string_view proto = "http";
+  // X-Forwarded-Client-Cert: an incoming one is dropped, unless `keep_client_cert` (the
+  // listener's append_forward); `client_cert` (this hop's element, empty: none) is added.
+  bool keep_client_cert = false;
+  std::string_view client_cert;
   std::string_view request_id;  // the request's id, kept or generated
   bool add_request_id = false;  // the request had no X-Request-Id
   // Forward an upgrade: `Upgrade: upgrade_protocols` and `Connection: upgrade`.

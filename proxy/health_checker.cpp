@@ -9,6 +9,7 @@
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/tls_transport.h"
 
 namespace bulwark {
 
@@ -37,7 +38,7 @@ struct HealthChecker::Probe final : private Transport::Callbacks, private http::
       : owner(owner),
         target(target),
         parser(http::Parser::Type::kResponse, this),
-        transport(TcpTransport::create(&owner.transport_context_)) {
+        transport(make_transport(owner, target)) {
     parser.set_max_head_size(kMaxCheckResponseHead);
     transport->attach(this, &in);
   }
@@ -47,6 +48,10 @@ struct HealthChecker::Probe final : private Transport::Callbacks, private http::
   }
   Probe(const Probe&) = delete;
   Probe& operator=(const Probe&) = delete;
+
+  // Over TLS when the check says so (by default, when the cluster's traffic is), with the
+  // cluster's context: the check proves what requests will meet, certificate included.
+  static TransportPtr make_transport(HealthChecker& owner, Target& target);
 
   int connect(const sockaddr* addr) { return transport->connect(addr); }
   void on_transport_connected(int status) override;
@@ -88,6 +93,7 @@ struct HealthChecker::Target {
   Endpoint endpoint;
   filters::EndpointHealth health;
   std::unique_ptr<Probe> probe;  // while a check runs
+  TlsSessionCache tls_sessions;  // checks over TLS resume the last one's session
   Timer timer;                   // the next check, or the running check's timeout
   bool has_result = false;
   CheckResult last_result = CheckResult::kSuccess;
@@ -239,9 +245,26 @@ void HealthChecker::skip_check(Target& t, int error) {
   t.timer.start(to_ms(t.health.next_delay(random_.next())));
 }
 
+TransportPtr HealthChecker::Probe::make_transport(HealthChecker& owner, Target& target) {
+  const ClusterState& cluster = owner.cluster_;
+  const bool tls = cluster.tls != nullptr &&
+                   cluster.config.health_check->tls.value_or(cluster.config.tls.has_value());
+  if (!tls) return TcpTransport::create(&owner.transport_context_);
+  std::shared_ptr<const TlsClientContext> context = cluster.tls->get();
+  std::string name = context->server_name_for(target.endpoint.name);
+  return TlsTransport::create(&owner.transport_context_, std::move(context), std::move(name),
+                              &target.tls_sessions);
+}
+
 void HealthChecker::Probe::on_transport_connected(int status) {
   if (status != 0 && is_local_resource_error(status)) {
     owner.skip_check(target, status);
+    return;
+  }
+  if (status != 0 && is_tls_status(status)) {
+    owner.finish_check(target, CheckResult::kFailure,
+                       std::string("TLS handshake failed: ") +
+                           tls_error_name(tls_error_of(status)));
     return;
   }
   if (status != 0) {

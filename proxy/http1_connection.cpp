@@ -5,6 +5,7 @@
 #include "proxy/exchange.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
+#include "proxy/tls_transport.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -50,14 +51,23 @@ Http1Connection::~Http1Connection() {
 
 bool Http1Connection::accept(int fd) {
   worker_.connection_opened(this);
-  transport_ = TcpTransport::open(&worker_.transport_context(), fd);
+  if (listener_->tls != nullptr) {
+    transport_ = TlsTransport::accept(&worker_.transport_context(), fd, listener_->tls->get());
+  } else {
+    transport_ = TcpTransport::open(&worker_.transport_context(), fd);
+  }
   if (!transport_) {
     close();
     return false;
   }
   transport_->attach(this, &in_);
   transport_->peer_ip(client_ip_, sizeof client_ip_);
-  arm_idle_timer();
+  // A TLS client has request_headers_timeout for its handshake; the idle deadline starts after.
+  if (listener_->tls != nullptr) {
+    arm_headers_timer();
+  } else {
+    arm_idle_timer();
+  }
   update_reading();
   return true;
 }
@@ -92,6 +102,10 @@ bool Http1Connection::move_to_newest_config() {
 // ---------------------------------------------------------------------------------------------
 // Reading and parsing the request.
 
+void Http1Connection::on_transport_connected(int status) {
+  if (status == 0 && phase_ == Phase::kIdle && !closed_) arm_idle_timer();
+}
+
 void Http1Connection::on_transport_read(ssize_t nread) {
   if (nread == UV_ENOBUFS) {
     update_reading();
@@ -119,6 +133,11 @@ void Http1Connection::on_transport_read(ssize_t nread) {
     case Phase::kIdle:
       // The idle deadline stays until a request has begun: empty lines never extend it.
       phase_ = Phase::kHead;
+      if (listener_->tls == nullptr && in_.data[in_.parsed] == 0x16) {
+        // A TLS record (a ClientHello) where HTTP was expected: said in plain words.
+        reply_to_incomplete_head(LocalReason::kTlsOnPlaintextPort);
+        return;
+      }
       parse_request();
       if (!closed_ && phase_ == Phase::kHead) arm_headers_timer();
       break;
@@ -500,6 +519,7 @@ void Http1Connection::on_deadline() {
   switch (phase_) {
     case Phase::kIdle:
     case Phase::kLingering:
+      if (transport_) transport_->note_deadline();  // an unfinished TLS handshake timed out
       close();
       return;
     case Phase::kHead:

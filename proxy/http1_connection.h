@@ -72,7 +72,8 @@ class Http1Connection final : public DeferredDeletable,
   bool move_to_newest_config();
 
   // Transport::Callbacks (the client's socket).
-  void on_transport_connected(int) override {}
+  // An accepted TLS connection finished its handshake: it may idle now.
+  void on_transport_connected(int status) override;
   void on_transport_read(ssize_t nread) override;
   void on_transport_written(int status) override;
 
@@ -108,6 +109,7 @@ class Http1Connection final : public DeferredDeletable,
   void exchange_done() override;
   bool closed() const override { return closed_; }
   std::string_view client_address() const override { return client_ip_; }
+  const TlsSession* tls() const override { return transport_ ? transport_->tls() : nullptr; }
 
   // The response's Outbox: lent while a request is under way.
   Outbox& out();

@@ -8,6 +8,7 @@
 #include "config/loader.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
+#include "proxy/tls_contexts.h"
 
 namespace {
 
@@ -70,6 +71,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check) {
+    // Every certificate, key and CA file is loaded and checked as the proxy would.
+    std::vector<std::string> errors, warnings;
+    bool tls_ok = bulwark::check_tls(*loaded.config, &errors, &warnings);
+    for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
+    for (const auto& e : errors) std::printf("%s\n", e.c_str());
+    if (!tls_ok) return 1;
     std::printf("%s: ok\n", config_path.c_str());
     return 0;
   }

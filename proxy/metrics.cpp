@@ -481,6 +481,48 @@ void add_process_metrics(ProcessFamilies& f, const ProcessStats& p) {
   add_gauge(f.start, {}, p.start_time_seconds);
 }
 
+// TLS handshakes, their failures by reason, certificate expiry: per listener or cluster.
+void add_tls_metrics(const std::vector<SharedGauges::Tls>& all, std::vector<MetricFamily>& out) {
+  auto handshakes = family("bulwark_tls_handshakes_total",
+                           "TLS handshakes completed, by version and whether the session resumed.",
+                           MetricType::Counter);
+  auto errors = family("bulwark_tls_handshake_errors_total",
+                       "TLS handshakes that failed, by reason.", MetricType::Counter);
+  auto expiry = family("bulwark_tls_certificate_expiry_timestamp_seconds",
+                       "When each certificate in use expires, since the Unix epoch.",
+                       MetricType::Gauge);
+  auto reload_errors =
+      family("bulwark_tls_certificate_reload_errors_total",
+             "Changed certificate files that could not be used (the old ones stay).",
+             MetricType::Counter);
+  static const char* const kVersions[] = {"TLSv1.2", "TLSv1.3"};
+  for (const SharedGauges::Tls& t : all) {
+    for (size_t v = 0; v < 2; ++v) {
+      for (size_t r = 0; r < 2; ++r) {
+        add_counter(handshakes,
+                    {{"side", t.side}, {"name", t.name}, {"version", kVersions[v]},
+                     {"resumed", r == 1 ? "true" : "false"}},
+                    t.stats->handshakes[v][r].load(std::memory_order_relaxed));
+      }
+    }
+    for (size_t e = 0; e < static_cast<size_t>(TlsError::kCount); ++e) {
+      uint64_t n = t.stats->errors[e].load(std::memory_order_relaxed);
+      if (n == 0) continue;  // a series per reason that happened, not per reason there is
+      add_counter(errors,
+                  {{"side", t.side}, {"name", t.name},
+                   {"reason", tls_error_name(static_cast<TlsError>(e))}},
+                  n);
+    }
+    for (const CertificateFacts& c : t.certificates) {
+      add_gauge(expiry, {{"side", t.side}, {"name", t.name}, {"path", c.path}},
+                static_cast<double>(c.not_after));
+    }
+    add_counter(reload_errors, {{"side", t.side}, {"name", t.name}},
+                t.stats->reload_errors.load(std::memory_order_relaxed));
+  }
+  for (auto* f : {&handshakes, &errors, &expiry, &reload_errors}) out.push_back(std::move(*f));
+}
+
 }  // namespace
 
 std::string render_metrics(const config::Config& config,
@@ -513,6 +555,7 @@ std::string render_metrics(const config::Config& config,
   policies.move_to(out);
   clusters.move_to(out);
   health.move_to(out);
+  add_tls_metrics(shared.tls, out);
   out.push_back(local_reply_metrics(workers));
   return prometheus::TextSerializer().Serialize(out);
 }

@@ -16,6 +16,7 @@
 #include "filters/retry.h"
 #include "proxy/health_view.h"
 #include "proxy/process_stats.h"
+#include "proxy/tls.h"
 #include "proxy/reasons.h"
 
 namespace bulwark {
@@ -155,6 +156,14 @@ struct SharedGauges {
   double last_reload_success_s = 0;                   // since the epoch
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
   uint64_t process_connection_limit = 0;              // max_connections in force (0: none)
+  // TLS of each listener and cluster that has it (TlsContexts::views()).
+  struct Tls {
+    const char* side;  // "listener" | "cluster"
+    std::string name;
+    std::shared_ptr<const TlsStats> stats;
+    std::vector<CertificateFacts> certificates;
+  };
+  std::vector<Tls> tls;
 };
 
 // Prometheus text exposition of the sum over `workers`, and of `shared`.

@@ -1,7 +1,9 @@
 #include "proxy/net.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -63,6 +65,46 @@ int open_listener(const sockaddr_storage& addr, int backlog, bool reuseport, std
     return -e;
   }
   return fd;
+}
+
+void set_nodelay(int fd) {
+  int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
+int set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
+  return 0;
+}
+
+int start_connect(const sockaddr* addr) {
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  set_nodelay(fd);
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  int rc = 0;
+  while ((rc = ::connect(fd, addr, len)) != 0 && errno == EINTR) {
+  }
+  if (rc != 0 && errno != EINPROGRESS) {
+    rc = -errno;
+    ::close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+void socket_peer_ip(int fd, char* buf, size_t size) {
+  if (size == 0) return;
+  buf[0] = '\0';
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  if (fd < 0 || getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
+  if (peer.ss_family == AF_INET) {
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), buf, size);
+  } else if (peer.ss_family == AF_INET6) {
+    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&peer), buf, size);
+  }
 }
 
 }  // namespace bulwark

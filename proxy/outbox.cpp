@@ -93,18 +93,21 @@ int Outbox::write_some(int fd) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
       return -errno;
     }
-    auto written = static_cast<size_t>(n);
-    // Skip the buffers that went, and the part of the one cut short.
-    while (buf_at_ < bufs_.size() && written >= bufs_[buf_at_].len) {
-      written -= bufs_[buf_at_].len;
-      ++buf_at_;
-    }
-    if (written > 0) {
-      bufs_[buf_at_].base += written;
-      bufs_[buf_at_].len -= written;
-    }
+    advance(static_cast<size_t>(n));
   }
   return 1;
+}
+
+void Outbox::advance(size_t written) {
+  // Skip the buffers that went, and the part of the one cut short.
+  while (buf_at_ < bufs_.size() && written >= bufs_[buf_at_].len) {
+    written -= bufs_[buf_at_].len;
+    ++buf_at_;
+  }
+  if (written > 0) {
+    bufs_[buf_at_].base += written;
+    bufs_[buf_at_].len -= written;
+  }
 }
 
 void Outbox::on_written() {

@@ -53,6 +53,13 @@ class Outbox {
   // Writes what the socket takes of the write begun: 1 when all of it went, 0 when the socket is
   // full (call again when it is writable), or a negative errno.
   int write_some(int fd);
+  // For a transport that writes the bytes itself (TLS): the rest of the write begun, as
+  // buffers (count in *n; none when all went), and advance() past `bytes` of them once written.
+  const uv_buf_t* unsent(size_t* n) const {
+    *n = bufs_.size() - buf_at_;
+    return bufs_.data() + buf_at_;
+  }
+  void advance(size_t bytes);
   // Ends the write begun: when it all went, when it failed, and when the socket was closed under
   // it (none of its bytes is read after that).
   void on_written();

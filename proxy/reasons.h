@@ -31,6 +31,8 @@ enum class LocalReason : unsigned char {
   kHttpVersionNotSupported,
   kStreamIdleTimeout,
   kRequestTimeout,
+  kUpstreamTlsFailure,
+  kTlsOnPlaintextPort,
   kCount,
 };
 
@@ -65,6 +67,9 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
                                                  // the upstream, not the client, went quiet)
     {"request_timeout", 408, "RT"},              // the route or try timeout passed while the client
                                                  // was still sending its request
+    {"upstream_tls_failure", 502, "UF"},         // the TLS handshake with the upstream failed
+                                                 // (the access log's try says why: tls:REASON)
+    {"tls_on_plaintext_port", 400, "DPE"},       // a TLS ClientHello on a plaintext listener
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

@@ -63,6 +63,14 @@ bool Server::reload(const char* trigger, std::string* message, std::function<voi
     return refuse_reload(trigger, path, std::move(all), message);
   }
   std::shared_ptr<const config::Config> config = keep_restart_settings(*result.config);
+  // Certificates and keys are read and checked before anything changes.
+  std::vector<std::string> tls_errors;
+  if (!tls_.prepare(*config, &tls_errors)) {
+    std::string all;
+    for (const auto& e : tls_errors) all += e + "\n";
+    all.pop_back();
+    return refuse_reload(trigger, path, std::move(all), message);
+  }
   // Bind the new listening addresses first: if one cannot be bound, nothing changes.
   ListenerFds fds;
   if (!bind_new_listeners(*config, &fds)) {
@@ -117,6 +125,7 @@ std::shared_ptr<const config::Config> Server::keep_restart_settings(
 }
 
 void Server::install_config(std::shared_ptr<const config::Config> config, ListenerFds fds) {
+  tls_.commit();
   std::vector<std::unique_ptr<ClusterRuntime>> clusters = build_clusters(config);
   std::vector<std::vector<std::shared_ptr<RouteState>>> routes = build_routes(config);
   // What build_clusters did not take over is removed or changed: it stops, and its requests
@@ -228,6 +237,7 @@ std::vector<std::unique_ptr<Server::ClusterRuntime>> Server::build_clusters(
     }
     const ClusterState* previous_state = previous != nullptr ? previous->state.get() : nullptr;
     auto c = std::make_shared<ClusterState>(config, cc, i, clock_, previous_state);
+    c->tls = tls_.cluster(i);
     if (c->circuit && !c->kept_circuit_of(previous_state)) {
       c->circuit->set_transition_hook([name = cc.name, cb = c->circuit.get()](
                                           filters::CircuitState from, filters::CircuitState to) {
@@ -318,6 +328,7 @@ GenerationSpec Server::generation_spec(const std::vector<std::shared_ptr<Connect
   spec.new_listener_fds = std::move(fds);
   spec.process_limit = process_limit_;
   spec.listener_limits = limits;
+  for (size_t i = 0; i < config_->listeners.size(); ++i) spec.listener_tls.push_back(tls_.listener(i));
   return spec;
 }
 

@@ -33,6 +33,13 @@ Server::~Server() {
 int Server::run() {
   signal(SIGPIPE, SIG_IGN);
   last_reload_success_s_ = static_cast<double>(time(nullptr));
+  std::vector<std::string> tls_errors;
+  if (!tls_.prepare(*config_, &tls_errors)) {
+    for (const std::string& e : tls_errors) log::error("cannot load TLS files").str("error", e);
+    return 1;
+  }
+  tls_.commit();
+  warn_unverified_tls();
   clusters_ = build_clusters(config_);
   routes_ = build_routes(config_);
   if (!open_access_log()) return 1;
@@ -54,6 +61,15 @@ int Server::run() {
   for (auto& w : workers_) w->join();
   log::info("stopped");
   return 0;
+}
+
+void Server::warn_unverified_tls() const {
+  for (const auto& c : config_->clusters) {
+    if (c.tls && !c.tls->verify) {
+      log::warn("TLS verification is off for a cluster: any server certificate is accepted")
+          .str("cluster", c.name);
+    }
+  }
 }
 
 bool Server::open_access_log() {
@@ -126,6 +142,9 @@ void Server::publish_endpoints(ClusterState& cluster, std::shared_ptr<EndpointSe
 
 SharedGauges Server::shared_gauges() const {
   SharedGauges g;
+  for (TlsContexts::View& v : tls_.views()) {
+    g.tls.push_back({v.side, std::move(v.name), std::move(v.stats), std::move(v.certificates)});
+  }
   g.process_connection_limit = process_limit_->max();
   for (const auto& runtime : clusters_) {
     const ClusterState& c = *runtime->state;

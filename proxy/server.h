@@ -27,6 +27,7 @@
 #include "proxy/route_state.h"
 #include "proxy/sd_notify.h"
 #include "proxy/task_queue.h"
+#include "proxy/tls_contexts.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -63,6 +64,7 @@ class Server : private AdminTarget {
 
   // --- Start and state (server.cpp) ---
   bool open_access_log();
+  void warn_unverified_tls() const;  // a cluster with tls.verify false gets a warning
   bool listen_admin();
   // Starts one worker per config_->workers, each with its listening sockets from `fds`.
   void start_workers(ListenerFds fds);
@@ -150,6 +152,7 @@ class Server : private AdminTarget {
   // Clusters a reload removed or changed: stopped, kept until exit (their callbacks may run).
   std::vector<std::unique_ptr<ClusterRuntime>> retired_clusters_;
   std::vector<std::vector<std::shared_ptr<RouteState>>> routes_;  // [listener][route]
+  TlsContexts tls_;  // the TLS contexts of the config in force
   // Open client connections against max_connections: the process's, and each listener's by
   // name (kept across reloads, so connections opened before one still count).
   std::shared_ptr<ConnectionLimit> process_limit_ = std::make_shared<ConnectionLimit>();

@@ -81,6 +81,8 @@ class ExchangeStream {
 
   virtual bool closed() const = 0;
   virtual std::string_view client_address() const = 0;
+  // What the client's TLS handshake settled; null on a plaintext connection.
+  virtual const TlsSession* tls() const = 0;
 
  protected:
   ~ExchangeStream() = default;

@@ -1,5 +1,7 @@
 #include "proxy/transport.h"
 
+#include "proxy/net.h"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,20 +12,6 @@
 
 namespace bulwark {
 
-namespace {
-
-void set_nodelay(int fd) {
-  int on = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);  // fails harmlessly on a socketpair
-}
-
-int set_nonblocking(int fd) {
-  int flags = fcntl(fd, F_GETFL);
-  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
-  return 0;
-}
-
-}  // namespace
 
 TcpTransport::TcpTransport(const TransportContext* ctx) : ctx_(ctx) { poll_.data = this; }
 
@@ -52,18 +40,9 @@ int TcpTransport::watch(int fd) {
 
 int TcpTransport::connect(const sockaddr* addr) {
   if (closed_ || fd_ >= 0) return UV_EINVAL;
-  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  set_nodelay(fd);
-  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  int fd = start_connect(addr);
+  if (fd < 0) return fd;
   int rc = 0;
-  while ((rc = ::connect(fd, addr, len)) != 0 && errno == EINTR) {
-  }
-  if (rc != 0 && errno != EINPROGRESS) {
-    rc = -errno;
-    ::close(fd);
-    return rc;
-  }
   if ((rc = watch(fd)) != 0) {
     ::close(fd);
     return rc;
@@ -260,17 +239,6 @@ void TcpTransport::close() {
   });
 }
 
-void TcpTransport::peer_ip(char* buf, size_t size) const {
-  if (size == 0) return;
-  buf[0] = '\0';
-  sockaddr_storage peer{};
-  socklen_t len = sizeof peer;
-  if (fd_ < 0 || getpeername(fd_, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
-  if (peer.ss_family == AF_INET) {
-    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&peer), buf, size);
-  } else if (peer.ss_family == AF_INET6) {
-    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&peer), buf, size);
-  }
-}
+void TcpTransport::peer_ip(char* buf, size_t size) const { socket_peer_ip(fd_, buf, size); }
 
 }  // namespace bulwark

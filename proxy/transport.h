@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "proxy/buffer.h"
 #include "proxy/outbox.h"
@@ -24,6 +25,17 @@
 #include "proxy/uv_handle.h"
 
 namespace bulwark {
+
+// What a TLS handshake settled, for headers (X-Forwarded-Proto, X-Forwarded-Client-Cert) and
+// the access log.
+struct TlsSession {
+  const char* version = "";  // "TLSv1.3"; static strings
+  const char* cipher = "";
+  std::string sni;  // the server name the client asked for (listeners) or we sent (clusters)
+  bool resumed = false;
+  std::string peer_identity;  // the peer certificate's first URI SAN, else DNS SAN; empty: none
+  std::string forwarded_client_cert;  // listeners: Envoy's XFCC element for the client's cert
+};
 
 // What a transport needs from the loop it lives on.
 struct TransportContext {
@@ -40,8 +52,11 @@ class Transport {
   // owner made into the transport, and never after close().
   class Callbacks {
    public:
-    // connect() finished: 0, or a libuv error (refused, unreachable, ...). The caller times a
-    // connect itself (a closed transport reports nothing).
+    // connect() finished: 0, or a libuv error (refused, unreachable, ...), or for TLS a
+    // tls_status() (see tls.h); a TLS transport reports only once its handshake is done. An
+    // accepted TLS connection reports 0 here when its handshake is done (and a failed handshake
+    // as a read error, tls_status()). The caller times a connect itself (a closed transport
+    // reports nothing).
     virtual void on_transport_connected(int status) = 0;
     // Bytes were appended to the input buffer (nread > 0), the peer closed (UV_EOF), reading
     // failed (< 0), or the input buffer is full (UV_ENOBUFS). Reading stops after anything but
@@ -85,6 +100,11 @@ class Transport {
   virtual bool closed() const = 0;
   // The peer's IP address as text, into buf (empty when unknown).
   virtual void peer_ip(char* buf, size_t size) const = 0;
+  // TLS: what the handshake settled (null for plain TCP, and until the handshake is done).
+  virtual const TlsSession* tls() const { return nullptr; }
+  // The owner is about to close the transport for one of its deadlines: a TLS handshake still
+  // under way is counted as timed out.
+  virtual void note_deadline() {}
 
  protected:
   Callbacks* callbacks_ = nullptr;

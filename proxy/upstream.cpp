@@ -3,12 +3,27 @@
 #include <bit>
 
 #include "proxy/cluster.h"
+#include "proxy/tls_transport.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
 
+namespace {
+
+// Plain TCP, or TLS with the cluster's newest context, resuming the pool's last session.
+TransportPtr make_transport(Worker& worker, EndpointPool& pool) {
+  const std::shared_ptr<TlsClientSlot>& tls = pool.cluster.shared.tls;
+  if (tls == nullptr) return TcpTransport::create(&worker.transport_context());
+  std::shared_ptr<const TlsClientContext> context = tls->get();
+  std::string name = context->server_name_for(pool.endpoint.name);
+  return TlsTransport::create(&worker.transport_context(), std::move(context), std::move(name),
+                              &pool.tls_sessions);
+}
+
+}  // namespace
+
 UpstreamConnection::UpstreamConnection(Worker& worker, EndpointPool& pool)
-    : worker_(worker), pool_(&pool), transport_(TcpTransport::create(&worker.transport_context())) {
+    : worker_(worker), pool_(&pool), transport_(make_transport(worker, pool)) {
   transport_->attach(this, &in);
   pool.connections++;
 }
@@ -121,6 +136,7 @@ void UpstreamConnection::on_transport_written(int status) {
 
 void UpstreamConnection::on_deadline() {
   if (state_ == State::kConnecting) {
+    if (connect_error_ == 0 && transport_) transport_->note_deadline();  // a TLS handshake
     connect_failed(connect_error_ != 0 ? connect_error_ : UV_ETIMEDOUT);
     return;
   }

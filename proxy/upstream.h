@@ -18,6 +18,7 @@
 #include "proxy/list.h"
 #include "proxy/outbox.h"
 #include "proxy/slab.h"
+#include "proxy/tls.h"
 #include "proxy/transport.h"
 #include "proxy/uv_handle.h"
 
@@ -146,6 +147,8 @@ class EndpointPool {
   uint32_t active_requests = 0;
   uint32_t holders = 0;  // PoolRefs: exchanges naming this pool as their try's endpoint
   bool retired = false;  // the endpoint left the cluster; close connections as they free up
+  // TLS: the session the next connection resumes.
+  TlsSessionCache tls_sessions;
 };
 
 // A request waiting for a connection slot of its cluster (every one of pool.max_connections is

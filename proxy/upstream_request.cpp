@@ -2,6 +2,7 @@
 
 #include "proxy/cluster.h"
 #include "proxy/log.h"
+#include "proxy/tls.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -66,11 +67,15 @@ void UpstreamRequest::release(bool reusable) {
 
 void UpstreamRequest::on_upstream_connected(UpstreamConnection& conn, int status) {
   if (status != 0) {
-    log::debug("upstream connect failed")
+    const bool tls = is_tls_status(status);
+    log::debug(tls ? "upstream TLS handshake failed" : "upstream connect failed")
         .str("endpoint", conn.pool().endpoint.address)
-        .str("error", uv_strerror(status));
+        .str("error", tls ? tls_error_name(tls_error_of(status)) : uv_strerror(status));
     conn.pool().cluster.stats.connect_failures.inc();
-    fail(filters::TryFailure::kConnectFailure, LocalReason::kUpstreamConnectFailure, status);
+    // A failed handshake is a failed connect (retried and counted against the endpoint as one),
+    // with a reply of its own: the endpoint is up, but not the one we were told to trust.
+    fail(filters::TryFailure::kConnectFailure,
+         tls ? LocalReason::kUpstreamTlsFailure : LocalReason::kUpstreamConnectFailure, status);
     return;
   }
   use(&conn);

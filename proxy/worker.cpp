@@ -154,6 +154,7 @@ void Worker::install(GenerationSpec& spec) {
         *gen, config.listeners[li], li, *spec.stats->listeners[li],
         li < spec.listener_limits.size() ? spec.listener_limits[li]
                                          : std::make_shared<ConnectionLimit>());
+    if (li < spec.listener_tls.size()) l->tls = spec.listener_tls[li];
     for (size_t ri = 0; ri < config.listeners[li].routes.size(); ++ri) {
       std::shared_ptr<WorkerRoute> kept;
       if (gen_ != nullptr) {

@@ -30,6 +30,7 @@
 #include "proxy/route_state.h"
 #include "proxy/router.h"
 #include "proxy/task_queue.h"
+#include "proxy/tls.h"
 #include "proxy/transport.h"
 #include "proxy/uv_handle.h"
 
@@ -69,6 +70,7 @@ struct ListenerContext {
   Router router;
   ListenerStats& stats;
   std::shared_ptr<ConnectionLimit> limit;            // the listener's max_connections, all workers
+  std::shared_ptr<TlsServerSlot> tls;                // its TLS contexts; null: plaintext
   std::vector<std::shared_ptr<WorkerRoute>> routes;  // index as ListenerConfig::routes
 };
 
@@ -86,6 +88,8 @@ struct GenerationSpec {
   // config->listeners; the same object for a listener name across reloads).
   std::shared_ptr<ConnectionLimit> process_limit;
   std::vector<std::shared_ptr<ConnectionLimit>> listener_limits;
+  // TLS contexts of each listener (index as config->listeners; null: plaintext).
+  std::vector<std::shared_ptr<TlsServerSlot>> listener_tls;
 };
 
 // One config generation inside one worker. A client connection is bound to the generation it

@@ -75,6 +75,7 @@ struct FakeStream : ExchangeStream {
   void exchange_done() override { done = true; }
   bool closed() const override { return closed_called; }
   std::string_view client_address() const override { return "192.0.2.7"; }
+  const TlsSession* tls() const override { return nullptr; }
 
   std::vector<LocalReply> replies;
   std::vector<std::string> request_ids;

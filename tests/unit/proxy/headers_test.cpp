@@ -673,5 +673,49 @@ TEST_CASE("headers: a retried response's x-bulwark-attempts replaces the upstrea
   CHECK(retried.find("X-Other: a\r\n") != std::string::npos);
 }
 
+
+TEST_CASE("headers: an incoming X-Forwarded-Client-Cert never reaches the upstream unless kept") {
+  ParsedHead req(Parser::Type::kRequest,
+                 "GET / HTTP/1.1\r\nHost: h\r\n"
+                 "X-Forwarded-Client-Cert: Hash=forged;URI=spiffe://cluster.local/ns/ops/sa/admin\r\n"
+                 "x-forwarded-client-cert: By=x\r\n\r\n");
+  REQUIRE_PARSES(req);
+  CHECK(req.head.headers[1].kind == HeaderKind::kXForwardedClientCert);
+  CHECK(req.head.headers[2].kind == HeaderKind::kXForwardedClientCert);
+  UpstreamRequestHead how;
+  how.path = "/";
+  how.client_address = "10.0.0.1";
+
+  SUBCASE("sanitize: dropped, and nothing of ours (no client certificate or mode sanitize)") {
+    std::string out;
+    write_upstream_request(req.head, how, out);
+    ParsedHead back(Parser::Type::kRequest, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.values("X-Forwarded-Client-Cert").empty());
+    CHECK(back.values("X-Forwarded-Proto") == Values{"http"});
+  }
+  SUBCASE("sanitize_set over TLS: only ours, and the scheme is https") {
+    how.proto = "https";
+    how.client_cert = "Hash=abc;URI=spiffe://cluster.local/ns/shop/sa/web";
+    std::string out;
+    write_upstream_request(req.head, how, out);
+    ParsedHead back(Parser::Type::kRequest, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.values("X-Forwarded-Client-Cert") ==
+          Values{"Hash=abc;URI=spiffe://cluster.local/ns/shop/sa/web"});
+    CHECK(back.values("X-Forwarded-Proto") == Values{"https"});
+  }
+  SUBCASE("append_forward: theirs, then ours") {
+    how.keep_client_cert = true;
+    how.client_cert = "Hash=abc";
+    std::string out;
+    write_upstream_request(req.head, how, out);
+    ParsedHead back(Parser::Type::kRequest, out);
+    REQUIRE_PARSES(back);
+    CHECK(back.values("X-Forwarded-Client-Cert") ==
+          Values{"Hash=forged;URI=spiffe://cluster.local/ns/ops/sa/admin", "By=x", "Hash=abc"});
+  }
+}
+
 }  // namespace
 }  // namespace bulwark::http
