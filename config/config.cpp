@@ -50,4 +50,26 @@ const char* to_string(AccessLogFormat format) {
   return format == AccessLogFormat::kText ? "text" : "json";
 }
 
+const char* to_string(TlsVersion version) {
+  switch (version) {
+    case TlsVersion::k1_2:
+      return "1.2";
+    case TlsVersion::k1_3:
+      return "1.3";
+  }
+  return "unknown";
+}
+
+const char* to_string(ForwardClientCert mode) {
+  switch (mode) {
+    case ForwardClientCert::kSanitize:
+      return "sanitize";
+    case ForwardClientCert::kSanitizeSet:
+      return "sanitize_set";
+    case ForwardClientCert::kAppendForward:
+      return "append_forward";
+  }
+  return "unknown";
+}
+
 }  // namespace bulwark::config

@@ -1,6 +1,8 @@
 #include "config/json.h"
 
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "config/json_writer.h"
 #include "config/units.h"
@@ -120,6 +122,55 @@ void write_route_policies(JsonWriter& w, const RouteConfig& route) {
 
 void write_route(JsonWriter& w, const RouteConfig& route);
 
+void write_strings(JsonWriter& w, std::string_view key, const std::vector<std::string>& values) {
+  w.key(key);
+  w.begin_array();
+  for (const std::string& value : values) w.string(value);
+  w.end_array();
+}
+
+// As written in the YAML: a prefix match with its trailing '*'.
+void write_sans(JsonWriter& w, std::string_view key, const std::vector<SanMatch>& sans) {
+  w.key(key);
+  w.begin_array();
+  for (const SanMatch& san : sans) w.string(san.prefix ? san.value + "*" : san.value);
+  w.end_array();
+}
+
+// The paths of the PEM files, not their contents.
+void write_listener_tls(JsonWriter& w, const ListenerTlsConfig& tls) {
+  w.key("certificates");
+  w.begin_array();
+  for (const TlsCertificateConfig& certificate : tls.certificates) {
+    w.begin_object();
+    w.member("cert", certificate.cert);
+    w.member("key", certificate.key);
+    w.end_object();
+  }
+  w.end_array();
+  w.member("min_version", to_string(tls.min_version));
+  string_or_null(w, "ciphers", tls.ciphers);  // null: OpenSSL's default
+  write_strings(w, "alpn", tls.alpn);
+  string_or_null(w, "client_ca", tls.client_ca);
+  w.member("require_client_certificate", tls.require_client_certificate);
+  write_sans(w, "allowed_client_sans", tls.allowed_client_sans);
+  w.member("forward_client_cert", to_string(tls.forward_client_cert));
+}
+
+void write_cluster_tls(JsonWriter& w, const ClusterTlsConfig& tls) {
+  if (!tls.verify)
+    w.member("warning", "TLS verification is off: any server certificate is accepted");
+  string_or_null(w, "sni", tls.sni);  // null: each endpoint's DNS name
+  string_or_null(w, "ca", tls.ca);    // null: the system trust store
+  w.member("verify", tls.verify);
+  w.member("verify_hostname", tls.verify_hostname);
+  write_sans(w, "allowed_server_sans", tls.allowed_server_sans);
+  string_or_null(w, "cert", tls.cert);
+  string_or_null(w, "key", tls.key);
+  w.member("min_version", to_string(tls.min_version));
+  write_strings(w, "alpn", tls.alpn);
+}
+
 void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.begin_object();
   w.member("name", listener.name);
@@ -131,6 +182,8 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.member("max_request_headers", uint64_t{listener.max_request_headers});
   w.member("trusted_hops", uint64_t{listener.trusted_hops});
   w.member("max_connections", uint64_t{listener.max_connections});
+  member_or_null(w, "tls", listener.tls,
+                 [&](const ListenerTlsConfig& tls) { write_listener_tls(w, tls); });
   w.key("routes");
   w.begin_array();
   for (const RouteConfig& route : listener.routes) write_route(w, route);
@@ -227,6 +280,12 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
     w.begin_array();
     for (const StatusRange& range : check.expected_statuses) w.string(format_status_range(range));
     w.end_array();
+    w.key("tls");  // null: as the cluster's traffic
+    if (check.tls) {
+      w.boolean(*check.tls);
+    } else {
+      w.null();
+    }
   });
   member_or_null(w, "outlier_detection", cluster.outlier_detection,
                  [&](const OutlierDetectionConfig& outlier) {
@@ -246,6 +305,8 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                  });
   w.member("panic_threshold_percent", uint64_t{cluster.panic_threshold_percent});
   w.member("max_response_headers", uint64_t{cluster.max_response_headers});
+  member_or_null(w, "tls", cluster.tls,
+                 [&](const ClusterTlsConfig& tls) { write_cluster_tls(w, tls); });
   w.end_object();
 }
 

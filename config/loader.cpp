@@ -55,6 +55,13 @@ constexpr int kMaxRegexProgramSize = 1000;
 // part at the cap, and the DFA states it caches while matching. When that cache fills too often,
 // RE2 falls back to its NFA, which is slower per byte but still linear.
 constexpr int64_t kRegexMaxMem = 1 << 20;
+// RFC 7301: an ALPN protocol name is 1..255 bytes.
+constexpr size_t kMaxAlpnBytes = 255;
+// A DNS name in SNI (RFC 6066) is at most 253 bytes written out.
+constexpr size_t kMaxServerNameBytes = 253;
+constexpr std::array<std::string_view, 2> kTlsVersionWords{"1.2", "1.3"};
+constexpr std::array<std::string_view, 3> kForwardClientCertWords{"sanitize", "sanitize_set",
+                                                                  "append_forward"};
 
 // The names of the retry conditions, for "expected one of" in messages.
 constexpr auto kRetryOnWords = [] {
@@ -503,17 +510,20 @@ class Loader {
     return value;
   }
 
-  void read_bool(const Field* field, bool& out) {
-    if (field == nullptr) return;
+  // Returns true when the field was present and valid, and so stored in `out`.
+  bool read_bool(const Field* field, bool& out) {
+    if (field == nullptr) return false;
     auto text = scalar(*field, "true or false");
-    if (!text) return;
+    if (!text) return false;
     if (*text == "true") {
       out = true;
     } else if (*text == "false") {
       out = false;
     } else {
       error(*field, "must be true or false, got " + quoted(*text));
+      return false;
     }
+    return true;
   }
 
   // Two durations of one map that must be ordered, such as a backoff's base and max. When they
@@ -682,10 +692,11 @@ class Loader {
 
   void read_listener(const Field& field, size_t index, ListenerConfig& listener) {
     listener.location = location(field.mark);
-    MapView map = read_map(field, "listener",
-                           {"name", "address", "request_headers_timeout", "idle_timeout",
-                            "stream_idle_timeout", "max_request_headers_size",
-                            "max_request_headers", "trusted_hops", "max_connections", "routes"});
+    MapView map =
+        read_map(field, "listener",
+                 {"name", "address", "request_headers_timeout", "idle_timeout",
+                  "stream_idle_timeout", "max_request_headers_size", "max_request_headers",
+                  "trusted_hops", "max_connections", "tls", "routes"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, listener.name)) {
@@ -707,6 +718,7 @@ class Loader {
     read_uint(map.find("max_request_headers"), listener.max_request_headers, 1, kMaxHeaderCount);
     read_uint(map.find("trusted_hops"), listener.trusted_hops, 0, kMaxTrustedHops);
     read_uint(map.find("max_connections"), listener.max_connections, 0, kMaxConnections);
+    if (const Field* tls = map.find("tls")) read_listener_tls(*tls, listener.tls);
     std::map<std::string, int, std::less<>> route_names;
     for (const Field& item : read_list(require(map, "routes"), "route")) {
       listener.routes.emplace_back();
@@ -1101,7 +1113,7 @@ class Loader {
     MapView map = read_map(
         field, "cluster",
         {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool", "circuit_breaker",
-         "health_check", "outlier_detection", "panic_threshold", "max_response_headers"});
+         "health_check", "outlier_detection", "panic_threshold", "max_response_headers", "tls"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -1114,9 +1126,11 @@ class Loader {
     } else {
       cluster_unnamed_ = true;
     }
+    // Where each endpoint's address was read (none when it was not), for the TLS check below.
+    std::vector<std::optional<Field>> endpoint_addresses;
     for (const Field& item : read_list(require(map, "endpoints"), "endpoint")) {
       cluster.endpoints.emplace_back();
-      read_endpoint(item, cluster.endpoints.back());
+      endpoint_addresses.push_back(read_endpoint(item, cluster.endpoints.back()));
     }
     read_duration(map.find("dns_refresh"), cluster.dns_refresh, true);
     if (const Field* lb = map.find("lb")) {
@@ -1139,7 +1153,7 @@ class Loader {
       read_circuit_breaker(*breaker, cluster.circuit_breaker);
     }
     if (const Field* check = map.find("health_check")) {
-      read_health_check(*check, cluster.health_check);
+      read_health_check(*check, cluster.health_check, map.find("tls") != nullptr);
     }
     if (const Field* outlier = map.find("outlier_detection")) {
       read_outlier_detection(*outlier, cluster.outlier_detection);
@@ -1148,13 +1162,19 @@ class Loader {
       cluster.panic_threshold_percent = static_cast<uint32_t>(*percent);
     }
     read_uint(map.find("max_response_headers"), cluster.max_response_headers, 1, kMaxHeaderCount);
+    if (const Field* tls = map.find("tls")) {
+      if (read_cluster_tls(*tls, cluster.tls)) {
+        check_tls_endpoints(*cluster.tls, cluster.endpoints, endpoint_addresses);
+      }
+    }
   }
 
-  void read_health_check(const Field& field, std::optional<HealthCheckConfig>& out) {
+  void read_health_check(const Field& field, std::optional<HealthCheckConfig>& out,
+                         bool cluster_has_tls) {
     MapView map = read_map(
         field, "health check",
         {"path", "tcp", "host", "interval", "interval_jitter", "timeout", "healthy_threshold",
-         "unhealthy_threshold", "unhealthy_interval", "expected_statuses"});
+         "unhealthy_threshold", "unhealthy_interval", "expected_statuses", "tls"});
     HealthCheckConfig& check = out.emplace();
     read_bool(map.find("tcp"), check.tcp);
     // A TCP check sends no request: the keys about the request and its response would be ignored.
@@ -1193,6 +1213,18 @@ class Loader {
     read_uint(map.find("healthy_threshold"), check.healthy_threshold, 1, kMaxCount);
     read_uint(map.find("unhealthy_threshold"), check.unhealthy_threshold, 1, kMaxCount);
     read_duration(map.find("unhealthy_interval"), check.unhealthy_interval, true);
+    if (const Field* tls = map.find("tls")) {
+      bool over_tls = false;
+      if (read_bool(tls, over_tls)) {
+        if (over_tls && !cluster_has_tls) {
+          error(*tls,
+                "the cluster has no tls section, so there are no TLS settings to check with; add "
+                "tls to the cluster or remove this key");
+        } else {
+          check.tls = over_tls;
+        }
+      }
+    }
   }
 
   // A string that goes into a request as it is: not empty, no spaces or control characters.
@@ -1263,24 +1295,303 @@ class Loader {
     }
   }
 
-  void read_endpoint(const Field& field, EndpointConfig& endpoint) {
+  // Returns the field the address was read from, when it was read without errors.
+  std::optional<Field> read_endpoint(const Field& field, EndpointConfig& endpoint) {
     endpoint.location = location(field.mark);
     if (field.value.IsScalar()) {
-      if (auto address = read_address(field, AddressUse::kEndpoint)) endpoint.address = *address;
-      return;
+      auto address = read_address(field, AddressUse::kEndpoint);
+      if (!address) return std::nullopt;
+      endpoint.address = *address;
+      return field;
     }
     if (!field.value.IsMap()) {
       constexpr std::string_view kForms =
           "\"host:port\" or a map with 'address' and optional 'weight' and 'priority'";
       error(field, "expected " + std::string(kForms) + ", got " + describe_kind(field.value));
-      return;
+      return std::nullopt;
     }
     MapView map = read_map(field, "endpoint", {"address", "weight", "priority"});
+    std::optional<Field> where;
     if (const Field* address = require(map, "address")) {
-      if (auto parsed = read_address(*address, AddressUse::kEndpoint)) endpoint.address = *parsed;
+      if (auto parsed = read_address(*address, AddressUse::kEndpoint)) {
+        endpoint.address = *parsed;
+        where = *address;
+      }
     }
     read_uint(map.find("weight"), endpoint.weight, kMinWeight, kMaxWeight);
     read_uint(map.find("priority"), endpoint.priority, 0, kMaxPriority);
+    return where;
+  }
+
+  // ---- TLS (issue 14) ----
+
+  // A file the proxy reads (a PEM certificate, key or CA bundle): a non-empty string. The loader
+  // does not open it; the proxy does, and reports a missing or unreadable file itself. Returns
+  // true when the field was present and valid, and so stored in `out`.
+  bool read_file_path(const Field* field, std::string& out) {
+    if (field == nullptr) return false;
+    auto text = scalar(*field, "a file path");
+    if (!text) return false;
+    if (text->empty()) {
+      error(*field, "must not be empty (expected a file path)");
+      return false;
+    }
+    out = std::move(*text);
+    return true;
+  }
+
+  // "1.2" or "1.3", quoted or not (YAML gives the text of 1.2 as it is written).
+  void read_tls_version(const Field* field, TlsVersion& out) {
+    if (field == nullptr) return;
+    auto text = scalar(*field, "a TLS version, \"1.2\" or \"1.3\"");
+    if (!text) return;
+    if (*text == "1.2") {
+      out = TlsVersion::k1_2;
+      return;
+    }
+    if (*text == "1.3") {
+      out = TlsVersion::k1_3;
+      return;
+    }
+    // "TLSv1.2", "tls1.3": say what to write instead.
+    std::string bare = *text;
+    std::transform(bare.begin(), bare.end(), bare.begin(), to_lower);
+    for (std::string_view prefix : {"tlsv", "tls"}) {
+      if (bare.rfind(prefix, 0) == 0) {
+        bare.erase(0, prefix.size());
+        break;
+      }
+    }
+    std::string message = "unsupported TLS version " + quoted(*text);
+    if (bare == "1.2" || bare == "1.3") {
+      message += " (write just " + quoted(bare) + ")";
+    } else if (bare == "1" || bare == "1.0" || bare == "1.1") {
+      message += " (TLS 1.0 and 1.1 are deprecated, RFC 8996)";
+    }
+    error(*field, message + "; expected one of: " + join(kTlsVersionWords));
+  }
+
+  // Replaces `out` with the list in `field` when every item is valid.
+  void read_alpn(const Field& field, std::vector<std::string>& out) {
+    constexpr std::string_view kExpected = "an ALPN protocol name such as http/1.1";
+    const size_t errors_before = errors_.size();
+    std::vector<std::string> read;
+    for (const Field& item : read_list(&field, "ALPN protocol")) {
+      auto text = scalar(item, kExpected);
+      if (!text) continue;
+      if (text->empty()) {
+        error(item, "must not be empty (expected " + std::string(kExpected) + ")");
+        continue;
+      }
+      if (text->size() > kMaxAlpnBytes) {
+        error(item, "an ALPN protocol name may be at most " + std::to_string(kMaxAlpnBytes) +
+                        " bytes, this one has " + std::to_string(text->size()));
+        continue;
+      }
+      if (std::find(read.begin(), read.end(), *text) != read.end()) {
+        error(item, "duplicate ALPN protocol " + quoted(*text));
+        continue;
+      }
+      read.push_back(std::move(*text));
+    }
+    if (errors_.size() == errors_before) out = std::move(read);
+  }
+
+  // Names a peer's certificate must carry: exact, or a prefix with a trailing '*'.
+  void read_san_matches(const Field& field, std::vector<SanMatch>& out) {
+    const std::string expected =
+        "a certificate name such as spiffe://cluster.local/ns/shop/sa/web, or a prefix ending "
+        "in '*'";
+    for (const Field& item : read_list(&field, "SAN")) {
+      auto text = scalar(item, expected);
+      if (!text) continue;
+      if (text->empty()) {
+        error(item, "must not be empty (expected " + expected + ")");
+        continue;
+      }
+      const size_t star = text->find('*');
+      if (star != std::string::npos && star + 1 != text->size()) {
+        error(item, "invalid SAN " + quoted(*text) +
+                        ": '*' is only allowed as the last character, for a prefix match");
+        continue;
+      }
+      SanMatch match;
+      match.prefix = star != std::string::npos;
+      match.value = text->substr(0, star);
+      if (match.value.empty()) {
+        error(item, "'*' alone would match any name; leave " + field.key.Scalar() + " out instead");
+        continue;
+      }
+      if (std::any_of(out.begin(), out.end(), [&](const SanMatch& seen) {
+            return seen.value == match.value && seen.prefix == match.prefix;
+          })) {
+        error(item, "duplicate SAN " + quoted(*text));
+        continue;
+      }
+      out.push_back(std::move(match));
+    }
+  }
+
+  void read_certificate(const Field& field, TlsCertificateConfig& certificate) {
+    certificate.location = location(field.mark);
+    MapView map = read_map(field, "certificate", {"cert", "key"});
+    read_file_path(require(map, "cert"), certificate.cert);
+    read_file_path(require(map, "key"), certificate.key);
+  }
+
+  void read_listener_tls(const Field& field, std::optional<ListenerTlsConfig>& out) {
+    ListenerTlsConfig& tls = out.emplace();
+    tls.location = location(field.key.Mark());
+    MapView map =
+        read_map(field, "listener tls",
+                 {"certificates", "min_version", "ciphers", "alpn", "client_ca",
+                  "require_client_certificate", "allowed_client_sans", "forward_client_cert"});
+    if (!map.valid) return;
+    for (const Field& item : read_list(require(map, "certificates"), "certificate")) {
+      tls.certificates.emplace_back();
+      read_certificate(item, tls.certificates.back());
+    }
+    read_tls_version(map.find("min_version"), tls.min_version);
+    if (const Field* ciphers = map.find("ciphers")) {
+      if (auto text = scalar(*ciphers, "an OpenSSL cipher list such as ECDHE+AESGCM")) {
+        if (text->empty()) {
+          error(*ciphers, "must not be empty (leave it out for OpenSSL's default ciphers)");
+        } else {
+          tls.ciphers = std::move(*text);
+        }
+      }
+    }
+    if (const Field* alpn = map.find("alpn")) read_alpn(*alpn, tls.alpn);
+    const Field* client_ca = map.find("client_ca");
+    read_file_path(client_ca, tls.client_ca);
+    // Only a client CA makes the listener ask for a certificate: without one these do nothing.
+    const auto with_client_ca = [&](std::string_view key) -> const Field* {
+      const Field* found = map.find(key);
+      if (found != nullptr && client_ca == nullptr) {
+        error(*found,
+              "only applies with client_ca (the CA that verifies client certificates), which "
+              "this tls section does not set");
+        return nullptr;
+      }
+      return found;
+    };
+    read_bool(with_client_ca("require_client_certificate"), tls.require_client_certificate);
+    if (const Field* sans = with_client_ca("allowed_client_sans")) {
+      read_san_matches(*sans, tls.allowed_client_sans);
+    }
+    if (const Field* forward = map.find("forward_client_cert")) {
+      if (auto text = scalar(*forward, "sanitize, sanitize_set or append_forward")) {
+        if (*text == "sanitize") {
+          tls.forward_client_cert = ForwardClientCert::kSanitize;
+        } else if (*text == "sanitize_set") {
+          tls.forward_client_cert = ForwardClientCert::kSanitizeSet;
+        } else if (*text == "append_forward") {
+          tls.forward_client_cert = ForwardClientCert::kAppendForward;
+        } else {
+          error(*forward,
+                "unknown mode " + quoted(*text) + expected_one_of(*text, kForwardClientCertWords));
+        }
+      }
+    }
+  }
+
+  // The name sent as SNI and checked against the server's certificate: a DNS name.
+  void read_server_name(const Field& field, std::string& out) {
+    auto text = scalar(field, "a DNS name such as payments.internal");
+    if (!text) return;
+    if (text->empty()) {
+      error(field, "must not be empty (leave it out to use each endpoint's DNS name)");
+      return;
+    }
+    std::string bare = *text;
+    if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') {
+      bare = bare.substr(1, bare.size() - 2);
+    }
+    in_addr ip4{};
+    in6_addr ip6{};
+    if (inet_pton(AF_INET, bare.c_str(), &ip4) == 1 ||
+        inet_pton(AF_INET6, bare.c_str(), &ip6) == 1) {
+      error(field, "must be a DNS name, not an IP address: " + quoted(*text) +
+                       " (SNI carries only host names, RFC 6066)");
+      return;
+    }
+    const std::string_view name = *text;
+    const bool valid = name.size() <= kMaxServerNameBytes && name.front() != '.' &&
+                       name.back() != '.' && name.find("..") == std::string_view::npos &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                (c >= '0' && c <= '9') || c == '-' || c == '.';
+                       });
+    if (!valid) {
+      error(field, "invalid server name " + quoted(*text) +
+                       " (expected a DNS name of letters, digits, '-' and '.', such as "
+                       "payments.internal, at most " +
+                       std::to_string(kMaxServerNameBytes) + " bytes)");
+      return;
+    }
+    out = std::move(*text);
+  }
+
+  // Returns true when the section was read without errors.
+  bool read_cluster_tls(const Field& field, std::optional<ClusterTlsConfig>& out) {
+    const size_t errors_before = errors_.size();
+    ClusterTlsConfig& tls = out.emplace();
+    tls.location = location(field.key.Mark());
+    if (field.value.IsNull() || field.value.IsScalar()) {
+      error(field, "expected a map (cluster tls), got " + std::string(describe_kind(field.value)) +
+                       " (tls: {} is TLS with the defaults; leave the key out for plain TCP)");
+      return false;
+    }
+    MapView map = read_map(field, "cluster tls",
+                           {"sni", "ca", "verify", "verify_hostname", "allowed_server_sans", "cert",
+                            "key", "min_version", "alpn"});
+    if (!map.valid) return false;
+    if (const Field* sni = map.find("sni")) read_server_name(*sni, tls.sni);
+    const Field* ca = map.find("ca");
+    read_file_path(ca, tls.ca);
+    read_bool(map.find("verify"), tls.verify);
+    read_bool(map.find("verify_hostname"), tls.verify_hostname);
+    const Field* sans = map.find("allowed_server_sans");
+    if (sans != nullptr) read_san_matches(*sans, tls.allowed_server_sans);
+    // A client certificate (mTLS) is a certificate and its key: both or neither.
+    const Field* cert = map.find("cert");
+    const Field* key = map.find("key");
+    read_file_path(cert, tls.cert);
+    read_file_path(key, tls.key);
+    if (cert != nullptr && key == nullptr) {
+      error(*cert, "the client certificate needs its private key: 'key' is missing");
+    } else if (key != nullptr && cert == nullptr) {
+      error(*key, "the private key needs its client certificate: 'cert' is missing");
+    }
+    read_tls_version(map.find("min_version"), tls.min_version);
+    if (const Field* alpn = map.find("alpn")) read_alpn(*alpn, tls.alpn);
+    if (!tls.verify) {
+      for (const Field* ignored : {ca, sans}) {
+        if (ignored == nullptr) continue;
+        error(*ignored,
+              "would be ignored: verify: false accepts any server certificate; remove it or "
+              "set verify: true");
+      }
+    }
+    return errors_.size() == errors_before;
+  }
+
+  // With the hostname check on and no name given, an IP endpoint has no name to check the
+  // server's certificate against. Call only when the cluster's tls section is sound: a misspelt
+  // key may be the one meant to give the name.
+  void check_tls_endpoints(const ClusterTlsConfig& tls,
+                           const std::vector<EndpointConfig>& endpoints,
+                           const std::vector<std::optional<Field>>& addresses) {
+    if (!tls.verify || !tls.verify_hostname || !tls.allowed_server_sans.empty() ||
+        !tls.sni.empty()) {
+      return;
+    }
+    for (size_t i = 0; i < endpoints.size() && i < addresses.size(); ++i) {
+      if (!addresses[i] || !endpoints[i].address.is_ip) continue;
+      error(*addresses[i],
+            "an IP endpoint needs tls.sni, tls.allowed_server_sans or tls.verify_hostname: false "
+            "(there is no host name to check its certificate against)");
+    }
   }
 
   void read_pool(const Field& field, PoolConfig& pool) {

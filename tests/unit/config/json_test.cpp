@@ -169,7 +169,7 @@ clusters:
       R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
       R"("request_headers_timeout":"10s","idle_timeout":"5m","stream_idle_timeout":"5m",)"
       R"("max_request_headers_size":"60KiB","max_request_headers":100,"trusted_hops":0,)"
-      R"("max_connections":0,)"
+      R"("max_connections":0,"tls":null,)"
       R"("routes":[{"name":"all","match":{"prefix":"/","host":null,"headers":{},"methods":[]},)"
       R"("cluster":"app","timeout":"15s","prefix_rewrite":null,"upgrades":["websocket"],)"
       R"("retry":{"attempts":2,"per_try_timeout":"0s",)"
@@ -182,7 +182,8 @@ clusters:
       R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
       R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
       R"("pending_timeout":"1s"},"circuit_breaker":null,"health_check":null,)"
-      R"("outlier_detection":null,"panic_threshold_percent":50,"max_response_headers":100}],)"
+      R"("outlier_detection":null,"panic_threshold_percent":50,"max_response_headers":100,)"
+      R"("tls":null}],)"
       R"("readiness":{"require_healthy":[]},"watch_config":false})");
 }
 
@@ -288,19 +289,123 @@ clusters:
           R"({"address":"127.0.0.1:9100","weight":1,"priority":1}])",
           R"("circuit_breaker":null,"health_check":{"path":"/ready","tcp":false,"host":"app.local",)"
           R"("interval":"10s","interval_jitter_percent":2.5,"timeout":"500ms","healthy_threshold":1,)"
-          R"("unhealthy_threshold":4,"unhealthy_interval":"1s","expected_statuses":["200-299","418"]},)"
+          R"("unhealthy_threshold":4,"unhealthy_interval":"1s","expected_statuses":["200-299","418"],)"
+          R"("tls":null},)"
           R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
           R"("consecutive_local_origin_failure":5,"uneject_on_health_check_pass":false,)"
           R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100,)"
           R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s"},)"
-          R"("panic_threshold_percent":25,"max_response_headers":100})",
+          R"("panic_threshold_percent":25,"max_response_headers":100,"tls":null})",
           // A host and unhealthy_interval left out are null: the endpoint's address, the interval.
           R"("health_check":{"path":"/healthz","tcp":true,"host":null,"interval":"5s",)"
           R"("interval_jitter_percent":10,"timeout":"1s","healthy_threshold":2,)"
-          R"("unhealthy_threshold":3,"unhealthy_interval":null,"expected_statuses":["200-399"]},)"
-          R"("outlier_detection":null,"panic_threshold_percent":50,"max_response_headers":100}])",
+          R"("unhealthy_threshold":3,"unhealthy_interval":null,"expected_statuses":["200-399"],)"
+          R"("tls":null},)"
+          R"("outlier_detection":null,"panic_threshold_percent":50,"max_response_headers":100,)"
+          R"("tls":null}])",
           R"("readiness":{"require_healthy":["db","app"]},"watch_config":false})",
       });
+}
+
+TEST_CASE("to_json writes the TLS settings as configured: paths, not file contents") {
+  const std::string_view yaml = R"(
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    tls:
+      certificates:
+        - {cert: /tls/a.crt, key: /tls/a.key}
+        - {cert: "/tls/\"b\".crt", key: /tls/b.key}
+      min_version: 1.3
+      ciphers: ECDHE+AESGCM
+      alpn: [my-proto, http/1.1]
+      client_ca: /tls/ca.crt
+      require_client_certificate: false
+      allowed_client_sans: [spiffe://cluster.local/ns/shop/sa/web, "spiffe://cluster.local/ns/ops/*"]
+      forward_client_cert: sanitize_set
+    routes: [{name: all, cluster: app}]
+  - name: defaults
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{cert: /tls/a.crt, key: /tls/a.key}]
+    routes: [{name: all, cluster: app}]
+clusters:
+  - name: app
+    endpoints: [10.0.0.5:443]
+    health_check: {tls: true}
+    tls:
+      sni: app.internal
+      ca: /tls/ca.crt
+      verify_hostname: false
+      allowed_server_sans: ["spiffe://cluster.local/ns/app/*"]
+      cert: /tls/client.crt
+      key: /tls/client.key
+      min_version: "1.3"
+      alpn: [http/1.1, my-proto]
+  - name: defaults
+    endpoints: [app.internal:443]
+    tls: {}
+  - name: unverified
+    endpoints: [10.0.0.6:443]
+    health_check: {tls: false}
+    tls: {verify: false}
+)";
+  check_json(
+      yaml,
+      {
+          R"("max_connections":0,"tls":{"certificates":[{"cert":"/tls/a.crt","key":"/tls/a.key"},)"
+          R"({"cert":"/tls/\"b\".crt","key":"/tls/b.key"}],"min_version":"1.3",)"
+          R"("ciphers":"ECDHE+AESGCM","alpn":["my-proto","http/1.1"],"client_ca":"/tls/ca.crt",)"
+          R"("require_client_certificate":false,)"
+          R"("allowed_client_sans":["spiffe://cluster.local/ns/shop/sa/web",)"
+          R"("spiffe://cluster.local/ns/ops/*"],"forward_client_cert":"sanitize_set"},"routes":)",
+          // The defaults: no ciphers and no client CA are null.
+          R"("tls":{"certificates":[{"cert":"/tls/a.crt","key":"/tls/a.key"}],)"
+          R"("min_version":"1.2","ciphers":null,"alpn":["http/1.1"],"client_ca":null,)"
+          R"("require_client_certificate":true,"allowed_client_sans":[],)"
+          R"("forward_client_cert":"sanitize"},"routes":)",
+          R"("expected_statuses":["200-399"],"tls":true},)",
+          R"("max_response_headers":100,"tls":{"sni":"app.internal","ca":"/tls/ca.crt",)"
+          R"("verify":true,"verify_hostname":false,)"
+          R"("allowed_server_sans":["spiffe://cluster.local/ns/app/*"],)"
+          R"("cert":"/tls/client.crt","key":"/tls/client.key","min_version":"1.3",)"
+          R"("alpn":["http/1.1","my-proto"]}},)",
+          // tls: {} is the defaults: no SNI (each endpoint's name), the system trust store.
+          R"("max_response_headers":100,"tls":{"sni":null,"ca":null,"verify":true,)"
+          R"("verify_hostname":true,"allowed_server_sans":[],"cert":null,"key":null,)"
+          R"("min_version":"1.2","alpn":["http/1.1"]}},)",
+          R"("expected_statuses":["200-399"],"tls":false},)",
+          R"("max_response_headers":100,"tls":{)"
+          R"("warning":"TLS verification is off: any server certificate is accepted",)"
+          R"("sni":null,"ca":null,"verify":false,"verify_hostname":true,)"
+          R"("allowed_server_sans":[],"cert":null,"key":null,"min_version":"1.2",)"
+          R"("alpn":["http/1.1"]}}])",
+      });
+}
+
+TEST_CASE("to_json of a cluster changes with its TLS settings") {
+  // A reload keeps a cluster's state only when to_json(cluster) is the same.
+  LoadResult plain = load(R"(
+listeners: [{name: in, address: 127.0.0.1:0, routes: [{name: all, cluster: app}]}]
+clusters: [{name: app, endpoints: [app.internal:443]}]
+)");
+  LoadResult tls = load(R"(
+listeners: [{name: in, address: 127.0.0.1:0, routes: [{name: all, cluster: app}]}]
+clusters: [{name: app, endpoints: [app.internal:443], tls: {}}]
+)");
+  LoadResult other_ca = load(R"(
+listeners: [{name: in, address: 127.0.0.1:0, routes: [{name: all, cluster: app}]}]
+clusters: [{name: app, endpoints: [app.internal:443], tls: {ca: /other.crt}}]
+)");
+  CHECK_LOADS(plain);
+  CHECK_LOADS(tls);
+  CHECK_LOADS(other_ca);
+  const std::string a = to_json(plain.config->clusters.at(0));
+  const std::string b = to_json(tls.config->clusters.at(0));
+  const std::string c = to_json(other_ca.config->clusters.at(0));
+  CHECK(a != b);
+  CHECK(b != c);
+  CHECK(a.find(R"("tls":null)") != std::string::npos);
 }
 
 TEST_CASE("to_json of an empty Config is still valid JSON") {

@@ -110,7 +110,7 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
       {"listener", in_listener("    max_headers: 1\n"), 4, 5,
        "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
        "request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
-       "max_request_headers, trusted_hops, max_connections, routes"},
+       "max_request_headers, trusted_hops, max_connections, tls, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
        "cluster, timeout, prefix_rewrite, retry, bulkhead, rate_limit, fault, upgrades"},

@@ -347,6 +347,7 @@ clusters:
   CHECK(in.trusted_hops == 0);
   CHECK(in.max_connections == 0);
   CHECK(c.max_connections == 0);
+  CHECK_FALSE(in.tls.has_value());  // plain HTTP
 
   const RouteConfig& route = in.routes.at(0);
   CHECK(route.upgrades == std::vector<std::string>{"websocket"});
@@ -393,6 +394,7 @@ clusters:
   CHECK(app.pool.pending_timeout == seconds(1));
   CHECK_FALSE(app.circuit_breaker.has_value());
   CHECK(app.max_response_headers == 100);
+  CHECK_FALSE(app.tls.has_value());  // plain TCP
 }
 
 TEST_CASE("optional sections may be present but empty") {
@@ -936,6 +938,57 @@ TEST_CASE("the full example shows the upstream health settings") {
   REQUIRE(cache.health_check.has_value());
   CHECK(cache.health_check->tcp);
   CHECK_FALSE(cache.outlier_detection.has_value());
+}
+
+TEST_CASE("the full example shows the TLS settings") {
+  LoadResult result =
+      load_config_file(std::string(BULWARK_SOURCE_DIR) + "/config/examples/full.yaml");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  // The listeners and clusters that show everything else stay plain.
+  for (const ListenerConfig& listener : c.listeners) {
+    CAPTURE(listener.name);
+    CHECK(listener.tls.has_value() == (listener.name == "secure"));
+  }
+  for (const ClusterConfig& cluster : c.clusters) {
+    CAPTURE(cluster.name);
+    CHECK(cluster.tls.has_value() == (cluster.name == "payments"));
+  }
+
+  const ListenerConfig& secure = c.listeners.at(2);
+  REQUIRE(secure.name == "secure");
+  REQUIRE(secure.tls.has_value());
+  const ListenerTlsConfig& in = *secure.tls;
+  REQUIRE(in.certificates.size() == 2);
+  CHECK(in.certificates[0].cert == "/etc/bulwark/tls/tls.crt");
+  CHECK(in.certificates[0].key == "/etc/bulwark/tls/tls.key");
+  CHECK(in.certificates[0].location.file == result.config->source_file);
+  CHECK(in.certificates[0].location.line > 0);
+  CHECK(in.min_version == TlsVersion::k1_2);
+  CHECK_FALSE(in.ciphers.empty());
+  CHECK(in.alpn == ListenerTlsConfig{}.alpn);
+  CHECK(in.client_ca == "/etc/bulwark/tls/ca.crt");
+  CHECK(in.require_client_certificate);
+  REQUIRE(in.allowed_client_sans.size() == 2);
+  CHECK(in.allowed_client_sans[1].prefix);
+  CHECK(in.forward_client_cert == ForwardClientCert::kSanitize);
+  CHECK(secure.routes.at(0).cluster == "payments");
+
+  const ClusterConfig& payments = c.clusters.at(3);
+  REQUIRE(payments.name == "payments");
+  REQUIRE(payments.tls.has_value());
+  const ClusterTlsConfig& out = *payments.tls;
+  CHECK(out.sni == "payments.internal");
+  CHECK(out.ca == "/etc/ssl/certs/ca-certificates.crt");
+  CHECK(out.verify);
+  CHECK(out.verify_hostname);
+  CHECK(out.allowed_server_sans.size() == 1);
+  CHECK(out.cert == "/etc/bulwark/tls/client.crt");
+  CHECK(out.key == "/etc/bulwark/tls/client.key");
+  CHECK(out.min_version == TlsVersion::k1_2);
+  CHECK(out.alpn == ClusterTlsConfig{}.alpn);
+  REQUIRE(payments.health_check.has_value());
+  CHECK(payments.health_check->tls == true);
 }
 
 TEST_CASE("the demo example is what the quick start promises") {
