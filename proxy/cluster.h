@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "config/config.h"
-#include "proxy/tls.h"
 #include "filters/circuit_breaker.h"
 #include "filters/clock.h"
 #include "filters/priority.h"
@@ -18,6 +17,7 @@
 #include "proxy/lb.h"
 #include "proxy/list.h"
 #include "proxy/metrics.h"
+#include "proxy/tls.h"
 #include "proxy/upstream.h"
 
 namespace bulwark {

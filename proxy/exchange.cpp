@@ -416,8 +416,7 @@ namespace {
 
 // How the last try ended, in the words of the failed tries (filters::to_string(RetryReason)); empty
 // when its response status says it.
-std::string_view last_try_outcome(LocalReason reason, int status, int error,
-                                  std::string& scratch) {
+std::string_view last_try_outcome(LocalReason reason, int status, int error, std::string& scratch) {
   switch (reason) {
     case LocalReason::kUpstreamTlsFailure:
       scratch = "tls:";
@@ -477,8 +476,8 @@ void Exchange::write_access_log() {
   if (tries_ > listed && endpoint_ != nullptr) {
     r.upstream = endpoint_->endpoint.address;
     std::string scratch;
-    std::string_view outcome = last_try_outcome(local_reason_, response_status_, try_error_,
-                                                scratch);
+    std::string_view outcome =
+        last_try_outcome(local_reason_, response_status_, try_error_, scratch);
     int n =
         outcome.empty()
             ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),

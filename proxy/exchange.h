@@ -288,8 +288,8 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   uint8_t log_flags_ = 0;
   LocalReason local_reason_ = LocalReason::kCount;  // kCount: no local reply
   int try_error_ = 0;  // how the last failed try failed (a libuv error or a tls_status())
-  uint64_t bytes_in_ = 0, bytes_out_ = 0;           // request and response body bytes
-  uint64_t upstream_us_ = 0;                        // the last try's time to its response head
+  uint64_t bytes_in_ = 0, bytes_out_ = 0;  // request and response body bytes
+  uint64_t upstream_us_ = 0;               // the last try's time to its response head
 };
 
 // Lends exchanges and their resources: a worker's requests allocate nothing once it has served

@@ -111,7 +111,8 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
   for (const Header& h : request.headers) {
     // A client id bulwark could not use (empty or too long) is replaced, not sent beside ours.
     if (h.kind == HeaderKind::kXRequestId && how.add_request_id) continue;
-    if (end_to_end(h.kind) || (h.kind == HeaderKind::kXForwardedClientCert && how.keep_client_cert)) {
+    if (end_to_end(h.kind) ||
+        (h.kind == HeaderKind::kXForwardedClientCert && how.keep_client_cert)) {
       append_header(out, request.str(h.name), request.str(h.value));
     } else if (h.kind == HeaderKind::kHost) {
       append_header(out, "Host", how.authority.empty() ? request.str(h.value) : how.authority);

@@ -262,9 +262,9 @@ void HealthChecker::Probe::on_transport_connected(int status) {
     return;
   }
   if (status != 0 && is_tls_status(status)) {
-    owner.finish_check(target, CheckResult::kFailure,
-                       std::string("TLS handshake failed: ") +
-                           tls_error_name(tls_error_of(status)));
+    owner.finish_check(
+        target, CheckResult::kFailure,
+        std::string("TLS handshake failed: ") + tls_error_name(tls_error_of(status)));
     return;
   }
   if (status != 0) {

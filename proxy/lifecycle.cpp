@@ -114,6 +114,7 @@ void Server::finish() {
     }
   }
   if (watching_) uv_close(reinterpret_cast<uv_handle_t*>(&config_watch_), nullptr);
+  stop_tls_watch();
   uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
   admin_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);

@@ -488,19 +488,20 @@ void add_tls_metrics(const std::vector<SharedGauges::Tls>& all, std::vector<Metr
                            MetricType::Counter);
   auto errors = family("bulwark_tls_handshake_errors_total",
                        "TLS handshakes that failed, by reason.", MetricType::Counter);
-  auto expiry = family("bulwark_tls_certificate_expiry_timestamp_seconds",
-                       "When each certificate in use expires, since the Unix epoch.",
-                       MetricType::Gauge);
-  auto reload_errors =
-      family("bulwark_tls_certificate_reload_errors_total",
-             "Changed certificate files that could not be used (the old ones stay).",
-             MetricType::Counter);
+  auto expiry =
+      family("bulwark_tls_certificate_expiry_timestamp_seconds",
+             "When each certificate in use expires, since the Unix epoch.", MetricType::Gauge);
+  auto reload_errors = family(
+      "bulwark_tls_certificate_reload_errors_total",
+      "Changed certificate files that could not be used (the old ones stay).", MetricType::Counter);
   static const char* const kVersions[] = {"TLSv1.2", "TLSv1.3"};
   for (const SharedGauges::Tls& t : all) {
     for (size_t v = 0; v < 2; ++v) {
       for (size_t r = 0; r < 2; ++r) {
         add_counter(handshakes,
-                    {{"side", t.side}, {"name", t.name}, {"version", kVersions[v]},
+                    {{"side", t.side},
+                     {"name", t.name},
+                     {"version", kVersions[v]},
                      {"resumed", r == 1 ? "true" : "false"}},
                     t.stats->handshakes[v][r].load(std::memory_order_relaxed));
       }
@@ -509,7 +510,8 @@ void add_tls_metrics(const std::vector<SharedGauges::Tls>& all, std::vector<Metr
       uint64_t n = t.stats->errors[e].load(std::memory_order_relaxed);
       if (n == 0) continue;  // a series per reason that happened, not per reason there is
       add_counter(errors,
-                  {{"side", t.side}, {"name", t.name},
+                  {{"side", t.side},
+                   {"name", t.name},
                    {"reason", tls_error_name(static_cast<TlsError>(e))}},
                   n);
     }

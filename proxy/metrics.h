@@ -16,8 +16,8 @@
 #include "filters/retry.h"
 #include "proxy/health_view.h"
 #include "proxy/process_stats.h"
-#include "proxy/tls.h"
 #include "proxy/reasons.h"
+#include "proxy/tls.h"
 
 namespace bulwark {
 

@@ -27,8 +27,8 @@ inline bool is_local_resource_error(int err) {
 int open_listener(const sockaddr_storage& addr, int backlog, bool reuseport, std::string* error);
 
 // The socket steps every transport takes.
-void set_nodelay(int fd);      // fails harmlessly on a socketpair
-int set_nonblocking(int fd);   // 0 or a negative errno
+void set_nodelay(int fd);     // fails harmlessly on a socketpair
+int set_nonblocking(int fd);  // 0 or a negative errno
 // A non-blocking stream socket with a connect to `addr` started: the fd, or a negative errno.
 int start_connect(const sockaddr* addr);
 // The peer's IP address as text, into buf (empty when unknown).

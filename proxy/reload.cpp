@@ -153,6 +153,8 @@ void Server::install_config(std::shared_ptr<const config::Config> config, Listen
   }
   bound_.clear();
   for (const auto& l : config_->listeners) bound_.push_back(listener_key(l));
+  warn_unverified_tls();
+  watch_tls_files();
 }
 
 void Server::on_reload_applied(const std::string& trigger, const std::string& path,
@@ -328,7 +330,8 @@ GenerationSpec Server::generation_spec(const std::vector<std::shared_ptr<Connect
   spec.new_listener_fds = std::move(fds);
   spec.process_limit = process_limit_;
   spec.listener_limits = limits;
-  for (size_t i = 0; i < config_->listeners.size(); ++i) spec.listener_tls.push_back(tls_.listener(i));
+  for (size_t i = 0; i < config_->listeners.size(); ++i)
+    spec.listener_tls.push_back(tls_.listener(i));
   return spec;
 }
 
@@ -371,6 +374,87 @@ void Server::start_config_watch() {
         .str("error", uv_strerror(rc));
   }
   watching_ = true;
+}
+
+void Server::watch_tls_files() {
+  std::vector<std::string> dirs;
+  for (const std::string& f : tls_.files()) {
+    size_t slash = f.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : f.substr(0, slash);
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+  }
+  if (!tls_timers_ && !dirs.empty()) {
+    tls_timers_ = true;
+    uv_timer_init(&loop_, &tls_poll_timer_);
+    uv_timer_init(&loop_, &tls_settle_timer_);
+    tls_poll_timer_.data = tls_settle_timer_.data = this;
+    uv_timer_start(
+        &tls_poll_timer_,
+        [](uv_timer_t* t) { static_cast<Server*>(t->data)->rotate_certificates("poll"); }, 10000,
+        10000);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&tls_poll_timer_));
+  }
+  if (dirs == tls_dirs_) return;
+  for (uv_fs_event_t* w : tls_dir_watches_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(w),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+  }
+  tls_dir_watches_.clear();
+  tls_dirs_ = dirs;
+  for (const std::string& dir : dirs) {
+    auto* w = new uv_fs_event_t;
+    uv_fs_event_init(&loop_, w);
+    w->data = this;
+    int rc = uv_fs_event_start(
+        w,
+        [](uv_fs_event_t* h, const char*, int, int) {
+          // Files change in steps (a key, then its certificate): read them once things settle.
+          auto* self = static_cast<Server*>(h->data);
+          uv_timer_start(
+              &self->tls_settle_timer_,
+              [](uv_timer_t* t) { static_cast<Server*>(t->data)->rotate_certificates("file"); },
+              200, 0);
+        },
+        dir.c_str(), 0);
+    if (rc != 0) {
+      log::warn("cannot watch a TLS file directory; changes are seen within 10 s")
+          .str("directory", dir)
+          .str("error", uv_strerror(rc));
+      uv_close(reinterpret_cast<uv_handle_t*>(w),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+      continue;
+    }
+    uv_unref(reinterpret_cast<uv_handle_t*>(w));
+    tls_dir_watches_.push_back(w);
+  }
+}
+
+void Server::rotate_certificates(const char* trigger) {
+  if (finished_) return;
+  std::vector<std::string> errors;
+  size_t replaced = tls_.rotate(&errors);
+  for (const std::string& e : errors) {
+    log::error("cannot use new TLS files; the previous ones stay").str("error", e);
+  }
+  if (replaced > 0) {
+    log::info("TLS certificates reloaded")
+        .str("trigger", trigger)
+        .num("contexts", static_cast<int64_t>(replaced));
+  }
+}
+
+void Server::stop_tls_watch() {
+  for (uv_fs_event_t* w : tls_dir_watches_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(w),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+  }
+  tls_dir_watches_.clear();
+  tls_dirs_.clear();
+  if (tls_timers_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&tls_poll_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tls_settle_timer_), nullptr);
+    tls_timers_ = false;
+  }
 }
 
 }  // namespace bulwark

@@ -51,6 +51,7 @@ int Server::run() {
   install_signal_handlers();
   init_drain_timers();
   if (config_->watch_config) start_config_watch();
+  watch_tls_files();
 
   log::info("started")
       .num("workers", static_cast<int64_t>(config_->workers))

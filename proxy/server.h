@@ -116,6 +116,12 @@ class Server : private AdminTarget {
   void on_reload_applied(const std::string& trigger, const std::string& path, uint64_t generation,
                          const std::function<void()>& done);
   void start_config_watch();
+  // Certificate rotation: watches the directories of every TLS file (inotify, which sees a
+  // Kubernetes Secret's ..data symlink swap) and polls them every 10 s as well; a change
+  // re-reads them a moment later (TlsContexts::rotate). Called again after each reload.
+  void watch_tls_files();
+  void rotate_certificates(const char* trigger);
+  void stop_tls_watch();
 
   // --- Lifecycle (lifecycle.cpp) ---
   // SIGTERM and SIGINT drain, SIGUSR1 reopens the access log, SIGHUP reloads.
@@ -166,6 +172,11 @@ class Server : private AdminTarget {
   double last_reload_success_s_ = 0;  // since the epoch; the start counts as one
   uv_fs_poll_t config_watch_;         // watch_config
   bool watching_ = false;
+  std::vector<uv_fs_event_t*> tls_dir_watches_;  // one per directory holding a TLS file
+  std::vector<std::string> tls_dirs_;            // those directories
+  uv_timer_t tls_poll_timer_;                    // every 10 s
+  uv_timer_t tls_settle_timer_;                  // a moment after a file event
+  bool tls_timers_ = false;
   uv_signal_t sighup_;
   size_t workers_drained_ = 0;
   bool draining_ = false;

@@ -66,7 +66,7 @@ std::string lower(std::string_view s) {
 // A certificate chain and key read from PEM files, checked to belong together and to be valid now.
 struct LoadedCertificate {
   X509* leaf = nullptr;
-  STACK_OF(X509)* chain = nullptr;
+  STACK_OF(X509) * chain = nullptr;
   EVP_PKEY* key = nullptr;
   ~LoadedCertificate() {
     X509_free(leaf);
@@ -125,8 +125,8 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
 // SAN values of `cert` of one GENERAL_NAME type (GEN_DNS, GEN_URI), in order.
 std::vector<std::string> sans_of(X509* cert, int type) {
   std::vector<std::string> out;
-  auto* names = static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (names == nullptr) return out;
   for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
     const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
@@ -182,8 +182,8 @@ std::vector<unsigned char> alpn_wire(const std::vector<std::string>& protocols) 
 
 // Refuses a peer certificate whose identity is not allowed (at depth 0, once the chain verified).
 int verify_peer(int ok, X509_STORE_CTX* store) {
-  auto* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   TlsConnectionData* data = ssl != nullptr ? connection_data(ssl) : nullptr;
   if (!ok || data == nullptr || X509_STORE_CTX_get_error_depth(store) != 0) return ok;
   if (data->allowed_sans == nullptr || data->allowed_sans->empty()) return ok;
@@ -457,8 +457,8 @@ int TlsServerContext::on_alpn(SSL*, const unsigned char** out, unsigned char* ou
 
 int TlsServerContext::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv,
                                     EVP_CIPHER_CTX* ectx, EVP_MAC_CTX* hctx, int enc) {
-  const auto* self = static_cast<const TlsServerContext*>(
-      SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  const auto* self =
+      static_cast<const TlsServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   if (self == nullptr || self->keys_ == nullptr || ticket_cipher() == nullptr) return -1;
   TicketKeys::Key key;
   bool fresh = true;
@@ -517,8 +517,8 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(
       return nullptr;
     }
     if (SSL_CTX_use_cert_and_key(ctx, loaded.leaf, loaded.key, loaded.chain, 1) != 1) {
-      *error = where(config.location) + "cannot use certificate " + config.cert + ": " +
-               openssl_error();
+      *error =
+          where(config.location) + "cannot use certificate " + config.cert + ": " + openssl_error();
       return nullptr;
     }
     c->facts_.push_back({config.cert, to_epoch(X509_get0_notAfter(loaded.leaf))});

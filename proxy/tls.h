@@ -30,19 +30,19 @@ namespace bulwark {
 // Why a handshake failed (or a session was refused after it). Metric label and log text:
 // tls_error_name().
 enum class TlsError : uint8_t {
-  kHandshakeTimeout,       // the peer did not finish the handshake in time
-  kClosed,                 // the peer closed or reset the connection during the handshake
-  kHttpRequest,            // a plaintext HTTP request on a TLS listener
-  kNotTls,                 // the upstream answered something that is not TLS
-  kVersion,                // no protocol version both sides accept
-  kProtocol,               // a malformed or unexpected handshake message, no shared cipher, ...
-  kNoCertificate,          // a listener requires a client certificate and got none
-  kUntrusted,              // the peer's chain does not lead to a trusted CA
-  kExpired,                // the peer's certificate expired or is not valid yet
-  kHostnameMismatch,       // the upstream's certificate is not for the name we asked for
-  kSanNotAllowed,          // the peer's identity is not in allowed_client_sans/server_sans
-  kPeerAlert,              // the peer refused us (its alert: our certificate, our version, ...)
-  kInternal,               // out of memory, a socket error, ...
+  kHandshakeTimeout,  // the peer did not finish the handshake in time
+  kClosed,            // the peer closed or reset the connection during the handshake
+  kHttpRequest,       // a plaintext HTTP request on a TLS listener
+  kNotTls,            // the upstream answered something that is not TLS
+  kVersion,           // no protocol version both sides accept
+  kProtocol,          // a malformed or unexpected handshake message, no shared cipher, ...
+  kNoCertificate,     // a listener requires a client certificate and got none
+  kUntrusted,         // the peer's chain does not lead to a trusted CA
+  kExpired,           // the peer's certificate expired or is not valid yet
+  kHostnameMismatch,  // the upstream's certificate is not for the name we asked for
+  kSanNotAllowed,     // the peer's identity is not in allowed_client_sans/server_sans
+  kPeerAlert,         // the peer refused us (its alert: our certificate, our version, ...)
+  kInternal,          // out of memory, a socket error, ...
   kCount,
 };
 const char* tls_error_name(TlsError error);
@@ -66,7 +66,9 @@ struct TlsStats {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(TlsError::kCount)> errors{};
   std::atomic<uint64_t> reload_errors{0};  // certificate files that could not replace the old ones
 
-  void count_error(TlsError e) { errors[static_cast<size_t>(e)].fetch_add(1, std::memory_order_relaxed); }
+  void count_error(TlsError e) {
+    errors[static_cast<size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+  }
 };
 
 // A certificate as loaded from its files: what metrics and --check report.
@@ -133,7 +135,7 @@ class TlsServerContext {
 
   config::ListenerTlsConfig config_;
   std::string name_;
-  std::vector<Cert> certs_;  // certs_[0].ctx makes every SSL; SNI may switch to another
+  std::vector<Cert> certs_;          // certs_[0].ctx makes every SSL; SNI may switch to another
   std::vector<unsigned char> alpn_;  // our protocols, in ALPN wire format
   std::vector<CertificateFacts> facts_;
   std::shared_ptr<TlsStats> stats_;

@@ -80,7 +80,8 @@ int TlsTransport::watch(int fd) {
 
 int TlsTransport::connect(const sockaddr* addr) {
   if (closed_ || fd_ >= 0 || client_ == nullptr) return UV_EINVAL;
-  ssl_ = client_->new_ssl(server_name_, data_.sessions != nullptr ? data_.sessions->get() : nullptr);
+  ssl_ =
+      client_->new_ssl(server_name_, data_.sessions != nullptr ? data_.sessions->get() : nullptr);
   if (ssl_ == nullptr) return UV_ENOMEM;
   set_connection_data(ssl_, &data_);
   int fd = start_connect(addr);
@@ -255,8 +256,8 @@ void TlsTransport::handshake_done() {
       return;
     }
     s.peer_identity = peer_identity(peer);
-    if (server_ != nullptr && server_->config().forward_client_cert !=
-                                  config::ForwardClientCert::kSanitize) {
+    if (server_ != nullptr &&
+        server_->config().forward_client_cert != config::ForwardClientCert::kSanitize) {
       s.forwarded_client_cert = forwarded_client_cert(peer);
     }
   }

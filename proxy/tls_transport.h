@@ -94,7 +94,7 @@ class TlsTransport final : public Transport, public SlabAllocated<TlsTransport> 
   int events_ = 0;
   int write_status_ = 0;
   bool reading_ = false;
-  bool connecting_ = false;   // TCP connect under way
+  bool connecting_ = false;  // TCP connect under way
   bool handshaking_ = true;
   bool handshake_wants_write_ = false;
   bool read_wants_write_ = false;  // SSL_read asked for the socket to be writable

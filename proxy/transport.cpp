@@ -1,7 +1,5 @@
 #include "proxy/transport.h"
 
-#include "proxy/net.h"
-
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,8 +8,9 @@
 
 #include <cerrno>
 
-namespace bulwark {
+#include "proxy/net.h"
 
+namespace bulwark {
 
 TcpTransport::TcpTransport(const TransportContext* ctx) : ctx_(ctx) { poll_.data = this; }
 

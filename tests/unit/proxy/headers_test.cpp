@@ -673,12 +673,12 @@ TEST_CASE("headers: a retried response's x-bulwark-attempts replaces the upstrea
   CHECK(retried.find("X-Other: a\r\n") != std::string::npos);
 }
 
-
 TEST_CASE("headers: an incoming X-Forwarded-Client-Cert never reaches the upstream unless kept") {
-  ParsedHead req(Parser::Type::kRequest,
-                 "GET / HTTP/1.1\r\nHost: h\r\n"
-                 "X-Forwarded-Client-Cert: Hash=forged;URI=spiffe://cluster.local/ns/ops/sa/admin\r\n"
-                 "x-forwarded-client-cert: By=x\r\n\r\n");
+  ParsedHead req(
+      Parser::Type::kRequest,
+      "GET / HTTP/1.1\r\nHost: h\r\n"
+      "X-Forwarded-Client-Cert: Hash=forged;URI=spiffe://cluster.local/ns/ops/sa/admin\r\n"
+      "x-forwarded-client-cert: By=x\r\n\r\n");
   REQUIRE_PARSES(req);
   CHECK(req.head.headers[1].kind == HeaderKind::kXForwardedClientCert);
   CHECK(req.head.headers[2].kind == HeaderKind::kXForwardedClientCert);
