@@ -483,6 +483,7 @@ void add_process_metrics(ProcessFamilies& f, const ProcessStats& p) {
 
 // TLS handshakes, their failures by reason, certificate expiry: per listener or cluster.
 void add_tls_metrics(const std::vector<SharedGauges::Tls>& all, std::vector<MetricFamily>& out) {
+  if (all.empty()) return;  // no TLS anywhere: no families without series
   auto handshakes = family("bulwark_tls_handshakes_total",
                            "TLS handshakes completed, by version and whether the session resumed.",
                            MetricType::Counter);
@@ -522,7 +523,9 @@ void add_tls_metrics(const std::vector<SharedGauges::Tls>& all, std::vector<Metr
     add_counter(reload_errors, {{"side", t.side}, {"name", t.name}},
                 t.stats->reload_errors.load(std::memory_order_relaxed));
   }
-  for (auto* f : {&handshakes, &errors, &expiry, &reload_errors}) out.push_back(std::move(*f));
+  for (auto* f : {&handshakes, &errors, &expiry, &reload_errors}) {
+    if (!f->metric.empty()) out.push_back(std::move(*f));  // no family without series
+  }
 }
 
 }  // namespace

@@ -21,7 +21,8 @@ TEST_CASE("malformed requests get 400 bad_request and the connection is closed")
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"bad request line", "GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n"},
       {"bad version", "GET / HTTX/1.1\r\nHost: x\r\n\r\n"},
-      {"binary junk", std::string("\x16\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n", 12)},
+      // (A TLS record, which starts with 0x16, gets tls_on_plaintext_port: tls tests.)
+      {"binary junk", std::string("\x17\x03\x01\x00\xa5\x01\x00\x00\r\n\r\n", 12)},
       {"space in header name", "GET / HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"},
       {"header without colon", "GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n"},
       {"Content-Length and Transfer-Encoding",
