@@ -56,7 +56,6 @@ constexpr int kMaxRegexProgramSize = 1000;
 // RE2 falls back to its NFA, which is slower per byte but still linear.
 constexpr int64_t kRegexMaxMem = 1 << 20;
 // RFC 7301: an ALPN protocol name is 1..255 bytes.
-constexpr size_t kMaxAlpnBytes = 255;
 // A DNS name in SNI (RFC 6066) is at most 253 bytes written out.
 constexpr size_t kMaxServerNameBytes = 253;
 constexpr std::array<std::string_view, 2> kTlsVersionWords{"1.2", "1.3"};
@@ -1383,9 +1382,12 @@ class Loader {
         error(item, "must not be empty (expected " + std::string(kExpected) + ")");
         continue;
       }
-      if (text->size() > kMaxAlpnBytes) {
-        error(item, "an ALPN protocol name may be at most " + std::to_string(kMaxAlpnBytes) +
-                        " bytes, this one has " + std::to_string(text->size()));
+      // A protocol offered must be one bulwark speaks: a client that picks h2 would get
+      // HTTP/1.1 bytes.
+      if (*text != "http/1.1" && *text != "http/1.0") {
+        error(item,
+              "bulwark speaks HTTP/1.1 and HTTP/1.0 only: expected http/1.1 or http/1.0, got " +
+                  quoted(*text));
         continue;
       }
       if (std::find(read.begin(), read.end(), *text) != read.end()) {

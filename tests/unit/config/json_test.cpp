@@ -318,7 +318,7 @@ listeners:
         - {cert: "/tls/\"b\".crt", key: /tls/b.key}
       min_version: 1.3
       ciphers: ECDHE+AESGCM
-      alpn: [my-proto, http/1.1]
+      alpn: [http/1.0, http/1.1]
       client_ca: /tls/ca.crt
       require_client_certificate: false
       allowed_client_sans: [spiffe://cluster.local/ns/shop/sa/web, "spiffe://cluster.local/ns/ops/*"]
@@ -341,7 +341,7 @@ clusters:
       cert: /tls/client.crt
       key: /tls/client.key
       min_version: "1.3"
-      alpn: [http/1.1, my-proto]
+      alpn: [http/1.1, http/1.0]
   - name: defaults
     endpoints: [app.internal:443]
     tls: {}
@@ -355,7 +355,7 @@ clusters:
       {
           R"("max_connections":0,"tls":{"certificates":[{"cert":"/tls/a.crt","key":"/tls/a.key"},)"
           R"({"cert":"/tls/\"b\".crt","key":"/tls/b.key"}],"min_version":"1.3",)"
-          R"("ciphers":"ECDHE+AESGCM","alpn":["my-proto","http/1.1"],"client_ca":"/tls/ca.crt",)"
+          R"("ciphers":"ECDHE+AESGCM","alpn":["http/1.0","http/1.1"],"client_ca":"/tls/ca.crt",)"
           R"("require_client_certificate":false,)"
           R"("allowed_client_sans":["spiffe://cluster.local/ns/shop/sa/web",)"
           R"("spiffe://cluster.local/ns/ops/*"],"forward_client_cert":"sanitize_set"},"routes":)",
@@ -369,7 +369,7 @@ clusters:
           R"("verify":true,"verify_hostname":false,)"
           R"("allowed_server_sans":["spiffe://cluster.local/ns/app/*"],)"
           R"("cert":"/tls/client.crt","key":"/tls/client.key","min_version":"1.3",)"
-          R"("alpn":["http/1.1","my-proto"]}},)",
+          R"("alpn":["http/1.1","http/1.0"]}},)",
           // tls: {} is the defaults: no SNI (each endpoint's name), the system trust store.
           R"("max_response_headers":100,"tls":{"sni":null,"ca":null,"verify":true,)"
           R"("verify_hostname":true,"allowed_server_sans":[],"cert":null,"key":null,)"

@@ -106,7 +106,7 @@ listeners:
           key: /tls/b.key
       min_version: "1.3"
       ciphers: "ECDHE+AESGCM:ECDHE+CHACHA20"
-      alpn: [my-proto, http/1.1]
+      alpn: [http/1.0, http/1.1]
       client_ca: /tls/ca.crt
       require_client_certificate: false
       allowed_client_sans: ["spiffe://cluster.local/ns/shop/sa/web", "spiffe://cluster.local/ns/ops/*"]
@@ -135,7 +135,7 @@ clusters:
   CHECK(tls.certificates[1].location.column == 11);
   CHECK(tls.min_version == TlsVersion::k1_3);
   CHECK(tls.ciphers == "ECDHE+AESGCM:ECDHE+CHACHA20");
-  CHECK(tls.alpn == std::vector<std::string>{"my-proto", "http/1.1"});
+  CHECK(tls.alpn == std::vector<std::string>{"http/1.0", "http/1.1"});
   CHECK(tls.client_ca == "/tls/ca.crt");
   CHECK_FALSE(tls.require_client_certificate);
   REQUIRE(tls.allowed_client_sans.size() == 2);
@@ -233,15 +233,14 @@ TEST_CASE("listener tls: client certificates may be optional, and SANs exact or 
   CHECK_LOADS(load(listener_tls("      client_ca: /ca\n      allowed_client_sans: [a, a*]\n")));
 }
 
-TEST_CASE("alpn replaces the default, in order, with names up to 255 bytes") {
-  const std::string longest(255, 'p');
-  LoadResult result = load(listener_tls("      alpn: [" + longest + ", http/1.1, HTTP/1.1, h2]\n"));
+TEST_CASE("alpn replaces the default, in order") {
+  LoadResult result = load(listener_tls("      alpn: [http/1.0, http/1.1]\n"));
   CHECK_LOADS(result);
   CHECK(result.config->listeners.at(0).tls->alpn ==
-        std::vector<std::string>{longest, "http/1.1", "HTTP/1.1", "h2"});
-  LoadResult cluster = load(cluster_tls("      alpn: [my-proto]\n"));
+        std::vector<std::string>{"http/1.0", "http/1.1"});
+  LoadResult cluster = load(cluster_tls("      alpn: [http/1.0]\n"));
   CHECK_LOADS(cluster);
-  CHECK(cluster.config->clusters.at(0).tls->alpn == std::vector<std::string>{"my-proto"});
+  CHECK(cluster.config->clusters.at(0).tls->alpn == std::vector<std::string>{"http/1.0"});
 }
 
 TEST_CASE("cluster tls: {} is TLS to every endpoint with the defaults") {
@@ -400,7 +399,7 @@ TEST_CASE("tls: unknown keys, listing the keys allowed there") {
        "clusters[0]: unknown key 'tsl' in cluster (did you mean 'tls'?); expected one of: name, "
        "endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, health_check, "
        "outlier_detection, panic_threshold, max_response_headers, tls"},
-      {"duplicate", listener_tls("      alpn: [a]\n      alpn: [b]\n"), 8, 7,
+      {"duplicate", listener_tls("      alpn: [http/1.1]\n      alpn: [http/1.0]\n"), 8, 7,
        "listeners[0].tls: duplicate key 'alpn' in listener tls (first set on line 7)"},
   });
 }
@@ -501,7 +500,7 @@ TEST_CASE("ciphers is a non-empty string") {
   });
 }
 
-TEST_CASE("alpn lists distinct non-empty names of at most 255 bytes") {
+TEST_CASE("alpn lists distinct protocols bulwark speaks") {
   check_only_errors({
       {"an empty list", listener_tls("      alpn: []\n"), 7, 13,
        "listeners[0].tls.alpn: must list at least one ALPN protocol"},
@@ -512,15 +511,18 @@ TEST_CASE("alpn lists distinct non-empty names of at most 255 bytes") {
        "http/1.1)"},
       {"a name that is a map", listener_tls("      alpn: [{a: b}]\n"), 7, 14,
        "listeners[0].tls.alpn[0]: expected an ALPN protocol name such as http/1.1, got a map"},
-      {"256 bytes", listener_tls("      alpn: [" + std::string(256, 'p') + "]\n"), 7, 14,
-       "listeners[0].tls.alpn[0]: an ALPN protocol name may be at most 255 bytes, this one has "
-       "256"},
+      {"h2", listener_tls("      alpn: [h2, http/1.1]\n"), 7, 14,
+       "listeners[0].tls.alpn[0]: bulwark speaks HTTP/1.1 and HTTP/1.0 only: expected http/1.1 "
+       "or http/1.0, got 'h2'"},
+      {"any other", listener_tls("      alpn: [" + std::string(256, 'p') + "]\n"), 7, 14,
+       "listeners[0].tls.alpn[0]: bulwark speaks HTTP/1.1 and HTTP/1.0 only: expected http/1.1 "
+       "or http/1.0, got 'ppp"},
       {"a duplicate", listener_tls("      alpn: [http/1.1, http/1.1]\n"), 7, 24,
        "listeners[0].tls.alpn[1]: duplicate ALPN protocol 'http/1.1'"},
       {"cluster", cluster_tls("      alpn: []\n"), 11, 13,
        "clusters[0].tls.alpn: must list at least one ALPN protocol"},
-      {"cluster duplicate", cluster_tls("      alpn: [a, b, a]\n"), 11, 20,
-       "clusters[0].tls.alpn[2]: duplicate ALPN protocol 'a'"},
+      {"cluster duplicate", cluster_tls("      alpn: [http/1.0, http/1.1, http/1.0]\n"), 11, 34,
+       "clusters[0].tls.alpn[2]: duplicate ALPN protocol 'http/1.0'"},
   });
 }
 
@@ -761,7 +763,7 @@ listeners:
     tls:
       certificates: [{cert: /a}]
       min_version: 1.1
-      alpn: [x, x]
+      alpn: [http/1.1, http/1.1]
       require_client_certificate: false
     routes: [{name: all, cluster: app}]
 clusters:
@@ -775,7 +777,7 @@ clusters:
   CHECK(result.errors.size() == 7);
   CHECK(has_error(result, 5, 22, "listeners[0].tls.certificates[0]: missing required key 'key'"));
   CHECK(has_error(result, 6, 20, "listeners[0].tls.min_version: unsupported TLS version '1.1'"));
-  CHECK(has_error(result, 7, 17, "listeners[0].tls.alpn[1]: duplicate ALPN protocol 'x'"));
+  CHECK(has_error(result, 7, 24, "listeners[0].tls.alpn[1]: duplicate ALPN protocol 'http/1.1'"));
   CHECK(has_error(result, 8, 35, "listeners[0].tls.require_client_certificate: only applies"));
   CHECK(has_error(result, 13, 30, "clusters[0].tls.ca: would be ignored"));
   CHECK(has_error(result, 13, 41, "clusters[0].tls.cert: the client certificate needs its"));
