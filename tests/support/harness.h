@@ -272,6 +272,10 @@ const char* to_string(ReadError error);
 
 // A connected, non-blocking TCP socket with a read buffer, timeouts on every wait and HTTP/1.1
 // message reading. Move-only; closes its descriptor when destroyed.
+//
+// Bytes move through transport_read() and transport_write(), plain send/recv on the socket here;
+// a subclass may put another transport over the same socket (TlsClientConn in tls_kit.h runs TLS)
+// and every reader and writer below works unchanged over it.
 class HttpConn {
  public:
   HttpConn() = default;
@@ -291,7 +295,7 @@ class HttpConn {
   // without holding them in memory. As write(), the timeout is one of inactivity.
   bool write_pattern(uint64_t offset, uint64_t size, Millis timeout = kDefaultTimeout);
   // Sends FIN: the peer reads end-of-stream, while this side can still read.
-  void shutdown_write();
+  virtual void shutdown_write();
   // Closes the socket. With `reset` the peer gets RST instead of FIN (SO_LINGER 0).
   virtual void close(bool reset = false);
 
@@ -321,6 +325,16 @@ class HttpConn {
   void set_receive_buffer(int bytes);
 
  protected:
+  // The transport seam. Each call makes one non-blocking attempt on the socket:
+  // - kDone: `moved` bytes (at least one) were read into `out` or written from `data`;
+  // - kWantRead / kWantWrite: nothing moved; retry once the socket is readable / writable (a TLS
+  //   read may need to write, and a TLS write may need to read);
+  // - kClosed (reads only): the peer ended the stream cleanly;
+  // - kFailed: the connection is broken; the call has recorded why with fail().
+  enum class Io { kDone, kWantRead, kWantWrite, kClosed, kFailed };
+  virtual Io transport_read(char* out, size_t size, size_t& moved);
+  virtual Io transport_write(const char* data, size_t size, size_t& moved);
+
   // Waits for more bytes and appends them to the buffer. False on timeout, close or error.
   bool fill(Millis timeout);
   void consume(size_t n);

@@ -256,25 +256,56 @@ bool HttpConn::fail(ReadError error, std::string text) {
   return false;
 }
 
+HttpConn::Io HttpConn::transport_write(const char* data, size_t size, size_t& moved) {
+  while (true) {
+    ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
+    if (n > 0) {
+      moved = static_cast<size_t>(n);
+      return Io::kDone;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Io::kWantWrite;
+    fail(errno == ECONNRESET ? ReadError::kReset : ReadError::kIo,
+         std::string("write failed: ") + std::strerror(errno));
+    return Io::kFailed;
+  }
+}
+
+HttpConn::Io HttpConn::transport_read(char* out, size_t size, size_t& moved) {
+  while (true) {
+    ssize_t n = ::recv(fd_, out, size, 0);
+    if (n > 0) {
+      moved = static_cast<size_t>(n);
+      return Io::kDone;
+    }
+    if (n == 0) return Io::kClosed;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::kWantRead;
+    if (errno == ECONNRESET) {
+      fail(ReadError::kReset, "the peer reset the connection");
+    } else {
+      fail(ReadError::kIo, std::string("read failed: ") + std::strerror(errno));
+    }
+    return Io::kFailed;
+  }
+}
+
 bool HttpConn::write(std::string_view raw, Millis timeout) {
   if (fd_ < 0) return fail(ReadError::kIo, "write on a closed connection");
   while (!raw.empty()) {
-    ssize_t n = ::send(fd_, raw.data(), raw.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      raw.remove_prefix(static_cast<size_t>(n));
+    size_t moved = 0;
+    Io io = transport_write(raw.data(), raw.size(), moved);
+    if (io == Io::kDone) {
+      raw.remove_prefix(moved);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd pfd{fd_, POLLOUT, 0};
-      int ready = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
-      if (ready == 0)
-        return fail(ReadError::kTimeout,
-                    "write made no progress for " + std::to_string(timeout.count()) + " ms");
-      continue;
-    }
-    return fail(errno == ECONNRESET ? ReadError::kReset : ReadError::kIo,
-                std::string("write failed: ") + std::strerror(errno));
+    if (io == Io::kFailed) return false;
+    if (io == Io::kClosed) return fail(ReadError::kClosed, "write after the transport closed");
+    pollfd pfd{fd_, static_cast<short>(io == Io::kWantRead ? POLLIN : POLLOUT), 0};
+    int ready = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
+    if (ready == 0)
+      return fail(ReadError::kTimeout,
+                  "write made no progress for " + std::to_string(timeout.count()) + " ms");
   }
   return true;
 }
@@ -300,25 +331,26 @@ bool HttpConn::fill(Millis timeout) {
   }
   auto deadline = Clock::now() + timeout;
   while (true) {
-    pollfd pfd{fd_, POLLIN, 0};
+    size_t old_size = buf_.size();
+    buf_.resize(old_size + kReadSize);
+    size_t moved = 0;
+    Io io = transport_read(buf_.data() + old_size, kReadSize, moved);
+    buf_.resize(old_size + (io == Io::kDone ? moved : 0));
+    if (io == Io::kDone) return true;
+    if (io == Io::kClosed) {
+      eof_ = true;
+      return fail(ReadError::kClosed, "the peer closed the connection");
+    }
+    if (io == Io::kFailed) {
+      eof_ = true;
+      return false;
+    }
+    pollfd pfd{fd_, static_cast<short>(io == Io::kWantRead ? POLLIN : POLLOUT), 0};
     int ready = ::poll(&pfd, 1, poll_ms(deadline));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
       return fail(ReadError::kTimeout, "no data for " + std::to_string(timeout.count()) + " ms");
     }
-    size_t old_size = buf_.size();
-    buf_.resize(old_size + kReadSize);
-    ssize_t n = ::recv(fd_, buf_.data() + old_size, kReadSize, 0);
-    buf_.resize(old_size + (n > 0 ? static_cast<size_t>(n) : 0));
-    if (n > 0) return true;
-    if (n == 0) {
-      eof_ = true;
-      return fail(ReadError::kClosed, "the peer closed the connection");
-    }
-    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-    eof_ = true;
-    if (errno == ECONNRESET) return fail(ReadError::kReset, "the peer reset the connection");
-    return fail(ReadError::kIo, std::string("read failed: ") + std::strerror(errno));
   }
 }
 
