@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "tests/integration/proxy_fixture.h"
+#include "tests/support/tls_kit.h"
 
 #ifndef BULWARK_SOURCE_DIR
 #error "BULWARK_SOURCE_DIR must name the repository root (tests/CMakeLists.txt defines it)"
@@ -245,6 +246,10 @@ const std::vector<Documented>& documented_families() {
       {"process_open_fds", "gauge", {}},
       {"process_max_fds", "gauge", {}},
       {"process_start_time_seconds", "gauge", {}},
+      {"bulwark_tls_handshakes_total", "counter", {"side", "name", "version", "resumed"}},
+      {"bulwark_tls_handshake_errors_total", "counter", {"side", "name", "reason"}},
+      {"bulwark_tls_certificate_expiry_timestamp_seconds", "gauge", {"side", "name", "path"}},
+      {"bulwark_tls_certificate_reload_errors_total", "counter", {"side", "name"}},
   };
   return families;
 }
@@ -258,9 +263,10 @@ void api_upstream(UpstreamConn& conn) {
   }
 }
 
-// Two listeners; route "api" with every route policy, cluster "app" with every cluster policy,
-// cluster "dead" on a port where nothing listens.
-std::string every_family_config(const std::string& app, const std::string& dead) {
+// Three listeners; route "api" with every route policy, cluster "app" with every cluster policy,
+// cluster "dead" on a port where nothing listens, listener "secure" with TLS.
+std::string every_family_config(const std::string& app, const std::string& dead,
+                                const TestPki& pki) {
   return "workers: 2\n"
          "drain_delay: 0s\n"
          "drain_timeout: 5s\n"
@@ -286,6 +292,14 @@ std::string every_family_config(const std::string& app, const std::string& dead)
          "    routes:\n"
          "      - name: dead\n"
          "        cluster: dead\n"
+         "  - name: secure\n"
+         "    address: 127.0.0.1:0\n"
+         "    tls: {certificates: [{cert: " +
+         pki.server.cert_file + ", key: " + pki.server.key_file +
+         "}]}\n"
+         "    routes:\n"
+         "      - name: tls\n"
+         "        cluster: app\n"
          "clusters:\n"
          "  - name: app\n"
          "    endpoints: [" +
@@ -307,11 +321,14 @@ TEST_CASE("a live /metrics scrape passes promtool check metrics and keeps the na
   REQUIRE_PROMTOOL(promtool);
 
   TestUpstream upstream(api_upstream);
+  TempDir certs;
+  TestPki pki(certs.path());
   BulwarkProcess bulwark;
   bulwark.start(
-      every_family_config(upstream.address(), "127.0.0.1:" + std::to_string(unused_port())));
+      every_family_config(upstream.address(), "127.0.0.1:" + std::to_string(unused_port()), pki));
   uint16_t inbound = bulwark.port("inbound");
   uint16_t internal = bulwark.port("internal");
+  uint16_t secure = bulwark.port("secure");
 
   // Health checks ran, so their counters are not all zero.
   REQUIRE(eventually([&] {
@@ -339,13 +356,20 @@ TEST_CASE("a live /metrics scrape passes promtool check metrics and keeps the na
   check_local_reply(http_get(inbound, "/limited/b"), 429, "rate_limited");
   check_local_reply(http_get(inbound, "/nowhere"), 404, "no_route");
   check_local_reply(http_get(internal, "/anything"), 503, "upstream_connect_failure");
+  // TLS: a handshake, and one that fails (plaintext on the TLS port).
+  TlsClientOptions tls;
+  tls.ca_file = pki.ca.cert_file();
+  auto over_tls = https_get(secure, tls, "/api/ok");
+  REQUIRE(over_tls);
+  CHECK(over_tls->status == 200);
+  check_local_reply(http_get(secure, "/api/ok"), 400, "http_request_on_tls_port");
 
-  // Every request that had a route is counted (10: api 7, limited 2, dead 1).
+  // Every request that had a route is counted (11: api 7, limited 2, dead 1, tls 1).
   std::string text;
   bool counted = eventually([&] {
     auto metrics = http_get(bulwark.admin_port(), "/metrics");
     text = metrics && metrics->status == 200 ? metrics->body : "";
-    return metric_value(text, "bulwark_requests_total", {}).value_or(0) == 10;
+    return metric_value(text, "bulwark_requests_total", {}).value_or(0) == 11;
   });
   INFO("scrape:\n" << text);
   REQUIRE(counted);
