@@ -92,8 +92,8 @@ struct HealthChecker::Target {
   HealthChecker& owner;
   Endpoint endpoint;
   filters::EndpointHealth health;
+  TlsSessionCache tls_sessions;  // checks over TLS resume the last one's session (outlives probe)
   std::unique_ptr<Probe> probe;  // while a check runs
-  TlsSessionCache tls_sessions;  // checks over TLS resume the last one's session
   Timer timer;                   // the next check, or the running check's timeout
   bool has_result = false;
   CheckResult last_result = CheckResult::kSuccess;
