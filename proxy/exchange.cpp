@@ -193,9 +193,12 @@ void Exchange::write_upstream_head(http::MessageHead& head, const RequestTarget&
   if (const TlsSession* tls = stream_.tls()) {
     how.proto = "https";
     how.client_cert = tls->forwarded_client_cert;  // empty unless the listener sets it
+    // append_forward trusts the caller's own header only when the caller proved who it is (a
+    // verified client certificate on this connection), as Envoy does; anyone else's is dropped.
+    how.keep_client_cert =
+        !tls->forwarded_client_cert.empty() && listener_.config.tls &&
+        listener_.config.tls->forward_client_cert == config::ForwardClientCert::kAppendForward;
   }
-  how.keep_client_cert = listener_.config.tls && listener_.config.tls->forward_client_cert ==
-                                                     config::ForwardClientCert::kAppendForward;
   how.trusted_hops = listener_.config.trusted_hops;
   how.request_id = {request_id_, request_id_len_};
   how.add_request_id = add_request_id;

@@ -488,6 +488,8 @@ void Http1Connection::exchange_done() {
 void Http1Connection::close_after_response() {
   // Only a client that may still be sending: its request unfinished, or bytes after it unread.
   if (closed_ || client_eof_ || (request_complete_ && in_.empty())) {
+    // The end is said first (TLS: close_notify, without which a client may drop its session).
+    if (!closed_) transport_->shutdown();
     close();
     return;
   }
@@ -519,7 +521,9 @@ void Http1Connection::on_deadline() {
   switch (phase_) {
     case Phase::kIdle:
     case Phase::kLingering:
-      if (transport_) transport_->note_deadline();  // an unfinished TLS handshake timed out
+      // An unfinished TLS handshake timed out; a keep-alive connection ends with its FIN (and
+      // TLS's close_notify) first.
+      if (transport_ && !transport_->note_deadline()) transport_->shutdown();
       close();
       return;
     case Phase::kHead:

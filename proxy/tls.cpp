@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <mutex>
@@ -44,6 +45,19 @@ std::string openssl_error() {
   std::string_view s(buf);
   size_t at = s.rfind(':');
   return std::string(at == std::string_view::npos ? s : s.substr(at + 1));
+}
+
+// The bytes of a file (empty when it cannot be read: loading it then reports the error).
+std::string read_file(const std::string& path) {
+  if (path.empty()) return {};
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    char buf[8192];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    std::fclose(f);
+  }
+  return out;
 }
 
 std::string where(const config::SourceLocation& at) {
@@ -332,7 +346,9 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
   c->alpn_ = alpn_wire(config.alpn);
   // Sessions (cached or ticketed) resume only under the same verification policy: the policy
   // is part of the session id context.
-  std::string policy = listener_name + "\n" + config.client_ca;
+  // The CA's contents, not its path: a CA file replaced in place must not let sessions verified
+  // against the old one resume.
+  std::string policy = listener_name + "\n" + config.client_ca + "\n" + read_file(config.client_ca);
   for (const config::SanMatch& m : config.allowed_client_sans) {
     policy += "\n" + m.value + (m.prefix ? "*" : "");
   }
@@ -476,7 +492,10 @@ int TlsServerContext::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_end()};
   if (EVP_MAC_CTX_set_params(hctx, params) != 1) return -1;
-  return fresh ? 1 : 2;  // 2: decrypted with an older key, issue a new ticket
+  // 2: issue a new ticket. Always in TLS 1.3, where clients use a ticket once (with 1, OpenSSL
+  // sends none after a resumption, so every other connection would be a full handshake); in
+  // TLS 1.2 when an older key made it.
+  return fresh && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
 }
 
 // ---- Client contexts ----
@@ -535,6 +554,11 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(
   return c;
 }
 
+TlsClientContext::TlsClientContext() {
+  static std::atomic<uint64_t> next{1};
+  id_ = next.fetch_add(1, std::memory_order_relaxed);
+}
+
 TlsClientContext::~TlsClientContext() { SSL_CTX_free(ctx_); }
 
 std::string TlsClientContext::server_name_for(std::string_view endpoint_name) const {
@@ -569,15 +593,16 @@ SSL* TlsClientContext::new_ssl(const std::string& server_name, SSL_SESSION* sess
 int TlsClientContext::on_new_session(SSL* ssl, SSL_SESSION* session) {
   TlsConnectionData* data = connection_data(ssl);
   if (data == nullptr || data->sessions == nullptr) return 0;
-  data->sessions->put(session);
+  data->sessions->put(session, data->context_id);
   return 1;  // we keep the reference
 }
 
 TlsSessionCache::~TlsSessionCache() { SSL_SESSION_free(session_); }
 
-void TlsSessionCache::put(SSL_SESSION* session) {
+void TlsSessionCache::put(SSL_SESSION* session, uint64_t context_id) {
   SSL_SESSION_free(session_);
   session_ = session;
+  context_id_ = context_id;
 }
 
 }  // namespace bulwark

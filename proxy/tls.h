@@ -162,13 +162,16 @@ class TlsClientContext {
   // The name to send and check for an endpoint configured as `endpoint_name` ("host:port"):
   // tls.sni, else the endpoint's host when it is a DNS name, else empty.
   std::string server_name_for(std::string_view endpoint_name) const;
+  // Unique among the contexts of the process, never reused (sessions are tied to it).
+  uint64_t id() const { return id_; }
 
  private:
-  TlsClientContext() = default;
+  TlsClientContext();
   static int on_new_session(SSL* ssl, SSL_SESSION* session);
 
   config::ClusterTlsConfig config_;
   std::string name_;
+  uint64_t id_;
   SSL_CTX* ctx_ = nullptr;
   std::vector<CertificateFacts> facts_;
   std::shared_ptr<TlsStats> stats_;
@@ -176,25 +179,33 @@ class TlsClientContext {
 
 // The TLS session to resume on the next connection to one endpoint, kept by one worker's pool of
 // that endpoint (so it is only ever touched by that worker's loop).
+//
+// A session is only resumed with the context that made it: a resumed handshake skips
+// verification, so a session made before the CA, the allowed SANs or our client certificate
+// changed must not carry the old verdict (or the old identity) over.
 class TlsSessionCache {
  public:
   TlsSessionCache() = default;
   ~TlsSessionCache();
   TlsSessionCache(const TlsSessionCache&) = delete;
   TlsSessionCache& operator=(const TlsSessionCache&) = delete;
-  SSL_SESSION* get() const { return session_; }
-  void put(SSL_SESSION* session);  // takes the caller's reference
-  void clear() { put(nullptr); }
+  // The session to offer on a connection made with context `context_id` (null: none).
+  SSL_SESSION* get(uint64_t context_id) const {
+    return context_id == context_id_ ? session_ : nullptr;
+  }
+  void put(SSL_SESSION* session, uint64_t context_id);  // takes the caller's reference
 
  private:
   SSL_SESSION* session_ = nullptr;
+  uint64_t context_id_ = 0;
 };
 
 // What a connection's TLS transport keeps for OpenSSL's callbacks (its SSL's ex_data).
 struct TlsConnectionData {
   const std::vector<config::SanMatch>* allowed_sans = nullptr;  // checked at depth 0
   TlsSessionCache* sessions = nullptr;                          // client side: where to keep one
-  TlsError verify_error = TlsError::kUntrusted;                 // why verification refused
+  uint64_t context_id = 0;                       // client side: TlsClientContext::id()
+  TlsError verify_error = TlsError::kUntrusted;  // why verification refused
   bool san_refused = false;
 };
 void set_connection_data(SSL* ssl, TlsConnectionData* data);

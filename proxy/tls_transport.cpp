@@ -80,8 +80,9 @@ int TlsTransport::watch(int fd) {
 
 int TlsTransport::connect(const sockaddr* addr) {
   if (closed_ || fd_ >= 0 || client_ == nullptr) return UV_EINVAL;
-  ssl_ =
-      client_->new_ssl(server_name_, data_.sessions != nullptr ? data_.sessions->get() : nullptr);
+  data_.context_id = client_->id();
+  ssl_ = client_->new_ssl(server_name_,
+                          data_.sessions != nullptr ? data_.sessions->get(client_->id()) : nullptr);
   if (ssl_ == nullptr) return UV_ENOMEM;
   set_connection_data(ssl_, &data_);
   int fd = start_connect(addr);
@@ -172,6 +173,19 @@ void TlsTransport::on_tcp_connected() {
 // ---- Handshake ----
 
 void TlsTransport::handshake() {
+  if (server_ != nullptr && !peeked_) {
+    // A TLS client starts with a handshake record (0x16), or an SSLv2-style hello (high bit
+    // set); a letter starts a plaintext request (OpenSSL itself knows only GET, POST, HEAD and
+    // PUT): it gets told in words.
+    char first = 0;
+    ssize_t n = ::recv(fd_, &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    peeked_ = true;
+    if (n == 1 && first >= 'A' && first <= 'Z') {
+      fail_handshake(TlsError::kHttpRequest);
+      return;
+    }
+  }
   ERR_clear_error();
   errno = 0;
   int rc = SSL_do_handshake(ssl_);
@@ -288,11 +302,12 @@ void TlsTransport::fail_handshake(TlsError reason) {
   }
 }
 
-void TlsTransport::note_deadline() {
-  if (handshaking_ && !failed_ && !closed_) {
-    failed_ = true;
-    stats()->count_error(TlsError::kHandshakeTimeout);
-  }
+bool TlsTransport::note_deadline() {
+  // A connect that has not reached TCP's end is a connect timeout, not TLS's.
+  if (!handshaking_ || connecting_ || fd_ < 0 || failed_ || closed_) return false;
+  failed_ = true;
+  stats()->count_error(TlsError::kHandshakeTimeout);
+  return true;
 }
 
 TlsStats* TlsTransport::stats() const {
@@ -349,6 +364,7 @@ bool TlsTransport::read_once() {
     read_wants_write_ = false;
     if (rc > 0) {
       n = rc;
+      got_data_ = true;
     } else {
       int err = SSL_get_error(ssl_, rc);
       if (err == SSL_ERROR_WANT_READ) return false;
@@ -362,7 +378,15 @@ bool TlsTransport::read_once() {
         n = -errno;
       } else if (err == SSL_ERROR_SYSCALL) {
         n = UV_EOF;
+      } else if (client_ != nullptr && !got_data_) {
+        // Before any byte of the answer: the upstream refused the session it just agreed to
+        // (TLS 1.3 judges our certificate after our side of the handshake is done).
+        fatal_ = true;
+        TlsError reason = classify_failure(err);
+        stats()->count_error(reason);
+        n = tls_status(reason);
       } else {
+        fatal_ = true;
         n = UV_EPROTO;  // a bad record: the stream cannot go on
       }
       ERR_clear_error();
@@ -438,6 +462,7 @@ int TlsTransport::flush() {
         return 0;
       }
       int status = err == SSL_ERROR_SYSCALL && errno != 0 ? -errno : UV_EPIPE;
+      fatal_ = true;
       ERR_clear_error();
       return status;
     }
@@ -513,6 +538,11 @@ void TlsTransport::close() {
   if (staging_ != nullptr) {
     ctx_->buffers->release(staging_);  // nothing reads it after the close
     staging_ = nullptr;
+  }
+  // Closing without close_notify makes OpenSSL drop the session as bad (and take its context's
+  // lock to do so): a connection that simply ends keeps its session resumable.
+  if (ssl_ != nullptr && !handshaking_ && !failed_ && !fatal_) {
+    SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   }
   if (write_ended_ || read_scheduled_) ctx_->later->cancel(this);
   write_ended_ = read_scheduled_ = false;

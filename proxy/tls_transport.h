@@ -52,7 +52,7 @@ class TlsTransport final : public Transport, public SlabAllocated<TlsTransport> 
   bool closed() const override { return closed_; }
   void peer_ip(char* buf, size_t size) const override;
   const TlsSession* tls() const override { return handshaking_ ? nullptr : session_.get(); }
-  void note_deadline() override;
+  bool note_deadline() override;
 
  private:
   explicit TlsTransport(const TransportContext* ctx);
@@ -102,7 +102,10 @@ class TlsTransport final : public Transport, public SlabAllocated<TlsTransport> 
   bool read_scheduled_ = false;
   bool write_ended_ = false;
   bool shutdown_pending_ = false;
-  bool failed_ = false;  // the handshake failed (and was counted)
+  bool failed_ = false;    // the handshake failed (and was counted)
+  bool fatal_ = false;     // a record or write failed: the session is not worth resuming
+  bool got_data_ = false;  // application data has come
+  bool peeked_ = false;    // the first byte of a client was looked at
   bool closed_ = false;
 };
 

@@ -103,8 +103,8 @@ class Transport {
   // TLS: what the handshake settled (null for plain TCP, and until the handshake is done).
   virtual const TlsSession* tls() const { return nullptr; }
   // The owner is about to close the transport for one of its deadlines: a TLS handshake still
-  // under way is counted as timed out.
-  virtual void note_deadline() {}
+  // under way (the TCP connect done) is counted as timed out, and true returned.
+  virtual bool note_deadline() { return false; }
 
  protected:
   Callbacks* callbacks_ = nullptr;

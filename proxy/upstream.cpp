@@ -136,8 +136,11 @@ void UpstreamConnection::on_transport_written(int status) {
 
 void UpstreamConnection::on_deadline() {
   if (state_ == State::kConnecting) {
-    if (connect_error_ == 0 && transport_) transport_->note_deadline();  // a TLS handshake
-    connect_failed(connect_error_ != 0 ? connect_error_ : UV_ETIMEDOUT);
+    // A TLS handshake that did not finish in time is a TLS failure (the endpoint answered TCP).
+    const bool handshake = connect_error_ == 0 && transport_ && transport_->note_deadline();
+    connect_failed(connect_error_ != 0 ? connect_error_
+                   : handshake         ? tls_status(TlsError::kHandshakeTimeout)
+                                       : UV_ETIMEDOUT);
     return;
   }
   if (state_ == State::kIdle) close();

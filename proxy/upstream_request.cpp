@@ -140,6 +140,14 @@ void UpstreamRequest::on_upstream_read(UpstreamConnection& conn, ssize_t nread) 
       return;
     }
   }
+  if (!response_started_ && is_tls_status(static_cast<int>(nread))) {
+    // The handshake ended on our side, then the upstream refused it (TLS 1.3 judges the client
+    // certificate after that): a failed connect, as if the handshake itself had failed.
+    conn.pool().cluster.stats.connect_failures.inc();
+    fail(filters::TryFailure::kConnectFailure, LocalReason::kUpstreamTlsFailure,
+         static_cast<int>(nread));
+    return;
+  }
   if (!response_started_ && replay()) return;
   log::debug("upstream closed")
       .str("endpoint", conn.pool().endpoint.address)
