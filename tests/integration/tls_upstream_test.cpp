@@ -5,7 +5,9 @@
 // and what the upstream recorded of each handshake (SNI, ALPN, resumption, client certificate).
 
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -1154,6 +1156,178 @@ TEST_CASE("tls upstream: nginx serving HTTPS answers through bulwark") {
   CHECK(tls_handshakes(bulwark, "nginx") == 1);  // one pooled connection
   check_tls_failure(get(port, "/distrusted/x"), setup.access_log, "/distrusted/x",
                     loopback_address(nginx_port), "certificate_untrusted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing: bulwark bugs these tests show, each described in its test.
+
+TEST_CASE("tls upstream: a new connection to an endpoint resumes its TLS session") {
+  // Fails: no session is ever resumed. TlsTransport::close() frees the SSL without a
+  // close_notify sent (no SSL_shutdown, no SSL_set_shutdown(SSL_SENT_SHUTDOWN)), so OpenSSL's
+  // SSL_free -> ssl_clear_bad_session -> SSL_CTX_remove_session marks the SSL's session
+  // not_resumable; that session is the very SSL_SESSION the pool kept in on_new_session
+  // (TlsSessionCache holds a reference, not a copy), so the next connection offers nothing.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream upstream(closing_handler());
+  TlsFrontDoor door13(serving(pki.server), upstream.port());
+  TlsFrontDoor door12(serving(pki.server, max_version(TlsVersion::kTls1_2)), upstream.port());
+  Setup setup;
+  setup.clusters = {{"v13", {loopback_address(door13.port())}, trusting(pki.ca, "sni: localhost")},
+                    {"v12", {loopback_address(door12.port())}, trusting(pki.ca, "sni: localhost")}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  const uint16_t port = bulwark.port("inbound");
+
+  struct Version {
+    std::string cluster, name;
+    TlsFrontDoor* door;
+  };
+  for (const Version& v :
+       {Version{"v13", "TLSv1.3", &door13}, Version{"v12", "TLSv1.2", &door12}}) {
+    CAPTURE(v.cluster);
+    for (int i = 1; i <= 3; ++i) {
+      Response response = get(port, "/" + v.cluster + "/" + std::to_string(i));
+      INFO(describe(response));
+      CHECK(response.status == 200);
+      // The upstream closed each connection: each request had a new one.
+      CHECK(v.door->wait_closed(static_cast<size_t>(i)));
+    }
+    CHECK(v.door->accepted() == 3);
+    CHECK_FALSE(handshake_of(*v.door, 1).resumed);
+    CHECK(handshake_of(*v.door, 2).resumed);
+    CHECK(handshake_of(*v.door, 3).resumed);
+    CHECK(handshake_of(*v.door, 3).version == v.name);
+    CHECK(tls_handshakes(bulwark, v.cluster, {{"version", v.name}, {"resumed", "false"}}) == 1);
+    CHECK(tls_handshakes(bulwark, v.cluster, {{"version", v.name}, {"resumed", "true"}}) == 2);
+  }
+}
+
+TEST_CASE("tls upstream: health checks over TLS resume the previous check's session") {
+  // Fails for the same reason as the test above: each check's connection is closed without
+  // close_notify, which makes the session it left in Target::tls_sessions unresumable.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream backend;
+  TlsFrontDoor door(serving(pki.server), backend.port());
+  Setup setup;
+  setup.clusters = {{"app",
+                     {loopback_address(door.port())},
+                     trusting(pki.ca, "sni: localhost"),
+                     "health_check: {path: /healthz, interval: 100ms, interval_jitter: 0%, "
+                     "timeout: 500ms}"}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  REQUIRE(door.wait_for_accepted(3));
+  CHECK(handshake_of(door, 1).handshake_ok);
+  CHECK_FALSE(handshake_of(door, 1).resumed);
+  CHECK(handshake_of(door, 2).resumed);
+  CHECK(handshake_of(door, 3).resumed);
+}
+
+TEST_CASE("tls upstream: a TLS 1.3 upstream that requires a client certificate is a TLS failure") {
+  // Fails: in TLS 1.3 the server judges the client's certificate after the client's side of
+  // the handshake has finished, so bulwark reports the handshake done, writes the request, and
+  // meets the "certificate required" alert in SSL_read: TlsTransport::read_once turns it into
+  // UV_EPROTO and UpstreamRequest::on_upstream_read into 502 upstream_reset (try "reset", flag
+  // UR, retried as a reset) with no TLS error counted. Over TLS 1.2 the same refusal is
+  // upstream_tls_failure tls:peer_alert (see "a client certificate is presented ...").
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream upstream;
+  TlsServerOptions mtls = serving(pki.server);
+  mtls.client_ca_file = pki.ca.cert_file();
+  mtls.require_client_cert = true;
+  TlsFrontDoor door(mtls, upstream.port());
+  Setup setup;
+  setup.access_log = dir.file("access.log");
+  setup.clusters = {{"app", {loopback_address(door.port())}, trusting(pki.ca, "sni: localhost")}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+
+  check_tls_failure(get(bulwark.port("inbound"), "/app/x"), setup.access_log, "/app/x",
+                    loopback_address(door.port()), "peer_alert");
+  CHECK(tls_errors(bulwark, "app", "peer_alert") == 1);
+  TlsConnectionRecord record = handshake_of(door, 1);
+  CHECK(record.failure == "peer did not return a certificate");
+  CHECK(record.alert_sent == "certificate required");
+  CHECK(upstream.requests() == 0);
+}
+
+TEST_CASE("tls upstream: an upstream that never answers the handshake is a TLS failure") {
+  // Fails: the TCP connection opens but no ServerHello ever comes. bulwark counts
+  // bulwark_tls_handshake_errors_total{reason="handshake_timeout"}, yet replies 503
+  // upstream_connect_failure with the try "connect-failure" (UpstreamConnection::on_deadline
+  // calls connect_failed(UV_ETIMEDOUT) after note_deadline()), where the issue says a failed
+  // handshake is 502 upstream_tls_failure with tls:REASON.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsServerOptions mute;
+  mute.mode = TlsServerOptions::Mode::kSilent;
+  TlsFrontDoor silent(mute, 0);
+  Setup setup;
+  setup.access_log = dir.file("access.log");
+  setup.clusters = {{"app",
+                     {loopback_address(silent.port())},
+                     trusting(pki.ca, "sni: localhost"),
+                     "connect_timeout: 300ms"}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  check_tls_failure(get(bulwark.port("inbound"), "/app/x"), setup.access_log, "/app/x",
+                    loopback_address(silent.port()), "handshake_timeout");
+}
+
+// A port on 127.0.0.1 whose listen queue is full: a connect to it neither completes nor fails
+// (the kernel drops its SYNs), so only the connect timeout ends it.
+class FullBacklog {
+ public:
+  FullBacklog() {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr = loopback(0);
+    REQUIRE(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(listen_fd_, 0) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    // One connection fills the queue (never accepted); a second one then hangs.
+    filler_ = std::make_unique<ClientConn>(port_, Millis{1000});
+    REQUIRE(filler_->connected());
+    REQUIRE_FALSE(ClientConn(port_, Millis{100}).connected());
+  }
+  ~FullBacklog() { ::close(listen_fd_); }
+  FullBacklog(const FullBacklog&) = delete;
+  FullBacklog& operator=(const FullBacklog&) = delete;
+  uint16_t port() const { return port_; }
+
+ private:
+  int listen_fd_ = -1;
+  uint16_t port_ = 0;
+  std::unique_ptr<ClientConn> filler_;
+};
+
+TEST_CASE("tls upstream: a TCP connect timeout is not counted as a TLS handshake timeout") {
+  // Fails: TlsTransport::note_deadline() counts handshake_timeout whenever handshaking_ is
+  // set, and handshaking_ starts true, also while the TCP connect is still under way
+  // (connecting_): an endpoint that never accepts the connection shows as a TLS failure.
+  TempDir dir;
+  TestPki pki(dir.path());
+  FullBacklog full;
+  Setup setup;
+  setup.access_log = dir.file("access.log");
+  setup.clusters = {{"app",
+                     {loopback_address(full.port())},
+                     trusting(pki.ca, "sni: localhost"),
+                     "connect_timeout: 300ms"}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  Response response = get(bulwark.port("inbound"), "/app/x");
+  // No handshake ever began: a connect failure like any other.
+  check_local_reply(response, 503, "upstream_connect_failure");
+  auto line = access_line(setup.access_log, "/app/x");
+  REQUIRE(line);
+  CHECK(tries_of(*line) == "[\"" + loopback_address(full.port()) + " connect-failure\"]");
+  CHECK(tls_errors(bulwark, "app", "handshake_timeout") == 0);
+  CHECK_FALSE(scrape_metric(bulwark, "bulwark_tls_handshake_errors_total").has_value());
 }
 
 }  // namespace
