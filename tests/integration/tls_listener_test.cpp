@@ -990,3 +990,130 @@ TEST_CASE("tls listener: the text access log has tls= fields on TLS requests onl
   REQUIRE(!plain_line.empty());
   CHECK_MESSAGE(plain_line.find("tls") == std::string::npos, plain_line);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failing: bulwark bugs these tests found (see the commit message of the commit adding them)
+
+namespace {
+
+// Lines of s_client's output that say whether the session was new or reused.
+std::string session_lines(const std::string& out) {
+  std::string lines;
+  size_t start = 0;
+  while (start < out.size()) {
+    size_t eol = out.find('\n', start);
+    if (eol == std::string::npos) eol = out.size();
+    std::string line = out.substr(start, eol - start);
+    if (line.rfind("New, ", 0) == 0 || line.rfind("Reused, ", 0) == 0) lines += line + "\n";
+    start = eol + 1;
+  }
+  return lines;
+}
+
+}  // namespace
+
+TEST_CASE("tls listener: a TLS 1.2 session resumes from the session cache without tickets") {
+  std::string openssl = find_program("openssl");
+  if (openssl.empty()) {
+    MESSAGE("skipped: openssl is not installed");
+    return;
+  }
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  TlsListenerFixture proxy(options);
+  const std::string session_file = dir.file("session.pem");
+  // -no_ticket: the client asks for no ticket, so the session can only resume by its id, from
+  // bulwark's session cache. Each s_client sends close_notify and closes after the handshake.
+  auto s_client = [&](const std::string& session_arg) {
+    return run({openssl, "s_client", "-connect", "127.0.0.1:" + std::to_string(proxy.port()),
+                "-servername", "localhost", "-CAfile", pki.ca.cert_file(), "-verify_return_error",
+                "-tls1_2", "-no_ticket", session_arg, session_file});
+  };
+  auto first = s_client("-sess_out");
+  REQUIRE_MESSAGE(first.code == 0, first.err);
+  CHECK_MESSAGE(session_lines(first.out).rfind("New, TLSv1.2, ", 0) == 0, first.out);
+  CHECK(first.out.find("TLS session ticket:") == std::string::npos);
+  auto second = s_client("-sess_in");
+  REQUIRE_MESSAGE(second.code == 0, second.err);
+  CHECK_MESSAGE(session_lines(second.out).rfind("Reused, TLSv1.2, ", 0) == 0,
+                session_lines(second.out));
+  CHECK(tls_handshakes(proxy.bulwark, "TLSv1.2", false) == 1);
+  CHECK(tls_handshakes(proxy.bulwark, "TLSv1.2", true) == 1);
+}
+
+TEST_CASE("tls listener: a resumed TLS 1.3 connection gets a new ticket so the next one resumes") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  TlsListenerFixture proxy(options);
+
+  // A client that uses each ticket once (RFC 8446 C.4; OpenSSL's, curl's and browsers' way)
+  // resumes its next connection with the ticket its last connection received.
+  auto client = trusting(pki);
+  TlsClientConn first(proxy.port(), client);
+  REQUIRE_MESSAGE(first.connected(), first.last_error_text());
+  client.session = first.get_session(kDefaultTimeout);
+  REQUIRE(client.session);
+  REQUIRE(tls_get(first, "/first"));
+  for (int i = 1; i <= 3; ++i) {
+    CAPTURE(i);
+    TlsClientConn next(proxy.port(), client);
+    REQUIRE_MESSAGE(next.connected(), next.last_error_text());
+    CHECK(next.resumed());
+    REQUIRE(tls_get(next, "/next"));
+    client.session = next.get_session(Millis{1000});
+    REQUIRE_MESSAGE(client.session, "no new ticket after a resumed TLS 1.3 handshake");
+  }
+  CHECK(tls_handshakes(proxy.bulwark, "TLSv1.3", false) == 1);
+  CHECK(tls_handshakes(proxy.bulwark, "TLSv1.3", true) == 3);
+}
+
+TEST_CASE("tls listener: a plaintext request with any method on the TLS port gets the 400") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  TlsListenerFixture proxy(options);
+
+  for (const char* method : {"DELETE", "OPTIONS", "PATCH", "CONNECT"}) {
+    CAPTURE(method);
+    const bool connect = std::string_view(method) == "CONNECT";
+    ClientConn conn(proxy.port());
+    REQUIRE(conn.connected());
+    REQUIRE(conn.send(make_request(method, connect ? "example.com:443" : "/plain")));
+    auto response = conn.read_response();
+    CHECK_MESSAGE(response, conn.last_error_text());
+    if (response) {
+      CHECK(response->status == 400);
+      CHECK(response->get("x-bulwark-reason") == "http_request_on_tls_port");
+    }
+  }
+  CHECK_MESSAGE(
+      wait_tls_errors(proxy.bulwark, "http_request_on_tls_port", 4, "secure", Millis{500}) == 4,
+      tls_error_summary(proxy.bulwark));
+}
+
+TEST_CASE("tls listener: append_forward drops a forged XFCC from a client without a certificate") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  options.tls = "client_ca: " + pki.ca.cert_file() +
+                "\n"
+                "require_client_certificate: false\n"
+                "forward_client_cert: append_forward";
+  TlsListenerFixture proxy(options);
+
+  // No client certificate: nothing is appended, so what the client wrote would be the last
+  // (the nearest) element the app sees. Envoy sanitizes in this case (append_forward applies
+  // only to mTLS connections).
+  const std::string forged = "Hash=0000;URI=spiffe://cluster.local/ns/admin/sa/root";
+  CHECK(must_get(proxy.port(), trusting(pki), "/", {{"X-Forwarded-Client-Cert", forged}}).status ==
+        200);
+  REQUIRE(proxy.upstream.wait_for_requests(1));
+  auto seen = proxy.upstream.last_request();
+  CHECK_MESSAGE(!seen->has("x-forwarded-client-cert"), seen->head);
+}

@@ -631,3 +631,49 @@ TEST_CASE("tls rotation: bulwark refuses to start with a certificate it cannot u
   CHECK_MESSAGE(line.find(bulwark.config_path() + ":") != std::string::npos, line);
   CHECK(last_log_line(bulwark, "\"msg\":\"listening\"").empty());  // nothing was bound
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failing: bulwark bugs these tests found (see the commit message of the commit adding them)
+
+TEST_CASE("tls rotation: a replaced client CA stops sessions made under the old one") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  LiveFiles live(dir);
+  live.install(pki.server);
+  const std::string client_ca = live.path + "/ca.crt";
+  write_file(client_ca, pki.ca.cert_pem());
+  TlsListenerOptions options;
+  options.certificates = {live.entry()};
+  options.tls = "client_ca: " + client_ca;
+  TlsListenerFixture proxy(options);
+
+  // Clients of the old CA resume later with what they got now.
+  std::vector<TlsClientOptions> clients;
+  for (auto version : {TlsVersion::kTls1_3, TlsVersion::kTls1_2}) {
+    auto client = with_cert(trusting(pki), pki.client_web);
+    client.max_version = version;
+    TlsClientConn conn(proxy.port(), client);
+    REQUIRE(tls_get(conn, "/trusted"));
+    client.session = conn.get_session(kDefaultTimeout);
+    REQUIRE(client.session);
+    clients.push_back(client);
+  }
+
+  // The operator replaces the client CA (the old one was compromised, say).
+  write_file(client_ca, pki.other_ca.cert_pem());
+  REQUIRE(wait_for_log_lines(proxy.bulwark, {kRotatedLog}));
+  // A full handshake with an old-CA certificate is refused now...
+  CHECK(must_get_status(proxy.port(), with_cert(trusting(pki), pki.client_web)) == -1);
+  CHECK(must_get_status(proxy.port(), with_cert(trusting(pki), pki.other_ca_client)) == 200);
+  // ...and so must be a session that an old-CA certificate opened before the change.
+  for (const TlsClientOptions& client : clients) {
+    CAPTURE(static_cast<int>(client.max_version));
+    TlsClientConn conn(proxy.port(), client);
+    CHECK_FALSE(conn.resumed());
+    CHECK_FALSE(tls_get(conn, "/old-ca-session"));
+  }
+  CHECK(tls_handshakes(proxy.bulwark, "TLSv1.3", true) +
+            tls_handshakes(proxy.bulwark, "TLSv1.2", true) ==
+        0);
+  CHECK(proxy.upstream.requests() == 3);
+}
