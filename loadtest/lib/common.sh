@@ -13,8 +13,13 @@ now_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------- processes
 
+# /proc/[0-9]*/stat: a process that exits between the glob and cat's read makes cat fail, which
+# under pipefail would fail the pipeline (and, in an assignment, end the run without a word);
+# what was read is still right, so that failure is ignored.
+all_stat() { cat /proc/[0-9]*/stat 2>/dev/null || true; }
+
 descendants() { # PIDs of all descendants of PID
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+  all_stat | awk -v root="$1" '
     { p = $1; r = $0; sub(/^.*\) /, "", r); split(r, f, " "); pp[p] = f[2] }
     END { w[root] = 1; c = 1
           while (c) { c = 0; for (p in pp) if (!(p in w) && (pp[p] in w)) { w[p] = 1; c = 1 } }
@@ -22,7 +27,7 @@ descendants() { # PIDs of all descendants of PID
 }
 
 proc_ticks() { # utime+stime ticks of PID and its descendants, -1 if gone
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" -f "$HERE/lib/proc_ticks.awk"
+  all_stat | awk -v root="$1" -f "$HERE/lib/proc_ticks.awk"
 }
 
 tree_rss_kib() { # VmRSS of PID and its descendants together, in KiB
