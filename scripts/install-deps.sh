@@ -14,7 +14,8 @@ packages=(
 )
 # Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk nginx-light haproxy gnuplot-nox)   # gnuplot draws the charts of loadtest/run
+  packages+=(wrk nginx-light haproxy gnuplot-nox   # gnuplot draws the charts of loadtest/run
+             openssl)                           # the command: its TLS scenarios' certificates
 fi
 
 missing=()

@@ -13,8 +13,13 @@ now_ms() { date +%s%3N; }
 
 # ---------------------------------------------------------------- processes
 
+# /proc/[0-9]*/stat: a process that exits between the glob and cat's read makes cat fail, which
+# under pipefail would fail the pipeline (and, in an assignment, end the run without a word);
+# what was read is still right, so that failure is ignored.
+all_stat() { cat /proc/[0-9]*/stat 2>/dev/null || true; }
+
 descendants() { # PIDs of all descendants of PID
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+  all_stat | awk -v root="$1" '
     { p = $1; r = $0; sub(/^.*\) /, "", r); split(r, f, " "); pp[p] = f[2] }
     END { w[root] = 1; c = 1
           while (c) { c = 0; for (p in pp) if (!(p in w) && (pp[p] in w)) { w[p] = 1; c = 1 } }
@@ -22,7 +27,7 @@ descendants() { # PIDs of all descendants of PID
 }
 
 proc_ticks() { # utime+stime ticks of PID and its descendants, -1 if gone
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" -f "$HERE/lib/proc_ticks.awk"
+  all_stat | awk -v root="$1" -f "$HERE/lib/proc_ticks.awk"
 }
 
 tree_rss_kib() { # VmRSS of PID and its descendants together, in KiB
@@ -95,16 +100,20 @@ fill() {
   [ -z "$left" ] || die "template $tpl: unfilled placeholder $left"
 }
 
-# wait_http NAME PORT PID LOG: 0 once GET / on the port answers 2xx (the proxy is up and its
-# upstream reachable), 1 if the process died or 10 s passed (with the log's tail on stderr).
+# wait_http NAME PORT PID LOG [CURL_OPTION...]: 0 once GET / on the port answers 2xx (the proxy
+# is up and its upstream reachable), 1 if the process died or 10 s passed (with the log's tail on
+# stderr). With curl options (--cacert, --cert, ...) it asks https://localhost:PORT/ (localhost
+# resolved to 127.0.0.1), so the certificate is verified as the clients will see it.
 wait_http() {
-  local name=$1 port=$2 pid=$3 logf=$4 i code
+  local name=$1 port=$2 pid=$3 logf=$4 i code url="http://127.0.0.1:$2/"
+  shift 4
+  [ $# -eq 0 ] || { url="https://localhost:$port/"; set -- "$@" --resolve "localhost:$port:127.0.0.1"; }
   for i in $(seq 100); do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "$name exited during startup; last lines of its log:"; tail -n 20 "$logf" >&2 || true
       return 1
     fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/" || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$url" || true)
     case "$code" in 2??) return 0 ;; esac
     sleep 0.1
   done
@@ -122,6 +131,41 @@ wait_line() {
     sleep 0.05
   done
   return 1
+}
+
+# ---------------------------------------------------------------- certificates
+
+# make_certs DIR: the TLS scenarios' certificates, made with the openssl command (valid 7 days),
+# private keys readable by us only:
+#   ca.crt/.key           a test CA (ECDSA P-256)
+#   server-ec.crt/.key    ECDSA P-256, for localhost and 127.0.0.1, signed by the CA
+#   server-rsa.crt/.key   RSA 2048, the same names, signed by the CA
+#   client.crt/.key       ECDSA P-256 client certificate with the URI SAN $CLIENT_SAN
+#   *.pem                 certificate and key in one file (haproxy's crt)
+CLIENT_SAN=spiffe://bench.local/ns/loadtest/sa/client
+make_certs() {
+  local d=$1
+  ( set -e; umask 077; mkdir -p "$d"; cd "$d"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 7 -subj "/CN=bulwark loadtest CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt
+    leaf() { # leaf NAME ec|rsa SAN EXTENDED_KEY_USAGE
+      case $2 in
+        ec) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" ;;
+        rsa) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1.key" ;;
+      esac
+      openssl req -new -key "$1.key" -subj "/CN=$1" -out "$1.csr"
+      printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature%s\nextendedKeyUsage=%s\nsubjectAltName=%s\n' \
+        "$([ "$2" = rsa ] && echo ,keyEncipherment)" "$4" "$3" > "$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 -sha256 \
+        -extfile "$1.ext" -out "$1.crt"
+      cat "$1.crt" "$1.key" > "$1.pem"
+    }
+    leaf server-ec ec "DNS:localhost,IP:127.0.0.1" serverAuth
+    leaf server-rsa rsa "DNS:localhost,IP:127.0.0.1" serverAuth
+    leaf client ec "URI:$CLIENT_SAN" clientAuth
+    openssl verify -CAfile ca.crt server-ec.crt server-rsa.crt client.crt
+  ) > "$d.log" 2>&1 || die "could not make the test certificates with openssl: $(tail -n 5 "$d.log")"
 }
 
 kv() { # kv FILE KEY: the value of KEY=VALUE in FILE, or NA
