@@ -304,11 +304,14 @@ TEST_CASE("tls listener: SNI picks the exact certificate, then a wildcard, else 
     const char* sni;
     const IssuedCert* expected;
   };
-  for (auto [sni, expected] :
+  for (const Case& c :
        {Case{"localhost", &pki.server}, Case{"api.example.test", &pki.second_server},
         Case{"API.Example.TEST", &pki.second_server}, Case{"x.example.test", &pki.wildcard},
         Case{"a.b.example.test", &pki.server},  // one label only
         Case{"unknown.test", &pki.server}, Case{"", &pki.server}}) {
+    // Not a structured binding: clang 14 cannot capture one (CAPTURE is a lambda).
+    const char* sni = c.sni;
+    const IssuedCert* expected = c.expected;
     CAPTURE(sni);
     TlsClientOptions client;  // no verification: which certificate came is the point
     client.sni = sni;

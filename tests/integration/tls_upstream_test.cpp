@@ -1226,6 +1226,335 @@ TEST_CASE("tls upstream: health checks over TLS resume the previous check's sess
 }
 
 TEST_CASE("tls upstream: a TLS 1.3 upstream that requires a client certificate is a TLS failure") {
+  // In TLS 1.3 the server judges the client's certificate after the client's side of the
+  // handshake has finished: bulwark writes the request, then meets the "certificate required"
+  // alert in its first read, and answers upstream_tls_failure tls:peer_alert. The server closes
+  // with that request unread, so its kernel may send a reset right behind the alert, and a reset
+  // that arrives first discards the alert on our side: then all bulwark can see is a reset. Both
+  // are accepted here; the alert is what almost every run sees.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream upstream;
+  TlsServerOptions mtls = serving(pki.server);
+  mtls.client_ca_file = pki.ca.cert_file();
+  mtls.require_client_cert = true;
+  TlsFrontDoor door(mtls, upstream.port());
+  Setup setup;
+  setup.access_log = dir.file("access.log");
+  setup.clusters = {{"app", {loopback_address(door.port())}, trusting(pki.ca, "sni: localhost")}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+
+  Response response = get(bulwark.port("inbound"), "/app/x");
+  if (response.get("x-bulwark-reason") == "upstream_reset") {
+    MESSAGE("the upstream's reset overtook its alert this time");
+    CHECK(response.status == 502);
+  } else {
+    check_tls_failure(response, setup.access_log, "/app/x", loopback_address(door.port()),
+                      "peer_alert");
+    CHECK(tls_errors(bulwark, "app", "peer_alert") == 1);
+  }
+  TlsConnectionRecord record = handshake_of(door, 1);
+  CHECK(record.failure == "peer did not return a certificate");
+  CHECK(record.alert_sent == "certificate required");
+  CHECK(upstream.requests() == 0);
+}
+
+TEST_CASE("tls upstream: an upstream that never answers the handshake times out at connect") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsServerOptions mute;
+  mute.mode = TlsServerOptions::Mode::kSilent;
+  TlsFrontDoor silent(mute, 0);
+  Setup setup;
+  setup.access_log = dir.file("access.log");
+  setup.clusters = {{"app",
+                     {loopback_address(silent.port())},
+                     trusting(pki.ca, "sni: localhost"),
+                     "connect_timeout: 300ms"}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  const uint16_t port = bulwark.port("inbound");
+
+  const auto began = Clock::now();
+  Response response = get(port, "/app/x");
+  const auto took = std::chrono::duration_cast<Millis>(Clock::now() - began);
+  INFO(describe(response));
+  CAPTURE(took.count());
+  CHECK(took >= Millis{250});
+  CHECK(took < Millis{2000});  // the connect timeout, not a hang
+  CHECK(response.status >= 500);
+  CHECK(response.status <= 504);
+  CHECK(silent.wait_closed(1));  // bulwark closed the connection it gave up on
+  CHECK(tls_errors(bulwark, "app", "handshake_timeout") == 1);
+  CHECK(scrape_metric(bulwark, "bulwark_upstream_connect_failures_total", {{"cluster", "app"}}) ==
+        1);
+  auto line = access_line(setup.access_log, "/app/x");
+  REQUIRE(line);
+  CHECK(contains(*line, json_member("flags", "UF")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health checks
+
+TEST_CASE("tls upstream: health checks go over TLS by default and in plaintext with tls false") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream good_backend;
+  TestUpstream plain_backend;  // a plaintext server: only the checks can reach it
+  TlsFrontDoor good(serving(pki.server), good_backend.port());
+  TlsFrontDoor bad(serving(pki.other_ca_server), good_backend.port());
+  const std::string good_address = loopback_address(good.port());
+  const std::string bad_address = loopback_address(bad.port());
+  const std::string plain_address = plain_backend.address();
+  const std::string tls = trusting(pki.ca, "sni: localhost");
+  const std::string checks =
+      "health_check: {path: /healthz, interval: 100ms, interval_jitter: 0%, timeout: 500ms, "
+      "healthy_threshold: 1, unhealthy_threshold: 1";
+  Setup setup;
+  setup.clusters = {
+      {"good", {good_address}, tls, checks + "}"},
+      {"bad", {bad_address}, tls, checks + "}"},
+      {"plain", {plain_address}, tls, checks + ", tls: false}"},
+  };
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+
+  CHECK(wait_for_log_lines(bulwark, health_change("good", good_address, "healthy")));
+  auto bad_change = health_change("bad", bad_address, "unhealthy");
+  bad_change.push_back("TLS handshake failed: certificate_untrusted");
+  CHECK_MESSAGE(wait_for_log_lines(bulwark, bad_change), bulwark.logs_text());
+  CHECK(wait_for_log_lines(bulwark, health_change("plain", plain_address, "healthy")));
+
+  // The good upstream's checks came over TLS, with SNI.
+  REQUIRE(good_backend.wait_for_requests(1));
+  CHECK(good_backend.received()[0].target == "/healthz");
+  TlsConnectionRecord first = handshake_of(good, 1);
+  CHECK(first.handshake_ok);
+  CHECK(first.sni == "localhost");
+  CHECK(contains(endpoint_json(bulwark, good_address), "\"state\":\"healthy\""));
+
+  // The bad one: refused, and why, in /clusters and the handshake errors.
+  std::string json = endpoint_json(bulwark, bad_address);
+  INFO(json);
+  CHECK(contains(json, "\"state\":\"unhealthy\""));
+  CHECK(contains(json, "\"routable\":false"));
+  CHECK(contains(json, "\"last_detail\":\"TLS handshake failed: certificate_untrusted\""));
+  CHECK(tls_errors(bulwark, "bad", "certificate_untrusted") >= 1);
+  CHECK_FALSE(handshake_of(bad, 1).handshake_ok);
+
+  // tls: false: the plaintext server parsed the checks as HTTP.
+  REQUIRE(plain_backend.wait_for_requests(1));
+  CHECK(plain_backend.received()[0].target == "/healthz");
+  CHECK(contains(endpoint_json(bulwark, plain_address), "\"state\":\"healthy\""));
+
+  // Traffic to the healthy TLS endpoint flows as usual.
+  Response response = get(bulwark.port("inbound"), "/good/x");
+  CHECK(response.status == 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The config check
+
+TEST_CASE("tls upstream: --check loads the cluster's CA and client certificate") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  CertSpec soon;
+  soon.common_name = "soon";
+  soon.uri_sans = {TestPki::kSpiffeWeb};
+  soon.usage = CertUsage::kClient;
+  soon.not_after_days = 10;
+  IssuedCert expiring = pki.ca.issue("client-soon", soon);
+  CertSpec old = soon;
+  old.common_name = "old";
+  old.not_after_days = -1;
+  IssuedCert expired = pki.ca.issue("client-old", old);
+  const std::string garbage_ca = dir.file("garbage-ca.crt");
+  write_file(garbage_ca, "not a certificate\n");
+
+  auto check = [&](const std::string& tls) {
+    Setup setup;
+    setup.clusters = {{"app", {"localhost:8443"}, tls}};
+    return run_check(tls_config(setup));
+  };
+  auto with_client = [&](const std::string& cert, const std::string& key) {
+    return trusting(pki.ca, "cert: " + cert + ", key: " + key);
+  };
+
+  CheckResult good = check(with_client(pki.client_web.cert_file, pki.client_web.key_file));
+  CHECK(good.exit_code == 0);
+  CHECK_FALSE(contains(good.out, "warning"));
+
+  CheckResult warned = check(with_client(expiring.cert_file, expiring.key_file));
+  CHECK(warned.exit_code == 0);
+  CHECK_MESSAGE(contains(warned.out,
+                         "warning: cluster app: certificate " + expiring.cert_file + " expires in"),
+                warned.out);
+
+  CheckResult old_cert = check(with_client(expired.cert_file, expired.key_file));
+  CHECK(old_cert.exit_code == 1);
+  CHECK_MESSAGE(contains(old_cert.out, "certificate " + expired.cert_file + " has expired"),
+                old_cert.out);
+
+  CheckResult mismatch = check(with_client(pki.client_web.cert_file, pki.client_intruder.key_file));
+  CHECK(mismatch.exit_code == 1);
+  CHECK_MESSAGE(contains(mismatch.out, "does not match"), mismatch.out);
+
+  CheckResult bad_ca = check("{ca: " + garbage_ca + "}");
+  CHECK(bad_ca.exit_code == 1);
+  CHECK_MESSAGE(contains(bad_ca.out, "cannot load CA file " + garbage_ca), bad_ca.out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx
+
+TEST_CASE("tls upstream: nginx serving HTTPS answers through bulwark") {
+  const std::string nginx = find_program("nginx");
+  if (nginx.empty()) {
+    MESSAGE("skipped: nginx is not installed");
+    return;
+  }
+  TempDir dir;
+  TestPki pki(dir.path());
+  const uint16_t nginx_port = unused_port();
+  const std::string conf = dir.file("nginx.conf");
+  write_file(conf,
+             "daemon off;\n"
+             "master_process off;\n"
+             "worker_processes 1;\n"
+             "pid " +
+                 dir.file("nginx.pid") +
+                 ";\n"
+                 "error_log stderr warn;\n"
+                 "events { worker_connections 64; }\n"
+                 "http {\n"
+                 "  access_log off;\n"
+                 "  client_body_temp_path " +
+                 dir.file("body") +
+                 ";\n"
+                 "  proxy_temp_path " +
+                 dir.file("proxy") +
+                 ";\n"
+                 "  fastcgi_temp_path " +
+                 dir.file("fastcgi") +
+                 ";\n"
+                 "  uwsgi_temp_path " +
+                 dir.file("uwsgi") +
+                 ";\n"
+                 "  scgi_temp_path " +
+                 dir.file("scgi") +
+                 ";\n"
+                 "  server {\n"
+                 "    listen 127.0.0.1:" +
+                 std::to_string(nginx_port) +
+                 " ssl;\n"
+                 "    ssl_certificate " +
+                 pki.server.cert_file +
+                 ";\n"
+                 "    ssl_certificate_key " +
+                 pki.server.key_file +
+                 ";\n"
+                 "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+                 "    location / {\n"
+                 "      default_type text/plain;\n"
+                 "      return 200 \"nginx $ssl_protocol sni=$ssl_server_name $request_uri\\n\";\n"
+                 "    }\n"
+                 "  }\n"
+                 "}\n");
+  Subprocess server;
+  server.start({nginx, "-p", dir.path(), "-c", conf, "-e", "stderr"});
+  REQUIRE_MESSAGE(eventually([&] { return ClientConn(nginx_port, Millis{100}).connected(); }),
+                  server.text(Subprocess::Stream::kStderr));
+
+  Setup setup;
+  setup.access_log = dir.file("access.log");
+  setup.clusters = {
+      {"nginx", {loopback_address(nginx_port)}, trusting(pki.ca, "sni: localhost")},
+      {"distrusted", {loopback_address(nginx_port)}, trusting(pki.other_ca, "sni: localhost")}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  const uint16_t port = bulwark.port("inbound");
+
+  for (int i = 0; i < 3; ++i) {
+    const std::string path = "/nginx/" + std::to_string(i);
+    Response response = get(port, path);
+    INFO(describe(response));
+    CHECK(response.status == 200);
+    CHECK(response.body == "nginx TLSv1.3 sni=localhost " + path + "\n");
+  }
+  CHECK(tls_handshakes(bulwark, "nginx") == 1);  // one pooled connection
+  check_tls_failure(get(port, "/distrusted/x"), setup.access_log, "/distrusted/x",
+                    loopback_address(nginx_port), "certificate_untrusted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failing: bulwark bugs these tests show, each described in its test.
+
+TEST_CASE("tls upstream: a new connection to an endpoint resumes its TLS session") {
+  // Fails: no session is ever resumed. TlsTransport::close() frees the SSL without a
+  // close_notify sent (no SSL_shutdown, no SSL_set_shutdown(SSL_SENT_SHUTDOWN)), so OpenSSL's
+  // SSL_free -> ssl_clear_bad_session -> SSL_CTX_remove_session marks the SSL's session
+  // not_resumable; that session is the very SSL_SESSION the pool kept in on_new_session
+  // (TlsSessionCache holds a reference, not a copy), so the next connection offers nothing.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream upstream(closing_handler());
+  TlsFrontDoor door13(serving(pki.server), upstream.port());
+  TlsFrontDoor door12(serving(pki.server, max_version(TlsVersion::kTls1_2)), upstream.port());
+  Setup setup;
+  setup.clusters = {{"v13", {loopback_address(door13.port())}, trusting(pki.ca, "sni: localhost")},
+                    {"v12", {loopback_address(door12.port())}, trusting(pki.ca, "sni: localhost")}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  const uint16_t port = bulwark.port("inbound");
+
+  struct Version {
+    std::string cluster, name;
+    TlsFrontDoor* door;
+  };
+  for (const Version& v :
+       {Version{"v13", "TLSv1.3", &door13}, Version{"v12", "TLSv1.2", &door12}}) {
+    CAPTURE(v.cluster);
+    for (int i = 1; i <= 3; ++i) {
+      Response response = get(port, "/" + v.cluster + "/" + std::to_string(i));
+      INFO(describe(response));
+      CHECK(response.status == 200);
+      // The upstream closed each connection: each request had a new one.
+      CHECK(v.door->wait_closed(static_cast<size_t>(i)));
+    }
+    CHECK(v.door->accepted() == 3);
+    CHECK_FALSE(handshake_of(*v.door, 1).resumed);
+    CHECK(handshake_of(*v.door, 2).resumed);
+    CHECK(handshake_of(*v.door, 3).resumed);
+    CHECK(handshake_of(*v.door, 3).version == v.name);
+    CHECK(tls_handshakes(bulwark, v.cluster, {{"version", v.name}, {"resumed", "false"}}) == 1);
+    CHECK(tls_handshakes(bulwark, v.cluster, {{"version", v.name}, {"resumed", "true"}}) == 2);
+  }
+}
+
+TEST_CASE("tls upstream: health checks over TLS resume the previous check's session") {
+  // Fails for the same reason as the test above: each check's connection is closed without
+  // close_notify, which makes the session it left in Target::tls_sessions unresumable.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream backend;
+  TlsFrontDoor door(serving(pki.server), backend.port());
+  Setup setup;
+  setup.clusters = {{"app",
+                     {loopback_address(door.port())},
+                     trusting(pki.ca, "sni: localhost"),
+                     "health_check: {path: /healthz, interval: 100ms, interval_jitter: 0%, "
+                     "timeout: 500ms}"}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  REQUIRE(door.wait_for_accepted(3));
+  CHECK(handshake_of(door, 1).handshake_ok);
+  CHECK_FALSE(handshake_of(door, 1).resumed);
+  CHECK(handshake_of(door, 2).resumed);
+  CHECK(handshake_of(door, 3).resumed);
+}
+
+TEST_CASE("tls upstream: a TLS 1.3 upstream that requires a client certificate is a TLS failure") {
   // Fails: in TLS 1.3 the server judges the client's certificate after the client's side of
   // the handshake has finished, so bulwark reports the handshake done, writes the request, and
   // meets the "certificate required" alert in SSL_read: TlsTransport::read_once turns it into
