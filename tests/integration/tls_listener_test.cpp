@@ -995,7 +995,7 @@ TEST_CASE("tls listener: the text access log has tls= fields on TLS requests onl
 }
 
 // ---------------------------------------------------------------------------------------------
-// Failing: bulwark bugs these tests found (see the commit message of the commit adding them)
+// Bugs these tests found once (each failed before its fix; the commit adding them says how).
 
 namespace {
 

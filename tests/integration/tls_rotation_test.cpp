@@ -633,7 +633,7 @@ TEST_CASE("tls rotation: bulwark refuses to start with a certificate it cannot u
 }
 
 // ---------------------------------------------------------------------------------------------
-// Failing: bulwark bugs these tests found (see the commit message of the commit adding them)
+// Bugs these tests found once (each failed before its fix; the commit adding them says how).
 
 TEST_CASE("tls rotation: a replaced client CA stops sessions made under the old one") {
   TempDir dir;
