@@ -9,9 +9,11 @@ WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DBULWARK_TESTS=OFF && cmake --build build -j"$(nproc)" --target bulwark
 
+# ca-certificates: a cluster with `tls: {}` verifies against the system trust store.
 FROM debian:12-slim
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libuv1 libssl3 libyaml-cpp0.7 libprometheus-cpp-core1.0 libre2-9 && rm -rf /var/lib/apt/lists/*
+      libuv1 libssl3 libyaml-cpp0.7 libprometheus-cpp-core1.0 libre2-9 ca-certificates \
+      && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/bulwark /usr/local/bin/bulwark
 COPY config/examples/demo.yaml /etc/bulwark/bulwark.yaml
 USER 65532:65532

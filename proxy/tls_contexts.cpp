@@ -188,7 +188,8 @@ std::string file_fingerprint(const std::vector<std::string>& paths) {
     }
     out += p + ":" + std::to_string(st.st_dev) + "," + std::to_string(st.st_ino) + "," +
            std::to_string(st.st_size) + "," + std::to_string(st.st_mtim.tv_sec) + "." +
-           std::to_string(st.st_mtim.tv_nsec) + "\n";
+           std::to_string(st.st_mtim.tv_nsec) + "," + std::to_string(st.st_ctim.tv_sec) + "." +
+           std::to_string(st.st_ctim.tv_nsec) + "\n";
   }
   return out;
 }

@@ -73,8 +73,9 @@ class TlsContexts {
 
 // --check: builds every TLS context of `config` (so every file is read and checked) and reports
 // certificates that expire within 30 days as warnings. False when any context cannot be built.
-// What identifies the current content of these files without reading them: device, inode, size
-// and modification time of each (following symlinks), or the error that stat() gave.
+// What identifies the current content of these files without reading them: device, inode, size,
+// modification and change time of each (following symlinks; the change time moves with any
+// write, even one that keeps the size and sets the old mtime back), or stat()'s error.
 std::string file_fingerprint(const std::vector<std::string>& paths);
 // The files a listener's or cluster's TLS settings name.
 std::vector<std::string> tls_files(const config::ListenerTlsConfig& c);
