@@ -17,6 +17,10 @@ namespace {
 // large goes straight from the Outbox.
 constexpr size_t kRecord = 16 * 1024;
 
+// The longest ClientHello accepted (one record's worth; browsers send under 2 KiB, with
+// post-quantum key shares).
+constexpr size_t kMaxClientHello = 16 * 1024;
+
 // What a plaintext HTTP request on a TLS listener gets (nginx answers the same way): said in
 // plaintext, since the client speaks it, before the connection closes.
 constexpr std::string_view kPlainRequestReply =
@@ -174,16 +178,30 @@ void TlsTransport::on_tcp_connected() {
 
 void TlsTransport::handshake() {
   if (server_ != nullptr && !peeked_) {
-    // A TLS client starts with a handshake record (0x16), or an SSLv2-style hello (high bit
-    // set); a letter starts a plaintext request (OpenSSL itself knows only GET, POST, HEAD and
-    // PUT): it gets told in words.
-    char first = 0;
-    ssize_t n = ::recv(fd_, &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    // What the client starts with, before OpenSSL reads it:
+    // - a letter: a plaintext request (OpenSSL itself knows only GET, POST, HEAD and PUT); it
+    //   gets told in words.
+    // - a handshake record (0x16): the ClientHello's announced length is checked first. OpenSSL
+    //   allocates a message's whole length when it reads its header, up to 128 KiB for a hello,
+    //   and would hold it for request_headers_timeout for nine bytes sent; real hellos are a
+    //   few KiB, and every client writes its first nine bytes at once.
+    unsigned char head[9];
+    ssize_t n = ::recv(fd_, head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     peeked_ = true;
-    if (n == 1 && first >= 'A' && first <= 'Z') {
+    if (n >= 1 && head[0] >= 'A' && head[0] <= 'Z') {
       fail_handshake(TlsError::kHttpRequest);
       return;
+    }
+    if (n >= 1 && head[0] == 0x16) {
+      const size_t hello = n == 9 ? (size_t{head[6]} << 16 | size_t{head[7]} << 8 | head[8]) : 0;
+      if (n < 9 || head[5] != 1 || hello > kMaxClientHello) {
+        // A fatal decode_error alert, as OpenSSL would send for a malformed hello.
+        static constexpr char kAlert[] = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32};
+        (void)::send(fd_, kAlert, sizeof kAlert, MSG_NOSIGNAL | MSG_DONTWAIT);
+        fail_handshake(TlsError::kProtocol);
+        return;
+      }
     }
   }
   ERR_clear_error();
@@ -281,7 +299,7 @@ void TlsTransport::handshake_done() {
   update_events();
   if (callbacks_ != nullptr) callbacks_->on_transport_connected(0);
   // The first request may have come with the client's last handshake message: OpenSSL holds it.
-  if (!closed_ && reading_) schedule_read();
+  if (!closed_ && reading_ && SSL_has_pending(ssl_) == 1) schedule_read();
 }
 
 void TlsTransport::fail_handshake(TlsError reason) {
@@ -324,11 +342,14 @@ void TlsTransport::read_start() {
   if (handshaking_) return;  // the handshake watches the socket
   update_events();
   // Bytes OpenSSL already decrypted or read ahead: the socket will not say so.
-  if (SSL_has_pending(ssl_)) schedule_read();
+  if (SSL_has_pending(ssl_) == 1) schedule_read();
 }
 
 void TlsTransport::schedule_read() {
-  if (read_scheduled_) return;
+  // Not while the last read found only part of a record: the rest must come from the socket,
+  // and the poll handle says when. (A read scheduled for it would find the same part again,
+  // and schedule itself again, forever: the loop would never poll.)
+  if (read_scheduled_ || waiting_for_socket_) return;
   read_scheduled_ = true;
   ctx_->later->defer(this, &TlsTransport::run_scheduled_read);
 }
@@ -346,8 +367,9 @@ void TlsTransport::on_readable() {
   int i = 0;
   while (i++ < 16 && read_once()) {
   }
-  // Stopped with bytes still inside OpenSSL (the socket is drained, so no event would come).
-  if (!closed_ && reading_ && SSL_has_pending(ssl_)) schedule_read();
+  // Stopped with whole records still inside OpenSSL (the socket is drained, so no event would
+  // come): read them a loop phase later. Part of a record waits for the socket (schedule_read).
+  if (!closed_ && reading_ && SSL_has_pending(ssl_) == 1) schedule_read();
 }
 
 bool TlsTransport::read_once() {
@@ -366,14 +388,16 @@ bool TlsTransport::read_once() {
     errno = 0;
     int rc = SSL_read(ssl_, in_->tail(), static_cast<int>(std::min<size_t>(room, INT32_MAX)));
     read_wants_write_ = false;
+    waiting_for_socket_ = false;
     if (rc > 0) {
       n = rc;
       got_data_ = true;
     } else {
       int err = SSL_get_error(ssl_, rc);
-      if (err == SSL_ERROR_WANT_READ) return false;
-      if (err == SSL_ERROR_WANT_WRITE) {
-        read_wants_write_ = true;
+      if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        // What OpenSSL holds (if anything) is part of a record: the socket has the rest.
+        waiting_for_socket_ = true;
+        read_wants_write_ = err == SSL_ERROR_WANT_WRITE;
         return false;
       }
       if (err == SSL_ERROR_ZERO_RETURN) {

@@ -100,6 +100,7 @@ class TlsTransport final : public Transport, public SlabAllocated<TlsTransport> 
   bool read_wants_write_ = false;  // SSL_read asked for the socket to be writable
   bool write_wants_read_ = false;  // SSL_write asked for it to be readable
   bool read_scheduled_ = false;
+  bool waiting_for_socket_ = false;  // the last SSL_read needed more from the socket
   bool write_ended_ = false;
   bool shutdown_pending_ = false;
   bool failed_ = false;    // the handshake failed (and was counted)
