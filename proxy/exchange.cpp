@@ -192,7 +192,11 @@ void Exchange::write_upstream_head(http::MessageHead& head, const RequestTarget&
   how.client_address = stream_.client_address();
   if (const TlsSession* tls = stream_.tls()) {
     how.proto = "https";
-    how.client_cert = tls->forwarded_client_cert;  // empty unless the listener sets it
+    // Empty unless the listener sets it; and only while it still does (a reload to sanitize).
+    if (listener_.config.tls &&
+        listener_.config.tls->forward_client_cert != config::ForwardClientCert::kSanitize) {
+      how.client_cert = tls->forwarded_client_cert;
+    }
     // append_forward trusts the caller's own header only when the caller proved who it is (a
     // verified client certificate on this connection), as Envoy does; anyone else's is dropped.
     how.keep_client_cert =

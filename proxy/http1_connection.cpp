@@ -86,6 +86,10 @@ bool Http1Connection::move_to_newest_config() {
   if (&listener_->gen == &newest) return true;
   ListenerContext* next = newest.listener_named(listener_->config.name);
   if (next == nullptr) return false;
+  // A client let in under the old TLS policy must pass the new one (a reload that drops its
+  // identity, or requires a certificate, ends its connection).
+  const TlsSession* tls = transport_ ? transport_->tls() : nullptr;
+  if (tls != nullptr && next->config.tls && !session_allowed(*tls, *next->config.tls)) return false;
   WorkerGen& old = listener_->gen;
   listener_->stats.connections->add(-1);
   next->stats.connections->add(1);

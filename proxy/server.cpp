@@ -69,6 +69,12 @@ void Server::warn_unverified_tls() const {
     if (c.tls && !c.tls->verify) {
       log::warn("TLS verification is off for a cluster: any server certificate is accepted")
           .str("cluster", c.name);
+    } else if (c.tls && !c.tls->verify_hostname && c.tls->allowed_server_sans.empty()) {
+      log::warn(
+          "TLS verify_hostname is off for a cluster without allowed_server_sans: any certificate "
+          "its CA signed, for any name, is accepted (set allowed_server_sans)")
+          .str("cluster", c.name)
+          .str("ca", c.tls->ca.empty() ? "the system trust store" : c.tls->ca);
     }
   }
 }

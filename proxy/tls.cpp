@@ -15,6 +15,9 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
+
+#include "proxy/transport.h"
 
 namespace bulwark {
 namespace {
@@ -114,10 +117,17 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
     *error = "cannot read private key " + key_path + ": " + openssl_error();
     return false;
   }
-  out.key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  // No passphrase callback would make OpenSSL ask for one on the terminal, blocking the thread.
+  auto no_passphrase = [](char*, int, int, void*) { return -1; };
+  out.key = PEM_read_bio_PrivateKey(bio, nullptr, no_passphrase, nullptr);
   BIO_free(bio);
   if (out.key == nullptr) {
-    *error = "no PEM private key in " + key_path + ": " + openssl_error();
+    const bool encrypted = read_file(key_path).find("ENCRYPTED") != std::string::npos;
+    *error = encrypted ? "private key " + key_path +
+                             " is encrypted: bulwark cannot ask for a passphrase (store it "
+                             "unencrypted, readable only by bulwark's user)"
+                       : "no PEM private key in " + key_path + ": " + openssl_error();
+    ERR_clear_error();
     return false;
   }
   if (X509_check_private_key(out.leaf, out.key) != 1) {
@@ -136,7 +146,8 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
   return true;
 }
 
-// SAN values of `cert` of one GENERAL_NAME type (GEN_DNS, GEN_URI), in order.
+}  // namespace
+
 std::vector<std::string> sans_of(X509* cert, int type) {
   std::vector<std::string> out;
   auto* names =
@@ -153,6 +164,8 @@ std::vector<std::string> sans_of(X509* cert, int type) {
   return out;
 }
 
+namespace {
+
 bool san_matches(std::string_view san, const config::SanMatch& m) {
   if (m.prefix) return san.substr(0, m.value.size()) == m.value;
   return san == m.value;
@@ -164,10 +177,9 @@ SSL_CTX* new_ctx(const SSL_METHOD* method, config::TlsVersion min_version) {
   if (ctx == nullptr) return nullptr;
   SSL_CTX_set_min_proto_version(
       ctx, min_version == config::TlsVersion::k1_3 ? TLS1_3_VERSION : TLS1_2_VERSION);
-  // No renegotiation (a DoS lever, and nothing HTTP/1.1 needs); a peer that closes without
-  // close_notify ends the stream (every browser and curl do, and HTTP frames its messages).
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
-                               SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // No renegotiation (a DoS lever, and nothing HTTP/1.1 needs).
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   // Writes go out record by record from the Outbox's own storage (which stays put until the
   // write ends), and an idle connection gives its 34 KiB of record buffers back.
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -250,18 +262,39 @@ TlsConnectionData* connection_data(const SSL* ssl) {
   return static_cast<TlsConnectionData*>(SSL_get_ex_data(ssl, connection_data_index()));
 }
 
-bool san_allowed(X509* cert, const std::vector<config::SanMatch>& allowed) {
-  for (int type : {GEN_URI, GEN_DNS}) {
+std::optional<std::string> allowed_san(X509* cert, const std::vector<config::SanMatch>& allowed) {
+  // A name with a scheme ("spiffe://...") is a URI SAN, anything else a DNS SAN: a DNS SAN
+  // spelled like a SPIFFE ID is not that identity.
+  for (const config::SanMatch& m : allowed) {
+    const int type = m.value.find("://") != std::string::npos ? GEN_URI : GEN_DNS;
     for (const std::string& san : sans_of(cert, type)) {
-      for (const config::SanMatch& m : allowed) {
-        if (san_matches(san, m)) return true;
-      }
+      if (san_matches(san, m)) return san;
+    }
+  }
+  return std::nullopt;
+}
+
+bool session_allowed(const TlsSession& session, const config::ListenerTlsConfig& policy) {
+  if (policy.client_ca.empty()) return true;
+  if (!session.peer_certificate) return !policy.require_client_certificate;
+  if (policy.allowed_client_sans.empty()) return true;
+  for (const config::SanMatch& m : policy.allowed_client_sans) {
+    const bool uri = m.value.find("://") != std::string::npos;
+    for (const std::string& san : uri ? session.peer_uri_sans : session.peer_dns_sans) {
+      if (san_matches(san, m)) return true;
     }
   }
   return false;
 }
 
-std::string peer_identity(X509* cert) {
+bool san_allowed(X509* cert, const std::vector<config::SanMatch>& allowed) {
+  return allowed_san(cert, allowed).has_value();
+}
+
+std::string peer_identity(X509* cert, const std::vector<config::SanMatch>& allowed) {
+  if (!allowed.empty()) {
+    if (auto san = allowed_san(cert, allowed)) return *san;  // the name it was let in by
+  }
   std::vector<std::string> uris = sans_of(cert, GEN_URI);
   if (!uris.empty()) return uris.front();
   std::vector<std::string> dns = sans_of(cert, GEN_DNS);
@@ -282,9 +315,22 @@ std::string forwarded_client_cert(X509* cert) {
     }
   }
   OPENSSL_free(der);
-  // Values with a character that delimits XFCC elements or fields are quoted (Envoy does the
-  // same); SANs are IA5 text, so a quote inside is escaped.
-  auto append = [&out](const char* key, const std::string& value) {
+  // A SAN is the CA's text, not ours: a control character (CR LF would end the header and
+  // start another), a space, a byte outside ASCII and '%' itself are percent-encoded. Then a
+  // value with a character that delimits XFCC elements or fields is quoted (as Envoy does).
+  auto append = [&out](const char* key, const std::string& raw) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    std::string value;
+    for (char ch : raw) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c <= 0x20 || c >= 0x7f || c == '%') {
+        value.push_back('%');
+        value.push_back(kHex[c >> 4]);
+        value.push_back(kHex[c & 15]);
+      } else {
+        value.push_back(ch);
+      }
+    }
     out.append(";").append(key).append("=");
     if (value.find_first_of(",;=\"") == std::string::npos) {
       out.append(value);
@@ -348,7 +394,12 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
   // is part of the session id context.
   // The CA's contents, not its path: a CA file replaced in place must not let sessions verified
   // against the old one resume.
-  std::string policy = listener_name + "\n" + config.client_ca + "\n" + read_file(config.client_ca);
+  // Whether a certificate is required, the versions and ciphers are part of it too: sessions made
+  // when a certificate was optional must not resume once it is required.
+  std::string policy =
+      listener_name + "\n" + config.client_ca + "\n" + read_file(config.client_ca) +
+      "\nrequire=" + (config.require_client_certificate ? "1" : "0") +
+      "\nmin=" + config::to_string(config.min_version) + "\nciphers=" + config.ciphers;
   for (const config::SanMatch& m : config.allowed_client_sans) {
     policy += "\n" + m.value + (m.prefix ? "*" : "");
   }
@@ -369,6 +420,9 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
       *error = where(cc.location) + "cannot make a TLS context: " + openssl_error();
       return nullptr;
     }
+    // A client that closes without close_notify ends its stream (browsers and curl do; HTTP
+    // frames every request). An upstream that does is another matter (TlsTransport::read_once).
+    SSL_CTX_set_options(cert.ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
     c->certs_.push_back(cert);  // freed by the destructor from here
     SSL_CTX* ctx = cert.ctx;
     if (SSL_CTX_use_cert_and_key(ctx, loaded.leaf, loaded.key, loaded.chain, 1) != 1) {

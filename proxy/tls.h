@@ -233,12 +233,21 @@ class TlsContextSlot {
 using TlsServerSlot = TlsContextSlot<TlsServerContext>;
 using TlsClientSlot = TlsContextSlot<TlsClientContext>;
 
-// The identity a peer certificate carries: its first URI SAN, else its first DNS SAN.
-std::string peer_identity(X509* cert);
+// SAN values of `cert` of one GENERAL_NAME type (GEN_DNS, GEN_URI), in order.
+std::vector<std::string> sans_of(X509* cert, int type);
+
+// Whether a client's session still passes a listener's TLS policy (after a reload changed it):
+// a certificate when one is required, a SAN that allowed_client_sans lets in.
+bool session_allowed(const struct TlsSession& session, const config::ListenerTlsConfig& policy);
+
+// The identity a peer certificate carries: the SAN `allowed` let it in by, else (no list) its
+// first URI SAN, else its first DNS SAN.
+std::string peer_identity(X509* cert, const std::vector<config::SanMatch>& allowed);
 // Envoy's X-Forwarded-Client-Cert element for a peer certificate:
 // Hash=<sha256 of the DER, hex>;URI=<uri san>;DNS=<dns san> (each SAN of the certificate).
 std::string forwarded_client_cert(X509* cert);
-// Whether `cert` has a URI or DNS SAN that one of `allowed` matches.
+// Whether `cert` has a SAN that one of `allowed` matches: a name with a scheme ("spiffe://")
+// against the URI SANs, any other against the DNS SANs.
 bool san_allowed(X509* cert, const std::vector<config::SanMatch>& allowed);
 
 }  // namespace bulwark

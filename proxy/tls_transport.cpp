@@ -1,6 +1,7 @@
 #include "proxy/tls_transport.h"
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -279,7 +280,15 @@ void TlsTransport::handshake_done() {
     const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);
     if (sni != nullptr) s.sni = sni;
   }
-  if (X509* peer = SSL_get0_peer_certificate(ssl_)) {
+  X509* peer = SSL_get0_peer_certificate(ssl_);
+  if (peer == nullptr && server_ != nullptr && server_->asks_client_certificate() &&
+      server_->config().require_client_certificate) {
+    // A session resumed from before a certificate was required (the session id context
+    // already refuses those; this is the belt).
+    fail_handshake(TlsError::kNoCertificate);
+    return;
+  }
+  if (peer != nullptr) {
     // A resumed session skipped verification: its identity is checked again here, against the
     // policy in force (the session id context already ties a session to the policy it was
     // made under; this is the belt to those braces).
@@ -287,7 +296,12 @@ void TlsTransport::handshake_done() {
       fail_handshake(TlsError::kSanNotAllowed);
       return;
     }
-    s.peer_identity = peer_identity(peer);
+    s.peer_identity = peer_identity(peer, *data_.allowed_sans);
+    s.peer_certificate = true;
+    if (server_ != nullptr) {
+      s.peer_uri_sans = sans_of(peer, GEN_URI);
+      s.peer_dns_sans = sans_of(peer, GEN_DNS);
+    }
     if (server_ != nullptr &&
         server_->config().forward_client_cert != config::ForwardClientCert::kSanitize) {
       s.forwarded_client_cert = forwarded_client_cert(peer);
@@ -400,12 +414,19 @@ bool TlsTransport::read_once() {
         read_wants_write_ = err == SSL_ERROR_WANT_WRITE;
         return false;
       }
+      const bool bare_fin = (err == SSL_ERROR_SYSCALL && errno == 0) ||
+                            (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) ==
+                                                         SSL_R_UNEXPECTED_EOF_WHILE_READING);
       if (err == SSL_ERROR_ZERO_RETURN) {
-        n = UV_EOF;  // close_notify, or a close without it (SSL_OP_IGNORE_UNEXPECTED_EOF)
-      } else if (err == SSL_ERROR_SYSCALL && errno != 0) {
-        n = -errno;
+        n = UV_EOF;  // close_notify (or, from a client, a bare FIN: SSL_OP_IGNORE_UNEXPECTED_EOF)
+      } else if (bare_fin) {
+        // From an upstream, a FIN without close_notify may be an attacker cutting a response
+        // short (RFC 9112 9.8): only close_notify ends a body the close delimits, so this reads
+        // as a reset (and an idle connection the upstream dropped is dropped all the same).
+        fatal_ = true;
+        n = client_ != nullptr ? UV_ECONNRESET : UV_EOF;
       } else if (err == SSL_ERROR_SYSCALL) {
-        n = UV_EOF;
+        n = -errno;
       } else if (client_ != nullptr && !got_data_) {
         // Before any byte of the answer: the upstream refused the session it just agreed to
         // (TLS 1.3 judges our certificate after our side of the handshake is done).

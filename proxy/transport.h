@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "proxy/buffer.h"
 #include "proxy/outbox.h"
@@ -33,7 +34,9 @@ struct TlsSession {
   const char* cipher = "";
   std::string sni;  // the server name the client asked for (listeners) or we sent (clusters)
   bool resumed = false;
-  std::string peer_identity;  // the peer certificate's first URI SAN, else DNS SAN; empty: none
+  std::string peer_identity;      // the peer certificate's first URI SAN, else DNS SAN; empty: none
+  bool peer_certificate = false;  // the peer presented a (verified) certificate
+  std::vector<std::string> peer_uri_sans, peer_dns_sans;  // listeners: checked again at reloads
   std::string forwarded_client_cert;  // listeners: Envoy's XFCC element for the client's cert
 };
 
