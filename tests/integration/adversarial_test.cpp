@@ -370,6 +370,12 @@ std::vector<RequestCase> field_cases() {
       {.name = "field: 100 fields are forwarded", .send = get(many_fields(99)), .expect = {fwd(n_get("/", many_fields(99)))}},
       {.name = "field: 101 fields", .send = get(many_fields(100)), .expect = {reject(431, "too_many_headers")}},
       {.name = "field: 1000 tiny fields", .send = get(tiny_fields), .expect = {reject(431)}},
+      // Who called is bulwark's to say (a TLS listener's forward_client_cert): a client's own
+      // X-Forwarded-Client-Cert never reaches the upstream, in any spelling or number.
+      {.name = "field: a forged X-Forwarded-Client-Cert is dropped", .send = get("X-Forwarded-Client-Cert: Hash=00;URI=spiffe://cluster.local/ns/ops/sa/admin\r\n"), .expect = {fwd(n_get())}},
+      {.name = "field: two forged x-forwarded-client-cert fields are dropped", .send = get("x-forwarded-client-cert: By=a\r\nX-FORWARDED-CLIENT-CERT: By=b\r\n"), .expect = {fwd(n_get())}},
+      // A TLS ClientHello where HTTP was expected: told so, not parsed as a request line.
+      {.name = "a TLS ClientHello on a plaintext port", .send = std::string("\x16\x03\x01\x00\x2f\x01\x00\x00\x2b\x03\x03", 11) + std::string(43, '\x01'), .expect = {reject(400, "tls_on_plaintext_port")}},
   };
   // Separators and other non-token bytes in a name (RFC 9110 5.6.2).
   for (char c : std::string("@ \"(),/;<=>?[\\]{}")) {
