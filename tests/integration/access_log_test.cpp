@@ -498,13 +498,6 @@ std::string access_log_yaml(const std::string& path, const std::string& format =
          ", sample_percent: " + sample_percent + "}";
 }
 
-// Two distinct ports on which nothing listens.
-std::pair<uint16_t, uint16_t> two_unused_ports() {
-  uint16_t a = unused_port(), b = unused_port();
-  while (b == a) b = unused_port();
-  return {a, b};
-}
-
 std::string local(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
 }  // namespace
@@ -522,7 +515,8 @@ TEST_CASE("access log: every field of a retried request, a circuit-open reply an
         }
       },
       "failing");
-  const std::string refused = local(unused_port());
+  RefusingPort refusing;
+  const std::string refused = refusing.address();
 
   // Route "retried" to a pair of endpoints of which one refuses connections (default retry:
   // 2 attempts); route "guarded" without retries to an always-failing endpoint behind a circuit
@@ -886,7 +880,8 @@ TEST_CASE("access log: retries used up show every try and the flag URX") {
   TempDir dir;
   const std::string log_path = dir.file("access.log");
   SUBCASE("both endpoints refuse connections: UF and URX") {
-    auto [a, b] = two_unused_ports();
+    RefusingPort refusing_a, refusing_b;
+    const uint16_t a = refusing_a.port(), b = refusing_b.port();
     ProxyOptions options;
     options.top = access_log_yaml(log_path);
     options.route = "retry: {attempts: 2}";

@@ -208,34 +208,6 @@ class PortServer {
   std::thread thread_;
 };
 
-// A port on 127.0.0.1 that refuses connections for as long as this object lives: a socket bound
-// to it that never listens. Unlike unused_port(), no other socket can take the port meanwhile
-// (another test's listener, or a connect's ephemeral port that would connect to itself).
-class RefusingPort {
- public:
-  RefusingPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address = loopback(0);
-    socklen_t size = sizeof address;
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
-      std::string why = std::strerror(errno);
-      ::close(fd_);
-      throw std::runtime_error("RefusingPort: " + why);
-    }
-    port_ = ntohs(address.sin_port);
-  }
-  ~RefusingPort() { ::close(fd_); }
-  RefusingPort(const RefusingPort&) = delete;
-  RefusingPort& operator=(const RefusingPort&) = delete;
-
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  int fd_ = -1;
-  uint16_t port_ = 0;
-};
-
 // Clients that send GETs, each on a new connection, back to back until stopped, and keep a
 // description of every response that was not a 200.
 class ClientLoop {

@@ -216,7 +216,8 @@ TEST_CASE("loadgen: counts non-2xx statuses as failures, by status") {
 
 TEST_CASE("loadgen: counts connect, reset, timeout and parse errors, and still exits 0") {
   SUBCASE("nothing listening: connect errors") {
-    auto args = rate_args(unused_port(), "50", "4", "1s");
+    RefusingPort refused;
+    auto args = rate_args(refused.port(), "50", "4", "1s");
     args.insert(args.end(), {"--timeout", "500ms"});
     auto run = run_loadgen(args);
     INFO("stdout:\n" << run.out << "\nstderr:\n" << run.err);
@@ -394,9 +395,9 @@ TEST_CASE("loadgen: idle mode counts connections the server closes, and failures
           "idle_closed_by_peer=20");
   }
   SUBCASE("nothing listening") {
+    RefusingPort refused;
     Subprocess loadgen;
-    loadgen.start(
-        {LOADGEN_BINARY, "--idle", "10", "--target", "127.0.0.1:" + std::to_string(unused_port())});
+    loadgen.start({LOADGEN_BINARY, "--idle", "10", "--target", refused.address()});
     CHECK(loadgen.wait_for_line(Stream::kStdout, "idle_open=").value_or("") == "idle_open=0");
     CHECK(loadgen.wait_for_line(Stream::kStdout, "idle_failed=").value_or("") == "idle_failed=10");
     REQUIRE(loadgen.signal(SIGTERM));

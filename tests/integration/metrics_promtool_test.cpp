@@ -323,9 +323,9 @@ TEST_CASE("a live /metrics scrape passes promtool check metrics and keeps the na
   TestUpstream upstream(api_upstream);
   TempDir certs;
   TestPki pki(certs.path());
+  RefusingPort refused;
   BulwarkProcess bulwark;
-  bulwark.start(
-      every_family_config(upstream.address(), "127.0.0.1:" + std::to_string(unused_port()), pki));
+  bulwark.start(every_family_config(upstream.address(), refused.address(), pki));
   uint16_t inbound = bulwark.port("inbound");
   uint16_t internal = bulwark.port("internal");
   uint16_t secure = bulwark.port("secure");

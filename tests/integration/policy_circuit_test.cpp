@@ -278,7 +278,8 @@ TEST_CASE("each try counts as a call, so retries against a dead endpoint open th
   options.cluster =
       "circuit_breaker: {failure_rate_percent: 100, minimum_calls: 4, window: 10s,\n"
       "                  open_duration: 10s}";
-  bulwark.start(proxy_config("127.0.0.1:" + std::to_string(unused_port()), options));
+  RefusingPort refused;
+  bulwark.start(proxy_config(refused.address(), options));
   // Two requests, two tries each: four failed calls.
   for (int i = 0; i < 2; ++i) {
     check_local_reply(http_get(bulwark.port("inbound"), "/dead"), 503, "upstream_connect_failure");

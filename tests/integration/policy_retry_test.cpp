@@ -337,9 +337,9 @@ TEST_CASE("a request that may safely go again is retried after a reset") {
 
 TEST_CASE("a POST that could not connect is retried on another endpoint") {
   TestUpstream upstream;
+  RefusingPort refused;
   BulwarkProcess bulwark;
-  bulwark.start(
-      proxy_config("127.0.0.1:" + std::to_string(unused_port()) + ", " + upstream.address()));
+  bulwark.start(proxy_config(refused.address() + ", " + upstream.address()));
   // One client connection, so one worker, whose round robin alternates: every other request
   // tries the refused endpoint first.
   ClientConn client(bulwark.port("inbound"));
@@ -366,7 +366,8 @@ TEST_CASE("a refused endpoint gets upstream_connect_failure after every attempt"
   BulwarkProcess bulwark;
   ProxyOptions options;
   options.route = "retry: {attempts: 3, backoff: {base: 5ms, max: 20ms}}";
-  bulwark.start(proxy_config("127.0.0.1:" + std::to_string(unused_port()), options));
+  RefusingPort refused;
+  bulwark.start(proxy_config(refused.address(), options));
   auto response = http_request(bulwark.port("inbound"), "POST", "/orders", {}, "order");
   check_local_reply(response, 503, "upstream_connect_failure");
   CHECK(response->get("x-bulwark-attempts") == "3");
@@ -470,9 +471,9 @@ TEST_CASE("during a full outage the retry budget keeps the upstream load near th
       "  attempts: 3\n"
       "  backoff: {base: 1ms, max: 5ms}\n"
       "  budget: {ratio: 0.2, min_retries_per_second: 1, window: 10s}";
+  RefusingPort refusing;
   BulwarkProcess bulwark;
-  bulwark.start(proxy_config(
-      refused ? "127.0.0.1:" + std::to_string(unused_port()) : upstream.address(), options));
+  bulwark.start(proxy_config(refused ? refusing.address() : upstream.address(), options));
 
   std::atomic<int> answered{0}, failed{0};
   std::vector<std::thread> clients;

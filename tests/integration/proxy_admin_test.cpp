@@ -74,8 +74,9 @@ TEST_CASE("admin /metrics counts requests by listener, route and status code") {
 }
 
 TEST_CASE("admin /metrics counts local replies by reason") {
+  RefusingPort refused;
   BulwarkProcess bulwark;
-  bulwark.start(proxy_config("127.0.0.1:" + std::to_string(unused_port())));
+  bulwark.start(proxy_config(refused.address()));
   auto response = http_get(bulwark.port("inbound"), "/");
   REQUIRE(response);
   REQUIRE(response->status == 503);

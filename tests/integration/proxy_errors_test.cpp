@@ -83,8 +83,9 @@ TEST_CASE("a client that stops sending its headers gets 408 and a closed connect
 }
 
 TEST_CASE("an upstream that refuses connections gets 503 upstream_connect_failure") {
+  RefusingPort refused;
   BulwarkProcess bulwark;
-  bulwark.start(proxy_config("127.0.0.1:" + std::to_string(unused_port())));
+  bulwark.start(proxy_config(refused.address()));
   check_local_reply(http_get(bulwark.port("inbound"), "/"), 503, "upstream_connect_failure");
 }
 

@@ -508,9 +508,28 @@ class TestUpstream {
 // The address 127.0.0.1:port (port 0: any free one, when bound).
 sockaddr_in loopback(uint16_t port);
 
-// Returns a port on 127.0.0.1 on which nothing listens (bound once, then closed), for tests of
-// connection failures.
+// Returns a port on 127.0.0.1 on which nothing listens now (bound once, then closed), for a
+// listener a test starts later. For an endpoint that must refuse connections, use RefusingPort:
+// under a parallel ctest another test's listener may take a port this returned.
 uint16_t unused_port();
+
+// A port on 127.0.0.1 that refuses connections for as long as this object lives: a socket bound
+// to it that never listens, so no other socket can take the port meanwhile (another test's
+// listener, or a connect's ephemeral port that would connect to itself).
+class RefusingPort {
+ public:
+  RefusingPort();
+  ~RefusingPort();
+  RefusingPort(const RefusingPort&) = delete;
+  RefusingPort& operator=(const RefusingPort&) = delete;
+
+  uint16_t port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Large bodies

@@ -900,4 +900,17 @@ uint16_t unused_port() {
   return port;
 }
 
+RefusingPort::RefusingPort() {
+  fd_ = make_socket();
+  sockaddr_in address = loopback(0);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    std::string why = std::strerror(errno);
+    ::close(fd_);
+    throw std::runtime_error("RefusingPort: " + why);
+  }
+  port_ = local_port(fd_);
+}
+
+RefusingPort::~RefusingPort() { ::close(fd_); }
+
 }  // namespace bulwark::test
