@@ -48,8 +48,19 @@ struct SocketAddress {
   std::string text() const;  // "127.0.0.1:80", "[::1]:80", "app.internal:9001"
 };
 
+// The admin listener: every admin endpoint. Those that change state (POST) answer only to a
+// peer on loopback, or to a request carrying `Authorization: Bearer <token>` with the contents
+// of token_file (read at each such request, so a rotated Secret takes effect at once).
 struct AdminConfig {
   SocketAddress address{"127.0.0.1", 9901, true};
+  std::string token_file;  // empty: no token; only loopback peers may change state
+  SourceLocation token_location;
+};
+
+// The probes listener: GET /healthz, /ready and /metrics only, for the kubelet and Prometheus,
+// so the admin listener can stay on loopback.
+struct ProbesConfig {
+  SocketAddress address{"0.0.0.0", 9902, true};
 };
 
 // How a route matches a request path. Exactly one of prefix / path / regex is set in YAML.
@@ -368,6 +379,9 @@ struct Config {
   // its hard limit at start): half of it less a reserve, since a proxied connection takes two.
   uint32_t max_connections = 0;
   AdminConfig admin;
+  std::optional<ProbesConfig> probes;  // absent: no probes listener
+  // /healthz answers 503 once a worker loop has not turned for this long (0 = never).
+  Duration watchdog{10000};
   Duration drain_delay{5000};  // after SIGTERM: /ready is 503 at once, listeners close after this
   Duration drain_timeout{20000};  // in-flight requests get this long to finish, then we exit
   std::vector<ListenerConfig> listeners;

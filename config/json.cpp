@@ -371,7 +371,15 @@ std::string to_json(const Config& config) {
   w.key("admin");
   w.begin_object();
   w.member("address", config.admin.address.text());
+  if (!config.admin.token_file.empty()) w.member("token_file", config.admin.token_file);
   w.end_object();
+  if (config.probes) {
+    w.key("probes");
+    w.begin_object();
+    w.member("address", config.probes->address.text());
+    w.end_object();
+  }
+  w.member("watchdog", format_duration(config.watchdog));
   w.member("drain_delay", format_duration(config.drain_delay));
   w.member("drain_timeout", format_duration(config.drain_timeout));
   w.key("listeners");

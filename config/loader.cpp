@@ -599,21 +599,29 @@ class Loader {
     }
     MapView map = read_map(field, "top level",
                            {"workers", "max_connections", "drain_delay", "drain_timeout", "admin",
-                            "listeners", "clusters", "readiness", "access_log", "watch_config"});
+                            "probes", "watchdog", "listeners", "clusters", "readiness",
+                            "access_log", "watch_config"});
     read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
     read_uint(map.find("max_connections"), config.max_connections, 0, kMaxConnections);
     read_duration(map.find("drain_delay"), config.drain_delay, false);
     read_duration(map.find("drain_timeout"), config.drain_timeout, false);
     if (const Field* admin = map.find("admin")) read_admin(*admin, config.admin);
-    if (const Field* log = map.find("access_log"))
-      read_access_log(*log, config.access_log.emplace());
-    read_bool(map.find("watch_config"), config.watch_config);
-    if (listen_addresses_.empty()) {
+    if (!admin_address_set_) {
       // The admin listener always exists; a listener must not take its default address either.
       listen_addresses_.push_back({config.admin.address,
                                    "the admin listener (its default; set admin.address to move it)",
                                    "admin.address", YAML::Mark::null_mark()});
     }
+    if (const Field* probes = map.find("probes")) read_probes(*probes, config.probes.emplace());
+    if (const Field* watchdog = map.find("watchdog")) {
+      read_duration(watchdog, config.watchdog, false);
+      if (config.watchdog.count() > 0 && config.watchdog < Duration{100}) {
+        error(*watchdog, "must be 0s (off) or at least 100ms");
+      }
+    }
+    if (const Field* log = map.find("access_log"))
+      read_access_log(*log, config.access_log.emplace());
+    read_bool(map.find("watch_config"), config.watch_config);
 
     for (const Field& item : read_list(require(map, "listeners"), "listener")) {
       config.listeners.emplace_back();
@@ -680,13 +688,36 @@ class Loader {
   }
 
   void read_admin(const Field& field, AdminConfig& admin) {
-    MapView map = read_map(field, "admin", {"address"});
+    MapView map = read_map(field, "admin", {"address", "token_file"});
     if (const Field* address = map.find("address")) {
       if (auto parsed = read_address(*address, AddressUse::kListen)) {
         admin.address = *parsed;
+        admin_address_set_ = true;
         listen_addresses_.push_back({*parsed, "the admin listener", address->path, address->mark});
       }
     }
+    if (const Field* token = map.find("token_file")) {
+      if (auto text = scalar(*token, "a file path")) {
+        if (text->empty()) {
+          error(*token, "token_file must not be empty (leave it out for loopback-only control)");
+        } else {
+          admin.token_file = *text;
+          admin.token_location = location(token->mark);
+        }
+      }
+    }
+  }
+
+  void read_probes(const Field& field, ProbesConfig& probes) {
+    MapView map = read_map(field, "probes", {"address"});
+    if (const Field* address = map.find("address")) {
+      if (auto parsed = read_address(*address, AddressUse::kListen)) probes.address = *parsed;
+    }
+    // The probes listener takes its default address unless it names another.
+    const Field* at = map.find("address");
+    listen_addresses_.push_back({probes.address, "the probes listener",
+                                 at != nullptr ? at->path : field.path + ".address",
+                                 at != nullptr ? at->mark : field.mark});
   }
 
   void read_listener(const Field& field, size_t index, ListenerConfig& listener) {
@@ -1675,6 +1706,7 @@ class Loader {
   std::map<std::string, size_t, std::less<>> cluster_indexes_;
   std::vector<ClusterReference> cluster_references_;
   bool cluster_unnamed_ = false;  // some cluster's name could not be read
+  bool admin_address_set_ = false;  // admin.address was given (else its default is checked)
   std::vector<ListenAddress> listen_addresses_;
 };
 

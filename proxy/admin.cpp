@@ -40,8 +40,10 @@ class AdminConnection final : public DeferredDeletable,
   AdminConnection(const AdminConnection&) = delete;
   AdminConnection& operator=(const AdminConnection&) = delete;
 
-  // Takes the accepted socket `fd` and waits for a request.
-  void open(int fd) {
+  // Takes the accepted socket `fd` of a client at `peer` and waits for a request.
+  void open(int fd, const sockaddr_storage& peer) {
+    request_.peer = format_sockaddr(peer);
+    request_.peer_loopback = is_loopback(peer);
     transport_ = TcpTransport::open(&server_.context_, fd);
     if (!transport_) {
       close();
@@ -110,6 +112,9 @@ class AdminConnection final : public DeferredDeletable,
     head_request_ = head.is_head_method;
     request_.from_browser =
         head.find("origin") != nullptr || head.find("sec-fetch-site") != nullptr;
+    const http::Header* authorization = head.find("authorization");
+    request_.authorization.assign(authorization != nullptr ? head.str(authorization->value)
+                                                           : std::string_view());
     return kProceed;
   }
   void on_body(const char*, size_t) override {}
@@ -262,7 +267,10 @@ void AdminServer::accept_connections() {
       hold_off();
       return;
     }
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_storage peer{};
+    socklen_t peer_size = sizeof peer;
+    const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_size,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       const int error = errno;
       if (error == EAGAIN) return;
@@ -273,7 +281,7 @@ void AdminServer::accept_connections() {
     }
     auto* connection = new AdminConnection(*this);
     connections_.push_back(connection);
-    connection->open(fd);
+    connection->open(fd, peer);
   }
 }
 

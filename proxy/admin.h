@@ -31,6 +31,9 @@ struct AdminRequest {
   // A browser sent it for a web page (it carries Origin or Sec-Fetch-Site): a page on any site
   // can make a browser on this host POST to 127.0.0.1 without asking.
   bool from_browser = false;
+  std::string authorization;   // the Authorization header's value, if any
+  std::string peer;            // the client's "address:port"
+  bool peer_loopback = false;  // the client connected from 127.0.0.0/8 or ::1 (or ::ffff:127.x)
 };
 
 struct AdminResponse {

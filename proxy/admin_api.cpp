@@ -1,8 +1,15 @@
 #include "proxy/admin_api.h"
 
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include "config/json.h"
 #include "config/json_writer.h"
@@ -23,6 +30,35 @@ bool reads_state(const std::string& path) {
 bool changes_state(const std::string& path) {
   return path == "/healthcheck/fail" || path == "/healthcheck/ok" || path == "/drain" ||
          path == "/reload";
+}
+
+bool probe_path(const std::string& path) {
+  return path == "/healthz" || path == "/ready" || path == "/metrics";
+}
+
+constexpr const char* kRefusalNames[] = {"browser", "not_loopback", "bad_token"};
+
+// The credentials of "Bearer <token>" (the scheme in any case, RFC 9110 section 11.1); empty
+// for any other value.
+std::string_view bearer_token(std::string_view authorization) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size()) return {};
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (static_cast<char>(std::tolower(static_cast<unsigned char>(authorization[i]))) !=
+        kScheme[i]) {
+      return {};
+    }
+  }
+  std::string_view token = authorization.substr(kScheme.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  return token;
+}
+
+// Compares in time that depends only on the lengths, so a client cannot find the token a byte
+// at a time by timing the refusals.
+bool same_token(std::string_view presented, const std::string& token) {
+  return presented.size() == token.size() &&
+         CRYPTO_memcmp(presented.data(), token.data(), token.size()) == 0;
 }
 
 // "2023-11-14T22:13:20.123Z": UTC, to the millisecond.
@@ -121,6 +157,22 @@ void write_cluster(config::JsonWriter& w, const ClusterStatus& cluster) {
 
 }  // namespace
 
+std::string read_admin_token(const std::string& path, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = "cannot read " + path + ": " + std::strerror(errno);
+    return {};
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string token = text.str();
+  const char* space = " \t\r\n";
+  token.erase(0, std::min(token.size(), token.find_first_not_of(space)));
+  token.erase(token.find_last_not_of(space) + 1);
+  if (token.empty()) *error = path + " holds no token";
+  return token;
+}
+
 std::string clusters_json(const std::vector<ClusterStatus>& clusters) {
   config::JsonWriter w;
   w.begin_object();
@@ -140,22 +192,15 @@ void AdminApi::handle(const AdminRequest& req, std::function<void(AdminResponse)
         {405, kText, std::string("method not allowed: use ") + (reads ? "GET" : "POST") + "\n"});
     return;
   }
-  if (changes_state(req.path) && req.from_browser) {
-    // curl, kubectl, systemd and scripts send neither header; a web page's request always does.
-    respond({403, kText,
-             "refused: a browser's request (Origin or Sec-Fetch-Site) may not " +
-                 req.path.substr(1) + "\n"});
-    return;
+  if (changes_state(req.path)) {
+    std::string refused = refuse_change(req);
+    if (!refused.empty()) {
+      respond({403, kText, refused + "\n"});
+      return;
+    }
   }
-  if (req.path == "/healthz") {
-    respond({200, kText, "ok\n"});
-  } else if (req.path == "/ready") {
-    const std::string why = not_ready_reason();
-    respond(why.empty() ? AdminResponse{200, kText, "ready\n"}
-                        : AdminResponse{503, kText, why + "\n"});
-  } else if (req.path == "/metrics") {
-    respond({200, "text/plain; version=0.0.4; charset=utf-8", target_.metrics_text()});
-  } else if (req.path == "/config") {
+  if (answer_probe(req, respond)) return;
+  if (req.path == "/config") {
     respond({200, "application/json", config::to_json(target_.current_config()) + "\n"});
   } else if (req.path == "/clusters") {
     target_.cluster_status([respond = std::move(respond)](std::vector<ClusterStatus> clusters) {
@@ -181,7 +226,80 @@ void AdminApi::handle(const AdminRequest& req, std::function<void(AdminResponse)
   }
 }
 
+void AdminApi::handle_probe(const AdminRequest& req, std::function<void(AdminResponse)> respond) {
+  if (probe_path(req.path) && req.method != "GET" && req.method != "HEAD") {
+    respond({405, kText, "method not allowed: use GET\n"});
+    return;
+  }
+  if (!answer_probe(req, respond)) {
+    respond({404, kText,
+             "not found; the probes listener answers GET /healthz /ready /metrics (the rest is "
+             "on the admin listener)\n"});
+  }
+}
+
+bool AdminApi::answer_probe(const AdminRequest& req, std::function<void(AdminResponse)>& respond) {
+  if (req.path == "/healthz") {
+    const std::string stall = target_.worker_stall();
+    respond(stall.empty() ? AdminResponse{200, kText, "ok\n"}
+                          : AdminResponse{503, kText, stall + "\n"});
+  } else if (req.path == "/ready") {
+    const std::string why = not_ready_reason();
+    respond(why.empty() ? AdminResponse{200, kText, "ready\n"}
+                        : AdminResponse{503, kText, why + "\n"});
+  } else if (req.path == "/metrics") {
+    respond({200, "text/plain; version=0.0.4; charset=utf-8", target_.metrics_text()});
+  } else {
+    return false;
+  }
+  return true;
+}
+
+std::string AdminApi::refuse_change(const AdminRequest& req) {
+  Refusal reason = kBrowser;
+  std::string text;
+  const std::string action = "POST " + req.path;
+  const std::string& token_file = target_.current_config().admin.token_file;
+  if (req.from_browser) {
+    // curl, kubectl, systemd and scripts send neither header; a web page's request always does.
+    text = "refused: a browser's request (Origin or Sec-Fetch-Site) may not " + req.path.substr(1);
+  } else if (req.peer_loopback) {
+    return {};
+  } else if (token_file.empty()) {
+    reason = kNotLoopback;
+    text = "refused: only a client on loopback may " + action +
+           " (admin.token_file would allow a bearer token from elsewhere)";
+  } else if (std::string_view presented = bearer_token(req.authorization); presented.empty()) {
+    reason = kNotLoopback;
+    text = "refused: " + action + " from another host needs Authorization: Bearer <token>";
+  } else {
+    std::string error;
+    const std::string token = read_admin_token(token_file, &error);
+    if (!token.empty() && same_token(presented, token)) return {};
+    reason = kBadToken;
+    text = "refused: the bearer token is not the admin token";
+    if (token.empty()) {
+      log::error("cannot read the admin token: every token is refused")
+          .str("token_file", token_file)
+          .str("error", error);
+    }
+  }
+  ++refused_[reason];
+  log::warn("admin request refused")
+      .str("path", req.path)
+      .str("peer", req.peer)
+      .str("reason", kRefusalNames[reason]);
+  return text;
+}
+
+std::vector<std::pair<const char*, uint64_t>> AdminApi::refusals() const {
+  std::vector<std::pair<const char*, uint64_t>> out;
+  for (size_t r = 0; r < kRefusals; ++r) out.emplace_back(kRefusalNames[r], refused_[r]);
+  return out;
+}
+
 std::string AdminApi::not_ready_reason() const {
+  if (!target_.serving()) return "starting: the workers have not taken the config yet";
   if (target_.draining()) return "draining";
   if (failed_on_purpose_) {
     return "failed on purpose (POST /healthcheck/fail; POST /healthcheck/ok to undo)";

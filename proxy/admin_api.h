@@ -1,8 +1,10 @@
 #pragma once
 // The admin API: what each path of the admin listener (admin.h) answers. GET /healthz /ready
 // /metrics /config /clusters read the process's state; POST /reload /healthcheck/fail
-// /healthcheck/ok /drain act on it.
+// /healthcheck/ok /drain act on it, and answer only to a peer on loopback or to the bearer token
+// of admin.token_file. The probes listener answers GET /healthz /ready /metrics and nothing else.
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -32,6 +34,10 @@ struct ClusterStatus {
   std::vector<Pools> pools;  // index as health.endpoints
 };
 
+// The token of admin.token_file `path`: its contents without surrounding whitespace (a Secret's
+// file often ends in a newline). Empty, with *error, when it cannot be read or holds no token.
+std::string read_admin_token(const std::string& path, std::string* error);
+
 // What the admin API reads of the process and asks of it (main thread). The Server implements
 // it. The admin API sees this much and no more, so admin_api.cpp does not include server.h: the
 // admin job and the server's jobs (reload, lifecycle) do not depend on each other's code, and
@@ -42,6 +48,10 @@ class AdminTarget {
   // GET /metrics: the Prometheus text exposition.
   virtual std::string metrics_text() const = 0;
   virtual bool draining() const = 0;
+  // Every worker runs the config it started with (so the listeners it was given accept).
+  virtual bool serving() const = 0;
+  // Why /healthz fails: a worker loop that has not turned for `watchdog`; empty when all turn.
+  virtual std::string worker_stall() const = 0;
   // Why a cluster that readiness.require_healthy names keeps /ready at 503; empty when none does.
   virtual std::string clusters_not_ready() const = 0;
   // Server::reload: false, with the errors in *message, when the new config was refused; else
@@ -66,18 +76,28 @@ class AdminApi {
   AdminApi(const AdminApi&) = delete;
   AdminApi& operator=(const AdminApi&) = delete;
 
-  // An AdminHandler (admin.h): `respond` is called exactly once, now or later.
+  // AdminHandlers (admin.h): `respond` is called exactly once, now or later. handle() serves
+  // the admin listener, handle_probe() the probes listener.
   void handle(const AdminRequest& req, std::function<void(AdminResponse)> respond);
+  void handle_probe(const AdminRequest& req, std::function<void(AdminResponse)> respond);
 
   // Why /ready is 503; empty when ready.
   std::string not_ready_reason() const;
+  // Refused state-changing requests by reason, for bulwark_admin_requests_refused_total.
+  std::vector<std::pair<const char*, uint64_t>> refusals() const;
 
  private:
+  enum Refusal { kBrowser, kNotLoopback, kBadToken, kRefusals };
+  // Answers GET /healthz /ready /metrics (true), or does nothing (false) for any other request.
+  bool answer_probe(const AdminRequest& req, std::function<void(AdminResponse)>& respond);
+  // Empty when `req` may change state, else why not (and the refusal is counted and logged).
+  std::string refuse_change(const AdminRequest& req);
   void set_failed_on_purpose(bool fail);
   void reload(std::function<void(AdminResponse)> respond);
 
   AdminTarget& target_;
   bool failed_on_purpose_ = false;  // POST /healthcheck/fail, until POST /healthcheck/ok
+  std::array<uint64_t, kRefusals> refused_{};
 };
 
 // The body of GET /clusters: one line of JSON, ending in a newline.

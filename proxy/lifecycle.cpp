@@ -117,12 +117,13 @@ void Server::finish() {
   stop_tls_watch();
   uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
   admin_.close();
+  probes_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigusr1_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_delay_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timeout_timer_), nullptr);
-  stop_systemd_notify();
+  stop_watchdog();
   tasks_.close();
   // Admin client connections still open would keep the loop alive; the process exits right
   // after, so their objects are not freed.
@@ -136,24 +137,29 @@ void Server::finish() {
 
 // --- systemd notifications (sd_notify.h) ---------------------------------------------------------
 
+void Server::start_watchdog() {
+  watchdog_ = std::make_unique<LoopWatchdog>(
+      &loop_, notifier_, workers_.size(),
+      [this](size_t w, std::function<void()> fn) { workers_[w]->post(std::move(fn)); },
+      config_->watchdog);
+  watchdog_->start();
+}
+
 void Server::start_systemd_notify() {
   if (!notifier_.enabled()) return;
   std::string status = "serving: " + std::to_string(workers_.size()) + " workers, listeners";
   for (const auto& l : config_->listeners) status += " " + l.name;
   notifier_.ready(status);
-  watchdog_ = std::make_unique<SystemdWatchdog>(
-      &loop_, notifier_, workers_.size(),
-      [this](size_t w, std::function<void()> fn) { workers_[w]->post(std::move(fn)); });
-  watchdog_->start();
 }
 
 void Server::notify_stopping(const char* why) {
   notifier_.stopping(std::string("draining after ") + why);
-  // systemd stops watching once the service is stopping; the drain has its own timeouts.
-  if (watchdog_) watchdog_->stop();
+  // systemd stops watching once the service is stopping; the drain has its own timeouts. The
+  // heartbeats go on: /healthz still tells a stuck loop.
+  if (watchdog_) watchdog_->stop_pings();
 }
 
-void Server::stop_systemd_notify() {
+void Server::stop_watchdog() {
   if (watchdog_) watchdog_->close();
 }
 

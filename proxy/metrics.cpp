@@ -436,9 +436,16 @@ struct BuildAndConfigFamilies {
                                     "When the config in force was loaded (start or reload), since "
                                     "the Unix epoch.",
                                     MetricType::Gauge);
+  MetricFamily admin_refused =
+      family("bulwark_admin_requests_refused_total",
+             "State-changing admin requests refused, by reason (browser: sent by a web page; "
+             "not_loopback: from another host without a token; bad_token: a wrong token).",
+             MetricType::Counter);
 
   void move_to(std::vector<MetricFamily>& out) {
-    for (auto* f : {&build, &reloads, &generation, &last_reload}) out.push_back(std::move(*f));
+    for (auto* f : {&build, &reloads, &generation, &last_reload, &admin_refused}) {
+      out.push_back(std::move(*f));
+    }
   }
 };
 
@@ -448,6 +455,9 @@ void add_build_and_config_metrics(BuildAndConfigFamilies& f, const SharedGauges&
   add_counter(f.reloads, {{"result", "failure"}}, shared.reloads_failed);
   add_gauge(f.generation, {}, static_cast<double>(shared.generation));
   add_gauge(f.last_reload, {}, shared.last_reload_success_s);
+  for (const auto& [reason, count] : shared.admin_refused) {
+    add_counter(f.admin_refused, {{"reason", reason}}, count);
+  }
 }
 
 // The standard process metrics, named as the Prometheus client libraries name them. Without

@@ -156,6 +156,8 @@ struct SharedGauges {
   double last_reload_success_s = 0;                   // since the epoch
   std::vector<std::vector<int64_t>> bulkhead_queued;  // [listener][route]; -1: no bulkhead
   uint64_t process_connection_limit = 0;              // max_connections in force (0: none)
+  // State-changing admin requests refused, by reason (AdminApi::refusals()).
+  std::vector<std::pair<const char*, uint64_t>> admin_refused;
   // TLS of each listener and cluster that has it (TlsContexts::views()).
   struct Tls {
     const char* side;  // "listener" | "cluster"

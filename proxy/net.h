@@ -14,6 +14,8 @@ namespace bulwark {
 int to_sockaddr(const config::SocketAddress& address, sockaddr_storage* out);
 // "127.0.0.1:8080" or "[::1]:8080".
 std::string format_sockaddr(const sockaddr_storage& addr);
+// 127.0.0.0/8, ::1, or an IPv4-mapped 127.x (::ffff:127.0.0.1 on a dual-stack socket).
+bool is_loopback(const sockaddr_storage& addr);
 // A bound, listening, non-blocking socket with SO_REUSEADDR, and with `reuseport` SO_REUSEPORT
 // (so each worker can have its own on the same port). Returns the fd, or a negative errno;
 // *error names the failed step.

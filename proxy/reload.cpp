@@ -111,7 +111,19 @@ std::shared_ptr<const config::Config> Server::keep_restart_settings(
   if (next->admin.address.text() != config_->admin.address.text()) {
     log::warn("admin.address changes at the next restart")
         .str("running", config_->admin.address.text());
-    next->admin = config_->admin;
+    next->admin.address = config_->admin.address;
+  }
+  // The token file is read at each request that needs it: a change applies at once.
+  const std::string probes_before = config_->probes ? config_->probes->address.text() : "none";
+  const std::string probes_after = next->probes ? next->probes->address.text() : "none";
+  if (probes_after != probes_before) {
+    log::warn("probes.address changes at the next restart").str("running", probes_before);
+    next->probes = config_->probes;
+  }
+  if (next->watchdog != config_->watchdog) {
+    log::warn("watchdog changes at the next restart")
+        .num("running_ms", static_cast<int64_t>(config_->watchdog.count()));
+    next->watchdog = config_->watchdog;
   }
   if ((next->access_log.has_value() != config_->access_log.has_value()) ||
       (next->access_log &&

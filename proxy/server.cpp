@@ -11,8 +11,12 @@ namespace bulwark {
 
 Server::Server(std::shared_ptr<const config::Config> config)
     : config_(std::move(config)),
-      admin_(&loop_, [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
-        admin_api_.handle(r, std::move(respond));
+      admin_(&loop_,
+             [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
+               admin_api_.handle(r, std::move(respond));
+             }),
+      probes_(&loop_, [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
+        admin_api_.handle_probe(r, std::move(respond));
       }) {
   uv_loop_init(&loop_);
   tasks_.init(&loop_);
@@ -46,18 +50,23 @@ int Server::run() {
   ListenerFds fds;
   if (!bind_new_listeners(*config_, &fds)) return 1;
   for (const auto& l : config_->listeners) bound_.push_back(listener_key(l));
-  if (!listen_admin()) return 1;
+  if (!check_admin_token() || !listen_admin()) return 1;
   start_workers(std::move(fds));
   install_signal_handlers();
   init_drain_timers();
   if (config_->watch_config) start_config_watch();
   watch_tls_files();
-
-  log::info("started")
-      .num("workers", static_cast<int64_t>(config_->workers))
-      .str("version", BULWARK_VERSION)
-      .str("config", config_->source_file);
-  start_systemd_notify();
+  start_watchdog();
+  // Serving once every worker loop has turned with its config: only then is /ready 200, the
+  // log says "started" and systemd hears READY=1.
+  after_workers_applied([this] {
+    serving_ = true;
+    log::info("started")
+        .num("workers", static_cast<int64_t>(config_->workers))
+        .str("version", BULWARK_VERSION)
+        .str("config", config_->source_file);
+    if (!draining_) start_systemd_notify();  // a SIGTERM that came first said STOPPING=1
+  });
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
   log::info("stopped");
@@ -92,23 +101,42 @@ bool Server::open_access_log() {
   return true;
 }
 
-bool Server::listen_admin() {
-  std::string admin_address;
-  int rc = admin_.listen(config_->admin.address, &admin_address);
-  if (rc != 0) {
-    log::error("cannot listen")
-        .str("listener", "admin")
-        .str("address", config_->admin.address.text())
-        .str("error", uv_strerror(rc));
+bool Server::check_admin_token() const {
+  const config::AdminConfig& admin = config_->admin;
+  if (admin.token_file.empty()) return true;
+  std::string error;
+  if (read_admin_token(admin.token_file, &error).empty()) {
+    log::error("admin.token_file holds no usable token").str("error", error);
     return false;
   }
-  log::info("listening").str("listener", "admin").str("address", admin_address);
+  return true;
+}
+
+bool Server::listen_admin() {
+  const bool probes = config_->probes.has_value();
+  for (AdminServer* server : {&admin_, &probes_}) {
+    if (server == &probes_ && !probes) break;
+    const char* name = server == &admin_ ? "admin" : "probes";
+    const config::SocketAddress& address =
+        server == &admin_ ? config_->admin.address : config_->probes->address;
+    std::string bound;
+    int rc = server->listen(address, &bound);
+    if (rc != 0) {
+      log::error("cannot listen")
+          .str("listener", name)
+          .str("address", address.text())
+          .str("error", uv_strerror(rc));
+      return false;
+    }
+    log::info("listening").str("listener", name).str("address", bound);
+  }
   const std::string& admin_host = config_->admin.address.host;
   if (admin_host.rfind("127.", 0) != 0 && admin_host != "::1") {
     log::warn(
-        "the admin listener is reachable from other hosts; it can drain bulwark and fail "
-        "its readiness: bind it to 127.0.0.1 unless a firewall guards it")
-        .str("address", admin_address);
+        "the admin listener is reachable from other hosts: its reads (/config, /clusters) are "
+        "open to them, and its POSTs answer them only with admin.token_file's token; set "
+        "probes.address for the kubelet and Prometheus and keep admin on 127.0.0.1")
+        .str("address", config_->admin.address.text());
   }
   return true;
 }
@@ -167,6 +195,7 @@ SharedGauges Server::shared_gauges() const {
     g.circuits.push_back(circuit);
     g.health.push_back(runtime->health->view());
   }
+  g.admin_refused = admin_api_.refusals();
   g.reloads_ok = reloads_ok_;
   g.reloads_failed = reloads_failed_;
   g.generation = applied_generation_;

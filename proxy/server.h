@@ -28,6 +28,7 @@
 #include "proxy/sd_notify.h"
 #include "proxy/task_queue.h"
 #include "proxy/tls_contexts.h"
+#include "proxy/watchdog.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -65,7 +66,10 @@ class Server : private AdminTarget {
   // --- Start and state (server.cpp) ---
   bool open_access_log();
   void warn_unverified_tls() const;  // a cluster with tls.verify false gets a warning
+  // The admin listener and, when configured, the probes listener.
   bool listen_admin();
+  // admin.token_file must hold a token at start (afterwards it is read at each use).
+  bool check_admin_token() const;
   // Starts one worker per config_->workers, each with its listening sockets from `fds`.
   void start_workers(ListenerFds fds);
   // Publishes a cluster's new endpoint set to every worker (main thread), after its health
@@ -80,6 +84,10 @@ class Server : private AdminTarget {
   const config::Config& current_config() const override { return *config_; }
   std::string metrics_text() const override;
   bool draining() const override { return draining_; }
+  bool serving() const override { return serving_; }
+  std::string worker_stall() const override {
+    return watchdog_ ? watchdog_->stalled_reason() : std::string();
+  }
   std::string clusters_not_ready() const override;
   void drain() override { begin_drain("POST /drain", false); }
   void cluster_status(std::function<void(std::vector<ClusterStatus>)> done) override;
@@ -133,11 +141,12 @@ class Server : private AdminTarget {
   void begin_drain(const char* why, bool exit = true);
   void on_worker_drained();
   void finish();
-  // systemd (sd_notify.h): READY=1 and the watchdog once serving, STOPPING=1 when the drain
-  // begins, the watchdog timer closed at finish.
+  // The worker loop watchdog (watchdog.h) for /healthz and systemd, closed at finish.
+  void start_watchdog();
+  void stop_watchdog();
+  // systemd (sd_notify.h): READY=1 once serving, STOPPING=1 when the drain begins.
   void start_systemd_notify();
   void notify_stopping(const char* why);
-  void stop_systemd_notify();
   // systemd notifications around a configuration reload (main thread): notify_reloading() when
   // the reload starts (RELOADING=1 with MONOTONIC_USEC), notify_reloaded() when it is over,
   // applied or rejected (READY=1 with `status`). No-ops without NOTIFY_SOCKET.
@@ -152,7 +161,8 @@ class Server : private AdminTarget {
   std::unique_ptr<AccessLog> access_log_;  // null when off; outlives the workers
   uv_timer_t drain_delay_timer_, drain_timeout_timer_;
   AdminApi admin_api_{*this};
-  AdminServer admin_;  // answers with admin_api_
+  AdminServer admin_;   // answers with admin_api_
+  AdminServer probes_;  // answers with admin_api_ too; listening only with config_->probes
   filters::MonotonicClock clock_;
   std::vector<std::unique_ptr<ClusterRuntime>> clusters_;  // index as config_->clusters
   // Clusters a reload removed or changed: stopped, kept until exit (their callbacks may run).
@@ -180,11 +190,12 @@ class Server : private AdminTarget {
   uv_signal_t sighup_;
   size_t workers_drained_ = 0;
   bool draining_ = false;
+  bool serving_ = false;  // every worker has run its first config
   bool exit_after_drain_ = true;  // false after POST /drain: keep running once drained
   bool drained_ = false;
   bool finished_ = false;
   SystemdNotifier notifier_ = SystemdNotifier::from_environment();
-  std::unique_ptr<SystemdWatchdog> watchdog_;  // uses notifier_
+  std::unique_ptr<LoopWatchdog> watchdog_;  // uses notifier_
 };
 
 }  // namespace bulwark

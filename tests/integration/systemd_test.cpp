@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "tests/integration/proxy_fixture.h"
+#include "tests/integration/thread_stopper.h"
 
 using namespace bulwark::test;
 
@@ -120,50 +121,6 @@ std::string describe(const std::vector<FakeSystemd::Message>& messages) {
   }
   return out;
 }
-
-// Stops every thread of a process except its main one with ptrace (PTRACE_SEIZE, then
-// PTRACE_INTERRUPT), the way a stuck loop stops turning, and lets them run again (PTRACE_DETACH)
-// when destroyed. Call it from the thread that will destroy it: ptrace ties a tracee to the
-// tracing thread. Stop threads while they are idle, so none holds a lock the main thread needs.
-class ThreadStopper {
- public:
-  ThreadStopper() = default;
-  ThreadStopper(const ThreadStopper&) = delete;
-  ThreadStopper& operator=(const ThreadStopper&) = delete;
-  ~ThreadStopper() {
-    for (pid_t tid : stopped_) ::ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
-  }
-
-  // Returns "" when every thread but `pid` itself is stopped, else what failed.
-  std::string stop_all_but_main(pid_t pid) {
-    const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-    DIR* dir = ::opendir(tasks.c_str());
-    if (dir == nullptr) return "cannot list " + tasks + ": " + std::strerror(errno);
-    std::vector<pid_t> tids;
-    while (const dirent* entry = ::readdir(dir)) {
-      pid_t tid = static_cast<pid_t>(std::atoi(entry->d_name));
-      if (tid > 0 && tid != pid) tids.push_back(tid);
-    }
-    ::closedir(dir);
-    if (tids.empty()) return "no thread besides the main one in " + tasks;
-    for (pid_t tid : tids) {
-      if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
-        return "ptrace(PTRACE_SEIZE) of thread " + std::to_string(tid) + ": " +
-               std::strerror(errno) + " (the test needs ptrace on its child)";
-      }
-      stopped_.push_back(tid);
-      int status = 0;
-      if (::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0 ||
-          ::waitpid(tid, &status, __WALL) != tid || !WIFSTOPPED(status)) {
-        return "cannot stop thread " + std::to_string(tid) + ": " + std::strerror(errno);
-      }
-    }
-    return "";
-  }
-
- private:
-  std::vector<pid_t> stopped_;
-};
 
 }  // namespace
 
@@ -262,7 +219,8 @@ TEST_CASE("systemd: a worker loop that is stuck stops the watchdog pings") {
   size_t pings = count_with(systemd.messages(), "WATCHDOG=1");
 
   // Ten intervals without a ping (systemd would restart bulwark after WATCHDOG_USEC), while the
-  // main thread is well: the admin listener answers.
+  // main thread is well: the admin listener answers, and /healthz stays 200 until the stall has
+  // lasted `watchdog` (10 s by default; see admin_controls_test.cpp).
   bool pinged = systemd.wait_for([&](const auto& m) { return count_with(m, "WATCHDOG=1") > pings; },
                                  Millis{1000});
   INFO(describe(systemd.messages()) << bulwark.logs_text());

@@ -368,6 +368,9 @@ class ClientConn : public HttpConn {
   // Connects to 127.0.0.1:port. A receive buffer size > 0 is set before connecting, so that the
   // TCP window stays small (for tests of backpressure). False on failure or timeout.
   bool connect(uint16_t port, Millis timeout = kDefaultTimeout, int receive_buffer = 0);
+  // Connects to `destination`, from `source` when given (a local address to bind first).
+  bool connect(const sockaddr_in& destination, const sockaddr_in* source,
+               Millis timeout = kDefaultTimeout, int receive_buffer = 0);
 
   bool send(std::string_view raw, Millis timeout = kDefaultTimeout) { return write(raw, timeout); }
 
@@ -512,6 +515,10 @@ sockaddr_in loopback(uint16_t port);
 // listener a test starts later. For an endpoint that must refuse connections, use RefusingPort:
 // under a parallel ctest another test's listener may take a port this returned.
 uint16_t unused_port();
+
+// An IPv4 address of this host's that is not loopback (an interface that is up), if it has one:
+// a client bound to it reaches a listener on 0.0.0.0 as a peer from another host would.
+std::optional<std::string> non_loopback_ipv4();
 
 // A port on 127.0.0.1 that refuses connections for as long as this object lives: a socket bound
 // to it that never listens, so no other socket can take the port meanwhile (another test's

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -538,6 +540,11 @@ bool HttpConn::read_close_delimited_body(std::string& out, uint64_t& counter, co
 ClientConn::ClientConn(uint16_t port, Millis timeout) { connect(port, timeout); }
 
 bool ClientConn::connect(uint16_t port, Millis timeout, int receive_buffer) {
+  return connect(loopback(port), nullptr, timeout, receive_buffer);
+}
+
+bool ClientConn::connect(const sockaddr_in& destination, const sockaddr_in* source, Millis timeout,
+                         int receive_buffer) {
   close();
   buf_.clear();
   pos_ = 0;
@@ -549,8 +556,13 @@ bool ClientConn::connect(uint16_t port, Millis timeout, int receive_buffer) {
   }
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  auto address = loopback(port);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+  if (source != nullptr &&
+      ::bind(fd, reinterpret_cast<const sockaddr*>(source), sizeof *source) != 0) {
+    ::close(fd);
+    return fail(ReadError::kIo, std::string("bind to the source failed: ") + std::strerror(errno));
+  }
+  const sockaddr_in address = destination;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
     if (errno != EINPROGRESS) {
       ::close(fd);
       return fail(ReadError::kIo, std::string("connect failed: ") + std::strerror(errno));
@@ -889,6 +901,21 @@ void TestUpstream::stop() {
   ::close(listen_fd_);
   ::close(wake_pipe_[0]);
   ::close(wake_pipe_[1]);
+}
+
+std::optional<std::string> non_loopback_ipv4() {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return std::nullopt;
+  std::optional<std::string> found;
+  for (ifaddrs* i = list; i != nullptr && !found; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if ((i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    char text[INET_ADDRSTRLEN];
+    const auto* a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+    if (::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text) != nullptr) found = text;
+  }
+  ::freeifaddrs(list);
+  return found;
 }
 
 uint16_t unused_port() {

@@ -166,6 +166,7 @@ clusters:
   CHECK(
       json ==
       R"({"source_file":"test.yaml","workers":0,"max_connections":0,"admin":{"address":"127.0.0.1:9901"},)"
+      R"("watchdog":"10s",)"
       R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
       R"("request_headers_timeout":"10s","idle_timeout":"5m","stream_idle_timeout":"5m",)"
       R"("max_request_headers_size":"60KiB","max_request_headers":100,"trusted_hops":0,)"

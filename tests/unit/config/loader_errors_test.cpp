@@ -102,11 +102,13 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
   check_only_errors({
       {"top level", at_top("foo: 1\n"), 1, 1,
        "unknown key 'foo' at top level; expected one of: workers, max_connections, drain_delay, "
-       "drain_timeout, admin, listeners, clusters"},
+       "drain_timeout, admin, probes, watchdog, listeners, clusters"},
       {"near miss at top level", at_top("worker: 2\n"), 1, 1,
        "unknown key 'worker' at top level (did you mean 'workers'?); expected one of: workers,"},
       {"admin", at_top("admin:\n  port: 9901\n"), 2, 3,
-       "admin: unknown key 'port' in admin; expected one of: address"},
+       "admin: unknown key 'port' in admin; expected one of: address, token_file"},
+      {"probes", at_top("probes:\n  port: 9902\n"), 2, 3,
+       "probes: unknown key 'port' in probes; expected one of: address"},
       {"listener", in_listener("    max_headers: 1\n"), 4, 5,
        "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
        "request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
@@ -861,6 +863,30 @@ TEST_CASE("listening addresses must not collide") {
       {"admin by default", with_listener_address("0.0.0.0:9901"), 3, 14,
        "listeners[0].address: address 0.0.0.0:9901 collides with 127.0.0.1:9901 of the admin "
        "listener (its default; set admin.address to move it)"},
+      {"probes", at_top("probes: {address: '0.0.0.0:8080'}\n"), 4, 14,
+       "listeners[0].address: address 127.0.0.1:8080 collides with 0.0.0.0:8080 of the probes "
+       "listener"},
+      {"probes and admin", at_top("probes: {address: '0.0.0.0:9901'}\n"), 1, 19,
+       "probes.address: address 0.0.0.0:9901 collides with 127.0.0.1:9901 of the admin listener"},
+      {"probes by default", with_listener_address("0.0.0.0:9902").insert(0, "probes: {}\n"), 4,
+       14,
+       "listeners[0].address: address 0.0.0.0:9902 collides with 0.0.0.0:9902 of the probes "
+       "listener"},
+  });
+}
+
+TEST_CASE("probes, watchdog and the admin token file are checked") {
+  check_only_errors({
+      {"probes DNS name", at_top("probes:\n  address: localhost:9902\n"), 2, 12,
+       "probes.address: must be an IP address to listen on, not a DNS name"},
+      {"probes not a map", at_top("probes: 0.0.0.0:9902\n"), 1, 9,
+       "probes: expected a map (probes), got a string"},
+      {"watchdog too short", at_top("watchdog: 50ms\n"), 1, 11,
+       "watchdog: must be 0s (off) or at least 100ms"},
+      {"watchdog not a duration", at_top("watchdog: soon\n"), 1, 11,
+       "watchdog: invalid duration 'soon'"},
+      {"empty token file", at_top("admin: {token_file: ''}\n"), 1, 21,
+       "admin.token_file: token_file must not be empty"},
   });
 }
 
@@ -973,8 +999,8 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "readiness: unknown key 'require' in readiness; expected one of: require_healthy"},
       {"top level", at_top("readyness: {}\n"), 1, 1,
        "unknown key 'readyness' at top level (did you mean 'readiness'?); expected one of: "
-       "workers, max_connections, drain_delay, drain_timeout, admin, listeners, clusters, "
-       "readiness"},
+       "workers, max_connections, drain_delay, drain_timeout, admin, probes, watchdog, "
+       "listeners, clusters, readiness"},
       {"duplicate", in_health_check("      interval: 1s\n      interval: 2s\n"), 12, 7,
        "clusters[0].health_check: duplicate key 'interval' in health check (first set on line "
        "11)"},

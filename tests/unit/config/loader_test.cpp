@@ -337,6 +337,9 @@ clusters:
   CHECK(c.drain_timeout == seconds(20));
   CHECK(c.admin.address.text() == "127.0.0.1:9901");
   CHECK(c.admin.address.is_ip);
+  CHECK(c.admin.token_file.empty());
+  CHECK_FALSE(c.probes.has_value());
+  CHECK(c.watchdog == seconds(10));
 
   const ListenerConfig& in = c.listeners.at(0);
   CHECK(in.request_headers_timeout == seconds(10));
@@ -400,6 +403,7 @@ clusters:
 TEST_CASE("optional sections may be present but empty") {
   LoadResult result = load(R"(
 admin: {}
+probes: {}
 listeners:
   - name: in
     address: 127.0.0.1:8080
@@ -426,6 +430,8 @@ clusters:
   CHECK(route.match.path.value == "/");
   CHECK(route.prefix_rewrite == "/root/");  // allowed: the default match is a prefix
   CHECK(result.config->admin.address.text() == "127.0.0.1:9901");
+  REQUIRE(result.config->probes.has_value());
+  CHECK(result.config->probes->address.text() == "0.0.0.0:9902");  // public: for the kubelet
   CHECK(result.config->clusters.at(0).pool.max_connections == 1024);
 
   // An empty policy block turns the policy on with its defaults.
@@ -1064,6 +1070,46 @@ TEST_CASE("load_config_file reads a file and names it in the config and in error
 TEST_CASE("ConfigError::to_string puts the place first") {
   CHECK(ConfigError{"a.yaml", 3, 7, "workers: bad"}.to_string() == "a.yaml:3:7: workers: bad");
   CHECK(ConfigError{"a.yaml", 0, 0, "cannot read"}.to_string() == "a.yaml: cannot read");
+}
+
+TEST_CASE("probes, watchdog and the admin token file load into the structs") {
+  LoadResult result = load(R"(
+admin: {address: 127.0.0.1:9901, token_file: /var/run/secrets/bulwark/admin-token}
+probes: {address: '[::]:9902'}
+watchdog: 2s
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - name: all
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+)");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  CHECK(c.admin.token_file == "/var/run/secrets/bulwark/admin-token");
+  CHECK(c.admin.token_location.line == 1);
+  CHECK(c.admin.token_location.column == 46);
+  REQUIRE(c.probes.has_value());
+  CHECK(c.probes->address.text() == "[::]:9902");
+  CHECK(c.watchdog == seconds(2));
+
+  LoadResult off = load(R"(
+watchdog: 0s
+listeners:
+  - name: in
+    address: 127.0.0.1:8080
+    routes:
+      - name: all
+        cluster: app
+clusters:
+  - name: app
+    endpoints: [127.0.0.1:9000]
+)");
+  CHECK_LOADS(off);
+  CHECK(off.config->watchdog.count() == 0);
 }
 
 }  // namespace

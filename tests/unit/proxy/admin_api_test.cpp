@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -24,6 +27,10 @@ class FakeTarget : public AdminTarget {
   const config::Config& current_config() const override { return config; }
   std::string metrics_text() const override { return "# metrics\n"; }
   bool draining() const override { return is_draining; }
+  bool is_serving = true;
+  bool serving() const override { return is_serving; }
+  std::string stall;
+  std::string worker_stall() const override { return stall; }
   std::string clusters_not_ready() const override { return cluster_reason; }
   bool reload(const char*, std::string* message, std::function<void()> done) override {
     if (!reload_error.empty()) {
@@ -43,11 +50,21 @@ class FakeTarget : public AdminTarget {
   }
 };
 
+// A request from a client on loopback.
+AdminRequest request(const std::string& method, const std::string& path) {
+  AdminRequest r;
+  r.method = method;
+  r.path = path;
+  r.peer = "127.0.0.1:40000";
+  r.peer_loopback = true;
+  return r;
+}
+
 // Sends one request; the answer, or nullopt while none was given.
 std::optional<AdminResponse> ask(AdminApi& api, const std::string& method,
                                  const std::string& path) {
   std::optional<AdminResponse> answer;
-  api.handle({method, path, ""}, [&](AdminResponse r) {
+  api.handle(request(method, path), [&](AdminResponse r) {
     CHECK_FALSE(answer.has_value());  // exactly once
     answer = std::move(r);
   });
@@ -72,7 +89,7 @@ TEST_CASE("the admin API takes one method per path (HEAD with GET) and says whic
   CHECK(target.drains == 0);
   CHECK_FALSE(target.reload_done);  // GET /reload did not reload
   // A web page cannot make a browser change state: it always sends Origin (or Sec-Fetch-Site).
-  AdminRequest from_page{"POST", "/drain", ""};
+  AdminRequest from_page = request("POST", "/drain");
   from_page.from_browser = true;
   std::optional<AdminResponse> refused;
   api.handle(from_page, [&](AdminResponse r) { refused = std::move(r); });
@@ -117,7 +134,7 @@ TEST_CASE("POST /reload answers once the workers run the new config, or at once 
   FakeTarget target;
   AdminApi api(target);
   std::optional<AdminResponse> answer;
-  api.handle({"POST", "/reload", ""}, [&](AdminResponse r) { answer = std::move(r); });
+  api.handle(request("POST", "/reload"), [&](AdminResponse r) { answer = std::move(r); });
   CHECK_FALSE(answer.has_value());
   REQUIRE(target.reload_done);
   target.reload_done();
@@ -217,6 +234,108 @@ TEST_CASE("/clusters writes each cluster and endpoint with its fields in a fixed
         R"({"name":"127.0.0.1:9000","address":"127.0.0.1:9000","priority":0,"weight":1,)"
         R"("routable":true,"active_requests":0,"connections":0,"idle_connections":0}]}]})"
         "\n");
+}
+
+// The answer to `r` from the admin (or, with `probe`, the probes) handler.
+std::optional<AdminResponse> send(AdminApi& api, const AdminRequest& r, bool probe = false) {
+  std::optional<AdminResponse> answer;
+  auto respond = [&](AdminResponse resp) { answer = std::move(resp); };
+  probe ? api.handle_probe(r, respond) : api.handle(r, respond);
+  return answer;
+}
+
+TEST_CASE("a state change from beyond loopback needs the token, compared in full") {
+  FakeTarget target;
+  AdminApi api(target);
+  AdminRequest remote = request("POST", "/drain");
+  remote.peer = "10.1.2.3:5555";
+  remote.peer_loopback = false;
+  auto r = send(api, remote);
+  CHECK(r->status == 403);
+  CHECK(r->body ==
+        "refused: only a client on loopback may POST /drain (admin.token_file would allow a "
+        "bearer token from elsewhere)\n");
+
+  const std::string file = "/tmp/bulwark-admin-api-test-token-" + std::to_string(::getpid());
+  {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs("  tok-3n\n", f);
+    std::fclose(f);
+  }
+  target.config.admin.token_file = file;
+  CHECK(send(api, remote)->body ==
+        "refused: POST /drain from another host needs Authorization: Bearer <token>\n");
+  for (const char* wrong : {"Bearer tok-3", "Bearer tok-3nn", "Bearer  tok-3N", "Token tok-3n",
+                            "Bearer", "Bearer "}) {
+    CAPTURE(wrong);
+    remote.authorization = wrong;
+    CHECK(send(api, remote)->status == 403);
+  }
+  CHECK(target.drains == 0);
+  remote.authorization = "BEARER tok-3n";
+  CHECK(send(api, remote)->status == 200);
+  CHECK(target.drains == 1);
+  // A browser is refused even with the token, even on loopback.
+  remote.from_browser = true;
+  CHECK(send(api, remote)->status == 403);
+  AdminRequest local_page = request("POST", "/healthcheck/fail");
+  local_page.from_browser = true;
+  CHECK(send(api, local_page)->status == 403);
+  // A token file that went missing refuses every token.
+  std::remove(file.c_str());
+  remote.from_browser = false;
+  CHECK(send(api, remote)->body == "refused: the bearer token is not the admin token\n");
+
+  auto counts = api.refusals();
+  REQUIRE(counts.size() == 3);
+  CHECK(std::string(counts[0].first) == "browser");
+  CHECK(counts[0].second == 2);
+  CHECK(std::string(counts[1].first) == "not_loopback");
+  // Not loopback: no file, no Authorization, and three that are not "Bearer <something>".
+  CHECK(counts[1].second == 5);
+  CHECK(std::string(counts[2].first) == "bad_token");
+  CHECK(counts[2].second == 4);  // three wrong tokens, and the right one once its file was gone
+  // Reads stay open to any peer.
+  AdminRequest read = request("GET", "/config");
+  read.peer_loopback = false;
+  CHECK(send(api, read)->status == 200);
+}
+
+TEST_CASE("the probes handler answers /healthz /ready /metrics only") {
+  FakeTarget target;
+  AdminApi api(target);
+  CHECK(send(api, request("GET", "/healthz"), true)->body == "ok\n");
+  CHECK(send(api, request("HEAD", "/ready"), true)->status == 200);
+  CHECK(send(api, request("GET", "/metrics"), true)->body == "# metrics\n");
+  for (const char* path : {"/config", "/clusters", "/drain", "/reload", "/", "/healthz/"}) {
+    CAPTURE(path);
+    for (const char* method : {"GET", "POST"}) {
+      auto r = send(api, request(method, path), true);
+      CHECK(r->status == 404);
+    }
+  }
+  CHECK(send(api, request("POST", "/healthz"), true)->status == 405);
+  CHECK(target.drains == 0);
+}
+
+TEST_CASE("/healthz fails on a stuck worker loop, /ready until the workers serve") {
+  FakeTarget target;
+  AdminApi api(target);
+  target.stall = "worker 1 loop has not turned for 12000 ms (watchdog 10000 ms)";
+  auto healthz = ask(api, "GET", "/healthz");
+  CHECK(healthz->status == 503);
+  CHECK(healthz->body == target.stall + "\n");
+  CHECK(send(api, request("GET", "/healthz"), true)->status == 503);
+  target.stall.clear();
+  CHECK(ask(api, "GET", "/healthz")->status == 200);
+
+  target.is_serving = false;
+  auto ready = ask(api, "GET", "/ready");
+  CHECK(ready->status == 503);
+  CHECK(ready->body == "starting: the workers have not taken the config yet\n");
+  target.is_serving = true;
+  CHECK(ask(api, "GET", "/ready")->status == 200);
 }
 
 }  // namespace

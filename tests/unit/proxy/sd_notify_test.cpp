@@ -3,6 +3,7 @@
 // and the watchdog timer on a real libuv loop with workers that can be made to stop answering.
 
 #include "proxy/sd_notify.h"
+#include "proxy/watchdog.h"
 
 #include <doctest/doctest.h>
 #include <poll.h>
@@ -302,7 +303,7 @@ TEST_CASE("heartbeats: an answer to an older heartbeat does not count for a newe
 }
 
 // ---------------------------------------------------------------------------------------------
-// SystemdWatchdog on a real loop
+// LoopWatchdog on a real loop
 
 // Workers stand-ins: a heartbeat posted to a turning worker runs on the next loop iteration; a
 // stuck worker keeps it until it is released.
@@ -360,7 +361,7 @@ TEST_CASE(
   TestLoop loop;
   FakeWorkers workers(2);
   loop.on_turn = [&] { workers.turn(); };
-  SystemdWatchdog watchdog(&loop.loop, notifier, 2, [&](size_t w, std::function<void()> fn) {
+  LoopWatchdog watchdog(&loop.loop, notifier, 2, [&](size_t w, std::function<void()> fn) {
     workers.post(w, std::move(fn));
   });
   CHECK(watchdog.interval() == 20ms);
@@ -405,8 +406,8 @@ TEST_CASE(
   REQUIRE(loop.run_until([&] { return pings() >= 3; }));
   CHECK(std::count(seen.begin(), seen.end(), "STATUS=serving") == 1);
 
-  // stop() ends the pings; close() releases the timer.
-  watchdog.stop();
+  // stop_pings() ends the pings (the heartbeats go on, for /healthz); close() releases the timer.
+  watchdog.stop_pings();
   int posts_at_stop = workers.posts[0];
   seen.clear();
   bool turned = false;
@@ -416,27 +417,57 @@ TEST_CASE(
   uv_timer_start(
       &later, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 100, 0);
   REQUIRE(loop.run_until([&] { return turned; }));
-  CHECK(workers.posts[0] == posts_at_stop);
+  CHECK(workers.posts[0] > posts_at_stop);
   CHECK(pings() == 0);
   uv_close(reinterpret_cast<uv_handle_t*>(&later), nullptr);
   watchdog.close();
   uv_run(&loop.loop, UV_RUN_NOWAIT);  // the handles' memory must outlive their close
 }
 
-TEST_CASE("watchdog: without WATCHDOG_USEC start() does nothing") {
+TEST_CASE("watchdog: a worker stuck for the healthz limit is named, and forgotten once it turns") {
+  SystemdNotifier notifier;  // no systemd: the heartbeats serve /healthz alone
+  TestLoop loop;
+  FakeWorkers workers(2);
+  loop.on_turn = [&] { workers.turn(); };
+  LoopWatchdog watchdog(&loop.loop, notifier, 2,
+                        [&](size_t w, std::function<void()> fn) { workers.post(w, std::move(fn)); },
+                        80ms);
+  CHECK(watchdog.interval() == 20ms);  // a quarter of the limit
+  watchdog.start();
+  REQUIRE(loop.run_until([&] { return workers.posts[0] >= 5; }));
+  CHECK(watchdog.stalled_reason().empty());
+
+  workers.stuck[1] = true;
+  const auto stuck_at = std::chrono::steady_clock::now();
+  REQUIRE(loop.run_until([&] { return !watchdog.stalled_reason().empty(); }));
+  const auto seen_after = std::chrono::steady_clock::now() - stuck_at;
+  INFO(watchdog.stalled_reason());
+  CHECK(watchdog.stalled_reason().rfind("worker 1 loop has not turned for ", 0) == 0);
+  // Not before the limit (the heartbeat it missed went out at most one tick before it stuck),
+  // and within a tick or so after it.
+  CHECK(seen_after >= 80ms - 20ms - 5ms);
+  CHECK(seen_after < 80ms + 2s);
+
+  workers.stuck[1] = false;
+  REQUIRE(loop.run_until([&] { return watchdog.stalled_reason().empty(); }));
+  watchdog.close();
+  uv_run(&loop.loop, UV_RUN_NOWAIT);
+}
+
+TEST_CASE("watchdog: without WATCHDOG_USEC or a healthz limit start() does nothing") {
   TempDir dir;
   std::string path = dir.file("notify");
   FakeSystemd systemd(path);
   SystemdNotifier notifier(path, 0us);
   TestLoop loop;
   int posts = 0;
-  SystemdWatchdog watchdog(&loop.loop, notifier, 2,
+  LoopWatchdog watchdog(&loop.loop, notifier, 2,
                            [&](size_t, std::function<void()>) { ++posts; });
   watchdog.start();
   CHECK(watchdog.interval() == 0ms);
   CHECK(posts == 0);
   CHECK_FALSE(systemd.receive(0ms));
-  watchdog.stop();
+  watchdog.stop_pings();
   watchdog.close();
   uv_run(&loop.loop, UV_RUN_NOWAIT);
 }
