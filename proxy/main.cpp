@@ -9,11 +9,13 @@
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/tls_contexts.h"
+#include "proxy/wait_ready.h"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: bulwark --config FILE [--check] [--log-level debug|info|warn|error]\n"
+    "       bulwark wait-ready [--admin ADDR] [--timeout DURATION]\n"
     "       bulwark --version | --help\n"
     "\n"
     "  -c, --config FILE   the YAML configuration (see config/examples/)\n"
@@ -26,6 +28,9 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "wait-ready") == 0) {
+    return bulwark::wait_ready_main(argc - 1, argv + 1);
+  }
   std::string config_path;
   bool check = false;
   for (int i = 1; i < argc; ++i) {

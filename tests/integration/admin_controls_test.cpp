@@ -338,3 +338,49 @@ TEST_CASE("/healthz turns 503 while a worker loop is stuck for `watchdog`, and 2
   REQUIRE(response);
   CHECK(response->status == 200);
 }
+
+TEST_CASE("bulwark wait-ready exits 0 once /ready is 200, 1 with the reason when time runs out") {
+  ProxyFixture proxy;
+  const std::string admin = "127.0.0.1:" + std::to_string(proxy.bulwark.admin_port());
+  {
+    Subprocess ready;
+    ready.start({BULWARK_BINARY, "wait-ready", "--admin", admin, "--timeout", "5s"});
+    CHECK(ready.wait_exit().value_or(-1) == 0);
+    CHECK(ready.wait_for_line(Subprocess::Stream::kStdout, "ready: " + admin));
+  }
+  REQUIRE(status_of(http_request(proxy.bulwark.admin_port(), "POST", "/healthcheck/fail")) == 200);
+  {
+    Subprocess late;
+    late.start({BULWARK_BINARY, "wait-ready", "--admin", admin, "--timeout", "300ms"});
+    CHECK(late.wait_exit().value_or(-1) == 1);
+    REQUIRE(late.wait_streams_closed());
+    CHECK(late.text(Subprocess::Stream::kStderr).find("not ready after 300 ms: 503 failed on "
+                                                      "purpose") != std::string::npos);
+  }
+  // Waiting while it is not ready, and ready meanwhile: it exits 0 at the next poll.
+  Subprocess waiting;
+  waiting.start({BULWARK_BINARY, "wait-ready", "--admin", admin, "--timeout", "20s"});
+  CHECK_FALSE(waiting.wait_exit(Millis{300}).has_value());
+  REQUIRE(status_of(http_request(proxy.bulwark.admin_port(), "POST", "/healthcheck/ok")) == 200);
+  CHECK(waiting.wait_exit(Millis{5000}).value_or(-1) == 0);
+}
+
+TEST_CASE("bulwark wait-ready: nothing listening, and usage errors") {
+  RefusingPort refused;
+  Subprocess nobody;
+  nobody.start({BULWARK_BINARY, "wait-ready", "--admin", refused.address(), "--timeout", "250ms"});
+  CHECK(nobody.wait_exit().value_or(-1) == 1);
+  REQUIRE(nobody.wait_streams_closed());
+  CHECK(nobody.text(Subprocess::Stream::kStderr).find("cannot connect: Connection refused") !=
+        std::string::npos);
+  const std::vector<std::vector<std::string>> usage_errors = {
+      {"--admin", "localhost:9901"}, {"--timeout", "soon"}, {"--what"}};
+  for (const auto& args : usage_errors) {
+    CAPTURE(args.front());
+    std::vector<std::string> argv = {BULWARK_BINARY, "wait-ready"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Subprocess wrong;
+    wrong.start(argv);
+    CHECK(wrong.wait_exit().value_or(-1) == 2);
+  }
+}
