@@ -166,6 +166,12 @@ struct RouteConfig {
   size_t cluster_index = 0;  // index into Config::clusters, resolved by the loader
   Duration timeout{15000};   // the whole request; 0 = none
   std::optional<std::string> prefix_rewrite;
+  // The Host the upstream sees: the client's (kNone), `host_rewrite` as written (kLiteral), or
+  // the chosen endpoint's name as configured, without the scheme's default port (kAuto), so a
+  // dependency reached through an outbound listener on 127.0.0.1 sees its own name.
+  enum class HostRewrite : uint8_t { kNone, kLiteral, kAuto };
+  HostRewrite host_rewrite_mode = HostRewrite::kNone;
+  std::string host_rewrite;  // kLiteral: a host, host:port, [v6] or [v6]:port
   RetryConfig retry;  // always present: the defaults apply without `retry:`
   std::optional<BulkheadConfig> bulkhead;
   std::optional<RateLimitConfig> rate_limit;

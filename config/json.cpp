@@ -220,6 +220,9 @@ void write_route(JsonWriter& w, const RouteConfig& route) {
   w.member("cluster", route.cluster);
   w.member("timeout", format_duration(route.timeout));
   string_or_null(w, "prefix_rewrite", route.prefix_rewrite.value_or(""));  // never "" when set
+  string_or_null(w, "host_rewrite",
+                 route.host_rewrite_mode == RouteConfig::HostRewrite::kAuto ? std::string("auto")
+                                                                            : route.host_rewrite);
   w.key("upgrades");
   w.begin_array();
   for (const std::string& protocol : route.upgrades) w.string(protocol);

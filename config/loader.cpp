@@ -761,8 +761,9 @@ class Loader {
     route.location = location(field.mark);
     route.match.path.value = "/";  // a route without a path matcher matches every path
     MapView map = read_map(field, "route",
-                           {"name", "match", "cluster", "timeout", "prefix_rewrite", "retry",
-                            "bulkhead", "rate_limit", "fault", "upgrades"});
+                           {"name", "match", "cluster", "timeout", "prefix_rewrite",
+                            "host_rewrite", "retry", "bulkhead", "rate_limit", "fault",
+                            "upgrades"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, route.name)) check_unique(route_names, route.name, "route", *name);
@@ -789,11 +790,35 @@ class Loader {
         }
       }
     }
+    if (const Field* host = map.find("host_rewrite")) read_host_rewrite(*host, route);
     if (const Field* retry = map.find("retry")) read_retry(*retry, route.retry);
     if (const Field* bulkhead = map.find("bulkhead")) read_bulkhead(*bulkhead, route.bulkhead);
     if (const Field* limit = map.find("rate_limit")) read_rate_limit(*limit, route.rate_limit);
     if (const Field* fault = map.find("fault")) read_fault(*fault, route.fault);
     if (const Field* upgrades = map.find("upgrades")) read_upgrades(*upgrades, route.upgrades);
+  }
+
+  // `auto`, or a host with an optional port as a Host header carries it.
+  void read_host_rewrite(const Field& field, RouteConfig& route) {
+    auto text = scalar(field, "a host name, host:port, or auto");
+    if (!text) return;
+    if (*text == "auto") {
+      route.host_rewrite_mode = RouteConfig::HostRewrite::kAuto;
+      return;
+    }
+    // A Host value is an address without a scheme, its port optional (RFC 9110 7.2).
+    std::string why;
+    bool valid = !text->empty() && text->size() <= 255 && parse_address(*text, &why).has_value();
+    if (!valid && why.find("missing port") != std::string::npos) {
+      valid = parse_address(*text + ":80", &why).has_value();
+    }
+    if (!valid) {
+      error(field, "expected auto or a host name with an optional port (e.g. payments.internal "
+                   "or payments.internal:8443), got " + quoted(*text));
+      return;
+    }
+    route.host_rewrite_mode = RouteConfig::HostRewrite::kLiteral;
+    route.host_rewrite = *text;
   }
 
   void read_match(const Field& field, RouteMatch& match) {

@@ -189,6 +189,10 @@ void Exchange::write_upstream_head(http::MessageHead& head, const RequestTarget&
   }
   how.path = path;
   how.authority = target.authority;
+  using HostRewrite = config::RouteConfig::HostRewrite;
+  // host_rewrite: auto puts each try's endpoint name in the Host written here (every request
+  // has a Host: the parser refuses one without).
+  if (route.host_rewrite_mode == HostRewrite::kLiteral) how.authority = route.host_rewrite;
   how.client_address = stream_.client_address();
   if (const TlsSession* tls = stream_.tls()) {
     how.proto = "https";
@@ -209,8 +213,13 @@ void Exchange::write_upstream_head(http::MessageHead& head, const RequestTarget&
   how.upgrade = request_upgrade_;
   how.framing = request_framing_;
   res_.to_upstream.clear();
-  http::write_upstream_request(head, how, res_.to_upstream.head);
+  const http::HostValueSpan host = http::write_upstream_request(head, how, res_.to_upstream.head);
   res_.to_upstream.add_head();
+  if (route.host_rewrite_mode == HostRewrite::kAuto && host.at != std::string::npos) {
+    host_auto_ = true;
+    host_at_ = static_cast<uint32_t>(host.at);
+    host_len_ = static_cast<uint32_t>(host.length);
+  }
 }
 
 void Exchange::on_request_body(const char* data, size_t n, BufferBlock* block) {

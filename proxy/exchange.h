@@ -229,6 +229,8 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The request head for the upstream, into to_upstream: the route's path rewrite, the
   // upgrade protocols the route lets through (the parser is told in head.upgrade), and the
   // forwarding headers.
+  // host_rewrite: auto: puts the Host of the endpoint the try goes to (endpoint_) in the head.
+  void rewrite_host_for_endpoint();
   void write_upstream_head(http::MessageHead& head, const RequestTarget& target,
                            const config::RouteConfig& route, bool wants_upgrade,
                            bool add_request_id);
@@ -257,6 +259,10 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The endpoints this request's tries could not reach: its retries go elsewhere.
   UnreachableEndpoints unreachable_;
   uint32_t tries_ = 0;
+  // host_rewrite: auto: where the Host value is in the upstream head, replaced at each try by
+  // the name of the endpoint it goes to (host_auto_ false: the route does not rewrite).
+  uint32_t host_at_ = 0, host_len_ = 0;
+  bool host_auto_ = false;
   size_t body_kept_ = 0;                // request body bytes copied for re-sending
   bool may_resend_ = false;             // the request may be sent again after bytes went out
   bool copy_body_ = false;              // the body is copied into to_upstream as it arrives

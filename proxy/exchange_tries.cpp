@@ -352,6 +352,7 @@ void Exchange::connect_upstream(bool fresh_only) {
         0);
     return;
   }
+  if (host_auto_) rewrite_host_for_endpoint();
   switch (try_->start(*endpoint_, fresh_only, may_resend_)) {
     case UpstreamRequest::Start::kStarted:
       return;
@@ -362,6 +363,22 @@ void Exchange::connect_upstream(bool fresh_only) {
     case UpstreamRequest::Start::kFull:
       upstream_failed(LocalReason::kPoolExhausted, 0);
       return;
+  }
+}
+
+void Exchange::rewrite_host_for_endpoint() {
+  // The endpoint's name as configured ("payments.internal:8443", "10.0.0.5:80"), without the
+  // port its scheme implies, as a client of it would write Host.
+  std::string_view name = endpoint_->endpoint.name;
+  const std::string_view default_port = cluster_->config().tls ? ":443" : ":80";
+  if (name.size() > default_port.size() && name.substr(name.size() - default_port.size()) ==
+                                               default_port) {
+    name.remove_suffix(default_port.size());
+  }
+  const std::string& head = res_.to_upstream.head;
+  if (std::string_view(head).substr(host_at_, host_len_) == name) return;  // as the last try's
+  if (res_.to_upstream.replace_in_head(host_at_, host_len_, name)) {
+    host_len_ = static_cast<uint32_t>(name.size());
   }
 }
 

@@ -101,8 +101,14 @@ bool end_to_end(HeaderKind kind) {
 
 }  // namespace
 
-void write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,
-                            std::string& out) {
+HostValueSpan write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,
+                                     std::string& out) {
+  HostValueSpan host;
+  const auto append_host = [&](std::string_view value) {
+    host.at = out.size() + 6;  // after "Host: "
+    host.length = value.size();
+    append_header(out, "Host", value);
+  };
   out.clear();
   out.append(request.method);
   out.push_back(' ');
@@ -115,10 +121,10 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
         (h.kind == HeaderKind::kXForwardedClientCert && how.keep_client_cert)) {
       append_header(out, request.str(h.name), request.str(h.value));
     } else if (h.kind == HeaderKind::kHost) {
-      append_header(out, "Host", how.authority.empty() ? request.str(h.value) : how.authority);
+      append_host(how.authority.empty() ? request.str(h.value) : how.authority);
     }
   }
-  if (request.host < 0 && !how.authority.empty()) append_header(out, "Host", how.authority);
+  if (request.host < 0 && !how.authority.empty()) append_host(how.authority);
   // X-Forwarded-For: the addresses the trusted hops added (the last trusted_hops of the list,
   // all X-Forwarded-For fields together), then the client we saw. Anything before them was
   // written by whoever connected first and is not believed.
@@ -170,6 +176,7 @@ void write_upstream_request(const MessageHead& request, const UpstreamRequestHea
     out.append("Connection: upgrade\r\n");
   }
   out.append("\r\n");
+  return host;
 }
 
 void write_downstream_response(const MessageHead& response, const DownstreamResponseHead& how,

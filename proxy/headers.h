@@ -54,7 +54,8 @@ inline bool usable_request_id(std::string_view id) {
 
 struct UpstreamRequestHead {
   std::string_view path;  // the request-target to send (after prefix_rewrite)
-  // The authority of an absolute-form target: it replaces the Host header (RFC 9112 3.2.2).
+  // The authority of an absolute-form target, or the route's host_rewrite: it replaces the Host
+  // header (RFC 9112 3.2.2).
   std::string_view authority;
   std::string_view client_address;  // appended to X-Forwarded-For
   // How many proxies in front are trusted: the last `trusted_hops` addresses of the incoming
@@ -73,8 +74,13 @@ struct UpstreamRequestHead {
   std::string_view upgrade_protocols;
   BodyFraming framing = BodyFraming::kNone;
 };
-void write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,
-                            std::string& out);
+// Where the Host value is in the written head: [at, at + length); `at` is npos without one.
+struct HostValueSpan {
+  size_t at = std::string::npos;
+  size_t length = 0;
+};
+HostValueSpan write_upstream_request(const MessageHead& request, const UpstreamRequestHead& how,
+                                     std::string& out);
 
 struct DownstreamResponseHead {
   bool keep_alive = true;          // false: add Connection: close

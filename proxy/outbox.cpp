@@ -158,4 +158,15 @@ void Outbox::set_keep_history(bool keep) {
   }
 }
 
+bool Outbox::replace_in_head(size_t at, size_t length, std::string_view with) {
+  if (in_flight_ || first_unsent_ != 0 || segments_.empty() || segments_[0].offset != kHead ||
+      at > head.size() || length > head.size() - at) {
+    return false;
+  }
+  head.replace(at, length, with);
+  pending_bytes_ = pending_bytes_ - segments_[0].length + head.size();
+  segments_[0].length = static_cast<uint32_t>(head.size());
+  return true;
+}
+
 }  // namespace bulwark

@@ -34,6 +34,9 @@ class Outbox {
     segments_.push_back({nullptr, nullptr, kHead, static_cast<uint32_t>(head.size())});
     pending_bytes_ += head.size();
   }
+  // Replaces head[at, at + length) with `with`, while no byte of the head is sent or in flight
+  // (a try's start, before its first write). False, changing nothing, otherwise.
+  bool replace_in_head(size_t at, size_t length, std::string_view with);
   // Data p[0, n) inside `block` (which the segment references until it is written or cleared).
   void add_data(const char* p, size_t n, BufferBlock* block);
   void add_framing(std::string_view s);

@@ -200,3 +200,81 @@ TEST_CASE("--check rejects a regex RE2 cannot compile and one over the program s
                                       "'^/[a-z]{997}' compiles to a program of size 1001, more "
                                       "than the cap of 1000") != std::string::npos);
 }
+
+TEST_CASE("host_rewrite: a name replaces the client's Host, even an absolute-form authority") {
+  RoutedProxy proxy(
+      "- name: payments\n"
+      "  match: {prefix: /pay}\n"
+      "  cluster: a\n"
+      "  host_rewrite: payments.internal:8443\n"
+      "- name: rest\n"
+      "  cluster: b\n");
+  const uint16_t port = proxy.bulwark.port("inbound");
+  REQUIRE(http_get(port, "/pay/1", {{"Host", "localhost:8080"}}));
+  REQUIRE(http_get(port, "/other", {{"Host", "localhost:8080"}}));
+  // An absolute-form target, and an HTTP/1.0 request.
+  ClientConn client(port);
+  REQUIRE(client.send("GET http://evil.example/pay/2 HTTP/1.1\r\nHost: evil.example\r\n\r\n"));
+  auto absolute = client.read_response();
+  REQUIRE(absolute);
+  CHECK(absolute->get("x-upstream") == "a");
+  ClientConn old(port);
+  REQUIRE(old.send("GET /pay/3 HTTP/1.0\r\nHost: old.example\r\n\r\n"));
+  auto http10 = old.read_response();
+  REQUIRE(http10);
+  INFO(describe(http10));
+  CHECK(http10->get("x-upstream") == "a");
+
+  auto paid = proxy.a.received();
+  REQUIRE(paid.size() == 3);
+  for (const Request& r : paid) {
+    INFO(r.head);
+    CHECK(r.get("host") == "payments.internal:8443");
+    CHECK(r.head.find("evil.example") == std::string::npos);
+    CHECK(r.head.find("old.example") == std::string::npos);
+  }
+  auto rest = proxy.b.received();
+  REQUIRE(rest.size() == 1);
+  CHECK(rest[0].get("host") == "localhost:8080");  // a route without host_rewrite keeps it
+}
+
+TEST_CASE("host_rewrite auto: each try carries the name of the endpoint it goes to") {
+  // "named" always answers 503 and is configured by DNS name; "numbered" answers and is
+  // configured by address. A request that tries "named" first is retried on "numbered", and
+  // each sees its own name in Host.
+  TestUpstream named(
+      [](UpstreamConn& conn) {
+        while (conn.read_request()) {
+          if (!conn.write_response(503, "busy\n")) return;
+        }
+      },
+      "named");
+  TestUpstream numbered({}, "numbered");
+  const std::string named_host = "localhost:" + std::to_string(named.port());
+  BulwarkProcess bulwark;
+  ProxyOptions options;
+  options.workers = 1;
+  options.route =
+      "host_rewrite: auto\n"
+      "retry: {attempts: 4, retry_on: [gateway-error, connect-failure], backoff: {base: 1ms, "
+      "max: 2ms}}";
+  bulwark.start(proxy_config(named_host + ", " + numbered.address(), options));
+  // localhost resolves in the background (and may give ::1 too, where nothing listens).
+  REQUIRE(eventually([&] {
+    auto clusters = http_get(bulwark.admin_port(), "/clusters");
+    return clusters && clusters->body.find("127.0.0.1:" + std::to_string(named.port())) !=
+                           std::string::npos;
+  }));
+  constexpr int kRequests = 6;
+  for (int i = 0; i < kRequests; ++i) {
+    auto response = http_get(bulwark.port("inbound"), "/x", {{"Host", "app.local"}});
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  auto at_named = named.received();
+  auto at_numbered = numbered.received();
+  CHECK(at_named.size() >= 1);  // round robin sent some first tries there
+  CHECK(at_numbered.size() == kRequests);
+  for (const Request& r : at_named) CHECK(r.get("host") == named_host);
+  for (const Request& r : at_numbered) CHECK(r.get("host") == numbered.address());
+}

@@ -138,7 +138,7 @@ TEST_CASE("to_json writes every field of the effective config as one line of val
           R"("match":{"prefix":"/api/","host":"*.example.com","headers":{"x-canary":"a\u0009b"},"methods":["GET","POST"]})",
           R"("cluster":"app","timeout":"0s","prefix_rewrite":"/")",
           R"("match":{"path":"/healthz","host":null,"headers":{},"methods":[]})",
-          R"("timeout":"15s","prefix_rewrite":null)",
+          R"("timeout":"15s","prefix_rewrite":null,"host_rewrite":null)",
           R"("match":{"regex":"^/x/\\d+$")",
           R"("endpoints":[{"address":"127.0.0.1:9000","weight":1,"priority":0},)"
           R"({"address":"app.internal:9001","weight":7,"priority":0}])",
@@ -172,7 +172,8 @@ clusters:
       R"("max_request_headers_size":"60KiB","max_request_headers":100,"trusted_hops":0,)"
       R"("max_connections":0,"tls":null,)"
       R"("routes":[{"name":"all","match":{"prefix":"/","host":null,"headers":{},"methods":[]},)"
-      R"("cluster":"app","timeout":"15s","prefix_rewrite":null,"upgrades":["websocket"],)"
+      R"("cluster":"app","timeout":"15s","prefix_rewrite":null,"host_rewrite":null,)"
+      R"("upgrades":["websocket"],)"
       R"("retry":{"attempts":2,"per_try_timeout":"0s",)"
       R"("retry_on":["connect-failure","reset","gateway-error"],"retriable_status_codes":[],)"
       R"("backoff":{"base":"25ms","max":"250ms"},"retry_non_idempotent":false,)"

@@ -115,7 +115,8 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
        "max_request_headers, trusted_hops, max_connections, tls, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
-       "cluster, timeout, prefix_rewrite, retry, bulkhead, rate_limit, fault, upgrades"},
+       "cluster, timeout, prefix_rewrite, host_rewrite, retry, bulkhead, rate_limit, fault, "
+       "upgrades"},
       {"upgrades: h2c", in_route("        upgrades: [websocket, h2c]\n"), 7, 31,
        "listeners[0].routes[0].upgrades[1]: h2c cannot be forwarded"},
       {"upgrades: not a token", in_route("        upgrades: [\"web socket\"]\n"), 7, 20,
@@ -772,6 +773,34 @@ TEST_CASE("route matches: prefix_rewrite needs a prefix match") {
        25, "listeners[0].routes[0].prefix_rewrite: must start with '/', got 'b/'"},
       {"a list", in_route("        prefix_rewrite: [/]\n"), 7, 25,
        "listeners[0].routes[0].prefix_rewrite: expected a path starting with '/', got a list"},
+  });
+}
+
+TEST_CASE("host_rewrite is auto or a host with an optional port") {
+  // "        host_rewrite: " is 22 characters, so the value is at 7:23.
+  const auto rewrite = [](std::string_view value) {
+    return in_route("        host_rewrite: " + std::string(value) + "\n");
+  };
+  CHECK_LOADS(load(rewrite("auto")));
+  CHECK_LOADS(load(rewrite("payments.internal")));
+  CHECK_LOADS(load(rewrite("payments.internal:8443")));
+  CHECK_LOADS(load(rewrite("10.0.0.5")));
+  CHECK_LOADS(load(rewrite("'[fd00::1]:8080'")));
+  const std::string expected =
+      "listeners[0].routes[0].host_rewrite: expected auto or a host name with an optional port "
+      "(e.g. payments.internal or payments.internal:8443), got ";
+  const std::string space = expected + "'pay ments'", port = expected + "'payments:http'",
+                    scheme = expected + "'http://payments'", empty = expected + "''",
+                    bare = expected + "'fd00::1'";
+  check_only_errors({
+      {"space", rewrite("'pay ments'"), 7, 23, space.c_str()},
+      {"bad port", rewrite("'payments:http'"), 7, 23, port.c_str()},
+      {"scheme", rewrite("'http://payments'"), 7, 23, scheme.c_str()},
+      {"empty", rewrite("''"), 7, 23, empty.c_str()},
+      {"bare IPv6", rewrite("'fd00::1'"), 7, 23, bare.c_str()},
+      {"a list", rewrite("[a]"), 7, 23,
+       "listeners[0].routes[0].host_rewrite: expected a host name, host:port, or auto, got a "
+       "list"},
   });
 }
 

@@ -209,6 +209,29 @@ TEST_CASE("outbox: rewind before anything was written keeps the pending count ri
   CHECK(wire.received() == "H");
 }
 
+TEST_CASE("outbox: a value in the head is replaced only while no byte of it went out") {
+  Wire wire;
+  Outbox out;
+  out.set_keep_history(true);
+  out.head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  out.add_head();
+  std::string body = "body";
+  out.add_data(body.data(), body.size(), nullptr);
+  const size_t at = out.head.find("a\r\n");
+  REQUIRE(out.replace_in_head(at, 1, "longer.example:8080"));
+  CHECK(out.bytes_pending() == out.head.size() + body.size());
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "GET / HTTP/1.1\r\nHost: longer.example:8080\r\n\r\nbody");
+  // Sent: no more changes, until a rewind makes it all unsent again (the next try).
+  CHECK_FALSE(out.replace_in_head(at, 19, "b"));
+  out.rewind();
+  REQUIRE(out.replace_in_head(at, 19, "b"));
+  CHECK(out.bytes_pending() == out.head.size() + body.size());
+  CHECK_FALSE(out.replace_in_head(at, 1000, "c"));  // past the head's end
+  REQUIRE(wire.flush(out) == 0);
+  CHECK(wire.received() == "GET / HTTP/1.1\r\nHost: b\r\n\r\nbody");
+}
+
 TEST_CASE("outbox: without history, written segments are dropped") {
   Wire wire;
   Outbox out;
