@@ -46,6 +46,10 @@ const char* to_string(LbPolicy lb) {
   return "unknown";
 }
 
+const char* to_string(ListenerDirection direction) {
+  return direction == ListenerDirection::kOutbound ? "outbound" : "inbound";
+}
+
 const char* to_string(AccessLogFormat format) {
   return format == AccessLogFormat::kText ? "text" : "json";
 }

@@ -236,9 +236,16 @@ struct ClusterTlsConfig {
   SourceLocation location;
 };
 
+// Which way a listener's traffic goes, for the shutdown in a pod: an inbound listener takes the
+// service's callers and drains at once on SIGTERM; an outbound listener carries the app's own
+// calls to its dependencies and keeps serving them while the app finishes its last requests,
+// until POST /shutdown or drain_timeout.
+enum class ListenerDirection : uint8_t { kInbound, kOutbound };
+
 struct ListenerConfig {
   std::string name;
   SocketAddress address{"0.0.0.0", 8080, true};
+  ListenerDirection direction = ListenerDirection::kInbound;
   Duration request_headers_timeout{10000};
   Duration idle_timeout{300000};
   // An exchange under way in which no byte moved either way for this long ends (0 = never).
@@ -401,6 +408,7 @@ struct Config {
 
 const char* to_string(LbPolicy lb);
 const char* to_string(AccessLogFormat format);
+const char* to_string(ListenerDirection direction);  // "inbound", "outbound"
 const char* to_string(TlsVersion version);              // "1.2", "1.3"
 const char* to_string(ForwardClientCert mode);          // the YAML names
 

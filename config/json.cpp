@@ -175,6 +175,7 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.begin_object();
   w.member("name", listener.name);
   w.member("address", listener.address.text());
+  w.member("direction", to_string(listener.direction));
   w.member("request_headers_timeout", format_duration(listener.request_headers_timeout));
   w.member("idle_timeout", format_duration(listener.idle_timeout));
   w.member("stream_idle_timeout", format_duration(listener.stream_idle_timeout));

@@ -724,7 +724,7 @@ class Loader {
     listener.location = location(field.mark);
     MapView map =
         read_map(field, "listener",
-                 {"name", "address", "request_headers_timeout", "idle_timeout",
+                 {"name", "address", "direction", "request_headers_timeout", "idle_timeout",
                   "stream_idle_timeout", "max_request_headers_size", "max_request_headers",
                   "trusted_hops", "max_connections", "tls", "routes"});
     if (!map.valid) return;
@@ -738,6 +738,18 @@ class Loader {
         const std::string owner =
             listener.name.empty() ? "listener " + field.path : "listener " + quoted(listener.name);
         listen_addresses_.push_back({*parsed, owner, address->path, address->mark});
+      }
+    }
+    if (const Field* direction = map.find("direction")) {
+      if (auto text = scalar(*direction, "a direction")) {
+        if (*text == "inbound") {
+          listener.direction = ListenerDirection::kInbound;
+        } else if (*text == "outbound") {
+          listener.direction = ListenerDirection::kOutbound;
+        } else {
+          error(*direction,
+                "unknown direction " + quoted(*text) + "; expected one of: inbound, outbound");
+        }
       }
     }
     read_duration(map.find("request_headers_timeout"), listener.request_headers_timeout, true);

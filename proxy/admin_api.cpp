@@ -29,7 +29,7 @@ bool reads_state(const std::string& path) {
 }
 bool changes_state(const std::string& path) {
   return path == "/healthcheck/fail" || path == "/healthcheck/ok" || path == "/drain" ||
-         path == "/reload";
+         path == "/reload" || path == "/shutdown";
 }
 
 bool probe_path(const std::string& path) {
@@ -219,10 +219,15 @@ void AdminApi::handle(const AdminRequest& req, std::function<void(AdminResponse)
     respond(
         {200, kText,
          started ? "draining; the process keeps running until SIGTERM\n" : "already draining\n"});
+  } else if (req.path == "/shutdown") {
+    const bool first = target_.shutdown();
+    respond({200, kText,
+             first ? "shutting down: every listener drains now; the process exits once drained\n"
+                   : "already shutting down\n"});
   } else {
     respond({404, kText,
              "not found; try GET /healthz /ready /metrics /config /clusters, "
-             "POST /reload /healthcheck/fail /healthcheck/ok /drain\n"});
+             "POST /reload /healthcheck/fail /healthcheck/ok /drain /shutdown\n"});
   }
 }
 

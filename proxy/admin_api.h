@@ -59,6 +59,9 @@ class AdminTarget {
   virtual bool reload(const char* trigger, std::string* message, std::function<void()> done) = 0;
   // Starts the drain of POST /drain, which keeps the process running once drained.
   virtual void drain() = 0;
+  // POST /shutdown: the app is done; every listener, outbound ones too, drains now and the
+  // process exits once drained (or at drain_timeout). False when it was asked before.
+  virtual bool shutdown() = 0;
   // Calls `done` on the main thread, later, with the state of every cluster in force then
   // (index as config().clusters), once each worker has added its pools' counts.
   virtual void cluster_status(std::function<void(std::vector<ClusterStatus>)> done) = 0;

@@ -23,6 +23,8 @@ class ClientConnection {
   virtual void on_reload() = 0;
 
   size_t worker_slot = 0;  // index in the worker's connection list
+  // Accepted by an outbound listener: the first step of a drain leaves it serving.
+  bool outbound = false;
 
  protected:
   ~ClientConnection() = default;

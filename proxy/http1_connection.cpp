@@ -50,6 +50,7 @@ Http1Connection::~Http1Connection() {
 }
 
 bool Http1Connection::accept(int fd) {
+  outbound = listener_->config.direction == config::ListenerDirection::kOutbound;
   worker_.connection_opened(this);
   if (listener_->tls != nullptr) {
     transport_ = TlsTransport::accept(&worker_.transport_context(), fd, listener_->tls->get());

@@ -1,6 +1,7 @@
 // Server: the process's lifecycle (server.h): signals, the graceful drain, the end of the
 // process, and what systemd is told along the way.
 
+#include <algorithm>
 #include <csignal>
 
 #include "proxy/log.h"
@@ -69,25 +70,61 @@ void Server::begin_drain(const char* why, bool exit) {
   // Kubernetes endpoints can catch up before we stop taking connections.
   uv_timer_start(
       &drain_delay_timer_,
-      [](uv_timer_t* t) {
-        auto* self = static_cast<Server*>(t->data);
-        log::info("closing listeners; finishing in-flight requests");
-        for (auto& w : self->workers_) w->begin_drain();
-        uv_timer_start(
-            &self->drain_timeout_timer_,
-            [](uv_timer_t* t2) {
-              auto* server = static_cast<Server*>(t2->data);
-              if (!server->exit_after_drain_) {
-                log::warn(
-                    "drain timeout: connections still open are left to finish; SIGTERM stops");
-                return;
-              }
-              log::warn("drain timeout: closing remaining connections");
-              server->finish();
-            },
-            static_cast<uint64_t>(self->config_->drain_timeout.count()), 0);
-      },
+      [](uv_timer_t* t) { static_cast<Server*>(t->data)->stop_accepting(); },
       static_cast<uint64_t>(config_->drain_delay.count()), 0);
+}
+
+bool Server::has_outbound_listeners() const {
+  return std::any_of(config_->listeners.begin(), config_->listeners.end(), [](const auto& l) {
+    return l.direction == config::ListenerDirection::kOutbound;
+  });
+}
+
+void Server::stop_accepting() {
+  uv_timer_stop(&drain_delay_timer_);
+  // Leaving the process, outbound listeners keep carrying the app's calls while it finishes:
+  // until POST /shutdown says the app is gone, or drain_timeout.
+  const bool everything = shutdown_ || !exit_after_drain_ || !has_outbound_listeners();
+  if (everything) {
+    log::info("closing listeners; finishing in-flight requests");
+  } else {
+    log::info(
+        "closing inbound listeners; outbound listeners serve the app until POST /shutdown or "
+        "drain_timeout");
+  }
+  for (auto& w : workers_) w->begin_drain(everything);
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&drain_timeout_timer_))) return;
+  uv_timer_start(
+      &drain_timeout_timer_,
+      [](uv_timer_t* t) {
+        auto* server = static_cast<Server*>(t->data);
+        if (!server->exit_after_drain_) {
+          log::warn("drain timeout: connections still open are left to finish; SIGTERM stops");
+          return;
+        }
+        log::warn("drain timeout: closing remaining connections");
+        server->finish();
+      },
+      static_cast<uint64_t>(config_->drain_timeout.count()), 0);
+}
+
+bool Server::shutdown() {
+  if (finished_) return false;
+  const bool first = !shutdown_;
+  shutdown_ = true;
+  if (!draining_) {
+    begin_drain("POST /shutdown");
+  } else if (!exit_after_drain_) {
+    exit_after_drain_ = true;  // after POST /drain: now the process ends once drained
+    notify_stopping("POST /shutdown");
+  }
+  if (first) log::info("shutdown asked: the app is done; draining every listener now");
+  if (drained_) {
+    finish();
+  } else {
+    stop_accepting();  // at once: no drain_delay, outbound listeners too
+  }
+  return first;
 }
 
 void Server::on_worker_drained() {

@@ -90,6 +90,7 @@ class Server : private AdminTarget {
   }
   std::string clusters_not_ready() const override;
   void drain() override { begin_drain("POST /drain", false); }
+  bool shutdown() override;
   void cluster_status(std::function<void(std::vector<ClusterStatus>)> done) override;
 
   // --- Reload (reload.cpp) ---
@@ -139,6 +140,11 @@ class Server : private AdminTarget {
   // requests finish. `exit`: end the process once drained (signals); else keep running with the
   // admin listener up (POST /drain).
   void begin_drain(const char* why, bool exit = true);
+  // drain_delay is over (or POST /shutdown): the workers stop accepting and finish what is in
+  // flight, on inbound listeners only while outbound ones still carry the app's calls (exiting,
+  // with outbound listeners, before POST /shutdown); drain_timeout starts.
+  void stop_accepting();
+  bool has_outbound_listeners() const;
   void on_worker_drained();
   void finish();
   // The worker loop watchdog (watchdog.h) for /healthz and systemd, closed at finish.
@@ -190,6 +196,7 @@ class Server : private AdminTarget {
   uv_signal_t sighup_;
   size_t workers_drained_ = 0;
   bool draining_ = false;
+  bool shutdown_ = false;  // POST /shutdown: the app is gone, drain everything now and exit
   bool serving_ = false;  // every worker has run its first config
   bool exit_after_drain_ = true;  // false after POST /drain: keep running once drained
   bool drained_ = false;

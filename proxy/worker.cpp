@@ -579,21 +579,32 @@ void Worker::close_listeners() {
   for (Acceptor* a : std::vector<Acceptor*>(acceptors_)) close_acceptor(a);
 }
 
-void Worker::begin_drain() {
-  post([this] {
-    if (draining_) return;
-    draining_ = true;
-    close_listeners();
+void Worker::begin_drain(bool everything) {
+  post([this, everything] {
+    if (draining_ || (inbound_draining_ && !everything)) return;
+    inbound_draining_ = true;
+    draining_ = everything;
+    const auto outbound = [](const ListenerContext* l) {
+      return l != nullptr && l->config.direction == config::ListenerDirection::kOutbound;
+    };
+    for (Acceptor* a : std::vector<Acceptor*>(acceptors_)) {
+      if (everything || !outbound(gen_->listener_at(a->key))) close_acceptor(a);
+    }
     // Idle connections close now; busy ones after their response (with Connection: close).
     std::vector<ClientConnection*> all = connections_;
-    for (ClientConnection* d : all) d->drain();
-    for (WorkerCluster* c : all_clusters()) c->close_idle();
+    for (ClientConnection* d : all) {
+      if (everything || !d->outbound) d->drain();
+    }
+    // Upstream connections stay while the app's outbound calls still use them.
+    if (everything) {
+      for (WorkerCluster* c : all_clusters()) c->close_idle();
+    }
     drain_step();
   });
 }
 
 void Worker::drain_step() {
-  if (connections_.empty() && !drained_reported_ && !stopping_) {
+  if (draining_ && connections_.empty() && !drained_reported_ && !stopping_) {
     drained_reported_ = true;
     if (on_drained_) on_drained_();
   }

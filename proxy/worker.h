@@ -149,7 +149,10 @@ class Worker {
   // whose address is not in it close.
   void apply(std::shared_ptr<GenerationSpec> spec);
   void update_endpoints(ClusterState* cluster, std::shared_ptr<const EndpointSet> set);
-  void begin_drain();  // stop accepting, close idle connections, finish in-flight ones
+  // Stops accepting, closes idle connections and finishes in-flight ones: of inbound listeners
+  // only (the first step of a drain in a pod, while the app still calls out), or of all
+  // (`everything`), after which the worker reports drained once no connection is left.
+  void begin_drain(bool everything = true);
   // A bulkhead slot of that route freed up in another worker: serve this worker's waiters.
   void wake_bulkhead_waiters(RouteState* route);
   // A connection slot of that cluster freed up in another worker: serve this worker's waiters.
@@ -254,7 +257,8 @@ class Worker {
   AccessLog* access_log_ = nullptr;
   std::string access_buf_;
   uv_timer_t access_timer_;  // flushes access_buf_ soon after its first line
-  bool draining_ = false;
+  bool draining_ = false;          // everything drains (begin_drain(true))
+  bool inbound_draining_ = false;  // inbound listeners drain (either begin_drain)
   bool drained_reported_ = false;
   bool stopping_ = false;
   // Last: connections it still holds are freed before the generations they refer to.

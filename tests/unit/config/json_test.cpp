@@ -132,7 +132,8 @@ TEST_CASE("to_json writes every field of the effective config as one line of val
           R"({"source_file":"test.yaml","workers":3,"max_connections":0,)",
           R"("admin":{"address":"[::1]:9902"})",
           R"("drain_delay":"1500ms","drain_timeout":"0s")",
-          R"("name":"in","address":"0.0.0.0:8080","request_headers_timeout":"5s",)",
+          R"("name":"in","address":"0.0.0.0:8080","direction":"inbound",)",
+          R"("request_headers_timeout":"5s",)",
           R"("idle_timeout":"5m","stream_idle_timeout":"5m","max_request_headers_size":"64KiB")",
           R"("name":"say \"hi\"")",
           R"("match":{"prefix":"/api/","host":"*.example.com","headers":{"x-canary":"a\u0009b"},"methods":["GET","POST"]})",
@@ -168,6 +169,7 @@ clusters:
       R"({"source_file":"test.yaml","workers":0,"max_connections":0,"admin":{"address":"127.0.0.1:9901"},)"
       R"("watchdog":"10s",)"
       R"("drain_delay":"5s","drain_timeout":"20s","listeners":[{"name":"in","address":"127.0.0.1:0",)"
+      R"("direction":"inbound",)"
       R"("request_headers_timeout":"10s","idle_timeout":"5m","stream_idle_timeout":"5m",)"
       R"("max_request_headers_size":"60KiB","max_request_headers":100,"trusted_hops":0,)"
       R"("max_connections":0,"tls":null,)"

@@ -111,7 +111,7 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
        "probes: unknown key 'port' in probes; expected one of: address"},
       {"listener", in_listener("    max_headers: 1\n"), 4, 5,
        "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
-       "request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
+       "direction, request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
        "max_request_headers, trusted_hops, max_connections, tls, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
@@ -901,6 +901,15 @@ TEST_CASE("listening addresses must not collide") {
        14,
        "listeners[0].address: address 0.0.0.0:9902 collides with 0.0.0.0:9902 of the probes "
        "listener"},
+  });
+}
+
+TEST_CASE("a listener's direction is inbound or outbound") {
+  CHECK_LOADS(load(in_listener("    direction: outbound\n")));
+  CHECK_LOADS(load(in_listener("    direction: inbound\n")));
+  check_only_errors({
+      {"unknown", in_listener("    direction: out\n"), 4, 16,
+       "listeners[0].direction: unknown direction 'out'; expected one of: inbound, outbound"},
   });
 }
 

@@ -45,6 +45,8 @@ class FakeTarget : public AdminTarget {
     ++drains;
     is_draining = true;
   }
+  int shutdowns = 0;
+  bool shutdown() override { return ++shutdowns == 1; }
   void cluster_status(std::function<void(std::vector<ClusterStatus>)> done) override {
     done(statuses);
   }
@@ -81,7 +83,7 @@ TEST_CASE("the admin API takes one method per path (HEAD with GET) and says whic
     CHECK(r->status == 405);
     CHECK(r->body == "method not allowed: use GET\n");
   }
-  for (const char* path : {"/healthcheck/fail", "/healthcheck/ok", "/drain", "/reload"}) {
+  for (const char* path : {"/healthcheck/fail", "/healthcheck/ok", "/drain", "/reload", "/shutdown"}) {
     auto r = ask(api, "GET", path);
     CHECK(r->status == 405);
     CHECK(r->body == "method not allowed: use POST\n");
