@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <thread>
 
 #include "config/loader.h"
 #include "proxy/log.h"
@@ -80,8 +79,6 @@ int main(int argc, char** argv) {
     std::printf("%s: ok\n", config_path.c_str());
     return 0;
   }
-  auto config = std::make_shared<bulwark::config::Config>(*loaded.config);
-  if (config->workers == 0) config->workers = std::max(1u, std::thread::hardware_concurrency());
-  bulwark::Server server(config);
+  bulwark::Server server(loaded.config);
   return server.run();
 }
