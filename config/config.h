@@ -358,6 +358,7 @@ enum class AccessLogFormat { kJson, kText };
 struct AccessLogConfig {
   // A file (reopened on SIGUSR1), or the inherited stdout ("-", /dev/stdout) or /dev/stderr.
   std::string path = "/dev/stdout";
+  SourceLocation location;  // of `path`, for `--check`; empty when left out
   AccessLogFormat format = AccessLogFormat::kJson;
   double sample_percent = 100;  // share of requests logged, 0..100
 };

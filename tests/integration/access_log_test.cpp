@@ -1337,3 +1337,51 @@ TEST_CASE("access log: /dev/stderr writes to standard error, next to the logs") 
   CHECK(x.response->status == 200);
   CHECK(wait_for_log_lines(proxy.bulwark, {"\"GET /to-stderr HTTP/1.1\" 200", x.id()}));
 }
+
+TEST_CASE("--check opens the access log as bulwark would, and says where the path is") {
+  TempDir dir;
+  // proxy_config() puts the top-level keys on line 5: "access_log: {path: " is 19 columns.
+  auto check = [](const std::string& path) {
+    ProxyOptions options;
+    options.top = "access_log: {path: " + path + "}";
+    return run_check(proxy_config("127.0.0.1:9000", options));
+  };
+  SUBCASE("a directory that does not exist") {
+    const std::string path = dir.file("no-such-dir/access.log");
+    CheckResult result = check(path);
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 1);
+    CHECK(result.out.find(result.config_path + ":5:20: access_log.path: cannot open " + path +
+                          " for appending: No such file or directory") != std::string::npos);
+  }
+  SUBCASE("a path that is a directory") {
+    CheckResult result = check(dir.path());
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 1);
+    CHECK(result.out.find(result.config_path + ":5:20: access_log.path: cannot open " + dir.path() +
+                          " for appending: Is a directory") != std::string::npos);
+  }
+  SUBCASE("a new file: fine, and not left behind") {
+    const std::string path = dir.file("access.log");
+    CheckResult result = check(path);
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 0);
+    CHECK(::access(path.c_str(), F_OK) != 0);
+  }
+  SUBCASE("an existing file: fine, and not truncated") {
+    const std::string path = dir.file("access.log");
+    write_file(path, "an earlier line\n");
+    CheckResult result = check(path);
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 0);
+    CHECK(read_file(path) == "an earlier line\n");
+  }
+  SUBCASE("standard output and standard error are not opened") {
+    for (const std::string path : {"/dev/stdout", "\"-\"", "/dev/stderr"}) {
+      CAPTURE(path);
+      CheckResult result = check(path);
+      INFO(result.out << result.err);
+      CHECK(result.exit_code == 0);
+    }
+  }
+}
