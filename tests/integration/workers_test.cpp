@@ -50,6 +50,16 @@ int affinity_cpus() {
   return CPU_COUNT(&set);
 }
 
+// A CPU this test may run on (CPU 0 may not be one, in a cpuset).
+int first_allowed_cpu() {
+  cpu_set_t set;
+  REQUIRE(sched_getaffinity(0, sizeof set, &set) == 0);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &set)) return cpu;
+  FAIL("an empty affinity mask");
+  return 0;
+}
+
 // A fresh cgroup with a quota of one CPU (100 ms of run time per 100 ms), removed when destroyed
 // (after the processes in it have exited). empty() when this machine does not let the test make
 // one; why() says what failed.
@@ -126,7 +136,8 @@ class OneCpuCgroup {
 TEST_CASE("workers left out: one CPU in the affinity mask (taskset -c 0) gives one worker") {
   TempDir dir;
   TestUpstream upstream;
-  BulwarkProcess bulwark(wrapper(dir, "", "/usr/bin/taskset -c 0 "));
+  const std::string cpu = std::to_string(first_allowed_cpu());
+  BulwarkProcess bulwark(wrapper(dir, "", "/usr/bin/taskset -c " + cpu + " "));
   bulwark.start(config_without_workers(upstream.address()));
   const std::string started = started_line(bulwark);
   INFO(bulwark.logs_text());
