@@ -380,7 +380,9 @@ struct ReadinessConfig {
 // One line per request, written off the worker loops (proxy/access_log.h).
 enum class AccessLogFormat { kJson, kText };
 struct AccessLogConfig {
-  std::string path = "/dev/stdout";  // a file (reopened on SIGUSR1), or /dev/stdout
+  // A file (reopened on SIGUSR1), or the inherited stdout ("-", /dev/stdout) or /dev/stderr.
+  std::string path = "/dev/stdout";
+  SourceLocation location;  // of `path`, for `--check`; empty when left out
   AccessLogFormat format = AccessLogFormat::kJson;
   double sample_percent = 100;  // share of requests logged, 0..100
 };

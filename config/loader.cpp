@@ -670,6 +670,7 @@ class Loader {
                 "the access log path must not be empty (use /dev/stdout for standard output)");
         } else {
           log.path = *text;
+          log.location = location(path->mark);
         }
       }
     }

@@ -237,10 +237,19 @@ void format_text(const AccessRecord& r, std::string& out) {
 }
 
 int open_log(const std::string& path) {
+  // A duplicate, so that closing ours never closes the process's stdout.
+  const int inherited = inherited_log_fd(path);
+  if (inherited >= 0) return ::fcntl(inherited, F_DUPFD_CLOEXEC, 3);
   return ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
 
 }  // namespace
+
+int inherited_log_fd(const std::string& path) {
+  if (path == "-" || path == "/dev/stdout") return 1;
+  if (path == "/dev/stderr") return 2;
+  return -1;
+}
 
 void format_access_line(const AccessRecord& r, config::AccessLogFormat format, std::string& out) {
   if (format == config::AccessLogFormat::kText) {
@@ -294,6 +303,8 @@ void AccessLog::submit(std::string lines) {
 }
 
 void AccessLog::reopen() {
+  // Rotation moves files; stdout stays what it is.
+  if (inherited_log_fd(config_.path) >= 0) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!reopen_) reopen_at_ = queue_.size();

@@ -7,6 +7,10 @@
 // thread calls write(2). If the file cannot keep up and 16 MiB wait, further buffers are dropped
 // and counted (bulwark_access_log_dropped_lines_total), so a slow disk never stalls traffic.
 // reopen() (SIGUSR1) makes the writer reopen the path before its next write, for log rotation.
+//
+// "-" and "/dev/stdout" write to the standard output bulwark inherited, "/dev/stderr" to its
+// standard error, whatever they are: opening /dev/stdout fails (ENXIO) when it is a socket, as
+// under journald and some container runtimes. Reopening them does nothing.
 
 #include <atomic>
 #include <condition_variable>
@@ -43,13 +47,17 @@ struct AccessRecord {
   bool tls_resumed = false;
 };
 
+// The inherited descriptor `path` names: 1 for "-" and /dev/stdout, 2 for /dev/stderr; -1 for a
+// file to open.
+int inherited_log_fd(const std::string& path);
+
 // Appends one line (with its newline) in the given format.
 void format_access_line(const AccessRecord& r, config::AccessLogFormat format, std::string& out);
 
 class AccessLog {
  public:
-  // Opens the file (appending; created 0644 if missing) and starts the writer thread. Null with
-  // *error set when the file cannot be opened.
+  // Opens the file (appending; created 0644 if missing), or duplicates the inherited descriptor,
+  // and starts the writer thread. Null with *error set when the file cannot be opened.
   static std::unique_ptr<AccessLog> open(const config::AccessLogConfig& config, std::string* error);
   ~AccessLog();  // writes what was handed over, then stops the writer
   AccessLog(const AccessLog&) = delete;
@@ -58,7 +66,7 @@ class AccessLog {
   const config::AccessLogConfig& config() const { return config_; }
   // Hands a buffer of whole lines to the writer. Any thread; never waits for I/O.
   void submit(std::string lines);
-  // Any thread: the writer reopens the path before its next write.
+  // Any thread: the writer reopens the path before its next write (not stdout or stderr).
   void reopen();
   uint64_t dropped_lines() const { return dropped_lines_.load(std::memory_order_relaxed); }
 

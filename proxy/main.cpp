@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <thread>
 
 #include "config/loader.h"
+#include "proxy/check_files.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/tls_contexts.h"
@@ -19,8 +19,9 @@ constexpr const char* kUsage =
     "       bulwark --version | --help\n"
     "\n"
     "  -c, --config FILE   the YAML configuration (see config/examples/)\n"
-    "      --check         validate the configuration, print FILE:LINE:COL: message for each\n"
-    "                      error, and exit 1 if there is any (0 if it is valid)\n"
+    "      --check         validate the configuration and open the files it names, print\n"
+    "                      FILE:LINE:COL: message for each error, and exit 1 if there is any\n"
+    "                      (0 if it is valid)\n"
     "      --log-level L   debug, info (default), warn or error; logs are JSON lines on stderr\n"
     "      --version       print the version\n"
     "  -h, --help          this text\n";
@@ -76,17 +77,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (check) {
-    // Every certificate, key and CA file is loaded and checked as the proxy would.
+    // Every certificate, key and CA file is loaded and checked as the proxy would, and every
+    // other file the config names is opened as the proxy would.
     std::vector<std::string> errors, warnings;
-    bool tls_ok = bulwark::check_tls(*loaded.config, &errors, &warnings);
+    const bool tls_ok = bulwark::check_tls(*loaded.config, &errors, &warnings);
+    const bool files_ok = bulwark::check_files(*loaded.config, &errors);
     for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
     for (const auto& e : errors) std::printf("%s\n", e.c_str());
-    if (!tls_ok) return 1;
+    if (!tls_ok || !files_ok) return 1;
     std::printf("%s: ok\n", config_path.c_str());
     return 0;
   }
-  auto config = std::make_shared<bulwark::config::Config>(*loaded.config);
-  if (config->workers == 0) config->workers = std::max(1u, std::thread::hardware_concurrency());
-  bulwark::Server server(config);
+  bulwark::Server server(loaded.config);
   return server.run();
 }

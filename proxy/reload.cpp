@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
-#include <thread>
 
 #include "config/json.h"
 #include "config/loader.h"
+#include "proxy/cpus.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/server.h"
@@ -101,7 +101,7 @@ bool Server::refuse_reload(const char* trigger, const std::string& path, std::st
 std::shared_ptr<const config::Config> Server::keep_restart_settings(
     const config::Config& loaded) const {
   auto next = std::make_shared<config::Config>(loaded);
-  if (next->workers == 0) next->workers = std::max(1u, std::thread::hardware_concurrency());
+  if (next->workers == 0) next->workers = read_usable_cpus().count;
   if (next->workers != config_->workers) {
     log::warn("workers changes at the next restart; keeping the running number")
         .num("running", static_cast<int64_t>(config_->workers))

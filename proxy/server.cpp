@@ -4,13 +4,30 @@
 #include <csignal>
 #include <ctime>
 
+#include "proxy/cpus.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 
 namespace bulwark {
 
+namespace {
+
+// `workers: 0` (left out) becomes the CPUs the process may use; *from says what decided.
+std::shared_ptr<const config::Config> with_workers(std::shared_ptr<const config::Config> config,
+                                                   std::string* from) {
+  *from = "config";
+  if (config->workers != 0) return config;
+  const UsableCpus cpus = read_usable_cpus();
+  auto resolved = std::make_shared<config::Config>(*config);
+  resolved->workers = cpus.count;
+  *from = to_string(cpus.source);
+  return resolved;
+}
+
+}  // namespace
+
 Server::Server(std::shared_ptr<const config::Config> config)
-    : config_(std::move(config)),
+    : config_(with_workers(std::move(config), &workers_from_)),
       admin_(&loop_,
              [this](const AdminRequest& r, std::function<void(AdminResponse)> respond) {
                admin_api_.handle(r, std::move(respond));
@@ -63,6 +80,7 @@ int Server::run() {
     serving_ = true;
     log::info("started")
         .num("workers", static_cast<int64_t>(config_->workers))
+        .str("workers_from", workers_from_)
         .str("version", BULWARK_VERSION)
         .str("config", config_->source_file);
     if (!draining_) start_systemd_notify();  // a SIGTERM that came first said STOPPING=1

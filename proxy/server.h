@@ -159,6 +159,9 @@ class Server : private AdminTarget {
   void notify_reloading();
   void notify_reloaded(std::string_view status);
 
+  // What set the number of workers: "config", or a CpuSource (proxy/cpus.h) when it was left out.
+  // Before config_, which is initialized with it.
+  std::string workers_from_;
   std::shared_ptr<const config::Config> config_;
   uv_loop_t loop_;
   TaskQueue tasks_;

@@ -3,9 +3,13 @@
 // rotation, and complete when bulwark shuts down.
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <chrono>
@@ -1227,4 +1231,157 @@ TEST_CASE("access log: the default path is bulwark's standard output") {
   REQUIRE_MESSAGE(line, "stdout:\n" << proxy.bulwark.stdout_text());
   auto lines = parse_lines({*line});
   check_json_line(lines[0], proxied(x, "/to-stdout", proxy.upstream.address()));
+}
+
+namespace {
+
+// bulwark's standard output as the far end of a Unix stream socket the test reads, as under
+// journald or a container runtime that hands the process a socket. A wrapper script, the stand-in
+// binary for BulwarkProcess, points its fd 1 at the descriptor this process passes down.
+class StdoutSocket {
+ public:
+  StdoutSocket() {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+    ours_ = fds[0];
+    theirs_ = fds[1];  // inherited by the child: no FD_CLOEXEC
+    REQUIRE(::fcntl(ours_, F_SETFD, FD_CLOEXEC) == 0);
+  }
+  ~StdoutSocket() {
+    ::close(ours_);
+    if (theirs_ >= 0) ::close(theirs_);
+  }
+  StdoutSocket(const StdoutSocket&) = delete;
+  StdoutSocket& operator=(const StdoutSocket&) = delete;
+
+  std::string wrapper(const TempDir& dir) const {
+    const std::string path = dir.file("stdout-to-socket.sh");
+    write_file(path, std::string("#!/bin/sh\nexec ") + BULWARK_BINARY + " \"$@\" >&" +
+                         std::to_string(theirs_) + "\n");
+    REQUIRE(::chmod(path.c_str(), 0755) == 0);
+    return path;
+  }
+  // Once the child runs: its copy is the only one left, so its exit ends the stream.
+  void started() {
+    ::close(theirs_);
+    theirs_ = -1;
+  }
+  // The first line containing `needle` read within `timeout`, or nullopt.
+  std::optional<std::string> wait_for_line(std::string_view needle,
+                                           Millis timeout = kDefaultTimeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      size_t newline;
+      while ((newline = buffer_.find('\n')) != std::string::npos) {
+        std::string line = buffer_.substr(0, newline);
+        buffer_.erase(0, newline + 1);
+        if (line.find(needle) != std::string::npos) return line;
+      }
+      const auto left =
+          std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+      pollfd p{ours_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) != 1)
+        return std::nullopt;
+      char chunk[4096];
+      const ssize_t n = ::recv(ours_, chunk, sizeof chunk, 0);
+      if (n <= 0) return std::nullopt;
+      buffer_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int ours_ = -1, theirs_ = -1;
+  std::string buffer_;
+};
+
+}  // namespace
+
+TEST_CASE("access log: /dev/stdout and - write to standard output when it is a socket") {
+  std::string path;
+  SUBCASE("/dev/stdout") { path = "/dev/stdout"; }
+  SUBCASE("- (quoted in YAML)") { path = "\"-\""; }
+  CAPTURE(path);
+  TempDir dir;
+  StdoutSocket out;
+  ProxyOptions options;
+  options.top = "access_log: {path: " + path + "}";
+  TestUpstream upstream;
+  BulwarkProcess bulwark(out.wrapper(dir));
+  bulwark.start(proxy_config(upstream.address(), options));
+  out.started();
+
+  Exchange x = get(bulwark.port("inbound"), "/to-socket");
+  REQUIRE(x.response);
+  CHECK(x.response->status == 200);
+  auto line = out.wait_for_line("\"request_id\":\"" + x.id() + "\"");
+  REQUIRE_MESSAGE(line, "stderr:\n" << bulwark.logs_text());
+  check_json_line(parse_lines({*line})[0], proxied(x, "/to-socket", upstream.address()));
+
+  // Log rotation leaves standard output alone: lines keep coming on the same socket.
+  REQUIRE(bulwark.signal(SIGUSR1));
+  Exchange after = get(bulwark.port("inbound"), "/after-usr1");
+  REQUIRE(after.response);
+  CHECK(out.wait_for_line("\"request_id\":\"" + after.id() + "\""));
+  REQUIRE(bulwark.signal(SIGTERM));
+  CHECK(bulwark.wait_exit() == 0);
+  INFO(bulwark.logs_text());
+  CHECK_FALSE(wait_for_log_lines(bulwark, {"reopen"}, 1, Millis{0}));
+}
+
+TEST_CASE("access log: /dev/stderr writes to standard error, next to the logs") {
+  ProxyOptions options;
+  options.top = "access_log: {path: /dev/stderr, format: text}";
+  ProxyFixture proxy({}, options);
+  Exchange x = get(proxy.port(), "/to-stderr");
+  REQUIRE(x.response);
+  CHECK(x.response->status == 200);
+  CHECK(wait_for_log_lines(proxy.bulwark, {"\"GET /to-stderr HTTP/1.1\" 200", x.id()}));
+}
+
+TEST_CASE("--check opens the access log as bulwark would, and says where the path is") {
+  TempDir dir;
+  // proxy_config() puts the top-level keys on line 5: "access_log: {path: " is 19 columns.
+  auto check = [](const std::string& path) {
+    ProxyOptions options;
+    options.top = "access_log: {path: " + path + "}";
+    return run_check(proxy_config("127.0.0.1:9000", options));
+  };
+  SUBCASE("a directory that does not exist") {
+    const std::string path = dir.file("no-such-dir/access.log");
+    CheckResult result = check(path);
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 1);
+    CHECK(result.out.find(result.config_path + ":5:20: access_log.path: cannot open " + path +
+                          " for appending: No such file or directory") != std::string::npos);
+  }
+  SUBCASE("a path that is a directory") {
+    CheckResult result = check(dir.path());
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 1);
+    CHECK(result.out.find(result.config_path + ":5:20: access_log.path: cannot open " + dir.path() +
+                          " for appending: Is a directory") != std::string::npos);
+  }
+  SUBCASE("a new file: fine, and not left behind") {
+    const std::string path = dir.file("access.log");
+    CheckResult result = check(path);
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 0);
+    CHECK(::access(path.c_str(), F_OK) != 0);
+  }
+  SUBCASE("an existing file: fine, and not truncated") {
+    const std::string path = dir.file("access.log");
+    write_file(path, "an earlier line\n");
+    CheckResult result = check(path);
+    INFO(result.out << result.err);
+    CHECK(result.exit_code == 0);
+    CHECK(read_file(path) == "an earlier line\n");
+  }
+  SUBCASE("standard output and standard error are not opened") {
+    for (const std::string path : {"/dev/stdout", "\"-\"", "/dev/stderr"}) {
+      CAPTURE(path);
+      CheckResult result = check(path);
+      INFO(result.out << result.err);
+      CHECK(result.exit_code == 0);
+    }
+  }
 }

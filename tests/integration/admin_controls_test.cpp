@@ -384,3 +384,26 @@ TEST_CASE("bulwark wait-ready: nothing listening, and usage errors") {
     CHECK(wrong.wait_exit().value_or(-1) == 2);
   }
 }
+
+TEST_CASE("--check reads admin.token_file as the admin listener will") {
+  TempDir dir;
+  TestUpstream upstream;
+  const std::string token_file = dir.file("admin-token");
+  const std::string yaml = with_admin(
+      proxy_config(upstream.address()),
+      "admin: {address: 127.0.0.1:0, token_file: " + token_file + "}\n");
+  CheckResult missing = run_check(yaml);
+  CHECK(missing.exit_code == 1);
+  INFO(missing.out);
+  CHECK(missing.out.find(":4:43: admin.token_file: cannot read " + token_file) !=
+        std::string::npos);
+  write_file(token_file, "\n");
+  CheckResult empty = run_check(yaml);
+  CHECK(empty.exit_code == 1);
+  CHECK(empty.out.find("admin.token_file: " + token_file + " holds no token") !=
+        std::string::npos);
+  write_file(token_file, "t0ken\n");
+  CheckResult ok = run_check(yaml);
+  INFO(ok.out << ok.err);
+  CHECK(ok.exit_code == 0);
+}

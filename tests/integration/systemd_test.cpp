@@ -19,7 +19,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -294,4 +297,145 @@ TEST_CASE("systemd: a reload is framed by RELOADING=1 and READY=1, a refused one
   REQUIRE(bulwark.signal(SIGHUP));
   CHECK(wait_for_log_lines(bulwark, {"config reload ignored"}));
   CHECK(count_with(systemd.messages(), "RELOADING=1") == 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The unit in deploy/systemd, read as systemd reads it, its reload run as systemd runs it.
+
+namespace {
+
+const std::string kUnitPath = std::string(BULWARK_SOURCE_DIR) + "/deploy/systemd/bulwark.service";
+
+// The [Service] section of the unit: each key's values, in order (a key may repeat).
+std::map<std::string, std::vector<std::string>> unit_service_section() {
+  std::ifstream in(kUnitPath);
+  REQUIRE(in);
+  std::map<std::string, std::vector<std::string>> keys;
+  std::string line, section;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line;
+      continue;
+    }
+    const size_t eq = line.find('=');
+    if (section == "[Service]" && eq != std::string::npos)
+      keys[line.substr(0, eq)].push_back(line.substr(eq + 1));
+  }
+  return keys;
+}
+
+struct Ran {
+  int status = -1;
+  std::string output;
+};
+
+// Runs one Exec line of the unit with its installed paths made this test's: the binary, the config
+// file and $MAINPID. The unit's lines have no quoting, so words split at spaces.
+Ran run_exec_line(const std::string& line, const std::string& config, pid_t main_pid) {
+  std::vector<std::string> argv;
+  std::istringstream words(line);
+  for (std::string word; words >> word;) {
+    if (word == "/usr/local/bin/bulwark") word = BULWARK_BINARY;
+    if (word == "/etc/bulwark/bulwark.yaml") word = config;
+    if (word == "$MAINPID") word = std::to_string(main_pid);
+    argv.push_back(word);
+  }
+  Subprocess process;
+  process.start(argv);
+  Ran ran;
+  ran.status = process.wait_exit().value_or(-1);
+  process.wait_streams_closed();
+  ran.output =
+      process.text(Subprocess::Stream::kStdout) + process.text(Subprocess::Stream::kStderr);
+  return ran;
+}
+
+// `systemctl reload`: the ExecReload= lines in order, stopping at the first that fails. Returns
+// the output of each line run.
+std::vector<Ran> systemctl_reload(const std::vector<std::string>& exec_reload,
+                                  const std::string& config, pid_t main_pid) {
+  std::vector<Ran> ran;
+  for (const std::string& line : exec_reload) {
+    ran.push_back(run_exec_line(line, config, main_pid));
+    if (ran.back().status != 0) break;
+  }
+  return ran;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "systemd unit: ExecReload checks the config before it signals, and LogsDirectory is set") {
+  auto unit = unit_service_section();
+  CHECK(unit["LogsDirectory"] == std::vector<std::string>{"bulwark"});
+  REQUIRE(unit["ExecStart"].size() == 1);
+  const std::string start = unit["ExecStart"][0];
+  const std::string check = start + " --check";
+  CHECK(unit["ExecStartPre"] == std::vector<std::string>{check});
+  const std::vector<std::string> exec_reload = unit["ExecReload"];
+  REQUIRE(exec_reload == std::vector<std::string>{check, "/bin/kill -HUP $MAINPID"});
+
+  TestUpstream upstream;
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address()));
+  const std::string config = bulwark.config_path();
+  auto reloads = [&bulwark] {
+    size_t n = 0;
+    for (const std::string& line : bulwark.logs())
+      n += line.find("config reloaded") != std::string::npos;
+    return n;
+  };
+
+  // A valid file: checked, then signalled, then applied.
+  std::vector<Ran> ran = systemctl_reload(exec_reload, config, bulwark.pid());
+  REQUIRE(ran.size() == 2);
+  CHECK(ran[0].status == 0);
+  CHECK(ran[1].status == 0);
+  CHECK(wait_for_log_lines(bulwark, {"config reloaded", "\"trigger\":\"SIGHUP\""}));
+
+  // An invalid file, then an access log that cannot be opened: the check fails with FILE:LINE:COL
+  // and bulwark gets no signal.
+  const std::string valid = read_file(config);
+  for (const std::string& bad :
+       {valid + "bogus_key: 1\n", "access_log: {path: /no-such-dir/access.log}\n" + valid}) {
+    CAPTURE(bad);
+    write_file(config, bad);
+    ran = systemctl_reload(exec_reload, config, bulwark.pid());
+    REQUIRE(ran.size() == 1);
+    CHECK(ran[0].status == 1);
+    CHECK(ran[0].output.find(config + ":") != std::string::npos);
+  }
+  // Valid again: the next reload is the second bulwark sees, so neither refused one reached it.
+  write_file(config, valid);
+  ran = systemctl_reload(exec_reload, config, bulwark.pid());
+  REQUIRE(ran.size() == 2);
+  CHECK(wait_for_log_lines(bulwark, {"config reloaded"}, 2));
+  INFO(bulwark.logs_text());
+  CHECK(reloads() == 2);
+  CHECK_FALSE(wait_for_log_lines(bulwark, {"config reload failed"}, 1, Millis{0}));
+}
+
+TEST_CASE("systemd unit: systemd-analyze verify finds nothing to say") {
+  const std::string analyze = "/usr/bin/systemd-analyze";
+  if (::access(analyze.c_str(), X_OK) != 0) {
+    MESSAGE("skipped: no " << analyze << " on this machine");
+    return;
+  }
+  // It wants the unit's binary to exist: a copy names the one just built.
+  TempDir dir;
+  std::string unit = read_file(kUnitPath);
+  for (size_t at; (at = unit.find("/usr/local/bin/bulwark")) != std::string::npos;)
+    unit.replace(at, std::strlen("/usr/local/bin/bulwark"), BULWARK_BINARY);
+  const std::string copy = dir.file("bulwark.service");
+  write_file(copy, unit);
+  Subprocess process;
+  process.start({analyze, "verify", copy});
+  const auto status = process.wait_exit();
+  process.wait_streams_closed();
+  const std::string output =
+      process.text(Subprocess::Stream::kStdout) + process.text(Subprocess::Stream::kStderr);
+  INFO(output);
+  CHECK(status == 0);
+  CHECK(output.empty());  // an unknown or misspelt key is only a warning
 }
