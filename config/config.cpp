@@ -46,6 +46,10 @@ const char* to_string(LbPolicy lb) {
   return "unknown";
 }
 
+const char* to_string(ClusterType type) {
+  return type == ClusterType::kOriginalDestination ? "original_destination" : "static";
+}
+
 const char* to_string(ListenerDirection direction) {
   return direction == ListenerDirection::kOutbound ? "outbound" : "inbound";
 }

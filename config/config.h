@@ -246,6 +246,10 @@ struct ListenerConfig {
   std::string name;
   SocketAddress address{"0.0.0.0", 8080, true};
   ListenerDirection direction = ListenerDirection::kInbound;
+  // Transparent capture: the connections come redirected by iptables (bulwark iptables), and
+  // each remembers where its client meant to go (SO_ORIGINAL_DST), for clusters of type
+  // original_destination.
+  bool original_destination = false;
   Duration request_headers_timeout{10000};
   Duration idle_timeout{300000};
   // An exchange under way in which no byte moved either way for this long ends (0 = never).
@@ -352,9 +356,15 @@ struct CircuitBreakerConfig {
   bool operator==(const CircuitBreakerConfig&) const = default;
 };
 
+// static: the endpoints listed (IP addresses, or DNS names resolved in the background).
+// original_destination: no list; each request goes to the address its client connected to
+// before iptables redirected it (the route's listener needs original_destination: true).
+enum class ClusterType : uint8_t { kStatic, kOriginalDestination };
+
 struct ClusterConfig {
   std::string name;
-  std::vector<EndpointConfig> endpoints;
+  ClusterType type = ClusterType::kStatic;
+  std::vector<EndpointConfig> endpoints;  // empty for original_destination
   Duration dns_refresh{30000};
   LbPolicy lb = LbPolicy::kRoundRobin;
   Duration connect_timeout{1000};
@@ -411,6 +421,7 @@ struct Config {
 const char* to_string(LbPolicy lb);
 const char* to_string(AccessLogFormat format);
 const char* to_string(ListenerDirection direction);  // "inbound", "outbound"
+const char* to_string(ClusterType type);              // "static", "original_destination"
 const char* to_string(TlsVersion version);              // "1.2", "1.3"
 const char* to_string(ForwardClientCert mode);          // the YAML names
 

@@ -176,6 +176,7 @@ void write_listener(JsonWriter& w, const ListenerConfig& listener) {
   w.member("name", listener.name);
   w.member("address", listener.address.text());
   w.member("direction", to_string(listener.direction));
+  w.member("original_destination", listener.original_destination);
   w.member("request_headers_timeout", format_duration(listener.request_headers_timeout));
   w.member("idle_timeout", format_duration(listener.idle_timeout));
   w.member("stream_idle_timeout", format_duration(listener.stream_idle_timeout));
@@ -235,6 +236,7 @@ void write_route(JsonWriter& w, const RouteConfig& route) {
 void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
   w.begin_object();
   w.member("name", cluster.name);
+  w.member("type", to_string(cluster.type));
   w.key("endpoints");
   w.begin_array();
   for (const EndpointConfig& endpoint : cluster.endpoints) {

@@ -656,6 +656,11 @@ class Loader {
         if (!config.clusters.empty() && !cluster_unnamed_) error(item, unknown_cluster(name));
         continue;
       }
+      if (config.clusters[it->second].type == ClusterType::kOriginalDestination) {
+        error(item, "cluster " + quoted(name) +
+                        " is of type original_destination: it has no endpoints to be healthy");
+        continue;
+      }
       readiness.require_healthy.push_back(std::move(name));
       readiness.cluster_indexes.push_back(it->second);
     }
@@ -725,7 +730,8 @@ class Loader {
     listener.location = location(field.mark);
     MapView map =
         read_map(field, "listener",
-                 {"name", "address", "direction", "request_headers_timeout", "idle_timeout",
+                 {"name", "address", "direction", "original_destination",
+                  "request_headers_timeout", "idle_timeout",
                   "stream_idle_timeout", "max_request_headers_size", "max_request_headers",
                   "trusted_hops", "max_connections", "tls", "routes"});
     if (!map.valid) return;
@@ -753,6 +759,7 @@ class Loader {
         }
       }
     }
+    read_bool(map.find("original_destination"), listener.original_destination);
     read_duration(map.find("request_headers_timeout"), listener.request_headers_timeout, true);
     read_duration(map.find("idle_timeout"), listener.idle_timeout, true);
     read_duration(map.find("stream_idle_timeout"), listener.stream_idle_timeout, false);
@@ -1180,8 +1187,9 @@ class Loader {
     cluster.location = location(field.mark);
     MapView map = read_map(
         field, "cluster",
-        {"name", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool", "circuit_breaker",
-         "health_check", "outlier_detection", "panic_threshold", "max_response_headers", "tls"});
+        {"name", "type", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
+         "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
+         "max_response_headers", "tls"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -1194,6 +1202,30 @@ class Loader {
     } else {
       cluster_unnamed_ = true;
     }
+    if (const Field* type = map.find("type")) {
+      if (auto text = scalar(*type, "a cluster type")) {
+        if (*text == "static") {
+          cluster.type = ClusterType::kStatic;
+        } else if (*text == "original_destination") {
+          cluster.type = ClusterType::kOriginalDestination;
+        } else {
+          error(*type,
+                "unknown type " + quoted(*text) + "; expected one of: static, original_destination");
+        }
+      }
+    }
+    if (cluster.type == ClusterType::kOriginalDestination) {
+      // Each request goes where its client meant to: there is no list to check, resolve or
+      // load-balance, and no name to verify a certificate against.
+      for (const char* key : {"endpoints", "health_check", "tls"}) {
+        if (const Field* found = map.find(key)) {
+          error(*found, "a cluster of type original_destination takes no " + std::string(key) +
+                            ": each request goes to the address its client connected to");
+        }
+      }
+      read_cluster_policies(map, cluster);
+      return;
+    }
     // Where each endpoint's address was read (none when it was not), for the TLS check below.
     std::vector<std::optional<Field>> endpoint_addresses;
     for (const Field& item : read_list(require(map, "endpoints"), "endpoint")) {
@@ -1201,6 +1233,19 @@ class Loader {
       endpoint_addresses.push_back(read_endpoint(item, cluster.endpoints.back()));
     }
     read_duration(map.find("dns_refresh"), cluster.dns_refresh, true);
+    read_cluster_policies(map, cluster);
+    if (const Field* check = map.find("health_check")) {
+      read_health_check(*check, cluster.health_check, map.find("tls") != nullptr);
+    }
+    if (const Field* tls = map.find("tls")) {
+      if (read_cluster_tls(*tls, cluster.tls)) {
+        check_tls_endpoints(*cluster.tls, cluster.endpoints, endpoint_addresses);
+      }
+    }
+  }
+
+  // The keys every cluster type takes.
+  void read_cluster_policies(const MapView& map, ClusterConfig& cluster) {
     if (const Field* lb = map.find("lb")) {
       if (auto text = scalar(*lb, "a load-balancing policy")) {
         if (*text == "round_robin") {
@@ -1220,9 +1265,6 @@ class Loader {
     if (const Field* breaker = map.find("circuit_breaker")) {
       read_circuit_breaker(*breaker, cluster.circuit_breaker);
     }
-    if (const Field* check = map.find("health_check")) {
-      read_health_check(*check, cluster.health_check, map.find("tls") != nullptr);
-    }
     if (const Field* outlier = map.find("outlier_detection")) {
       read_outlier_detection(*outlier, cluster.outlier_detection);
     }
@@ -1230,11 +1272,6 @@ class Loader {
       cluster.panic_threshold_percent = static_cast<uint32_t>(*percent);
     }
     read_uint(map.find("max_response_headers"), cluster.max_response_headers, 1, kMaxHeaderCount);
-    if (const Field* tls = map.find("tls")) {
-      if (read_cluster_tls(*tls, cluster.tls)) {
-        check_tls_endpoints(*cluster.tls, cluster.endpoints, endpoint_addresses);
-      }
-    }
   }
 
   void read_health_check(const Field& field, std::optional<HealthCheckConfig>& out,
@@ -1694,6 +1731,15 @@ class Loader {
       auto it = cluster_indexes_.find(route.cluster);
       if (it != cluster_indexes_.end()) {
         route.cluster_index = it->second;
+        const ListenerConfig& listener = config.listeners[ref.listener];
+        if (config.clusters[it->second].type == ClusterType::kOriginalDestination &&
+            !listener.original_destination) {
+          error(ref.mark, ref.path,
+                "cluster " + quoted(route.cluster) +
+                    " is of type original_destination, which needs the address each client "
+                    "connected to: set original_destination: true on listener " +
+                    quoted(listener.name));
+        }
         continue;
       }
       const std::string route_name = ref.route_name.empty() ? "" : quoted(ref.route_name) + " ";

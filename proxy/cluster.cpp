@@ -1,8 +1,10 @@
 #include "proxy/cluster.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "proxy/log.h"
+#include "proxy/net.h"
 #include "proxy/worker.h"
 
 namespace bulwark {
@@ -173,6 +175,30 @@ void WorkerCluster::record_outcome(const EndpointPool& pool,
   if (shared.on_ejection) shared.on_ejection();
 }
 
+EndpointPool* WorkerCluster::pick_original(const sockaddr* destination) {
+  for (const auto& p : originals_) {
+    if (same_address(reinterpret_cast<const sockaddr*>(&p->endpoint.sockaddr), destination)) {
+      return p.get();
+    }
+  }
+  // A few dozen destinations is the common case; past that, forget the unused ones first.
+  constexpr size_t kSweepAbove = 64;
+  if (originals_.size() >= kSweepAbove) {
+    originals_.erase(std::remove_if(originals_.begin(), originals_.end(),
+                                    [](const std::unique_ptr<EndpointPool>& p) {
+                                      return p->connections == 0 && p->holders == 0;
+                                    }),
+                     originals_.end());
+  }
+  Endpoint e;
+  std::memcpy(&e.sockaddr, destination,
+              destination->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+  e.address = format_sockaddr(e.sockaddr);
+  e.name = e.address;
+  originals_.push_back(std::make_unique<EndpointPool>(*this, e));
+  return originals_.back().get();
+}
+
 bool WorkerCluster::try_reserve_connection() {
   uint32_t max = shared.config.pool.max_connections;
   uint32_t n = shared.connections.load(std::memory_order_relaxed);
@@ -287,12 +313,15 @@ void UpstreamLease::release(bool reusable) {
 bool WorkerCluster::has_connections() const {
   auto open = [](const std::unique_ptr<EndpointPool>& p) { return p->connections > 0; };
   return std::any_of(pools_.begin(), pools_.end(), open) ||
-         std::any_of(retired_.begin(), retired_.end(), open);
+         std::any_of(retired_.begin(), retired_.end(), open) ||
+         std::any_of(originals_.begin(), originals_.end(), open);
 }
 
 void WorkerCluster::close_idle() {
-  for (auto& p : pools_) {
-    while (UpstreamConnection* c = p->idle.front()) c->close();
+  for (auto* list : {&pools_, &originals_}) {
+    for (auto& p : *list) {
+      while (UpstreamConnection* c = p->idle.front()) c->close();
+    }
   }
 }
 

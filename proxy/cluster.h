@@ -122,6 +122,11 @@ class WorkerCluster {
   EndpointPool* pick(const EndpointPool* avoid = nullptr,
                      const UnreachableEndpoints* unreachable = nullptr);
   bool has_endpoints() const { return !pools_.empty(); }
+  // type: original_destination: the pool of `destination` (where a redirected client meant to
+  // connect), made at its first use. Pools that no request holds and that have no connection
+  // left are dropped as new ones are made, so their number stays bounded by the connections
+  // and requests under way.
+  EndpointPool* pick_original(const sockaddr* destination);
   // The outcome of a try on `pool`'s endpoint, for outlier detection. An ejection is logged here.
   void record_outcome(const EndpointPool& pool, filters::OutlierDetector::Outcome outcome);
 
@@ -181,6 +186,7 @@ class WorkerCluster {
   std::shared_ptr<const EndpointSet> set_;
   std::vector<std::unique_ptr<EndpointPool>> pools_;  // index-aligned with set_->endpoints
   std::vector<std::unique_ptr<EndpointPool>> retired_;
+  std::vector<std::unique_ptr<EndpointPool>> originals_;  // type: original_destination
   std::vector<Group> groups_;  // by priority, lowest first; only priorities that have endpoints
   filters::PriorityLoad load_;
   uint64_t routing_version_ = 0;

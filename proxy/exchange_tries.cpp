@@ -344,7 +344,16 @@ void Exchange::stream_idle_expired() {
 // The upstream side: the current try.
 
 void Exchange::connect_upstream(bool fresh_only) {
-  endpoint_ = cluster_->pick(failed_endpoint_, &unreachable_);
+  if (cluster_->config().type == config::ClusterType::kOriginalDestination) {
+    const sockaddr* destination = stream_.original_destination();
+    if (destination == nullptr) {
+      upstream_failed(LocalReason::kNoOriginalDestination, 0);
+      return;
+    }
+    endpoint_ = cluster_->pick_original(destination);
+  } else {
+    endpoint_ = cluster_->pick(failed_endpoint_, &unreachable_);
+  }
   if (endpoint_ == nullptr) {
     // No connect attempt and no wait: the answer is known now.
     upstream_failed(

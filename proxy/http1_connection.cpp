@@ -51,6 +51,9 @@ Http1Connection::~Http1Connection() {
 
 bool Http1Connection::accept(int fd) {
   outbound = listener_->config.direction == config::ListenerDirection::kOutbound;
+  if (listener_->config.original_destination) {
+    has_original_destination_ = bulwark::original_destination(fd, &original_destination_);
+  }
   worker_.connection_opened(this);
   if (listener_->tls != nullptr) {
     transport_ = TlsTransport::accept(&worker_.transport_context(), fd, listener_->tls->get());

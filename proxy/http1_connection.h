@@ -27,6 +27,7 @@
 #include "proxy/deadlines.h"
 #include "proxy/fwd.h"
 #include "proxy/headers.h"
+#include "proxy/net.h"
 #include "proxy/outbox.h"
 #include "proxy/slab.h"
 #include "proxy/stream.h"
@@ -110,6 +111,9 @@ class Http1Connection final : public DeferredDeletable,
   bool closed() const override { return closed_; }
   std::string_view client_address() const override { return client_ip_; }
   const TlsSession* tls() const override { return transport_ ? transport_->tls() : nullptr; }
+  const sockaddr* original_destination() const override {
+    return has_original_destination_ ? &original_destination_.sa : nullptr;
+  }
 
   // The response's Outbox: lent while a request is under way.
   Outbox& out();
@@ -146,6 +150,8 @@ class Http1Connection final : public DeferredDeletable,
   Outbox* out_ = nullptr;         // lent while a request is under way
   Exchange* exchange_ = nullptr;  // the request under way
   char client_ip_[48] = {0};
+  IpAddress original_destination_{};  // with has_original_destination_
+  bool has_original_destination_ = false;
   Phase phase_ = Phase::kIdle;
   http::BodyFraming response_framing_ = http::BodyFraming::kNone;
   bool client_eof_ = false;

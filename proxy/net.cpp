@@ -49,6 +49,51 @@ bool is_loopback(const sockaddr_storage& addr) {
   return false;
 }
 
+bool same_address(const sockaddr* a, const sockaddr* b) {
+  if (a->sa_family != b->sa_family) return false;
+  if (a->sa_family == AF_INET) {
+    const auto* x = reinterpret_cast<const sockaddr_in*>(a);
+    const auto* y = reinterpret_cast<const sockaddr_in*>(b);
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  if (a->sa_family == AF_INET6) {
+    const auto* x = reinterpret_cast<const sockaddr_in6*>(a);
+    const auto* y = reinterpret_cast<const sockaddr_in6*>(b);
+    return x->sin6_port == y->sin6_port &&
+           std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+  }
+  return false;
+}
+
+bool original_destination(int fd, IpAddress* out) {
+  IpAddress local{};
+  socklen_t size = sizeof local;
+  if (::getsockname(fd, &local.sa, &size) != 0) return false;
+  // From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>, whose headers clash
+  // with the C library's.
+  constexpr int kSoOriginalDst = 80;
+  constexpr int kIp6tSoOriginalDst = 80;
+  IpAddress original{};
+  size = sizeof original;
+  int rc = -1;
+  if (local.sa.sa_family == AF_INET6) {
+    rc = ::getsockopt(fd, SOL_IPV6, kIp6tSoOriginalDst, &original, &size);
+  }
+  if (rc != 0) {  // IPv4, or IPv4 on a dual-stack socket (an IPv4-mapped local address)
+    size = sizeof original;
+    rc = ::getsockopt(fd, SOL_IP, kSoOriginalDst, &original, &size);
+  }
+  if (rc != 0) return false;
+  if (same_address(&original.sa, &local.sa)) return false;
+  if (local.sa.sa_family == AF_INET6 && original.sa.sa_family == AF_INET &&
+      IN6_IS_ADDR_V4MAPPED(&local.v6.sin6_addr) && original.v4.sin_port == local.v6.sin6_port &&
+      std::memcmp(&original.v4.sin_addr, &local.v6.sin6_addr.s6_addr[12], 4) == 0) {
+    return false;  // the same address, seen through the dual-stack socket
+  }
+  *out = original;
+  return true;
+}
+
 int open_listener(const sockaddr_storage& addr, int backlog, bool reuseport, std::string* error) {
   int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {

@@ -1,6 +1,7 @@
 #pragma once
 // Socket address helpers shared by listeners, the admin server and clusters.
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <uv.h>
 
@@ -16,6 +17,20 @@ int to_sockaddr(const config::SocketAddress& address, sockaddr_storage* out);
 std::string format_sockaddr(const sockaddr_storage& addr);
 // 127.0.0.0/8, ::1, or an IPv4-mapped 127.x (::ffff:127.0.0.1 on a dual-stack socket).
 bool is_loopback(const sockaddr_storage& addr);
+
+// An IPv4 or IPv6 socket address, small enough to keep per connection (sockaddr_storage is 128
+// bytes).
+union IpAddress {
+  sockaddr sa;
+  sockaddr_in v4;
+  sockaddr_in6 v6;
+};
+// Where the client of accepted socket `fd` meant to connect before an iptables REDIRECT sent it
+// here (SO_ORIGINAL_DST, or IP6T_SO_ORIGINAL_DST for IPv6). False when the connection was not
+// redirected (the destination is the socket's own address, or the kernel knows none).
+bool original_destination(int fd, IpAddress* out);
+// Same family, address and port.
+bool same_address(const sockaddr* a, const sockaddr* b);
 // A bound, listening, non-blocking socket with SO_REUSEADDR, and with `reuseport` SO_REUSEPORT
 // (so each worker can have its own on the same port). Returns the fd, or a negative errno;
 // *error names the failed step.

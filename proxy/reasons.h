@@ -33,6 +33,7 @@ enum class LocalReason : unsigned char {
   kRequestTimeout,
   kUpstreamTlsFailure,
   kTlsOnPlaintextPort,
+  kNoOriginalDestination,
   kCount,
 };
 
@@ -70,6 +71,8 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"upstream_tls_failure", 502, "UF"},         // the TLS handshake with the upstream failed
                                                  // (the access log's try says why: tls:REASON)
     {"tls_on_plaintext_port", 400, "DPE"},       // a TLS ClientHello on a plaintext listener
+    {"no_original_destination", 503, "NE"},      // an original_destination cluster, and the
+                                                 // connection was not redirected by iptables
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

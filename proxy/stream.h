@@ -8,6 +8,8 @@
 // connection broken and close it: the exchange then hears Exchange::on_stream_closed() before
 // the call returns, and must check closed() before going on.
 
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -83,6 +85,9 @@ class ExchangeStream {
   virtual std::string_view client_address() const = 0;
   // What the client's TLS handshake settled; null on a plaintext connection.
   virtual const TlsSession* tls() const = 0;
+  // Where the client meant to connect before iptables redirected it (listener
+  // original_destination: true); null when not redirected, or not asked for.
+  virtual const sockaddr* original_destination() const = 0;
 
  protected:
   ~ExchangeStream() = default;

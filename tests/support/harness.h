@@ -463,6 +463,8 @@ class TestUpstream {
   // "x-upstream: NAME" and "x-upstream-connection: N", and body "METHOD TARGET\n"; it honours
   // Connection: close and HEAD.
   explicit TestUpstream(Handler handler = {}, std::string name = "upstream");
+  // Listening on IPv4 address `host` of this host instead of 127.0.0.1.
+  TestUpstream(Handler handler, std::string name, const std::string& host);
   ~TestUpstream();
   TestUpstream(const TestUpstream&) = delete;
   TestUpstream& operator=(const TestUpstream&) = delete;
@@ -470,7 +472,7 @@ class TestUpstream {
   static Handler echo_handler(std::string name = "upstream");
 
   uint16_t port() const { return port_; }
-  std::string address() const;  // "127.0.0.1:PORT"
+  std::string address() const;  // "127.0.0.1:PORT" (or its host's)
   const std::string& name() const { return name_; }
 
   size_t connections() const { return connections_.load(); }
@@ -494,6 +496,7 @@ class TestUpstream {
 
   Handler handler_;
   std::string name_;
+  std::string host_ = "127.0.0.1";
   int listen_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};
   uint16_t port_ = 0;

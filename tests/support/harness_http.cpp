@@ -796,11 +796,20 @@ TestUpstream::Handler TestUpstream::echo_handler(std::string name) {
 }
 
 TestUpstream::TestUpstream(Handler handler, std::string name)
-    : handler_(handler ? std::move(handler) : echo_handler(name)), name_(std::move(name)) {
+    : TestUpstream(std::move(handler), std::move(name), "127.0.0.1") {}
+
+TestUpstream::TestUpstream(Handler handler, std::string name, const std::string& host)
+    : handler_(handler ? std::move(handler) : echo_handler(name)),
+      name_(std::move(name)),
+      host_(host) {
   listen_fd_ = make_socket();
   int one = 1;
   ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   auto address = loopback(0);
+  if (::inet_pton(AF_INET, host.c_str(), &address.sin_addr) != 1) {
+    ::close(listen_fd_);
+    throw std::runtime_error("TestUpstream: not an IPv4 address: " + host);
+  }
   if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
       ::listen(listen_fd_, 256) != 0 || ::pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
     ::close(listen_fd_);
@@ -812,7 +821,7 @@ TestUpstream::TestUpstream(Handler handler, std::string name)
 
 TestUpstream::~TestUpstream() { stop(); }
 
-std::string TestUpstream::address() const { return "127.0.0.1:" + std::to_string(port_); }
+std::string TestUpstream::address() const { return host_ + ":" + std::to_string(port_); }
 
 void TestUpstream::accept_loop() {
   while (!stopping_) {

@@ -111,7 +111,7 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
        "probes: unknown key 'port' in probes; expected one of: address"},
       {"listener", in_listener("    max_headers: 1\n"), 4, 5,
        "listeners[0]: unknown key 'max_headers' in listener; expected one of: name, address, "
-       "direction, request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
+       "direction, original_destination, request_headers_timeout, idle_timeout, stream_idle_timeout, max_request_headers_size, "
        "max_request_headers, trusted_hops, max_connections, tls, routes"},
       {"route", in_route("        retries: 3\n"), 7, 9,
        "listeners[0].routes[0]: unknown key 'retries' in route; expected one of: name, match, "
@@ -133,7 +133,7 @@ TEST_CASE("unknown keys are errors at every level, listing the keys allowed ther
        "listeners[0].routes[0].match: unknown key 'pathh' in route match (did you mean 'path'?); "
        "expected one of: prefix, path, regex, host, headers, methods"},
       {"cluster", in_cluster("    lb_policy: random\n"), 10, 5,
-       "clusters[0]: unknown key 'lb_policy' in cluster; expected one of: name, endpoints, "
+       "clusters[0]: unknown key 'lb_policy' in cluster; expected one of: name, type, endpoints, "
        "dns_refresh, lb, connect_timeout, pool, circuit_breaker"},
       {"endpoint", with_endpoint_key("wieght", "2"), 11, 9,
        "clusters[0].endpoints[0]: unknown key 'wieght' in endpoint (did you mean 'weight'?); "
@@ -913,6 +913,40 @@ TEST_CASE("a listener's direction is inbound or outbound") {
   });
 }
 
+TEST_CASE("a cluster of type original_destination takes no endpoints and needs its listener") {
+  // Line 1-3: the listener; 4: original_destination or not; 5-7: routes; 8-9: cluster.
+  const auto transparent = [](bool original, std::string_view cluster_lines) {
+    return kHead + (original ? "    original_destination: true\n" : "    direction: outbound\n") +
+           kRoutes + "clusters:\n  - name: app\n" + std::string(cluster_lines);
+  };
+  CHECK_LOADS(load(transparent(true, "    type: original_destination\n")));
+  CHECK_LOADS(load(transparent(true, "    type: original_destination\n    connect_timeout: 2s\n"
+                                     "    circuit_breaker: {}\n    pool: {max_connections: 8}\n")));
+  CHECK_LOADS(load(transparent(false, "    type: static\n    endpoints: [127.0.0.1:9000]\n")));
+  check_only_errors({
+      {"endpoints", transparent(true, "    type: original_destination\n    endpoints: [10.0.0.1:80]\n"),
+       11, 16,
+       "clusters[0].endpoints: a cluster of type original_destination takes no endpoints: each "
+       "request goes to the address its client connected to"},
+      {"tls", transparent(true, "    type: original_destination\n    tls: {}\n"), 11, 10,
+       "a cluster of type original_destination takes no tls"},
+      {"health_check", transparent(true, "    type: original_destination\n    health_check: {}\n"),
+       11, 19, "a cluster of type original_destination takes no health_check"},
+      {"unknown type", transparent(true, "    type: dynamic\n    endpoints: [10.0.0.1:80]\n"), 10,
+       11,
+       "clusters[0].type: unknown type 'dynamic'; expected one of: static, original_destination"},
+      {"listener without original_destination",
+       transparent(false, "    type: original_destination\n"), 7, 18,
+       "listeners[0].routes[0].cluster: cluster 'app' is of type original_destination, which "
+       "needs the address each client connected to: set original_destination: true on listener "
+       "'in'"},
+      {"readiness", "readiness: {require_healthy: [app]}\n" +
+                        transparent(true, "    type: original_destination\n"), 1, 31,
+       "readiness.require_healthy[0]: cluster 'app' is of type original_destination: it has no "
+       "endpoints to be healthy"},
+  });
+}
+
 TEST_CASE("probes, watchdog and the admin token file are checked") {
   check_only_errors({
       {"probes DNS name", at_top("probes:\n  address: localhost:9902\n"), 2, 12,
@@ -1026,8 +1060,8 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "max_ejection_percent, failure_percent, failure_percent_minimum_requests, interval"},
       {"cluster", in_cluster("    panic_treshold: 10%\n"), 10, 5,
        "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
-       "expected one of: name, endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, "
-       "health_check, outlier_detection, panic_threshold"},
+       "expected one of: name, type, endpoints, dns_refresh, lb, connect_timeout, pool, "
+       "circuit_breaker, health_check, outlier_detection, panic_threshold"},
       {"cluster near miss", in_cluster("    healthcheck: {}\n"), 10, 5,
        "clusters[0]: unknown key 'healthcheck' in cluster (did you mean 'health_check'?)"},
       {"endpoint", with_endpoint_key("priorty", "1"), 11, 9,

@@ -397,7 +397,7 @@ TEST_CASE("tls: unknown keys, listing the keys allowed there") {
        "listeners[0]: unknown key 'tsl' in listener (did you mean 'tls'?)"},
       {"cluster lists tls", with_cluster("    endpoints: [127.0.0.1:1]\n    tsl: {}\n"), 10, 5,
        "clusters[0]: unknown key 'tsl' in cluster (did you mean 'tls'?); expected one of: name, "
-       "endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, health_check, "
+       "type, endpoints, dns_refresh, lb, connect_timeout, pool, circuit_breaker, health_check, "
        "outlier_detection, panic_threshold, max_response_headers, tls"},
       {"duplicate", listener_tls("      alpn: [http/1.1]\n      alpn: [http/1.0]\n"), 8, 7,
        "listeners[0].tls: duplicate key 'alpn' in listener tls (first set on line 7)"},

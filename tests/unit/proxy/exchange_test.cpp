@@ -76,6 +76,7 @@ struct FakeStream : ExchangeStream {
   bool closed() const override { return closed_called; }
   std::string_view client_address() const override { return "192.0.2.7"; }
   const TlsSession* tls() const override { return nullptr; }
+  const sockaddr* original_destination() const override { return nullptr; }
 
   std::vector<LocalReply> replies;
   std::vector<std::string> request_ids;
