@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "config/loader.h"
+#include "kube/inject.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/tls_contexts.h"
@@ -14,6 +15,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: bulwark --config FILE [--check] [--log-level debug|info|warn|error]\n"
+    "       bulwark inject [-f FILE] [...]   add bulwark to Kubernetes manifests (inject --help)\n"
     "       bulwark --version | --help\n"
     "\n"
     "  -c, --config FILE   the YAML configuration (see config/examples/)\n"
@@ -26,6 +28,8 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "inject")
+    return bulwark::kube::inject_main(argc - 1, argv + 1);
   std::string config_path;
   bool check = false;
   for (int i = 1; i < argc; ++i) {

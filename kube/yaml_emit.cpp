@@ -1,0 +1,122 @@
+#include "kube/yaml_emit.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace bulwark::kube {
+
+namespace {
+
+// The tag yaml-cpp gives a scalar that was quoted or a block (| or >) in its source.
+constexpr std::string_view kNonPlainTag = "!";
+constexpr std::string_view kCoreSchemaPrefix = "tag:yaml.org,2002:";
+
+// Words that YAML 1.1 (which Kubernetes' parser follows) reads as booleans or null.
+constexpr std::array<std::string_view, 11> kSpecialWords{"true", "false", "yes",  "no", "on", "off",
+                                                         "y",    "n",     "null", "~",  ""};
+
+bool needs_quotes(std::string_view value) {
+  if (value.find('\n') != std::string_view::npos) return true;
+  std::string lower(value);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (std::find(kSpecialWords.begin(), kSpecialWords.end(), lower) != kSpecialWords.end())
+    return true;
+  // Anything that could be a number (9902, -1, .5, 1e3, 0x1f, .inf) or starts like one (100m
+  // would be read as a string, but quoting it costs nothing and needs no finer rule).
+  auto digit = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; };
+  if (digit(value.front())) return true;
+  bool sign_or_dot = value.front() == '-' || value.front() == '+' || value.front() == '.';
+  if (!sign_or_dot || value.size() < 2) return false;
+  return digit(value[1]) || value[1] == '.' || lower == ".inf" || lower == ".nan";
+}
+
+// A | block reads back exactly when the text ends with one newline (| keeps one), does not start
+// with a space or a newline (the first line sets the indentation) and has no carriage return.
+bool fits_literal_block(const std::string& value) {
+  if (value.size() < 2 || value.back() != '\n' || value[value.size() - 2] == '\n') return false;
+  if (value.front() == ' ' || value.front() == '\n') return false;
+  return value.find('\r') == std::string::npos;
+}
+
+void emit_scalar(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {
+  const std::string& tag = node.Tag();
+  const std::string& value = node.Scalar();
+  if (tag == kNonPlainTag) {
+    if (!in_flow && fits_literal_block(value)) {
+      // Without its last newline: yaml-cpp ends the block with the line break that | keeps.
+      out << YAML::Literal << value.substr(0, value.size() - 1);
+    } else if (value.find('"') != std::string::npos) {
+      // JSON in an annotation reads better without a backslash before each quote; yaml-cpp
+      // falls back to double quotes where single quotes cannot say the text.
+      out << YAML::SingleQuoted << value;
+    } else {
+      out << YAML::DoubleQuoted << value;
+    }
+    return;
+  }
+  if (!tag.empty() && tag != "?") {
+    if (tag.rfind(kCoreSchemaPrefix, 0) == 0) {
+      out << YAML::SecondaryTag(tag.substr(kCoreSchemaPrefix.size()));
+    } else {
+      out << YAML::VerbatimTag(tag);
+    }
+  }
+  out << value;
+}
+
+void emit_node(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {
+  switch (node.Type()) {
+    case YAML::NodeType::Undefined:
+    case YAML::NodeType::Null:
+      out << YAML::Null;
+      return;
+    case YAML::NodeType::Scalar:
+      emit_scalar(out, node, in_flow);
+      return;
+    case YAML::NodeType::Sequence: {
+      bool flow = in_flow || node.Style() == YAML::EmitterStyle::Flow;
+      if (flow) out << YAML::Flow;
+      out << YAML::BeginSeq;
+      for (const YAML::Node& item : node) emit_node(out, item, flow);
+      out << YAML::EndSeq;
+      return;
+    }
+    case YAML::NodeType::Map: {
+      bool flow = in_flow || node.Style() == YAML::EmitterStyle::Flow;
+      if (flow) out << YAML::Flow;
+      out << YAML::BeginMap;
+      for (const auto& entry : node) {
+        out << YAML::Key;
+        emit_node(out, entry.first, flow);
+        out << YAML::Value;
+        emit_node(out, entry.second, flow);
+      }
+      out << YAML::EndMap;
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+YAML::Node string_node(std::string_view value) {
+  YAML::Node node{std::string(value)};
+  if (needs_quotes(value)) node.SetTag(std::string(kNonPlainTag));
+  return node;
+}
+
+std::string emit_stream(const std::vector<YAML::Node>& documents) {
+  std::string text;
+  for (size_t i = 0; i < documents.size(); ++i) {
+    if (i > 0) text += "---\n";
+    YAML::Emitter out;
+    emit_node(out, documents[i], false);
+    text += out.c_str();
+    text += '\n';
+  }
+  return text;
+}
+
+}  // namespace bulwark::kube
