@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -182,6 +183,9 @@ struct Sidecar {
   int pre_stop_seconds = 0;        // --classic: the app containers sleep this long on SIGTERM
   int min_grace_seconds = 0;
   std::optional<std::string> config_text;  // --config-map-from: the ConfigMap's bulwark.yaml
+  std::string cpu_request;
+  std::string memory_request;
+  std::string memory_limit;
 };
 
 // "bulwark-" + the listener's name as Kubernetes takes a port name: lowercase letters, digits
@@ -229,6 +233,9 @@ std::optional<Sidecar> make_sidecar(const InjectOptions& options,
   sidecar.image = options.image.empty() ? std::string("bulwark:") + BULWARK_VERSION : options.image;
   sidecar.config_map = options.config_map;
   sidecar.classic = options.classic;
+  sidecar.cpu_request = options.cpu_request;
+  sidecar.memory_request = options.memory_request;
+  sidecar.memory_limit = options.memory_limit;
   config::Config defaults;
   config::Duration drain_delay = defaults.drain_delay;
   config::Duration drain_timeout = defaults.drain_timeout;
@@ -301,9 +308,9 @@ YAML::Node sidecar_container(const Sidecar& sidecar) {
   c["startupProbe"] = http_probe("/ready", kStartupPeriodSeconds, kStartupFailureThreshold);
   c["readinessProbe"] = http_probe("/ready", kReadinessPeriodSeconds, 0);
   c["livenessProbe"] = http_probe("/healthz", kLivenessPeriodSeconds, kLivenessFailureThreshold);
-  c["resources"]["requests"]["cpu"] = string_node("100m");
-  c["resources"]["requests"]["memory"] = string_node("64Mi");
-  c["resources"]["limits"]["memory"] = string_node("256Mi");
+  c["resources"]["requests"]["cpu"] = string_node(sidecar.cpu_request);
+  c["resources"]["requests"]["memory"] = string_node(sidecar.memory_request);
+  c["resources"]["limits"]["memory"] = string_node(sidecar.memory_limit);
   // What Pod Security "restricted" asks of a container.
   YAML::Node security;
   security["runAsNonRoot"] = YAML::Node("true");
@@ -886,6 +893,9 @@ constexpr const char* kInjectUsage =
     "                          before the workloads, and take from it the listener ports,\n"
     "                          drain_delay and drain_timeout\n"
     "      --ports P,...       the ports bulwark listens on, without --config-map-from\n"
+    "      --cpu-request Q     the bulwark container's CPU request (default 100m)\n"
+    "      --memory-request Q  its memory request (default 64Mi)\n"
+    "      --memory-limit Q    its memory limit (default 256Mi)\n"
     "      --classic           a plain container plus a preStop sleep of drain_delay on each app\n"
     "                          container, instead of a native sidecar (an init container with\n"
     "                          restartPolicy Always, Kubernetes 1.29+)\n"
@@ -898,11 +908,6 @@ constexpr const char* kInjectUsage =
     "template replaces the earlier injection. Exit status: 0, 1 when a document or the config\n"
     "is invalid (nothing is written to stdout), 2 for a wrong argument.\n";
 
-int usage_error(const std::string& message) {
-  std::fprintf(stderr, "bulwark inject: %s\n%s", message.c_str(), kInjectUsage);
-  return 2;
-}
-
 // DNS-1123 subdomain, what Kubernetes takes as a ConfigMap name.
 bool valid_object_name(const std::string& name) {
   if (name.empty() || name.size() > 253) return false;
@@ -910,6 +915,25 @@ bool valid_object_name(const std::string& name) {
   if (!alnum(name.front()) || !alnum(name.back())) return false;
   return std::all_of(name.begin(), name.end(),
                      [&alnum](char c) { return alnum(c) || c == '-' || c == '.'; });
+}
+
+// A Kubernetes quantity as people write them: 100m, 0.5, 64Mi, 1G.
+bool valid_quantity(const std::string& text) {
+  auto digits_end = [&text](size_t from) {
+    while (from < text.size() && text[from] >= '0' && text[from] <= '9') ++from;
+    return from;
+  };
+  size_t end = digits_end(0);
+  if (end == 0) return false;
+  if (end < text.size() && text[end] == '.') {
+    size_t fraction_end = digits_end(end + 1);
+    if (fraction_end == end + 1) return false;
+    end = fraction_end;
+  }
+  static constexpr std::array<std::string_view, 14> kSuffixes{
+      "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"};
+  std::string_view suffix = std::string_view(text).substr(end);
+  return std::find(kSuffixes.begin(), kSuffixes.end(), suffix) != kSuffixes.end();
 }
 
 bool parse_ports(const std::string& text, std::vector<uint16_t>* ports) {
@@ -926,71 +950,104 @@ bool parse_ports(const std::string& text, std::vector<uint16_t>* ports) {
   return !ports->empty();
 }
 
+// What the command line asks for.
+struct CommandLine {
+  InjectOptions options;
+  std::string input_file = "-";
+  bool help = false;
+  bool sidecar_flags = false;  // a flag that shapes the injection, which --uninject ignores
+};
+
+// Applies a flag that takes a value. Returns the usage error, or "" when it is fine.
+std::string apply_flag(const std::string& flag, const std::string& value, CommandLine* line) {
+  static constexpr std::array<std::string_view, 9> kFlags{
+      "-f",      "--filename",    "--image",          "--config-map",  "--config-map-from",
+      "--ports", "--cpu-request", "--memory-request", "--memory-limit"};
+  if (std::find(kFlags.begin(), kFlags.end(), flag) == kFlags.end())
+    return "unknown argument '" + flag + "'";
+  if (value.empty()) return flag + " needs a value";
+  InjectOptions& options = line->options;
+  if (flag == "-f" || flag == "--filename") {
+    line->input_file = value;
+    return "";
+  }
+  line->sidecar_flags = true;
+  if (flag == "--image") {
+    options.image = value;
+  } else if (flag == "--config-map") {
+    if (!valid_object_name(value))
+      return "--config-map '" + value +
+             "': not a Kubernetes object name (lowercase letters, digits, '-' and '.', starting "
+             "and ending with a letter or digit)";
+    options.config_map = value;
+  } else if (flag == "--config-map-from") {
+    options.config_file = value;
+  } else if (flag == "--ports") {
+    if (!parse_ports(value, &options.ports))
+      return "--ports '" + value + "': not a list of ports 1..65535 like 8080,8443";
+  } else if (flag == "--cpu-request" || flag == "--memory-request" || flag == "--memory-limit") {
+    if (!valid_quantity(value))
+      return flag + " '" + value + "': not a Kubernetes quantity like 100m, 0.5, 64Mi or 1Gi";
+    std::string& target = flag == "--cpu-request"      ? options.cpu_request
+                          : flag == "--memory-request" ? options.memory_request
+                                                       : options.memory_limit;
+    target = value;
+  }
+  return "";
+}
+
+// Reads argv (argv[0] is "inject"). Returns the usage error, or "".
+std::string parse_command_line(int argc, char** argv, CommandLine* line) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      line->help = true;
+      return "";
+    }
+    if (arg == "--classic") {
+      line->options.classic = true;
+      line->sidecar_flags = true;
+      continue;
+    }
+    if (arg == "--uninject") {
+      line->options.uninject = true;
+      continue;
+    }
+    size_t eq = arg.find('=');
+    if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {  // --flag=value
+      std::string error = apply_flag(arg.substr(0, eq), arg.substr(eq + 1), line);
+      if (!error.empty()) return error;
+      continue;
+    }
+    std::string value = i + 1 < argc ? argv[++i] : "";
+    std::string error = apply_flag(arg, value, line);
+    if (!error.empty()) return error;
+  }
+  const InjectOptions& options = line->options;
+  if (options.config_file && !options.ports.empty())
+    return "--ports and --config-map-from exclude each other: with a config file the ports are "
+           "its listeners'";
+  if (options.uninject && line->sidecar_flags)
+    return "--uninject takes only -f: what to remove is read from each pod template's "
+           "bulwark.io/inject-status annotation";
+  return "";
+}
+
 }  // namespace
 
 int inject_main(int argc, char** argv) {
-  InjectOptions options;
-  std::string input_file = "-";
-  bool classic_or_image_set = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_value = false;
-    size_t eq = arg.find('=');
-    if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_value = true;
-    }
-    auto take_value = [&]() -> bool {
-      if (has_value) return true;
-      if (i + 1 >= argc) return false;
-      value = argv[++i];
-      return true;
-    };
-    if (arg == "-h" || arg == "--help") {
-      std::fputs(kInjectUsage, stdout);
-      return 0;
-    } else if (arg == "--classic" || arg == "--uninject") {
-      if (has_value) return usage_error(arg + " takes no value");
-      if (arg == "--classic") {
-        options.classic = true;
-        classic_or_image_set = true;
-      } else {
-        options.uninject = true;
-      }
-    } else if (arg == "-f" || arg == "--filename" || arg == "--image" || arg == "--config-map" ||
-               arg == "--config-map-from" || arg == "--ports") {
-      if (!take_value() || value.empty()) return usage_error(arg + " needs a value");
-      if (arg == "-f" || arg == "--filename") {
-        input_file = value;
-      } else if (arg == "--image") {
-        options.image = value;
-        classic_or_image_set = true;
-      } else if (arg == "--config-map") {
-        if (!valid_object_name(value))
-          return usage_error("--config-map '" + value +
-                             "': not a Kubernetes object name (lowercase letters, digits, '-' and "
-                             "'.', starting and ending with a letter or digit)");
-        options.config_map = value;
-      } else if (arg == "--config-map-from") {
-        options.config_file = value;
-      } else if (!parse_ports(value, &options.ports)) {
-        return usage_error("--ports '" + value + "': not a list of ports 1..65535 like 8080,8443");
-      }
-    } else {
-      return usage_error("unknown argument '" + std::string(argv[i]) + "'");
-    }
+  CommandLine line;
+  std::string error = parse_command_line(argc, argv, &line);
+  if (!error.empty()) {
+    std::fprintf(stderr, "bulwark inject: %s\n%s", error.c_str(), kInjectUsage);
+    return 2;
   }
-  if (options.config_file && !options.ports.empty())
-    return usage_error(
-        "--ports and --config-map-from exclude each other: with a config file the "
-        "ports are its listeners'");
-  if (options.uninject && (classic_or_image_set || options.config_file || !options.ports.empty()))
-    return usage_error(
-        "--uninject takes only -f: what to remove is read from each pod "
-        "template's bulwark.io/inject-status annotation");
-
+  if (line.help) {
+    std::fputs(kInjectUsage, stdout);
+    return 0;
+  }
+  const InjectOptions& options = line.options;
+  const std::string& input_file = line.input_file;
   std::string input;
   if (input_file == "-") {
     input.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());

@@ -42,6 +42,10 @@ struct InjectOptions {
   // text a ConfigMap document written before the workloads.
   std::optional<std::string> config_file;
   std::vector<uint16_t> ports;  // --ports, without a config file
+  // The bulwark container's resources, Kubernetes quantities.
+  std::string cpu_request = "100m";
+  std::string memory_request = "64Mi";
+  std::string memory_limit = "256Mi";
 };
 
 struct InjectResult {

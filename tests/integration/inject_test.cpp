@@ -112,6 +112,14 @@ TEST_CASE("bulwark inject exits 1 on an invalid document, 2 on a wrong argument,
   CHECK(r.exit == 2);
   r = shell(kBulwark + " inject --config-map Bad_Name < /dev/null");
   CHECK(r.exit == 2);
+  r = shell(kBulwark + " inject --memory-limit 256MB < /dev/null");
+  CHECK(r.exit == 2);
+  CHECK(r.err.find("bulwark inject: --memory-limit '256MB': not a Kubernetes quantity") == 0);
+  r = shell(kBulwark + " inject --cpu-request 0.25 --memory-request 1.5Gi -f " + kDataDir +
+            "/pod.yaml");
+  CHECK(r.exit == 0);
+  CHECK(r.out.find("requests:\n          cpu: \"0.25\"\n          memory: \"1.5Gi\"\n") !=
+        std::string::npos);
 
   r = shell(kBulwark + " inject --help");
   CHECK(r.exit == 0);

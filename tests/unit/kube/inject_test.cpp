@@ -177,6 +177,27 @@ TEST_CASE("every workload fixture gets bulwark as a native sidecar, first of its
   CHECK(templates == 7);
 }
 
+TEST_CASE("a Job and a ReplicaSet are injected, other kinds with a pod template pass through") {
+  std::string pod_spec =
+      "  template:\n    spec:\n      restartPolicy: Never\n      containers:\n"
+      "        - {name: main, image: registry.example.com/main:1}\n";
+  std::string input =
+      "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n" + pod_spec +
+      "---\napiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n" + pod_spec +
+      "---\napiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\n"
+      "spec:\n" +
+      pod_spec;
+  std::string out = injected(input);
+  std::vector<YAML::Node> docs = documents(out);
+  REQUIRE(docs.size() == 3);
+  CHECK(docs[0]["spec"]["template"]["spec"]["initContainers"][0]["name"].as<std::string>() ==
+        "bulwark");
+  CHECK(docs[1]["spec"]["template"]["spec"]["initContainers"][0]["name"].as<std::string>() ==
+        "bulwark");
+  CHECK(emit_stream({docs[2]}) == emit_stream({documents(input)[2]}));
+  CHECK(injected(out, uninject_options()) == reemitted(input));
+}
+
 TEST_CASE("annotations stay strings: the user's are kept and ours are quoted in the YAML text") {
   std::string out = injected(read(kDataDir + "/deployment.yaml"));
   // "true" unquoted would be a boolean, which Kubernetes refuses as an annotation value.
@@ -230,6 +251,51 @@ TEST_CASE("uninject gives back the original document, byte for byte, in every mo
       CHECK(injected(out, uninject_options()) == reemitted(original));
     }
   }
+}
+
+TEST_CASE("uninject puts back the grace period it raised, unless the user changed it since") {
+  std::string out = injected(read(kDataDir + "/deployment.yaml"));
+  YAML::Node status = YAML::Load(
+      pod_template(documents(out)[0])["metadata"]["annotations"]["bulwark.io/inject-status"]
+          .as<std::string>());
+  CHECK(status["terminationGracePeriodSeconds"]["set"].as<int>() == 30);
+  CHECK(status["terminationGracePeriodSeconds"]["previous"].as<std::string>() == "10");
+  CHECK(status["sidecar"].as<std::string>() == "initContainers");
+  CHECK(status["version"].as<std::string>() == BULWARK_VERSION);
+
+  YAML::Node back = documents(injected(out, uninject_options()))[0];
+  CHECK(back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 10);
+
+  std::string edited = out;
+  edited.replace(edited.find("terminationGracePeriodSeconds: 30"), 33,
+                 "terminationGracePeriodSeconds: 45");
+  back = documents(injected(edited, uninject_options()))[0];
+  CHECK(back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 45);
+  CHECK_FALSE(back["spec"]["template"]["spec"]["initContainers"].IsDefined());
+}
+
+TEST_CASE("the bulwark container's resources can be changed") {
+  InjectOptions options;
+  options.cpu_request = "250m";
+  options.memory_request = "128Mi";
+  options.memory_limit = "1Gi";
+  YAML::Node c =
+      documents(injected(read(kDataDir + "/pod.yaml"), options))[0]["spec"]["initContainers"][0];
+  CHECK(c["resources"]["requests"]["cpu"].as<std::string>() == "250m");
+  CHECK(c["resources"]["requests"]["memory"].as<std::string>() == "128Mi");
+  CHECK(c["resources"]["limits"]["memory"].as<std::string>() == "1Gi");
+}
+
+TEST_CASE("a port bulwark listens on that an app container declares too is warned about") {
+  InjectOptions options;
+  options.ports = {8081};
+  InjectResult result = inject(read(kDataDir + "/deployment.yaml"), options);
+  REQUIRE(result.ok());
+  REQUIRE(result.warnings.size() == 1);
+  CHECK(result.warnings[0] ==
+        "document 1 (Deployment web): spec.template.spec.containers[0] declares port 8081, which "
+        "bulwark listens on (bulwark-8081); the app must listen on another port, or on 127.0.0.1 "
+        "only");
 }
 
 TEST_CASE("injecting again with another image replaces the earlier injection") {
