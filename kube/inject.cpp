@@ -1,5 +1,6 @@
 #include "kube/inject.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -130,17 +131,6 @@ std::string optional_string(const YAML::Node& parent, std::string_view key,
   if (!node.IsScalar())
     fail(field(path, key), std::string("not a string (it is ") + type_name(node) + ")");
   return node.Scalar();
-}
-
-// The map under `key`, made (and appended to `parent`) when absent. Records `created_name` in
-// `created` when it had to be made, so uninject knows to remove it again.
-YAML::Node ensure_map(YAML::Node parent, std::string_view key, const std::string& path,
-                      std::string_view created_name, std::vector<std::string>* created) {
-  YAML::Node node = optional_map(parent, key, path);
-  if (node.IsDefined()) return node;
-  parent[std::string(key)] = YAML::Node(YAML::NodeType::Map);
-  created->emplace_back(created_name);
-  return child(parent, key);
 }
 
 // The items of `list` with `first` in front and those named `drop` left out; same flow/block
@@ -343,6 +333,9 @@ YAML::Node config_volume(const Sidecar& sidecar) {
 struct InjectStatus {
   std::string sidecar_list;          // "initContainers" or "containers"
   std::vector<std::string> created;  // maps and lists made: "metadata.annotations", ...
+  // Of those (and of terminationGracePeriodSeconds), the ones that stood as an explicit null,
+  // which uninject puts back in place rather than removing the key.
+  std::vector<std::string> nulls;
   std::vector<std::string> annotations;
   struct PreStop {
     std::string container;
@@ -356,7 +349,36 @@ struct InjectStatus {
   bool was_created(std::string_view what) const {
     return std::find(created.begin(), created.end(), what) != created.end();
   }
+  bool was_null(std::string_view what) const {
+    return std::find(nulls.begin(), nulls.end(), what) != nulls.end();
+  }
+  // Notes that `parent[key]`, called `what` here, is about to be made.
+  void note_made(const YAML::Node& parent, std::string_view key, std::string what) {
+    if (child(parent, key).IsDefined()) nulls.push_back(what);  // there, so an explicit null
+    created.push_back(std::move(what));
+  }
 };
+
+// The map under `key`, made (in place of a null, or appended to `parent`) when absent, and
+// noted as made in `status`.
+YAML::Node ensure_map(YAML::Node parent, std::string_view key, const std::string& path,
+                      std::string what, InjectStatus* status) {
+  YAML::Node node = optional_map(parent, key, path);
+  if (node.IsDefined()) return node;
+  status->note_made(parent, key, std::move(what));
+  parent[std::string(key)] = YAML::Node(YAML::NodeType::Map);
+  return child(parent, key);
+}
+
+// Takes out what an injection made: back to the null it replaced, or the key removed.
+void unmake(YAML::Node parent, const std::string& key, std::string_view what,
+            const InjectStatus& status) {
+  if (status.was_null(what)) {
+    parent[key] = YAML::Node(YAML::NodeType::Null);
+  } else {
+    parent.remove(key);
+  }
+}
 
 std::string to_json(const InjectStatus& status) {
   config::JsonWriter w;
@@ -367,6 +389,12 @@ std::string to_json(const InjectStatus& status) {
   w.begin_array();
   for (const auto& c : status.created) w.string(c);
   w.end_array();
+  if (!status.nulls.empty()) {
+    w.key("nulls");
+    w.begin_array();
+    for (const auto& n : status.nulls) w.string(n);
+    w.end_array();
+  }
   w.key("annotations");
   w.begin_array();
   for (const auto& a : status.annotations) w.string(a);
@@ -426,6 +454,7 @@ InjectStatus parse_status(const std::string& text, const std::string& path) {
     return out;
   };
   status.created = strings(child(root, "created"), "created");
+  status.nulls = strings(child(root, "nulls"), "nulls");
   status.annotations = strings(child(root, "annotations"), "annotations");
   YAML::Node pre_stops = child(root, "preStops");
   if (pre_stops.IsDefined()) {
@@ -452,6 +481,11 @@ InjectStatus parse_status(const std::string& text, const std::string& path) {
 }
 
 // ---- Injecting and uninjecting one pod template ----
+
+// How InjectStatus::nulls names a container's lifecycle.
+std::string lifecycle_path(const std::string& container) {
+  return "spec.containers[" + container + "].lifecycle";
+}
 
 const std::map<std::string, std::string, std::less<>> kPodTemplatePaths{
     {"Deployment", "spec.template"},
@@ -517,15 +551,24 @@ class Injector {
     return true;
   }
 
-  // Fails when a container or volume of ours is already there without our record: injecting
-  // would make a second one, and uninjecting would remove the user's.
-  void check_names_free(const YAML::Node& list, const std::string& path, std::string_view name) {
+  // Fails when an entry has no name or the name of another (Kubernetes refuses both, and uninject
+  // finds containers by name), or when a container or volume of ours is already there without
+  // our record: injecting would make a second one, and uninjecting would remove the user's.
+  void check_names(const YAML::Node& list, const std::string& path, std::string_view ours) {
+    std::vector<std::string> seen;
     for (size_t i = 0; i < list.size(); ++i) {
       YAML::Node entry = list[i];
       if (!entry.IsMap())
         fail(item(path, i), std::string("not a map (it is ") + type_name(entry) + ")");
-      if (optional_string(entry, "name", item(path, i)) == name)
-        fail(item(path, i), "already named '" + std::string(name) +
+      std::string name = optional_string(entry, "name", item(path, i));
+      if (name.empty()) fail(field(item(path, i), "name"), "missing");
+      auto earlier = std::find(seen.begin(), seen.end(), name);
+      if (earlier != seen.end())
+        fail(field(item(path, i), "name"),
+             "'" + name + "' again, as " + item(path, earlier - seen.begin()) + " is named");
+      seen.push_back(name);
+      if (name == ours)
+        fail(item(path, i), "already named '" + std::string(ours) +
                                 "' without the bulwark.io/inject-status record of an injection; "
                                 "rename it or remove it");
     }
@@ -539,12 +582,11 @@ class Injector {
     YAML::Node containers = optional_sequence(spec, "containers", spec_path);
     if (!containers.IsDefined() || containers.size() == 0)
       fail(containers_path, "missing or empty: a pod needs a container");
-    check_names_free(containers, containers_path, kContainerName);
+    check_names(containers, containers_path, kContainerName);
     YAML::Node init = optional_sequence(spec, "initContainers", spec_path);
-    if (init.IsDefined())
-      check_names_free(init, field(spec_path, "initContainers"), kContainerName);
+    if (init.IsDefined()) check_names(init, field(spec_path, "initContainers"), kContainerName);
     YAML::Node volumes = optional_sequence(spec, "volumes", spec_path);
-    if (volumes.IsDefined()) check_names_free(volumes, field(spec_path, "volumes"), kVolumeName);
+    if (volumes.IsDefined()) check_names(volumes, field(spec_path, "volumes"), kVolumeName);
     warn_port_clashes(containers, containers_path);
 
     YAML::Node container = sidecar_container(sidecar_);
@@ -562,13 +604,13 @@ class Injector {
     } else {
       status.sidecar_list = "initContainers";
       if (!init.IsDefined()) {
-        status.created.emplace_back("spec.initContainers");
+        status.note_made(spec, "initContainers", "spec.initContainers");
         init.reset(YAML::Node(YAML::NodeType::Sequence));
       }
       spec["initContainers"] = rebuilt(init, container, "");
     }
     if (!volumes.IsDefined()) {
-      status.created.emplace_back("spec.volumes");
+      status.note_made(spec, "volumes", "spec.volumes");
       volumes.reset(YAML::Node(YAML::NodeType::Sequence));
       volumes.push_back(config_volume(sidecar_));
       spec["volumes"] = volumes;
@@ -584,9 +626,9 @@ class Injector {
   }
 
   YAML::Node annotations_map(YAML::Node pod, const std::string& path, InjectStatus* status) {
-    YAML::Node metadata = ensure_map(pod, "metadata", path, "metadata", &status->created);
+    YAML::Node metadata = ensure_map(pod, "metadata", path, "metadata", status);
     return ensure_map(metadata, "annotations", field(path, "metadata"), "metadata.annotations",
-                      &status->created);
+                      status);
   }
 
   void add_annotation_if_absent(YAML::Node pod, const std::string& path, std::string_view name,
@@ -614,6 +656,7 @@ class Injector {
       }
       bool created = !lifecycle.IsDefined();
       if (created) {
+        if (child(c, "lifecycle").IsDefined()) status->nulls.push_back(lifecycle_path(name));
         c["lifecycle"] = YAML::Node(YAML::NodeType::Map);
         lifecycle.reset(child(c, "lifecycle"));
       }
@@ -635,7 +678,11 @@ class Injector {
     }
     if (current >= sidecar_.min_grace_seconds) return;
     status->grace_set = sidecar_.min_grace_seconds;
-    if (!text.empty()) status->grace_previous = text;
+    if (!text.empty()) {
+      status->grace_previous = text;
+    } else if (child(spec, "terminationGracePeriodSeconds").IsDefined()) {
+      status->nulls.emplace_back("spec.terminationGracePeriodSeconds");
+    }
     spec["terminationGracePeriodSeconds"] = int_node(sidecar_.min_grace_seconds);
   }
 
@@ -664,8 +711,9 @@ class Injector {
     YAML::Node list = optional_sequence(spec, status.sidecar_list, spec_path);
     if (list.IsDefined()) {
       YAML::Node kept = rebuilt(list, undefined(), kContainerName);
-      if (kept.size() == 0 && status.was_created("spec." + status.sidecar_list)) {
-        spec.remove(status.sidecar_list);
+      std::string what = "spec." + status.sidecar_list;
+      if (kept.size() == 0 && status.was_created(what)) {
+        unmake(spec, status.sidecar_list, what, status);
       } else {
         spec[status.sidecar_list] = kept;
       }
@@ -674,7 +722,7 @@ class Injector {
     if (volumes.IsDefined()) {
       YAML::Node kept = rebuilt(volumes, undefined(), kVolumeName);
       if (kept.size() == 0 && status.was_created("spec.volumes")) {
-        spec.remove("volumes");
+        unmake(spec, "volumes", "spec.volumes", status);
       } else {
         spec["volumes"] = kept;
       }
@@ -690,7 +738,8 @@ class Injector {
         if (!lifecycle.IsMap()) continue;
         YAML::Node hook = child(lifecycle, "preStop");
         if (hook.IsMap() && child(hook, "sleep").IsDefined()) lifecycle.remove("preStop");
-        if (pre_stop.lifecycle_created && lifecycle.size() == 0) c.remove("lifecycle");
+        if (pre_stop.lifecycle_created && lifecycle.size() == 0)
+          unmake(c, "lifecycle", lifecycle_path(pre_stop.container), status);
       }
     }
     if (status.grace_set) {
@@ -700,7 +749,8 @@ class Injector {
         if (status.grace_previous) {
           spec["terminationGracePeriodSeconds"] = YAML::Node(*status.grace_previous);
         } else {
-          spec.remove("terminationGracePeriodSeconds");
+          unmake(spec, "terminationGracePeriodSeconds", "spec.terminationGracePeriodSeconds",
+                 status);
         }
       }
     }
@@ -710,8 +760,9 @@ class Injector {
     for (const auto& name : status.annotations) annotations.remove(name);
     annotations.remove(std::string(kInjectStatusAnnotation));
     if (annotations.size() == 0 && status.was_created("metadata.annotations"))
-      metadata.remove("annotations");
-    if (metadata.size() == 0 && status.was_created("metadata")) pod.remove("metadata");
+      unmake(metadata, "annotations", "metadata.annotations", status);
+    if (metadata.size() == 0 && status.was_created("metadata"))
+      unmake(pod, "metadata", "metadata", status);
   }
 
   const Sidecar& sidecar_;
@@ -772,6 +823,93 @@ YAML::Node config_map_document(const Sidecar& sidecar, const std::string& ns) {
   return doc;
 }
 
+// Follows a YAML stream's documents to see that each starts further on than the one before.
+// yaml-cpp 0.7's YAML::LoadAll loops for ever, adding a null document a turn, when the parser
+// stops advancing (a stream starting with ',', jbeder/yaml-cpp#1040); this tells first.
+class StuckParserCheck : public YAML::EventHandler {
+ public:
+  bool stuck = false;
+  YAML::Mark where;
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (started_ && mark.pos == previous_.pos) {
+      stuck = true;
+      where = mark;
+    }
+    started_ = true;
+    previous_ = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  bool started_ = false;
+  YAML::Mark previous_;
+};
+
+// Where the first byte that is not part of valid UTF-8 is, or npos. Kubernetes reads manifests
+// as UTF-8, and yaml-cpp would write such bytes back differently from how it read them.
+size_t invalid_utf8_at(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    auto byte = static_cast<unsigned char>(text[i]);
+    size_t length = byte < 0x80           ? 1
+                    : (byte >> 5) == 0x6  ? 2
+                    : (byte >> 4) == 0xe  ? 3
+                    : (byte >> 3) == 0x1e ? 4
+                                          : 0;
+    if (length == 0 || i + length > text.size()) return i;
+    for (size_t k = 1; k < length; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return i;
+    }
+    uint32_t cp = length == 1 ? byte : byte & (0x7f >> length);
+    for (size_t k = 1; k < length; ++k)
+      cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3f);
+    const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[length] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += length;
+  }
+  return std::string_view::npos;
+}
+
+// The 1-based line and column of byte `offset`.
+std::pair<size_t, size_t> line_and_column(std::string_view text, size_t offset) {
+  size_t line = 1, column = 1;
+  for (size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  return {line, column};
+}
+
+// Every document of the stream (empty ones left out). Throws YAML::Exception on invalid YAML.
+std::vector<YAML::Node> load_documents(const std::string& text) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  StuckParserCheck check;
+  while (parser.HandleNextDocument(check)) {
+    if (check.stuck) throw YAML::ParserException(check.where, "no document can start here");
+  }
+  std::vector<YAML::Node> documents;
+  for (YAML::Node& doc : YAML::LoadAll(text)) {
+    if (!doc.IsNull()) documents.push_back(doc);  // an empty document, as between "---" "---"
+  }
+  return documents;
+}
+
 }  // namespace
 
 InjectResult inject(std::string_view input, const InjectOptions& options,
@@ -780,13 +918,19 @@ InjectResult inject(std::string_view input, const InjectOptions& options,
   std::optional<Sidecar> sidecar = make_sidecar(options, &result.errors);
   if (!sidecar) return result;
 
+  std::string where = source == "-" ? "stdin" : source;
+  if (size_t bad = invalid_utf8_at(input); bad != std::string_view::npos) {
+    std::pair<size_t, size_t> at = line_and_column(input, bad);
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(input[bad]));
+    result.errors.push_back(where + ":" + std::to_string(at.first) + ":" +
+                            std::to_string(at.second) + ": not UTF-8 (byte " + byte + ")");
+    return result;
+  }
   std::vector<YAML::Node> documents;
   try {
-    for (YAML::Node& doc : YAML::LoadAll(std::string(input))) {
-      if (!doc.IsNull()) documents.push_back(doc);  // an empty document, as between "---" "---"
-    }
+    documents = load_documents(std::string(input));
   } catch (const YAML::Exception& e) {
-    std::string where = source == "-" ? "stdin" : source;
     result.errors.push_back(where + ":" + std::to_string(e.mark.line + 1) + ":" +
                             std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
     return result;

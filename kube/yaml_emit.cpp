@@ -33,11 +33,24 @@ bool needs_quotes(std::string_view value) {
 }
 
 // A | block reads back exactly when the text ends with one newline (| keeps one), does not start
-// with a space or a newline (the first line sets the indentation) and has no carriage return.
+// with a space or a newline (the first line sets the indentation) and has no control character
+// but tabs and newlines (a carriage return would be read as a line break).
 bool fits_literal_block(const std::string& value) {
   if (value.size() < 2 || value.back() != '\n' || value[value.size() - 2] == '\n') return false;
   if (value.front() == ' ' || value.front() == '\n') return false;
-  return value.find('\r') == std::string::npos;
+  // A block has no escapes: every other character must be printable.
+  return std::none_of(value.begin(), value.end(), [](char c) {
+    auto byte = static_cast<unsigned char>(c);
+    return (byte < 0x20 && c != '\n' && c != '\t') || byte == 0x7f;
+  });
+}
+
+// No control character: single quotes have no escapes, so one would be written raw.
+bool printable(const std::string& value) {
+  return std::none_of(value.begin(), value.end(), [](char c) {
+    auto byte = static_cast<unsigned char>(c);
+    return byte < 0x20 || byte == 0x7f;
+  });
 }
 
 void emit_scalar(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {
@@ -47,13 +60,18 @@ void emit_scalar(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {
     if (!in_flow && fits_literal_block(value)) {
       // Without its last newline: yaml-cpp ends the block with the line break that | keeps.
       out << YAML::Literal << value.substr(0, value.size() - 1);
-    } else if (value.find('"') != std::string::npos) {
+    } else if (value.find('"') != std::string::npos && printable(value)) {
       // JSON in an annotation reads better without a backslash before each quote; yaml-cpp
       // falls back to double quotes where single quotes cannot say the text.
       out << YAML::SingleQuoted << value;
     } else {
       out << YAML::DoubleQuoted << value;
     }
+    return;
+  }
+  if (!printable(value)) {
+    // A plain scalar cannot say a control character; yaml-cpp would write it raw.
+    out << YAML::DoubleQuoted << value;
     return;
   }
   if (!tag.empty() && tag != "?") {
@@ -113,7 +131,7 @@ std::string emit_stream(const std::vector<YAML::Node>& documents) {
     if (i > 0) text += "---\n";
     YAML::Emitter out;
     emit_node(out, documents[i], false);
-    text += out.c_str();
+    text.append(out.c_str(), out.size());  // a NUL in a scalar must not end the text
     text += '\n';
   }
   return text;

@@ -491,11 +491,33 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
   CHECK(result.errors[0].find("broken.yaml:9:") == 0);
   CHECK(result.errors[0].find("invalid YAML") != std::string::npos);
 
+  // yaml-cpp's LoadAll alone would loop for ever on these (jbeder/yaml-cpp#1040).
+  result = inject(",\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "stdin:1:1: invalid YAML: no document can start here");
+  result = inject("kind: Service\n---\n, x\n", {}, "app.yaml");
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "app.yaml:3:1: invalid YAML: no document can start here");
+
+  result = inject("kind: Pod\nmetadata: {name: caf\xe9}\n", {}, "app.yaml");
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "app.yaml:2:21: not UTF-8 (byte 0xe9)");
+
   result = inject("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n", {});
   REQUIRE(result.errors.size() == 1);
   CHECK(result.errors[0] ==
         "document 1 (Pod p): spec.containers: missing or empty: a pod needs "
         "a container");
+
+  result =
+      inject("kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a}, {image: x}]\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "document 1 (Pod p): spec.containers[1].name: missing");
+  result =
+      inject("kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a}, {name: a}]\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 1 (Pod p): spec.containers[1].name: 'a' again, as spec.containers[0] is named");
 
   result = inject("kind: Deployment\nmetadata: {name: d}\nspec: {replicas: 1}\n", {});
   REQUIRE(result.errors.size() == 1);
@@ -529,6 +551,17 @@ TEST_CASE("the YAML writer keeps quoted strings quoted and block text a block") 
         "a: \"true\"\nb: \"9902\"\nc: plain\nd: {x: \"1\", y: [a, \"no\"]}\ne: |\n  one\n"
         "  two\nf: 7\ng: true\n");
   CHECK(emit_stream(YAML::LoadAll(out)) == out);
+  // Control characters are escaped in double quotes wherever they stand: raw, a NUL would cut
+  // the text short and a carriage return would be read as a line break.
+  YAML::Node odd;
+  odd["nul"] = string_node(std::string("{\"a\x00\": 1}", 9));
+  odd["block"] = string_node("a\x1d\nb\n");
+  odd["plain"] = YAML::Node("x\r");
+  out = emit_stream({odd});
+  CHECK(out == "nul: \"{\\\"a\\x00\\\": 1}\"\nblock: \"a\\x1d\\nb\\n\"\nplain: \"x\\r\"\n");
+  CHECK(emit_stream(YAML::LoadAll(out)) == out);
+  CHECK(YAML::Load(out)["nul"].as<std::string>() == std::string("{\"a\x00\": 1}", 9));
+
   YAML::Node made;
   made["s"] = string_node("yes");
   made["m"] = string_node("64Mi");
