@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -856,29 +857,40 @@ class StuckParserCheck : public YAML::EventHandler {
   YAML::Mark previous_;
 };
 
-// Where the first byte that is not part of valid UTF-8 is, or npos. Kubernetes reads manifests
-// as UTF-8, and yaml-cpp would write such bytes back differently from how it read them.
-size_t invalid_utf8_at(std::string_view text) {
+// A byte that a YAML stream may not hold: where it is, and what is wrong with it.
+struct UnreadableByte {
+  size_t offset = 0;
+  const char* why = "";
+};
+
+// The first byte that is not part of valid UTF-8, or is a control character other than tab,
+// line feed and carriage return, which YAML does not allow raw (a value can still hold one,
+// escaped in double quotes). Kubernetes reads manifests as UTF-8; yaml-cpp would write such bytes
+// back differently from how it read them (it takes NULs for a sign of UTF-16).
+std::optional<UnreadableByte> find_unreadable_byte(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     auto byte = static_cast<unsigned char>(text[i]);
+    if ((byte < 0x20 && byte != '\t' && byte != '\n' && byte != '\r') || byte == 0x7f)
+      return UnreadableByte{i, "a control character, which YAML allows only escaped in \"...\""};
     size_t length = byte < 0x80           ? 1
                     : (byte >> 5) == 0x6  ? 2
                     : (byte >> 4) == 0xe  ? 3
                     : (byte >> 3) == 0x1e ? 4
                                           : 0;
-    if (length == 0 || i + length > text.size()) return i;
+    const UnreadableByte not_utf8{i, "not UTF-8"};
+    if (length == 0 || i + length > text.size()) return not_utf8;
     for (size_t k = 1; k < length; ++k) {
-      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return i;
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return not_utf8;
     }
     uint32_t cp = length == 1 ? byte : byte & (0x7f >> length);
     for (size_t k = 1; k < length; ++k)
       cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3f);
     const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[length] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    if (cp < kMin[length] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return not_utf8;
     i += length;
   }
-  return std::string_view::npos;
+  return std::nullopt;
 }
 
 // The 1-based line and column of byte `offset`.
@@ -919,12 +931,12 @@ InjectResult inject(std::string_view input, const InjectOptions& options,
   if (!sidecar) return result;
 
   std::string where = source == "-" ? "stdin" : source;
-  if (size_t bad = invalid_utf8_at(input); bad != std::string_view::npos) {
-    std::pair<size_t, size_t> at = line_and_column(input, bad);
+  if (std::optional<UnreadableByte> bad = find_unreadable_byte(input)) {
+    std::pair<size_t, size_t> at = line_and_column(input, bad->offset);
     char byte[8];
-    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(input[bad]));
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(input[bad->offset]));
     result.errors.push_back(where + ":" + std::to_string(at.first) + ":" +
-                            std::to_string(at.second) + ": not UTF-8 (byte " + byte + ")");
+                            std::to_string(at.second) + ": " + bad->why + " (byte " + byte + ")");
     return result;
   }
   std::vector<YAML::Node> documents;
@@ -1089,6 +1101,7 @@ bool parse_ports(const std::string& text, std::vector<uint16_t>* ports) {
       return false;
     int port = std::stoi(part);
     if (port < 1 || port > 65535) return false;
+    if (std::find(ports->begin(), ports->end(), port) != ports->end()) return false;
     ports->push_back(static_cast<uint16_t>(port));
   }
   return !ports->empty();
@@ -1128,7 +1141,7 @@ std::string apply_flag(const std::string& flag, const std::string& value, Comman
     options.config_file = value;
   } else if (flag == "--ports") {
     if (!parse_ports(value, &options.ports))
-      return "--ports '" + value + "': not a list of ports 1..65535 like 8080,8443";
+      return "--ports '" + value + "': not a list of different ports 1..65535 like 8080,8443";
   } else if (flag == "--cpu-request" || flag == "--memory-request" || flag == "--memory-limit") {
     if (!valid_quantity(value))
       return flag + " '" + value + "': not a Kubernetes quantity like 100m, 0.5, 64Mi or 1Gi";

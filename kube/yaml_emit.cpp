@@ -53,35 +53,44 @@ bool printable(const std::string& value) {
   });
 }
 
+// Whether yaml-cpp, asked to write `value` plain, would quote it (a leading space, ": ", a
+// character that cannot start a plain scalar, a flow indicator inside [ ] or { }).
+bool yaml_cpp_would_quote(const std::string& value, bool in_flow) {
+  YAML::Emitter probe;
+  if (in_flow) probe << YAML::Flow << YAML::BeginSeq;
+  probe << value;
+  if (in_flow) probe << YAML::EndSeq;
+  std::string_view text(probe.c_str(), probe.size());
+  if (in_flow) text.remove_prefix(1);  // the '['
+  return !text.empty() && (text.front() == '"' || text.front() == '\'');
+}
+
 void emit_scalar(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {
   const std::string& tag = node.Tag();
   const std::string& value = node.Scalar();
-  if (tag == kNonPlainTag) {
-    if (!in_flow && fits_literal_block(value)) {
-      // Without its last newline: yaml-cpp ends the block with the line break that | keeps.
-      out << YAML::Literal << value.substr(0, value.size() - 1);
-    } else if (value.find('"') != std::string::npos && printable(value)) {
-      // JSON in an annotation reads better without a backslash before each quote; yaml-cpp
-      // falls back to double quotes where single quotes cannot say the text.
-      out << YAML::SingleQuoted << value;
-    } else {
-      out << YAML::DoubleQuoted << value;
-    }
-    return;
-  }
-  if (!printable(value)) {
-    // A plain scalar cannot say a control character; yaml-cpp would write it raw.
-    out << YAML::DoubleQuoted << value;
-    return;
-  }
-  if (!tag.empty() && tag != "?") {
+  if (!tag.empty() && tag != "?" && tag != kNonPlainTag) {
     if (tag.rfind(kCoreSchemaPrefix, 0) == 0) {
       out << YAML::SecondaryTag(tag.substr(kCoreSchemaPrefix.size()));
     } else {
       out << YAML::VerbatimTag(tag);
     }
   }
-  out << value;
+  // Quoted when it was (or had to be) quoted in the input, so that reading the output back
+  // chooses the same style again: the second run writes the same bytes as the first.
+  bool quoted = tag == kNonPlainTag || !printable(value) || yaml_cpp_would_quote(value, in_flow);
+  if (!quoted) {
+    out << value;
+  } else if (!in_flow && fits_literal_block(value)) {
+    // Without its last newline: yaml-cpp ends the block with the line break that | keeps.
+    out << YAML::Literal << value.substr(0, value.size() - 1);
+  } else if (value.find('"') != std::string::npos && printable(value)) {
+    // JSON in an annotation reads better without a backslash before each quote (single quotes
+    // have no escapes, so only for printable text).
+    out << YAML::SingleQuoted << value;
+  } else {
+    // Control characters are escaped here; in a plain scalar yaml-cpp would write them raw.
+    out << YAML::DoubleQuoted << value;
+  }
 }
 
 void emit_node(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {

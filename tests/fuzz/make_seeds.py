@@ -231,15 +231,17 @@ def inject_seeds():
                              "  spec: {jobTemplate: {spec: {template: {spec: {containers: [{name: b}]}}}}}\n",
         "anchors.yaml": "kind: Deployment\nspec:\n  template: &t\n    spec: {containers: [{name: a}]}\n---\nkind: ReplicaSet\nspec: {template: *t}\n",
         "leading-comma.yaml": ",\n",
-        # What fuzz_inject found, fixed since: a NUL in a quoted string cut the output short; a
+        # What fuzz_inject found, fixed since: a NUL (escaped) in a string cut the output short; a
         # control character went raw into a | block or a plain scalar; a null metadata or a
         # nameless container did not come back the same after uninject; bytes that are not UTF-8.
-        "nul-in-quotes.yaml": "kind: Pod\nmetadata:\n  name: p\n  annotations: {a: '{\"x\x00\": 1}'}\nspec: {containers: [{name: a}]}\n",
+        "nul-in-quotes.yaml": "kind: Pod\nmetadata:\n  name: p\n  annotations: {a: \"{\\\"x\\0\\\": 1}\"}\nspec: {containers: [{name: a}]}\n",
         "control-in-block.yaml": "kind: ConfigMap\ndata:\n  k: \"a\\x1d\\nb\\n\"\n",
         "cr-at-end.yaml": "kind: Service\nspec:\n  x: a\n   b\r",
         "null-metadata.yaml": "kind: Pod\nmetadata:\nspec:\n  initContainers:\n  volumes: ~\n  containers: [{name: a, lifecycle: ~}]\n",
         "nameless-container.yaml": "kind: Pod\nspec: {containers: [{image: x}]}\n",
         "not-utf8.yaml": "kind: Pod\nmetadata: {name: caf\udce9}\n",
+        # A plain scalar yaml-cpp quotes itself came back single-quoted the second time.
+        "quote-style.yaml": "/inject-status:\t\x00 '{\"sidecar\":\"c",
     }
     for name, text in small.items():
         write("fuzz_inject", name, b"\x00" + text.encode("utf-8", "surrogateescape"))

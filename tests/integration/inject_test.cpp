@@ -108,6 +108,9 @@ TEST_CASE("bulwark inject exits 1 on an invalid document, 2 on a wrong argument,
   CHECK(r.err.find("bulwark inject: unknown argument '--replicas'\nusage: bulwark inject") == 0);
   r = shell(kBulwark + " inject --ports 80,http < /dev/null");
   CHECK(r.exit == 2);
+  r = shell(kBulwark + " inject --ports 8080,8080 < /dev/null");
+  CHECK(r.exit == 2);
+  CHECK(r.err.find("bulwark inject: --ports '8080,8080': not a list of different ports") == 0);
   r = shell(kBulwark + " inject --uninject --classic < /dev/null");
   CHECK(r.exit == 2);
   r = shell(kBulwark + " inject --config-map Bad_Name < /dev/null");

@@ -502,6 +502,10 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
   result = inject("kind: Pod\nmetadata: {name: caf\xe9}\n", {}, "app.yaml");
   REQUIRE(result.errors.size() == 1);
   CHECK(result.errors[0] == "app.yaml:2:21: not UTF-8 (byte 0xe9)");
+  result = inject(std::string("kind: Pod\nmetadata: {name: a\0b}\n", 32), {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "stdin:2:19: a control character, which YAML allows only escaped in \"...\" (byte 0x00)");
 
   result = inject("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n", {});
   REQUIRE(result.errors.size() == 1);
