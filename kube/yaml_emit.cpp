@@ -12,6 +12,10 @@ namespace {
 constexpr std::string_view kNonPlainTag = "!";
 constexpr std::string_view kCoreSchemaPrefix = "tag:yaml.org,2002:";
 
+// The scalar tags of YAML's core and 1.1 schemas, written !!str and so on.
+constexpr std::array<std::string_view, 7> kScalarTags{"str",  "int",       "float", "bool",
+                                                      "null", "timestamp", "binary"};
+
 // Words that YAML 1.1 (which Kubernetes' parser follows) reads as booleans or null.
 constexpr std::array<std::string_view, 11> kSpecialWords{"true", "false", "yes",  "no", "on", "off",
                                                          "y",    "n",     "null", "~",  ""};
@@ -68,12 +72,12 @@ bool yaml_cpp_would_quote(const std::string& value, bool in_flow) {
 void emit_scalar(YAML::Emitter& out, const YAML::Node& node, bool in_flow) {
   const std::string& tag = node.Tag();
   const std::string& value = node.Scalar();
-  if (!tag.empty() && tag != "?" && tag != kNonPlainTag) {
-    if (tag.rfind(kCoreSchemaPrefix, 0) == 0) {
-      out << YAML::SecondaryTag(tag.substr(kCoreSchemaPrefix.size()));
-    } else {
-      out << YAML::VerbatimTag(tag);
-    }
+  // YAML's own scalar tags (!!str 123) say how Kubernetes reads the value, so they stay; any
+  // other tag means nothing to Kubernetes and is dropped.
+  if (tag.rfind(kCoreSchemaPrefix, 0) == 0) {
+    std::string_view suffix = std::string_view(tag).substr(kCoreSchemaPrefix.size());
+    if (std::find(kScalarTags.begin(), kScalarTags.end(), suffix) != kScalarTags.end())
+      out << YAML::SecondaryTag(std::string(suffix));
   }
   // Quoted when it was (or had to be) quoted in the input, so that reading the output back
   // chooses the same style again: the second run writes the same bytes as the first.

@@ -6,7 +6,8 @@
 // both of which Kubernetes rejects where it expects strings. Here a scalar that was quoted in the
 // input (yaml-cpp tags it "!") stays quoted, and a string this program makes with string_node()
 // is quoted when it would otherwise read as something else. Flow style ({a: 1}) and key order
-// are kept; comments and anchors are not (an alias is written out in full).
+// are kept; comments and anchors are not (an alias is written out in full), and of the tags only
+// YAML's own scalar ones (!!str, !!int, ...) are.
 
 #include <yaml-cpp/yaml.h>
 

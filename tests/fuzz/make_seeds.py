@@ -240,6 +240,8 @@ def inject_seeds():
         "null-metadata.yaml": "kind: Pod\nmetadata:\nspec:\n  initContainers:\n  volumes: ~\n  containers: [{name: a, lifecycle: ~}]\n",
         "nameless-container.yaml": "kind: Pod\nspec: {containers: [{image: x}]}\n",
         "not-utf8.yaml": "kind: Pod\nmetadata: {name: caf\udce9}\n",
+        # A tag with no suffix was written back as "!!", which does not parse.
+        "tags.yaml": "kind: Pod\nmetadata: {name: !!str 1, x: !custom y}\nspec: {containers: [{name: a}]}\n---\n!\n",
         # A plain scalar yaml-cpp quotes itself came back single-quoted the second time.
         "quote-style.yaml": "/inject-status:\t\x00 '{\"sidecar\":\"c",
     }
