@@ -661,6 +661,8 @@ class Injector {
         c["lifecycle"] = YAML::Node(YAML::NodeType::Map);
         lifecycle.reset(child(c, "lifecycle"));
       }
+      if (child(lifecycle, "preStop").IsDefined())  // there, so an explicit null
+        status->nulls.push_back(lifecycle_path(name) + ".preStop");
       lifecycle["preStop"]["sleep"]["seconds"] = int_node(sidecar_.pre_stop_seconds);
       status->pre_stops.push_back({name, created});
     }
@@ -738,7 +740,8 @@ class Injector {
         YAML::Node lifecycle = child(c, "lifecycle");
         if (!lifecycle.IsMap()) continue;
         YAML::Node hook = child(lifecycle, "preStop");
-        if (hook.IsMap() && child(hook, "sleep").IsDefined()) lifecycle.remove("preStop");
+        if (hook.IsMap() && child(hook, "sleep").IsDefined())
+          unmake(lifecycle, "preStop", lifecycle_path(pre_stop.container) + ".preStop", status);
         if (pre_stop.lifecycle_created && lifecycle.size() == 0)
           unmake(c, "lifecycle", lifecycle_path(pre_stop.container), status);
       }

@@ -240,13 +240,17 @@ def inject_seeds():
         "null-metadata.yaml": "kind: Pod\nmetadata:\nspec:\n  initContainers:\n  volumes: ~\n  containers: [{name: a, lifecycle: ~}]\n",
         "nameless-container.yaml": "kind: Pod\nspec: {containers: [{image: x}]}\n",
         "not-utf8.yaml": "kind: Pod\nmetadata: {name: caf\udce9}\n",
+        # A preStop: null came back removed, then moved to the end by the next injection.
+        "null-prestop.yaml": "kind: Pod\nspec:\n  containers:\n  - name: a\n    lifecycle:\n      preStop:\n      postStart: {exec: {command: [x]}}\n",
         # A tag with no suffix was written back as "!!", which does not parse.
         "tags.yaml": "kind: Pod\nmetadata: {name: !!str 1, x: !custom y}\nspec: {containers: [{name: a}]}\n---\n!\n",
         # A plain scalar yaml-cpp quotes itself came back single-quoted the second time.
         "quote-style.yaml": "/inject-status:\t\x00 '{\"sidecar\":\"c",
     }
     for name, text in small.items():
-        write("fuzz_inject", name, b"\x00" + text.encode("utf-8", "surrogateescape"))
+        data = text.encode("utf-8", "surrogateescape")
+        write("fuzz_inject", name, b"\x00" + data)
+        write("fuzz_inject", "classic-" + name, b"\x01" + data)
 
 
 def main():
