@@ -343,7 +343,8 @@ struct InjectStatus {
     bool lifecycle_created = false;
   };
   std::vector<PreStop> pre_stops;
-  // terminationGracePeriodSeconds: what was set, and the text it had before (none: absent).
+  // terminationGracePeriodSeconds: what was set, and what it was before as YAML ("10", or
+  // "\"10\"" when it was quoted), so it comes back written the same; none: absent or null.
   std::optional<int64_t> grace_set;
   std::optional<std::string> grace_previous;
 
@@ -682,7 +683,8 @@ class Injector {
     if (current >= sidecar_.min_grace_seconds) return;
     status->grace_set = sidecar_.min_grace_seconds;
     if (!text.empty()) {
-      status->grace_previous = text;
+      std::string yaml = emit_stream({child(spec, "terminationGracePeriodSeconds")});
+      status->grace_previous = yaml.substr(0, yaml.size() - 1);  // without the stream's newline
     } else if (child(spec, "terminationGracePeriodSeconds").IsDefined()) {
       status->nulls.emplace_back("spec.terminationGracePeriodSeconds");
     }
@@ -706,6 +708,17 @@ class Injector {
         }
       }
     }
+  }
+
+  // The grace period the status recorded, read back as YAML.
+  static YAML::Node previous_grace(const std::string& yaml, const std::string& path) {
+    try {
+      YAML::Node node = YAML::Load(yaml);
+      if (node.IsScalar()) return node;
+    } catch (const YAML::Exception&) {
+    }
+    fail(field(field(field(path, "metadata"), "annotations"), kInjectStatusAnnotation),
+         "the previous terminationGracePeriodSeconds '" + yaml + "' is not a YAML scalar");
   }
 
   void remove_sidecar(YAML::Node pod, const std::string& path, const InjectStatus& status) {
@@ -751,7 +764,7 @@ class Injector {
       // Put back only what we set: a value changed since is the user's.
       if (grace.IsScalar() && grace.Scalar() == std::to_string(*status.grace_set)) {
         if (status.grace_previous) {
-          spec["terminationGracePeriodSeconds"] = YAML::Node(*status.grace_previous);
+          spec["terminationGracePeriodSeconds"] = previous_grace(*status.grace_previous, path);
         } else {
           unmake(spec, "terminationGracePeriodSeconds", "spec.terminationGracePeriodSeconds",
                  status);

@@ -266,6 +266,13 @@ TEST_CASE("uninject puts back the grace period it raised, unless the user change
   YAML::Node back = documents(injected(out, uninject_options()))[0];
   CHECK(back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 10);
 
+  // Quoted, it comes back quoted.
+  std::string quoted = read(kDataDir + "/deployment.yaml");
+  quoted.replace(quoted.find("terminationGracePeriodSeconds: 10"), 33,
+                 "terminationGracePeriodSeconds: \"10\"");
+  CHECK(injected(injected(quoted), uninject_options()) == reemitted(quoted));
+  CHECK(reemitted(quoted).find("terminationGracePeriodSeconds: \"10\"") != std::string::npos);
+
   std::string edited = out;
   edited.replace(edited.find("terminationGracePeriodSeconds: 30"), 33,
                  "terminationGracePeriodSeconds: 45");
