@@ -5,6 +5,8 @@
 #include <string>
 
 #include "config/loader.h"
+#include "kube/inject.h"
+#include "kube/iptables.h"
 #include "proxy/check_files.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
@@ -16,6 +18,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: bulwark --config FILE [--check] [--log-level debug|info|warn|error]\n"
     "       bulwark wait-ready [--admin ADDR] [--timeout DURATION]\n"
+    "       bulwark inject [-f FILE] [...]   add bulwark to Kubernetes manifests (inject --help)\n"
+    "       bulwark iptables [...]   write the rules of transparent mode (iptables --help)\n"
     "       bulwark --version | --help\n"
     "\n"
     "  -c, --config FILE   the YAML configuration (see config/examples/)\n"
@@ -29,8 +33,15 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Subcommands: each runs instead of the proxy.
   if (argc > 1 && std::strcmp(argv[1], "wait-ready") == 0) {
     return bulwark::wait_ready_main(argc - 1, argv + 1);
+  }
+  if (argc > 1 && std::strcmp(argv[1], "inject") == 0) {
+    return bulwark::kube::inject_main(argc - 1, argv + 1);
+  }
+  if (argc > 1 && std::strcmp(argv[1], "iptables") == 0) {
+    return bulwark::kube::iptables_main(argc - 1, argv + 1);
   }
   std::string config_path;
   bool check = false;

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 shift || true
-all_targets=(fuzz_request fuzz_response fuzz_chunked fuzz_router fuzz_config)
+all_targets=(fuzz_request fuzz_response fuzz_chunked fuzz_router fuzz_config fuzz_inject)
 targets=("$@")
 ((${#targets[@]} > 0)) || targets=("${all_targets[@]}")
 build=${FUZZ_BUILD_DIR:-build-fuzz}
@@ -28,7 +28,7 @@ max_len() {
   case $1 in
     fuzz_request | fuzz_response | fuzz_chunked) echo 4096 ;;
     fuzz_router) echo 2048 ;;
-    fuzz_config) echo 8192 ;;
+    fuzz_config | fuzz_inject) echo 8192 ;;
   esac
 }
 dict() {
@@ -36,6 +36,7 @@ dict() {
     fuzz_request | fuzz_response | fuzz_chunked) echo tests/fuzz/http.dict ;;
     fuzz_router) echo tests/fuzz/router.dict ;;
     fuzz_config) echo tests/fuzz/config.dict ;;
+    fuzz_inject) echo tests/fuzz/inject.dict ;;
   esac
 }
 

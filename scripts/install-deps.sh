@@ -12,6 +12,17 @@ packages=(
   curl                                        # used by the demo and by people
   prometheus                                  # promtool: the tests check /metrics and the alert rules
 )
+# The schema check of `bulwark inject`'s output (tests/kubernetes, run by npm and node). Only when
+# the commands are missing: a machine with Node.js from another source has both already, and
+# Debian's npm would conflict with it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
+# kubectl renders the injected manifests with kustomize in a test, which says it was skipped
+# without it. Not every Debian mirror carries it, so only when apt knows the package.
+if apt-cache show kubectl >/dev/null 2>&1; then
+  packages+=(kubectl)
+fi
 # Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(wrk nginx-light haproxy gnuplot-nox   # gnuplot draws the charts of loadtest/run

@@ -9,6 +9,9 @@
 #                   libFuzzer targets of tests/fuzz link in the same tree;
 #   3. every fuzz target for 20 s, two at a time (scripts/fuzz.sh), failing on a crash.
 #
+# Before the tests, `npm ci` installs the pinned Kubernetes schema checker of tests/kubernetes
+# from the npm registry (the tests of `bulwark inject` run it with node).
+#
 # Every step runs even when an earlier test step failed, so one run reports everything; the
 # last line says what failed, and the exit status is non-zero if anything did.
 #
@@ -29,6 +32,12 @@ step() { echo "=== test.sh: $1 (at $((SECONDS - start)) s)" >&2; }
 step "release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
+
+step "npm ci: the Kubernetes schema checker (tests/kubernetes)"
+# The pinned versions of package-lock.json, for tests/integration/inject_test.cpp, which fails
+# (never passes silently) when they are missing.
+npm ci --prefix tests/kubernetes --no-audit --no-fund --loglevel=error >/dev/null ||
+  failed+=("npm ci in tests/kubernetes")
 
 step "tests, release build"
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 300) || failed+=("release tests")

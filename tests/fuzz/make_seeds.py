@@ -207,6 +207,52 @@ def config_seeds():
         write("fuzz_config", name, text.encode())
 
 
+def inject_seeds():
+    """fuzz_inject: the Kubernetes manifests of the tests, each in both modes (first byte: bit 0
+    is --classic), a hand-injected one and a few odd shapes."""
+    data = os.path.join(ROOT, "tests", "data", "kubernetes")
+    for sub in ("", "invalid"):
+        for name in sorted(os.listdir(os.path.join(data, sub))):
+            path = os.path.join(data, sub, name)
+            if not name.endswith(".yaml") or not os.path.isfile(path):
+                continue
+            text = open(path, "rb").read()
+            write("fuzz_inject", "native-" + name, b"\x00" + text)
+            write("fuzz_inject", "classic-" + name, b"\x01" + text)
+    small = {
+        "injected-pod.yaml": "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    bulwark.io/inject-status: "
+                             "'{\"sidecar\":\"containers\",\"created\":[\"metadata.annotations\"],\"annotations\":[],"
+                             "\"preStops\":[{\"container\":\"a\",\"lifecycleCreated\":true}],"
+                             "\"terminationGracePeriodSeconds\":{\"set\":30,\"previous\":\"3\"}}'\n"
+                             "spec:\n  terminationGracePeriodSeconds: 30\n  containers:\n  - {name: bulwark, image: b}\n"
+                             "  - name: a\n    lifecycle: {preStop: {sleep: {seconds: 5}}}\n",
+        "flow-pod.yaml": "{kind: Pod, metadata: {name: p, annotations: {x: 'yes'}}, spec: {containers: [{name: a}], volumes: []}}\n",
+        "list-of-jobs.yaml": "kind: List\nitems:\n- kind: Job\n  spec: {template: {spec: {containers: [{name: a}]}}}\n- kind: CronJob\n"
+                             "  spec: {jobTemplate: {spec: {template: {spec: {containers: [{name: b}]}}}}}\n",
+        "anchors.yaml": "kind: Deployment\nspec:\n  template: &t\n    spec: {containers: [{name: a}]}\n---\nkind: ReplicaSet\nspec: {template: *t}\n",
+        "leading-comma.yaml": ",\n",
+        # What fuzz_inject found, fixed since: a NUL (escaped) in a string cut the output short; a
+        # control character went raw into a | block or a plain scalar; a null metadata or a
+        # nameless container did not come back the same after uninject; bytes that are not UTF-8.
+        "nul-in-quotes.yaml": "kind: Pod\nmetadata:\n  name: p\n  annotations: {a: \"{\\\"x\\0\\\": 1}\"}\nspec: {containers: [{name: a}]}\n",
+        "control-in-block.yaml": "kind: ConfigMap\ndata:\n  k: \"a\\x1d\\nb\\n\"\n",
+        "cr-at-end.yaml": "kind: Service\nspec:\n  x: a\n   b\r",
+        "null-metadata.yaml": "kind: Pod\nmetadata:\nspec:\n  initContainers:\n  volumes: ~\n  containers: [{name: a, lifecycle: ~}]\n",
+        "nameless-container.yaml": "kind: Pod\nspec: {containers: [{image: x}]}\n",
+        "not-utf8.yaml": "kind: Pod\nmetadata: {name: caf\udce9}\n",
+        # A preStop: null came back removed, then moved to the end by the next injection.
+        "null-prestop.yaml": "kind: Pod\nspec:\n  containers:\n  - name: a\n    lifecycle:\n      preStop:\n      postStart: {exec: {command: [x]}}\n",
+        # A tag with no suffix was written back as "!!", which does not parse.
+        "tags.yaml": "kind: Pod\nmetadata: {name: !!str 1, x: !custom y}\nspec: {containers: [{name: a}]}\n---\n!\n",
+        # A plain scalar yaml-cpp quotes itself came back single-quoted the second time.
+        "quote-style.yaml": "/inject-status:\t\x00 '{\"sidecar\":\"c",
+    }
+    for name, text in small.items():
+        data = text.encode("utf-8", "surrogateescape")
+        write("fuzz_inject", name, b"\x00" + data)
+        write("fuzz_inject", "classic-" + name, b"\x01" + data)
+
+
 def main():
     http_seeds("fuzz_request", REQUESTS, split={"post-chunked", "pipelined", "pipelined-chunked", "websocket", "cl-te"})
     http_seeds("fuzz_response", RESPONSES, split={"chunked", "continue", "pipelined", "close-delimited"})
@@ -214,6 +260,7 @@ def main():
     for name, text in ROUTES:
         write("fuzz_router", name, text.encode())
     config_seeds()
+    inject_seeds()
 
 
 if __name__ == "__main__":

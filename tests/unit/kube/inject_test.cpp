@@ -1,0 +1,584 @@
+// bulwark inject on the manifests of tests/data/kubernetes: what it adds, that a second run
+// changes nothing, that --uninject gives back the original, and the errors a user sees.
+
+#include "kube/inject.h"
+
+#include <doctest/doctest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "kube/yaml_emit.h"
+
+namespace bulwark::kube {
+namespace {
+
+const std::string kDataDir = std::string(BULWARK_SOURCE_DIR) + "/tests/data/kubernetes";
+const std::string kConfigFile = kDataDir + "/config/bulwark.yaml";
+
+std::string read(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot open " << path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Every manifest fixture (the *.yaml files of tests/data/kubernetes itself), sorted.
+std::vector<std::string> manifests() {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(kDataDir)) {
+    if (entry.is_regular_file() && entry.path().extension() == ".yaml")
+      files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  REQUIRE(files.size() >= 8);
+  return files;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+// The output of a run that must succeed.
+std::string injected(const std::string& input, const InjectOptions& options = {}) {
+  InjectResult result = inject(input, options);
+  REQUIRE_MESSAGE(result.ok(), joined(result.errors));
+  REQUIRE(!result.output.empty());
+  return result.output;
+}
+
+InjectOptions uninject_options() {
+  InjectOptions options;
+  options.uninject = true;
+  return options;
+}
+
+// The input as bulwark writes any YAML back (comments gone): what an uninjection must equal.
+std::string reemitted(const std::string& input) { return injected(input, uninject_options()); }
+
+struct Mode {
+  std::string name;
+  InjectOptions options;
+};
+
+std::vector<Mode> modes() {
+  InjectOptions classic;
+  classic.classic = true;
+  InjectOptions config;
+  config.config_file = kConfigFile;
+  InjectOptions classic_config = config;
+  classic_config.classic = true;
+  InjectOptions ports;
+  ports.ports = {8080, 8443};
+  return {{"native", {}},
+          {"classic", classic},
+          {"config-map-from", config},
+          {"classic config-map-from", classic_config},
+          {"ports", ports}};
+}
+
+std::vector<YAML::Node> documents(const std::string& text) { return YAML::LoadAll(text); }
+
+// The documents of a stream with those of each List flattened in.
+std::vector<YAML::Node> objects(const std::string& text) {
+  std::vector<YAML::Node> out;
+  for (const YAML::Node& doc : documents(text)) {
+    if (doc["kind"].as<std::string>("") == "List") {
+      for (const YAML::Node& item : doc["items"]) out.push_back(item);
+    } else {
+      out.push_back(doc);
+    }
+  }
+  return out;
+}
+
+YAML::Node pod_template(const YAML::Node& object) {
+  std::string kind = object["kind"].as<std::string>();
+  if (kind == "Pod") return object;
+  if (kind == "CronJob") return object["spec"]["jobTemplate"]["spec"]["template"];
+  return object["spec"]["template"];
+}
+
+YAML::Node find_named(const YAML::Node& list, const std::string& name) {
+  for (const YAML::Node& entry : list) {
+    if (entry["name"].as<std::string>() == name) return entry;
+  }
+  return YAML::Node(YAML::NodeType::Undefined);
+}
+
+// Checks the bulwark container the way the kubelet and Pod Security "restricted" would read it.
+void check_container(const YAML::Node& c, bool native) {
+  CHECK(c["name"].as<std::string>() == "bulwark");
+  CHECK(c["image"].as<std::string>() == std::string("bulwark:") + BULWARK_VERSION);
+  CHECK(c["imagePullPolicy"].as<std::string>() == "IfNotPresent");
+  CHECK(c["restartPolicy"].IsDefined() == native);
+  if (native) CHECK(c["restartPolicy"].as<std::string>() == "Always");
+  CHECK(c["args"][0].as<std::string>() == "--config");
+  CHECK(c["args"][1].as<std::string>() == "/etc/bulwark/bulwark.yaml");
+  YAML::Node probes_port = find_named(c["ports"], "bulwark-probes");
+  REQUIRE(probes_port.IsDefined());
+  CHECK(probes_port["containerPort"].as<int>() == 9902);
+  CHECK(c["startupProbe"]["httpGet"]["path"].as<std::string>() == "/ready");
+  CHECK(c["startupProbe"]["httpGet"]["port"].as<int>() == 9902);
+  CHECK(c["startupProbe"]["periodSeconds"].as<int>() == 1);
+  CHECK(c["startupProbe"]["failureThreshold"].as<int>() == 60);
+  CHECK(c["readinessProbe"]["httpGet"]["path"].as<std::string>() == "/ready");
+  CHECK(c["livenessProbe"]["httpGet"]["path"].as<std::string>() == "/healthz");
+  CHECK(c["livenessProbe"]["periodSeconds"].as<int>() == 10);
+  CHECK(c["livenessProbe"]["failureThreshold"].as<int>() == 3);
+  CHECK(c["resources"]["requests"]["cpu"].as<std::string>() == "100m");
+  CHECK(c["resources"]["requests"]["memory"].as<std::string>() == "64Mi");
+  CHECK(c["resources"]["limits"]["memory"].as<std::string>() == "256Mi");
+  YAML::Node sc = c["securityContext"];
+  CHECK(sc["runAsNonRoot"].as<bool>());
+  CHECK(sc["runAsUser"].as<int>() == 65532);
+  CHECK(sc["runAsGroup"].as<int>() == 65532);
+  CHECK(sc["readOnlyRootFilesystem"].as<bool>());
+  CHECK_FALSE(sc["allowPrivilegeEscalation"].as<bool>());
+  CHECK(sc["capabilities"]["drop"][0].as<std::string>() == "ALL");
+  CHECK(sc["seccompProfile"]["type"].as<std::string>() == "RuntimeDefault");
+  CHECK(c["volumeMounts"][0]["name"].as<std::string>() == "bulwark-config");
+  CHECK(c["volumeMounts"][0]["mountPath"].as<std::string>() == "/etc/bulwark");
+  CHECK(c["volumeMounts"][0]["readOnly"].as<bool>());
+}
+
+TEST_CASE("every workload fixture gets bulwark as a native sidecar, first of its initContainers") {
+  int templates = 0;
+  for (const auto& file : manifests()) {
+    if (file.find("opt-out") != std::string::npos) continue;
+    CAPTURE(file);
+    std::string out = injected(read(file));
+    for (const YAML::Node& object : objects(out)) {
+      std::string kind = object["kind"].as<std::string>();
+      if (kind == "Service" || kind == "ConfigMap") continue;
+      ++templates;
+      YAML::Node pod = pod_template(object);
+      YAML::Node spec = pod["spec"];
+      check_container(spec["initContainers"][0], true);
+      CHECK_FALSE(find_named(spec["containers"], "bulwark").IsDefined());
+      YAML::Node volume = find_named(spec["volumes"], "bulwark-config");
+      REQUIRE(volume.IsDefined());
+      CHECK(volume["configMap"]["name"].as<std::string>() == "bulwark-config");
+      YAML::Node annotations = pod["metadata"]["annotations"];
+      CHECK(annotations["prometheus.io/scrape"].as<std::string>() == "true");
+      CHECK(annotations["prometheus.io/path"].as<std::string>() == "/metrics");
+      CHECK(annotations["bulwark.io/inject-status"].IsScalar());
+      // Never lowered below what the pod had, and at least 5 + 20 + 5 s (the kubelet's 30 when
+      // absent).
+      CHECK(spec["terminationGracePeriodSeconds"].as<int>(30) >= 30);
+    }
+  }
+  CHECK(templates == 7);
+}
+
+TEST_CASE("a Job and a ReplicaSet are injected, other kinds with a pod template pass through") {
+  std::string pod_spec =
+      "  template:\n    spec:\n      restartPolicy: Never\n      containers:\n"
+      "        - {name: main, image: registry.example.com/main:1}\n";
+  std::string input =
+      "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n" + pod_spec +
+      "---\napiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: rs}\nspec:\n" + pod_spec +
+      "---\napiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\n"
+      "spec:\n" +
+      pod_spec;
+  std::string out = injected(input);
+  std::vector<YAML::Node> docs = documents(out);
+  REQUIRE(docs.size() == 3);
+  CHECK(docs[0]["spec"]["template"]["spec"]["initContainers"][0]["name"].as<std::string>() ==
+        "bulwark");
+  CHECK(docs[1]["spec"]["template"]["spec"]["initContainers"][0]["name"].as<std::string>() ==
+        "bulwark");
+  CHECK(emit_stream({docs[2]}) == emit_stream({documents(input)[2]}));
+  CHECK(injected(out, uninject_options()) == reemitted(input));
+}
+
+TEST_CASE("annotations stay strings: the user's are kept and ours are quoted in the YAML text") {
+  std::string out = injected(read(kDataDir + "/deployment.yaml"));
+  // "true" unquoted would be a boolean, which Kubernetes refuses as an annotation value.
+  CHECK(out.find("prometheus.io/scrape: \"true\"") != std::string::npos);
+  CHECK(out.find("prometheus.io/port: \"8081\"") != std::string::npos);  // the user's, kept
+  CHECK(out.find("prometheus.io/port: \"9902\"") == std::string::npos);
+  CHECK(out.find("value: \"true\"") != std::string::npos);  // the app's env var, still a string
+  YAML::Node pod = pod_template(documents(out)[0]);
+  CHECK(pod["spec"]["terminationGracePeriodSeconds"].as<int>() == 30);  // was 10
+  // The app's containers are untouched.
+  YAML::Node original = pod_template(documents(read(kDataDir + "/deployment.yaml"))[0]);
+  CHECK(pod["spec"]["containers"].size() == 2);
+  CHECK(emit_stream({pod["spec"]["containers"]}) == emit_stream({original["spec"]["containers"]}));
+}
+
+TEST_CASE("the grace period is never lowered and an existing initContainer comes after bulwark") {
+  YAML::Node daemon = documents(injected(read(kDataDir + "/daemonset.yaml")))[0];
+  CHECK(daemon["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 120);
+  CHECK(daemon["spec"]["template"]["metadata"]["annotations"]["bulwark.io/inject-status"]
+            .as<std::string>()
+            .find("terminationGracePeriodSeconds") == std::string::npos);
+  YAML::Node stateful = documents(injected(read(kDataDir + "/statefulset.yaml")))[0];
+  YAML::Node init = stateful["spec"]["template"]["spec"]["initContainers"];
+  REQUIRE(init.size() == 2);
+  CHECK(init[0]["name"].as<std::string>() == "bulwark");
+  CHECK(init[1]["name"].as<std::string>() == "fix-permissions");
+  CHECK(stateful["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as<std::string>() ==
+        "data");
+}
+
+TEST_CASE("injecting an injected stream changes nothing, byte for byte, in every mode") {
+  for (const auto& mode : modes()) {
+    for (const auto& file : manifests()) {
+      CAPTURE(mode.name);
+      CAPTURE(file);
+      std::string once = injected(read(file), mode.options);
+      std::string twice = injected(once, mode.options);
+      CHECK(once == twice);
+    }
+  }
+}
+
+TEST_CASE("uninject gives back the original document, byte for byte, in every mode") {
+  for (const auto& mode : modes()) {
+    for (const auto& file : manifests()) {
+      CAPTURE(mode.name);
+      CAPTURE(file);
+      std::string original = read(file);
+      std::string out = injected(original, mode.options);
+      if (file.find("opt-out") == std::string::npos) CHECK(out != reemitted(original));
+      CHECK(injected(out, uninject_options()) == reemitted(original));
+    }
+  }
+}
+
+TEST_CASE("uninject puts back the grace period it raised, unless the user changed it since") {
+  std::string out = injected(read(kDataDir + "/deployment.yaml"));
+  YAML::Node status = YAML::Load(
+      pod_template(documents(out)[0])["metadata"]["annotations"]["bulwark.io/inject-status"]
+          .as<std::string>());
+  CHECK(status["terminationGracePeriodSeconds"]["set"].as<int>() == 30);
+  CHECK(status["terminationGracePeriodSeconds"]["previous"].as<std::string>() == "10");
+  CHECK(status["sidecar"].as<std::string>() == "initContainers");
+  CHECK(status["version"].as<std::string>() == BULWARK_VERSION);
+
+  YAML::Node back = documents(injected(out, uninject_options()))[0];
+  CHECK(back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 10);
+
+  // Quoted, it comes back quoted.
+  std::string quoted = read(kDataDir + "/deployment.yaml");
+  quoted.replace(quoted.find("terminationGracePeriodSeconds: 10"), 33,
+                 "terminationGracePeriodSeconds: \"10\"");
+  CHECK(injected(injected(quoted), uninject_options()) == reemitted(quoted));
+  CHECK(reemitted(quoted).find("terminationGracePeriodSeconds: \"10\"") != std::string::npos);
+
+  std::string edited = out;
+  edited.replace(edited.find("terminationGracePeriodSeconds: 30"), 33,
+                 "terminationGracePeriodSeconds: 45");
+  back = documents(injected(edited, uninject_options()))[0];
+  CHECK(back["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 45);
+  CHECK_FALSE(back["spec"]["template"]["spec"]["initContainers"].IsDefined());
+}
+
+TEST_CASE("the bulwark container's resources can be changed") {
+  InjectOptions options;
+  options.cpu_request = "250m";
+  options.memory_request = "128Mi";
+  options.memory_limit = "1Gi";
+  YAML::Node c =
+      documents(injected(read(kDataDir + "/pod.yaml"), options))[0]["spec"]["initContainers"][0];
+  CHECK(c["resources"]["requests"]["cpu"].as<std::string>() == "250m");
+  CHECK(c["resources"]["requests"]["memory"].as<std::string>() == "128Mi");
+  CHECK(c["resources"]["limits"]["memory"].as<std::string>() == "1Gi");
+}
+
+TEST_CASE("a port bulwark listens on that an app container declares too is warned about") {
+  InjectOptions options;
+  options.ports = {8081};
+  InjectResult result = inject(read(kDataDir + "/deployment.yaml"), options);
+  REQUIRE(result.ok());
+  REQUIRE(result.warnings.size() == 1);
+  CHECK(result.warnings[0] ==
+        "document 1 (Deployment web): spec.template.spec.containers[0] declares port 8081, which "
+        "bulwark listens on (bulwark-8081); the app must listen on another port, or on 127.0.0.1 "
+        "only");
+}
+
+TEST_CASE("injecting again with another image replaces the earlier injection") {
+  std::string first = injected(read(kDataDir + "/pod.yaml"));
+  InjectOptions options;
+  options.image = "registry.example.com/bulwark:9.9.9";
+  options.classic = true;
+  YAML::Node pod = documents(injected(first, options))[0];
+  CHECK_FALSE(pod["spec"]["initContainers"].IsDefined());
+  REQUIRE(pod["spec"]["containers"].size() == 2);
+  CHECK(pod["spec"]["containers"][0]["image"].as<std::string>() ==
+        "registry.example.com/bulwark:9.9.9");
+  CHECK(pod["spec"]["volumes"].size() == 1);
+  CHECK(pod["metadata"]["annotations"]["owner"].as<std::string>() == "team-payments");
+}
+
+TEST_CASE("--classic adds a first container and a preStop sleep where the app has none") {
+  InjectOptions options;
+  options.classic = true;
+  YAML::Node web = documents(injected(read(kDataDir + "/deployment.yaml"), options))[0];
+  YAML::Node spec = web["spec"]["template"]["spec"];
+  CHECK_FALSE(spec["initContainers"].IsDefined());
+  check_container(spec["containers"][0], false);
+  for (const char* name : {"app", "log-shipper"}) {
+    CAPTURE(name);
+    YAML::Node c = find_named(spec["containers"], name);
+    CHECK(c["lifecycle"]["preStop"]["sleep"]["seconds"].as<int>() == 5);
+  }
+  // kubectl logs and exec pick the app, not bulwark, though bulwark comes first.
+  CHECK(
+      web["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"]
+          .as<std::string>() == "app");
+
+  InjectResult daemon = inject(read(kDataDir + "/daemonset.yaml"), options);
+  REQUIRE(daemon.ok());
+  YAML::Node agent =
+      find_named(pod_template(documents(daemon.output)[0])["spec"]["containers"], "agent");
+  CHECK(agent["lifecycle"]["preStop"]["exec"]["command"][1].as<std::string>() == "drain");
+  CHECK_FALSE(agent["lifecycle"]["preStop"]["sleep"].IsDefined());
+  REQUIRE(daemon.warnings.size() == 1);
+  CHECK(daemon.warnings[0] ==
+        "document 1 (DaemonSet node-agent): container 'agent' already has a preStop hook; left as "
+        "it is (it should wait about 5 s so the pod leaves the Service before the app stops)");
+
+  // A postStart hook stays beside the preStop that is added to the same lifecycle.
+  YAML::Node api = documents(injected(read(kDataDir + "/multi-document.yaml"), options))[2];
+  YAML::Node lifecycle = api["spec"]["template"]["spec"]["containers"][1]["lifecycle"];
+  CHECK(lifecycle["postStart"]["exec"]["command"][0].as<std::string>() == "/bin/warm-cache");
+  CHECK(lifecycle["preStop"]["sleep"]["seconds"].as<int>() == 5);
+
+  InjectResult cron = inject(read(kDataDir + "/cronjob.yaml"), options);
+  REQUIRE(cron.ok());
+  REQUIRE(cron.warnings.size() == 1);
+  CHECK(cron.warnings[0].find("document 1 (CronJob nightly-report): --classic: the bulwark "
+                              "container keeps running") == 0);
+}
+
+TEST_CASE("--config-map-from writes the ConfigMap first and takes ports and drain times from it") {
+  InjectOptions options;
+  options.config_map = "web-bulwark";
+  options.config_file.emplace(kConfigFile);
+  std::string out =
+      injected(read(kDataDir + "/deployment.yaml") + "---\n" +
+                   read(kDataDir + "/statefulset.yaml") + "---\n" + read(kDataDir + "/pod.yaml"),
+               options);
+  std::vector<YAML::Node> docs = documents(out);
+  // One ConfigMap for each namespace with an injected workload, in the order first seen.
+  REQUIRE(docs.size() == 6);
+  const char* namespaces[] = {"shop", "data", ""};
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(docs[i]["kind"].as<std::string>() == "ConfigMap");
+    CHECK(docs[i]["metadata"]["name"].as<std::string>() == "web-bulwark");
+    CHECK(docs[i]["metadata"]["namespace"].as<std::string>("") == namespaces[i]);
+    CHECK(docs[i]["metadata"]["labels"]["app.kubernetes.io/managed-by"].as<std::string>() ==
+          "bulwark-inject");
+    CHECK(docs[i]["data"]["bulwark.yaml"].as<std::string>() == read(kConfigFile));
+  }
+  CHECK(out.find("  bulwark.yaml: |\n    # The bulwark config") != std::string::npos);
+  YAML::Node spec = docs[3]["spec"]["template"]["spec"];
+  YAML::Node ports = spec["initContainers"][0]["ports"];
+  // The loopback listener (outbound) has no pod port; a long name is cut to 15 characters.
+  REQUIRE(ports.size() == 3);
+  CHECK(ports[0]["name"].as<std::string>() == "bulwark-inbound");
+  CHECK(ports[0]["containerPort"].as<int>() == 8080);
+  CHECK(ports[1]["name"].as<std::string>() == "bulwark-public");
+  CHECK(ports[1]["containerPort"].as<int>() == 8443);
+  CHECK(ports[2]["name"].as<std::string>() == "bulwark-probes");
+  CHECK(find_named(spec["volumes"], "bulwark-config")["configMap"]["name"].as<std::string>() ==
+        "web-bulwark");
+  // drain_delay 10s + drain_timeout 40s + 5 s.
+  CHECK(spec["terminationGracePeriodSeconds"].as<int>() == 55);
+
+  options.classic = true;
+  YAML::Node classic = documents(injected(read(kDataDir + "/pod.yaml"), options))[1];
+  CHECK(classic["spec"]["containers"][1]["lifecycle"]["preStop"]["sleep"]["seconds"].as<int>() ==
+        10);
+}
+
+TEST_CASE("--config-map-from refuses an invalid config with the loader's errors") {
+  InjectOptions options;
+  options.config_file = kDataDir + "/config/invalid.yaml";
+  InjectResult result = inject(read(kDataDir + "/pod.yaml"), options);
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find(kDataDir + "/config/invalid.yaml:6:") == 0);
+  CHECK(result.errors[0].find("nowhere") != std::string::npos);
+
+  options.config_file = kDataDir + "/config/absent.yaml";
+  result = inject(read(kDataDir + "/pod.yaml"), options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find(kDataDir + "/config/absent.yaml") == 0);
+}
+
+TEST_CASE("--config-map-from does not replace a ConfigMap of the same name that it did not make") {
+  InjectOptions options;
+  options.config_file = kConfigFile;
+  options.config_map = "api-settings";
+  InjectResult result = inject(read(kDataDir + "/multi-document.yaml"), options);
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "ConfigMap api-settings: already in the input, not made by bulwark inject (no label "
+        "app.kubernetes.io/managed-by: bulwark-inject); --config-map-from would replace it: name "
+        "another with --config-map");
+}
+
+TEST_CASE("--ports names each port after its number") {
+  InjectOptions options;
+  options.ports = {8080, 8443};
+  YAML::Node pod = documents(injected(read(kDataDir + "/pod.yaml"), options))[0];
+  YAML::Node ports = pod["spec"]["initContainers"][0]["ports"];
+  REQUIRE(ports.size() == 3);
+  CHECK(ports[0]["name"].as<std::string>() == "bulwark-8080");
+  CHECK(ports[1]["name"].as<std::string>() == "bulwark-8443");
+
+  options.ports = {9902};
+  InjectResult result = inject(read(kDataDir + "/pod.yaml"), options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "--ports: 9902 is the probes port, which bulwark inject always exposes");
+}
+
+TEST_CASE("other documents pass through and a List has each item injected") {
+  std::string input = read(kDataDir + "/multi-document.yaml");
+  std::vector<YAML::Node> out = documents(injected(input));
+  REQUIRE(out.size() == 3);  // the empty document between two "---" is dropped
+  std::vector<YAML::Node> in = documents(input);
+  CHECK(emit_stream({out[0]}) == emit_stream({in[0]}));
+  CHECK(emit_stream({out[1]}) == emit_stream({in[1]}));
+  // The ConfigMap's strings are still strings, and its block still a block.
+  CHECK(out[1]["data"]["ENABLE_CACHE"].Tag() == "!");
+  CHECK(out[1]["data"]["MAX_BODY"].Tag() == "!");
+  CHECK(out[1]["data"]["settings.ini"].as<std::string>() ==
+        "[server]\nlisten = 127.0.0.1:9000\ntimeout = 30\n");
+
+  YAML::Node list = documents(injected(read(kDataDir + "/list.yaml")))[0];
+  CHECK(
+      list["items"][0]["spec"]["template"]["spec"]["initContainers"][0]["name"].as<std::string>() ==
+      "bulwark");
+  CHECK(list["items"][1]["kind"].as<std::string>() == "Service");
+}
+
+TEST_CASE("a pod template annotated bulwark.io/inject disabled is left alone") {
+  std::string input = read(kDataDir + "/opt-out.yaml");
+  CHECK(injected(input) == reemitted(input));
+
+  std::string typo = input;
+  typo.replace(typo.find("\"disabled\""), 10, "\"off\"");
+  InjectResult result = inject(typo, {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 1 (Deployment legacy): spec.template.metadata.annotations[\"bulwark.io/inject\"]"
+        ": 'off' is neither \"enabled\" nor \"disabled\"");
+}
+
+TEST_CASE("errors name the document and the field, and nothing is written") {
+  InjectResult result = inject(read(kDataDir + "/invalid/containers-map.yaml"), {});
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 2 (Deployment web): spec.template.spec.containers: not a sequence (it is a map)");
+
+  result = inject(read(kDataDir + "/invalid/not-a-map.yaml"), {});
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "document 2: not a map (it is a sequence)");
+
+  // The flow sequence opened on line 8 is never closed: the parser stops at the next "---".
+  result = inject(read(kDataDir + "/invalid/broken.yaml"), {}, "broken.yaml");
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find("broken.yaml:9:") == 0);
+  CHECK(result.errors[0].find("invalid YAML") != std::string::npos);
+
+  // yaml-cpp's LoadAll alone would loop for ever on these (jbeder/yaml-cpp#1040).
+  result = inject(",\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "stdin:1:1: invalid YAML: no document can start here");
+  result = inject("kind: Service\n---\n, x\n", {}, "app.yaml");
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "app.yaml:3:1: invalid YAML: no document can start here");
+
+  result = inject("kind: Pod\nmetadata: {name: caf\xe9}\n", {}, "app.yaml");
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "app.yaml:2:21: not UTF-8 (byte 0xe9)");
+  result = inject(std::string("kind: Pod\nmetadata: {name: a\0b}\n", 32), {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "stdin:2:19: a control character, which YAML allows only escaped in \"...\" (byte 0x00)");
+
+  result = inject("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 1 (Pod p): spec.containers: missing or empty: a pod needs "
+        "a container");
+
+  result =
+      inject("kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a}, {image: x}]\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "document 1 (Pod p): spec.containers[1].name: missing");
+  result =
+      inject("kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a}, {name: a}]\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 1 (Pod p): spec.containers[1].name: 'a' again, as spec.containers[0] is named");
+
+  result = inject("kind: Deployment\nmetadata: {name: d}\nspec: {replicas: 1}\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "document 1 (Deployment d): spec.template: missing");
+
+  result = inject(
+      "kind: List\nitems:\n  - kind: Pod\n    metadata: {name: p}\n    spec:\n"
+      "      containers: [{name: bulwark, image: x}]\n",
+      {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 1 (List), items[0] (Pod p): spec.containers[0]: already named 'bulwark' without "
+        "the bulwark.io/inject-status record of an injection; rename it or remove it");
+
+  result = inject(
+      "kind: Pod\nmetadata:\n  name: p\n  annotations:\n"
+      "    bulwark.io/inject-status: '{\"sidecar\": \"sidecars\"}'\n"
+      "spec: {containers: [{name: a}]}\n",
+      {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find("document 1 (Pod p): metadata.annotations[\"bulwark.io/"
+                              "inject-status\"]: not the record bulwark inject writes") == 0);
+}
+
+TEST_CASE("the YAML writer keeps quoted strings quoted and block text a block") {
+  std::string text =
+      "a: \"true\"\nb: \"9902\"\nc: plain\nd: {x: \"1\", y: [a, 'no']}\ne: |\n  one\n  two\n"
+      "f: 7\ng: true\n";
+  std::string out = emit_stream(YAML::LoadAll(text));
+  CHECK(out ==
+        "a: \"true\"\nb: \"9902\"\nc: plain\nd: {x: \"1\", y: [a, \"no\"]}\ne: |\n  one\n"
+        "  two\nf: 7\ng: true\n");
+  CHECK(emit_stream(YAML::LoadAll(out)) == out);
+  // Control characters are escaped in double quotes wherever they stand: raw, a NUL would cut
+  // the text short and a carriage return would be read as a line break.
+  YAML::Node odd;
+  odd["nul"] = string_node(std::string("{\"a\x00\": 1}", 9));
+  odd["block"] = string_node("a\x1d\nb\n");
+  odd["plain"] = YAML::Node("x\r");
+  out = emit_stream({odd});
+  CHECK(out == "nul: \"{\\\"a\\x00\\\": 1}\"\nblock: \"a\\x1d\\nb\\n\"\nplain: \"x\\r\"\n");
+  CHECK(emit_stream(YAML::LoadAll(out)) == out);
+  CHECK(YAML::Load(out)["nul"].as<std::string>() == std::string("{\"a\x00\": 1}", 9));
+
+  YAML::Node made;
+  made["s"] = string_node("yes");
+  made["m"] = string_node("64Mi");
+  made["p"] = string_node("/metrics");
+  CHECK(emit_stream({made}) == "s: \"yes\"\nm: \"64Mi\"\np: /metrics\n");
+}
+
+}  // namespace
+}  // namespace bulwark::kube
