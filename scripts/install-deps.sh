@@ -12,11 +12,20 @@ packages=(
   curl                                        # used by the demo and by people
   prometheus                                  # promtool: the tests check /metrics and the alert rules
 )
-# Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
-if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk nginx-light haproxy gnuplot-nox   # gnuplot draws the charts of loadtest/run
-             openssl)                           # the command: its TLS scenarios' certificates
-fi
+# Extra tools when asked:
+#   --bench   for the benchmarks (loadtest/)
+#   --image   for the container image (scripts/build-image.sh, scripts/test-image.sh)
+for option in "$@"; do
+  case $option in
+    --bench)
+      packages+=(wrk nginx-light haproxy gnuplot-nox   # gnuplot draws the charts of loadtest/run
+                 openssl) ;;                        # the command: its TLS scenarios' certificates
+    --image)
+      packages+=(podman                           # builds the image without a docker daemon
+                 debootstrap) ;;                  # makes the debian:12 base where no registry answers
+    *) echo "install-deps: unknown option '$option' (known: --bench, --image)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
