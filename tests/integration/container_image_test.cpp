@@ -149,9 +149,9 @@ TEST_CASE("the image's final stage is FROM scratch and holds only the assembled 
   }
   // The root assembled in the build stage (binary, ldd's libraries and the loader, the CA
   // bundle, passwd/group, /tmp), and the default config; scripts/test-image.sh lists the files.
-  CHECK(copies == std::vector<std::string>{
-                      "COPY --from=build /rootfs/ /",
-                      "COPY config/examples/container.yaml /etc/bulwark/bulwark.yaml"});
+  CHECK(copies ==
+        std::vector<std::string>{"COPY --from=build /rootfs/ /",
+                                 "COPY config/examples/container.yaml /etc/bulwark/bulwark.yaml"});
   const auto has = [&](const std::string& instruction) {
     return std::find(stage.begin(), stage.end(), instruction) != stage.end();
   };
@@ -174,8 +174,8 @@ TEST_CASE(".dockerignore leaves build trees out and every file the build reads i
 
   // What a local build, git, an editor, a benchmark or npm leave behind.
   for (const char* path :
-       {"build/CMakeCache.txt", "build-fuzz/CMakeCache.txt", "build-dev/bulwark",
-        ".git/HEAD", ".git", "loadtest/results/run-1/summary.json", "node_modules/x/index.js",
+       {"build/CMakeCache.txt", "build-fuzz/CMakeCache.txt", "build-dev/bulwark", ".git/HEAD",
+        ".git", "loadtest/results/run-1/summary.json", "node_modules/x/index.js",
         "deploy/kubernetes/node_modules/x/index.js", "proxy/server.cpp.swp", "proxy/server.cpp~",
         "compile_commands.json",
         // Files the build does not read: editing them must not make the engine compile again.
@@ -212,7 +212,8 @@ TEST_CASE(".dockerignore leaves build trees out and every file the build reads i
   CHECK_FALSE(ignored({"build*/"}, "scripts/build-image.sh"));
 }
 
-TEST_CASE("the image's default config serves a sidecar: public inbound and probes, admin on loopback") {
+TEST_CASE(
+    "the image's default config serves a sidecar: public inbound and probes, admin on loopback") {
   DemoUpstreamProcess app;
   app.start("app");
 
@@ -229,8 +230,7 @@ TEST_CASE("the image's default config serves a sidecar: public inbound and probe
   const uint16_t inbound = bulwark.port("inbound");
   CHECK(listening_address(bulwark, "inbound") == "0.0.0.0:" + std::to_string(inbound));
   CHECK(listening_address(bulwark, "probes") == "0.0.0.0:" + std::to_string(probes));
-  CHECK(listening_address(bulwark, "admin") ==
-        "127.0.0.1:" + std::to_string(bulwark.admin_port()));
+  CHECK(listening_address(bulwark, "admin") == "127.0.0.1:" + std::to_string(bulwark.admin_port()));
 
   CHECK(status_of(http_get(probes, "/healthz")) == 200);
   // /ready waits for the application's TCP health check (every 2 s).
@@ -241,9 +241,8 @@ TEST_CASE("the image's default config serves a sidecar: public inbound and probe
   CHECK(proxied->status == 200);
   CHECK(proxied->body == "hello from app: GET /hello\n");
   // The access log goes to standard output, where `kubectl logs` reads it.
-  CHECK(eventually([&] {
-    return bulwark.stdout_text().find("\"path\":\"/hello\"") != std::string::npos;
-  }));
+  CHECK(eventually(
+      [&] { return bulwark.stdout_text().find("\"path\":\"/hello\"") != std::string::npos; }));
 
   // Only the probe paths on the public probes port; the rest on the admin port.
   CHECK(status_of(http_get(probes, "/config")) == 404);
