@@ -201,8 +201,11 @@ open(work + "/image.env", "w").write("\n".join(config.get("Env") or []) + "\n")
 [[ $(<"$work/image.user") == 65532:65532 ]] || fail "the image's user is '$(<"$work/image.user")', not 65532:65532"
 
 # Step 2: what the root holds. Every file is one of these, and /tmp is there for anyone.
-unexpected=$(cd "$root" && find . ! -type d | sed 's|^\./||' | grep -v -E \
-  '^(usr/local/bin/bulwark|etc/bulwark/bulwark\.yaml|etc/ssl/certs/ca-certificates\.crt|etc/(passwd|group|nsswitch\.conf)|(usr/)?lib(64)?/([a-z0-9_-]+/)?(ld-linux[a-z0-9_.-]*|lib[a-zA-Z0-9_+.-]+\.so[0-9.]*))$' || true)
+allowed='usr/local/bin/bulwark|etc/bulwark/bulwark\.yaml|etc/ssl/certs/ca-certificates\.crt'
+allowed+='|etc/(passwd|group|nsswitch\.conf)'
+allowed+='|(usr/)?lib(64)?/([a-z0-9_-]+/)?(ld-linux[a-z0-9_.-]*|lib[a-zA-Z0-9_+.-]+\.so[0-9.]*)'
+# (grep -v exits 1 when it prints nothing, which is the good case.)
+unexpected=$(find "$root" ! -type d -printf '%P\n' | { grep -v -E "^($allowed)\$" || true; })
 [[ -z $unexpected ]] || fail "files the image should not have: $unexpected"
 [[ ! -e $root/bin/sh ]] || fail "the image has a shell"
 [[ $(stat -c %a "$root/tmp") == 1777 ]] || fail "/tmp is mode $(stat -c %a "$root/tmp"), not 1777"
