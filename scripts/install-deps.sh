@@ -23,11 +23,23 @@ fi
 if apt-cache show kubectl >/dev/null 2>&1; then
   packages+=(kubectl)
 fi
-# Extra tools for the benchmarks (loadtest/) when asked: scripts/install-deps.sh --bench
-if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(wrk nginx-light haproxy gnuplot-nox   # gnuplot draws the charts of loadtest/run
-             openssl)                           # the command: its TLS scenarios' certificates
-fi
+# The transparent mode test writes the rules of `bulwark iptables` in a network namespace of
+# its own (skipped, saying so, where that is not allowed).
+packages+=(iptables iproute2)
+# Extra tools when asked:
+#   --bench   for the benchmarks (loadtest/)
+#   --image   for the container image (scripts/build-image.sh, scripts/test-image.sh)
+for option in "$@"; do
+  case $option in
+    --bench)
+      packages+=(wrk nginx-light haproxy gnuplot-nox   # gnuplot draws the charts of loadtest/run
+                 openssl) ;;                        # the command: its TLS scenarios' certificates
+    --image)
+      packages+=(podman                           # builds the image without a docker daemon
+                 debootstrap) ;;                  # makes the debian:12 base where no registry answers
+    *) echo "install-deps: unknown option '$option' (known: --bench, --image)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -853,7 +853,7 @@ clusters:
 }
 
 TEST_CASE("the example configs load without errors") {
-  for (const char* name : {"demo.yaml", "full.yaml"}) {
+  for (const char* name : {"demo.yaml", "full.yaml", "container.yaml"}) {
     const std::string path = std::string(BULWARK_SOURCE_DIR) + "/config/examples/" + name;
     CAPTURE(path);
     LoadResult result = load_config_file(path);
@@ -1020,6 +1020,25 @@ TEST_CASE("the demo example is what the quick start promises") {
   REQUIRE(c.clusters[0].health_check.has_value());
   CHECK(c.clusters[0].health_check->path == "/healthz");
   CHECK(c.readiness.cluster_indexes == std::vector<size_t>{0});
+}
+
+TEST_CASE("the container example is the sidecar layout the image promises") {
+  // The Dockerfile bakes it in; tests/integration/container_image_test.cpp runs it.
+  LoadResult result =
+      load_config_file(std::string(BULWARK_SOURCE_DIR) + "/config/examples/container.yaml");
+  CHECK_LOADS(result);
+  const Config& c = *result.config;
+  CHECK(c.admin.address.text() == "127.0.0.1:9901");
+  REQUIRE(c.probes.has_value());
+  CHECK(c.probes->address.text() == "0.0.0.0:9902");
+  REQUIRE(c.listeners.size() == 1);
+  CHECK(c.listeners[0].address.text() == "0.0.0.0:8080");
+  REQUIRE(c.clusters.size() == 1);
+  REQUIRE(c.clusters[0].endpoints.size() == 1);
+  CHECK(c.clusters[0].endpoints[0].address.text() == "127.0.0.1:8081");
+  CHECK(c.readiness.cluster_indexes == std::vector<size_t>{0});
+  REQUIRE(c.access_log.has_value());
+  CHECK(c.access_log->path == "/dev/stdout");
 }
 
 // A file in the temporary directory, removed when the test ends.
