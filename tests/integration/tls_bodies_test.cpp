@@ -32,13 +32,19 @@ constexpr long kMaxPeakRssKib = 100 * 1024;
 constexpr long kMaxPeakRssKib = 100 * 1024;
 #endif
 
+TlsServerOptions serving(const TestPki& pki) {
+  TlsServerOptions options;
+  options.cert_file = pki.server.cert_file;
+  options.key_file = pki.server.key_file;
+  return options;
+}
+
 // client --TLS--> bulwark "inbound" --TLS--> TlsFrontDoor --> TestUpstream(handler).
 struct TlsChain {
   explicit TlsChain(TestUpstream::Handler handler)
       : pki(certs.path()),
         upstream(std::move(handler)),
-        front({.cert_file = pki.server.cert_file, .key_file = pki.server.key_file},
-              upstream.port()) {
+        front(serving(pki), upstream.port()) {
     ProxyOptions options;
     options.listener = "tls: {certificates: [{cert: " + pki.server.cert_file +
                        ", key: " + pki.server.key_file + "}]}";

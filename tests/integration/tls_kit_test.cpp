@@ -506,9 +506,8 @@ TEST_CASE("tls kit: curl accepts the kit's certificates") {
   const auto run2 = run({curl, "-sS", "--max-time", "5", "--cacert", pki.ca.cert_file(),
                          "--resolve", "localhost:" + stranger_port + ":127.0.0.1",
                          "https://localhost:" + stranger_port + "/"});
-  const int refused = run2.first;
-  const std::string& refused_output = run2.second;
-  CHECK(refused == 60);  // CURLE_PEER_FAILED_VERIFICATION
+  INFO(run2.second);
+  CHECK(run2.first == 60);  // CURLE_PEER_FAILED_VERIFICATION
 }
 
 TEST_CASE("tls kit: openssl s_client and verify accept the kit's certificates") {
@@ -560,9 +559,8 @@ TEST_CASE("tls kit: openssl s_client and verify accept the kit's certificates") 
   CHECK(expired_code != 0);
   CHECK(expired_out.find("certificate has expired") != std::string::npos);
   const auto run8 = verify({"-purpose", "sslserver", pki.client_web.cert_file});
-  const int wrong_usage = run8.first;
-  const std::string& wrong_usage_out = run8.second;
-  CHECK(wrong_usage != 0);
+  INFO(run8.second);
+  CHECK(run8.first != 0);
 
   // Envoy's XFCC Hash= is the SHA-256 of the DER; openssl agrees with the kit's.
   const auto run9 =
