@@ -123,6 +123,17 @@ if [[ ${1:-} == --inside ]]; then
   [[ $uid_line == "Uid: 65532 65532 65532 65532" ]] || fail "bulwark does not run as uid 65532"
   [[ $cap_line == "CapEff: 0000000000000000" ]] || fail "bulwark has capabilities: $cap_line"
 
+  # Transparent mode's init container runs this image's `bulwark iptables` as root (with
+  # NET_ADMIN): the iptables binaries in the image write the rules, here in this namespace.
+  env -i "${env[@]}" "$chroot" "$root" /usr/local/bin/bulwark iptables --inbound-ports 8080 \
+    --outbound 80 >"$work/iptables.out" 2>&1 ||
+    { cat "$work/iptables.out" >&2; fail "the image's bulwark iptables failed"; }
+  env -i "${env[@]}" "$chroot" "$root" iptables-save -t nat >"$work/iptables.saved" 2>&1 ||
+    { cat "$work/iptables.saved" >&2; fail "the image's iptables-save failed"; }
+  grep -q -- '-A BULWARK_OUTPUT -m owner --uid-owner 65532 -j RETURN' "$work/iptables.saved" ||
+    { cat "$work/iptables.saved" >&2; fail "bulwark iptables did not write its rules"; }
+  say "bulwark iptables in the image wrote the rules of transparent mode"
+
   kill -TERM "$bulwark"
   for ((i = 0; i < 150; i++)); do kill -0 "$bulwark" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$bulwark" 2>/dev/null && fail "bulwark still runs 15 s after SIGTERM"
@@ -204,6 +215,10 @@ open(work + "/image.env", "w").write("\n".join(config.get("Env") or []) + "\n")
 allowed='usr/local/bin/bulwark|etc/bulwark/bulwark\.yaml|etc/ssl/certs/ca-certificates\.crt'
 allowed+='|etc/(passwd|group|nsswitch\.conf)'
 allowed+='|(usr/)?lib(64)?/([a-z0-9_-]+/)?(ld-linux[a-z0-9_.-]*|lib[a-zA-Z0-9_+.-]+\.so[0-9.]*)'
+# iptables for `bulwark iptables` (transparent mode's init container): the nft and legacy
+# binaries, the names they answer to, and their extensions.
+allowed+='|usr/sbin/(xtables-(nft|legacy)-multi|ip6?tables(-legacy)?-(restore|save))'
+allowed+='|usr/lib/[a-z0-9_-]+/xtables/lib[a-zA-Z0-9_+-]+\.so'
 # (grep -v exits 1 when it prints nothing, which is the good case.)
 unexpected=$(find "$root" ! -type d -printf '%P\n' | { grep -v -E "^($allowed)\$" || true; })
 [[ -z $unexpected ]] || fail "files the image should not have: $unexpected"

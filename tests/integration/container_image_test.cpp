@@ -156,6 +156,8 @@ TEST_CASE("the image's final stage is FROM scratch and holds only the assembled 
     return std::find(stage.begin(), stage.end(), instruction) != stage.end();
   };
   CHECK(has("USER 65532:65532"));
+  // `bulwark iptables` finds iptables-restore on this PATH: the image has no shell to search.
+  CHECK(has("ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin"));
   // The inbound and probes ports of container.yaml (the test below checks they are the ones it
   // listens on); admin stays on loopback and is not exposed.
   CHECK(has("EXPOSE 8080 9902"));
