@@ -1223,6 +1223,14 @@ class Loader {
                             ": each request goes to the address its client connected to");
         }
       }
+      // One breaker (or detector) for every destination: one dead dependency would cut the app
+      // off from all the others.
+      for (const char* key : {"circuit_breaker", "outlier_detection"}) {
+        if (const Field* found = map.find(key)) {
+          error(*found, "a cluster of type original_destination takes no " + std::string(key) +
+                            ": it would judge every destination by the failures of any one");
+        }
+      }
       read_cluster_policies(map, cluster);
       return;
     }
@@ -1770,6 +1778,11 @@ class Loader {
       for (size_t j = 0; j < i; ++j) {
         const ListenAddress& earlier = listen_addresses_[j];
         if (earlier.address.port != later.address.port) continue;
+        // IPv6 sockets are IPV6_V6ONLY (net.cpp): [::]:P and 0.0.0.0:P are two listeners, as
+        // dual-stack transparent capture needs.
+        const bool v6_earlier = earlier.address.host.find(':') != std::string::npos;
+        const bool v6_later = later.address.host.find(':') != std::string::npos;
+        if (v6_earlier != v6_later) continue;
         if (earlier.address.host != later.address.host &&
             !is_unspecified_host(earlier.address.host) &&
             !is_unspecified_host(later.address.host)) {

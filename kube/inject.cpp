@@ -580,6 +580,14 @@ class Injector {
     InjectStatus status;
     std::string spec_path = field(path, "spec");
     YAML::Node spec = required_map(pod, "spec", path);
+    // In the node's network namespace bulwark's listeners would be the node's, and every
+    // process of the node (every hostNetwork pod too) a loopback peer its admin listener obeys.
+    YAML::Node host_network = child(spec, "hostNetwork");
+    if (host_network.IsScalar() && host_network.Scalar() == "true")
+      fail(field(spec_path, "hostNetwork"),
+           "true: not injected: bulwark's ports would be the node's, and every process on the node "
+           "could drain or reload it through its loopback admin listener (annotate the template "
+           "bulwark.io/inject: \"disabled\" to pass it through)");
     std::string containers_path = field(spec_path, "containers");
     YAML::Node containers = optional_sequence(spec, "containers", spec_path);
     if (!containers.IsDefined() || containers.size() == 0)

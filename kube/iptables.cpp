@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,7 +34,8 @@ constexpr const char* kUsage =
     "  --outbound-redirect-port PORT  bulwark's outbound listener (default 15001)\n"
     "  --proxy-uid UID                bulwark's uid: its own connections pass (default 65532)\n"
     "  --ipv6                         write the IPv6 rules too (ip6tables-restore)\n"
-    "  --legacy                       use iptables-legacy-restore (the host's iptables is not nft)\n"
+    "  --legacy                       use iptables-legacy-restore (the host's iptables is not "
+    "nft)\n"
     "  --dry-run                      print the rules instead of applying them\n"
     "\n"
     "Connections to loopback are never captured. PORTS is a comma-separated list.\n";
@@ -47,8 +50,7 @@ void add_ports(std::string& out, const char* chain, const std::vector<uint16_t>&
 }
 
 // "8080,8443" -> ports; "*" -> all. False (with *why) on anything else.
-bool parse_ports(std::string_view text, std::vector<uint16_t>* ports, bool* all,
-                 std::string* why) {
+bool parse_ports(std::string_view text, std::vector<uint16_t>* ports, bool* all, std::string* why) {
   if (text == "*") {
     if (all == nullptr) {
       *why = "'*' is not allowed here";
@@ -104,6 +106,9 @@ int run(const std::vector<std::string>& argv, const std::string& input, std::str
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // Without PATH, posix_spawnp would look in /bin and /usr/bin only: iptables is in sbin.
+  if (std::getenv("PATH") == nullptr)
+    ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 0);
   pid_t pid = 0;
   const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -136,6 +141,41 @@ int run(const std::vector<std::string>& argv, const std::string& input, std::str
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Contradictions in what was asked: empty when none.
+std::string check_options(const IptablesOptions& o) {
+  const auto has = [](const std::vector<uint16_t>& ports, uint16_t port) {
+    return std::find(ports.begin(), ports.end(), port) != ports.end();
+  };
+  for (const auto* list :
+       {&o.inbound_ports, &o.outbound_ports, &o.exclude_inbound_ports, &o.exclude_outbound_ports}) {
+    for (size_t i = 0; i < list->size(); ++i) {
+      if (std::find(list->begin(), list->begin() + static_cast<std::ptrdiff_t>(i), (*list)[i]) !=
+          list->begin() + static_cast<std::ptrdiff_t>(i)) {
+        return "port " + std::to_string((*list)[i]) + " is listed twice";
+      }
+    }
+  }
+  for (uint16_t port : o.inbound_ports) {
+    if (has(o.exclude_inbound_ports, port)) {
+      return "port " + std::to_string(port) + " is both captured and excluded inbound";
+    }
+  }
+  for (uint16_t port : o.outbound_ports) {
+    if (has(o.exclude_outbound_ports, port)) {
+      return "port " + std::to_string(port) + " is both captured and excluded outbound";
+    }
+  }
+  if (o.inbound_redirect_port == o.outbound_redirect_port) {
+    return "the inbound and outbound redirect ports are the same (" +
+           std::to_string(o.inbound_redirect_port) + ")";
+  }
+  if (has(o.inbound_ports, o.inbound_redirect_port) ||
+      has(o.outbound_ports, o.outbound_redirect_port)) {
+    return "a redirect port is among the ports it captures: connections would loop";
+  }
+  return {};
 }
 
 }  // namespace
@@ -228,6 +268,10 @@ int iptables_main(int argc, char** argv) {
       std::fprintf(stderr, "bulwark iptables: %s: %s\n", a.c_str(), why.c_str());
       return 2;
     }
+  }
+  if (std::string why = check_options(o); !why.empty()) {
+    std::fprintf(stderr, "bulwark iptables: %s\n", why.c_str());
+    return 2;
   }
   if (!inbound_given || !outbound_given) {
     std::fprintf(stderr,

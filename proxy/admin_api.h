@@ -35,7 +35,9 @@ struct ClusterStatus {
 };
 
 // The token of admin.token_file `path`: its contents without surrounding whitespace (a Secret's
-// file often ends in a newline). Empty, with *error, when it cannot be read or holds no token.
+// file often ends in a newline). Empty, with *error, when it cannot be read, is not a regular
+// file, is larger than kMaxAdminTokenFile, or holds no token.
+inline constexpr size_t kMaxAdminTokenFile = 4096;
 std::string read_admin_token(const std::string& path, std::string* error);
 
 // What the admin API reads of the process and asks of it (main thread). The Server implements

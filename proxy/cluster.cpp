@@ -199,6 +199,23 @@ EndpointPool* WorkerCluster::pick_original(const sockaddr* destination) {
   return originals_.back().get();
 }
 
+bool WorkerCluster::close_idle_elsewhere(const EndpointPool& pool) {
+  // The longest idle of this worker's connections to other endpoints: the back of each pool's
+  // idle list (most recently used at the front).
+  UpstreamConnection* oldest = nullptr;
+  for (auto* list : {&pools_, &originals_}) {
+    for (const auto& p : *list) {
+      UpstreamConnection* c = p.get() == &pool ? nullptr : p->idle.back();
+      if (c != nullptr && (oldest == nullptr || c->idle_since_ms() < oldest->idle_since_ms())) {
+        oldest = c;
+      }
+    }
+  }
+  if (oldest == nullptr) return false;
+  oldest->close();  // gives its slot back (to the oldest waiter first, if any)
+  return true;
+}
+
 bool WorkerCluster::try_reserve_connection() {
   uint32_t max = shared.config.pool.max_connections;
   uint32_t n = shared.connections.load(std::memory_order_relaxed);
@@ -269,7 +286,7 @@ WorkerCluster::Checkout WorkerCluster::checkout(EndpointPool& pool,
     lease.hold(idle);
     return Checkout::kReady;
   }
-  if (!try_reserve_connection()) {
+  if (!try_reserve_connection() && !(close_idle_elsewhere(pool) && try_reserve_connection())) {
     if (!enqueue_waiter(&waiter)) return Checkout::kFull;
     // Another worker may have freed a slot between the two steps (it saw no waiter to wake). The
     // waiters are served a moment later, not from inside this call: the caller is not waiting

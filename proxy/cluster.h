@@ -192,6 +192,11 @@ class WorkerCluster {
   uint64_t routing_version_ = 0;
   // Reserves a slot for a new connection against the cluster-wide limit.
   bool try_reserve_connection();
+  // At that limit: closes this worker's longest idle connection to another endpoint than
+  // `pool`'s, so a request that needs a connection gets its slot instead of waiting while
+  // slots sit idle (many endpoints, or the many destinations of an original_destination
+  // cluster). False when there is none.
+  bool close_idle_elsewhere(const EndpointPool& pool);
   bool enqueue_waiter(PoolWaiter* w);
 
   IntrusiveList<PoolWaiter, &PoolWaiter::hook> waiters_;  // oldest first

@@ -14,7 +14,9 @@ void Server::install_signal_handlers() {
   uv_signal_init(&loop_, &sigint_);
   sigterm_.data = sigint_.data = this;
   auto on_signal = [](uv_signal_t* s, int signum) {
-    static_cast<Server*>(s->data)->begin_drain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    auto* self = static_cast<Server*>(s->data);
+    ++self->signals_;
+    self->begin_drain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
   };
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
   uv_signal_start(&sigint_, on_signal, SIGINT);
@@ -47,14 +49,21 @@ void Server::init_drain_timers() {
 void Server::begin_drain(const char* why, bool exit) {
   if (draining_) {
     if (exit && !exit_after_drain_) {
-      // SIGTERM after POST /drain: the drain goes on, and now ends the process.
+      // SIGTERM after POST /drain: the drain goes on, and now ends the process (at once when
+      // drain_timeout has passed already).
       exit_after_drain_ = true;
       notify_stopping(why);
       log::info("exiting once drained").str("signal", why);
-      if (drained_) finish();
+      if (drained_ || drain_timed_out_) finish();
       return;
     }
     if (!exit) return;  // POST /drain again
+    if (signals_ < 2) {
+      // The first signal, after POST /shutdown (the app is done, then the kubelet stops the
+      // pod): the drain under way goes on.
+      log::info("signal during the shutdown: the drain goes on").str("signal", why);
+      return;
+    }
     log::warn("second signal during drain: stopping now").str("signal", why);
     finish();
     return;
@@ -99,6 +108,7 @@ void Server::stop_accepting() {
       [](uv_timer_t* t) {
         auto* server = static_cast<Server*>(t->data);
         if (!server->exit_after_drain_) {
+          server->drain_timed_out_ = true;
           log::warn("drain timeout: connections still open are left to finish; SIGTERM stops");
           return;
         }
@@ -119,7 +129,7 @@ bool Server::shutdown() {
     notify_stopping("POST /shutdown");
   }
   if (first) log::info("shutdown asked: the app is done; draining every listener now");
-  if (drained_) {
+  if (drained_ || drain_timed_out_) {
     finish();
   } else {
     stop_accepting();  // at once: no drain_delay, outbound listeners too

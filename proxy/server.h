@@ -200,6 +200,8 @@ class Server : private AdminTarget {
   size_t workers_drained_ = 0;
   bool draining_ = false;
   bool shutdown_ = false;  // POST /shutdown: the app is gone, drain everything now and exit
+  unsigned signals_ = 0;   // SIGTERM and SIGINT received: a second one stops at once
+  bool drain_timed_out_ = false;  // drain_timeout passed while draining without exiting
   bool serving_ = false;  // every worker has run its first config
   bool exit_after_drain_ = true;  // false after POST /drain: keep running once drained
   bool drained_ = false;

@@ -84,6 +84,7 @@ void UpstreamConnection::release(uint64_t idle_timeout_ms) {
   }
   // Idle from here: counted as such until close() or attach() takes it out.
   state_ = State::kIdle;
+  idle_since_ms_ = uv_now(worker_.loop());
   pool_->cluster.stats.idle_connections.add(1);
   in.release(worker_.buffers());
   uint64_t timeout = idle_timeout_ms;

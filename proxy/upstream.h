@@ -108,6 +108,8 @@ class UpstreamConnection : public DeferredDeletable,
   uint32_t requests() const { return requests_; }
   // A deadline for reuse, from the upstream's "Keep-Alive: timeout=N" (0: none).
   void set_keep_alive_timeout_ms(uint64_t ms) { keep_alive_timeout_ms_ = ms; }
+  // Loop time it last went idle (release()).
+  uint64_t idle_since_ms() const { return idle_since_ms_; }
 
   InputBuffer in;  // the bytes read from the upstream and not consumed yet
   ListHook<UpstreamConnection> idle_hook;
@@ -129,6 +131,7 @@ class UpstreamConnection : public DeferredDeletable,
   State state_ = State::kConnecting;
   uint32_t requests_ = 0;
   uint64_t keep_alive_timeout_ms_ = 0;
+  uint64_t idle_since_ms_ = 0;
   int connect_error_ = 0;  // a connect that failed before it started (EMFILE, ...)
 };
 

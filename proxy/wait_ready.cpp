@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -79,11 +80,17 @@ Answer ask_ready(const sockaddr_storage& address, const std::string& host,
           break;
         }
       }
-      // "HTTP/1.1 200 OK\r\n...\r\n\r\nbody"
-      if (response.size() >= 12 && response.compare(0, 5, "HTTP/") == 0) {
-        answer.status = std::atoi(response.c_str() + response.find(' ') + 1);
-        size_t body = response.find("\r\n\r\n");
-        answer.text = body == std::string::npos ? "" : response.substr(body + 4);
+      // "HTTP/1.1 200 OK\r\n...\r\n\r\nbody": the status line must be exactly that shape.
+      const size_t body = response.find("\r\n\r\n");
+      const bool status_line = response.size() >= 13 && response.compare(0, 7, "HTTP/1.") == 0 &&
+                               response[7] >= '0' && response[7] <= '9' && response[8] == ' ' &&
+                               std::isdigit(static_cast<unsigned char>(response[9])) &&
+                               std::isdigit(static_cast<unsigned char>(response[10])) &&
+                               std::isdigit(static_cast<unsigned char>(response[11])) &&
+                               (response[12] == ' ' || response[12] == '\r');
+      if (status_line && body != std::string::npos) {
+        answer.status = std::atoi(response.c_str() + 9);
+        answer.text = response.substr(body + 4);
         while (!answer.text.empty() && answer.text.back() == '\n') answer.text.pop_back();
       } else {
         answer.text = response.empty() ? "no answer" : "not an HTTP response";
@@ -129,10 +136,15 @@ int wait_ready_main(int argc, char** argv) {
   }
   const Clock::time_point deadline = Clock::now() + timeout;
   Answer last;
+  bool first = true;
   for (;;) {
     // Each try gets at most a second, so a listener that accepts and never answers is asked
-    // again rather than waited on to the end.
-    const Clock::time_point attempt_end = std::min(deadline, Clock::now() + milliseconds(1000));
+    // again rather than waited on to the end; the first gets its second whatever the timeout
+    // (--timeout 0s asks once).
+    const Clock::time_point now = Clock::now();
+    const Clock::time_point attempt_end =
+        first ? now + milliseconds(1000) : std::min(deadline, now + milliseconds(1000));
+    first = false;
     last = ask_ready(address, parsed->text(), attempt_end);
     if (last.status == 200) {
       std::printf("ready: %s\n", admin.c_str());

@@ -348,6 +348,11 @@ TEST_CASE("bulwark wait-ready exits 0 once /ready is 200, 1 with the reason when
     CHECK(ready.wait_exit().value_or(-1) == 0);
     CHECK(ready.wait_for_line(Subprocess::Stream::kStdout, "ready: " + admin));
   }
+  {
+    Subprocess once;  // --timeout 0s still asks once
+    once.start({BULWARK_BINARY, "wait-ready", "--admin", admin, "--timeout", "0s"});
+    CHECK(once.wait_exit().value_or(-1) == 0);
+  }
   REQUIRE(status_of(http_request(proxy.bulwark.admin_port(), "POST", "/healthcheck/fail")) == 200);
   {
     Subprocess late;

@@ -125,3 +125,47 @@ TEST_CASE("without outbound listeners SIGTERM drains everything as before") {
   CHECK(wait_for_log_lines(bulwark, {"closing listeners; finishing in-flight requests"}));
   CHECK(bulwark.logs_text().find("closing inbound listeners") == std::string::npos);
 }
+
+TEST_CASE("SIGTERM after POST /drain and a passed drain_timeout stops the process at once") {
+  // A request the upstream never answers keeps the drain from ending by itself.
+  TestUpstream upstream([](UpstreamConn& conn) {
+    if (conn.read_request()) conn.wait_peer_close(Millis{20000});
+  });
+  ProxyOptions options;
+  options.drain_timeout = "300ms";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  ClientConn stuck(bulwark.port("inbound"));
+  REQUIRE(stuck.send(make_request("GET", "/never-answered")));
+  REQUIRE(eventually([&] { return upstream.requests() == 1; }));
+  REQUIRE(status_of(http_request(bulwark.admin_port(), "POST", "/drain")) == 200);
+  REQUIRE(wait_for_log_lines(bulwark, {"drain timeout: connections still open are left"}));
+  const auto signalled = SteadyClock::now();
+  REQUIRE(bulwark.signal(SIGTERM));
+  CHECK(bulwark.wait_exit(Millis{5000}) == 0);
+  CHECK(SteadyClock::now() - signalled < Millis{3000});
+}
+
+TEST_CASE("the kubelet's SIGTERM after the app's POST /shutdown lets the drain finish") {
+  // The request in flight is answered 500 ms after it came; the first signal must not cut it.
+  TestUpstream upstream([](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (request->target == "/slow" && !conn.pause(Millis{500})) return;
+      if (!conn.write_response(200, "done\n")) return;
+    }
+  });
+  BulwarkProcess bulwark;
+  bulwark.start(pod_config(upstream.address(), "0s", "20s"));
+  ClientConn app(bulwark.port("inbound"));
+  REQUIRE(app.send(make_request("GET", "/slow")));
+  REQUIRE(eventually([&] { return upstream.requests() == 1; }));
+  REQUIRE(status_of(http_request(bulwark.admin_port(), "POST", "/shutdown")) == 200);
+  REQUIRE(bulwark.signal(SIGTERM));
+  REQUIRE(wait_for_log_lines(bulwark, {"signal during the shutdown: the drain goes on"}));
+  auto response = app.read_response();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+  CHECK(response->body == "done\n");
+  CHECK(bulwark.wait_exit(Millis{5000}) == 0);
+  CHECK(bulwark.logs_text().find("second signal") == std::string::npos);
+}

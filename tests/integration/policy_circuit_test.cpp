@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -361,4 +362,31 @@ TEST_CASE(
   CHECK(after->status == 200);
   CHECK(circuit_state(bulwark) == 0);
   CHECK(transitions(bulwark, "open") == 0);
+}
+
+TEST_CASE("at the cluster's connection limit an idle connection to another endpoint gives its slot") {
+  // Three endpoints, two connection slots, one worker. After two requests each leave an idle
+  // keep-alive connection, a request for the third endpoint gets the slot of the longest idle
+  // one at once, rather than waiting pending_timeout (5 s) for a slot nobody uses.
+  TestUpstream a({}, "a"), b({}, "b"), c({}, "c");
+  ProxyOptions options;
+  options.workers = 1;
+  options.cluster = "pool: {max_connections: 2, pending_timeout: 5s}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(a.address() + ", " + b.address() + ", " + c.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+  std::vector<std::string> served;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto response = http_get(port, "/x");
+    REQUIRE(response);
+    CHECK(response->status == 200);
+    CHECK(std::chrono::steady_clock::now() - start < Millis{2000});
+    served.push_back(response->get("x-upstream") + " " + response->get("x-upstream-connection"));
+  }
+  // More connections were opened than there are slots: idle ones gave theirs up. (Whichever
+  // endpoint a freed slot's request then goes to is round robin's choice.)
+  std::set<std::string> connections(served.begin(), served.end());
+  INFO(served[0] << " / " << served[1] << " / " << served[2] << " / " << served[3]);
+  CHECK(connections.size() >= 3);
 }

@@ -878,6 +878,9 @@ TEST_CASE("listening addresses must not collide") {
     return "listeners:\n  - name: a\n    address: " + std::string(a) + "\n" + kRoutes +
            "  - name: b\n    address: " + std::string(b) + "\n" + kRoutes + kClusters;
   };
+  // IPv6 listeners are IPv6 only: the same port in both families is two listeners (dual-stack
+  // transparent capture redirects both to one port).
+  CHECK_LOADS(load(two("0.0.0.0:8080", "'[::]:8080'")));
   // Listener b's address is at 8:14.
   check_only_errors({
       {"same address", two("127.0.0.1:8080", "127.0.0.1:8080"), 8, 14,
@@ -921,7 +924,7 @@ TEST_CASE("a cluster of type original_destination takes no endpoints and needs i
   };
   CHECK_LOADS(load(transparent(true, "    type: original_destination\n")));
   CHECK_LOADS(load(transparent(true, "    type: original_destination\n    connect_timeout: 2s\n"
-                                     "    circuit_breaker: {}\n    pool: {max_connections: 8}\n")));
+                                     "    pool: {max_connections: 8}\n")));
   CHECK_LOADS(load(transparent(false, "    type: static\n    endpoints: [127.0.0.1:9000]\n")));
   check_only_errors({
       {"endpoints", transparent(true, "    type: original_destination\n    endpoints: [10.0.0.1:80]\n"),
@@ -932,6 +935,13 @@ TEST_CASE("a cluster of type original_destination takes no endpoints and needs i
        "a cluster of type original_destination takes no tls"},
       {"health_check", transparent(true, "    type: original_destination\n    health_check: {}\n"),
        11, 19, "a cluster of type original_destination takes no health_check"},
+      {"circuit_breaker",
+       transparent(true, "    type: original_destination\n    circuit_breaker: {}\n"), 11, 22,
+       "clusters[0].circuit_breaker: a cluster of type original_destination takes no "
+       "circuit_breaker: it would judge every destination by the failures of any one"},
+      {"outlier_detection",
+       transparent(true, "    type: original_destination\n    outlier_detection: {}\n"), 11, 24,
+       "a cluster of type original_destination takes no outlier_detection"},
       {"unknown type", transparent(true, "    type: dynamic\n    endpoints: [10.0.0.1:80]\n"), 10,
        11,
        "clusters[0].type: unknown type 'dynamic'; expected one of: static, original_destination"},

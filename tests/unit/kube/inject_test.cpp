@@ -491,6 +491,14 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
   REQUIRE(result.errors.size() == 1);
   CHECK(result.errors[0] == "document 2: not a map (it is a sequence)");
 
+  // A pod in the node's network namespace: bulwark would take the node's ports, and its admin
+  // listener would obey every process of the node.
+  result = inject(read(kDataDir + "/invalid/host-network.yaml"), {});
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find("(DaemonSet node-agent): spec.template.spec.hostNetwork: true: not "
+                              "injected") != std::string::npos);
+
   // The flow sequence opened on line 8 is never closed: the parser stops at the next "---".
   result = inject(read(kDataDir + "/invalid/broken.yaml"), {}, "broken.yaml");
   CHECK(result.output.empty());

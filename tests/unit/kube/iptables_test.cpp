@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 namespace bulwark::kube {
 namespace {
@@ -71,6 +72,28 @@ TEST_CASE("iptables: the jumps into the chains are written only where iptables-s
       "-A PREROUTING -p tcp -j BULWARK_INBOUND\n-A OUTPUT -p tcp -j BULWARK_OUTPUT\nCOMMIT\n";
   CHECK(has_bulwark_jumps(saved));
   CHECK_FALSE(has_bulwark_jumps("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"));
+}
+
+// iptables_main on these arguments (after "iptables"), as the command line gives them.
+int run_main(std::vector<std::string> args) {
+  args.insert(args.begin(), "iptables");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return iptables_main(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST_CASE("iptables: contradictions are usage errors, before anything is written") {
+  CHECK(run_main({"--inbound-ports", "8080", "--outbound", "80", "--dry-run"}) == 0);
+  CHECK(run_main({"--inbound-ports", "80", "--exclude-inbound-ports", "80", "--outbound", "",
+                  "--dry-run"}) == 2);
+  CHECK(run_main({"--inbound-ports", "", "--outbound", "80", "--exclude-outbound-ports", "80",
+                  "--dry-run"}) == 2);
+  CHECK(run_main({"--inbound-ports", "80,80", "--outbound", "", "--dry-run"}) == 2);
+  CHECK(run_main({"--inbound-ports", "15006", "--outbound", "", "--dry-run"}) == 2);
+  CHECK(run_main({"--inbound-ports", "8080", "--outbound", "", "--inbound-redirect-port", "15001",
+                  "--dry-run"}) == 2);
+  CHECK(run_main({"--inbound-ports", "*,80", "--outbound", "", "--dry-run"}) == 2);
+  CHECK(run_main({"--inbound-ports", "8080", "--dry-run"}) == 2);  // --outbound is required
 }
 
 }  // namespace

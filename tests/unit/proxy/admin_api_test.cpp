@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -338,6 +339,42 @@ TEST_CASE("/healthz fails on a stuck worker loop, /ready until the workers serve
   CHECK(ready->body == "starting: the workers have not taken the config yet\n");
   target.is_serving = true;
   CHECK(ask(api, "GET", "/ready")->status == 200);
+}
+
+TEST_CASE("the admin token file is read only when it is a small regular file, never blocking") {
+  const std::string dir = "/tmp/bulwark-admin-token-test-" + std::to_string(::getpid());
+  REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+  std::string error;
+  // A FIFO would block the main loop in open() until someone writes to it.
+  const std::string fifo = dir + "/fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(read_admin_token(fifo, &error).empty());
+  CHECK(error == fifo + " is not a regular file");
+  // /dev/zero would be read without end.
+  error.clear();
+  CHECK(read_admin_token("/dev/zero", &error).empty());
+  CHECK(error == "/dev/zero is not a regular file");
+  // A file over the limit, and one just at it.
+  const std::string big = dir + "/big";
+  for (size_t size : {kMaxAdminTokenFile + 1, kMaxAdminTokenFile}) {
+    std::FILE* f = std::fopen(big.c_str(), "w");
+    REQUIRE(f != nullptr);
+    const std::string text(size, 't');
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+    error.clear();
+    const std::string token = read_admin_token(big, &error);
+    if (size > kMaxAdminTokenFile) {
+      CHECK(token.empty());
+      CHECK(error == big + " is larger than 4096 bytes");
+    } else {
+      CHECK(token == text);
+      CHECK(error.empty());
+    }
+  }
+  ::unlink(fifo.c_str());
+  ::unlink(big.c_str());
+  ::rmdir(dir.c_str());
 }
 
 }  // namespace
