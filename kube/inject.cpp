@@ -240,6 +240,15 @@ std::optional<Sidecar> make_sidecar(const InjectOptions& options,
       errors->push_back(file + ": cannot read it again after loading it");
       return std::nullopt;
     }
+    // The kubelet probes the pod on kProbesPort: the config must serve its probes there.
+    const auto& probes = loaded.config->probes;
+    if (!probes || probes->address.port != kProbesPort || is_loopback(probes->address)) {
+      errors->push_back(file + ": the injected pod is probed on port " +
+                        std::to_string(kProbesPort) +
+                        ", but the config has no probes listener there: add probes: {address: "
+                        "0.0.0.0:" + std::to_string(kProbesPort) + "}");
+      return std::nullopt;
+    }
     sidecar.config_text = std::move(text);
     drain_delay = loaded.config->drain_delay;
     drain_timeout = loaded.config->drain_timeout;

@@ -411,6 +411,15 @@ TEST_CASE("--config-map-from refuses an invalid config with the loader's errors"
   CHECK(result.errors[0].find(kDataDir + "/config/invalid.yaml:6:") == 0);
   CHECK(result.errors[0].find("nowhere") != std::string::npos);
 
+  // A config whose probes the kubelet could not reach.
+  options.config_file = kDataDir + "/config/no-probes.yaml";
+  result = inject(read(kDataDir + "/pod.yaml"), options);
+  CHECK(result.output.empty());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        kDataDir + "/config/no-probes.yaml: the injected pod is probed on port 9902, but the "
+                   "config has no probes listener there: add probes: {address: 0.0.0.0:9902}");
+
   options.config_file = kDataDir + "/config/absent.yaml";
   result = inject(read(kDataDir + "/pod.yaml"), options);
   REQUIRE(result.errors.size() == 1);
