@@ -1122,3 +1122,60 @@ TEST_CASE("adversarial suite: enough vectors and a strict upstream parser") {
   CHECK(status("GET /a b HTTP/1.1\r\n\r\n") == S::kError);
   CHECK(status("GET / HTTP/1.1\r\nX: a\0\r\n\r\n"s) == S::kError);
 }
+
+TEST_CASE("adversarial: host_rewrite auto re-sends a pipelined body after a reset, Host and framing intact") {
+  // "resetting" reads each request, then resets the connection (after bytes went out, so the
+  // retry re-sends them); "answering" serves. Their names differ in length, so the retry's Host
+  // is spliced into a head that was already sent once. Two pipelined requests, one chunked and
+  // one with Content-Length, from a client whose own Host is long and odd.
+  TestUpstream resetting(
+      [](UpstreamConn& conn) {
+        if (conn.read_request()) conn.close(true);
+      },
+      "resetting");
+  TestUpstream answering({}, "answering");
+  const std::string named = "localhost:" + std::to_string(resetting.port());
+  ProxyOptions options;
+  options.workers = 1;
+  options.route =
+      "host_rewrite: auto\n"
+      "retry: {attempts: 4, retry_non_idempotent: true, retry_on: [reset, connect-failure],\n"
+      "        backoff: {base: 1ms, max: 2ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(named + ", " + answering.address(), options));
+  REQUIRE(eventually([&] {
+    auto clusters = http_get(bulwark.admin_port(), "/clusters");
+    return clusters && clusters->body.find("127.0.0.1:" + std::to_string(resetting.port())) !=
+                           std::string::npos;
+  }));
+  const std::string host = "a-very-long-client-host-name.example.internal:65000";
+  ClientConn client(bulwark.port("inbound"));
+  for (int round = 0; round < 3; ++round) {
+    CAPTURE(round);
+    REQUIRE(client.send("POST /chunked HTTP/1.1\r\nHost: " + host +
+                        "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                        "POST /sized HTTP/1.1\r\nHost: " + host +
+                        "\r\nContent-Length: 5\r\n\r\nworld"));
+    auto first = client.read_response();
+    auto second = client.read_response();
+    REQUIRE(first);
+    REQUIRE(second);
+    CHECK(first->status == 200);
+    CHECK(first->body == "POST /chunked\n");
+    CHECK(second->status == 200);
+    CHECK(second->body == "POST /sized\n");
+  }
+  // Every request the answering upstream parsed has its own name as Host and its whole body.
+  auto received = answering.received();
+  REQUIRE(received.size() == 6);
+  for (const Request& r : received) {
+    INFO(r.head);
+    CHECK(r.get("host") == answering.address());
+    CHECK(r.body == (r.target == "/chunked" ? "hello" : "world"));
+    CHECK(r.head.find("example.internal") == std::string::npos);
+  }
+  // And the spliced path ran: tries went to the resetting upstream first, with its own name.
+  auto reset_ones = resetting.received();
+  CHECK(!reset_ones.empty());
+  for (const Request& r : reset_ones) CHECK(r.get("host") == named);
+}
