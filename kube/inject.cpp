@@ -957,6 +957,29 @@ std::vector<YAML::Node> load_documents(const std::string& text) {
 
 }  // namespace
 
+// Whether `node` is at most kMaxDepth deep and, aliases expanded, at most *budget nodes. An
+// alias inside the node it names makes a cycle (yaml-cpp builds it), infinitely deep; aliases of
+// aliases multiply (an alias bomb). Either would run the walks below out of stack or time.
+constexpr int kMaxDepth = 64;
+constexpr size_t kMaxNodes = 1'000'000;
+bool within_bounds(const YAML::Node& node, int depth, size_t* budget) {
+  if (depth > kMaxDepth || *budget == 0) return false;
+  --*budget;
+  if (node.IsMap()) {
+    for (const auto& entry : node) {
+      if (!within_bounds(entry.first, depth + 1, budget) ||
+          !within_bounds(entry.second, depth + 1, budget)) {
+        return false;
+      }
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& entry : node) {
+      if (!within_bounds(entry, depth + 1, budget)) return false;
+    }
+  }
+  return true;
+}
+
 InjectResult inject(std::string_view input, const InjectOptions& options,
                     const std::string& source) {
   InjectResult result;
@@ -979,6 +1002,17 @@ InjectResult inject(std::string_view input, const InjectOptions& options,
     result.errors.push_back(where + ":" + std::to_string(e.mark.line + 1) + ":" +
                             std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
     return result;
+  }
+  size_t budget = kMaxNodes;
+  for (size_t d = 0; d < documents.size(); ++d) {
+    if (!within_bounds(documents[d], 0, &budget)) {
+      result.errors.push_back(
+          "document " + std::to_string(d + 1) + ": nested deeper than " +
+          std::to_string(kMaxDepth) + " levels or larger than " + std::to_string(kMaxNodes) +
+          " nodes once its aliases are expanded (an alias inside the node it names, or aliases "
+          "of aliases)");
+      return result;
+    }
   }
 
   Injector injector(*sidecar, options.uninject);

@@ -508,6 +508,20 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
   CHECK(result.errors[0].find("(DaemonSet node-agent): spec.template.spec.hostNetwork: true: not "
                               "injected") != std::string::npos);
 
+  // An alias inside the node it names (a cycle), and an alias bomb: refused, not walked.
+  for (const char* text :
+       {"kind: Deployment\nspec:\n  template: &t\n    spec: {containers: [*t]}\n",
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+        "g: [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n"}) {
+    CAPTURE(text);
+    result = inject(text, {});
+    CHECK(result.output.empty());
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].find("document 1: nested deeper than 64 levels or larger than") == 0);
+  }
+
   // The flow sequence opened on line 8 is never closed: the parser stops at the next "---".
   result = inject(read(kDataDir + "/invalid/broken.yaml"), {}, "broken.yaml");
   CHECK(result.output.empty());
