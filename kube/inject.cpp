@@ -18,6 +18,7 @@
 
 #include "config/json_writer.h"
 #include "config/loader.h"
+#include "kube/iptables.h"
 #include "kube/yaml_emit.h"
 
 namespace bulwark::kube {
@@ -26,6 +27,13 @@ namespace {
 
 constexpr std::string_view kContainerName = "bulwark";
 constexpr std::string_view kVolumeName = "bulwark-config";
+// --transparent: the init container that writes the iptables rules, and the emptyDir it
+// mounts on /run for iptables' lock file (the root filesystem is read-only).
+constexpr std::string_view kIptablesContainerName = "bulwark-iptables";
+constexpr std::string_view kIptablesVolumeName = "bulwark-iptables-run";
+// Every name bulwark adds, so a user's container or volume of that name is never taken for ours.
+constexpr std::array<std::string_view, 4> kOurNames{kContainerName, kIptablesContainerName,
+                                                    kVolumeName, kIptablesVolumeName};
 constexpr std::string_view kConfigDir = "/etc/bulwark";
 constexpr std::string_view kConfigKey = "bulwark.yaml";
 constexpr std::string_view kProbesPortName = "bulwark-probes";
@@ -134,17 +142,20 @@ std::string optional_string(const YAML::Node& parent, std::string_view key,
   return node.Scalar();
 }
 
-// The items of `list` with `first` in front and those named `drop` left out; same flow/block
+bool named_one_of(const YAML::Node& entry, const std::vector<std::string_view>& names) {
+  return entry.IsMap() && child(entry, "name").IsScalar() &&
+         std::find(names.begin(), names.end(), child(entry, "name").Scalar()) != names.end();
+}
+
+// The items of `list` with `first` in front and those named in `drop` left out; same flow/block
 // style as `list`, so a round trip writes it as it was.
-YAML::Node rebuilt(const YAML::Node& list, const YAML::Node& first, std::string_view drop) {
+YAML::Node rebuilt(const YAML::Node& list, const std::vector<YAML::Node>& first,
+                   const std::vector<std::string_view>& drop) {
   YAML::Node out(YAML::NodeType::Sequence);
   out.SetStyle(list.Style());
-  if (first.IsDefined()) out.push_back(first);
+  for (const YAML::Node& entry : first) out.push_back(entry);
   for (const YAML::Node& entry : list) {
-    if (!drop.empty() && entry.IsMap() && child(entry, "name").IsScalar() &&
-        child(entry, "name").Scalar() == drop)
-      continue;
-    out.push_back(entry);
+    if (!named_one_of(entry, drop)) out.push_back(entry);
   }
   return out;
 }
@@ -177,6 +188,10 @@ struct Sidecar {
   std::string cpu_request;
   std::string memory_request;
   std::string memory_limit;
+  // --transparent: the rules' options. No inbound ports given: each pod template's app
+  // containers' declared TCP ports.
+  std::optional<IptablesOptions> iptables;
+  bool inbound_ports_given = false;
 };
 
 // "bulwark-" + the listener's name as Kubernetes takes a port name: lowercase letters, digits
@@ -218,6 +233,51 @@ bool read_text_file(const std::string& path, std::string* text) {
   return !in.bad();
 }
 
+bool has(const std::vector<uint16_t>& ports, uint16_t port) {
+  return std::find(ports.begin(), ports.end(), port) != ports.end();
+}
+
+// Whether the config has a listener that takes connections redirected to `port`: one reading
+// original_destination, on a pod address for inbound (PREROUTING's REDIRECT goes to the
+// interface's address), on any for outbound (OUTPUT's goes to 127.0.0.1).
+bool takes_redirect(const config::Config& config, uint16_t port, bool inbound) {
+  return std::any_of(config.listeners.begin(), config.listeners.end(), [&](const auto& l) {
+    return l.original_destination && l.address.port == port &&
+           !(inbound && is_loopback(l.address));
+  });
+}
+
+// --transparent: the rules' options, checked, into sidecar->iptables. Returns what is wrong, or
+// "" when nothing is.
+// `config` is the --config-map-from file's, or null.
+std::string transparent_rules(const InjectOptions& options, const config::Config* config,
+                              Sidecar* sidecar) {
+  IptablesOptions rules = *options.transparent;
+  rules.proxy_uid = kNonRootId;
+  // The kubelet's probes and Prometheus reach bulwark itself, never a redirect.
+  if (has(rules.inbound_ports, kProbesPort))
+    return "--inbound-ports: " + std::to_string(kProbesPort) +
+           " is bulwark's probes port, which is never captured";
+  if (rules.inbound_all && !has(rules.exclude_inbound_ports, kProbesPort))
+    rules.exclude_inbound_ports.push_back(kProbesPort);
+  if (std::string why = check_iptables_options(rules); !why.empty()) return why;
+  if (config != nullptr) {
+    bool inbound = rules.inbound_all || !rules.inbound_ports.empty() || !options.inbound_ports_given;
+    bool outbound = rules.outbound_all || !rules.outbound_ports.empty();
+    for (bool in : {true, false}) {
+      uint16_t port = in ? rules.inbound_redirect_port : rules.outbound_redirect_port;
+      if ((in ? inbound : outbound) && !takes_redirect(*config, port, in))
+        return std::string(in ? "inbound" : "outbound") + " connections are redirected to port " +
+               std::to_string(port) + ", but no listener of " + *options.config_file +
+               " with original_destination: true listens there" +
+               (in ? " on a pod address (0.0.0.0)" : "");
+    }
+  }
+  sidecar->iptables = std::move(rules);
+  sidecar->inbound_ports_given = options.inbound_ports_given;
+  return "";
+}
+
 std::optional<Sidecar> make_sidecar(const InjectOptions& options,
                                     std::vector<std::string>* errors) {
   Sidecar sidecar;
@@ -230,9 +290,10 @@ std::optional<Sidecar> make_sidecar(const InjectOptions& options,
   config::Config defaults;
   config::Duration drain_delay = defaults.drain_delay;
   config::Duration drain_timeout = defaults.drain_timeout;
+  config::LoadResult loaded;
   if (options.config_file) {
     const std::string& file = *options.config_file;
-    config::LoadResult loaded = config::load_config_file(file);
+    loaded = config::load_config_file(file);
     for (const auto& e : loaded.errors) errors->push_back(e.to_string());
     if (!loaded.ok()) return std::nullopt;
     std::string text;
@@ -274,6 +335,13 @@ std::optional<Sidecar> make_sidecar(const InjectOptions& options,
     }
   }
   sidecar.ports.push_back({std::string(kProbesPortName), kProbesPort});
+  if (options.transparent) {
+    std::string why = transparent_rules(options, loaded.config.get(), &sidecar);
+    if (!why.empty()) {
+      errors->push_back("--transparent: " + why);
+      return std::nullopt;
+    }
+  }
   sidecar.pre_stop_seconds = std::max(1, seconds_rounded_up(drain_delay));
   sidecar.min_grace_seconds = seconds_rounded_up(drain_delay + drain_timeout) + kGraceMarginSeconds;
   return sidecar;
@@ -329,6 +397,40 @@ YAML::Node sidecar_container(const Sidecar& sidecar) {
   return c;
 }
 
+// --transparent: writes the rules once, as root with NET_ADMIN (and NET_RAW, which iptables asks
+// for), then exits; the sidecar and the app start after it.
+YAML::Node iptables_container(const Sidecar& sidecar, const IptablesOptions& rules) {
+  YAML::Node c;
+  c["name"] = string_node(kIptablesContainerName);
+  c["image"] = string_node(sidecar.image);
+  c["imagePullPolicy"] = string_node("IfNotPresent");
+  c["args"] = string_list(iptables_args(rules));
+  c["resources"]["requests"]["cpu"] = string_node("10m");
+  c["resources"]["requests"]["memory"] = string_node("16Mi");
+  c["resources"]["limits"]["memory"] = string_node("64Mi");
+  YAML::Node security;
+  security["runAsUser"] = int_node(0);
+  security["runAsNonRoot"] = YAML::Node("false");
+  security["readOnlyRootFilesystem"] = YAML::Node("true");
+  security["allowPrivilegeEscalation"] = YAML::Node("false");
+  security["capabilities"]["drop"] = string_list({"ALL"});
+  security["capabilities"]["add"] = string_list({"NET_ADMIN", "NET_RAW"});
+  security["seccompProfile"]["type"] = string_node("RuntimeDefault");
+  c["securityContext"] = security;
+  YAML::Node mount;
+  mount["name"] = string_node(kIptablesVolumeName);
+  mount["mountPath"] = string_node("/run");  // iptables' lock file
+  c["volumeMounts"].push_back(mount);
+  return c;
+}
+
+YAML::Node iptables_volume() {
+  YAML::Node volume;
+  volume["name"] = string_node(kIptablesVolumeName);
+  volume["emptyDir"] = YAML::Node(YAML::NodeType::Map);
+  return volume;
+}
+
 YAML::Node config_volume(const Sidecar& sidecar) {
   YAML::Node volume;
   volume["name"] = string_node(kVolumeName);
@@ -342,6 +444,7 @@ YAML::Node config_volume(const Sidecar& sidecar) {
 // exactly that out. Paths are relative to the pod template.
 struct InjectStatus {
   std::string sidecar_list;          // "initContainers" or "containers"
+  bool iptables = false;             // --transparent: the bulwark-iptables init container
   std::vector<std::string> created;  // maps and lists made: "metadata.annotations", ...
   // Of those (and of terminationGracePeriodSeconds), the ones that stood as an explicit null,
   // which uninject puts back in place rather than removing the key.
@@ -396,6 +499,7 @@ std::string to_json(const InjectStatus& status) {
   w.begin_object();
   w.member("version", BULWARK_VERSION);
   w.member("sidecar", status.sidecar_list);
+  if (status.iptables) w.member("iptables", true);
   w.key("created");
   w.begin_array();
   for (const auto& c : status.created) w.string(c);
@@ -454,6 +558,8 @@ InjectStatus parse_status(const std::string& text, const std::string& path) {
   if (!list.IsScalar() || (list.Scalar() != "initContainers" && list.Scalar() != "containers"))
     bad("\"sidecar\" is not \"initContainers\" or \"containers\"");
   status.sidecar_list = list.Scalar();
+  YAML::Node iptables = child(root, "iptables");
+  status.iptables = iptables.IsScalar() && iptables.Scalar() == "true";
   auto strings = [&bad](const YAML::Node& node, const char* name) {
     std::vector<std::string> out;
     if (!node.IsDefined()) return out;
@@ -565,7 +671,7 @@ class Injector {
   // Fails when an entry has no name or the name of another (Kubernetes refuses both, and uninject
   // finds containers by name), or when a container or volume of ours is already there without
   // our record: injecting would make a second one, and uninjecting would remove the user's.
-  void check_names(const YAML::Node& list, const std::string& path, std::string_view ours) {
+  void check_names(const YAML::Node& list, const std::string& path) {
     std::vector<std::string> seen;
     for (size_t i = 0; i < list.size(); ++i) {
       YAML::Node entry = list[i];
@@ -578,8 +684,8 @@ class Injector {
         fail(field(item(path, i), "name"),
              "'" + name + "' again, as " + item(path, earlier - seen.begin()) + " is named");
       seen.push_back(name);
-      if (name == ours)
-        fail(item(path, i), "already named '" + std::string(ours) +
+      if (std::find(kOurNames.begin(), kOurNames.end(), name) != kOurNames.end())
+        fail(item(path, i), "already named '" + name +
                                 "' without the bulwark.io/inject-status record of an injection; "
                                 "rename it or remove it");
     }
@@ -601,14 +707,29 @@ class Injector {
     YAML::Node containers = optional_sequence(spec, "containers", spec_path);
     if (!containers.IsDefined() || containers.size() == 0)
       fail(containers_path, "missing or empty: a pod needs a container");
-    check_names(containers, containers_path, kContainerName);
+    check_names(containers, containers_path);
     YAML::Node init = optional_sequence(spec, "initContainers", spec_path);
-    if (init.IsDefined()) check_names(init, field(spec_path, "initContainers"), kContainerName);
+    if (init.IsDefined()) check_names(init, field(spec_path, "initContainers"));
     YAML::Node volumes = optional_sequence(spec, "volumes", spec_path);
-    if (volumes.IsDefined()) check_names(volumes, field(spec_path, "volumes"), kVolumeName);
+    if (volumes.IsDefined()) check_names(volumes, field(spec_path, "volumes"));
     warn_port_clashes(containers, containers_path);
 
+    // Init containers run in order: the rules are written before the sidecar starts.
+    std::vector<YAML::Node> first_inits;
+    if (sidecar_.iptables) {
+      first_inits.push_back(
+          iptables_container(sidecar_, capture_rules(containers, containers_path)));
+      status.iptables = true;
+    }
     YAML::Node container = sidecar_container(sidecar_);
+    if (!sidecar_.classic) first_inits.push_back(container);
+    if (!first_inits.empty()) {
+      if (!init.IsDefined()) {
+        status.note_made(spec, "initContainers", "spec.initContainers");
+        init.reset(YAML::Node(YAML::NodeType::Sequence));
+      }
+      spec["initContainers"] = rebuilt(init, first_inits, {});
+    }
     if (sidecar_.classic) {
       status.sidecar_list = "containers";
       if (kind_ == "Job" || kind_ == "CronJob")
@@ -617,31 +738,59 @@ class Injector {
             "the Job never completes; the native sidecar (without --classic) stops with them");
       add_pre_stops(containers, containers_path, &status);
       std::string first_app = optional_string(containers[0], "name", item(containers_path, 0));
-      spec["containers"] = rebuilt(containers, container, "");
+      spec["containers"] = rebuilt(containers, {container}, {});
       if (!first_app.empty())
         add_annotation_if_absent(pod, path, kDefaultContainerAnnotation, first_app, &status);
     } else {
       status.sidecar_list = "initContainers";
-      if (!init.IsDefined()) {
-        status.note_made(spec, "initContainers", "spec.initContainers");
-        init.reset(YAML::Node(YAML::NodeType::Sequence));
-      }
-      spec["initContainers"] = rebuilt(init, container, "");
     }
-    if (!volumes.IsDefined()) {
+    bool made_volumes = !volumes.IsDefined();
+    if (made_volumes) {
       status.note_made(spec, "volumes", "spec.volumes");
       volumes.reset(YAML::Node(YAML::NodeType::Sequence));
-      volumes.push_back(config_volume(sidecar_));
-      spec["volumes"] = volumes;
-    } else {
-      volumes.push_back(config_volume(sidecar_));
     }
+    volumes.push_back(config_volume(sidecar_));
+    if (sidecar_.iptables) volumes.push_back(iptables_volume());
+    if (made_volumes) spec["volumes"] = volumes;
     raise_grace_period(spec, spec_path, &status);
     for (const auto& [name, value] : kScrapeAnnotations)
       add_annotation_if_absent(pod, path, name, value, &status);
     // Last, so the record is complete: it lists the annotations above, not itself.
     YAML::Node annotations = annotations_map(pod, path, &status);
     annotations[std::string(kInjectStatusAnnotation)] = string_node(to_json(status));
+  }
+
+  // --transparent: the rules for this pod template. Without --inbound-ports, the TCP ports its
+  // app containers declare are captured inbound (the ones a Service can target).
+  IptablesOptions capture_rules(const YAML::Node& containers, const std::string& path) {
+    IptablesOptions rules = *sidecar_.iptables;
+    if (sidecar_.inbound_ports_given) return rules;
+    for (size_t i = 0; i < containers.size(); ++i) {
+      YAML::Node ports = optional_sequence(containers[i], "ports", item(path, i));
+      if (!ports.IsDefined()) continue;
+      for (const YAML::Node& port : ports) {
+        if (!port.IsMap()) continue;
+        YAML::Node protocol = child(port, "protocol");
+        if (protocol.IsScalar() && protocol.Scalar() != "TCP") continue;
+        YAML::Node number = child(port, "containerPort");
+        int value = 0;
+        if (number.IsScalar()) {
+          try {
+            value = number.as<int>();
+          } catch (const YAML::Exception&) {
+          }
+        }
+        if (value < 1 || value > 65535 || value == kProbesPort) continue;
+        if (has(rules.inbound_ports, static_cast<uint16_t>(value))) continue;
+        rules.inbound_ports.push_back(static_cast<uint16_t>(value));
+      }
+    }
+    if (rules.inbound_ports.empty() && rules.outbound_ports.empty() && !rules.outbound_all)
+      fail(path, "--transparent: no container declares a TCP port to capture inbound, and no "
+                 "--outbound-ports: name the ports with --inbound-ports");
+    if (std::string why = check_iptables_options(rules); !why.empty())
+      fail(path, "--transparent: the declared ports: " + why);
+    return rules;
   }
 
   YAML::Node annotations_map(YAML::Node pod, const std::string& path, InjectStatus* status) {
@@ -741,25 +890,28 @@ class Injector {
   void remove_sidecar(YAML::Node pod, const std::string& path, const InjectStatus& status) {
     std::string spec_path = field(path, "spec");
     YAML::Node spec = required_map(pod, "spec", path);
-    YAML::Node list = optional_sequence(spec, status.sidecar_list, spec_path);
-    if (list.IsDefined()) {
-      YAML::Node kept = rebuilt(list, undefined(), kContainerName);
-      std::string what = "spec." + status.sidecar_list;
+    auto take_out = [&](const std::string& key, const std::vector<std::string_view>& names) {
+      YAML::Node list = optional_sequence(spec, key, spec_path);
+      if (!list.IsDefined()) return;
+      YAML::Node kept = rebuilt(list, {}, names);
+      std::string what = "spec." + key;
       if (kept.size() == 0 && status.was_created(what)) {
-        unmake(spec, status.sidecar_list, what, status);
+        unmake(spec, key, what, status);
       } else {
-        spec[status.sidecar_list] = kept;
+        spec[key] = kept;
       }
+    };
+    if (status.sidecar_list == "initContainers") {
+      std::vector<std::string_view> names{kContainerName};
+      if (status.iptables) names.push_back(kIptablesContainerName);
+      take_out("initContainers", names);
+    } else {
+      take_out("containers", {kContainerName});
+      if (status.iptables) take_out("initContainers", {kIptablesContainerName});
     }
-    YAML::Node volumes = optional_sequence(spec, "volumes", spec_path);
-    if (volumes.IsDefined()) {
-      YAML::Node kept = rebuilt(volumes, undefined(), kVolumeName);
-      if (kept.size() == 0 && status.was_created("spec.volumes")) {
-        unmake(spec, "volumes", "spec.volumes", status);
-      } else {
-        spec["volumes"] = kept;
-      }
-    }
+    std::vector<std::string_view> volumes{kVolumeName};
+    if (status.iptables) volumes.push_back(kIptablesVolumeName);
+    take_out("volumes", volumes);
     YAML::Node containers = optional_sequence(spec, "containers", spec_path);
     for (const auto& pre_stop : status.pre_stops) {
       if (!containers.IsDefined()) break;
@@ -957,27 +1109,32 @@ std::vector<YAML::Node> load_documents(const std::string& text) {
 
 }  // namespace
 
+// What within_bounds() found wrong with a document.
+enum class Shape { kFine, kTooBig, kComplexKey };
+
 // Whether `node` is at most kMaxDepth deep and, aliases expanded, at most *budget nodes. An
 // alias inside the node it names makes a cycle (yaml-cpp builds it), infinitely deep; aliases of
 // aliases multiply (an alias bomb). Either would run the walks below out of stack or time.
+// A map key must be a scalar: Kubernetes objects are JSON, whose keys are strings, and a YAML
+// key that is a sequence or a map ([]: x) is written back in a form that does not read back.
 constexpr int kMaxDepth = 64;
 constexpr size_t kMaxNodes = 1'000'000;
-bool within_bounds(const YAML::Node& node, int depth, size_t* budget) {
-  if (depth > kMaxDepth || *budget == 0) return false;
+Shape within_bounds(const YAML::Node& node, int depth, size_t* budget) {
+  if (depth > kMaxDepth || *budget == 0) return Shape::kTooBig;
   --*budget;
   if (node.IsMap()) {
     for (const auto& entry : node) {
-      if (!within_bounds(entry.first, depth + 1, budget) ||
-          !within_bounds(entry.second, depth + 1, budget)) {
-        return false;
-      }
+      if (!entry.first.IsScalar() && !entry.first.IsNull()) return Shape::kComplexKey;
+      Shape shape = within_bounds(entry.second, depth + 1, budget);
+      if (shape != Shape::kFine) return shape;
     }
   } else if (node.IsSequence()) {
     for (const auto& entry : node) {
-      if (!within_bounds(entry, depth + 1, budget)) return false;
+      Shape shape = within_bounds(entry, depth + 1, budget);
+      if (shape != Shape::kFine) return shape;
     }
   }
-  return true;
+  return Shape::kFine;
 }
 
 InjectResult inject(std::string_view input, const InjectOptions& options,
@@ -1005,7 +1162,14 @@ InjectResult inject(std::string_view input, const InjectOptions& options,
   }
   size_t budget = kMaxNodes;
   for (size_t d = 0; d < documents.size(); ++d) {
-    if (!within_bounds(documents[d], 0, &budget)) {
+    Shape shape = within_bounds(documents[d], 0, &budget);
+    if (shape == Shape::kComplexKey) {
+      result.errors.push_back("document " + std::to_string(d + 1) +
+                              ": a map key that is a list or a map (Kubernetes objects are JSON, "
+                              "whose keys are strings)");
+      return result;
+    }
+    if (shape == Shape::kTooBig) {
       result.errors.push_back(
           "document " + std::to_string(d + 1) + ": nested deeper than " +
           std::to_string(kMaxDepth) + " levels or larger than " + std::to_string(kMaxNodes) +
@@ -1098,6 +1262,7 @@ namespace {
 constexpr const char* kInjectUsage =
     "usage: bulwark inject [-f FILE|-] [--image IMAGE] [--config-map NAME]\n"
     "                      [--config-map-from FILE | --ports PORT,...] [--classic]\n"
+    "                      [--transparent [--inbound-ports PORTS] [--outbound-ports PORTS]]\n"
     "       bulwark inject --uninject [-f FILE|-]\n"
     "\n"
     "Reads Kubernetes YAML (several documents, or a List) and writes it to stdout with bulwark\n"
@@ -1122,6 +1287,18 @@ constexpr const char* kInjectUsage =
     "      --classic           a plain container plus a preStop sleep of drain_delay on each app\n"
     "                          container, instead of a native sidecar (an init container with\n"
     "                          restartPolicy Always, Kubernetes 1.29+)\n"
+    "      --transparent       also capture the pod's TCP with iptables (an init container,\n"
+    "                          bulwark-iptables, with NET_ADMIN, before the sidecar): inbound to\n"
+    "                          the listener on port 15006, outbound to the one on 15001; both\n"
+    "                          need original_destination: true (checked with --config-map-from)\n"
+    "      --inbound-ports P,...|*   the pod's ports captured inbound (default: the TCP ports\n"
+    "                          the app containers declare; '' for none; never 9902)\n"
+    "      --outbound-ports P,...|*  destination ports of the pod's own connections captured\n"
+    "                          (default none: '*' would capture the app's database too)\n"
+    "      --exclude-inbound-ports P,...  --exclude-outbound-ports P,...\n"
+    "                          left alone when the list above is '*'\n"
+    "      --inbound-redirect-port P   --outbound-redirect-port P\n"
+    "                          bulwark's listeners for captured traffic (15006, 15001)\n"
     "      --uninject          remove what an earlier `bulwark inject` added, as recorded in each\n"
     "                          pod template's bulwark.io/inject-status annotation\n"
     "  -h, --help              this text\n"
@@ -1180,17 +1357,50 @@ struct CommandLine {
   std::string input_file = "-";
   bool help = false;
   bool sidecar_flags = false;  // a flag that shapes the injection, which --uninject ignores
+  bool transparent = false;
+  IptablesOptions rules;       // what the --transparent flags below set
+  std::string rules_flag;      // one of them, given without --transparent
 };
 
 // Applies a flag that takes a value. Returns the usage error, or "" when it is fine.
 std::string apply_flag(const std::string& flag, const std::string& value, CommandLine* line) {
-  static constexpr std::array<std::string_view, 9> kFlags{
-      "-f",      "--filename",    "--image",          "--config-map",  "--config-map-from",
-      "--ports", "--cpu-request", "--memory-request", "--memory-limit"};
+  static constexpr std::array<std::string_view, 15> kFlags{"-f",
+                                                          "--filename",
+                                                          "--image",
+                                                          "--config-map",
+                                                          "--config-map-from",
+                                                          "--ports",
+                                                          "--cpu-request",
+                                                          "--memory-request",
+                                                          "--memory-limit",
+                                                          "--inbound-ports",
+                                                          "--exclude-inbound-ports",
+                                                          "--inbound-redirect-port",
+                                                          "--outbound-ports",
+                                                          "--exclude-outbound-ports",
+                                                          "--outbound-redirect-port"};
   if (std::find(kFlags.begin(), kFlags.end(), flag) == kFlags.end())
     return "unknown argument '" + flag + "'";
-  if (value.empty()) return flag + " needs a value";
   InjectOptions& options = line->options;
+  // The capture lists take '' for none, like `bulwark iptables`.
+  if (flag == "--inbound-ports" || flag == "--outbound-ports" ||
+      flag == "--exclude-inbound-ports" || flag == "--exclude-outbound-ports") {
+    line->sidecar_flags = true;
+    line->rules_flag = flag;
+    IptablesOptions& r = line->rules;
+    bool inbound = flag.find("inbound") != std::string::npos;
+    bool exclude = flag.rfind("--exclude", 0) == 0;
+    std::vector<uint16_t>* ports = exclude ? (inbound ? &r.exclude_inbound_ports
+                                                      : &r.exclude_outbound_ports)
+                                           : (inbound ? &r.inbound_ports : &r.outbound_ports);
+    bool* all = exclude ? nullptr : (inbound ? &r.inbound_all : &r.outbound_all);
+    ports->clear();
+    std::string why;
+    if (!parse_port_list(value, ports, all, &why)) return flag + ": " + why;
+    if (flag == "--inbound-ports") options.inbound_ports_given = true;
+    return "";
+  }
+  if (value.empty()) return flag + " needs a value";
   if (flag == "-f" || flag == "--filename") {
     line->input_file = value;
     return "";
@@ -1209,6 +1419,14 @@ std::string apply_flag(const std::string& flag, const std::string& value, Comman
   } else if (flag == "--ports") {
     if (!parse_ports(value, &options.ports))
       return "--ports '" + value + "': not a list of different ports 1..65535 like 8080,8443";
+  } else if (flag == "--inbound-redirect-port" || flag == "--outbound-redirect-port") {
+    line->rules_flag = flag;
+    std::vector<uint16_t> one;
+    std::string why;
+    if (!parse_port_list(value, &one, nullptr, &why) || one.size() != 1)
+      return flag + " '" + value + "': not a port 1..65535";
+    (flag == "--inbound-redirect-port" ? line->rules.inbound_redirect_port
+                                       : line->rules.outbound_redirect_port) = one.front();
   } else if (flag == "--cpu-request" || flag == "--memory-request" || flag == "--memory-limit") {
     if (!valid_quantity(value))
       return flag + " '" + value + "': not a Kubernetes quantity like 100m, 0.5, 64Mi or 1Gi";
@@ -1233,6 +1451,11 @@ std::string parse_command_line(int argc, char** argv, CommandLine* line) {
       line->sidecar_flags = true;
       continue;
     }
+    if (arg == "--transparent") {
+      line->transparent = true;
+      line->sidecar_flags = true;
+      continue;
+    }
     if (arg == "--uninject") {
       line->options.uninject = true;
       continue;
@@ -1247,7 +1470,10 @@ std::string parse_command_line(int argc, char** argv, CommandLine* line) {
     std::string error = apply_flag(arg, value, line);
     if (!error.empty()) return error;
   }
-  const InjectOptions& options = line->options;
+  InjectOptions& options = line->options;
+  if (!line->rules_flag.empty() && !line->transparent)
+    return line->rules_flag + " shapes the rules of --transparent, which is not given";
+  if (line->transparent) options.transparent = line->rules;
   if (options.config_file && !options.ports.empty())
     return "--ports and --config-map-from exclude each other: with a config file the ports are "
            "its listeners'";

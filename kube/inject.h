@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include "kube/iptables.h"
+
 namespace bulwark::kube {
 
 inline constexpr std::string_view kInjectStatusAnnotation = "bulwark.io/inject-status";
@@ -42,6 +44,13 @@ struct InjectOptions {
   // text a ConfigMap document written before the workloads.
   std::optional<std::string> config_file;
   std::vector<uint16_t> ports;  // --ports, without a config file
+  // --transparent: an init container (bulwark-iptables, before the sidecar) writes the rules
+  // that send the pod's TCP to bulwark's listeners on the redirect ports, which must read
+  // original_destination. Its proxy_uid is the sidecar's; the probes port is never captured.
+  std::optional<IptablesOptions> transparent;
+  // Whether --inbound-ports was given; when it was not, each pod template's app containers'
+  // declared TCP ports are captured inbound.
+  bool inbound_ports_given = false;
   // The bulwark container's resources, Kubernetes quantities.
   std::string cpu_request = "100m";
   std::string memory_request = "64Mi";

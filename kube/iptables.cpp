@@ -49,8 +49,10 @@ void add_ports(std::string& out, const char* chain, const std::vector<uint16_t>&
   }
 }
 
-// "8080,8443" -> ports; "*" -> all. False (with *why) on anything else.
-bool parse_ports(std::string_view text, std::vector<uint16_t>* ports, bool* all, std::string* why) {
+}  // namespace
+
+bool parse_port_list(std::string_view text, std::vector<uint16_t>* ports, bool* all,
+                     std::string* why) {
   if (text == "*") {
     if (all == nullptr) {
       *why = "'*' is not allowed here";
@@ -78,9 +80,11 @@ bool parse_ports(std::string_view text, std::vector<uint16_t>* ports, bool* all,
   return true;
 }
 
+namespace {
+
 bool parse_port(std::string_view text, uint16_t* port, std::string* why) {
   std::vector<uint16_t> one;
-  if (!parse_ports(text, &one, nullptr, why)) return false;
+  if (!parse_port_list(text, &one, nullptr, why)) return false;
   if (one.size() != 1) {
     *why = "expected one port, got '" + std::string(text) + "'";
     return false;
@@ -143,8 +147,9 @@ int run(const std::vector<std::string>& argv, const std::string& input, std::str
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// Contradictions in what was asked: empty when none.
-std::string check_options(const IptablesOptions& o) {
+}  // namespace
+
+std::string check_iptables_options(const IptablesOptions& o) {
   const auto has = [](const std::vector<uint16_t>& ports, uint16_t port) {
     return std::find(ports.begin(), ports.end(), port) != ports.end();
   };
@@ -178,7 +183,24 @@ std::string check_options(const IptablesOptions& o) {
   return {};
 }
 
-}  // namespace
+std::vector<std::string> iptables_args(const IptablesOptions& o) {
+  const auto list = [](const std::vector<uint16_t>& ports, bool all) {
+    if (all) return std::string("*");
+    std::string out;
+    for (uint16_t port : ports) out += (out.empty() ? "" : ",") + std::to_string(port);
+    return out;
+  };
+  std::vector<std::string> args{"iptables", "--inbound-ports", list(o.inbound_ports, o.inbound_all)};
+  if (!o.exclude_inbound_ports.empty())
+    args.insert(args.end(), {"--exclude-inbound-ports", list(o.exclude_inbound_ports, false)});
+  args.insert(args.end(), {"--inbound-redirect-port", std::to_string(o.inbound_redirect_port),
+                           "--outbound", list(o.outbound_ports, o.outbound_all)});
+  if (!o.exclude_outbound_ports.empty())
+    args.insert(args.end(), {"--exclude-outbound-ports", list(o.exclude_outbound_ports, false)});
+  args.insert(args.end(), {"--outbound-redirect-port", std::to_string(o.outbound_redirect_port),
+                           "--proxy-uid", std::to_string(o.proxy_uid)});
+  return args;
+}
 
 std::string iptables_rules(const IptablesOptions& o, bool ipv6, bool with_jumps) {
   std::string out =
@@ -233,16 +255,16 @@ int iptables_main(int argc, char** argv) {
     bool ok = true;
     if (a == "--inbound-ports" && has_value) {
       inbound_given = true;
-      ok = parse_ports(argv[++i], &o.inbound_ports, &o.inbound_all, &why);
+      ok = parse_port_list(argv[++i], &o.inbound_ports, &o.inbound_all, &why);
     } else if (a == "--exclude-inbound-ports" && has_value) {
-      ok = parse_ports(argv[++i], &o.exclude_inbound_ports, nullptr, &why);
+      ok = parse_port_list(argv[++i], &o.exclude_inbound_ports, nullptr, &why);
     } else if (a == "--inbound-redirect-port" && has_value) {
       ok = parse_port(argv[++i], &o.inbound_redirect_port, &why);
     } else if (a == "--outbound" && has_value) {
       outbound_given = true;
-      ok = parse_ports(argv[++i], &o.outbound_ports, &o.outbound_all, &why);
+      ok = parse_port_list(argv[++i], &o.outbound_ports, &o.outbound_all, &why);
     } else if (a == "--exclude-outbound-ports" && has_value) {
-      ok = parse_ports(argv[++i], &o.exclude_outbound_ports, nullptr, &why);
+      ok = parse_port_list(argv[++i], &o.exclude_outbound_ports, nullptr, &why);
     } else if (a == "--outbound-redirect-port" && has_value) {
       ok = parse_port(argv[++i], &o.outbound_redirect_port, &why);
     } else if (a == "--proxy-uid" && has_value) {
@@ -269,7 +291,7 @@ int iptables_main(int argc, char** argv) {
       return 2;
     }
   }
-  if (std::string why = check_options(o); !why.empty()) {
+  if (std::string why = check_iptables_options(o); !why.empty()) {
     std::fprintf(stderr, "bulwark iptables: %s\n", why.c_str());
     return 2;
   }

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bulwark::kube {
@@ -33,6 +34,19 @@ struct IptablesOptions {
   uint16_t outbound_redirect_port = 15001;
   uint32_t proxy_uid = 65532;  // bulwark's own connections are never captured
 };
+
+// "8080,8443" -> ports; "*" -> *all = true ('*' refused when `all` is null); "" -> none. False,
+// with *why, on anything else.
+bool parse_port_list(std::string_view text, std::vector<uint16_t>* ports, bool* all,
+                     std::string* why);
+
+// Contradictions in what was asked (a port listed twice, captured and excluded, a redirect
+// port among the captured ones): empty when none.
+std::string check_iptables_options(const IptablesOptions& options);
+
+// The `bulwark iptables` arguments (after "iptables") that write these rules: what
+// `bulwark inject --transparent` puts in its init container.
+std::vector<std::string> iptables_args(const IptablesOptions& options);
 
 // The nat table rules as iptables-restore (or ip6tables-restore, `ipv6`) input, to be applied
 // with --noflush. `with_jumps`: add the jumps from PREROUTING and OUTPUT into the BULWARK

@@ -90,6 +90,8 @@ for t in "${targets[@]}"; do
   artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
   echo "fuzz: $t FAILED (exit $rc); log $log" >&2
   grep -E -m 8 'fuzz property failed|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error|SUMMARY' "$log" >&2 || true
+  # A property's detail (the input, escaped) too: a CI log is often all there is of a finding.
+  sed -n '/fuzz property failed/,/^==[0-9]*==/p' "$log" | head -n 12 | cut -c1-4000 >&2 || true
   if [[ -n $artifact ]]; then
     echo "fuzz: reproducer $artifact" >&2
     echo "fuzz: replay with: $build/fuzz/$t -timeout=10 $artifact" >&2

@@ -1,4 +1,5 @@
-// Fuzz target: `bulwark inject` on any text. The first byte chooses the mode (bit 0: --classic);
+// Fuzz target: `bulwark inject` on any text. The first byte chooses the mode (bit 0: --classic,
+// bit 1: --transparent --outbound-ports 80);
 // the rest is the YAML stream. inject() must never crash or throw, and when it succeeds its
 // promises must hold: injecting the output again gives the same bytes, and uninjecting the output
 // gives what uninjecting the input gives (the input without any earlier injection).
@@ -17,6 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   kube::InjectOptions options;
   options.classic = (data[0] & 1) != 0;
+  if ((data[0] & 2) != 0) options.transparent.emplace().outbound_ports = {80};
   std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
   kube::InjectResult once = kube::inject(input, options);
   FUZZ_CHECK(once.ok() || once.output.empty(), "an output despite errors: " + escaped(input));

@@ -50,7 +50,10 @@ std::vector<std::string> manifests() {
 
 const std::vector<std::string> kModes{
     "", "--classic", "--config-map-from " + kDataDir + "/config/bulwark.yaml",
-    "--classic --config-map-from " + kDataDir + "/config/bulwark.yaml"};
+    "--classic --config-map-from " + kDataDir + "/config/bulwark.yaml",
+    "--transparent --outbound-ports 80 --config-map-from " + std::string(BULWARK_SOURCE_DIR) +
+        "/deploy/kubernetes/overlays/transparent/bulwark.yaml",
+    "--classic --transparent --inbound-ports '*' --outbound-ports ''"};
 
 TEST_CASE("bulwark inject -f FILE piped into bulwark inject writes the same bytes again") {
   TempDir dir;
@@ -112,6 +115,15 @@ TEST_CASE("bulwark inject exits 1 on an invalid document, 2 on a wrong argument,
   CHECK(r.exit == 2);
   CHECK(r.err.find("bulwark inject: --ports '8080,8080': not a list of different ports") == 0);
   r = shell(kBulwark + " inject --uninject --classic < /dev/null");
+  CHECK(r.exit == 2);
+  r = shell(kBulwark + " inject --outbound-ports 80 < /dev/null");
+  CHECK(r.exit == 2);
+  CHECK(r.err.find("bulwark inject: --outbound-ports shapes the rules of --transparent, which is "
+                   "not given") == 0);
+  r = shell(kBulwark + " inject --transparent --inbound-ports 80,http < /dev/null");
+  CHECK(r.exit == 2);
+  CHECK(r.err.find("bulwark inject: --inbound-ports: 'http' is not a port (1..65535)") == 0);
+  r = shell(kBulwark + " inject --uninject --transparent < /dev/null");
   CHECK(r.exit == 2);
   r = shell(kBulwark + " inject --config-map Bad_Name < /dev/null");
   CHECK(r.exit == 2);

@@ -76,11 +76,17 @@ std::vector<Mode> modes() {
   classic_config.classic = true;
   InjectOptions ports;
   ports.ports = {8080, 8443};
+  InjectOptions transparent;
+  transparent.transparent.emplace().outbound_ports = {80};
+  InjectOptions classic_transparent = transparent;
+  classic_transparent.classic = true;
   return {{"native", {}},
           {"classic", classic},
           {"config-map-from", config},
           {"classic config-map-from", classic_config},
-          {"ports", ports}};
+          {"ports", ports},
+          {"transparent", transparent},
+          {"classic transparent", classic_transparent}};
 }
 
 std::vector<YAML::Node> documents(const std::string& text) { return YAML::LoadAll(text); }
@@ -402,6 +408,128 @@ TEST_CASE("--config-map-from writes the ConfigMap first and takes ports and drai
         10);
 }
 
+std::vector<std::string> strings(const YAML::Node& list) {
+  std::vector<std::string> out;
+  for (const YAML::Node& s : list) out.push_back(s.as<std::string>());
+  return out;
+}
+
+// A pod whose app declares TCP 8080, UDP 5353 and TCP 9090 (twice, in two containers).
+const char* const kPodWithPorts =
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: shop}\nspec:\n  containers:\n"
+    "    - name: shop\n      image: shop:1\n"
+    "      ports: [{containerPort: 8080}, {containerPort: 5353, protocol: UDP}, "
+    "{containerPort: 9090, protocol: TCP}]\n"
+    "    - name: metrics\n      image: exporter:1\n      ports: [{containerPort: 9090}]\n";
+
+TEST_CASE("--transparent writes the rules in an init container before the sidecar") {
+  InjectOptions options;
+  options.transparent.emplace().outbound_ports = {80, 8080};
+  YAML::Node pod = documents(injected(kPodWithPorts, options))[0];
+  YAML::Node spec = pod["spec"];
+  REQUIRE(spec["initContainers"].size() == 2);
+  YAML::Node rules = spec["initContainers"][0];
+  CHECK(rules["name"].as<std::string>() == "bulwark-iptables");
+  CHECK(rules["image"].as<std::string>() == std::string("bulwark:") + BULWARK_VERSION);
+  CHECK_FALSE(rules["restartPolicy"].IsDefined());  // runs once, before the sidecar starts
+  // The app's declared TCP ports, each once; UDP is not captured.
+  CHECK(strings(rules["args"]) ==
+        std::vector<std::string>{"iptables", "--inbound-ports", "8080,9090",
+                                 "--inbound-redirect-port", "15006", "--outbound", "80,8080",
+                                 "--outbound-redirect-port", "15001", "--proxy-uid", "65532"});
+  YAML::Node sc = rules["securityContext"];
+  CHECK(sc["runAsUser"].as<int>() == 0);
+  CHECK_FALSE(sc["runAsNonRoot"].as<bool>());
+  CHECK(strings(sc["capabilities"]["add"]) == std::vector<std::string>{"NET_ADMIN", "NET_RAW"});
+  CHECK(strings(sc["capabilities"]["drop"]) == std::vector<std::string>{"ALL"});
+  CHECK(sc["readOnlyRootFilesystem"].as<bool>());
+  CHECK(rules["volumeMounts"][0]["name"].as<std::string>() == "bulwark-iptables-run");
+  CHECK(rules["volumeMounts"][0]["mountPath"].as<std::string>() == "/run");
+  check_container(spec["initContainers"][1], true);
+  CHECK(find_named(spec["volumes"], "bulwark-iptables-run")["emptyDir"].IsMap());
+  YAML::Node status = YAML::Load(
+      pod["metadata"]["annotations"]["bulwark.io/inject-status"].as<std::string>());
+  CHECK(status["iptables"].as<bool>());
+
+  // '*' captures every port but the probes port; the given lists replace the declared ports.
+  options.transparent->inbound_all = true;
+  options.transparent->outbound_ports.clear();
+  options.inbound_ports_given = true;
+  spec = documents(injected(kPodWithPorts, options))[0]["spec"];
+  CHECK(strings(spec["initContainers"][0]["args"]) ==
+        std::vector<std::string>{"iptables", "--inbound-ports", "*", "--exclude-inbound-ports",
+                                 "9902", "--inbound-redirect-port", "15006", "--outbound", "",
+                                 "--outbound-redirect-port", "15001", "--proxy-uid", "65532"});
+
+  // --classic: the sidecar is a container, the rules still an init container (made here), and
+  // uninject takes out both and the list it made.
+  options.classic = true;
+  std::string classic = injected(kPodWithPorts, options);
+  spec = documents(classic)[0]["spec"];
+  REQUIRE(spec["initContainers"].size() == 1);
+  CHECK(spec["initContainers"][0]["name"].as<std::string>() == "bulwark-iptables");
+  check_container(spec["containers"][0], false);
+  CHECK(injected(classic, uninject_options()) == reemitted(kPodWithPorts));
+
+  // Injected again without --transparent: the rules go, the sidecar stays.
+  std::string plain = injected(injected(kPodWithPorts, options), InjectOptions{});
+  spec = documents(plain)[0]["spec"];
+  REQUIRE(spec["initContainers"].size() == 1);
+  CHECK(spec["initContainers"][0]["name"].as<std::string>() == "bulwark");
+  CHECK_FALSE(find_named(spec["volumes"], "bulwark-iptables-run").IsDefined());
+  CHECK(plain == injected(kPodWithPorts, InjectOptions{}));
+}
+
+TEST_CASE("--transparent refuses what would capture nothing, loop, or miss bulwark's listeners") {
+  InjectOptions options;
+  options.transparent.emplace();
+  // Nothing declared, nothing asked for outbound.
+  InjectResult result = inject(read(kDataDir + "/pod.yaml"), options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find(": spec.containers: --transparent: no container declares a TCP port to capture "
+                              "inbound") != std::string::npos);
+  // The probes port is bulwark's own; a redirect port captured would loop.
+  options.transparent->inbound_ports = {8080, 9902};
+  options.inbound_ports_given = true;
+  result = inject(kPodWithPorts, options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "--transparent: --inbound-ports: 9902 is bulwark's probes port, which is never captured");
+  options.transparent->inbound_ports = {15006};
+  result = inject(kPodWithPorts, options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "--transparent: a redirect port is among the ports it captures: connections would loop");
+  // A declared port that is the redirect port: named with the document.
+  options.inbound_ports_given = false;
+  options.transparent->inbound_ports.clear();
+  options.transparent->outbound_ports = {80};
+  result = inject("kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: a\n"
+                  "      ports: [{containerPort: 15006}]\n",
+                  options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] ==
+        "document 1 (Pod p): spec.containers: --transparent: the declared ports: a redirect port is among "
+        "the ports it captures: connections would loop");
+
+  // With a config file, its listeners must take the redirected connections.
+  options.config_file = kConfigFile;
+  result = inject(kPodWithPorts, options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "--transparent: inbound connections are redirected to port 15006, but "
+                            "no listener of " + kConfigFile +
+                                " with original_destination: true listens there on a pod "
+                                "address (0.0.0.0)");
+  options.config_file = std::string(BULWARK_SOURCE_DIR) +
+                        "/deploy/kubernetes/overlays/transparent/bulwark.yaml";
+  CHECK(inject(kPodWithPorts, options).ok());
+  options.transparent->outbound_redirect_port = 15009;
+  result = inject(kPodWithPorts, options);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find("--transparent: outbound connections are redirected to port 15009") ==
+        0);
+}
+
 TEST_CASE("--config-map-from refuses an invalid config with the loader's errors") {
   InjectOptions options;
   options.config_file = kDataDir + "/config/invalid.yaml";
@@ -520,6 +648,18 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
     CHECK(result.output.empty());
     REQUIRE(result.errors.size() == 1);
     CHECK(result.errors[0].find("document 1: nested deeper than 64 levels or larger than") == 0);
+  }
+
+  // A key that is a list or a map is no JSON key, and yaml-cpp writes it back in a form that
+  // reads back as something else (found by fuzz_inject: "[]: x" came back as two documents).
+  for (const char* text : {"kind: Pod\nmetadata: {name: p}\n---\n[]: ::Pod\nmetadata:\n  name: p\n",
+                           "kind: Service\nmetadata:\n  {a: b}: c\n",
+                           "kind: Service\nspec:\n  ports:\n    - ? [80]\n      : x\n"}) {
+    CAPTURE(text);
+    result = inject(text, {});
+    CHECK(result.output.empty());
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].find(": a map key that is a list or a map") != std::string::npos);
   }
 
   // The flow sequence opened on line 8 is never closed: the parser stops at the next "---".
