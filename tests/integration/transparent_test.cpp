@@ -15,60 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/integration/netns.h"
 #include "tests/integration/proxy_fixture.h"
 
 using namespace bulwark::test;
 
 namespace {
-
-std::string find_tool(const std::string& tool);
-
-// Runs a command (argv[0] found on PATH); its exit code (stdout and stderr into *output).
-int run(std::vector<std::string> argv, std::string* output = nullptr) {
-  if (argv[0].find('/') == std::string::npos) argv[0] = find_tool(argv[0]);
-  if (argv[0].empty()) return -1;
-  Subprocess p;
-  p.start(argv);
-  const int code = p.wait_exit(Millis{10000}).value_or(-1);
-  p.wait_streams_closed();
-  if (output != nullptr) {
-    *output = p.text(Subprocess::Stream::kStdout) + p.text(Subprocess::Stream::kStderr);
-  }
-  return code;
-}
-
-// Where executable `tool` is on PATH (and the sbin directories); empty when nowhere.
-std::string find_tool(const std::string& tool) {
-  const char* path = std::getenv("PATH");
-  const std::string dirs =
-      std::string(path != nullptr ? path : "/usr/bin:/bin") + ":/usr/sbin:/sbin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    const std::string candidate = dirs.substr(start, end - start) + "/" + tool;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    start = end + 1;
-  }
-  return {};
-}
-bool on_path(const std::string& tool) { return !find_tool(tool).empty(); }
-
-// Why this machine cannot run the test; empty when it can. Moves the process into a new
-// network namespace with loopback up.
-std::string enter_pod_namespace() {
-  if (::geteuid() != 0) return "not root";
-  for (const char* tool : {"ip", "iptables-restore", "iptables-save", "setpriv", "curl"}) {
-    if (!on_path(tool)) {
-      return std::string(tool) + " is not installed";
-    }
-  }
-  if (::unshare(CLONE_NEWNET) != 0) return std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-  std::string out;
-  if (run({"ip", "link", "set", "lo", "up"}, &out) != 0) return "ip link set lo up: " + out;
-  if (run({"iptables-save", "-t", "nat"}, &out) != 0) return "iptables-save: " + out;
-  return {};
-}
 
 // The pod's bulwark: inbound capture to 15006, outbound to 15001, both reading the original
 // destination, each to a cluster of type original_destination.
@@ -97,7 +49,8 @@ std::string transparent_config() {
 }  // namespace
 
 TEST_CASE("transparent mode: bulwark iptables captures the app's calls and its callers") {
-  const std::string missing = enter_pod_namespace();
+  const std::string missing =
+      enter_pod_namespace({"ip", "iptables-restore", "iptables-save", "setpriv", "curl"});
   if (!missing.empty()) {
     MESSAGE("skipped: transparent mode needs root, a network namespace and iptables: " << missing);
     return;
@@ -105,11 +58,9 @@ TEST_CASE("transparent mode: bulwark iptables captures the app's calls and its c
   std::string out;
   // The pod's own address, and a dependency "elsewhere": addresses of this namespace (on lo;
   // there may be no dummy interfaces here).
-  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
-           {"ip", "addr", "add", "10.77.0.2/32", "dev", "lo"},
-           {"ip", "addr", "add", "10.77.9.9/32", "dev", "lo"}}) {
-    REQUIRE_MESSAGE(run(cmd, &out) == 0, out);
-  }
+  std::string failed = run_tools({{"ip", "addr", "add", "10.77.0.2/32", "dev", "lo"},
+                                  {"ip", "addr", "add", "10.77.9.9/32", "dev", "lo"}});
+  REQUIRE_MESSAGE(failed.empty(), failed);
   TestUpstream dependency({}, "dependency", "10.77.9.9");
   TestUpstream app({}, "app", "10.77.0.2");
 
@@ -123,9 +74,9 @@ TEST_CASE("transparent mode: bulwark iptables captures the app's calls and its c
                                           "*",
                                           "--proxy-uid",
                                           "0"};
-  REQUIRE_MESSAGE(run(rules, &out) == 0, out);
-  REQUIRE_MESSAGE(run(rules, &out) == 0, out);  // twice: the same rules, no second jump
-  REQUIRE(run({"iptables-save", "-t", "nat"}, &out) == 0);
+  REQUIRE_MESSAGE(run_tool(rules, &out) == 0, out);
+  REQUIRE_MESSAGE(run_tool(rules, &out) == 0, out);  // twice: the same rules, no second jump
+  REQUIRE(run_tool({"iptables-save", "-t", "nat"}, &out) == 0);
   INFO(out);
   size_t jumps = 0;
   for (size_t at = out.find("-j BULWARK_OUTPUT"); at != std::string::npos;
@@ -139,7 +90,7 @@ TEST_CASE("transparent mode: bulwark iptables captures the app's calls and its c
 
   // Outbound: the app (uid 1000) calls its dependency by its address; bulwark is in between.
   const std::string url = "http://" + dependency.address() + "/orders/7";
-  REQUIRE_MESSAGE(run({"setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "curl", "-sS",
+  REQUIRE_MESSAGE(run_tool({"setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "curl", "-sS",
                        "-D", "-", url},
                       &out) == 0,
                   out);
@@ -153,28 +104,20 @@ TEST_CASE("transparent mode: bulwark iptables captures the app's calls and its c
 
   // Inbound: a caller in another namespace (another pod) reaches the app's port; PREROUTING
   // sends it to bulwark's inbound listener, which forwards it to where it was headed.
-  const std::string client = "bulwark-test-client-" + std::to_string(::getpid());
-  struct NamespaceGuard {
-    std::string name;
-    ~NamespaceGuard() { run({"ip", "netns", "del", name}); }
-  } guard{client};
-  for (const std::vector<std::string>& cmd : std::vector<std::vector<std::string>>{
-           {"ip", "netns", "add", client},
-           {"ip", "link", "add", "veth-pod", "type", "veth", "peer", "name", "veth-client"},
-           {"ip", "link", "set", "veth-client", "netns", client},
-           {"ip", "addr", "add", "10.77.1.1/24", "dev", "veth-pod"},
-           {"ip", "link", "set", "veth-pod", "up"},
-           {"ip", "netns", "exec", client, "ip", "link", "set", "lo", "up"},
-           {"ip", "netns", "exec", client, "ip", "addr", "add", "10.77.1.2/24", "dev",
-            "veth-client"},
-           {"ip", "netns", "exec", client, "ip", "link", "set", "veth-client", "up"},
-           {"ip", "netns", "exec", client, "ip", "route", "add", "10.77.0.0/24", "via",
-            "10.77.1.1"}}) {
-    REQUIRE_MESSAGE(run(cmd, &out) == 0, out);
-  }
-  REQUIRE_MESSAGE(run({"ip", "netns", "exec", client, "curl", "-sS", "-D", "-", "--max-time", "5",
-                       "http://" + app.address() + "/hello"},
-                      &out) == 0,
+  NamedNamespace client("bulwark-test-client-" + std::to_string(::getpid()));
+  REQUIRE_MESSAGE(client.error().empty(), client.error());
+  failed = run_tools(
+      {{"ip", "link", "add", "veth-pod", "type", "veth", "peer", "name", "veth-client"},
+       {"ip", "link", "set", "veth-client", "netns", client.name()},
+       {"ip", "addr", "add", "10.77.1.1/24", "dev", "veth-pod"},
+       {"ip", "link", "set", "veth-pod", "up"},
+       client.exec({"ip", "addr", "add", "10.77.1.2/24", "dev", "veth-client"}),
+       client.exec({"ip", "link", "set", "veth-client", "up"}),
+       client.exec({"ip", "route", "add", "10.77.0.0/24", "via", "10.77.1.1"})});
+  REQUIRE_MESSAGE(failed.empty(), failed);
+  REQUIRE_MESSAGE(run_tool(client.exec({"curl", "-sS", "-D", "-", "--max-time", "5",
+                                        "http://" + app.address() + "/hello"}),
+                           &out) == 0,
                   out);
   CHECK(out.find("x-upstream: app") != std::string::npos);
   CHECK(out.find("X-Request-Id: ") != std::string::npos);

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -372,8 +373,11 @@ void BulwarkProcess::start(const std::string& yaml, const std::vector<std::strin
                            Millis timeout) {
   config_path_ = dir_.file("bulwark.yaml");
   write_file(config_path_, yaml);
-  std::vector<std::string> argv{binary_, "--config", config_path_};
+  std::vector<std::string> argv = prefix_;
+  argv.insert(argv.end(), {binary_, "--config", config_path_});
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  if (!prefix_.empty() && ::chmod(config_path_.c_str(), 0644) != 0)
+    throw std::runtime_error("chmod " + config_path_ + ": " + std::strerror(errno));
   process_.start(argv, env_);
 
   bool started = process_.wait_for_lines(
@@ -409,6 +413,13 @@ void BulwarkProcess::start(const std::string& yaml, const std::vector<std::strin
                                "\n--- stderr ---\n" + logs_text());
     }
   }
+}
+
+void BulwarkProcess::run_as(uid_t uid, gid_t gid) {
+  if (::chown(dir_.path().c_str(), uid, gid) != 0)
+    throw std::runtime_error("chown " + dir_.path() + ": " + std::strerror(errno));
+  prefix_ = {"/usr/bin/setpriv", "--reuid=" + std::to_string(uid),
+             "--regid=" + std::to_string(gid), "--clear-groups"};
 }
 
 uint16_t BulwarkProcess::port(const std::string& listener) const {

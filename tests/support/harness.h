@@ -173,6 +173,9 @@ class BulwarkProcess {
 
   // Extra environment ("NAME=VALUE") for the process start() runs; call before start().
   void set_env(std::vector<std::string> env) { env_ = std::move(env); }
+  // Runs bulwark as `uid` and `gid` (through setpriv; the test must be root), as a pod runs it
+  // under its own user; its config directory is handed to that user. Call before start().
+  void run_as(uid_t uid, gid_t gid);
 
   // The port of a listener by name; throws std::runtime_error if bulwark never announced it.
   uint16_t port(const std::string& listener) const;
@@ -198,6 +201,7 @@ class BulwarkProcess {
   TempDir dir_;
   std::string config_path_;
   std::vector<std::string> env_;
+  std::vector<std::string> prefix_;  // run_as(): setpriv and its arguments
   std::map<std::string, uint16_t> ports_;
   Subprocess process_;
 };
