@@ -14,6 +14,7 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "config/json_writer.h"
@@ -1109,32 +1110,52 @@ std::vector<YAML::Node> load_documents(const std::string& text) {
 
 }  // namespace
 
-// What within_bounds() found wrong with a document.
-enum class Shape { kFine, kTooBig, kComplexKey };
+// What check_shape() found wrong with a document: where, and what.
+struct ShapeProblem {
+  YAML::Mark mark;  // null when the node has no place in the text (an alias expanded)
+  std::string what;
+};
 
 // Whether `node` is at most kMaxDepth deep and, aliases expanded, at most *budget nodes. An
 // alias inside the node it names makes a cycle (yaml-cpp builds it), infinitely deep; aliases of
 // aliases multiply (an alias bomb). Either would run the walks below out of stack or time.
-// A map key must be a scalar: Kubernetes objects are JSON, whose keys are strings, and a YAML
-// key that is a sequence or a map ([]: x) is written back in a form that does not read back.
+// Every map key must be a scalar, and no key may appear twice in one map: Kubernetes objects
+// are JSON, whose keys are strings, and its decoder refuses a duplicate key. yaml-cpp keeps
+// both, so the record or a container of ours could be read from one copy and written to the
+// other; a key that is a list or a map ([]: x) would be written back in a form that does not
+// read back.
 constexpr int kMaxDepth = 64;
 constexpr size_t kMaxNodes = 1'000'000;
-Shape within_bounds(const YAML::Node& node, int depth, size_t* budget) {
-  if (depth > kMaxDepth || *budget == 0) return Shape::kTooBig;
+std::optional<ShapeProblem> check_shape(const YAML::Node& node, int depth, size_t* budget) {
+  if (depth > kMaxDepth || *budget == 0) {
+    return ShapeProblem{YAML::Mark::null_mark(),
+                        "nested deeper than " + std::to_string(kMaxDepth) +
+                            " levels or larger than " + std::to_string(kMaxNodes) +
+                            " nodes once its aliases are expanded (an alias inside the node it "
+                            "names, or aliases of aliases)"};
+  }
   --*budget;
   if (node.IsMap()) {
+    std::set<std::string, std::less<>> keys;
     for (const auto& entry : node) {
-      if (!entry.first.IsScalar() && !entry.first.IsNull()) return Shape::kComplexKey;
-      Shape shape = within_bounds(entry.second, depth + 1, budget);
-      if (shape != Shape::kFine) return shape;
+      const YAML::Node& key = entry.first;
+      if (!key.IsScalar() && !key.IsNull())
+        return ShapeProblem{key.Mark(),
+                            "a map key that is a list or a map (Kubernetes objects are JSON, "
+                            "whose keys are strings)"};
+      std::string text = key.IsNull() ? "~" : key.Scalar();
+      if (!keys.insert(text).second)
+        return ShapeProblem{key.Mark(), "the key '" + text +
+                                            "' appears twice in one map (Kubernetes refuses "
+                                            "duplicate keys)"};
+      if (auto problem = check_shape(entry.second, depth + 1, budget)) return problem;
     }
   } else if (node.IsSequence()) {
     for (const auto& entry : node) {
-      Shape shape = within_bounds(entry, depth + 1, budget);
-      if (shape != Shape::kFine) return shape;
+      if (auto problem = check_shape(entry, depth + 1, budget)) return problem;
     }
   }
-  return Shape::kFine;
+  return std::nullopt;
 }
 
 InjectResult inject(std::string_view input, const InjectOptions& options,
@@ -1162,19 +1183,12 @@ InjectResult inject(std::string_view input, const InjectOptions& options,
   }
   size_t budget = kMaxNodes;
   for (size_t d = 0; d < documents.size(); ++d) {
-    Shape shape = within_bounds(documents[d], 0, &budget);
-    if (shape == Shape::kComplexKey) {
-      result.errors.push_back("document " + std::to_string(d + 1) +
-                              ": a map key that is a list or a map (Kubernetes objects are JSON, "
-                              "whose keys are strings)");
-      return result;
-    }
-    if (shape == Shape::kTooBig) {
-      result.errors.push_back(
-          "document " + std::to_string(d + 1) + ": nested deeper than " +
-          std::to_string(kMaxDepth) + " levels or larger than " + std::to_string(kMaxNodes) +
-          " nodes once its aliases are expanded (an alias inside the node it names, or aliases "
-          "of aliases)");
+    if (auto problem = check_shape(documents[d], 0, &budget)) {
+      std::string at = problem->mark.is_null()
+                           ? ""
+                           : where + ":" + std::to_string(problem->mark.line + 1) + ":" +
+                                 std::to_string(problem->mark.column + 1) + ": ";
+      result.errors.push_back(at + "document " + std::to_string(d + 1) + ": " + problem->what);
       return result;
     }
   }

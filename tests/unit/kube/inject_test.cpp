@@ -662,6 +662,18 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
     CHECK(result.errors[0].find(": a map key that is a list or a map") != std::string::npos);
   }
 
+  // A key twice in one map: Kubernetes refuses it, and yaml-cpp would keep both, so the record
+  // could be read from one copy and written to the other.
+  result = inject("kind: Pod\nmetadata:\n  name: p\n  annotations:\n    a: \"1\"\n    a: \"2\"\n",
+                  {}, "app.yaml");
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0] == "app.yaml:6:5: document 1: the key 'a' appears twice in one map "
+                            "(Kubernetes refuses duplicate keys)");
+  result = inject("kind: Service\n---\nkind: Pod\nspec: {containers: [{name: a, name: b}]}\n", {});
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find("stdin:4:") == 0);
+  CHECK(result.errors[0].find("document 2: the key 'name' appears twice") != std::string::npos);
+
   // The flow sequence opened on line 8 is never closed: the parser stops at the next "---".
   result = inject(read(kDataDir + "/invalid/broken.yaml"), {}, "broken.yaml");
   CHECK(result.output.empty());
