@@ -48,7 +48,7 @@ TEST_CASE(
   write_file(wrapper,
              "#!/bin/sh\n"
              "exec unshare -m sh -c 'mount --bind \"$0\" /etc/hosts && exec \"$@\"' '" +
-                 hosts + "' '" BULWARK_BINARY "' \"$@\"\n");
+                 hosts + "' '" + BULWARK_BINARY + "' \"$@\"\n");
   REQUIRE(std::system(("chmod +x '" + wrapper + "'").c_str()) == 0);
   const std::string log_path = dir.file("access.log");
 

@@ -17,9 +17,6 @@
 
 #include "tests/support/harness.h"
 
-#ifndef LOADGEN_BINARY
-#error "LOADGEN_BINARY must name the loadgen executable"
-#endif
 
 using namespace bulwark::test;
 

@@ -21,9 +21,6 @@
 
 #include "tests/support/harness.h"
 
-#ifndef REPLICA_BINARY
-#error "REPLICA_BINARY must name the replica executable"
-#endif
 
 using namespace bulwark::test;
 

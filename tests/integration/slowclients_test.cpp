@@ -15,9 +15,6 @@
 
 #include "tests/support/harness.h"
 
-#ifndef SLOWCLIENTS_BINARY
-#error "SLOWCLIENTS_BINARY must name the slowclients executable"
-#endif
 
 using namespace bulwark::test;
 

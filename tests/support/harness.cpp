@@ -78,6 +78,11 @@ std::optional<uint16_t> port_of(std::string_view address) {
 // ---------------------------------------------------------------------------------------------
 // Files
 
+std::string test_binary(const char* relative) {
+  const char* dir = std::getenv("BULWARK_TEST_BUILD_DIR");
+  return std::string(dir != nullptr && *dir != '\0' ? dir : BULWARK_BUILD_DIR) + "/" + relative;
+}
+
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
   std::string templ = std::string(base && *base ? base : "/tmp") + "/bulwark-test-XXXXXX";

@@ -33,12 +33,25 @@
 #include <utility>
 #include <vector>
 
-#ifndef BULWARK_BINARY
-#error "BULWARK_BINARY must name the bulwark executable"
+#ifndef BULWARK_BUILD_DIR
+#error "BULWARK_BUILD_DIR must name the build tree of the executables under test"
 #endif
-#ifndef DEMO_UPSTREAM_BINARY
-#error "DEMO_UPSTREAM_BINARY must name the demo-upstream executable"
-#endif
+
+namespace bulwark::test {
+
+// The path of an executable under test, `relative` to the build tree: BULWARK_BUILD_DIR, the
+// tree these tests were built in, unless the environment's BULWARK_TEST_BUILD_DIR names another.
+// scripts/test.sh sets it to run these tests against the sanitizer tree's bulwark and tools
+// without compiling the tests a second time.
+std::string test_binary(const char* relative);
+
+}  // namespace bulwark::test
+
+#define BULWARK_BINARY ::bulwark::test::test_binary("bulwark")
+#define DEMO_UPSTREAM_BINARY ::bulwark::test::test_binary("demo-upstream")
+#define LOADGEN_BINARY ::bulwark::test::test_binary("loadtest/loadgen")
+#define REPLICA_BINARY ::bulwark::test::test_binary("loadtest/replica")
+#define SLOWCLIENTS_BINARY ::bulwark::test::test_binary("loadtest/slowclients")
 
 namespace bulwark::test {
 
