@@ -32,6 +32,8 @@ constexpr std::string_view kVolumeName = "bulwark-config";
 // mounts on /run for iptables' lock file (the root filesystem is read-only).
 constexpr std::string_view kIptablesContainerName = "bulwark-iptables";
 constexpr std::string_view kIptablesVolumeName = "bulwark-iptables-run";
+// Declared ports captured one by one: more make an argument the kernel may refuse.
+constexpr size_t kMaxDeclaredPorts = 256;
 // Every name bulwark adds, so a user's container or volume of that name is never taken for ours.
 constexpr std::array<std::string_view, 4> kOurNames{kContainerName, kIptablesContainerName,
                                                     kVolumeName, kIptablesVolumeName};
@@ -108,6 +110,15 @@ YAML::Node child(const YAML::Node& parent, std::string_view key) {
 }
 
 bool present(const YAML::Node& node) { return node.IsDefined() && !node.IsNull(); }
+
+// Whether a scalar reads as true in YAML 1.1, as Kubernetes' decoder reads it (True, yes, on...).
+bool yaml_true(const YAML::Node& node) {
+  if (!node.IsScalar()) return false;
+  std::string lower = node.Scalar();
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return lower == "true" || lower == "yes" || lower == "on" || lower == "y";
+}
 
 // The map under `key`: undefined when absent (or null); fails when it is something else.
 YAML::Node optional_map(const YAML::Node& parent, std::string_view key, const std::string& path) {
@@ -259,6 +270,8 @@ std::string transparent_rules(const InjectOptions& options, const config::Config
   if (has(rules.inbound_ports, kProbesPort))
     return "--inbound-ports: " + std::to_string(kProbesPort) +
            " is bulwark's probes port, which is never captured";
+  if (rules.inbound_redirect_port == kProbesPort || rules.outbound_redirect_port == kProbesPort)
+    return "a redirect port is " + std::to_string(kProbesPort) + ", bulwark's probes port";
   if (rules.inbound_all && !has(rules.exclude_inbound_ports, kProbesPort))
     rules.exclude_inbound_ports.push_back(kProbesPort);
   if (std::string why = check_iptables_options(rules); !why.empty()) return why;
@@ -560,7 +573,10 @@ InjectStatus parse_status(const std::string& text, const std::string& path) {
     bad("\"sidecar\" is not \"initContainers\" or \"containers\"");
   status.sidecar_list = list.Scalar();
   YAML::Node iptables = child(root, "iptables");
-  status.iptables = iptables.IsScalar() && iptables.Scalar() == "true";
+  if (iptables.IsDefined() &&
+      (!iptables.IsScalar() || (iptables.Scalar() != "true" && iptables.Scalar() != "false")))
+    bad("\"iptables\" is not true or false");
+  status.iptables = iptables.IsDefined() && iptables.Scalar() == "true";
   auto strings = [&bad](const YAML::Node& node, const char* name) {
     std::vector<std::string> out;
     if (!node.IsDefined()) return out;
@@ -687,8 +703,8 @@ class Injector {
       seen.push_back(name);
       if (std::find(kOurNames.begin(), kOurNames.end(), name) != kOurNames.end())
         fail(item(path, i), "already named '" + name +
-                                "' without the bulwark.io/inject-status record of an injection; "
-                                "rename it or remove it");
+                                "', a name bulwark inject gives what it adds, and not recorded "
+                                "as added in bulwark.io/inject-status; rename it or remove it");
     }
   }
 
@@ -699,9 +715,9 @@ class Injector {
     // In the node's network namespace bulwark's listeners would be the node's, and every
     // process of the node (every hostNetwork pod too) a loopback peer its admin listener obeys.
     YAML::Node host_network = child(spec, "hostNetwork");
-    if (host_network.IsScalar() && host_network.Scalar() == "true")
+    if (yaml_true(host_network))
       fail(field(spec_path, "hostNetwork"),
-           "true: not injected: bulwark's ports would be the node's, and every process on the node "
+           host_network.Scalar() + ": not injected: bulwark's ports would be the node's, and every process on the node "
            "could drain or reload it through its loopback admin listener (annotate the template "
            "bulwark.io/inject: \"disabled\" to pass it through)");
     std::string containers_path = field(spec_path, "containers");
@@ -717,10 +733,12 @@ class Injector {
 
     // Init containers run in order: the rules are written before the sidecar starts.
     std::vector<YAML::Node> first_inits;
-    if (sidecar_.iptables) {
-      first_inits.push_back(
-          iptables_container(sidecar_, capture_rules(containers, containers_path)));
+    std::optional<IptablesOptions> rules;
+    if (sidecar_.iptables) rules = capture_rules(spec, spec_path);
+    if (rules) {
+      first_inits.push_back(iptables_container(sidecar_, *rules));
       status.iptables = true;
+      warn_uncaptured(spec, spec_path, *rules);
     }
     YAML::Node container = sidecar_container(sidecar_);
     if (!sidecar_.classic) first_inits.push_back(container);
@@ -751,7 +769,7 @@ class Injector {
       volumes.reset(YAML::Node(YAML::NodeType::Sequence));
     }
     volumes.push_back(config_volume(sidecar_));
-    if (sidecar_.iptables) volumes.push_back(iptables_volume());
+    if (rules) volumes.push_back(iptables_volume());
     if (made_volumes) spec["volumes"] = volumes;
     raise_grace_period(spec, spec_path, &status);
     for (const auto& [name, value] : kScrapeAnnotations)
@@ -761,37 +779,102 @@ class Injector {
     annotations[std::string(kInjectStatusAnnotation)] = string_node(to_json(status));
   }
 
-  // --transparent: the rules for this pod template. Without --inbound-ports, the TCP ports its
-  // app containers declare are captured inbound (the ones a Service can target).
-  IptablesOptions capture_rules(const YAML::Node& containers, const std::string& path) {
+  // --transparent: the rules for this pod template, or none (with a warning) when it has nothing
+  // to capture. Without --inbound-ports, the TCP ports its app containers (and its own native
+  // sidecars) declare are captured inbound (the ones a Service can target), less
+  // --exclude-inbound-ports.
+  std::optional<IptablesOptions> capture_rules(const YAML::Node& spec,
+                                               const std::string& spec_path) {
     IptablesOptions rules = *sidecar_.iptables;
-    if (sidecar_.inbound_ports_given) return rules;
-    for (size_t i = 0; i < containers.size(); ++i) {
-      YAML::Node ports = optional_sequence(containers[i], "ports", item(path, i));
-      if (!ports.IsDefined()) continue;
-      for (const YAML::Node& port : ports) {
-        if (!port.IsMap()) continue;
-        YAML::Node protocol = child(port, "protocol");
-        if (protocol.IsScalar() && protocol.Scalar() != "TCP") continue;
-        YAML::Node number = child(port, "containerPort");
-        int value = 0;
-        if (number.IsScalar()) {
-          try {
-            value = number.as<int>();
-          } catch (const YAML::Exception&) {
-          }
+    if (!sidecar_.inbound_ports_given) {
+      for (const char* list_name : {"containers", "initContainers"}) {
+        std::string list_path = field(spec_path, list_name);
+        YAML::Node list = optional_sequence(spec, list_name, spec_path);
+        for (size_t i = 0; list.IsDefined() && i < list.size(); ++i) {
+          if (std::string_view(list_name) == "initContainers" &&
+              optional_string(list[i], "restartPolicy", item(list_path, i)) != "Always")
+            continue;  // runs to completion before the app: serves no one
+          add_declared_ports(list[i], item(list_path, i), &rules);
         }
-        if (value < 1 || value > 65535 || value == kProbesPort) continue;
-        if (has(rules.inbound_ports, static_cast<uint16_t>(value))) continue;
-        rules.inbound_ports.push_back(static_cast<uint16_t>(value));
       }
+      rules.exclude_inbound_ports.clear();  // applied above; the rules capture a list
     }
-    if (rules.inbound_ports.empty() && rules.outbound_ports.empty() && !rules.outbound_all)
-      fail(path, "--transparent: no container declares a TCP port to capture inbound, and no "
-                 "--outbound-ports: name the ports with --inbound-ports");
+    bool outbound = rules.outbound_all || !rules.outbound_ports.empty();
+    if (rules.inbound_ports.empty() && !rules.inbound_all && !outbound) {
+      warn("--transparent: no container declares a TCP port to capture inbound, and no "
+           "--outbound-ports: injected without the bulwark-iptables init container");
+      return std::nullopt;
+    }
     if (std::string why = check_iptables_options(rules); !why.empty())
-      fail(path, "--transparent: the declared ports: " + why);
+      fail(field(spec_path, "containers"), "--transparent: " + why);
     return rules;
+  }
+
+  // The TCP ports `container` declares, into rules->inbound_ports (each once).
+  void add_declared_ports(const YAML::Node& container, const std::string& path,
+                          IptablesOptions* rules) {
+    std::string ports_path = field(path, "ports");
+    YAML::Node ports = optional_sequence(container, "ports", path);
+    for (size_t j = 0; ports.IsDefined() && j < ports.size(); ++j) {
+      YAML::Node port = ports[j];
+      if (!port.IsMap()) continue;
+      YAML::Node protocol = child(port, "protocol");
+      if (protocol.IsScalar() && protocol.Scalar() != "TCP") continue;
+      YAML::Node number = child(port, "containerPort");
+      int value = 0;
+      if (number.IsScalar()) {
+        try {
+          value = number.as<int>();
+        } catch (const YAML::Exception&) {
+        }
+      }
+      if (value < 1 || value > 65535) continue;  // the API server refuses it
+      auto p = static_cast<uint16_t>(value);
+      if (p == kProbesPort || has(rules->exclude_inbound_ports, p) || has(rules->inbound_ports, p))
+        continue;
+      if (p == rules->inbound_redirect_port || p == rules->outbound_redirect_port)
+        fail(field(item(ports_path, j), "containerPort"),
+             std::to_string(p) +
+                 " is where bulwark takes the connections iptables redirects "
+                 "(--inbound-redirect-port, --outbound-redirect-port): the app and bulwark "
+                 "cannot both listen there");
+      if (rules->inbound_ports.size() == kMaxDeclaredPorts)
+        fail(path, "--transparent: more than " + std::to_string(kMaxDeclaredPorts) +
+                       " declared ports to capture: name them with --inbound-ports, or '*'");
+      rules->inbound_ports.push_back(p);
+    }
+  }
+
+  // Connections that the rules do not capture although the user may expect them to.
+  void warn_uncaptured(const YAML::Node& spec, const std::string& spec_path,
+                       const IptablesOptions& rules) {
+    if (!rules.outbound_all && rules.outbound_ports.empty()) return;
+    // The rules let bulwark's uid through, so an app running as that uid is never captured.
+    auto runs_as_bulwark = [](const YAML::Node& owner) {
+      YAML::Node context = child(owner, "securityContext");
+      YAML::Node uid = child(context, "runAsUser");
+      return uid.IsScalar() && uid.Scalar() == std::to_string(kNonRootId);
+    };
+    bool pod_uid = runs_as_bulwark(spec);
+    YAML::Node containers = child(spec, "containers");
+    for (const YAML::Node& c : containers) {
+      YAML::Node uid = child(child(c, "securityContext"), "runAsUser");
+      if (runs_as_bulwark(c) || (pod_uid && !uid.IsDefined()))
+        warn("--transparent: container '" + optional_string(c, "name", spec_path) +
+             "' runs as uid " + std::to_string(kNonRootId) +
+             ", bulwark's, whose connections the rules let through: its calls out are not "
+             "captured; run it as another uid");
+    }
+    // --classic: the user's init containers run after the rules, before bulwark listens.
+    YAML::Node init = child(spec, "initContainers");
+    if (!sidecar_.classic || !init.IsSequence()) return;
+    for (const YAML::Node& c : init) {
+      std::string name = optional_string(c, "name", spec_path);
+      if (name == kIptablesContainerName) continue;
+      warn("--classic --transparent: init container '" + name +
+           "' runs after the capture rules and before bulwark starts, so its connections to "
+           "captured ports fail; the native sidecar (without --classic) starts before it");
+    }
   }
 
   YAML::Node annotations_map(YAML::Node pod, const std::string& path, InjectStatus* status) {
@@ -1276,7 +1359,9 @@ namespace {
 constexpr const char* kInjectUsage =
     "usage: bulwark inject [-f FILE|-] [--image IMAGE] [--config-map NAME]\n"
     "                      [--config-map-from FILE | --ports PORT,...] [--classic]\n"
-    "                      [--transparent [--inbound-ports PORTS] [--outbound-ports PORTS]]\n"
+    "                      [--transparent [--inbound-ports PORTS] [--outbound-ports PORTS]\n"
+    "                       [--exclude-inbound-ports PORTS] [--exclude-outbound-ports PORTS]\n"
+    "                       [--inbound-redirect-port P] [--outbound-redirect-port P]]\n"
     "       bulwark inject --uninject [-f FILE|-]\n"
     "\n"
     "Reads Kubernetes YAML (several documents, or a List) and writes it to stdout with bulwark\n"
@@ -1304,13 +1389,16 @@ constexpr const char* kInjectUsage =
     "      --transparent       also capture the pod's TCP with iptables (an init container,\n"
     "                          bulwark-iptables, with NET_ADMIN, before the sidecar): inbound to\n"
     "                          the listener on port 15006, outbound to the one on 15001; both\n"
-    "                          need original_destination: true (checked with --config-map-from)\n"
+    "                          need original_destination: true (checked with --config-map-from).\n"
+    "                          IPv4 only: bulwark iptables --ipv6 is not wired in\n"
     "      --inbound-ports P,...|*   the pod's ports captured inbound (default: the TCP ports\n"
     "                          the app containers declare; '' for none; never 9902)\n"
     "      --outbound-ports P,...|*  destination ports of the pod's own connections captured\n"
     "                          (default none: '*' would capture the app's database too)\n"
-    "      --exclude-inbound-ports P,...  --exclude-outbound-ports P,...\n"
-    "                          left alone when the list above is '*'\n"
+    "      --exclude-inbound-ports P,...\n"
+    "                          left alone inbound, from '*' or the declared ports\n"
+    "      --exclude-outbound-ports P,...\n"
+    "                          left alone outbound, from '*'\n"
     "      --inbound-redirect-port P   --outbound-redirect-port P\n"
     "                          bulwark's listeners for captured traffic (15006, 15001)\n"
     "      --uninject          remove what an earlier `bulwark inject` added, as recorded in each\n"
@@ -1376,25 +1464,30 @@ struct CommandLine {
   std::string rules_flag;      // one of them, given without --transparent
 };
 
+// The flags that take a value.
+constexpr std::array<std::string_view, 15> kValueFlags{"-f",
+                                                      "--filename",
+                                                      "--image",
+                                                      "--config-map",
+                                                      "--config-map-from",
+                                                      "--ports",
+                                                      "--cpu-request",
+                                                      "--memory-request",
+                                                      "--memory-limit",
+                                                      "--inbound-ports",
+                                                      "--exclude-inbound-ports",
+                                                      "--inbound-redirect-port",
+                                                      "--outbound-ports",
+                                                      "--exclude-outbound-ports",
+                                                      "--outbound-redirect-port"};
+
 // Applies a flag that takes a value. Returns the usage error, or "" when it is fine.
+bool takes_value(std::string_view flag) {
+  return std::find(kValueFlags.begin(), kValueFlags.end(), flag) != kValueFlags.end();
+}
+
 std::string apply_flag(const std::string& flag, const std::string& value, CommandLine* line) {
-  static constexpr std::array<std::string_view, 15> kFlags{"-f",
-                                                          "--filename",
-                                                          "--image",
-                                                          "--config-map",
-                                                          "--config-map-from",
-                                                          "--ports",
-                                                          "--cpu-request",
-                                                          "--memory-request",
-                                                          "--memory-limit",
-                                                          "--inbound-ports",
-                                                          "--exclude-inbound-ports",
-                                                          "--inbound-redirect-port",
-                                                          "--outbound-ports",
-                                                          "--exclude-outbound-ports",
-                                                          "--outbound-redirect-port"};
-  if (std::find(kFlags.begin(), kFlags.end(), flag) == kFlags.end())
-    return "unknown argument '" + flag + "'";
+  if (!takes_value(flag)) return "unknown argument '" + flag + "'";
   InjectOptions& options = line->options;
   // The capture lists take '' for none, like `bulwark iptables`.
   if (flag == "--inbound-ports" || flag == "--outbound-ports" ||
@@ -1409,6 +1502,7 @@ std::string apply_flag(const std::string& flag, const std::string& value, Comman
                                            : (inbound ? &r.inbound_ports : &r.outbound_ports);
     bool* all = exclude ? nullptr : (inbound ? &r.inbound_all : &r.outbound_all);
     ports->clear();
+    if (all != nullptr) *all = false;  // the last of a repeated flag wins
     std::string why;
     if (!parse_port_list(value, ports, all, &why)) return flag + ": " + why;
     if (flag == "--inbound-ports") options.inbound_ports_given = true;
@@ -1480,20 +1574,31 @@ std::string parse_command_line(int argc, char** argv, CommandLine* line) {
       if (!error.empty()) return error;
       continue;
     }
-    std::string value = i + 1 < argc ? argv[++i] : "";
-    std::string error = apply_flag(arg, value, line);
+    if (!takes_value(arg)) return "unknown argument '" + arg + "'";
+    // "" given explicitly is a value (no ports); nothing at all is not.
+    if (i + 1 == argc) return arg + " needs a value";
+    std::string error = apply_flag(arg, argv[++i], line);
     if (!error.empty()) return error;
   }
   InjectOptions& options = line->options;
+  if (options.uninject && line->sidecar_flags)
+    return "--uninject takes only -f: what to remove is read from each pod template's "
+           "bulwark.io/inject-status annotation";
   if (!line->rules_flag.empty() && !line->transparent)
     return line->rules_flag + " shapes the rules of --transparent, which is not given";
+  const IptablesOptions& rules = line->rules;
+  if (!rules.exclude_outbound_ports.empty() && !rules.outbound_all)
+    return "--exclude-outbound-ports applies only to --outbound-ports '*'";
+  if (!rules.exclude_inbound_ports.empty() && options.inbound_ports_given && !rules.inbound_all)
+    return "--exclude-inbound-ports applies to --inbound-ports '*' or to the ports the containers "
+           "declare, not to a list of ports";
+  if (options.inbound_ports_given && rules.inbound_ports.empty() && !rules.inbound_all &&
+      rules.outbound_ports.empty() && !rules.outbound_all)
+    return "--transparent with --inbound-ports '' and no --outbound-ports would capture nothing";
   if (line->transparent) options.transparent = line->rules;
   if (options.config_file && !options.ports.empty())
     return "--ports and --config-map-from exclude each other: with a config file the ports are "
            "its listeners'";
-  if (options.uninject && line->sidecar_flags)
-    return "--uninject takes only -f: what to remove is read from each pod template's "
-           "bulwark.io/inject-status annotation";
   return "";
 }
 

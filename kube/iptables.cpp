@@ -29,7 +29,8 @@ constexpr const char* kUsage =
     "  --exclude-inbound-ports PORTS  never captured inbound (e.g. the probes port 9902)\n"
     "  --inbound-redirect-port PORT   bulwark's inbound listener (default 15006)\n"
     "  --outbound PORTS|*             destination ports of the pod's own connections that go to\n"
-    "                                 bulwark ('*': all; '' or none: no outbound capture)\n"
+    "                                 bulwark ('*': all; '' or none: no outbound capture);\n"
+    "                                 --outbound-ports is the same flag\n"
     "  --exclude-outbound-ports PORTS never captured outbound\n"
     "  --outbound-redirect-port PORT  bulwark's outbound listener (default 15001)\n"
     "  --proxy-uid UID                bulwark's uid: its own connections pass (default 65532)\n"
@@ -260,7 +261,7 @@ int iptables_main(int argc, char** argv) {
       ok = parse_port_list(argv[++i], &o.exclude_inbound_ports, nullptr, &why);
     } else if (a == "--inbound-redirect-port" && has_value) {
       ok = parse_port(argv[++i], &o.inbound_redirect_port, &why);
-    } else if (a == "--outbound" && has_value) {
+    } else if ((a == "--outbound" || a == "--outbound-ports") && has_value) {
       outbound_given = true;
       ok = parse_port_list(argv[++i], &o.outbound_ports, &o.outbound_all, &why);
     } else if (a == "--exclude-outbound-ports" && has_value) {

@@ -483,11 +483,15 @@ TEST_CASE("--transparent writes the rules in an init container before the sideca
 TEST_CASE("--transparent refuses what would capture nothing, loop, or miss bulwark's listeners") {
   InjectOptions options;
   options.transparent.emplace();
-  // Nothing declared, nothing asked for outbound.
+  // Nothing declared, nothing asked for outbound: the sidecar without rules, and a warning.
   InjectResult result = inject(read(kDataDir + "/pod.yaml"), options);
-  REQUIRE(result.errors.size() == 1);
-  CHECK(result.errors[0].find(": spec.containers: --transparent: no container declares a TCP port to capture "
-                              "inbound") != std::string::npos);
+  REQUIRE(result.ok());
+  REQUIRE(result.warnings.size() == 1);
+  CHECK(result.warnings[0] ==
+        "document 1 (Pod debug-client): --transparent: no container declares a TCP port to "
+        "capture inbound, and no --outbound-ports: injected without the bulwark-iptables init "
+        "container");
+  CHECK(result.output.find("bulwark-iptables") == std::string::npos);
   // The probes port is bulwark's own; a redirect port captured would loop.
   options.transparent->inbound_ports = {8080, 9902};
   options.inbound_ports_given = true;
@@ -505,12 +509,13 @@ TEST_CASE("--transparent refuses what would capture nothing, loop, or miss bulwa
   options.transparent->inbound_ports.clear();
   options.transparent->outbound_ports = {80};
   result = inject("kind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: a\n"
-                  "      ports: [{containerPort: 15006}]\n",
+                  "      ports: [{containerPort: 80}, {containerPort: 15006}]\n",
                   options);
   REQUIRE(result.errors.size() == 1);
   CHECK(result.errors[0] ==
-        "document 1 (Pod p): spec.containers: --transparent: the declared ports: a redirect port is among "
-        "the ports it captures: connections would loop");
+        "document 1 (Pod p): spec.containers[0].ports[1].containerPort: 15006 is where bulwark "
+        "takes the connections iptables redirects (--inbound-redirect-port, "
+        "--outbound-redirect-port): the app and bulwark cannot both listen there");
 
   // With a config file, its listeners must take the redirected connections.
   options.config_file = kConfigFile;
@@ -528,6 +533,63 @@ TEST_CASE("--transparent refuses what would capture nothing, loop, or miss bulwa
   REQUIRE(result.errors.size() == 1);
   CHECK(result.errors[0].find("--transparent: outbound connections are redirected to port 15009") ==
         0);
+}
+
+TEST_CASE("--transparent: excluded ports, native sidecars' ports, and what it warns about") {
+  InjectOptions options;
+  options.transparent.emplace().outbound_ports = {80};
+  // --exclude-inbound-ports takes ports out of the declared ones; an app's own native sidecar
+  // (an init container that keeps running) declares ports too, a plain init container not.
+  options.transparent->exclude_inbound_ports = {9090};
+  std::string pod = std::string(kPodWithPorts) +
+                    "  initContainers:\n"
+                    "    - {name: proxy, image: p:1, restartPolicy: Always, ports: [{containerPort: 7070}]}\n"
+                    "    - {name: setup, image: s:1, ports: [{containerPort: 6060}]}\n";
+  YAML::Node spec = documents(injected(pod, options))[0]["spec"];
+  std::vector<std::string> args = strings(spec["initContainers"][0]["args"]);
+  REQUIRE(args.size() > 3);
+  CHECK(args[2] == "8080,7070");
+  CHECK(std::find(args.begin(), args.end(), "--exclude-inbound-ports") == args.end());
+
+  // An app running as bulwark's uid is let through by the rules: a warning says so. So do the
+  // user's init containers with --classic, which run after the rules and before bulwark.
+  options.transparent->exclude_inbound_ports.clear();
+  options.classic = true;
+  InjectResult result = inject(
+      "kind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {runAsUser: 65532}\n"
+      "  initContainers: [{name: fetch, image: curl}]\n"
+      "  containers:\n    - {name: a, image: a, ports: [{containerPort: 8080}]}\n"
+      "    - {name: b, image: b, securityContext: {runAsUser: 1000}}\n",
+      options);
+  REQUIRE(result.ok());
+  REQUIRE(result.warnings.size() == 2);
+  CHECK(result.warnings[0] ==
+        "document 1 (Pod p): --transparent: container 'a' runs as uid 65532, bulwark's, whose "
+        "connections the rules let through: its calls out are not captured; run it as another "
+        "uid");
+  CHECK(result.warnings[1].find("--classic --transparent: init container 'fetch' runs after the "
+                                "capture rules") != std::string::npos);
+
+  // hostNetwork in any spelling YAML 1.1 reads as true is refused: the rules would be the node's.
+  for (const char* yes : {"true", "True", "yes", "on"}) {
+    CAPTURE(yes);
+    result = inject(std::string("kind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: ") + yes +
+                        "\n  containers: [{name: a, image: a}]\n",
+                    options);
+    REQUIRE(result.errors.size() == 1);
+    CHECK(result.errors[0].find("spec.hostNetwork: " + std::string(yes) + ": not injected") !=
+          std::string::npos);
+  }
+
+  // A record whose "iptables" is not a boolean is not ours: refused, not half removed.
+  std::string injected_pod = injected(kPodWithPorts, InjectOptions{});
+  size_t at = injected_pod.find("\"sidecar\":\"initContainers\"");
+  REQUIRE(at != std::string::npos);
+  injected_pod.insert(at, "\"iptables\":1,");
+  result = inject(injected_pod, uninject_options());
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].find("not the record bulwark inject writes (\"iptables\" is not true or "
+                              "false)") != std::string::npos);
 }
 
 TEST_CASE("--config-map-from refuses an invalid config with the loader's errors") {
@@ -723,8 +785,9 @@ TEST_CASE("errors name the document and the field, and nothing is written") {
       {});
   REQUIRE(result.errors.size() == 1);
   CHECK(result.errors[0] ==
-        "document 1 (List), items[0] (Pod p): spec.containers[0]: already named 'bulwark' without "
-        "the bulwark.io/inject-status record of an injection; rename it or remove it");
+        "document 1 (List), items[0] (Pod p): spec.containers[0]: already named 'bulwark', a name "
+        "bulwark inject gives what it adds, and not recorded as added in bulwark.io/inject-status; "
+        "rename it or remove it");
 
   result = inject(
       "kind: Pod\nmetadata:\n  name: p\n  annotations:\n"
