@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <stdexcept>
 
@@ -81,6 +82,15 @@ std::optional<uint16_t> port_of(std::string_view address) {
 std::string test_binary(const char* relative) {
   const char* dir = std::getenv("BULWARK_TEST_BUILD_DIR");
   return std::string(dir != nullptr && *dir != '\0' ? dir : BULWARK_BUILD_DIR) + "/" + relative;
+}
+
+bool sanitized_binaries() {
+  static const bool sanitized = [] {
+    std::ifstream in(BULWARK_BINARY, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return bytes.find("__asan_init") != std::string::npos;
+  }();
+  return sanitized;
 }
 
 TempDir::TempDir() {

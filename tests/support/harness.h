@@ -44,6 +44,9 @@ namespace bulwark::test {
 // scripts/test.sh sets it to run these tests against the sanitizer tree's bulwark and tools
 // without compiling the tests a second time.
 std::string test_binary(const char* relative);
+// Whether the bulwark under test was built with AddressSanitizer (it holds the ASan runtime),
+// for the few checks whose numbers mean nothing there (peak memory). Read once.
+bool sanitized_binaries();
 
 }  // namespace bulwark::test
 
