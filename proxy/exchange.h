@@ -265,6 +265,10 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   bool host_auto_ = false;
   size_t body_kept_ = 0;                // request body bytes copied for re-sending
   bool may_resend_ = false;             // the request may be sent again after bytes went out
+  // An upstream closed a fresh connection before answering this request: it may be the request
+  // that kills it (a query of death), so a reused connection that dies under it is no longer
+  // taken for one the upstream closed while idle, and gets no free replay (try_failed()).
+  bool request_suspect_ = false;
   bool copy_body_ = false;              // the body is copied into to_upstream as it arrives
   bool request_sent_ = false;           // some request byte went to an upstream (any try)
   bool tunnel_client_ended_ = false;    // the client half-closed the tunnel

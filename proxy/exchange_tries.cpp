@@ -145,6 +145,13 @@ void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int e
                              reason == LocalReason::kUpstreamReset && !try_->response_started()) ||
                             (failure == filters::TryFailure::kPerTryTimeout && try_->connecting());
   try_error_ = err;
+  if (failure == filters::TryFailure::kReset && reason == LocalReason::kUpstreamReset &&
+      !try_->response_started() && !try_->on_reused_connection()) {
+    // A query of death? The free replay this try may have had counts now as the try it was,
+    // so an upstream that dies on this request is hit at most `attempts` times.
+    if (try_->replayed()) ++tries_;
+    request_suspect_ = true;
+  }
   release_upstream(false);
   if (!response_head_sent_) {
     if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
@@ -362,7 +369,7 @@ void Exchange::connect_upstream(bool fresh_only) {
     return;
   }
   if (host_auto_) rewrite_host_for_endpoint();
-  switch (try_->start(*endpoint_, fresh_only, may_resend_)) {
+  switch (try_->start(*endpoint_, fresh_only, may_resend_ && !request_suspect_)) {
     case UpstreamRequest::Start::kStarted:
       return;
     case UpstreamRequest::Start::kWaiting:

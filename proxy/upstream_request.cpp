@@ -83,6 +83,7 @@ void UpstreamRequest::on_upstream_connected(UpstreamConnection& conn, int status
 
 void UpstreamRequest::use(UpstreamConnection* conn) {
   conn->count_request();
+  on_reused_ = conn->reused();  // counted this request: more than one
   parser_.reset();
   parser_.set_callbacks(&response_callbacks_);
   parser_.set_max_headers(conn->pool().cluster.config().max_response_headers);

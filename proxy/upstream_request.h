@@ -128,6 +128,10 @@ class UpstreamRequest final : public UpstreamConnection::Owner,
   bool writing() const { return request_.in_flight(); }
   // Any response byte arrived.
   bool response_started() const { return response_started_; }
+  // The try's request went (or goes) on a connection that had carried requests before.
+  bool on_reused_connection() const { return on_reused_; }
+  // A reused connection failed under this try and the request went again on a new one.
+  bool replayed() const { return replayed_; }
   bool response_complete() const { return response_complete_; }
   // The upstream let the connection carry another request after this response.
   bool reusable() const { return reusable_; }
@@ -182,6 +186,7 @@ class UpstreamRequest final : public UpstreamConnection::Owner,
   uint8_t interim_responses_ = 0;
   bool may_replay_ = false;
   bool replayed_ = false;
+  bool on_reused_ = false;
   bool upgraded_ = false;
   bool response_started_ = false;
   bool response_interim_ = false;  // the message being parsed is a 1xx

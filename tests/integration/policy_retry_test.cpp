@@ -535,3 +535,46 @@ TEST_CASE("with the retry budget disabled every failing request is tried attempt
   CHECK(scrape_metric(proxy.bulwark, "bulwark_retry_budget_exhausted_total", {{"route", "api"}}) ==
         0);
 }
+
+TEST_CASE("a request that kills its upstream is sent at most attempts times (a query of death)") {
+  // Three kept-alive connections wait in the pool; then a request that makes the upstream drop
+  // the connection (as a crash would) arrives. On the first reused connection that dies, bulwark
+  // cannot tell a query of death from a connection the upstream closed while idle, so it sends
+  // the request again on a new one for free; once that fresh connection dies too, the free
+  // send counts as the try it was and later reused connections get none. Without that, each
+  // of the three tries would be two sends: six crashes instead of three.
+  std::atomic<int> warm{0};
+  std::atomic<int> poison{0};
+  TestUpstream::Handler handler = [&](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (request->target == "/poison") {
+        ++poison;
+        conn.close(true);
+        return;
+      }
+      ++warm;
+      eventually([&] { return warm.load() >= 3; }, Millis{5000});  // all three at once
+      if (!conn.write_response(200, "ok\n")) return;
+    }
+  };
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "retry: {attempts: 3, backoff: {base: 1ms, max: 2ms}}";
+  ProxyFixture proxy(handler, options);
+  std::vector<std::thread> warmers;
+  for (int i = 0; i < 3; ++i) {
+    warmers.emplace_back([&] {
+      auto r = http_get(proxy.port(), "/warm");
+      CHECK((r && r->status == 200));
+    });
+  }
+  for (auto& t : warmers) t.join();
+  REQUIRE(proxy.upstream.connections() == 3);
+
+  auto response = http_get(proxy.port(), "/poison");
+  REQUIRE(response);
+  CHECK(response->status == 502);
+  CHECK(response->get("x-bulwark-reason") == "upstream_reset");
+  CHECK(response->get("x-bulwark-attempts") == "3");
+  CHECK(poison.load() == 3);
+}
