@@ -332,6 +332,16 @@ struct OutlierDetectionConfig {
   uint32_t failure_percent = 0;                    // 0..100
   uint32_t failure_percent_minimum_requests = 20;  // >= 1
   Duration interval{10000};                        // > 0
+  // Success rate (Envoy's success_rate): at the end of each `interval`, of the endpoints with at
+  // least request_volume tries in it (at least minimum_hosts of them, or nothing is judged),
+  // those whose share of successful tries is below mean - stdev_factor × stdev of them all are
+  // ejected. Catches the replica that is merely worse than its peers. Present = on.
+  struct SuccessRate {
+    uint32_t minimum_hosts = 5;     // >= 2
+    uint32_t request_volume = 100;  // >= 1
+    double stdev_factor = 1.9;      // > 0
+  };
+  std::optional<SuccessRate> success_rate;
   // Not a key: true for the detection a cluster without an outlier_detection section gets
   // (implicit_outlier_detection()). Its max_ejection_percent is strict: unlike a configured one,
   // it never ejects a cluster's only endpoint.

@@ -308,6 +308,12 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                    w.member("failure_percent_minimum_requests",
                             uint64_t{outlier.failure_percent_minimum_requests});
                    w.member("interval", format_duration(outlier.interval));
+                   member_or_null(w, "success_rate", outlier.success_rate,
+                                  [&](const OutlierDetectionConfig::SuccessRate& sr) {
+                                    w.member("minimum_hosts", uint64_t{sr.minimum_hosts});
+                                    w.member("request_volume", uint64_t{sr.request_volume});
+                                    w.member("stdev_factor", sr.stdev_factor);
+                                  });
                  });
   w.member("panic_threshold_percent", uint64_t{cluster.panic_threshold_percent});
   w.member("max_response_headers", uint64_t{cluster.max_response_headers});

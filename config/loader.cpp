@@ -1386,7 +1386,8 @@ class Loader {
                            {"consecutive_5xx", "consecutive_gateway_failure",
                             "consecutive_local_origin_failure", "uneject_on_health_check_pass",
                             "base_ejection_time", "max_ejection_time", "max_ejection_percent",
-                            "failure_percent", "failure_percent_minimum_requests", "interval"});
+                            "failure_percent", "failure_percent_minimum_requests", "interval",
+                            "success_rate"});
     OutlierDetectionConfig& outlier = out.emplace();
     read_uint(map.find("consecutive_5xx"), outlier.consecutive_5xx, 0, kMaxCount);
     read_uint(map.find("consecutive_gateway_failure"), outlier.consecutive_gateway_failure, 0,
@@ -1401,6 +1402,14 @@ class Loader {
     read_uint(map.find("failure_percent_minimum_requests"),
               outlier.failure_percent_minimum_requests, 1, kMaxCount);
     read_duration(map.find("interval"), outlier.interval, true);
+    if (const Field* rate = map.find("success_rate")) {
+      MapView sr = read_map(*rate, "success rate", {"minimum_hosts", "request_volume",
+                                                    "stdev_factor"});
+      OutlierDetectionConfig::SuccessRate& success = outlier.success_rate.emplace();
+      read_uint(sr.find("minimum_hosts"), success.minimum_hosts, 2, kMaxCount);
+      read_uint(sr.find("request_volume"), success.request_volume, 1, kMaxCount);
+      read_decimal(sr.find("stdev_factor"), success.stdev_factor, 0, 100, true);
+    }
     // Compared only when the whole block is sound: a misspelt key may be the one meant to fit.
     if (errors_.size() == errors_before) {
       check_not_greater(map, "base_ejection_time", outlier.base_ejection_time, "max_ejection_time",

@@ -1,6 +1,7 @@
 #include "filters/outlier.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace bulwark::filters {
@@ -25,6 +26,13 @@ OutlierDetector::OutlierDetector(const config::OutlierDetectionConfig& config, c
 bool OutlierDetector::record(size_t endpoint, Outcome outcome, Cause* cause) {
   if (endpoint >= endpoints_.size()) return false;
   EndpointState& e = *endpoints_[endpoint];
+
+  // Tries of an ejected endpoint (in flight when it was ejected, or panic traffic) are not
+  // judged: once back it starts with a clean slate.
+  if (config_.success_rate && clock_.now() >= e.ejected_until.load(std::memory_order_acquire)) {
+    e.rate_tries.fetch_add(1, kRelaxed);
+    if (outcome == Outcome::kSuccess) e.rate_successes.fetch_add(1, kRelaxed);
+  }
 
   if (config_.failure_percent != 0 && failure_rate_exceeded(e, outcome != Outcome::kSuccess)) {
     std::lock_guard<std::mutex> lock(*mu_);
@@ -165,6 +173,44 @@ std::vector<size_t> OutlierDetector::sweep() {
     back.push_back(i);
   }
   return back;
+}
+
+OutlierDetector::SuccessRateJudgement OutlierDetector::judge_success_rate() {
+  SuccessRateJudgement out;
+  if (!config_.success_rate) return out;
+  const config::OutlierDetectionConfig::SuccessRate& sr = *config_.success_rate;
+  std::lock_guard<std::mutex> lock(*mu_);
+  const Micros now = clock_.now();
+  // Every interval starts afresh, judged or not.
+  std::vector<std::pair<size_t, double>> judged;
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    EndpointState& e = *endpoints_[i];
+    const uint32_t tries = e.rate_tries.exchange(0, kRelaxed);
+    const uint32_t successes = std::min(e.rate_successes.exchange(0, kRelaxed), tries);
+    if (now < e.ejected_until.load(kRelaxed) || tries == 0 || tries < sr.request_volume) continue;
+    judged.emplace_back(i, static_cast<double>(successes) / tries);
+  }
+  if (judged.size() < sr.minimum_hosts) return out;
+  double sum = 0;
+  for (const auto& j : judged) sum += j.second;
+  const double mean = sum / static_cast<double>(judged.size());
+  double squares = 0;
+  for (const auto& j : judged) squares += (j.second - mean) * (j.second - mean);
+  const double stdev = std::sqrt(squares / static_cast<double>(judged.size()));
+  out.judged = judged.size();
+  out.mean = mean;
+  out.threshold = mean - sr.stdev_factor * stdev;
+  // The worst first, so max_ejection_percent keeps the worst out when it refuses some.
+  std::sort(judged.begin(), judged.end(),
+            [](const auto& a, const auto& b) { return a.second < b.second; });
+  for (const auto& [index, rate] : judged) {
+    if (rate >= out.threshold) break;
+    if (eject_locked(index, now, Cause::kSuccessRate, nullptr)) {
+      out.ejected.push_back(index);
+      out.rates.push_back(rate);
+    }
+  }
+  return out;
 }
 
 bool OutlierDetector::on_health_check(size_t endpoint, bool passed) {

@@ -28,6 +28,12 @@
 //   ejects it, when the first try after the interval ends notices. So an endpoint failing 10% of
 //   requests, which rarely gives a run of failures in a row, is still taken out. Costs a clock
 //   read and an atomic increment per try, only when on.
+// - success_rate (Envoy's): every `interval` the main thread calls judge_success_rate(), which
+//   compares the endpoints with each other over the tries of that interval: of those with at
+//   least request_volume tries (at least minimum_hosts of them, or nothing is judged), the ones
+//   whose success share is below mean - stdev_factor × stdev of the group are ejected. So a
+//   replica merely worse than its peers (5% failures where the others have none) goes too.
+//   Costs a clock read and one or two atomic increments per try, only when on.
 // - Active health checks (on_health_check()), with uneject_on_health_check_pass: an endpoint
 //   ejected for local-origin failures comes back at its next passing check, since the check just
 //   reached it. One ejected for its answers (5xx, gateway failures, failure_percent) comes back at
@@ -73,6 +79,16 @@ class OutlierDetector {
     kConsecutiveGatewayFailure,
     kConsecutiveLocalOriginFailure,
     kFailurePercent,
+    kSuccessRate,
+  };
+
+  // What judge_success_rate() found: the group's figures (for the log) and whom it ejected.
+  struct SuccessRateJudgement {
+    size_t judged = 0;        // endpoints with request_volume tries; 0 when too few to judge
+    double mean = 0;          // their mean success share, 0..1
+    double threshold = 0;     // mean - stdev_factor × stdev
+    std::vector<size_t> ejected;
+    std::vector<double> rates;  // of the ejected, index-aligned
   };
 
   // Records an outcome of real traffic to `endpoint`. Returns true when this outcome ejected it
@@ -83,6 +99,8 @@ class OutlierDetector {
 
   // Ends the ejections whose time passed; returns the endpoints that came back (to log).
   std::vector<size_t> sweep();
+  // success_rate: judges the interval that ends now and starts the next one. Main thread.
+  SuccessRateJudgement judge_success_rate();
   // An active health check of `endpoint` finished. Returns true when it ended the endpoint's
   // ejection (see uneject_on_health_check_pass above; the caller logs that).
   bool on_health_check(size_t endpoint, bool passed);
@@ -131,6 +149,9 @@ class OutlierDetector {
     std::atomic<uint32_t> window_tries{0};
     std::atomic<uint32_t> window_failures{0};
     std::atomic<Micros> window_start{0};
+    // success_rate: the tries and successes since the last judge_success_rate().
+    std::atomic<uint32_t> rate_tries{0};
+    std::atomic<uint32_t> rate_successes{0};
 
     void reset_counts() {
       consecutive_5xx.store(0, std::memory_order_relaxed);

@@ -159,6 +159,9 @@ void WorkerCluster::record_outcome(const EndpointPool& pool,
     case filters::OutlierDetector::Cause::kConsecutive5xx:
       why = std::to_string(c.consecutive_5xx) + " consecutive 5xx";
       break;
+    case filters::OutlierDetector::Cause::kSuccessRate:  // judged by the health checker
+      why = "success rate below the cluster's";
+      break;
     case filters::OutlierDetector::Cause::kFailurePercent:
       why = "at least " + std::to_string(c.failure_percent) + "% of tries failed in " +
             std::to_string(c.interval.count()) + "ms";

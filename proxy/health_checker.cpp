@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <string>
 
 #include "filters/health.h"
@@ -112,12 +113,24 @@ struct HealthChecker::Carried {
   std::array<uint64_t, static_cast<size_t>(CheckResult::kCount)> checks;
 };
 
+namespace {
+
+// A share (0..1) as "97.5%".
+std::string percent(double share) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f%%", share * 100);
+  return text;
+}
+
+}  // namespace
+
 HealthChecker::HealthChecker(uv_loop_t* loop, ClusterState& cluster, const filters::Clock& clock)
     : loop_(loop),
       cluster_(cluster),
       clock_(clock),
       random_(static_cast<uint64_t>(clock.now()) ^ (cluster.index + 1) * 0x9e3779b97f4a7c15ULL),
       sweep_timer_(Timer::make<&HealthChecker::sweep>(loop, this)),
+      success_rate_timer_(Timer::make<&HealthChecker::judge_success_rate>(loop, this)),
       first_round_done_(!cluster.config.health_check) {}
 
 HealthChecker::~HealthChecker() { stop(); }
@@ -184,6 +197,12 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
   carried_.clear();  // taken over by the first set
   current_ = std::move(next);
   if (current_->outlier != nullptr) arm_sweep();
+  // Restarted at each new set: an interval judges one set's endpoints.
+  const auto& outlier = config.outlier_detection;
+  if (outlier && outlier->success_rate && !stopped_) {
+    const auto interval = static_cast<uint64_t>(outlier->interval.count());
+    success_rate_timer_.start(interval, interval);
+  }
   return current_;
 }
 
@@ -215,6 +234,7 @@ void HealthChecker::stop() {
   }
   targets_.clear();
   sweep_timer_.close();
+  success_rate_timer_.close();
   later_.close();
 }
 
@@ -409,6 +429,29 @@ void HealthChecker::sweep() {
   }
   if (!back.empty()) cluster_.health_changed();
   arm_sweep();
+}
+
+void HealthChecker::judge_success_rate() {
+  if (stopped_ || current_ == nullptr || current_->outlier == nullptr) return;
+  const filters::OutlierDetector::SuccessRateJudgement j = current_->outlier->judge_success_rate();
+  for (size_t k = 0; k < j.ejected.size(); ++k) {
+    const size_t i = j.ejected[k];
+    const filters::Micros until = current_->outlier->ejected_until(i);
+    log::warn("endpoint ejected")
+        .str("cluster", cluster_.config.name)
+        .str("endpoint", current_->endpoints[i].address)
+        .str("old", "active")
+        .str("new", "ejected")
+        .str("cause", "success rate " + percent(j.rates[k]) + " below the threshold " +
+                          percent(j.threshold) + " (mean " + percent(j.mean) + " of " +
+                          std::to_string(j.judged) + " endpoints)")
+        .num("ejection_ms", until > 0 ? (until - clock_.now() + 999) / 1000 : 0)
+        .num("times_ejected", current_->outlier->times_ejected(i));
+  }
+  if (!j.ejected.empty()) {
+    cluster_.health_changed();
+    arm_sweep();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

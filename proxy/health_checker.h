@@ -73,6 +73,8 @@ class HealthChecker {
   void uneject_on_check(const Target& t, bool passed);
   void arm_sweep();
   void sweep();
+  // outlier_detection.success_rate: every interval, compare the endpoints and eject the worse.
+  void judge_success_rate();
   void update_first_round();
 
   uv_loop_t* loop_;
@@ -88,6 +90,7 @@ class HealthChecker {
   TransportContext transport_context_{loop_, &buffers_, &later_};  // the probes'
   Timer sweep_timer_;
   filters::Micros sweep_at_ = 0;  // when the armed sweep runs; 0: not armed
+  Timer success_rate_timer_;      // repeats every outlier_detection.interval when success_rate
   bool first_round_done_;
   bool stopped_ = false;
 };

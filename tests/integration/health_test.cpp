@@ -1613,3 +1613,55 @@ TEST_CASE(
   CHECK(flaky.requests() == flaky_requests);
   CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(flaky.address())) == 1);
 }
+
+TEST_CASE("success_rate ejects the one endpoint that fails 5% of its requests, worse than its peers") {
+  // Four good endpoints and one that answers one request in twenty with 503: never two in a
+  // row, and far under any failure_percent one would set, but the group's figures single it out.
+  std::atomic<int> counter{0};
+  TestUpstream flaky(
+      [&](UpstreamConn& conn) {
+        while (conn.read_request()) {
+          const bool fail = ++counter % 20 == 0;
+          if (!conn.write_response(fail ? 503 : 200, fail ? "busy\n" : "fine\n")) return;
+        }
+      },
+      "flaky");
+  std::vector<std::unique_ptr<Backend>> good;
+  std::string endpoints = flaky.address();
+  for (int i = 0; i < 4; ++i) {
+    good.push_back(std::make_unique<Backend>("good" + std::to_string(i)));
+    endpoints += ", " + good.back()->address();
+  }
+  ProxyOptions options;
+  options.workers = 1;
+  options.cluster =
+      "outlier_detection: {consecutive_5xx: 0, consecutive_gateway_failure: 0, interval: 500ms,\n"
+      "                    base_ejection_time: 10s,\n"
+      "                    success_rate: {minimum_hosts: 3, request_volume: 20, stdev_factor: 1.9}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(endpoints, options));
+  INFO(bulwark.logs_text());
+  ClientConn client(bulwark.port("inbound"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (count_log_lines(bulwark, {"\"msg\":\"endpoint ejected\""}) == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    REQUIRE(client.send(make_request("GET", "/mostly-fine")));
+    auto response = client.read_response();
+    REQUIRE(response);
+    CHECK(response->status == 200);  // each 503 was retried on another endpoint
+  }
+  // Four perfect endpoints and one below: it is sqrt(4) = 2 deviations under the mean, past 1.9.
+  REQUIRE(wait_for_log_lines(bulwark, {"\"msg\":\"endpoint ejected\"",
+                                       field("endpoint", flaky.address()),
+                                       "\"cause\":\"success rate 9", "of 5 endpoints)"}));
+  CHECK(count_log_lines(bulwark, {"\"msg\":\"endpoint ejected\""}) == 1);  // only it
+
+  const size_t flaky_requests = flaky.requests();
+  for (int i = 0; i < 20; ++i) {
+    auto response = http_get(bulwark.port("inbound"), "/after");
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  CHECK(flaky.requests() == flaky_requests);
+  CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(flaky.address())) == 1);
+}

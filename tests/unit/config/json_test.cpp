@@ -298,7 +298,7 @@ clusters:
           R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
           R"("consecutive_local_origin_failure":5,"uneject_on_health_check_pass":false,)"
           R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100,)"
-          R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s"},)"
+          R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s","success_rate":null},)"
           R"("panic_threshold_percent":25,"max_response_headers":100,"tls":null})",
           // A host and unhealthy_interval left out are null: the endpoint's address, the interval.
           R"("health_check":{"path":"/healthz","tcp":true,"host":null,"interval":"5s",)"

@@ -1067,7 +1067,8 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "you mean 'consecutive_5xx'?); expected one of: consecutive_5xx, "
        "consecutive_gateway_failure, consecutive_local_origin_failure, "
        "uneject_on_health_check_pass, base_ejection_time, max_ejection_time, "
-       "max_ejection_percent, failure_percent, failure_percent_minimum_requests, interval"},
+       "max_ejection_percent, failure_percent, failure_percent_minimum_requests, interval, "
+       "success_rate"},
       {"cluster", in_cluster("    panic_treshold: 10%\n"), 10, 5,
        "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
        "expected one of: name, type, endpoints, dns_refresh, lb, connect_timeout, pool, "
@@ -1309,6 +1310,16 @@ TEST_CASE("outlier_detection values are range-checked") {
        "to 4294967295, got '0'"},
       {"interval 0", in_outlier("      interval: 0s\n"), 11, 17,
        "clusters[0].outlier_detection.interval: must be greater than 0s"},
+      {"success_rate minimum_hosts 1", in_outlier("      success_rate: {minimum_hosts: 1}\n"), 11,
+       37,
+       "clusters[0].outlier_detection.success_rate.minimum_hosts: must be an integer from 2 to "
+       "4294967295, got '1'"},
+      {"success_rate stdev_factor 0", in_outlier("      success_rate: {stdev_factor: 0}\n"), 11,
+       36,
+       "clusters[0].outlier_detection.success_rate.stdev_factor: must be a number greater than 0 "
+       "and at most 100, got '0'"},
+      {"success_rate unknown key", in_outlier("      success_rate: {stdev: 2}\n"), 11, 22,
+       "clusters[0].outlier_detection.success_rate: unknown key 'stdev' in success rate"},
   });
 }
 

@@ -904,3 +904,110 @@ TEST_CASE("outlier: an unejected endpoint's state is shared with its remapped de
 
 }  // namespace
 }  // namespace bulwark::filters
+
+namespace bulwark::filters {
+namespace {
+
+// Success rate: endpoints judged against each other. The consecutive rules are off, so only
+// the comparison ejects.
+OutlierDetectionConfig success_rate_config() {
+  OutlierDetectionConfig c;
+  c.consecutive_5xx = 0;
+  c.consecutive_gateway_failure = 0;
+  c.consecutive_local_origin_failure = 0;
+  c.base_ejection_time = 30s;
+  c.max_ejection_percent = 50;
+  c.success_rate.emplace();
+  c.success_rate->minimum_hosts = 3;
+  c.success_rate->request_volume = 100;
+  c.success_rate->stdev_factor = 1.9;
+  return c;
+}
+
+// One interval of traffic: each endpoint gets `tries`, the first `failures[i]` of them failing.
+void interval_of(OutlierDetector& d, const std::vector<int>& failures, int tries = 200) {
+  for (size_t i = 0; i < failures.size(); ++i) {
+    record(d, i, O::kServerError, failures[i]);
+    record(d, i, O::kSuccess, tries - failures[i]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("outlier success rate: the one endpoint worse than its peers is ejected") {
+  FakeClock clock;
+  OutlierDetectionConfig c = success_rate_config();
+  OutlierDetector d(c, clock, 5);
+  // 5% failures where the others have none or one in two hundred: never three in a row, never
+  // the failure_percent of a bad replica, but far below the group.
+  interval_of(d, {0, 1, 0, 10, 1});
+  auto j = d.judge_success_rate();
+  CHECK(j.judged == 5);
+  CHECK(j.mean == doctest::Approx((1000.0 - 12) / 1000));
+  REQUIRE(j.ejected == std::vector<size_t>{3});
+  CHECK(j.rates[0] == doctest::Approx(0.95));
+  CHECK(j.threshold > 0.95);
+  CHECK(j.threshold < 0.99);
+  CHECK(d.ejected(3));
+  for (size_t i : {0, 1, 2, 4}) CHECK_FALSE(d.ejected(i));
+
+  // The next interval starts afresh, and an ejected endpoint is not judged.
+  interval_of(d, {0, 0, 0, 200, 0});
+  j = d.judge_success_rate();
+  CHECK(j.judged == 4);
+  CHECK(j.ejected.empty());
+}
+
+TEST_CASE("outlier success rate: equal endpoints, too few tries or too few hosts eject nobody") {
+  FakeClock clock;
+  OutlierDetectionConfig c = success_rate_config();
+  OutlierDetector d(c, clock, 4);
+  // Every endpoint fails as often: no stdev, nobody below the mean.
+  interval_of(d, {20, 20, 20, 20});
+  auto j = d.judge_success_rate();
+  CHECK(j.judged == 4);
+  CHECK(j.ejected.empty());
+  // The bad one has fewer than request_volume tries: not judged, and then only two are left of
+  // the three minimum_hosts.
+  interval_of(d, {0, 0, 0});
+  record(d, 3, O::kServerError, 99);
+  j = d.judge_success_rate();
+  CHECK(j.judged == 3);
+  CHECK(j.ejected.empty());
+  // Two endpoints are fewer than minimum_hosts: nothing is judged.
+  OutlierDetector two(c, clock, 2);
+  interval_of(two, {0, 100});
+  CHECK(two.judge_success_rate().judged == 0);
+  CHECK_FALSE(two.ejected(1));
+}
+
+TEST_CASE("outlier success rate: max_ejection_percent keeps the worst out first") {
+  FakeClock clock;
+  OutlierDetectionConfig c = success_rate_config();
+  c.max_ejection_percent = 20;  // one of five
+  c.success_rate->stdev_factor = 0.5;
+  OutlierDetector d(c, clock, 5);
+  interval_of(d, {0, 0, 0, 30, 60});
+  auto j = d.judge_success_rate();
+  REQUIRE(j.ejected == std::vector<size_t>{4});
+  CHECK_FALSE(d.ejected(3));
+  // Back after base_ejection_time, with a clean slate.
+  clock.advance(31s);
+  d.sweep();
+  CHECK_FALSE(d.ejected(4));
+  interval_of(d, {0, 0, 0, 0, 0});
+  CHECK(d.judge_success_rate().ejected.empty());
+}
+
+TEST_CASE("outlier success rate: off without the section, and then counts nothing") {
+  FakeClock clock;
+  OutlierDetectionConfig c = success_rate_config();
+  c.success_rate.reset();
+  OutlierDetector d(c, clock, 3);
+  interval_of(d, {0, 0, 200});
+  auto j = d.judge_success_rate();
+  CHECK(j.judged == 0);
+  CHECK_FALSE(d.ejected(2));
+}
+
+}  // namespace bulwark::filters
