@@ -202,6 +202,8 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
   if (outlier && outlier->success_rate && !stopped_) {
     const auto interval = static_cast<uint64_t>(outlier->interval.count());
     success_rate_timer_.start(interval, interval);
+  } else if (!stopped_) {
+    success_rate_timer_.stop();
   }
   return current_;
 }
