@@ -371,6 +371,16 @@ struct CircuitBreakerConfig {
 // before iptables redirected it (the route's listener needs original_destination: true).
 enum class ClusterType : uint8_t { kStatic, kOriginalDestination };
 
+// Slow start (Envoy's slow_start_config, HAProxy's slowstart): an endpoint that becomes
+// routable again (its checks pass again, its ejection ends, DNS adds it) has its load-balancing
+// weight ramped from min_weight_percent to full over `window`:
+// factor = max(min_weight_percent / 100, (elapsed / window) ^ (1 / aggression)).
+struct SlowStartConfig {
+  Duration window{30000};           // > 0
+  double aggression = 1.0;          // > 0; above 1 the ramp is quicker at first
+  uint32_t min_weight_percent = 10;  // 1..100
+};
+
 struct ClusterConfig {
   std::string name;
   ClusterType type = ClusterType::kStatic;
@@ -383,6 +393,7 @@ struct ClusterConfig {
   std::optional<HealthCheckConfig> health_check;        // absent: no active checks
   // Absent: implicit_outlier_detection() (only local-origin failures eject).
   std::optional<OutlierDetectionConfig> outlier_detection;
+  std::optional<SlowStartConfig> slow_start;  // absent: full weight at once
   // Below this share of routable endpoints (all groups together) traffic is spread over all
   // endpoints instead, rather than failing everything. 0..100; YAML "50%".
   uint32_t panic_threshold_percent = 50;

@@ -315,6 +315,11 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                                     w.member("stdev_factor", sr.stdev_factor);
                                   });
                  });
+  member_or_null(w, "slow_start", cluster.slow_start, [&](const SlowStartConfig& slow) {
+    w.member("window", format_duration(slow.window));
+    w.member("aggression", slow.aggression);
+    w.member("min_weight_percent", uint64_t{slow.min_weight_percent});
+  });
   w.member("panic_threshold_percent", uint64_t{cluster.panic_threshold_percent});
   w.member("max_response_headers", uint64_t{cluster.max_response_headers});
   member_or_null(w, "tls", cluster.tls,

@@ -1189,7 +1189,7 @@ class Loader {
         field, "cluster",
         {"name", "type", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
          "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
-         "max_response_headers", "tls"});
+         "max_response_headers", "tls", "slow_start"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -1217,7 +1217,7 @@ class Loader {
     if (cluster.type == ClusterType::kOriginalDestination) {
       // Each request goes where its client meant to: there is no list to check, resolve or
       // load-balance, and no name to verify a certificate against.
-      for (const char* key : {"endpoints", "health_check", "tls"}) {
+      for (const char* key : {"endpoints", "health_check", "tls", "slow_start"}) {
         if (const Field* found = map.find(key)) {
           error(*found, "a cluster of type original_destination takes no " + std::string(key) +
                             ": each request goes to the address its client connected to");
@@ -1242,6 +1242,13 @@ class Loader {
     }
     read_duration(map.find("dns_refresh"), cluster.dns_refresh, true);
     read_cluster_policies(map, cluster);
+    if (const Field* slow = map.find("slow_start")) {
+      MapView ss = read_map(*slow, "slow start", {"window", "aggression", "min_weight_percent"});
+      SlowStartConfig& slow_start = cluster.slow_start.emplace();
+      read_duration(ss.find("window"), slow_start.window, true);
+      read_decimal(ss.find("aggression"), slow_start.aggression, 0, 100, true);
+      read_uint(ss.find("min_weight_percent"), slow_start.min_weight_percent, 1, 100);
+    }
     if (const Field* check = map.find("health_check")) {
       read_health_check(*check, cluster.health_check, map.find("tls") != nullptr);
     }

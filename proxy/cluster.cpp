@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "filters/slow_start.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/worker.h"
@@ -73,7 +74,30 @@ void WorkerCluster::rebuild_routing() {
     Group& group = groups_[g.group_of[i]];
     group.members.push_back(pools_[i].get());
     group.candidates.push_back(LbCandidate{pools_[i]->endpoint.weight, 0, 0});
+    if (const auto& slow = shared.config.slow_start) {
+      const int64_t since = pools_[i]->endpoint.status->warm_since.load(std::memory_order_acquire);
+      if (since != 0) {
+        group.warming_until =
+            std::max(group.warming_until, since + filters::to_micros(slow->window));
+      }
+    }
   }
+}
+
+void WorkerCluster::apply_slow_start(Group& group, int64_t now) {
+  const config::SlowStartConfig& slow = *shared.config.slow_start;
+  const bool warming = now < group.warming_until;
+  for (size_t i = 0; i < group.members.size(); ++i) {
+    const Endpoint& e = group.members[i]->endpoint;
+    uint32_t weight = e.weight;
+    if (warming) {
+      // In thousandths, so that a member at 10% still differs from its peers at 100%.
+      const int64_t since = e.status->warm_since.load(std::memory_order_acquire);
+      weight *= since == 0 ? 1000 : filters::slow_start_permille(slow, now - since);
+    }
+    group.candidates[i].weight = std::max<uint32_t>(weight, 1);
+  }
+  if (!warming) group.warming_until = 0;
 }
 
 EndpointPool* WorkerCluster::pick(const EndpointPool* avoid,
@@ -107,6 +131,7 @@ EndpointPool* WorkerCluster::pick(const EndpointPool* avoid,
       return group.members[i >= a ? i + 1 : i];
     }
   }
+  if (group.warming_until != 0) apply_slow_start(group, shared.clock.now());
   for (size_t i = 0; i < n; ++i)
     group.candidates[i].active_requests = group.members[i]->active_requests;
   return group.members[group.lb.pick(group.candidates, worker_.random())];

@@ -175,7 +175,13 @@ class WorkerCluster {
     std::vector<EndpointPool*> members;
     std::vector<LbCandidate> candidates;
     LoadBalancer lb;
+    // slow_start: until when a member warms up (the cluster clock's Micros); 0: none does, and
+    // the candidates carry the configured weights.
+    int64_t warming_until = 0;
   };
+  // slow_start: sets the group's candidates' weights for `now`, and back to the configured
+  // ones once no member warms any more.
+  void apply_slow_start(Group& group, int64_t now);
   // Rebuilds groups_ and load_ from the endpoints' routable state.
   void rebuild_routing();
   // pick() after unreachable endpoints: null when every endpoint is unreachable.

@@ -22,6 +22,9 @@ struct EndpointStatus {
   // Written by the health checker (main thread): false once the endpoint's checks made it
   // unhealthy. True while pending (no check finished yet) and when the cluster has no checks.
   std::atomic<bool> check_passing{true};
+  // slow_start: when the endpoint last became routable again (the cluster clock's Micros), from
+  // which its weight ramps up; 0 when it is not warming. Written by the main thread.
+  std::atomic<int64_t> warm_since{0};
 };
 
 // One resolved endpoint: an address to connect to. Immutable once published.

@@ -152,6 +152,10 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
         break;
       }
     }
+    // New from DNS or a reload: it warms up (the first set takes full weight at once).
+    for (size_t i = 0; i < n; ++i) {
+      if (new_to_old[i] < 0) start_warming(next->endpoints[i]);
+    }
   }
   // Every cluster has outlier detection: without a section, the implicit one (local-origin
   // failures only). The state of the endpoints that stayed goes on, under this cluster's
@@ -345,6 +349,7 @@ void HealthChecker::finish_check(Target& t, CheckResult result, std::string deta
   const bool success = result == CheckResult::kSuccess;
   if (t.health.on_result(success)) {
     const filters::HealthState after = t.health.state();
+    if (before == filters::HealthState::kUnhealthy && t.health.routable()) start_warming(t.endpoint);
     t.endpoint.status->check_passing.store(t.health.routable(), std::memory_order_release);
     cluster_.health_changed();
     std::string cause;
@@ -390,6 +395,7 @@ void HealthChecker::uneject_on_check(const Target& t, bool passed) {
   if (at == targets_.end()) return;
   const auto i = static_cast<size_t>(at - targets_.begin());
   if (!outlier->on_health_check(i, passed)) return;
+  start_warming(current_->endpoints[i]);
   log::info("endpoint returned from ejection")
       .str("cluster", cluster_.config.name)
       .str("endpoint", current_->endpoints[i].address)
@@ -422,6 +428,7 @@ void HealthChecker::sweep() {
   if (stopped_ || current_ == nullptr || current_->outlier == nullptr) return;
   const std::vector<size_t> back = current_->outlier->sweep();
   for (size_t i : back) {
+    start_warming(current_->endpoints[i]);
     log::info("endpoint returned from ejection")
         .str("cluster", cluster_.config.name)
         .str("endpoint", current_->endpoints[i].address)
@@ -431,6 +438,12 @@ void HealthChecker::sweep() {
   }
   if (!back.empty()) cluster_.health_changed();
   arm_sweep();
+}
+
+void HealthChecker::start_warming(const Endpoint& endpoint) {
+  if (cluster_.config.slow_start) {
+    endpoint.status->warm_since.store(clock_.now(), std::memory_order_release);
+  }
 }
 
 void HealthChecker::judge_success_rate() {

@@ -76,6 +76,8 @@ class HealthChecker {
   // outlier_detection.success_rate: every interval, compare the endpoints and eject the worse.
   void judge_success_rate();
   void update_first_round();
+  // slow_start: endpoint i of the current set became routable again; its weight ramps from now.
+  void start_warming(const Endpoint& endpoint);
 
   uv_loop_t* loop_;
   ClusterState& cluster_;

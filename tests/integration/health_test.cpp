@@ -1665,3 +1665,38 @@ TEST_CASE("success_rate ejects the one endpoint that fails 5% of its requests, w
   CHECK(flaky.requests() == flaky_requests);
   CHECK(metric(bulwark, "bulwark_endpoint_ejected", endpoint_labels(flaky.address())) == 1);
 }
+
+TEST_CASE("slow_start: an endpoint back from failing checks takes a small share at first, then its full share") {
+  Backend a("a"), b("b");
+  ProxyOptions options;
+  options.workers = 1;
+  options.cluster = fast_checks("healthy_threshold: 1, unhealthy_threshold: 1") +
+                    "\nslow_start: {window: 4s, min_weight_percent: 10}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(a.address() + ", " + b.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+  REQUIRE(wait_for_log_lines(bulwark, kFirstRoundDone));
+  // The first set takes full weight at once: round robin, half each.
+  auto start = spread(port, 20);
+  CHECK(start["a"] == 10);
+  CHECK(start["b"] == 10);
+
+  b.health_status = 503;
+  REQUIRE(wait_for_log_lines(bulwark, health_change(b.address(), "healthy", "unhealthy")));
+  b.health_status = 200;
+  REQUIRE(wait_for_log_lines(bulwark, health_change(b.address(), "unhealthy", "healthy")));
+  // Back: its weight starts at 10% of a's and grows over 4 s, so of the next 60 requests
+  // (well under a second) it takes far fewer than half.
+  auto warming = spread(port, 60);
+  INFO("a " << warming["a"] << ", b " << warming["b"]);
+  CHECK(warming["b"] >= 1);
+  CHECK(warming["b"] <= 15);
+  // Once the window is over it takes half again.
+  std::map<std::string, int> warm;
+  CHECK(eventually(
+      [&] {
+        warm = spread(port, 20);
+        return warm["b"] == 10;
+      },
+      Millis{10000}, Millis{200}));
+}

@@ -935,6 +935,8 @@ TEST_CASE("a cluster of type original_destination takes no endpoints and needs i
        "a cluster of type original_destination takes no tls"},
       {"health_check", transparent(true, "    type: original_destination\n    health_check: {}\n"),
        11, 19, "a cluster of type original_destination takes no health_check"},
+      {"slow_start", transparent(true, "    type: original_destination\n    slow_start: {}\n"),
+       11, 17, "a cluster of type original_destination takes no slow_start"},
       {"circuit_breaker",
        transparent(true, "    type: original_destination\n    circuit_breaker: {}\n"), 11, 22,
        "clusters[0].circuit_breaker: a cluster of type original_destination takes no "
@@ -1073,6 +1075,13 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
        "expected one of: name, type, endpoints, dns_refresh, lb, connect_timeout, pool, "
        "circuit_breaker, health_check, outlier_detection, panic_threshold"},
+      {"slow_start window 0", in_cluster("    slow_start: {window: 0s}\n"), 10, 26,
+       "clusters[0].slow_start.window: must be greater than 0s"},
+      {"slow_start min_weight_percent 0", in_cluster("    slow_start: {min_weight_percent: 0}\n"),
+       10, 38,
+       "clusters[0].slow_start.min_weight_percent: must be an integer from 1 to 100, got '0'"},
+      {"slow_start aggression 0", in_cluster("    slow_start: {aggression: 0}\n"), 10, 30,
+       "clusters[0].slow_start.aggression: must be a number greater than 0 and at most 100"},
       {"cluster near miss", in_cluster("    healthcheck: {}\n"), 10, 5,
        "clusters[0]: unknown key 'healthcheck' in cluster (did you mean 'health_check'?)"},
       {"endpoint", with_endpoint_key("priorty", "1"), 11, 9,
