@@ -371,6 +371,18 @@ struct CircuitBreakerConfig {
 // before iptables redirected it (the route's listener needs original_destination: true).
 enum class ClusterType : uint8_t { kStatic, kOriginalDestination };
 
+// Adaptive concurrency (Envoy's gradient controller, Netflix concurrency-limits): a cluster's
+// limit on requests in flight that follows its latency. See filters/adaptive_concurrency.h.
+struct AdaptiveConcurrencyConfig {
+  uint32_t min_limit = 4;               // >= 1
+  uint32_t max_limit = 1000;            // >= min_limit
+  Duration sample_window{250};          // > 0: the limit moves once per window
+  Duration min_rtt_interval{30000};     // > 0: how often the minimum latency is measured again
+  double jitter_percent = 10;           // 0..100: of min_rtt_interval, so replicas do not align
+  uint32_t min_rtt_samples = 50;        // >= 1: latencies that make one minimum measurement
+  double buffer_percent = 25;           // 0..100: latency above the minimum that is still fine
+};
+
 // Slow start (Envoy's slow_start_config, HAProxy's slowstart): an endpoint that becomes
 // routable again (its checks pass again, its ejection ends, DNS adds it) has its load-balancing
 // weight ramped from min_weight_percent to full over `window`:
