@@ -406,6 +406,8 @@ struct ClusterConfig {
   // Absent: implicit_outlier_detection() (only local-origin failures eject).
   std::optional<OutlierDetectionConfig> outlier_detection;
   std::optional<SlowStartConfig> slow_start;  // absent: full weight at once
+  // Absent (or enabled: false): no adaptive limit.
+  std::optional<AdaptiveConcurrencyConfig> adaptive_concurrency;
   // Below this share of routable endpoints (all groups together) traffic is spread over all
   // endpoints instead, rather than failing everything. 0..100; YAML "50%".
   uint32_t panic_threshold_percent = 50;

@@ -315,6 +315,16 @@ void write_cluster(JsonWriter& w, const ClusterConfig& cluster) {
                                     w.member("stdev_factor", sr.stdev_factor);
                                   });
                  });
+  member_or_null(w, "adaptive_concurrency", cluster.adaptive_concurrency,
+                 [&](const AdaptiveConcurrencyConfig& ac) {
+                   w.member("min_limit", uint64_t{ac.min_limit});
+                   w.member("max_limit", uint64_t{ac.max_limit});
+                   w.member("sample_window", format_duration(ac.sample_window));
+                   w.member("min_rtt_interval", format_duration(ac.min_rtt_interval));
+                   w.member("jitter_percent", ac.jitter_percent);
+                   w.member("min_rtt_samples", uint64_t{ac.min_rtt_samples});
+                   w.member("buffer_percent", ac.buffer_percent);
+                 });
   member_or_null(w, "slow_start", cluster.slow_start, [&](const SlowStartConfig& slow) {
     w.member("window", format_duration(slow.window));
     w.member("aggression", slow.aggression);

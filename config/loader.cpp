@@ -1189,7 +1189,7 @@ class Loader {
         field, "cluster",
         {"name", "type", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
          "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
-         "max_response_headers", "tls", "slow_start"});
+         "max_response_headers", "tls", "slow_start", "adaptive_concurrency"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -1225,7 +1225,7 @@ class Loader {
       }
       // One breaker (or detector) for every destination: one dead dependency would cut the app
       // off from all the others.
-      for (const char* key : {"circuit_breaker", "outlier_detection"}) {
+      for (const char* key : {"circuit_breaker", "outlier_detection", "adaptive_concurrency"}) {
         if (const Field* found = map.find(key)) {
           error(*found, "a cluster of type original_destination takes no " + std::string(key) +
                             ": it would judge every destination by the failures of any one");
@@ -1242,6 +1242,9 @@ class Loader {
     }
     read_duration(map.find("dns_refresh"), cluster.dns_refresh, true);
     read_cluster_policies(map, cluster);
+    if (const Field* adaptive = map.find("adaptive_concurrency")) {
+      read_adaptive_concurrency(*adaptive, cluster.adaptive_concurrency);
+    }
     if (const Field* slow = map.find("slow_start")) {
       MapView ss = read_map(*slow, "slow start", {"window", "aggression", "min_weight_percent"});
       SlowStartConfig& slow_start = cluster.slow_start.emplace();
@@ -1422,6 +1425,30 @@ class Loader {
       check_not_greater(map, "base_ejection_time", outlier.base_ejection_time, "max_ejection_time",
                         outlier.max_ejection_time);
     }
+  }
+
+  void read_adaptive_concurrency(const Field& field,
+                                 std::optional<AdaptiveConcurrencyConfig>& out) {
+    const size_t errors_before = errors_.size();
+    MapView map = read_map(field, "adaptive concurrency",
+                           {"enabled", "min_limit", "max_limit", "sample_window",
+                            "min_rtt_interval", "jitter", "min_rtt_samples", "buffer"});
+    bool enabled = true;
+    read_bool(map.find("enabled"), enabled);
+    AdaptiveConcurrencyConfig ac;
+    read_uint(map.find("min_limit"), ac.min_limit, 1, kMaxCount);
+    read_uint(map.find("max_limit"), ac.max_limit, 1, kMaxCount);
+    read_duration(map.find("sample_window"), ac.sample_window, true);
+    read_duration(map.find("min_rtt_interval"), ac.min_rtt_interval, true);
+    if (auto jitter = read_percent(map.find("jitter"), false)) ac.jitter_percent = *jitter;
+    read_uint(map.find("min_rtt_samples"), ac.min_rtt_samples, 1, 100000);
+    if (auto buffer = read_percent(map.find("buffer"), false)) ac.buffer_percent = *buffer;
+    if (errors_.size() == errors_before && ac.max_limit < ac.min_limit) {
+      const Field* at = map.find("max_limit") != nullptr ? map.find("max_limit") : map.find("min_limit");
+      error(*at, "max_limit " + std::to_string(ac.max_limit) + " is below min_limit " +
+                     std::to_string(ac.min_limit));
+    }
+    if (enabled) out = ac;
   }
 
   // Returns the field the address was read from, when it was read without errors.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "filters/adaptive_concurrency.h"
 #include "filters/circuit_breaker.h"
 #include "filters/clock.h"
 #include "filters/priority.h"
@@ -41,7 +42,12 @@ class ClusterState {
         circuit(keeps_circuit(previous) ? previous->circuit
                 : config.circuit_breaker
                     ? std::make_shared<filters::CircuitBreaker>(*config.circuit_breaker, clock)
-                    : nullptr) {
+                    : nullptr),
+        adaptive(config.adaptive_concurrency
+                     ? std::make_unique<filters::AdaptiveConcurrency>(
+                           *config.adaptive_concurrency, clock,
+                           static_cast<uint64_t>(clock.now()) ^ (index + 1) * 0x9e3779b97f4a7c15ULL)
+                     : nullptr) {
     // A new breaker for the same cluster: its transitions count on from the old one's.
     if (keeps_circuit(previous)) {
       transitions_before = previous->transitions_before;
@@ -61,6 +67,10 @@ class ClusterState {
   const std::shared_ptr<const config::Config> circuit_owner;
   // The cluster's circuit breaker; null when none is configured.
   const std::shared_ptr<filters::CircuitBreaker> circuit;
+  // adaptive_concurrency: the limit of the cluster's requests in flight; null when off. A
+  // reload makes a new one (it measures again); the exchanges of the old generation hold
+  // permits of the old one, which lives as long as they do.
+  const std::unique_ptr<filters::AdaptiveConcurrency> adaptive;
   // Transitions of the breakers this cluster had before a reload replaced its breaker, by new
   // state (closed, open, half-open), so bulwark_circuit_transitions_total never goes back.
   std::array<uint64_t, 3> transitions_before{};

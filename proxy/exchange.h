@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 
+#include "filters/adaptive_concurrency.h"
 #include "filters/circuit_breaker.h"
 #include "filters/retry.h"
 #include "proxy/admission.h"
@@ -209,6 +210,8 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   bool on_try_turn(UpstreamRequest& t) override;
   bool upgrade_was_offered(const http::MessageHead& response);
   void upstream_failed(LocalReason reason, int err);
+  // adaptive_concurrency: the request's latency is known (its response head, or its failure).
+  void end_adaptive_sample();
   // The exchange stops using its upstream connection: back to the pool when `reusable` and the
   // whole request and response went through, else closed.
   void release_upstream(bool reusable);
@@ -252,6 +255,9 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   Wait wait_ = Wait::kNone;
   Admission admission_;  // the admission chain's state, and what the request holds from it
   filters::CircuitBreaker::Permit circuit_permit_;
+  // adaptive_concurrency: held from admission to the response head (or the local reply).
+  filters::AdaptiveConcurrency::Permit adaptive_permit_;
+  uint64_t adaptive_since_us_ = 0;
   uint64_t route_deadline_ms_ = 0;                 // loop time; 0 = none
   uint64_t try_deadline_ms_ = 0;                   // loop time; 0 = none
   uint64_t last_io_ms_ = 0;                        // loop time of the exchange's last byte moved

@@ -39,6 +39,15 @@ void Exchange::after_admission(const Admission::Result& result) {
   if (admission_.fault_injected()) log_flags_ |= kLogFaultInjected;
   switch (result.status) {
     case Admission::Status::kContinue:
+      if (filters::AdaptiveConcurrency* adaptive = cluster_->shared.adaptive.get()) {
+        adaptive_permit_ = adaptive->try_acquire();
+        if (!adaptive_permit_) {
+          local_reply(LocalReason::kAdaptiveConcurrencyLimited,
+                      request_has_body_ && !request_complete_);
+          return;
+        }
+        adaptive_since_us_ = now_us();
+      }
       start_try();
       return;
     case Admission::Status::kReply:
@@ -498,6 +507,7 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
     info.upgrade = true;
     stream_.send_head(head, info);
     response_head_sent_ = true;
+    end_adaptive_sample();
     return http::ParserCallbacks::kProceed;
   }
   // HEAD, 204 and 304 never have a body, whatever Content-Length says (RFC 9112 6.3).
@@ -510,6 +520,7 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
   t.set_reusable(head.keep_alive && !(info.no_body && announces_body));
   stream_.send_head(head, info);
   response_head_sent_ = true;
+  end_adaptive_sample();
   return info.no_body ? http::ParserCallbacks::kNoBody : http::ParserCallbacks::kProceed;
 }
 
@@ -600,7 +611,15 @@ void Exchange::release_upstream(bool reusable) {
   if (try_) try_->release(reusable && request_complete_ && try_->response_complete());
 }
 
+void Exchange::end_adaptive_sample() {
+  if (adaptive_permit_) {
+    adaptive_permit_.record(static_cast<filters::Micros>(now_us() - adaptive_since_us_));
+  }
+}
+
 void Exchange::upstream_failed(LocalReason reason, int) {
+  // How long the cluster took to fail is a latency too (timeouts are what overload looks like).
+  end_adaptive_sample();
   release_upstream(false);
   if (response_head_sent_ || stream_.writing()) {
     // The client already has part of a response: all we can do is cut the connection, after

@@ -299,10 +299,19 @@ struct ClusterFamilies {
   MetricFamily circuit_transitions =
       family("bulwark_circuit_transitions_total",
              "Circuit breaker state changes by cluster and new state.", MetricType::Counter);
+  MetricFamily adaptive_limit =
+      family("bulwark_adaptive_concurrency_limit",
+             "The cluster's adaptive limit of requests in flight.", MetricType::Gauge);
+  MetricFamily adaptive_rejected =
+      family("bulwark_adaptive_concurrency_rejected_total",
+             "Requests refused by the cluster's adaptive concurrency limit.", MetricType::Counter);
+  MetricFamily adaptive_min_rtt =
+      family("bulwark_adaptive_concurrency_min_rtt_seconds",
+             "The cluster's minimum latency as last measured (0 before).", MetricType::Gauge);
 
   void move_to(std::vector<MetricFamily>& out) {
     for (auto* f : {&upstream, &connections, &active, &connect_failures, &circuit_state,
-                    &circuit_transitions}) {
+                    &circuit_transitions, &adaptive_limit, &adaptive_rejected, &adaptive_min_rtt}) {
       out.push_back(std::move(*f));
     }
   }
@@ -406,6 +415,12 @@ void add_cluster_and_health_metrics(ClusterFamilies& f, HealthFamilies& health,
     add_cluster_metrics(f, name, ci, workers);
     if (ci < shared.circuits.size() && shared.circuits[ci].enabled) {
       add_circuit_metrics(f, name, shared.circuits[ci]);
+    }
+    if (ci < shared.adaptive.size() && shared.adaptive[ci].enabled) {
+      const SharedGauges::Adaptive& a = shared.adaptive[ci];
+      add_gauge(f.adaptive_limit, {{"cluster", name}}, a.limit);
+      add_counter(f.adaptive_rejected, {{"cluster", name}}, a.rejected);
+      add_gauge(f.adaptive_min_rtt, {{"cluster", name}}, a.min_rtt_s);
     }
   }
 }

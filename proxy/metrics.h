@@ -148,6 +148,13 @@ struct SharedGauges {
     std::array<uint64_t, 3> transitions{};  // into closed, open, half-open
   };
   std::vector<Circuit> circuits;                      // index as Config::clusters
+  struct Adaptive {
+    bool enabled = false;
+    uint32_t limit = 0;
+    uint64_t rejected = 0;
+    double min_rtt_s = 0;  // 0 until measured
+  };
+  std::vector<Adaptive> adaptive;  // index as Config::clusters
   std::vector<ClusterHealthView> health;              // index as Config::clusters
   ProcessStats process;                               // process_* metrics (when ok)
   int64_t access_log_dropped = -1;                    // -1: no access log

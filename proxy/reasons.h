@@ -34,6 +34,7 @@ enum class LocalReason : unsigned char {
   kUpstreamTlsFailure,
   kTlsOnPlaintextPort,
   kNoOriginalDestination,
+  kAdaptiveConcurrencyLimited,
   kCount,
 };
 
@@ -73,6 +74,8 @@ inline constexpr LocalReasonInfo kLocalReasons[] = {
     {"tls_on_plaintext_port", 400, "DPE"},       // a TLS ClientHello on a plaintext listener
     {"no_original_destination", 503, "NE"},      // an original_destination cluster, and the
                                                  // connection was not redirected by iptables
+    {"adaptive_concurrency_limited", 503, "AC"},  // the cluster's adaptive limit of requests in
+                                                  // flight is reached
 };
 static_assert(std::size(kLocalReasons) == static_cast<size_t>(LocalReason::kCount));
 

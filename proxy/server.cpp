@@ -211,6 +211,14 @@ SharedGauges Server::shared_gauges() const {
       }
     }
     g.circuits.push_back(circuit);
+    SharedGauges::Adaptive adaptive;
+    if (c.adaptive) {
+      adaptive.enabled = true;
+      adaptive.limit = c.adaptive->limit();
+      adaptive.rejected = c.adaptive->rejected();
+      adaptive.min_rtt_s = static_cast<double>(c.adaptive->min_rtt()) / 1e6;
+    }
+    g.adaptive.push_back(adaptive);
     g.health.push_back(runtime->health->view());
   }
   g.admin_refused = admin_api_.refusals();

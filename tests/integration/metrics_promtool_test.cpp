@@ -308,6 +308,7 @@ std::string every_family_config(const std::string& app, const std::string& dead,
          "    circuit_breaker: {failure_rate_percent: 100, minimum_calls: 1000}\n"
          "    health_check: {path: /healthz, interval: 200ms}\n"
          "    outlier_detection: {consecutive_5xx: 100, consecutive_gateway_failure: 100}\n"
+         "    adaptive_concurrency: {min_limit: 100, max_limit: 1000}\n"
          "  - name: dead\n"
          "    endpoints: [" +
          dead +

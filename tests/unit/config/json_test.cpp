@@ -186,7 +186,7 @@ clusters:
       R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
       R"("idle_timeout":"1m","max_requests_per_connection":0,"max_pending":1024,)"
       R"("pending_timeout":"1s"},"circuit_breaker":null,"health_check":null,)"
-      R"("outlier_detection":null,"slow_start":null,"panic_threshold_percent":50,"max_response_headers":100,)"
+      R"("outlier_detection":null,"adaptive_concurrency":null,"slow_start":null,"panic_threshold_percent":50,"max_response_headers":100,)"
       R"("tls":null}],)"
       R"("readiness":{"require_healthy":[]},"watch_config":false})");
 }
@@ -298,14 +298,14 @@ clusters:
           R"("outlier_detection":{"consecutive_5xx":0,"consecutive_gateway_failure":2,)"
           R"("consecutive_local_origin_failure":5,"uneject_on_health_check_pass":false,)"
           R"("base_ejection_time":"1s","max_ejection_time":"90s","max_ejection_percent":100,)"
-          R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s","success_rate":null},"slow_start":null,)"
+          R"("failure_percent":15,"failure_percent_minimum_requests":20,"interval":"2s","success_rate":null},"adaptive_concurrency":null,"slow_start":null,)"
           R"("panic_threshold_percent":25,"max_response_headers":100,"tls":null})",
           // A host and unhealthy_interval left out are null: the endpoint's address, the interval.
           R"("health_check":{"path":"/healthz","tcp":true,"host":null,"interval":"5s",)"
           R"("interval_jitter_percent":10,"timeout":"1s","healthy_threshold":2,)"
           R"("unhealthy_threshold":3,"unhealthy_interval":null,"expected_statuses":["200-399"],)"
           R"("tls":null},)"
-          R"("outlier_detection":null,"slow_start":null,"panic_threshold_percent":50,"max_response_headers":100,)"
+          R"("outlier_detection":null,"adaptive_concurrency":null,"slow_start":null,"panic_threshold_percent":50,"max_response_headers":100,)"
           R"("tls":null}])",
           R"("readiness":{"require_healthy":["db","app"]},"watch_config":false})",
       });

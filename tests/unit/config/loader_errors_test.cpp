@@ -937,6 +937,9 @@ TEST_CASE("a cluster of type original_destination takes no endpoints and needs i
        11, 19, "a cluster of type original_destination takes no health_check"},
       {"slow_start", transparent(true, "    type: original_destination\n    slow_start: {}\n"),
        11, 17, "a cluster of type original_destination takes no slow_start"},
+      {"adaptive_concurrency",
+       transparent(true, "    type: original_destination\n    adaptive_concurrency: {}\n"), 11,
+       27, "a cluster of type original_destination takes no adaptive_concurrency"},
       {"circuit_breaker",
        transparent(true, "    type: original_destination\n    circuit_breaker: {}\n"), 11, 22,
        "clusters[0].circuit_breaker: a cluster of type original_destination takes no "
@@ -1075,6 +1078,15 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "clusters[0]: unknown key 'panic_treshold' in cluster (did you mean 'panic_threshold'?); "
        "expected one of: name, type, endpoints, dns_refresh, lb, connect_timeout, pool, "
        "circuit_breaker, health_check, outlier_detection, panic_threshold"},
+      {"adaptive_concurrency max below min",
+       in_cluster("    adaptive_concurrency: {min_limit: 10, max_limit: 5}\n"), 10, 54,
+       "clusters[0].adaptive_concurrency.max_limit: max_limit 5 is below min_limit 10"},
+      {"adaptive_concurrency min_limit 0", in_cluster("    adaptive_concurrency: {min_limit: 0}\n"),
+       10, 39,
+       "clusters[0].adaptive_concurrency.min_limit: must be an integer from 1 to 4294967295, got "
+       "'0'"},
+      {"adaptive_concurrency jitter", in_cluster("    adaptive_concurrency: {jitter: 10}\n"), 10,
+       36, "clusters[0].adaptive_concurrency.jitter: must be a percentage"},
       {"slow_start window 0", in_cluster("    slow_start: {window: 0s}\n"), 10, 26,
        "clusters[0].slow_start.window: must be greater than 0s"},
       {"slow_start min_weight_percent 0", in_cluster("    slow_start: {min_weight_percent: 0}\n"),

@@ -1,0 +1,159 @@
+// Adaptive concurrency against an upstream that queues: it works on four requests at a time,
+// 20 ms each, and makes the rest wait, so its latency grows with what it is given. Forty clients
+// call without pause. bulwark measures the minimum latency, then keeps the requests in flight
+// near what the upstream can do: the upstream's queue stays short, and the requests over the
+// limit get 503 adaptive_concurrency_limited at once instead of waiting in it.
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/proxy_fixture.h"
+
+using namespace bulwark::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Four workers, 20 ms a request; what arrives beyond them waits for one. Counts the requests it
+// holds (waiting or worked on), and the most it held since reset_peak().
+class QueueingUpstream {
+ public:
+  QueueingUpstream()
+      : upstream_(
+            [this](UpstreamConn& conn) {
+              while (auto request = conn.read_request(Millis{10000})) {
+                enter();
+                {
+                  std::unique_lock<std::mutex> lock(mu_);
+                  cv_.wait(lock, [this] { return busy_ < 4 || stopping_; });
+                  ++busy_;
+                }
+                conn.pause(Millis{20});  // the work itself
+                {
+                  std::lock_guard<std::mutex> lock(mu_);
+                  --busy_;
+                }
+                cv_.notify_one();
+                leave();
+                if (!conn.write_response(200, "done\n")) return;
+              }
+            },
+            "queueing") {}
+  ~QueueingUpstream() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    upstream_.stop();
+  }
+
+  std::string address() const { return upstream_.address(); }
+  int peak() const { return peak_.load(); }
+  void reset_peak() { peak_ = held_.load(); }
+
+ private:
+  void enter() {
+    const int now = ++held_;
+    int peak = peak_.load();
+    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    }
+  }
+  void leave() { --held_; }
+
+  std::atomic<int> held_{0};
+  std::atomic<int> peak_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int busy_ = 0;
+  bool stopping_ = false;
+  TestUpstream upstream_;
+};
+
+}  // namespace
+
+TEST_CASE("adaptive concurrency keeps an upstream's queue short and refuses the excess at once") {
+  QueueingUpstream upstream;
+  ProxyOptions options;
+  options.route = "timeout: 10s\nretry: {attempts: 1}";
+  options.cluster =
+      "pool: {max_connections: 200}\n"
+      "adaptive_concurrency: {min_limit: 2, max_limit: 200, sample_window: 100ms,\n"
+      "                       min_rtt_interval: 60s, jitter: 0%, min_rtt_samples: 10}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+
+  constexpr int kClients = 40;
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, limited{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      ClientConn conn;
+      while (!stop) {
+        if (!conn.connected() && !conn.connect(port)) continue;
+        if (!conn.send(make_request("GET", "/work"))) {
+          conn.close();
+          continue;
+        }
+        auto response = conn.read_response(false, Millis{15000});
+        if (!response) {
+          conn.close();
+          ++other;
+          continue;
+        }
+        if (response->status == 200) {
+          ++ok;
+        } else if (response->status == 503 &&
+                   response->get("x-bulwark-reason") == "adaptive_concurrency_limited") {
+          ++limited;
+          std::this_thread::sleep_for(Millis{5});  // the client's own backoff, not a wait
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  // Let the controller measure and settle, then watch the upstream's queue for a second and a
+  // half.
+  std::this_thread::sleep_for(Millis{1500});
+  upstream.reset_peak();
+  std::this_thread::sleep_for(Millis{1500});
+  const int peak = upstream.peak();
+  stop = true;
+  for (auto& t : clients) t.join();
+
+  INFO("ok " << ok.load() << ", limited " << limited.load() << ", other " << other.load()
+                << ", peak held " << peak);
+  INFO(bulwark.logs_text());
+  CHECK(ok > 50);
+  CHECK(limited > 0);
+  CHECK(other == 0);
+  // Forty clients, but the upstream never held more than about what it can work on: without
+  // the limit it holds all forty.
+  CHECK(peak <= 20);
+  const auto limit = scrape_metric(bulwark, "bulwark_adaptive_concurrency_limit", {{"cluster", "app"}});
+  REQUIRE(limit);
+  CHECK(*limit >= 2);
+  CHECK(*limit <= 20);
+  CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_rejected_total", {{"cluster", "app"}})
+            .value_or(0) >= limited.load());
+  const double min_rtt = scrape_metric(bulwark, "bulwark_adaptive_concurrency_min_rtt_seconds",
+                                       {{"cluster", "app"}})
+                             .value_or(0);
+  CHECK(min_rtt >= 0.019);
+  CHECK(min_rtt < 0.2);
+  CHECK(scrape_metric(bulwark, "bulwark_local_replies_total",
+                      {{"reason", "adaptive_concurrency_limited"}})
+            .value_or(0) >= limited.load());
+}
