@@ -390,6 +390,9 @@ void Exchange::finish() {
     release_upstream(try_ && try_->reusable());
     end_policies();
   }
+  // A local reply (circuit open, no endpoint) may leave it held: given back before the
+  // generation, and so the cluster it belongs to, may go.
+  adaptive_permit_.reset();
   active_request_.release();
   state_ = State::kDone;
   endpoint_.reset();

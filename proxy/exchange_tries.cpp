@@ -248,6 +248,7 @@ void Exchange::cancel_wait() {
 void Exchange::end_policies() {
   cancel_wait();
   circuit_permit_.reset();
+  adaptive_permit_.reset();
   admission_.release();
   route_deadline_ms_ = try_deadline_ms_ = 0;
 }

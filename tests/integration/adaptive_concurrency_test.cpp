@@ -157,3 +157,36 @@ TEST_CASE("adaptive concurrency keeps an upstream's queue short and refuses the 
                       {{"reason", "adaptive_concurrency_limited"}})
             .value_or(0) >= limited.load());
 }
+
+TEST_CASE("adaptive concurrency: a request that ends without an upstream answer gives its place back") {
+  // One place only. The upstream fails twice, which opens the circuit; then every request is
+  // answered circuit_open by bulwark itself, after it took its place. Were the place kept, the
+  // next request would get adaptive_concurrency_limited.
+  std::atomic<int> n{0};
+  TestUpstream upstream([&](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      ++n;
+      if (!conn.write_response(500, "broken\n")) return;
+    }
+  });
+  ProxyOptions options;
+  options.route = "retry: {attempts: 1}";
+  options.cluster =
+      "adaptive_concurrency: {min_limit: 1, max_limit: 1}\n"
+      "circuit_breaker: {minimum_calls: 2, failure_rate_percent: 100, open_duration: 1m}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+  for (int i = 0; i < 2; ++i) {
+    auto r = http_get(port, "/fail");
+    REQUIRE(r);
+    CHECK(r->status == 500);
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto r = http_get(port, "/open");
+    REQUIRE(r);
+    CHECK(r->status == 503);
+    CHECK(r->get("x-bulwark-reason") == "circuit_open");
+  }
+  CHECK(n.load() == 2);
+}
