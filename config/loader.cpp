@@ -1443,6 +1443,17 @@ class Loader {
     if (auto jitter = read_percent(map.find("jitter"), false)) ac.jitter_percent = *jitter;
     read_uint(map.find("min_rtt_samples"), ac.min_rtt_samples, 1, 100000);
     if (auto buffer = read_percent(map.find("buffer"), false)) ac.buffer_percent = *buffer;
+    if (errors_.size() == errors_before && ac.jitter_percent >= 100) {
+      error(*map.find("jitter"), "must be below 100% (the next measurement could come at once)");
+    }
+    if (errors_.size() == errors_before && ac.min_rtt_interval < 5 * ac.sample_window) {
+      const Field* at = map.find("min_rtt_interval") != nullptr ? map.find("min_rtt_interval")
+                                                                 : map.find("sample_window");
+      error(*at, "min_rtt_interval (" + format_duration(ac.min_rtt_interval) +
+                     ") must be at least 5 sample windows (" +
+                     format_duration(5 * ac.sample_window) +
+                     "): the limit is held at min_limit while the minimum is measured");
+    }
     if (errors_.size() == errors_before && ac.max_limit < ac.min_limit) {
       const Field* at = map.find("max_limit") != nullptr ? map.find("max_limit") : map.find("min_limit");
       error(*at, "max_limit " + std::to_string(ac.max_limit) + " is below min_limit " +

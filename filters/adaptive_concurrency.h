@@ -44,7 +44,8 @@ class AdaptiveConcurrency {
     explicit operator bool() const { return owner_ != nullptr; }
     // The request got its answer after `latency`: a sample, and the permit ends.
     void record(Micros latency);
-    // Ends without a sample (the client left; the request never reached the upstream).
+    // Ends without a sample (the request never reached the upstream, or failed in a way that
+    // says nothing of its latency).
     void reset();
 
    private:

@@ -200,11 +200,14 @@ OutlierDetector::SuccessRateJudgement OutlierDetector::judge_success_rate() {
   out.judged = judged.size();
   out.mean = mean;
   out.threshold = mean - sr.stdev_factor * stdev;
+  // Equal rates give a stdev of rounding noise (a mean one ulp above them): nobody is worse.
+  constexpr double kNoise = 1e-9;
+  if (stdev < kNoise) return out;
   // The worst first, so max_ejection_percent keeps the worst out when it refuses some.
   std::sort(judged.begin(), judged.end(),
             [](const auto& a, const auto& b) { return a.second < b.second; });
   for (const auto& [index, rate] : judged) {
-    if (rate >= out.threshold) break;
+    if (rate >= out.threshold - kNoise) break;
     if (eject_locked(index, now, Cause::kSuccessRate, nullptr)) {
       out.ejected.push_back(index);
       out.rates.push_back(rate);

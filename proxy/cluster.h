@@ -48,6 +48,11 @@ class ClusterState {
                            *config.adaptive_concurrency, clock,
                            static_cast<uint64_t>(clock.now()) ^ (index + 1) * 0x9e3779b97f4a7c15ULL)
                      : nullptr) {
+    if (previous != nullptr) {
+      adaptive_rejected_before =
+          previous->adaptive_rejected_before +
+          (previous->adaptive != nullptr ? previous->adaptive->rejected() : 0);
+    }
     // A new breaker for the same cluster: its transitions count on from the old one's.
     if (keeps_circuit(previous)) {
       transitions_before = previous->transitions_before;
@@ -71,6 +76,9 @@ class ClusterState {
   // reload makes a new one (it measures again); the exchanges of the old generation hold
   // permits of the old one, which lives as long as they do.
   const std::unique_ptr<filters::AdaptiveConcurrency> adaptive;
+  // Refusals of the controllers this cluster had before reloads replaced them, so
+  // bulwark_adaptive_concurrency_rejected_total never goes back.
+  uint64_t adaptive_rejected_before = 0;
   // Transitions of the breakers this cluster had before a reload replaced its breaker, by new
   // state (closed, open, half-open), so bulwark_circuit_transitions_total never goes back.
   std::array<uint64_t, 3> transitions_before{};

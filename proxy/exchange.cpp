@@ -249,6 +249,8 @@ void Exchange::on_request_body(const char* data, size_t n, BufferBlock* block) {
 
 void Exchange::on_request_complete() {
   request_complete_ = true;
+  // adaptive_concurrency measures the upstream, not a slow upload: its clock starts now.
+  if (adaptive_permit_) adaptive_since_us_ = now_us();
   if (state_ == State::kProxying && request_framing_ == http::BodyFraming::kChunked &&
       !request_upgrade_) {
     res_.to_upstream.add_last_chunk();

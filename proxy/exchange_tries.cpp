@@ -155,7 +155,7 @@ void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int e
                             (failure == filters::TryFailure::kPerTryTimeout && try_->connecting());
   try_error_ = err;
   if (failure == filters::TryFailure::kReset && reason == LocalReason::kUpstreamReset &&
-      !try_->response_started() && !try_->on_reused_connection()) {
+      request_sent_ && !try_->response_started() && !try_->on_reused_connection()) {
     // A query of death? The free replay this try may have had counts now as the try it was,
     // so an upstream that dies on this request is hit at most `attempts` times.
     if (try_->replayed()) ++tries_;
@@ -619,8 +619,14 @@ void Exchange::end_adaptive_sample() {
 }
 
 void Exchange::upstream_failed(LocalReason reason, int) {
-  // How long the cluster took to fail is a latency too (timeouts are what overload looks like).
-  end_adaptive_sample();
+  // A timeout is a latency too (what overload looks like); a failure to reach the cluster at
+  // all (refused, no endpoint, pool full) or a reset says nothing of its latency, and a fast
+  // one measured as the minimum would pin the limit at min_limit.
+  if (reason == LocalReason::kUpstreamTimeout || reason == LocalReason::kStreamIdleTimeout) {
+    end_adaptive_sample();
+  } else {
+    adaptive_permit_.reset();
+  }
   release_upstream(false);
   if (response_head_sent_ || stream_.writing()) {
     // The client already has part of a response: all we can do is cut the connection, after

@@ -203,9 +203,13 @@ std::shared_ptr<const EndpointSet> HealthChecker::adopt(std::shared_ptr<Endpoint
   if (current_->outlier != nullptr) arm_sweep();
   // Restarted at each new set: an interval judges one set's endpoints.
   const auto& outlier = config.outlier_detection;
+  // Started once: a new endpoint set (DNS) does not restart the interval being judged. A reload
+  // that changes the cluster makes a new checker, with its own timer.
   if (outlier && outlier->success_rate && !stopped_) {
-    const auto interval = static_cast<uint64_t>(outlier->interval.count());
-    success_rate_timer_.start(interval, interval);
+    if (!success_rate_timer_.active()) {
+      const auto interval = static_cast<uint64_t>(outlier->interval.count());
+      success_rate_timer_.start(interval, interval);
+    }
   } else if (!stopped_) {
     success_rate_timer_.stop();
   }

@@ -45,10 +45,37 @@ size_t LoadBalancer::pick(std::vector<LbCandidate>& c, FastRandom& random) {
       return best;
     }
     case config::LbPolicy::kLeastRequest: {
-      // Power of two choices: two distinct random candidates, the less loaded wins.
-      size_t a = random.below(static_cast<uint32_t>(n));
-      size_t b = random.below(static_cast<uint32_t>(n - 1));
-      if (b >= a) ++b;
+      // Power of two choices: two distinct random candidates, the less loaded wins, the first
+      // one on a tie. With weights that differ (configured, or slow start), each is drawn with
+      // probability by weight: idle endpoints always tie, and then the draw alone honours the
+      // weights.
+      size_t a = 0, b = 0;
+      bool equal = true;
+      uint64_t total = 0;
+      for (const LbCandidate& x : c) {
+        total += x.weight;
+        equal = equal && x.weight == c[0].weight;
+      }
+      if (equal) {
+        a = random.below(static_cast<uint32_t>(n));
+        b = random.below(static_cast<uint32_t>(n - 1));
+        if (b >= a) ++b;
+      } else {
+        auto draw = [&](uint64_t r) {
+          for (size_t i = 0; i < n; ++i) {
+            if (r < c[i].weight) return i;
+            r -= c[i].weight;
+          }
+          return n - 1;
+        };
+        a = draw(random.next() % total);
+        // b from the others: a draw over the total without a's share, stepping over it.
+        uint64_t a_start = 0;
+        for (size_t i = 0; i < a; ++i) a_start += c[i].weight;
+        uint64_t r = random.next() % (total - c[a].weight);
+        if (r >= a_start) r += c[a].weight;
+        b = draw(r);
+      }
       // Weight scales capacity: compare active/weight without division.
       uint64_t la = static_cast<uint64_t>(c[a].active_requests) * c[b].weight;
       uint64_t lb = static_cast<uint64_t>(c[b].active_requests) * c[a].weight;

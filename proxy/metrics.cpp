@@ -302,6 +302,10 @@ struct ClusterFamilies {
   MetricFamily adaptive_limit =
       family("bulwark_adaptive_concurrency_limit",
              "The cluster's adaptive limit of requests in flight.", MetricType::Gauge);
+  MetricFamily adaptive_in_flight =
+      family("bulwark_adaptive_concurrency_in_flight",
+             "Requests of the cluster holding a place under its adaptive limit.",
+             MetricType::Gauge);
   MetricFamily adaptive_rejected =
       family("bulwark_adaptive_concurrency_rejected_total",
              "Requests refused by the cluster's adaptive concurrency limit.", MetricType::Counter);
@@ -311,7 +315,8 @@ struct ClusterFamilies {
 
   void move_to(std::vector<MetricFamily>& out) {
     for (auto* f : {&upstream, &connections, &active, &connect_failures, &circuit_state,
-                    &circuit_transitions, &adaptive_limit, &adaptive_rejected, &adaptive_min_rtt}) {
+                    &circuit_transitions, &adaptive_limit, &adaptive_in_flight, &adaptive_rejected,
+                    &adaptive_min_rtt}) {
       out.push_back(std::move(*f));
     }
   }
@@ -419,6 +424,7 @@ void add_cluster_and_health_metrics(ClusterFamilies& f, HealthFamilies& health,
     if (ci < shared.adaptive.size() && shared.adaptive[ci].enabled) {
       const SharedGauges::Adaptive& a = shared.adaptive[ci];
       add_gauge(f.adaptive_limit, {{"cluster", name}}, a.limit);
+      add_gauge(f.adaptive_in_flight, {{"cluster", name}}, a.in_flight);
       add_counter(f.adaptive_rejected, {{"cluster", name}}, a.rejected);
       add_gauge(f.adaptive_min_rtt, {{"cluster", name}}, a.min_rtt_s);
     }

@@ -151,6 +151,7 @@ struct SharedGauges {
   struct Adaptive {
     bool enabled = false;
     uint32_t limit = 0;
+    uint32_t in_flight = 0;
     uint64_t rejected = 0;
     double min_rtt_s = 0;  // 0 until measured
   };

@@ -215,7 +215,8 @@ SharedGauges Server::shared_gauges() const {
     if (c.adaptive) {
       adaptive.enabled = true;
       adaptive.limit = c.adaptive->limit();
-      adaptive.rejected = c.adaptive->rejected();
+      adaptive.in_flight = c.adaptive->in_flight();
+      adaptive.rejected = c.adaptive_rejected_before + c.adaptive->rejected();
       adaptive.min_rtt_s = static_cast<double>(c.adaptive->min_rtt()) / 1e6;
     }
     g.adaptive.push_back(adaptive);

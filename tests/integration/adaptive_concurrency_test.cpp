@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -189,4 +190,57 @@ TEST_CASE("adaptive concurrency: a request that ends without an upstream answer 
     CHECK(r->get("x-bulwark-reason") == "circuit_open");
   }
   CHECK(n.load() == 2);
+}
+
+TEST_CASE("adaptive concurrency: failures to reach the cluster measure nothing") {
+  // Refused connects answer in microseconds: taken for the minimum latency, they would hold the
+  // limit at min_limit once the upstream is back. They are not samples.
+  RefusingPort refused;
+  ProxyOptions options;
+  options.route = "retry: {attempts: 1}";
+  options.cluster = "adaptive_concurrency: {min_limit: 2, max_limit: 50, min_rtt_samples: 5}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config("127.0.0.1:" + std::to_string(refused.port()), options));
+  for (int i = 0; i < 10; ++i) {
+    auto r = http_get(bulwark.port("inbound"), "/down");
+    REQUIRE(r);
+    CHECK(r->status == 503);
+    CHECK(r->get("x-bulwark-reason") == "upstream_connect_failure");
+  }
+  CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_min_rtt_seconds", {{"cluster", "app"}})
+            .value_or(-1) == 0);
+  CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_in_flight", {{"cluster", "app"}})
+            .value_or(-1) == 0);
+}
+
+TEST_CASE("adaptive concurrency: its refusals still count after a reload replaces the controller") {
+  Event release;
+  TestUpstream upstream([&](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (request->target == "/hold") release.wait(Millis{10000});
+      if (!conn.write_response(200, "ok\n")) return;
+    }
+  });
+  ProxyOptions options;
+  options.cluster = "adaptive_concurrency: {min_limit: 1, max_limit: 1}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+  ClientConn held(port);
+  REQUIRE(held.send(make_request("GET", "/hold")));
+  REQUIRE(eventually([&] { return upstream.requests() == 1; }));
+  auto refused = http_get(port, "/more");
+  REQUIRE(refused);
+  CHECK(refused->get("x-bulwark-reason") == "adaptive_concurrency_limited");
+  CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_in_flight", {{"cluster", "app"}})
+            .value_or(-1) == 1);
+  release.set();
+  REQUIRE(held.read_response());
+
+  options.cluster = "adaptive_concurrency: {min_limit: 1, max_limit: 2}";
+  write_file(bulwark.config_path(), proxy_config(upstream.address(), options));
+  REQUIRE(bulwark.signal(SIGHUP));
+  REQUIRE(wait_for_log_lines(bulwark, {"\"msg\":\"config reloaded\""}));
+  CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_rejected_total", {{"cluster", "app"}})
+            .value_or(-1) == 1);
 }

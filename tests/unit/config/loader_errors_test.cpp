@@ -1087,6 +1087,12 @@ TEST_CASE("unknown keys in the upstream health settings, listing the keys allowe
        "'0'"},
       {"adaptive_concurrency jitter", in_cluster("    adaptive_concurrency: {jitter: 10}\n"), 10,
        36, "clusters[0].adaptive_concurrency.jitter: must be a percentage"},
+      {"adaptive_concurrency jitter 100%", in_cluster("    adaptive_concurrency: {jitter: 100%}\n"),
+       10, 36, "clusters[0].adaptive_concurrency.jitter: must be below 100%"},
+      {"adaptive_concurrency min_rtt_interval short",
+       in_cluster("    adaptive_concurrency: {sample_window: 1s, min_rtt_interval: 2s}\n"), 10, 65,
+       "clusters[0].adaptive_concurrency.min_rtt_interval: min_rtt_interval (2s) must be at least 5 "
+       "sample windows (5s)"},
       {"slow_start window 0", in_cluster("    slow_start: {window: 0s}\n"), 10, 26,
        "clusters[0].slow_start.window: must be greater than 0s"},
       {"slow_start min_weight_percent 0", in_cluster("    slow_start: {min_weight_percent: 0}\n"),

@@ -999,6 +999,20 @@ TEST_CASE("outlier success rate: max_ejection_percent keeps the worst out first"
   CHECK(d.judge_success_rate().ejected.empty());
 }
 
+TEST_CASE("outlier success rate: equal rates are equal, whatever the rounding") {
+  // Three endpoints at 1/10: the mean comes out one ulp above 0.1, with a stdev of rounding
+  // noise; a small stdev_factor must not make that an ejection.
+  FakeClock clock;
+  OutlierDetectionConfig c = success_rate_config();
+  c.success_rate->stdev_factor = 0.1;
+  c.success_rate->request_volume = 10;
+  OutlierDetector d(c, clock, 3);
+  interval_of(d, {9, 9, 9}, 10);
+  auto j = d.judge_success_rate();
+  CHECK(j.judged == 3);
+  CHECK(j.ejected.empty());
+}
+
 TEST_CASE("outlier success rate: off without the section, and then counts nothing") {
   FakeClock clock;
   OutlierDetectionConfig c = success_rate_config();

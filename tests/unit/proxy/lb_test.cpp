@@ -121,6 +121,28 @@ TEST_CASE("lb: least request scales load by weight") {
   for (int i = 0; i < 200; ++i) REQUIRE(lb.pick(c, r) == 0);
 }
 
+TEST_CASE("lb: least request honours weights among idle candidates (slow start)") {
+  // Idle candidates always tie: the one drawn first wins, drawn by weight. Before, the draw was
+  // uniform and a warming endpoint at a tenth of the weight took half the traffic.
+  LoadBalancer lb(config::LbPolicy::kLeastRequest);
+  FastRandom r(31);
+  auto c = with_weights({1000, 100});
+  std::array<int, 2> counts{};
+  const int n = 11000;
+  for (int i = 0; i < n; ++i) ++counts[lb.pick(c, r)];
+  CHECK(counts[1] == doctest::Approx(n / 11.0).epsilon(0.15));
+  // Three candidates: the two compared are always distinct.
+  auto three = with_weights({1, 2, 7});
+  three[0].active_requests = 3;
+  three[1].active_requests = 3;
+  three[2].active_requests = 100;
+  std::array<int, 3> picks{};
+  for (int i = 0; i < 3000; ++i) ++picks[lb.pick(three, r)];
+  // The busy heavy one loses every comparison; it is never picked.
+  CHECK(picks[2] == 0);
+  CHECK(picks[0] + picks[1] == 3000);
+}
+
 TEST_CASE("lb: least request never picks the busiest of several, and compares two distinct") {
   LoadBalancer lb(config::LbPolicy::kLeastRequest);
   FastRandom r(1234);
