@@ -311,6 +311,16 @@ struct HealthCheckConfig {
 };
 
 // Passive outlier detection on real traffic (as Envoy's with split_external_local_origin_errors).
+// Success rate (Envoy's success_rate), in outlier_detection: at the end of each `interval`, of
+// the endpoints with at least request_volume tries in it (at least minimum_hosts of them, or
+// nothing is judged), those whose share of successful tries is below mean - stdev_factor ×
+// stdev of them all are ejected. Catches the replica that is merely worse than its peers.
+struct SuccessRateConfig {
+  uint32_t minimum_hosts = 5;     // >= 2
+  uint32_t request_volume = 100;  // >= 1
+  double stdev_factor = 1.9;      // > 0
+};
+
 struct OutlierDetectionConfig {
   uint32_t consecutive_5xx = 5;              // 0 = off
   uint32_t consecutive_gateway_failure = 3;  // try timeout, reset after bytes, 502/503/504; 0 = off
@@ -332,15 +342,9 @@ struct OutlierDetectionConfig {
   uint32_t failure_percent = 0;                    // 0..100
   uint32_t failure_percent_minimum_requests = 20;  // >= 1
   Duration interval{10000};                        // > 0
-  // Success rate (Envoy's success_rate): at the end of each `interval`, of the endpoints with at
-  // least request_volume tries in it (at least minimum_hosts of them, or nothing is judged),
-  // those whose share of successful tries is below mean - stdev_factor × stdev of them all are
-  // ejected. Catches the replica that is merely worse than its peers. Present = on.
-  struct SuccessRate {
-    uint32_t minimum_hosts = 5;     // >= 2
-    uint32_t request_volume = 100;  // >= 1
-    double stdev_factor = 1.9;      // > 0
-  };
+  // Success rate (SuccessRateConfig, above). Present = on. (Declared outside: clang cannot
+  // default-construct a nested struct with member initializers inside its enclosing class.)
+  using SuccessRate = SuccessRateConfig;
   std::optional<SuccessRate> success_rate;
   // Not a key: true for the detection a cluster without an outlier_detection section gets
   // (implicit_outlier_detection()). Its max_ejection_percent is strict: unlike a configured one,
