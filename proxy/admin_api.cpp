@@ -145,6 +145,16 @@ void write_cluster(config::JsonWriter& w, const ClusterStatus& cluster) {
     w.member("open_duration_ms", cluster.circuit->open_duration_ms);
     w.end_object();
   }
+  if (cluster.adaptive) {
+    w.key("adaptive_concurrency");
+    w.begin_object();
+    w.member("limit", uint64_t{cluster.adaptive->limit});
+    w.member("in_flight", uint64_t{cluster.adaptive->in_flight});
+    w.member("min_rtt_us", cluster.adaptive->min_rtt_us);
+    w.member("measuring", cluster.adaptive->measuring);
+    w.member("rejected", cluster.adaptive->rejected);
+    w.end_object();
+  }
   w.key("endpoints");
   w.begin_array();
   for (size_t i = 0; i < cluster.health.endpoints.size(); ++i) {

@@ -30,6 +30,13 @@ struct ClusterStatus {
   const config::ClusterConfig* config = nullptr;  // valid while the status is being written
   uint64_t connections = 0, pending = 0;          // the cluster's, across workers
   std::optional<Circuit> circuit;                 // none without a circuit breaker
+  struct Adaptive {
+    uint32_t limit = 0, in_flight = 0;
+    int64_t min_rtt_us = 0;  // 0 before the first measurement
+    bool measuring = false;
+    uint64_t rejected = 0;
+  };
+  std::optional<Adaptive> adaptive;  // none without adaptive_concurrency
   ClusterHealthView health;
   std::vector<Pools> pools;  // index as health.endpoints
 };

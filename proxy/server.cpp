@@ -346,6 +346,11 @@ std::vector<ClusterStatus> Server::cluster_statuses(
       status.circuit = ClusterStatus::Circuit{filters::to_string(circuit->state()),
                                               circuit->open_duration() / 1000};
     }
+    if (const filters::AdaptiveConcurrency* adaptive = state.adaptive.get()) {
+      status.adaptive = ClusterStatus::Adaptive{adaptive->limit(), adaptive->in_flight(),
+                                                adaptive->min_rtt(), adaptive->measuring(),
+                                                state.adaptive_rejected_before + adaptive->rejected()};
+    }
     status.health = clusters_[ci]->health->view();
     status.pools.resize(status.health.endpoints.size());
     if (ci >= pools.size()) continue;  // a reload may have added clusters since

@@ -234,6 +234,11 @@ TEST_CASE("adaptive concurrency: its refusals still count after a reload replace
   CHECK(refused->get("x-bulwark-reason") == "adaptive_concurrency_limited");
   CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_in_flight", {{"cluster", "app"}})
             .value_or(-1) == 1);
+  // /clusters says the same, and that the minimum is still being measured.
+  auto clusters = http_get(bulwark.admin_port(), "/clusters");
+  REQUIRE(clusters);
+  CHECK(clusters->body.find("\"adaptive_concurrency\":{\"limit\":1,\"in_flight\":1,\"min_rtt_us\":0,"
+                            "\"measuring\":true,\"rejected\":1}") != std::string::npos);
   release.set();
   REQUIRE(held.read_response());
 
