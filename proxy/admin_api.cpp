@@ -122,6 +122,7 @@ void write_endpoint(config::JsonWriter& w, const ClusterHealthView& health,
   w.member("routable", e.routable);
   if (health.checks) write_checks(w, e);
   if (health.outlier) write_outlier(w, e);
+  if (health.slow_start) w.member("slow_start_weight_percent", e.slow_start_weight_percent);
   w.member("active_requests", pools.active_requests);
   w.member("connections", pools.connections);
   w.member("idle_connections", pools.idle);

@@ -7,6 +7,7 @@
 
 #include "filters/health.h"
 #include "filters/priority.h"
+#include "filters/slow_start.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -481,6 +482,7 @@ ClusterHealthView HealthChecker::view() const {
   v.checks = cluster_.config.health_check.has_value();
   if (current_ == nullptr) return v;
   v.outlier = current_->outlier != nullptr;
+  v.slow_start = cluster_.config.slow_start.has_value();
   const int64_t now_ms = unix_ms_now();
   const filters::Micros now = clock_.now();
   const filters::OutlierDetector* outlier = current_->outlier.get();
@@ -515,6 +517,10 @@ ClusterHealthView HealthChecker::view() const {
       ev.consecutive_gateway_failures = outlier->consecutive_gateway_failures(i);
       ev.consecutive_local_origin_failures = outlier->consecutive_local_origin_failures(i);
       ev.ejections_total = outlier->ejections_total(i);
+    }
+    if (const auto& slow = cluster_.config.slow_start) {
+      const int64_t since = e.status->warm_since.load(std::memory_order_acquire);
+      if (since != 0) ev.slow_start_weight_percent = filters::slow_start_permille(*slow, now - since) / 10.0;
     }
     v.endpoints.push_back(std::move(ev));
   }

@@ -46,11 +46,14 @@ struct EndpointHealthView {
   uint32_t times_ejected = 0, consecutive_5xx = 0, consecutive_gateway_failures = 0,
            consecutive_local_origin_failures = 0;
   uint64_t ejections_total = 0;
+  // slow_start (when the cluster has it): the share of its weight it gets now, 10..100.
+  double slow_start_weight_percent = 100;
 };
 
 struct ClusterHealthView {
   bool checks = false;   // health_check configured
   bool outlier = false;  // outlier detection (configured, or the implicit one)
+  bool slow_start = false;  // slow_start configured
   int64_t routable = 0;  // routable endpoints
   bool panic = false;
   std::vector<EndpointHealthView> endpoints;  // in endpoint set order

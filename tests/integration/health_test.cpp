@@ -1691,6 +1691,13 @@ TEST_CASE("slow_start: an endpoint back from failing checks takes a small share 
   INFO("a " << warming["a"] << ", b " << warming["b"]);
   CHECK(warming["b"] >= 1);
   CHECK(warming["b"] <= 15);
+  // /clusters shows the share it gets now.
+  const auto share = json_number(endpoint_json(bulwark, b.address()), "slow_start_weight_percent");
+  REQUIRE(share);
+  CHECK(*share >= 10);
+  CHECK(*share < 50);
+  CHECK(json_number(endpoint_json(bulwark, a.address()), "slow_start_weight_percent") ==
+        std::optional<long>(100));
   // Once the window is over it takes half again.
   std::map<std::string, int> warm;
   CHECK(eventually(
@@ -1699,4 +1706,11 @@ TEST_CASE("slow_start: an endpoint back from failing checks takes a small share 
         return warm["b"] == 10;
       },
       Millis{10000}, Millis{200}));
+  // Its full weight once the 4 s are over (round robin gave it half a little before).
+  CHECK(eventually(
+      [&] {
+        return json_number(endpoint_json(bulwark, b.address()), "slow_start_weight_percent") ==
+               std::optional<long>(100);
+      },
+      Millis{10000}, Millis{100}));
 }
