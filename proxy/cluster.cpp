@@ -82,6 +82,7 @@ void WorkerCluster::rebuild_routing() {
       }
     }
   }
+  for (Group& group : groups_) group.weights = LoadBalancer::weights_of(group.candidates);
 }
 
 void WorkerCluster::apply_slow_start(Group& group, int64_t now) {
@@ -97,6 +98,7 @@ void WorkerCluster::apply_slow_start(Group& group, int64_t now) {
     }
     group.candidates[i].weight = std::max<uint32_t>(weight, 1);
   }
+  group.weights = LoadBalancer::weights_of(group.candidates);
   if (!warming) group.warming_until = 0;
 }
 
@@ -134,7 +136,7 @@ EndpointPool* WorkerCluster::pick(const EndpointPool* avoid,
   if (group.warming_until != 0) apply_slow_start(group, shared.clock.now());
   for (size_t i = 0; i < n; ++i)
     group.candidates[i].active_requests = group.members[i]->active_requests;
-  return group.members[group.lb.pick(group.candidates, worker_.random())];
+  return group.members[group.lb.pick(group.candidates, worker_.random(), group.weights)];
 }
 
 EndpointPool* WorkerCluster::pick_reachable(size_t chosen, const EndpointPool* avoid,

@@ -192,6 +192,7 @@ class WorkerCluster {
     explicit Group(config::LbPolicy policy) : lb(policy) {}
     std::vector<EndpointPool*> members;
     std::vector<LbCandidate> candidates;
+    LoadBalancer::Weights weights;  // of the candidates, set with them
     LoadBalancer lb;
     // slow_start: until when a member warms up (the cluster clock's Micros); 0: none does, and
     // the candidates carry the configured weights.

@@ -23,18 +23,22 @@ uint64_t FastRandom::next() {
   return s1_ + y;
 }
 
-size_t LoadBalancer::pick(std::vector<LbCandidate>& c, FastRandom& random) {
+LoadBalancer::Weights LoadBalancer::weights_of(const std::vector<LbCandidate>& c) {
+  Weights w;
+  for (const LbCandidate& x : c) {
+    w.total += x.weight;
+    w.equal = w.equal && x.weight == c[0].weight;
+  }
+  return w;
+}
+
+size_t LoadBalancer::pick(std::vector<LbCandidate>& c, FastRandom& random, const Weights& w) {
   const size_t n = c.size();
   if (n == 1) return 0;
   switch (policy_) {
     case config::LbPolicy::kRoundRobin: {
-      bool equal = true;
-      int64_t total = 0;
-      for (const LbCandidate& x : c) {
-        total += x.weight;
-        equal = equal && x.weight == c[0].weight;
-      }
-      if (equal) return next_++ % n;
+      if (w.equal) return next_++ % n;
+      const auto total = static_cast<int64_t>(w.total);
       // Smooth weighted round robin (as nginx): spreads a heavy endpoint's turns evenly.
       size_t best = 0;
       for (size_t i = 0; i < n; ++i) {
@@ -50,13 +54,8 @@ size_t LoadBalancer::pick(std::vector<LbCandidate>& c, FastRandom& random) {
       // probability by weight: idle endpoints always tie, and then the draw alone honours the
       // weights.
       size_t a = 0, b = 0;
-      bool equal = true;
-      uint64_t total = 0;
-      for (const LbCandidate& x : c) {
-        total += x.weight;
-        equal = equal && x.weight == c[0].weight;
-      }
-      if (equal) {
+      const uint64_t total = w.total;
+      if (w.equal) {
         a = random.below(static_cast<uint32_t>(n));
         b = random.below(static_cast<uint32_t>(n - 1));
         if (b >= a) ++b;
@@ -82,9 +81,7 @@ size_t LoadBalancer::pick(std::vector<LbCandidate>& c, FastRandom& random) {
       return lb < la ? b : a;
     }
     case config::LbPolicy::kRandom: {
-      uint64_t total = 0;
-      for (const LbCandidate& x : c) total += x.weight;
-      uint64_t r = random.next() % total;
+      uint64_t r = random.next() % w.total;
       for (size_t i = 0; i < n; ++i) {
         if (r < c[i].weight) return i;
         r -= c[i].weight;

@@ -30,8 +30,20 @@ struct LbCandidate {
 class LoadBalancer {
  public:
   explicit LoadBalancer(config::LbPolicy policy) : policy_(policy) {}
-  // The index of the chosen candidate; candidates must not be empty.
-  size_t pick(std::vector<LbCandidate>& candidates, FastRandom& random);
+  // What the weights of a candidate list add up to, and whether they are all the same: worked
+  // out when the weights change (WorkerCluster's routing table), not at every pick.
+  struct Weights {
+    uint64_t total = 0;
+    bool equal = true;
+  };
+  static Weights weights_of(const std::vector<LbCandidate>& candidates);
+
+  // The index of the chosen candidate; candidates must not be empty. `weights` must be
+  // weights_of(candidates).
+  size_t pick(std::vector<LbCandidate>& candidates, FastRandom& random, const Weights& weights);
+  size_t pick(std::vector<LbCandidate>& candidates, FastRandom& random) {
+    return pick(candidates, random, weights_of(candidates));
+  }
 
  private:
   config::LbPolicy policy_;
