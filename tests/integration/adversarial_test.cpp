@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <initializer_list>
 #include <string>
@@ -1178,4 +1179,59 @@ TEST_CASE("adversarial: host_rewrite auto re-sends a pipelined body after a rese
   auto reset_ones = resetting.received();
   CHECK(!reset_ones.empty());
   for (const Request& r : reset_ones) CHECK(r.get("host") == named);
+}
+
+TEST_CASE("adversarial: a request that kills its upstream, and clients that vanish, wedge nothing") {
+  // An upstream that drops the connection on /poison, as a crash would, with kept-alive
+  // connections in the pool: a POST that kills it is sent once (never re-sent, even for free),
+  // and a GET at most `attempts` times. Then clients that send and vanish at once, under an
+  // adaptive limit of two, leave no place taken: the next request is served.
+  std::atomic<int> poison{0};
+  TestUpstream upstream([&](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (request->target == "/poison") {
+        ++poison;
+        conn.close(true);
+        return;
+      }
+      if (request->target == "/slow" && !conn.pause(Millis{200})) return;
+      if (!conn.write_response(200, "ok\n")) return;
+    }
+  });
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "retry: {attempts: 3, backoff: {base: 1ms, max: 2ms}}";
+  options.cluster = "adaptive_concurrency: {min_limit: 2, max_limit: 2}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+  ClientConn warm(port);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(warm.send(make_request("GET", "/warm")));
+    REQUIRE(warm.read_response());
+  }
+
+  auto post = http_request(port, "POST", "/poison", {}, "order=1");
+  REQUIRE(post);
+  CHECK(post->status == 502);
+  CHECK(poison.load() == 1);
+  auto get = http_get(port, "/poison");
+  REQUIRE(get);
+  CHECK(get->status == 502);
+  CHECK(poison.load() <= 1 + 3);
+
+  for (int i = 0; i < 20; ++i) {
+    ClientConn gone(port);
+    REQUIRE(gone.send(make_request("GET", "/slow")));
+    gone.close(true);
+  }
+  REQUIRE(eventually(
+      [&] {
+        return scrape_metric(bulwark, "bulwark_adaptive_concurrency_in_flight", {{"cluster", "app"}})
+                   .value_or(-1) == 0;
+      },
+      Millis{5000}));
+  auto after = http_get(port, "/after");
+  REQUIRE(after);
+  CHECK(after->status == 200);
 }
