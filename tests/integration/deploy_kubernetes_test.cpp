@@ -12,6 +12,7 @@
 #include <string>
 
 #include "tests/integration/proxy_fixture.h"
+#include "tests/integration/shell.h"
 
 using namespace bulwark::test;
 
@@ -19,20 +20,6 @@ namespace {
 
 const std::string kDeploy = std::string(BULWARK_SOURCE_DIR) + "/deploy/kubernetes";
 const std::string kValidator = std::string(BULWARK_SOURCE_DIR) + "/tests/kubernetes";
-
-struct ShellResult {
-  int exit = -1;
-  std::string out, err;
-};
-
-ShellResult shell(const std::string& command) {
-  Subprocess p;
-  p.start({"/bin/sh", "-c", command});
-  std::optional<int> code = p.wait_exit(Millis{60000});
-  REQUIRE_MESSAGE(code.has_value(), "still running after 60 s: " << command);
-  p.wait_streams_closed();
-  return {*code, p.text(Subprocess::Stream::kStdout), p.text(Subprocess::Stream::kStderr)};
-}
 
 // `text` without its leading comment lines.
 std::string without_header(const std::string& text) {

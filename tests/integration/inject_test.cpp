@@ -10,43 +10,19 @@
 #include <string>
 #include <vector>
 
+#include "tests/integration/shell.h"
 #include "tests/support/harness.h"
+#include "tests/support/kube_manifests.h"
 
 namespace bulwark::test {
 namespace {
 
-const std::string kDataDir = std::string(BULWARK_SOURCE_DIR) + "/tests/data/kubernetes";
+const std::string kDataDir = kKubeDataDir;
 const std::string kValidatorDir = std::string(BULWARK_SOURCE_DIR) + "/tests/kubernetes";
 const std::string kBulwark = BULWARK_BINARY;
 
-struct ShellResult {
-  int exit = -1;
-  std::string out;  // stdout, lines joined
-  std::string err;
-};
-
-// Runs `command` with /bin/sh and waits for it (and its output) to end.
-ShellResult shell(const std::string& command) {
-  Subprocess p;
-  p.start({"/bin/sh", "-c", command});
-  std::optional<int> code = p.wait_exit(Millis{60000});
-  REQUIRE_MESSAGE(code.has_value(), "still running after 60 s: " << command);
-  p.wait_streams_closed();
-  return {*code, p.text(Subprocess::Stream::kStdout), p.text(Subprocess::Stream::kStderr)};
-}
-
 std::string quote(const std::string& s) { return "'" + s + "'"; }
 
-std::vector<std::string> manifests() {
-  std::vector<std::string> files;
-  for (const auto& entry : std::filesystem::directory_iterator(kDataDir)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".yaml")
-      files.push_back(entry.path().string());
-  }
-  std::sort(files.begin(), files.end());
-  REQUIRE(files.size() >= 8);
-  return files;
-}
 
 const std::vector<std::string> kModes{
     "", "--classic", "--config-map-from " + kDataDir + "/config/bulwark.yaml",

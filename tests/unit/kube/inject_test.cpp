@@ -14,11 +14,13 @@
 #include <vector>
 
 #include "kube/yaml_emit.h"
+#include "tests/support/kube_manifests.h"
 
 namespace bulwark::kube {
 namespace {
 
-const std::string kDataDir = std::string(BULWARK_SOURCE_DIR) + "/tests/data/kubernetes";
+using test::manifests;
+const std::string kDataDir = test::kKubeDataDir;
 const std::string kConfigFile = kDataDir + "/config/bulwark.yaml";
 
 std::string read(const std::string& path) {
@@ -27,17 +29,6 @@ std::string read(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// Every manifest fixture (the *.yaml files of tests/data/kubernetes itself), sorted.
-std::vector<std::string> manifests() {
-  std::vector<std::string> files;
-  for (const auto& entry : std::filesystem::directory_iterator(kDataDir)) {
-    if (entry.is_regular_file() && entry.path().extension() == ".yaml")
-      files.push_back(entry.path().string());
-  }
-  std::sort(files.begin(), files.end());
-  REQUIRE(files.size() >= 8);
-  return files;
-}
 
 std::string joined(const std::vector<std::string>& lines) {
   std::string out;
