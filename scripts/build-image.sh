@@ -35,18 +35,12 @@ while (($# > 0)); do
   esac
 done
 
-# A docker client without a daemon is common (a CI image, a remote context that is down), so
-# docker counts only when `docker info` answers.
-if [[ -z $engine ]]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-    engine=docker
-  elif command -v podman >/dev/null; then
-    engine=podman
-  else
-    die "no container engine: neither a docker daemon that answers 'docker info' nor podman" \
-      "(Debian: apt-get install podman)"
-  fi
-fi
+# shellcheck source=scripts/lib/engine.sh
+. scripts/lib/engine.sh  # the scripts run from the repository root
+[[ -n $engine ]] || engine=$(find_container_engine)
+[[ -n $engine ]] ||
+  die "no container engine: neither a docker daemon that answers 'docker info' nor podman" \
+    "(Debian: apt-get install podman)"
 case $engine in
   docker) build_options=() ;;
   podman) build_options=(--isolation chroot) ;;

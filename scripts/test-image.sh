@@ -151,16 +151,12 @@ case ${1:-} in
   "") ;;
   *) fail "unknown argument '$1' (usage: scripts/test-image.sh [--engine docker|podman])" ;;
 esac
-if [[ -z $engine ]]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-    engine=docker
-  elif command -v podman >/dev/null; then
-    engine=podman
-  else
-    skip "no container engine: neither a docker daemon that answers 'docker info' nor podman" \
-      "(scripts/install-deps.sh --image installs podman)"
-  fi
-fi
+# shellcheck source=scripts/lib/engine.sh
+. scripts/lib/engine.sh  # the scripts run from the repository root
+[[ -n $engine ]] || engine=$(find_container_engine)
+[[ -n $engine ]] ||
+  skip "no container engine: neither a docker daemon that answers 'docker info' nor podman" \
+    "(scripts/install-deps.sh --image installs podman)"
 command -v "$engine" >/dev/null || skip "$engine is not installed"
 "$engine" info >/dev/null 2>&1 || skip "'$engine info' fails: $engine cannot build here"
 for tool in unshare chroot mount ip curl python3 tar; do
