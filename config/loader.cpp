@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "config/units.h"
+#include "config/yaml_path.h"
 
 namespace bulwark::config {
 
@@ -70,15 +71,6 @@ constexpr auto kRetryOnWords = [] {
 }();
 
 std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-std::string child_path(const std::string& parent, std::string_view key) {
-  if (parent.empty()) return std::string(key);
-  return parent + "." + std::string(key);
-}
-
-std::string item_path(const std::string& parent, size_t index) {
-  return parent + "[" + std::to_string(index) + "]";
-}
 
 const char* describe_kind(const YAML::Node& node) {
   switch (node.Type()) {
@@ -597,10 +589,10 @@ class Loader {
                        std::string(describe_kind(root)));
       return;
     }
-    MapView map = read_map(field, "top level",
-                           {"workers", "max_connections", "drain_delay", "drain_timeout", "admin",
-                            "probes", "watchdog", "listeners", "clusters", "readiness",
-                            "access_log", "watch_config"});
+    MapView map =
+        read_map(field, "top level",
+                 {"workers", "max_connections", "drain_delay", "drain_timeout", "admin", "probes",
+                  "watchdog", "listeners", "clusters", "readiness", "access_log", "watch_config"});
     read_uint(map.find("workers"), config.workers, 1, kMaxWorkers);
     read_uint(map.find("max_connections"), config.max_connections, 0, kMaxConnections);
     read_duration(map.find("drain_delay"), config.drain_delay, false);
@@ -730,10 +722,9 @@ class Loader {
     listener.location = location(field.mark);
     MapView map =
         read_map(field, "listener",
-                 {"name", "address", "direction", "original_destination",
-                  "request_headers_timeout", "idle_timeout",
-                  "stream_idle_timeout", "max_request_headers_size", "max_request_headers",
-                  "trusted_hops", "max_connections", "tls", "routes"});
+                 {"name", "address", "direction", "original_destination", "request_headers_timeout",
+                  "idle_timeout", "stream_idle_timeout", "max_request_headers_size",
+                  "max_request_headers", "trusted_hops", "max_connections", "tls", "routes"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, listener.name)) {
@@ -781,9 +772,8 @@ class Loader {
     route.location = location(field.mark);
     route.match.path.value = "/";  // a route without a path matcher matches every path
     MapView map = read_map(field, "route",
-                           {"name", "match", "cluster", "timeout", "prefix_rewrite",
-                            "host_rewrite", "retry", "bulkhead", "rate_limit", "fault",
-                            "upgrades"});
+                           {"name", "match", "cluster", "timeout", "prefix_rewrite", "host_rewrite",
+                            "retry", "bulkhead", "rate_limit", "fault", "upgrades"});
     if (!map.valid) return;
     const Field* name = require(map, "name");
     if (read_name(name, route.name)) check_unique(route_names, route.name, "route", *name);
@@ -833,8 +823,10 @@ class Loader {
       valid = parse_address(*text + ":80", &why).has_value();
     }
     if (!valid) {
-      error(field, "expected auto or a host name with an optional port (e.g. payments.internal "
-                   "or payments.internal:8443), got " + quoted(*text));
+      error(field,
+            "expected auto or a host name with an optional port (e.g. payments.internal "
+            "or payments.internal:8443), got " +
+                quoted(*text));
       return;
     }
     route.host_rewrite_mode = RouteConfig::HostRewrite::kLiteral;
@@ -1185,11 +1177,11 @@ class Loader {
 
   void read_cluster(const Field& field, size_t index, ClusterConfig& cluster) {
     cluster.location = location(field.mark);
-    MapView map = read_map(
-        field, "cluster",
-        {"name", "type", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
-         "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
-         "max_response_headers", "tls", "slow_start", "adaptive_concurrency"});
+    MapView map =
+        read_map(field, "cluster",
+                 {"name", "type", "endpoints", "dns_refresh", "lb", "connect_timeout", "pool",
+                  "circuit_breaker", "health_check", "outlier_detection", "panic_threshold",
+                  "max_response_headers", "tls", "slow_start", "adaptive_concurrency"});
     if (!map.valid) {
       cluster_unnamed_ = true;
       return;
@@ -1209,8 +1201,8 @@ class Loader {
         } else if (*text == "original_destination") {
           cluster.type = ClusterType::kOriginalDestination;
         } else {
-          error(*type,
-                "unknown type " + quoted(*text) + "; expected one of: static, original_destination");
+          error(*type, "unknown type " + quoted(*text) +
+                           "; expected one of: static, original_destination");
         }
       }
     }
@@ -1392,12 +1384,12 @@ class Loader {
 
   void read_outlier_detection(const Field& field, std::optional<OutlierDetectionConfig>& out) {
     const size_t errors_before = errors_.size();
-    MapView map = read_map(field, "outlier detection",
-                           {"consecutive_5xx", "consecutive_gateway_failure",
-                            "consecutive_local_origin_failure", "uneject_on_health_check_pass",
-                            "base_ejection_time", "max_ejection_time", "max_ejection_percent",
-                            "failure_percent", "failure_percent_minimum_requests", "interval",
-                            "success_rate"});
+    MapView map = read_map(
+        field, "outlier detection",
+        {"consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure",
+         "uneject_on_health_check_pass", "base_ejection_time", "max_ejection_time",
+         "max_ejection_percent", "failure_percent", "failure_percent_minimum_requests", "interval",
+         "success_rate"});
     OutlierDetectionConfig& outlier = out.emplace();
     read_uint(map.find("consecutive_5xx"), outlier.consecutive_5xx, 0, kMaxCount);
     read_uint(map.find("consecutive_gateway_failure"), outlier.consecutive_gateway_failure, 0,
@@ -1413,8 +1405,8 @@ class Loader {
               outlier.failure_percent_minimum_requests, 1, kMaxCount);
     read_duration(map.find("interval"), outlier.interval, true);
     if (const Field* rate = map.find("success_rate")) {
-      MapView sr = read_map(*rate, "success rate", {"minimum_hosts", "request_volume",
-                                                    "stdev_factor"});
+      MapView sr =
+          read_map(*rate, "success rate", {"minimum_hosts", "request_volume", "stdev_factor"});
       OutlierDetectionConfig::SuccessRate& success = outlier.success_rate.emplace();
       read_uint(sr.find("minimum_hosts"), success.minimum_hosts, 2, kMaxCount);
       read_uint(sr.find("request_volume"), success.request_volume, 1, kMaxCount);
@@ -1448,14 +1440,15 @@ class Loader {
     }
     if (errors_.size() == errors_before && ac.min_rtt_interval < 5 * ac.sample_window) {
       const Field* at = map.find("min_rtt_interval") != nullptr ? map.find("min_rtt_interval")
-                                                                 : map.find("sample_window");
+                                                                : map.find("sample_window");
       error(*at, "min_rtt_interval (" + format_duration(ac.min_rtt_interval) +
                      ") must be at least 5 sample windows (" +
                      format_duration(5 * ac.sample_window) +
                      "): the limit is held at min_limit while the minimum is measured");
     }
     if (errors_.size() == errors_before && ac.max_limit < ac.min_limit) {
-      const Field* at = map.find("max_limit") != nullptr ? map.find("max_limit") : map.find("min_limit");
+      const Field* at =
+          map.find("max_limit") != nullptr ? map.find("max_limit") : map.find("min_limit");
       error(*at, "max_limit " + std::to_string(ac.max_limit) + " is below min_limit " +
                      std::to_string(ac.min_limit));
     }
@@ -1856,7 +1849,7 @@ class Loader {
   std::map<std::string, int, std::less<>> cluster_names_;
   std::map<std::string, size_t, std::less<>> cluster_indexes_;
   std::vector<ClusterReference> cluster_references_;
-  bool cluster_unnamed_ = false;  // some cluster's name could not be read
+  bool cluster_unnamed_ = false;    // some cluster's name could not be read
   bool admin_address_set_ = false;  // admin.address was given (else its default is checked)
   std::vector<ListenAddress> listen_addresses_;
 };

@@ -19,6 +19,7 @@
 
 #include "config/json_writer.h"
 #include "config/loader.h"
+#include "config/yaml_path.h"
 #include "kube/iptables.h"
 #include "kube/yaml_emit.h"
 
@@ -73,17 +74,8 @@ struct FieldError {
   throw FieldError{std::move(path), std::move(message)};
 }
 
-std::string field(const std::string& parent, std::string_view key) {
-  if (parent.empty()) return std::string(key);
-  // Annotation and label keys hold dots and slashes, so they are written as ["key"].
-  if (key.find_first_of("./") != std::string_view::npos)
-    return parent + "[\"" + std::string(key) + "\"]";
-  return parent + "." + std::string(key);
-}
-
-std::string item(const std::string& parent, size_t index) {
-  return parent + "[" + std::to_string(index) + "]";
-}
+using config::child_path;
+using config::item_path;
 
 const char* type_name(const YAML::Node& node) {
   switch (node.Type()) {
@@ -125,13 +117,13 @@ YAML::Node optional_map(const YAML::Node& parent, std::string_view key, const st
   YAML::Node node = child(parent, key);
   if (!present(node)) return undefined();
   if (!node.IsMap())
-    fail(field(path, key), std::string("not a map (it is ") + type_name(node) + ")");
+    fail(child_path(path, key), std::string("not a map (it is ") + type_name(node) + ")");
   return node;
 }
 
 YAML::Node required_map(const YAML::Node& parent, std::string_view key, const std::string& path) {
   YAML::Node node = optional_map(parent, key, path);
-  if (!node.IsDefined()) fail(field(path, key), "missing");
+  if (!node.IsDefined()) fail(child_path(path, key), "missing");
   return node;
 }
 
@@ -140,7 +132,7 @@ YAML::Node optional_sequence(const YAML::Node& parent, std::string_view key,
   YAML::Node node = child(parent, key);
   if (!present(node)) return undefined();
   if (!node.IsSequence())
-    fail(field(path, key), std::string("not a sequence (it is ") + type_name(node) + ")");
+    fail(child_path(path, key), std::string("not a sequence (it is ") + type_name(node) + ")");
   return node;
 }
 
@@ -150,7 +142,7 @@ std::string optional_string(const YAML::Node& parent, std::string_view key,
   YAML::Node node = child(parent, key);
   if (!present(node)) return "";
   if (!node.IsScalar())
-    fail(field(path, key), std::string("not a string (it is ") + type_name(node) + ")");
+    fail(child_path(path, key), std::string("not a string (it is ") + type_name(node) + ")");
   return node.Scalar();
 }
 
@@ -254,8 +246,7 @@ bool has(const std::vector<uint16_t>& ports, uint16_t port) {
 // interface's address), on any for outbound (OUTPUT's goes to 127.0.0.1).
 bool takes_redirect(const config::Config& config, uint16_t port, bool inbound) {
   return std::any_of(config.listeners.begin(), config.listeners.end(), [&](const auto& l) {
-    return l.original_destination && l.address.port == port &&
-           !(inbound && is_loopback(l.address));
+    return l.original_destination && l.address.port == port && !(inbound && is_loopback(l.address));
   });
 }
 
@@ -276,7 +267,8 @@ std::string transparent_rules(const InjectOptions& options, const config::Config
     rules.exclude_inbound_ports.push_back(kProbesPort);
   if (std::string why = check_iptables_options(rules); !why.empty()) return why;
   if (config != nullptr) {
-    bool inbound = rules.inbound_all || !rules.inbound_ports.empty() || !options.inbound_ports_given;
+    bool inbound =
+        rules.inbound_all || !rules.inbound_ports.empty() || !options.inbound_ports_given;
     bool outbound = rules.outbound_all || !rules.outbound_ports.empty();
     for (bool in : {true, false}) {
       uint16_t port = in ? rules.inbound_redirect_port : rules.outbound_redirect_port;
@@ -321,7 +313,8 @@ std::optional<Sidecar> make_sidecar(const InjectOptions& options,
       errors->push_back(file + ": the injected pod is probed on port " +
                         std::to_string(kProbesPort) +
                         ", but the config has no probes listener there: add probes: {address: "
-                        "0.0.0.0:" + std::to_string(kProbesPort) + "}");
+                        "0.0.0.0:" +
+                        std::to_string(kProbesPort) + "}");
       return std::nullopt;
     }
     sidecar.config_text = std::move(text);
@@ -649,7 +642,7 @@ class Injector {
       size_t dot = rest.find('.');
       std::string key = rest.substr(0, dot);
       pod.reset(required_map(pod, key, path));
-      path = field(path, key);
+      path = child_path(path, key);
       rest = dot == std::string::npos ? "" : rest.substr(dot + 1);
     }
     return process_template(pod, path);
@@ -661,9 +654,9 @@ class Injector {
   void warn(const std::string& message) { warnings_.push_back(label_ + ": " + message); }
 
   bool process_template(YAML::Node pod, const std::string& path) {
-    std::string meta_path = field(path, "metadata");
+    std::string meta_path = child_path(path, "metadata");
     YAML::Node metadata = optional_map(pod, "metadata", path);
-    std::string annotations_path = field(meta_path, "annotations");
+    std::string annotations_path = child_path(meta_path, "annotations");
     YAML::Node annotations = optional_map(metadata, "annotations", meta_path);
     std::string opt = "";
     std::string status_text;
@@ -672,13 +665,14 @@ class Injector {
       status_text = optional_string(annotations, kInjectStatusAnnotation, annotations_path);
     }
     if (!opt.empty() && opt != "enabled" && opt != "disabled")
-      fail(field(annotations_path, kInjectAnnotation),
+      fail(child_path(annotations_path, kInjectAnnotation),
            "'" + opt + "' is neither \"enabled\" nor \"disabled\"");
     bool disabled = opt == "disabled";
     if (disabled && !uninject_) return false;
     if (!status_text.empty()) {
-      remove_sidecar(pod, path,
-                     parse_status(status_text, field(annotations_path, kInjectStatusAnnotation)));
+      remove_sidecar(
+          pod, path,
+          parse_status(status_text, child_path(annotations_path, kInjectStatusAnnotation)));
     }
     if (uninject_ || disabled) return false;
     add_sidecar(pod, path);
@@ -693,42 +687,45 @@ class Injector {
     for (size_t i = 0; i < list.size(); ++i) {
       YAML::Node entry = list[i];
       if (!entry.IsMap())
-        fail(item(path, i), std::string("not a map (it is ") + type_name(entry) + ")");
-      std::string name = optional_string(entry, "name", item(path, i));
-      if (name.empty()) fail(field(item(path, i), "name"), "missing");
+        fail(item_path(path, i), std::string("not a map (it is ") + type_name(entry) + ")");
+      std::string name = optional_string(entry, "name", item_path(path, i));
+      if (name.empty()) fail(child_path(item_path(path, i), "name"), "missing");
       auto earlier = std::find(seen.begin(), seen.end(), name);
       if (earlier != seen.end())
-        fail(field(item(path, i), "name"),
-             "'" + name + "' again, as " + item(path, earlier - seen.begin()) + " is named");
+        fail(child_path(item_path(path, i), "name"),
+             "'" + name + "' again, as " + item_path(path, earlier - seen.begin()) + " is named");
       seen.push_back(name);
       if (std::find(kOurNames.begin(), kOurNames.end(), name) != kOurNames.end())
-        fail(item(path, i), "already named '" + name +
-                                "', a name bulwark inject gives what it adds, and not recorded "
-                                "as added in bulwark.io/inject-status; rename it or remove it");
+        fail(item_path(path, i),
+             "already named '" + name +
+                 "', a name bulwark inject gives what it adds, and not recorded "
+                 "as added in bulwark.io/inject-status; rename it or remove it");
     }
   }
 
   void add_sidecar(YAML::Node pod, const std::string& path) {
     InjectStatus status;
-    std::string spec_path = field(path, "spec");
+    std::string spec_path = child_path(path, "spec");
     YAML::Node spec = required_map(pod, "spec", path);
     // In the node's network namespace bulwark's listeners would be the node's, and every
     // process of the node (every hostNetwork pod too) a loopback peer its admin listener obeys.
     YAML::Node host_network = child(spec, "hostNetwork");
     if (yaml_true(host_network))
-      fail(field(spec_path, "hostNetwork"),
-           host_network.Scalar() + ": not injected: bulwark's ports would be the node's, and every process on the node "
-           "could drain or reload it through its loopback admin listener (annotate the template "
-           "bulwark.io/inject: \"disabled\" to pass it through)");
-    std::string containers_path = field(spec_path, "containers");
+      fail(
+          child_path(spec_path, "hostNetwork"),
+          host_network.Scalar() +
+              ": not injected: bulwark's ports would be the node's, and every process on the node "
+              "could drain or reload it through its loopback admin listener (annotate the template "
+              "bulwark.io/inject: \"disabled\" to pass it through)");
+    std::string containers_path = child_path(spec_path, "containers");
     YAML::Node containers = optional_sequence(spec, "containers", spec_path);
     if (!containers.IsDefined() || containers.size() == 0)
       fail(containers_path, "missing or empty: a pod needs a container");
     check_names(containers, containers_path);
     YAML::Node init = optional_sequence(spec, "initContainers", spec_path);
-    if (init.IsDefined()) check_names(init, field(spec_path, "initContainers"));
+    if (init.IsDefined()) check_names(init, child_path(spec_path, "initContainers"));
     YAML::Node volumes = optional_sequence(spec, "volumes", spec_path);
-    if (volumes.IsDefined()) check_names(volumes, field(spec_path, "volumes"));
+    if (volumes.IsDefined()) check_names(volumes, child_path(spec_path, "volumes"));
     warn_port_clashes(containers, containers_path);
 
     // Init containers run in order: the rules are written before the sidecar starts.
@@ -756,7 +753,7 @@ class Injector {
             "--classic: the bulwark container keeps running after the job's containers end, so "
             "the Job never completes; the native sidecar (without --classic) stops with them");
       add_pre_stops(containers, containers_path, &status);
-      std::string first_app = optional_string(containers[0], "name", item(containers_path, 0));
+      std::string first_app = optional_string(containers[0], "name", item_path(containers_path, 0));
       spec["containers"] = rebuilt(containers, {container}, {});
       if (!first_app.empty())
         add_annotation_if_absent(pod, path, kDefaultContainerAnnotation, first_app, &status);
@@ -788,32 +785,33 @@ class Injector {
     IptablesOptions rules = *sidecar_.iptables;
     if (!sidecar_.inbound_ports_given) {
       for (const char* list_name : {"containers", "initContainers"}) {
-        std::string list_path = field(spec_path, list_name);
+        std::string list_path = child_path(spec_path, list_name);
         YAML::Node list = optional_sequence(spec, list_name, spec_path);
         for (size_t i = 0; list.IsDefined() && i < list.size(); ++i) {
           if (std::string_view(list_name) == "initContainers" &&
-              optional_string(list[i], "restartPolicy", item(list_path, i)) != "Always")
+              optional_string(list[i], "restartPolicy", item_path(list_path, i)) != "Always")
             continue;  // runs to completion before the app: serves no one
-          add_declared_ports(list[i], item(list_path, i), &rules);
+          add_declared_ports(list[i], item_path(list_path, i), &rules);
         }
       }
       rules.exclude_inbound_ports.clear();  // applied above; the rules capture a list
     }
     bool outbound = rules.outbound_all || !rules.outbound_ports.empty();
     if (rules.inbound_ports.empty() && !rules.inbound_all && !outbound) {
-      warn("--transparent: no container declares a TCP port to capture inbound, and no "
-           "--outbound-ports: injected without the bulwark-iptables init container");
+      warn(
+          "--transparent: no container declares a TCP port to capture inbound, and no "
+          "--outbound-ports: injected without the bulwark-iptables init container");
       return std::nullopt;
     }
     if (std::string why = check_iptables_options(rules); !why.empty())
-      fail(field(spec_path, "containers"), "--transparent: " + why);
+      fail(child_path(spec_path, "containers"), "--transparent: " + why);
     return rules;
   }
 
   // The TCP ports `container` declares, into rules->inbound_ports (each once).
   void add_declared_ports(const YAML::Node& container, const std::string& path,
                           IptablesOptions* rules) {
-    std::string ports_path = field(path, "ports");
+    std::string ports_path = child_path(path, "ports");
     YAML::Node ports = optional_sequence(container, "ports", path);
     for (size_t j = 0; ports.IsDefined() && j < ports.size(); ++j) {
       YAML::Node port = ports[j];
@@ -833,7 +831,7 @@ class Injector {
       if (p == kProbesPort || has(rules->exclude_inbound_ports, p) || has(rules->inbound_ports, p))
         continue;
       if (p == rules->inbound_redirect_port || p == rules->outbound_redirect_port)
-        fail(field(item(ports_path, j), "containerPort"),
+        fail(child_path(item_path(ports_path, j), "containerPort"),
              std::to_string(p) +
                  " is where bulwark takes the connections iptables redirects "
                  "(--inbound-redirect-port, --outbound-redirect-port): the app and bulwark "
@@ -879,7 +877,7 @@ class Injector {
 
   YAML::Node annotations_map(YAML::Node pod, const std::string& path, InjectStatus* status) {
     YAML::Node metadata = ensure_map(pod, "metadata", path, "metadata", status);
-    return ensure_map(metadata, "annotations", field(path, "metadata"), "metadata.annotations",
+    return ensure_map(metadata, "annotations", child_path(path, "metadata"), "metadata.annotations",
                       status);
   }
 
@@ -897,7 +895,7 @@ class Injector {
   void add_pre_stops(const YAML::Node& containers, const std::string& path, InjectStatus* status) {
     for (size_t i = 0; i < containers.size(); ++i) {
       YAML::Node c = containers[i];
-      std::string c_path = item(path, i);
+      std::string c_path = item_path(path, i);
       std::string name = optional_string(c, "name", c_path);
       YAML::Node lifecycle = optional_map(c, "lifecycle", c_path);
       if (lifecycle.IsDefined() && present(child(lifecycle, "preStop"))) {
@@ -926,7 +924,7 @@ class Injector {
       try {
         current = child(spec, "terminationGracePeriodSeconds").as<int64_t>();
       } catch (const YAML::Exception&) {
-        fail(field(spec_path, "terminationGracePeriodSeconds"),
+        fail(child_path(spec_path, "terminationGracePeriodSeconds"),
              "'" + text + "' is not a whole number of seconds");
       }
     }
@@ -945,14 +943,14 @@ class Injector {
   // network namespace, so one of them would fail to bind.
   void warn_port_clashes(const YAML::Node& containers, const std::string& path) {
     for (size_t i = 0; i < containers.size(); ++i) {
-      YAML::Node ports = optional_sequence(containers[i], "ports", item(path, i));
+      YAML::Node ports = optional_sequence(containers[i], "ports", item_path(path, i));
       if (!ports.IsDefined()) continue;
       for (const YAML::Node& port : ports) {
         YAML::Node number = port.IsMap() ? child(port, "containerPort") : YAML::Node();
         if (!number.IsScalar()) continue;
         for (const auto& ours : sidecar_.ports) {
           if (number.Scalar() == std::to_string(ours.port))
-            warn(item(path, i) + " declares port " + number.Scalar() +
+            warn(item_path(path, i) + " declares port " + number.Scalar() +
                  ", which bulwark listens on (" + ours.name +
                  "); the app must listen on another port, or on 127.0.0.1 only");
         }
@@ -967,12 +965,13 @@ class Injector {
       if (node.IsScalar()) return node;
     } catch (const YAML::Exception&) {
     }
-    fail(field(field(field(path, "metadata"), "annotations"), kInjectStatusAnnotation),
+    fail(child_path(child_path(child_path(path, "metadata"), "annotations"),
+                    kInjectStatusAnnotation),
          "the previous terminationGracePeriodSeconds '" + yaml + "' is not a YAML scalar");
   }
 
   void remove_sidecar(YAML::Node pod, const std::string& path, const InjectStatus& status) {
-    std::string spec_path = field(path, "spec");
+    std::string spec_path = child_path(path, "spec");
     YAML::Node spec = required_map(pod, "spec", path);
     auto take_out = [&](const std::string& key, const std::vector<std::string_view>& names) {
       YAML::Node list = optional_sequence(spec, key, spec_path);
@@ -1315,7 +1314,7 @@ InjectResult inject(std::string_view input, const InjectOptions& options,
         YAML::Node remaining(YAML::NodeType::Sequence);
         remaining.SetStyle(items.Style());
         for (size_t i = 0; i < items.size(); ++i) {
-          if (handle(items[i], label + ", " + item("items", i) + describe(items[i])))
+          if (handle(items[i], label + ", " + item_path("items", i) + describe(items[i])))
             remaining.push_back(items[i]);
         }
         if (remaining.size() != items.size()) doc["items"] = remaining;
@@ -1460,26 +1459,26 @@ struct CommandLine {
   bool help = false;
   bool sidecar_flags = false;  // a flag that shapes the injection, which --uninject ignores
   bool transparent = false;
-  IptablesOptions rules;       // what the --transparent flags below set
-  std::string rules_flag;      // one of them, given without --transparent
+  IptablesOptions rules;   // what the --transparent flags below set
+  std::string rules_flag;  // one of them, given without --transparent
 };
 
 // The flags that take a value.
 constexpr std::array<std::string_view, 15> kValueFlags{"-f",
-                                                      "--filename",
-                                                      "--image",
-                                                      "--config-map",
-                                                      "--config-map-from",
-                                                      "--ports",
-                                                      "--cpu-request",
-                                                      "--memory-request",
-                                                      "--memory-limit",
-                                                      "--inbound-ports",
-                                                      "--exclude-inbound-ports",
-                                                      "--inbound-redirect-port",
-                                                      "--outbound-ports",
-                                                      "--exclude-outbound-ports",
-                                                      "--outbound-redirect-port"};
+                                                       "--filename",
+                                                       "--image",
+                                                       "--config-map",
+                                                       "--config-map-from",
+                                                       "--ports",
+                                                       "--cpu-request",
+                                                       "--memory-request",
+                                                       "--memory-limit",
+                                                       "--inbound-ports",
+                                                       "--exclude-inbound-ports",
+                                                       "--inbound-redirect-port",
+                                                       "--outbound-ports",
+                                                       "--exclude-outbound-ports",
+                                                       "--outbound-redirect-port"};
 
 // Applies a flag that takes a value. Returns the usage error, or "" when it is fine.
 bool takes_value(std::string_view flag) {
@@ -1497,9 +1496,9 @@ std::string apply_flag(const std::string& flag, const std::string& value, Comman
     IptablesOptions& r = line->rules;
     bool inbound = flag.find("inbound") != std::string::npos;
     bool exclude = flag.rfind("--exclude", 0) == 0;
-    std::vector<uint16_t>* ports = exclude ? (inbound ? &r.exclude_inbound_ports
-                                                      : &r.exclude_outbound_ports)
-                                           : (inbound ? &r.inbound_ports : &r.outbound_ports);
+    std::vector<uint16_t>* ports =
+        exclude ? (inbound ? &r.exclude_inbound_ports : &r.exclude_outbound_ports)
+                : (inbound ? &r.inbound_ports : &r.outbound_ports);
     bool* all = exclude ? nullptr : (inbound ? &r.inbound_all : &r.outbound_all);
     ports->clear();
     if (all != nullptr) *all = false;  // the last of a repeated flag wins
