@@ -119,6 +119,16 @@ struct RetryBudgetConfig {
 };
 
 // A route's retry policy. A route without `retry:` gets these defaults (attempts 2).
+// retry.hedge: when a re-sendable request has no response head after `delay`, another try starts
+// on another endpoint; the first head wins and the other tries are cancelled. At namespace scope
+// (not nested in RetryConfig): clang cannot default-construct a nested struct with member
+// initializers inside its enclosing class's definition.
+struct HedgeConfig {
+  Duration delay{50};       // > 0; ignored with auto_delay
+  bool auto_delay = false;  // `delay: auto`: the route's observed p95 time to a response head
+  uint32_t max_hedges = 1;  // 1..3, and fewer than attempts: each hedge is a try
+};
+
 struct RetryConfig {
   uint32_t attempts = 2;                    // total tries including the first, 1..10; 1 = no retry
   Duration per_try_timeout{0};              // time to the response head of each try; 0 = none
@@ -129,6 +139,7 @@ struct RetryConfig {
   bool retry_non_idempotent = false;  // re-send POST/PATCH/... after bytes went out
   size_t max_body_bytes = 64 * 1024;  // request bodies up to this are kept for re-sending
   RetryBudgetConfig budget;
+  std::optional<HedgeConfig> hedge;  // none: no hedging
 };
 
 // Route bulkhead: at most max_concurrent requests in flight, max_queued more wait (FIFO) up to

@@ -92,6 +92,16 @@ void write_retry(JsonWriter& w, const RetryConfig& retry) {
   w.member("min_retries_per_second", uint64_t{retry.budget.min_retries_per_second});
   w.member("window", format_duration(retry.budget.window));
   w.end_object();
+  w.key("hedge");
+  if (!retry.hedge) {
+    w.null();
+  } else {
+    w.begin_object();
+    w.member("delay", retry.hedge->auto_delay ? std::string("auto")
+                                              : format_duration(retry.hedge->delay));
+    w.member("max_hedges", uint64_t{retry.hedge->max_hedges});
+    w.end_object();
+  }
   w.end_object();
 }
 

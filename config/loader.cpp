@@ -44,6 +44,7 @@ constexpr uint32_t kMaxHeaderCount = 10000;  // header fields in one head (Envoy
 constexpr uint32_t kMaxTrustedHops = 64;
 constexpr uint32_t kMaxConnections = 10'000'000;
 constexpr uint32_t kMaxRetryAttempts = 10;
+constexpr uint32_t kMaxHedges = 3;
 constexpr uint64_t kMaxRetryBodyBytes = 64 * 1024 * 1024;
 constexpr double kMaxRequestsPerSecond = 1e9;
 // Route regexes (RE2). Matching is linear in the path, but each byte can cost up to the program
@@ -1020,7 +1021,8 @@ class Loader {
     const size_t errors_before = errors_.size();
     MapView map = read_map(field, "retry",
                            {"attempts", "per_try_timeout", "retry_on", "retriable_status_codes",
-                            "backoff", "retry_non_idempotent", "max_body_bytes", "budget"});
+                            "backoff", "retry_non_idempotent", "max_body_bytes", "budget",
+                            "hedge"});
     read_uint(map.find("attempts"), retry.attempts, 1, kMaxRetryAttempts);
     read_duration(map.find("per_try_timeout"), retry.per_try_timeout, true);
     std::map<uint32_t, Field> conditions;
@@ -1053,6 +1055,33 @@ class Loader {
     read_bool(map.find("retry_non_idempotent"), retry.retry_non_idempotent);
     read_size(map.find("max_body_bytes"), retry.max_body_bytes, 0, kMaxRetryBodyBytes);
     if (const Field* budget = map.find("budget")) read_retry_budget(*budget, retry.budget);
+    if (const Field* hedge = map.find("hedge")) read_hedge(*hedge, retry);
+  }
+
+  void read_hedge(const Field& field, RetryConfig& retry) {
+    const size_t errors_before = errors_.size();
+    MapView map = read_map(field, "hedge", {"delay", "max_hedges"});
+    HedgeConfig& hedge = retry.hedge.emplace();
+    const Field* delay = map.find("delay");
+    if (delay != nullptr && delay->value.IsScalar() && delay->value.Scalar() == "auto") {
+      hedge.auto_delay = true;
+    } else {
+      read_duration(delay, hedge.delay, true);
+    }
+    const Field* max = map.find("max_hedges");
+    read_uint(max, hedge.max_hedges, 1, kMaxHedges);
+    if (errors_.size() != errors_before) return;
+    if (hedge.max_hedges >= retry.attempts) {
+      error(max != nullptr ? *max : field,
+            "each hedge is a try: max_hedges (" + std::to_string(hedge.max_hedges) +
+                ") must be less than this retry policy's attempts (" +
+                std::to_string(retry.attempts) + ")");
+    } else if (!hedge.auto_delay && retry.per_try_timeout.count() > 0 &&
+               hedge.delay >= retry.per_try_timeout) {
+      error(delay != nullptr ? *delay : field,
+            "the hedge delay must be shorter than per_try_timeout (" +
+                format_duration(retry.per_try_timeout) + "), or no hedge would ever start");
+    }
   }
 
   // Reads the list of retry conditions into `bits`, and returns each condition's item so later

@@ -42,6 +42,12 @@ enum class RetryReason : uint8_t {
 };
 // "connect-failure", "reset", "gateway-error", "5xx", "retriable-status-codes", "per-try-timeout"
 std::string_view to_string(RetryReason r);
+// The reason word of a failure without a response (whatever retry_on says).
+constexpr RetryReason retry_reason_of(TryFailure f) {
+  return f == TryFailure::kConnectFailure ? RetryReason::kConnectFailure
+         : f == TryFailure::kReset        ? RetryReason::kReset
+                                          : RetryReason::kPerTryTimeout;
+}
 
 // What the proxy knows about a request whose try just failed (see RetryPolicy::decide).
 struct RetryAsk {

@@ -80,6 +80,15 @@ Exchange::~Exchange() {
   release_upstream(false);
   // A write to the upstream in flight was cut with the connection: the Outbox is free.
   res_.to_upstream.clear();
+  if (hedges_sent_ > 0) {
+    for (const std::unique_ptr<HedgeTry>& h : res_.hedges) {
+      h->upstream.reset();
+      h->endpoint.reset();
+      h->circuit.reset();
+      h->racing = false;
+      h->request.clear();
+    }
+  }
   res_.exchange = nullptr;
 }
 
@@ -255,6 +264,12 @@ void Exchange::on_request_complete() {
       !request_upgrade_) {
     res_.to_upstream.add_last_chunk();
   }
+  // A hedge waits for the whole request: its delay starts now when the try started before.
+  if (state_ == State::kProxying && route_ != nullptr && route_->shared->retry.config().hedge &&
+      try_ != nullptr && wait_ == Wait::kNone && !response_head_sent_ && hedge_at_ms_ == 0 &&
+      hedges_racing_ == 0) {
+    arm_hedge();
+  }
 }
 
 void Exchange::on_tunnel_data(const char* data, size_t n, BufferBlock* block) {
@@ -402,6 +417,8 @@ void Exchange::finish() {
 }
 
 void Exchange::on_stream_closed() {
+  // Hedges still racing end first, so the access log lists them.
+  if (hedges_racing_ > 0) end_racing_hedges(HedgeOutcome::kCancelled);
   // A tunnel ends by closing; anything else open now was cut short.
   complete(state_ == State::kTunnel);
   end_policies();
@@ -493,18 +510,20 @@ void Exchange::write_access_log() {
   size_t listed = failed.empty() ? 0 : 1;
   for (size_t at = failed.find(", "); at != std::string::npos; at = failed.find(", ", at + 2))
     ++listed;
-  char last_try[96];
+  char last_try[128];
   if (tries_ > listed && endpoint_ != nullptr) {
     r.upstream = endpoint_->endpoint.address;
     std::string scratch;
     std::string_view outcome =
         last_try_outcome(local_reason_, response_status_, try_error_, scratch);
-    int n =
-        outcome.empty()
-            ? snprintf(last_try, sizeof last_try, "%.*s %d", static_cast<int>(r.upstream.size()),
-                       r.upstream.data(), response_status_)
-            : snprintf(last_try, sizeof last_try, "%.*s %.*s", static_cast<int>(r.upstream.size()),
-                       r.upstream.data(), static_cast<int>(outcome.size()), outcome.data());
+    const char* hedge = lead_hedge_ != nullptr ? " (hedge)" : "";
+    int n = outcome.empty()
+                ? snprintf(last_try, sizeof last_try, "%.*s %d%s",
+                           static_cast<int>(r.upstream.size()), r.upstream.data(),
+                           response_status_, hedge)
+                : snprintf(last_try, sizeof last_try, "%.*s %.*s%s",
+                           static_cast<int>(r.upstream.size()), r.upstream.data(),
+                           static_cast<int>(outcome.size()), outcome.data(), hedge);
     r.last_try = {last_try, std::min(static_cast<size_t>(std::max(n, 0)), sizeof last_try - 1)};
   }
 

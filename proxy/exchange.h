@@ -23,8 +23,10 @@
 // deadline timer.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "filters/adaptive_concurrency.h"
 #include "filters/circuit_breaker.h"
@@ -53,6 +55,19 @@ inline constexpr size_t kMaxUnsentRequestBytes = 64 * 1024;
 // `timeout client-fin`), whatever the stream idle timeout says.
 inline constexpr uint64_t kHalfClosedTunnelIdleMs = 30'000;
 
+// A hedge (retry.hedge): a try racing the exchange's lead try, on another endpoint, with its own
+// response parser and its own copy of the request. Made at a slot's first hedge and kept with it.
+struct HedgeTry {
+  HedgeTry();
+  http::Parser parser;
+  Outbox request;
+  std::optional<UpstreamRequest> upstream;
+  PoolRef endpoint;
+  filters::CircuitBreaker::Permit circuit;
+  uint64_t started_ms = 0;  // loop time
+  bool racing = false;      // running beside the lead try
+};
+
 // What an exchange keeps between requests: lent with it, never reset but reused.
 struct ExchangeResources {
   explicit ExchangeResources(Worker& worker);
@@ -75,6 +90,7 @@ struct ExchangeResources {
   // first try was the last): for the debug log and the access log.
   std::string failed_tries;
   std::string log_request;  // "METHOD TARGET", kept only when logged
+  std::vector<std::unique_ptr<HedgeTry>> hedges;  // up to max_hedges, made as first needed
 
  private:
   void on_wait_timer();
@@ -217,6 +233,40 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   void release_upstream(bool reusable);
   bool response_complete() const { return try_ && try_->response_complete(); }
 
+  // Hedging (retry.hedge; exchange_hedge.cpp).
+  enum class HedgeOutcome : uint8_t { kWon, kLost, kFailed, kCancelled, kCount };
+  // Sets when the current try gets a hedge, if it may have one.
+  void arm_hedge();
+  // The hedge delay passed without a response head: starts a hedge when everything allows it.
+  void start_hedge();
+  // The racing hedge `t` is, or null (the lead try, or not a hedge).
+  HedgeTry* racing_hedge(const UpstreamRequest& t);
+  // The lead try failed (or got a status to retry) while hedges race: the earliest takes the
+  // lead instead of a retry. False when none races.
+  bool hand_over_to_hedge();
+  // Makes `h` the lead try (the lead is released or cancelled by the caller).
+  void promote(HedgeTry& h);
+  // A racing hedge ends: its connection is closed, its permit given back without an outcome
+  // unless recorded, and the access log lists it.
+  void end_hedge(HedgeTry& h, HedgeOutcome outcome, std::string_view log_outcome);
+  // Every racing hedge ends with `outcome` (a response won, or the exchange ended).
+  void end_racing_hedges(HedgeOutcome outcome);
+  void count_hedge(HedgeOutcome outcome);
+  // A racing hedge failed without a response head: recorded against its endpoint, and it ends.
+  void hedge_failed(HedgeTry& h, filters::TryFailure failure, LocalReason reason, int err);
+  // A racing hedge's response head: true when the hedge wins (it leads now), false when its
+  // answer is one to retry (it ended; the lead goes on).
+  bool hedge_answered(HedgeTry& h, const http::MessageHead& head);
+  // The lead's response head goes to the client: racing hedges lose, the delay is recorded.
+  void hedge_lead_answered();
+  // The failed lead try in the access log's tries: its status, TLS error or `reason`.
+  void note_failed_lead(std::string_view reason);
+  // The failed try list of the access log: "ENDPOINT OUTCOME".
+  void note_ended_try(const EndpointPool* pool, std::string_view outcome, bool hedge);
+  // record_try_outcome() for any try.
+  void record_outcome(const EndpointPool* pool, filters::CircuitBreaker::Permit& permit,
+                      uint64_t try_start_us, int status, bool local_origin);
+
   // Toward the client.
   void flush_to_client(bool at_once = false);
   // `status` overrides the reason's status (an injected abort); `retry_after_s` adds Retry-After.
@@ -232,8 +282,9 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The request head for the upstream, into to_upstream: the route's path rewrite, the
   // upgrade protocols the route lets through (the parser is told in head.upgrade), and the
   // forwarding headers.
-  // host_rewrite: auto: puts the Host of the endpoint the try goes to (endpoint_) in the head.
-  void rewrite_host_for_endpoint();
+  // host_rewrite: auto: puts the Host of the endpoint the try goes to (`pool`) in the head of
+  // `request` (the try's copy), where the Host value is host_len long now.
+  void rewrite_host(Outbox& request, const EndpointPool& pool, uint32_t& host_len);
   void write_upstream_head(http::MessageHead& head, const RequestTarget& target,
                            const config::RouteConfig& route, bool wants_upgrade,
                            bool add_request_id);
@@ -250,8 +301,16 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   WorkerCluster* cluster_ = nullptr;
   RouteStats* route_stats_ = nullptr;
   GaugeHold active_request_;            // counted in the cluster's active requests
-  PoolRef endpoint_;                    // the pool of the current (or last) try
-  std::optional<UpstreamRequest> try_;  // the current (or last) try; a new one for each
+  PoolRef endpoint_;  // the pool of the current (or last) try
+  // The current (or last) try: first_try_ (a new one for each retry), or a hedge that took the
+  // lead (lead_hedge_).
+  UpstreamRequest* try_ = nullptr;
+  std::optional<UpstreamRequest> first_try_;
+  HedgeTry* lead_hedge_ = nullptr;
+  uint64_t hedge_at_ms_ = 0;  // loop time the current try gets a hedge; 0 = none
+  uint8_t hedges_sent_ = 0;
+  uint8_t hedges_racing_ = 0;
+  bool lead_hedge_counted_ = false;  // lead_hedge_'s outcome is counted
   Wait wait_ = Wait::kNone;
   Admission admission_;  // the admission chain's state, and what the request holds from it
   filters::CircuitBreaker::Permit circuit_permit_;

@@ -113,37 +113,45 @@ void Exchange::start_try() {
   }
   ++tries_;
   // A new try: its connection, parser state and flags start fresh.
-  try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this), res_.response_parser,
-               res_.to_upstream);
+  first_try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this),
+                     res_.response_parser, res_.to_upstream);
+  try_ = &*first_try_;
+  if (lead_hedge_ != nullptr && !lead_hedge_counted_) count_hedge(HedgeOutcome::kFailed);
+  lead_hedge_ = nullptr;
   const config::RetryConfig& retry = route_->shared->retry.config();
   if (retry.per_try_timeout.count() > 0) {
     try_deadline_ms_ =
         uv_now(worker_.loop()) + static_cast<uint64_t>(retry.per_try_timeout.count());
     arm_deadline_timer();
   }
+  if (retry.hedge) arm_hedge();
   connect_upstream(false);
 }
 
 void Exchange::record_try_outcome(int status, bool local_origin) {
-  if (endpoint_ == nullptr) {
+  record_outcome(endpoint_.get(), circuit_permit_, try_->start_us(), status, local_origin);
+}
+
+void Exchange::record_outcome(const EndpointPool* pool, filters::CircuitBreaker::Permit& permit,
+                              uint64_t try_start_us, int status, bool local_origin) {
+  if (pool == nullptr) {
     // The try never reached an endpoint (it waited for a pool connection until its timeout):
     // local saturation, no evidence against the cluster or any endpoint.
-    circuit_permit_.reset();
+    permit.reset();
     return;
   }
   const bool failure = status == 0 || status >= 500;
-  if (circuit_permit_) {
-    circuit_permit_.record(
-        failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
-        static_cast<filters::Micros>(now_us() - try_->start_us()));
+  if (permit) {
+    permit.record(failure ? filters::CallOutcome::kFailure : filters::CallOutcome::kSuccess,
+                  static_cast<filters::Micros>(now_us() - try_start_us));
   }
   using Outcome = filters::OutlierDetector::Outcome;
   const bool gateway = status == 0 || status == 502 || status == 503 || status == 504;
-  cluster_->record_outcome(*endpoint_, local_origin ? Outcome::kLocalOriginFailure
-                                       : !failure   ? Outcome::kSuccess
-                                       : gateway    ? Outcome::kGatewayFailure
-                                                    : Outcome::kServerError);
-  if (local_origin) unreachable_.add(endpoint_.get());
+  cluster_->record_outcome(*pool, local_origin ? Outcome::kLocalOriginFailure
+                                  : !failure   ? Outcome::kSuccess
+                                  : gateway    ? Outcome::kGatewayFailure
+                                               : Outcome::kServerError);
+  if (local_origin) unreachable_.add(pool);
 }
 
 void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int err) {
@@ -165,7 +173,19 @@ void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int e
   if (!response_head_sent_) {
     if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
     record_try_outcome(0, local_origin);
-    if (maybe_retry(route_->shared->retry.retriable_failure(failure))) return;
+    if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
+      lead_hedge_counted_ = true;
+      count_hedge(HedgeOutcome::kFailed);
+    }
+    const std::optional<filters::RetryReason> retriable =
+        route_->shared->retry.retriable_failure(failure);
+    if (hedges_racing_ > 0) {
+      // A hedge is already under way: it takes over, whatever retry_on says.
+      note_failed_lead(filters::to_string(filters::retry_reason_of(failure)));
+      hand_over_to_hedge();
+      return;
+    }
+    if (maybe_retry(retriable)) return;
   }
   upstream_failed(reason, err);
 }
@@ -202,28 +222,19 @@ bool Exchange::maybe_retry(std::optional<filters::RetryReason> reason) {
   }
   const uint64_t backoff_ms = static_cast<uint64_t>((decision.backoff + 999) / 1000);
   route_stats_->retries[static_cast<size_t>(*reason)].inc();
-  std::string& failed = res_.failed_tries;
-  if (!failed.empty()) failed.append(", ");
-  failed.append(endpoint_ != nullptr ? std::string_view(endpoint_->endpoint.address) : "-");
-  failed.push_back(' ');
-  if (response_status_ >= 200) {
-    failed.append(std::to_string(response_status_));
-  } else if (is_tls_status(try_error_)) {
-    failed.append("tls:").append(tls_error_name(tls_error_of(try_error_)));
-  } else {
-    failed.append(filters::to_string(*reason));
-  }
+  note_failed_lead(filters::to_string(*reason));
   log::debug("retrying request")
       .str("route", policy.config.name)
       .str("request_id", {request_id_, request_id_len_})
       .str("reason", filters::to_string(*reason))
-      .str("failed_tries", failed)
+      .str("failed_tries", res_.failed_tries)
       .num("attempt", tries_ + 1)
       .num("backoff_ms", static_cast<int64_t>(backoff_ms));
   release_upstream(false);
   circuit_permit_.reset();
   failed_endpoint_ = endpoint_.get();
   try_deadline_ms_ = 0;
+  hedge_at_ms_ = 0;
   arm_deadline_timer();
   wait_ = Wait::kBackoff;
   res_.wait_timer.start(backoff_ms);
@@ -245,7 +256,36 @@ void Exchange::cancel_wait() {
   wait_ = Wait::kNone;
 }
 
+void Exchange::note_failed_lead(std::string_view reason) {
+  if (response_status_ >= 200) {
+    char status[16];
+    snprintf(status, sizeof status, "%d", response_status_);
+    note_ended_try(endpoint_.get(), status, lead_hedge_ != nullptr);
+  } else if (is_tls_status(try_error_)) {
+    std::string tls = "tls:";
+    tls += tls_error_name(tls_error_of(try_error_));
+    note_ended_try(endpoint_.get(), tls, lead_hedge_ != nullptr);
+  } else {
+    note_ended_try(endpoint_.get(), reason, lead_hedge_ != nullptr);
+  }
+}
+
+void Exchange::note_ended_try(const EndpointPool* pool, std::string_view outcome, bool hedge) {
+  std::string& tries = res_.failed_tries;
+  if (!tries.empty()) tries.append(", ");
+  tries.append(pool != nullptr ? std::string_view(pool->endpoint.address) : "-");
+  tries.push_back(' ');
+  tries.append(outcome);
+  if (hedge) tries.append(" (hedge)");
+}
+
 void Exchange::end_policies() {
+  hedge_at_ms_ = 0;
+  if (hedges_racing_ > 0) end_racing_hedges(HedgeOutcome::kCancelled);
+  if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
+    lead_hedge_counted_ = true;
+    count_hedge(HedgeOutcome::kCancelled);
+  }
   cancel_wait();
   circuit_permit_.reset();
   adaptive_permit_.reset();
@@ -272,6 +312,7 @@ void Exchange::arm_deadline_timer() {
   uint64_t next = proxying ? route_deadline_ms_ : 0;
   if (proxying && try_deadline_ms_ != 0 && (next == 0 || try_deadline_ms_ < next))
     next = try_deadline_ms_;
+  if (proxying && hedge_at_ms_ != 0 && (next == 0 || hedge_at_ms_ < next)) next = hedge_at_ms_;
   uint64_t idle = stream_idle_deadline_ms();
   if (idle != 0 && (next == 0 || idle < next)) next = idle;
   // Nothing due, or the timer fires by then anyway (armed for this moment or an earlier one, by
@@ -333,6 +374,10 @@ void Exchange::on_deadline_timer() {
     try_failed(filters::TryFailure::kPerTryTimeout, LocalReason::kUpstreamTimeout, UV_ETIMEDOUT);
     return;
   }
+  if (hedge_at_ms_ != 0 && now >= hedge_at_ms_) {
+    hedge_at_ms_ = 0;
+    start_hedge();
+  }
   arm_deadline_timer();
 }
 
@@ -378,7 +423,7 @@ void Exchange::connect_upstream(bool fresh_only) {
         0);
     return;
   }
-  if (host_auto_) rewrite_host_for_endpoint();
+  if (host_auto_) rewrite_host(res_.to_upstream, *endpoint_, host_len_);
   switch (try_->start(*endpoint_, fresh_only, may_resend_ && !request_suspect_)) {
     case UpstreamRequest::Start::kStarted:
       return;
@@ -392,32 +437,46 @@ void Exchange::connect_upstream(bool fresh_only) {
   }
 }
 
-void Exchange::rewrite_host_for_endpoint() {
+void Exchange::rewrite_host(Outbox& request, const EndpointPool& pool, uint32_t& host_len) {
   // The endpoint's name as configured ("payments.internal:8443", "10.0.0.5:80"), without the
   // port its scheme implies, as a client of it would write Host.
-  std::string_view name = endpoint_->endpoint.name;
+  std::string_view name = pool.endpoint.name;
   const std::string_view default_port = cluster_->config().tls ? ":443" : ":80";
   if (name.size() > default_port.size() && name.substr(name.size() - default_port.size()) ==
                                                default_port) {
     name.remove_suffix(default_port.size());
   }
-  const std::string& head = res_.to_upstream.head;
-  if (std::string_view(head).substr(host_at_, host_len_) == name) return;  // as the last try's
-  if (res_.to_upstream.replace_in_head(host_at_, host_len_, name)) {
-    host_len_ = static_cast<uint32_t>(name.size());
+  const std::string& head = request.head;
+  if (std::string_view(head).substr(host_at_, host_len) == name) return;  // as the last try's
+  if (request.replace_in_head(host_at_, host_len, name)) {
+    host_len = static_cast<uint32_t>(name.size());
   }
 }
 
-void Exchange::on_try_pool_capacity(UpstreamRequest&) {
-  if (wait_ != Wait::kPool) return;
+void Exchange::on_try_pool_capacity(UpstreamRequest& t) {
+  if (wait_ != Wait::kPool || &t != try_) return;
   wait_ = Wait::kNone;
   res_.wait_timer.stop();
   connect_upstream(false);
 }
 
-void Exchange::on_try_ready(UpstreamRequest&) { flush_to_upstream(); }
+void Exchange::on_try_ready(UpstreamRequest& t) {
+  if (racing_hedge(t) != nullptr) {
+    if (t.send(true)) note_io();  // a hedge's request is whole
+    return;
+  }
+  flush_to_upstream();
+}
 
-void Exchange::on_try_replay(UpstreamRequest&) {
+void Exchange::on_try_replay(UpstreamRequest& t) {
+  if (HedgeTry* h = racing_hedge(t)) {
+    h->request.rewind();
+    if (t.start(*h->endpoint, true, false) != UpstreamRequest::Start::kStarted) {
+      t.cancel_wait();
+      end_hedge(*h, HedgeOutcome::kFailed, "pool-full");
+    }
+    return;
+  }
   res_.to_upstream.rewind();
   connect_upstream(true);
 }
@@ -435,8 +494,12 @@ void Exchange::flush_to_upstream() {
   }
 }
 
-void Exchange::on_try_failed(UpstreamRequest&, filters::TryFailure failure, LocalReason reason,
+void Exchange::on_try_failed(UpstreamRequest& t, filters::TryFailure failure, LocalReason reason,
                              int err) {
+  if (HedgeTry* h = racing_hedge(t)) {
+    hedge_failed(*h, failure, reason, err);
+    return;
+  }
   if (failure == filters::TryFailure::kConnectFailure && is_local_resource_error(err)) {
     // bulwark is out of descriptors or memory: no evidence against the endpoint.
     endpoint_ = nullptr;
@@ -444,8 +507,9 @@ void Exchange::on_try_failed(UpstreamRequest&, filters::TryFailure failure, Loca
   try_failed(failure, reason, err);
 }
 
-void Exchange::on_try_request_written(UpstreamRequest&) {
+void Exchange::on_try_request_written(UpstreamRequest& t) {
   note_io();
+  if (racing_hedge(t) != nullptr) return;
   // The bytes went out: the part of the client's read buffer they came from may be reused,
   // unless it is kept for a possible replay (then only until the buffer fills up).
   if (state_ == State::kTunnel || !request_complete_) {
@@ -464,6 +528,12 @@ void Exchange::on_try_request_written(UpstreamRequest&) {
 
 bool Exchange::on_try_interim(UpstreamRequest& t, const http::MessageHead& head) {
   note_io();
+  if (HedgeTry* h = racing_hedge(t)) {
+    // Not forwarded: the client hears the interim responses of the try that leads.
+    if (t.interim_responses() <= kMaxInterimResponses) return true;
+    end_hedge(*h, HedgeOutcome::kFailed, "reset");
+    return false;
+  }
   response_status_ = head.status;
   if (t.interim_responses() > kMaxInterimResponses) {
     upstream_failed(LocalReason::kUpstreamProtocolError, 0);
@@ -486,6 +556,24 @@ bool Exchange::upgrade_was_offered(const http::MessageHead& response) {
 
 http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
                                                         http::MessageHead& head) {
+  if (HedgeTry* h = racing_hedge(t)) {
+    // A hedge answered before the lead: it wins (and leads from here), unless its answer is
+    // one to retry; then it ends and the lead goes on.
+    if (!hedge_answered(*h, head)) return http::ParserCallbacks::kPause;
+  } else if (hedges_racing_ > 0 && route_->shared->retry.retriable_status(head.status)) {
+    // The lead got an answer to retry while a hedge is under way: the hedge takes over.
+    response_status_ = head.status;
+    cluster_->stats.upstream_requests.inc(head.status);
+    record_try_outcome(head.status);
+    if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
+      lead_hedge_counted_ = true;
+      count_hedge(HedgeOutcome::kFailed);
+    }
+    note_failed_lead("");
+    release_upstream(false);
+    hand_over_to_hedge();
+    return http::ParserCallbacks::kPause;
+  }
   response_status_ = head.status;
   // The try's outcome is known: its deadline no longer applies, and the circuit hears of it.
   upstream_us_ = now_us() - t.start_us();
@@ -495,8 +583,10 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
   record_try_outcome(head.status);
   if (maybe_retry(route_->shared->retry.retriable_status(head.status)))
     return http::ParserCallbacks::kPause;
-  // This response goes to the client: the request will not be sent again.
+  // This response goes to the client: the request will not be sent again, and the tries
+  // racing this one are cancelled.
   res_.to_upstream.set_keep_history(false);
+  if (route_->shared->retry.config().hedge) hedge_lead_answered();
   ExchangeStream::HeadInfo info;
   info.request_id = {request_id_, request_id_len_};
   info.attempts = tries_;
@@ -540,6 +630,7 @@ void Exchange::on_try_complete(UpstreamRequest&) {
 
 UpstreamRequest::Callbacks::Next Exchange::on_try_parsed(UpstreamRequest& t) {
   note_io();
+  if (racing_hedge(t) != nullptr) return Next::kMore;  // no response head yet
   // The last bytes of a response are written at once when the socket takes them: the exchange
   // then ends now, not a loop turn later, and the client's next request is read sooner. Body
   // bytes before them go through the loop (one read buffer per connection per turn), so that
@@ -603,8 +694,8 @@ void Exchange::end_tunnel_downstream() {
   stream_.end_sending();
 }
 
-bool Exchange::on_try_turn(UpstreamRequest&) {
-  return !stream_.closed() && !stream_.writing() &&
+bool Exchange::on_try_turn(UpstreamRequest& t) {
+  return &t == try_ && !stream_.closed() && !stream_.writing() &&
          (state_ == State::kTunnel || state_ == State::kProxying);
 }
 

@@ -200,6 +200,11 @@ struct RoutePolicyFamilies {
   MetricFamily budget_exhausted =
       family("bulwark_retry_budget_exhausted_total",
              "Retries not made because the route's retry budget was spent.", MetricType::Counter);
+  MetricFamily hedges = family(
+      "bulwark_hedges_total",
+      "Hedged tries by route and outcome: won (its response went to the client), lost (another "
+      "try answered first), failed, cancelled (the request ended another way).",
+      MetricType::Counter);
   MetricFamily bulkhead_rejections =
       family("bulwark_bulkhead_rejections_total",
              "Requests refused by the route's bulkhead, by reason.", MetricType::Counter);
@@ -213,7 +218,7 @@ struct RoutePolicyFamilies {
                                "Injected faults by route and kind.", MetricType::Counter);
 
   void move_to(std::vector<MetricFamily>& out) {
-    for (auto* f : {&retries, &budget_exhausted, &bulkhead_rejections, &bulkhead_queued,
+    for (auto* f : {&retries, &budget_exhausted, &hedges, &bulkhead_rejections, &bulkhead_queued,
                     &rate_limited, &faults}) {
       out.push_back(std::move(*f));
     }
@@ -239,6 +244,16 @@ void add_route_policy_metrics(RoutePolicyFamilies& f, const std::string& listene
   }
   add_counter(f.budget_exhausted, {{"listener", listener}, {"route", name}},
               sum_over(workers, li, ri, &RouteStats::retry_budget_exhausted));
+  if (route.retry.hedge) {
+    static constexpr std::string_view kOutcomes[] = {"won", "lost", "failed", "cancelled"};
+    for (size_t k = 0; k < std::size(kOutcomes); ++k) {
+      uint64_t n = 0;
+      for (const WorkerStats* w : workers) n += w->listeners[li]->routes[ri]->hedges[k].value();
+      add_counter(f.hedges,
+                  {{"listener", listener}, {"route", name}, {"outcome", std::string(kOutcomes[k])}},
+                  n);
+    }
+  }
   if (route.bulkhead) {
     add_counter(f.bulkhead_rejections,
                 {{"listener", listener}, {"route", name}, {"reason", "bulkhead_full"}},

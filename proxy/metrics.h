@@ -93,6 +93,7 @@ struct RouteStats {
   // Policies (filters/).
   std::array<LocalCounter, static_cast<size_t>(filters::RetryReason::kCount)> retries;
   LocalCounter retry_budget_exhausted;
+  std::array<LocalCounter, 4> hedges;  // by Exchange::HedgeOutcome: won, lost, failed, cancelled
   LocalCounter bulkhead_full;
   LocalCounter queue_timeout;
   LocalCounter rate_limited;

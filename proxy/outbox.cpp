@@ -147,6 +147,18 @@ void Outbox::clear() {
   keep_history_ = false;
 }
 
+void Outbox::copy_message(std::string& out) const {
+  for (const Segment& s : segments_) {
+    if (s.offset == kHead) {
+      out += head;
+    } else if (s.offset == kData) {
+      out.append(s.data, s.length);
+    } else {
+      out.append(framing_, s.offset, s.length);
+    }
+  }
+}
+
 void Outbox::set_keep_history(bool keep) {
   keep_history_ = keep;
   if (!keep && !in_flight_ && first_unsent_ > 0) {

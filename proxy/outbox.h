@@ -79,6 +79,9 @@ class Outbox {
     pending_bytes_ += total_bytes_;
     total_bytes_ = 0;
   }
+  // Appends every byte of the message to `out`, whatever was sent of it: a copy for another try
+  // to send beside this one (a hedge). Only when can_rewind().
+  void copy_message(std::string& out) const;
   void set_keep_history(bool keep);
   bool keep_history() const { return keep_history_; }
 

@@ -169,6 +169,9 @@ void Worker::install(GenerationSpec& spec) {
         kept->shared = spec.routes[li][ri];
         kept->stats = spec.stats->listeners[li]->routes[ri];
         kept->worker_id = id_;
+        const auto& hedge = config.listeners[li].routes[ri].retry.hedge;
+        if (hedge && hedge->auto_delay)
+          kept->recent_latency = std::make_unique<filters::RecentLatency>();
       }
       l->routes.push_back(std::move(kept));
     }

@@ -27,6 +27,7 @@
 #include "proxy/metrics.h"
 #include "proxy/outbox.h"
 #include "proxy/pacer.h"
+#include "filters/hedge.h"
 #include "proxy/route_state.h"
 #include "proxy/router.h"
 #include "proxy/task_queue.h"
@@ -44,6 +45,8 @@ struct WorkerRoute {
   std::shared_ptr<RouteStats> stats;
   size_t worker_id;
   std::deque<std::pair<uint64_t, BulkheadWaiter*>> waiters;  // (ticket, request)
+  // retry.hedge with `delay: auto`: this worker's recent times to a response head on the route.
+  std::unique_ptr<filters::RecentLatency> recent_latency;
 
   // Queues a request that holds a bulkhead QueuePlace.
   void enqueue(BulkheadWaiter* w);

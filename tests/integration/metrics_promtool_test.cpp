@@ -224,6 +224,7 @@ const std::vector<Documented>& documented_families() {
       {"bulwark_downstream_accept_errors_total", "counter", {"listener"}},
       {"bulwark_retries_total", "counter", {"listener", "route", "reason"}},
       {"bulwark_retry_budget_exhausted_total", "counter", {"listener", "route"}},
+      {"bulwark_hedges_total", "counter", {"listener", "route", "outcome"}},
       {"bulwark_circuit_state", "gauge", {"cluster"}},
       {"bulwark_circuit_transitions_total", "counter", {"cluster", "to"}},
       {"bulwark_bulkhead_rejections_total", "counter", {"listener", "route", "reason"}},
@@ -279,7 +280,7 @@ std::string every_family_config(const std::string& app, const std::string& dead,
          "        match: {prefix: /api/}\n"
          "        cluster: app\n"
          "        retry: {attempts: 2, retry_on: [connect-failure, reset, 5xx],\n"
-         "                backoff: {base: 1ms, max: 5ms}}\n"
+         "                backoff: {base: 1ms, max: 5ms}, hedge: {delay: 2s}}\n"
          "        bulkhead: {max_concurrent: 50, max_queued: 10, queue_timeout: 500ms}\n"
          "        rate_limit: {requests_per_second: 1000, burst: 1000}\n"
          "        fault: {abort: {percent: 0, status: 503}, header_control: true}\n"

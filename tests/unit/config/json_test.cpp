@@ -180,7 +180,7 @@ clusters:
       R"("retry_on":["connect-failure","reset","gateway-error"],"retriable_status_codes":[],)"
       R"("backoff":{"base":"25ms","max":"250ms"},"retry_non_idempotent":false,)"
       R"("max_body_bytes":"64KiB","budget":{"enabled":true,"ratio":0.2,)"
-      R"("min_retries_per_second":10,"window":"10s"}},)"
+      R"("min_retries_per_second":10,"window":"10s"},"hedge":null},)"
       R"("bulkhead":null,"rate_limit":null,"fault":null}]}],"clusters":[{"name":"app","type":"static",)"
       R"("endpoints":[{"address":"127.0.0.1:9000","weight":1,"priority":0}],"dns_refresh":"30s",)"
       R"("lb":"round_robin","connect_timeout":"1s","pool":{"max_connections":1024,)"
@@ -208,6 +208,7 @@ listeners:
           retry_non_idempotent: true
           max_body_bytes: 0
           budget: {enabled: false, ratio: 0.5, min_retries_per_second: 3, window: 1m}
+          hedge: {delay: 40ms, max_hedges: 2}
         bulkhead: {max_concurrent: 7, max_queued: 50, queue_timeout: 500ms}
         rate_limit: {requests_per_second: 0.5}
         fault:
@@ -215,6 +216,7 @@ listeners:
           header_control: true
       - name: abort
         cluster: app
+        retry: {attempts: 2, hedge: {delay: auto}}
         fault: {abort: {percent: 100, status: 429}}
 clusters:
   - name: app
@@ -237,11 +239,13 @@ clusters:
           R"("retry_on":["connect-failure","5xx","retriable-status-codes","per-try-timeout"],)"
           R"("retriable_status_codes":[429,409],"backoff":{"base":"10ms","max":"2s"},)"
           R"("retry_non_idempotent":true,"max_body_bytes":"0B",)"
-          R"("budget":{"enabled":false,"ratio":0.5,"min_retries_per_second":3,"window":"1m"}},)",
+          R"("budget":{"enabled":false,"ratio":0.5,"min_retries_per_second":3,"window":"1m"},)"
+          R"("hedge":{"delay":"40ms","max_hedges":2}},)",
           R"("bulkhead":{"max_concurrent":7,"max_queued":50,"queue_timeout":"500ms"},)",
           R"("rate_limit":{"requests_per_second":0.5,"burst":1},)",
           R"("fault":{"delay":{"percent":12.5,"duration":"2s"},"abort":null,"header_control":true}})",
           R"("name":"abort",)",
+          R"("hedge":{"delay":"auto","max_hedges":1}},)",
           R"("bulkhead":null,"rate_limit":null,)"
           R"("fault":{"delay":null,"abort":{"percent":100,"status":429},"header_control":false}})",
           R"("circuit_breaker":{"failure_rate_percent":25,"slow_call_duration":"500ms",)"

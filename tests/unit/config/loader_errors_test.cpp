@@ -151,7 +151,7 @@ TEST_CASE("unknown keys in the resilience policies, listing the keys allowed the
       {"retry", in_retry("          attemps: 3\n"), 8, 11,
        "listeners[0].routes[0].retry: unknown key 'attemps' in retry (did you mean 'attempts'?); "
        "expected one of: attempts, per_try_timeout, retry_on, retriable_status_codes, backoff, "
-       "retry_non_idempotent, max_body_bytes, budget"},
+       "retry_non_idempotent, max_body_bytes, budget, hedge"},
       {"retry backoff", in_retry("          backoff: {base: 1s, maximum: 2s}\n"), 8, 31,
        "listeners[0].routes[0].retry.backoff: unknown key 'maximum' in retry backoff; expected "
        "one of: base, max"},
@@ -243,6 +243,33 @@ TEST_CASE("retry: integers, durations, sizes and booleans are range-checked") {
        "listeners[0].routes[0].retry.budget.window: must be greater than 0s"},
       {"budget enabled 1", in_retry("          budget: {enabled: 1}\n"), 8, 29,
        "listeners[0].routes[0].retry.budget.enabled: must be true or false, got '1'"},
+  });
+}
+
+TEST_CASE("retry.hedge: its delay, its number, and how they fit the retry policy") {
+  check_only_errors({
+      {"hedge a duration", in_retry("          hedge: 50ms\n"), 8, 18,
+       "listeners[0].routes[0].retry.hedge: expected a map (hedge), got a string"},
+      {"delay 0", in_retry("          hedge: {delay: 0s}\n"), 8, 26,
+       "listeners[0].routes[0].retry.hedge.delay: must be greater than 0s"},
+      {"delay a word", in_retry("          hedge: {delay: soon}\n"), 8, 26,
+       "listeners[0].routes[0].retry.hedge.delay: invalid duration 'soon'"},
+      {"max_hedges 4", in_retry("          hedge: {max_hedges: 4}\n"), 8, 31,
+       "listeners[0].routes[0].retry.hedge.max_hedges: must be an integer from 1 to 3, got '4'"},
+      {"max_hedges 0", in_retry("          hedge: {max_hedges: 0}\n"), 8, 31,
+       "must be an integer from 1 to 3, got '0'"},
+      {"as many hedges as attempts",
+       in_retry("          attempts: 2\n          hedge: {max_hedges: 2}\n"), 9, 31,
+       "listeners[0].routes[0].retry.hedge.max_hedges: each hedge is a try: max_hedges (2) must "
+       "be less than this retry policy's attempts (2)"},
+      {"one attempt, the default max_hedges", in_retry("          attempts: 1\n          hedge: {}\n"),
+       9, 18, "max_hedges (1) must be less than this retry policy's attempts (1)"},
+      {"delay not below per_try_timeout",
+       in_retry("          per_try_timeout: 100ms\n          hedge: {delay: 100ms}\n"), 9, 26,
+       "listeners[0].routes[0].retry.hedge.delay: the hedge delay must be shorter than "
+       "per_try_timeout (100ms), or no hedge would ever start"},
+      {"unknown key", in_retry("          hedge: {delay: 50ms, max: 2}\n"), 8, 32,
+       "unknown key 'max' in hedge"},
   });
 }
 

@@ -1,0 +1,295 @@
+// Hedged requests as a client sees them: a slow replica's answer is not waited for, the first
+// response head wins, the loser's connection is closed, and the hedges are bounded (only
+// re-sendable requests, the retry budget, attempts), explained (access log, metrics) and kept
+// out of the circuit breaker's and outlier detection's judgement.
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "tests/integration/proxy_fixture.h"
+
+using namespace bulwark::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double hedges(const BulwarkProcess& bulwark, const std::string& outcome) {
+  return scrape_metric(bulwark, "bulwark_hedges_total",
+                       {{"listener", "inbound"}, {"route", "api"}, {"outcome", outcome}})
+      .value_or(-1);
+}
+
+// Reads requests and never answers; sets `closed` when the proxy closes the connection.
+TestUpstream::Handler never_answers(Event& closed, std::atomic<int>& requests) {
+  return [&closed, &requests](UpstreamConn& conn) {
+    if (!conn.read_request()) return;
+    ++requests;
+    if (conn.wait_peer_close(Millis{10000})) closed.set();
+  };
+}
+
+// Answers every request after `delay`, with "x-upstream: NAME".
+TestUpstream::Handler answers_after(Millis delay, std::string name) {
+  return [delay, name](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (!conn.pause(delay)) return;
+      if (!conn.write_response(200, name + "\n", {{"x-upstream", name}})) return;
+    }
+  };
+}
+
+std::string two_endpoints(const TestUpstream& a, const TestUpstream& b) {
+  return a.address() + ", " + b.address();
+}
+
+}  // namespace
+
+TEST_CASE("a hedge hides a replica that does not answer: the first head wins, the lead is "
+          "cancelled and its connection closed") {
+  Event slow_closed;
+  std::atomic<int> slow_requests{0};
+  TestUpstream slow(never_answers(slow_closed, slow_requests), "slow");
+  TestUpstream fast({}, "fast");
+  TempDir dir;
+  const std::string log_path = dir.path() + "/access.log";
+  ProxyOptions options;
+  options.workers = 1;
+  options.top = "access_log: {path: " + log_path + ", format: json}";
+  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
+  // Were the cancelled try a failure, one of two tries failing would open the circuit, and one
+  // gateway failure would eject the slow endpoint.
+  options.cluster =
+      "circuit_breaker: {failure_rate_percent: 50, minimum_calls: 2, window: 30s}\n"
+      "outlier_detection: {consecutive_gateway_failure: 1, consecutive_local_origin_failure: 1}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(slow, fast), options));
+
+  // One client connection on one worker: round robin sends one of the two requests to the slow
+  // endpoint first.
+  ClientConn client(bulwark.port("inbound"));
+  int hedged = 0;
+  for (int i = 0; i < 2; ++i) {
+    const auto started = Clock::now();
+    REQUIRE(client.send(make_request("GET", "/items/" + std::to_string(i))));
+    auto response = client.read_response();
+    const auto elapsed = Clock::now() - started;
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "fast");
+    if (response->get("x-bulwark-attempts") == "2") {
+      ++hedged;
+      CHECK(elapsed >= Millis{45});
+      CHECK(elapsed < Millis{1000});  // not the route's 5 s
+    }
+  }
+  CHECK(hedged == 1);
+  CHECK(slow_requests == 1);
+  CHECK(fast.requests() == 2);
+  // The cancelled try's connection is closed, not returned to the pool with a request pending.
+  CHECK(slow_closed.wait(Millis{2000}));
+  CHECK(hedges(bulwark, "won") == 1);
+  CHECK(hedges(bulwark, "lost") == 0);
+  CHECK(hedges(bulwark, "failed") == 0);
+  // Neither the circuit breaker nor outlier detection counted the cancelled try.
+  CHECK(scrape_metric(bulwark, "bulwark_circuit_state", {{"cluster", "app"}}) == 0);
+  CHECK(scrape_metric(bulwark, "bulwark_endpoint_ejected",
+                      {{"cluster", "app"}, {"endpoint", slow.address()}}) == 0);
+  // Each try is in the access log, the hedge marked.
+  std::string log;
+  CHECK(eventually([&] {
+    log = read_file(log_path);
+    return log.find("(hedge)") != std::string::npos;
+  }));
+  INFO(log);
+  CHECK(log.find("\"tries\":[\"" + slow.address() + " cancelled\",\"" + fast.address() +
+                 " 200 (hedge)\"]") != std::string::npos);
+}
+
+TEST_CASE("the lead answering first cancels the hedge, and the hedge answering first wins") {
+  // "quick" answers after 200 ms, "sluggish" after 3 s. The hedge (after 50 ms) goes to the
+  // other one each time: "quick" wins both races, as lead and as hedge.
+  TestUpstream quick(answers_after(Millis{200}, "quick"), "quick");
+  TestUpstream sluggish(answers_after(Millis{3000}, "sluggish"), "sluggish");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 10s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(quick, sluggish), options));
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < 2; ++i) {
+    const auto started = Clock::now();
+    REQUIRE(client.send(make_request("GET", "/race/" + std::to_string(i))));
+    auto response = client.read_response(false, Millis{5000});
+    const auto elapsed = Clock::now() - started;
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "quick");
+    CHECK(response->get("x-bulwark-attempts") == "2");
+    CHECK(elapsed < Millis{2000});
+  }
+  CHECK(hedges(bulwark, "won") == 1);
+  CHECK(hedges(bulwark, "lost") == 1);
+  CHECK(quick.requests() == 2);
+  CHECK(sluggish.requests() == 2);
+}
+
+TEST_CASE("a lead that fails while a hedge is under way hands over to the hedge") {
+  // "failing" resets each connection 150 ms after its request; "steady" answers after 300 ms.
+  // With the lead on "failing", the hedge (after 50 ms) on "steady" takes over at the reset: the
+  // client gets its answer, and no retry starts. With the lead on "steady", the hedge on
+  // "failing" fails and the lead answers.
+  std::atomic<int> resets{0};
+  TestUpstream failing(
+      [&resets](UpstreamConn& conn) {
+        if (!conn.read_request()) return;
+        conn.pause(Millis{150});
+        ++resets;
+        conn.close(true);
+      },
+      "failing");
+  TestUpstream steady(answers_after(Millis{300}, "steady"), "steady");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(failing, steady), options));
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < 2; ++i) {
+    const auto started = Clock::now();
+    REQUIRE(client.send(make_request("GET", "/handover/" + std::to_string(i))));
+    auto response = client.read_response(false, Millis{5000});
+    const auto elapsed = Clock::now() - started;
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "steady");
+    CHECK(response->get("x-bulwark-attempts") == "2");
+    CHECK(elapsed < Millis{1000});
+  }
+  CHECK(resets == 2);
+  CHECK(failing.requests() == 2);
+  CHECK(steady.requests() == 2);  // no third try: the hedge was the retry
+  CHECK(hedges(bulwark, "won") == 1);
+  CHECK(hedges(bulwark, "failed") == 1);
+  CHECK(hedges(bulwark, "lost") == 0);
+  CHECK(scrape_metric(bulwark, "bulwark_retries_total",
+                      {{"listener", "inbound"}, {"route", "api"}}) == 0);
+}
+
+TEST_CASE("requests that may not go twice are never hedged") {
+  Event slow_closed;
+  std::atomic<int> slow_requests{0};
+  TestUpstream slow(never_answers(slow_closed, slow_requests), "slow");
+  TestUpstream fast({}, "fast");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 400ms\nretry: {attempts: 2, hedge: {delay: 20ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(slow, fast), options));
+  // A connection per request; round robin on the one worker alternates all the same.
+  int timed_out = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto response =
+        http_request(bulwark.port("inbound"), "POST", "/orders", {}, "order " + std::to_string(i));
+    REQUIRE(response);
+    INFO(describe(response));
+    if (response->status == 504) {
+      ++timed_out;
+      CHECK(response->get("x-bulwark-attempts").empty());  // one try: no header
+    } else {
+      CHECK(response->status == 200);
+    }
+  }
+  CHECK(timed_out == 1);
+  CHECK(fast.requests() == 1);
+  CHECK(hedges(bulwark, "won") + hedges(bulwark, "lost") + hedges(bulwark, "failed") == 0);
+}
+
+TEST_CASE("hedges spend the retry budget, and none is sent when it is empty") {
+  Event slow_closed;
+  std::atomic<int> slow_requests{0};
+  TestUpstream slow(never_answers(slow_closed, slow_requests), "slow");
+  TestUpstream fast({}, "fast");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route =
+      "timeout: 300ms\n"
+      "retry: {attempts: 2, hedge: {delay: 20ms},\n"
+      "        budget: {ratio: 0, min_retries_per_second: 0, window: 1m}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(slow, fast), options));
+  int timed_out = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto response = http_get(bulwark.port("inbound"), "/budget/" + std::to_string(i));
+    REQUIRE(response);
+    INFO(describe(response));
+    if (response->status == 504) {
+      ++timed_out;
+      CHECK(response->get("x-bulwark-attempts").empty());  // one try: no header
+    } else {
+      CHECK(response->status == 200);
+    }
+  }
+  CHECK(timed_out == 1);
+  CHECK(fast.requests() == 1);
+  CHECK(hedges(bulwark, "won") == 0);
+  CHECK(scrape_metric(bulwark, "bulwark_retry_budget_exhausted_total",
+                      {{"listener", "inbound"}, {"route", "api"}}) >= 1);
+}
+
+TEST_CASE("delay: auto hedges after the route's recent p95") {
+  // Both replicas answer at once until "flaky" stops answering. After 40 quick answers the
+  // route's p95 is about a millisecond, so the request stuck on "flaky" is hedged within a few
+  // milliseconds (at least 1 ms), long before the route's timeout.
+  std::atomic<bool> stuck{false};
+  Event flaky_closed;
+  TestUpstream flaky(
+      [&stuck, &flaky_closed](UpstreamConn& conn) {
+        while (auto request = conn.read_request()) {
+          if (stuck) {
+            if (conn.wait_peer_close(Millis{10000})) flaky_closed.set();
+            return;
+          }
+          if (!conn.write_response(200, "flaky\n", {{"x-upstream", "flaky"}})) return;
+        }
+      },
+      "flaky");
+  TestUpstream fast({}, "fast");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: auto}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(flaky, fast), options));
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < 40; ++i) {
+    REQUIRE(client.send(make_request("GET", "/warm/" + std::to_string(i))));
+    auto response = client.read_response();
+    REQUIRE(response);
+    REQUIRE(response->status == 200);
+    // No hedge before the route has 20 answers to take a p95 from; after that, the answers
+    // slower than the p95 (about 1 in 20) may be hedged.
+    if (i < 20) CHECK(response->get("x-bulwark-attempts").empty());
+  }
+  const double warm_hedges = hedges(bulwark, "won") + hedges(bulwark, "lost");
+  stuck = true;
+  for (int i = 0; i < 2; ++i) {
+    const auto started = Clock::now();
+    REQUIRE(client.send(make_request("GET", "/stuck/" + std::to_string(i))));
+    auto response = client.read_response();
+    const auto elapsed = Clock::now() - started;
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "fast");
+    CHECK(elapsed < Millis{1000});
+  }
+  CHECK(hedges(bulwark, "won") + hedges(bulwark, "lost") == warm_hedges + 1);
+  CHECK(flaky_closed.wait(Millis{2000}));
+}
