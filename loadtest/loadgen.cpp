@@ -26,6 +26,8 @@
 //   rate_target= duration_s= connections= sent= completed= rate_achieved= ok= failed=
 //   status_<code>= (one per non-2xx status seen, ascending) error_connect= error_reset=
 //   error_timeout= error_parse= p50_us= p90_us= p99_us= p999_us= max_us= mean_us=
+//   ok_p50_us= ok_p99_us= ok_p999_us= (the same over the ok requests only: what the requests a
+//   proxy admitted and served waited, apart from those it refused at once)
 // With --timeline FILE, one TSV line per --bin (default 100ms) of completion time over the
 // measured period: bin_start_unix_ms, ok, fail, first_ok_unix_ms (the first 2xx in the bin, or -).
 // SIGINT/SIGTERM stop the run early; what was measured so far is printed and loadgen exits 0.
@@ -915,6 +917,7 @@ class RateRun final : public Runner, private ConnectionEvents {
     --outstanding_;
     if (ok) ++ok_;
     latency_us_.record(at > due ? (at - due) / 1000 : 0);
+    if (ok) ok_latency_us_.record(at > due ? (at - due) / 1000 : 0);
     if (timeline_file_ == nullptr) return;
     size_t index = static_cast<size_t>((at - measure_start_ns_) / options_.bin_ns);
     if (index >= bins_.size()) bins_.resize(index + 1);  // the drain after the measured period
@@ -972,6 +975,9 @@ class RateRun final : public Runner, private ConnectionEvents {
     std::printf("p999_us=%" PRIu64 "\n", latency_us_.percentile(99.9));
     std::printf("max_us=%" PRIu64 "\n", latency_us_.max());
     std::printf("mean_us=%.0f\n", latency_us_.mean());
+    std::printf("ok_p50_us=%" PRIu64 "\n", ok_latency_us_.percentile(50));
+    std::printf("ok_p99_us=%" PRIu64 "\n", ok_latency_us_.percentile(99));
+    std::printf("ok_p999_us=%" PRIu64 "\n", ok_latency_us_.percentile(99.9));
     std::fflush(stdout);
   }
 
@@ -1081,6 +1087,7 @@ class RateRun final : public Runner, private ConnectionEvents {
   std::array<uint64_t, 1000> status_counts_{};  // non-2xx, by status code
   std::array<uint64_t, kFailureKinds> failure_counts_{};
   Histogram latency_us_;
+  Histogram ok_latency_us_;
   std::vector<Bin> bins_;  // by completion time since measure_start_ns_; only with --timeline
   uint64_t issued_ = 0;
   uint64_t issue_lag_sum_ns_ = 0;  // how late loadgen itself issued requests

@@ -13,13 +13,19 @@
 //   delay  share, drawn independently: that outcome (200, 503 or RST) happens delay_ms after the
 //          request was read, with a timer. Answers on a connection leave in request order, so a
 //          pipelined request behind a delayed one waits for it.
+// Apart from the shares, a replica can model a server of finite capacity (for the overload and
+// cold-start scenarios): every request takes service_ms, at most `capacity` at once (0: no
+// limit), the others wait their turn first come first served, whatever connection they came on;
+// and for the first --cold-ms after the process started (or the last /start) service takes
+// --cold-factor times as long (a cold cache). The health path is not served this way: it stays
+// cheap, as a real health endpoint would.
 // The health path gets the same treatment (a failing replica fails its checks) but is counted
 // apart. A malformed request gets 400 and the connection is closed.
 //
 // Control port: one request per connection, answered text/plain with "Connection: close".
-//   POST /set?fail=F&delay=F&delay_ms=N&reset=F  any subset (F in [0,1], N an integer in
-//                        [0, 3600000]); 200 with all settings as key=value lines, or 400 naming
-//                        the first bad parameter (and nothing changes).
+//   POST /set?fail=F&delay=F&delay_ms=N&reset=F&service_ms=N&capacity=N  any subset (F in
+//                        [0,1], N an integer in [0, 3600000]); 200 with all settings as key=value
+//                        lines, or 400 naming the first bad parameter (and nothing changes).
 //   POST /stop           close the data listener and reset every data connection, as if the
 //                        process had crashed. Idempotent.
 //   POST /start          listen again on the same address and port; 500 with the error if that
@@ -49,7 +55,10 @@
 #include <time.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <array>
+#include <functional>
+#include <vector>
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
@@ -152,6 +161,10 @@ class Random {
 // Command line
 
 struct Options {
+  uint64_t service_ms = 0;   // initial service_ms
+  uint64_t capacity = 0;     // initial capacity
+  uint64_t cold_ms = 0;      // after each start, service takes cold_factor times as long
+  uint64_t cold_factor = 1;
   sockaddr_storage data_address{};
   sockaddr_storage control_address{};
   std::string name = "replica";
@@ -164,6 +177,7 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: replica --port P --control-port C [--address 127.0.0.1] [--name NAME]\n"
                "               [--body-bytes 100] [--health-path /health] [--seed N]\n"
+               "               [--service-ms N] [--capacity N] [--cold-ms N] [--cold-factor N]\n"
                "  An upstream for chaos benchmarks: answers 200 with a fixed body on --port,\n"
                "  and is told over --control-port to fail, delay, reset or stop.\n"
                "  Control: POST /set?fail=F&delay=F&delay_ms=N&reset=F, POST /stop, POST /start,\n"
@@ -206,6 +220,14 @@ std::optional<std::string> parse_options(int argc, char** argv, Options* options
     } else if (flag == "--health-path") {
       ok = value.starts_with('/');
       options->health_path = value;
+    } else if (flag == "--service-ms") {
+      ok = parse_uint(value, kMaxDelayMs, &options->service_ms);
+    } else if (flag == "--capacity") {
+      ok = parse_uint(value, kMaxDelayMs, &options->capacity);
+    } else if (flag == "--cold-ms") {
+      ok = parse_uint(value, kMaxDelayMs, &options->cold_ms);
+    } else if (flag == "--cold-factor") {
+      ok = parse_uint(value, 1000, &options->cold_factor) && options->cold_factor > 0;
     } else if (flag == "--seed") {
       uint64_t seed = 0;
       ok = parse_uint(value, UINT64_MAX, &seed);
@@ -274,6 +296,8 @@ struct Settings {
   double delay = 0;
   uint64_t delay_ms = 0;
   double reset = 0;
+  uint64_t service_ms = 0;
+  uint64_t capacity = 0;  // requests in service at once; 0: no limit
 };
 
 // The counters POST /reset-stats zeroes.
@@ -317,7 +341,10 @@ class Replica {
 
   // Data-port bookkeeping, called by DataConnection.
   void count_request(std::string_view target);
-  Answer plan_answer(Framing framing, bool head_only);
+  bool is_health_path(std::string_view target) const {
+    return target.substr(0, target.find('?')) == options_.health_path;
+  }
+  Answer plan_answer(Framing framing, bool head_only, bool health);
   // The bytes of `answer`'s response (which live as long as the Replica); counts it as sent.
   uv_buf_t take_response(const Answer& answer);
   void count_reset() { ++counters_.resets; }
@@ -351,6 +378,9 @@ class Replica {
   uv_tcp_t control_listener_{};
   std::unordered_set<DataConnection*> connections_;  // open, not yet closing
   uint64_t started_unix_ms_ = 0;
+  uint64_t started_ns_ = 0;  // uv_hrtime() of the same moment
+  // With a capacity: when each of its service slots is free again (a min-heap of uv_hrtime()s).
+  std::vector<uint64_t> slot_free_ns_;
   uint64_t first_request_unix_ms_ = 0;
   uint64_t last_request_unix_ms_ = 0;
 };
@@ -404,6 +434,7 @@ class DataConnection {
   uv_shutdown_t shutdown_{};
   llhttp_t parser_{};
   std::string target_;     // the request-target of the request being parsed
+  bool health_ = false;     // it is the health path
   size_t head_bytes_ = 0;  // of the head being parsed, held to kMaxHeadBytes
   std::deque<Answer> answers_;
   int open_handles_ = 2;    // tcp_ and timer_
@@ -489,6 +520,7 @@ int DataConnection::on_header_bytes(llhttp_t* parser, const char*, size_t length
 int DataConnection::on_headers_complete(llhttp_t* parser) {
   DataConnection* self = from(parser);
   self->replica_.count_request(self->target_);
+  self->health_ = self->replica_.is_health_path(self->target_);
   return 0;
 }
 
@@ -501,7 +533,7 @@ int DataConnection::on_message_complete(llhttp_t* parser) {
                     : llhttp_get_http_minor(parser) == 0 ? Framing::kKeepAlive
                                                          : Framing::kDefault;
   bool head_only = llhttp_get_method(parser) == HTTP_HEAD;
-  self->answers_.push_back(self->replica_.plan_answer(framing, head_only));
+  self->answers_.push_back(self->replica_.plan_answer(framing, head_only, self->health_));
   if (keep_alive) return HPE_OK;
   self->parsing_ = false;
   return HPE_PAUSED;
@@ -753,6 +785,8 @@ class ControlConnection {
 // Replica
 
 Replica::Replica(uv_loop_t* loop, Options options) : loop_(loop), options_(std::move(options)) {
+  settings_.service_ms = options_.service_ms;
+  settings_.capacity = options_.capacity;
   std::string ok_body(options_.body_bytes, 'x');
   if (!ok_body.empty()) ok_body.back() = '\n';
   const std::string fail_body = "replica " + options_.name + " failing\n";
@@ -806,6 +840,7 @@ std::optional<std::string> Replica::start_listening() {
   uv_tcp_getsockname(tcp, reinterpret_cast<sockaddr*>(&options_.data_address), &size);
   data_listener_ = tcp;
   started_unix_ms_ = unix_ms();
+  started_ns_ = uv_hrtime();
   first_request_unix_ms_ = 0;
   return std::nullopt;
 }
@@ -845,14 +880,33 @@ void Replica::count_request(std::string_view target) {
   if (first_request_unix_ms_ == 0) first_request_unix_ms_ = last_request_unix_ms_;
 }
 
-Answer Replica::plan_answer(Framing framing, bool head_only) {
+Answer Replica::plan_answer(Framing framing, bool head_only, bool health) {
   Answer answer{Outcome::kOk, framing, head_only, 0};
   if (random_.chance(settings_.reset)) {
     answer.outcome = Outcome::kReset;
   } else if (random_.chance(settings_.fail)) {
     answer.outcome = Outcome::kFail;
   }
-  if (random_.chance(settings_.delay)) answer.due_ns = uv_hrtime() + settings_.delay_ms * 1'000'000;
+  const uint64_t now = uv_hrtime();
+  if (!health && (settings_.service_ms > 0 || settings_.capacity > 0)) {
+    uint64_t service = settings_.service_ms * 1'000'000;
+    if (options_.cold_ms > 0 && now - started_ns_ < options_.cold_ms * 1'000'000)
+      service *= options_.cold_factor;
+    uint64_t start = now;
+    if (settings_.capacity > 0) {
+      // The earliest free slot serves it: a server of `capacity` workers and one queue.
+      auto later = std::greater<uint64_t>();
+      if (slot_free_ns_.size() != settings_.capacity) slot_free_ns_.assign(settings_.capacity, 0);
+      std::pop_heap(slot_free_ns_.begin(), slot_free_ns_.end(), later);
+      start = std::max(now, slot_free_ns_.back());
+      slot_free_ns_.back() = start + service;
+      std::push_heap(slot_free_ns_.begin(), slot_free_ns_.end(), later);
+    }
+    answer.due_ns = start + service;
+  }
+  if (random_.chance(settings_.delay))
+    answer.due_ns = std::max(answer.due_ns, now) + settings_.delay_ms * 1'000'000;
+  if (answer.due_ns == now) answer.due_ns = 0;
   return answer;
 }
 
@@ -913,12 +967,15 @@ ControlReply Replica::apply_settings(std::string_view query) {
       ok = parse_share(value, &next.delay);
     } else if (key == "reset") {
       ok = parse_share(value, &next.reset);
-    } else if (key == "delay_ms") {
-      ok = parse_uint(value, kMaxDelayMs, &next.delay_ms);
+    } else if (key == "delay_ms" || key == "service_ms" || key == "capacity") {
+      ok = parse_uint(value, kMaxDelayMs,
+                      key == "delay_ms"     ? &next.delay_ms
+                      : key == "service_ms" ? &next.service_ms
+                                            : &next.capacity);
       expected = "an integer in [0, 3600000]";
     } else {
       return {400, "unknown parameter " + std::string(key) +
-                       " (expected fail, delay, delay_ms, reset)\n"};
+                       " (expected fail, delay, delay_ms, reset, service_ms, capacity)\n"};
     }
     if (!ok) {
       return {400, "bad parameter " + std::string(key) + "=" + std::string(value) + ": expected " +
@@ -932,7 +989,9 @@ ControlReply Replica::apply_settings(std::string_view query) {
 std::string Replica::settings_text() const {
   return "fail=" + format_share(settings_.fail) + "\ndelay=" + format_share(settings_.delay) +
          "\ndelay_ms=" + std::to_string(settings_.delay_ms) +
-         "\nreset=" + format_share(settings_.reset) + "\n";
+         "\nreset=" + format_share(settings_.reset) +
+         "\nservice_ms=" + std::to_string(settings_.service_ms) +
+         "\ncapacity=" + std::to_string(settings_.capacity) + "\n";
 }
 
 std::string Replica::stats_text() const {
