@@ -63,6 +63,8 @@ cleanup() {
   local rc=$? pid
   trap - EXIT INT TERM
   for pid in "${PIDS[@]}"; do stop_proc "$pid"; done
+  # The network namespaces of the network-chaos scenarios, when they were made.
+  if declare -F net_teardown > /dev/null; then net_teardown; fi
   rm -rf "$TMP"
   exit "$rc"
 }
