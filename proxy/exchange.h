@@ -244,6 +244,8 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   // The lead try failed (or got a status to retry) while hedges race: the earliest takes the
   // lead instead of a retry. False when none races.
   bool hand_over_to_hedge();
+  // A hedge that leads starts again on its endpoint: after a replay, or a wait for the pool.
+  void restart_lead_hedge(bool fresh_only);
   // Makes `h` the lead try (the lead is released or cancelled by the caller).
   void promote(HedgeTry& h);
   // A racing hedge ends: its connection is closed, its permit given back without an outcome
@@ -308,6 +310,9 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   std::optional<UpstreamRequest> first_try_;
   HedgeTry* lead_hedge_ = nullptr;
   uint64_t hedge_at_ms_ = 0;  // loop time the current try gets a hedge; 0 = none
+  uint64_t lead_start_us_ = 0;  // when the current try (first or retry) started
+  // Every endpoint a try of this request went to: a hedge goes elsewhere.
+  UnreachableEndpoints tried_;
   uint8_t hedges_sent_ = 0;
   uint8_t hedges_racing_ = 0;
   bool lead_hedge_counted_ = false;  // lead_hedge_'s outcome is counted

@@ -58,18 +58,13 @@ void Exchange::start_hedge() {
   const config::RetryConfig& retry = route_->shared->retry.config();
   if (!retry.hedge || state_ != State::kProxying || response_head_sent_ || !request_complete_ ||
       wait_ != Wait::kNone || try_ == nullptr || !try_->has_connection() ||
-      try_->response_started() || !res_.to_upstream.can_rewind() || tries_ >= retry.attempts ||
+      !res_.to_upstream.can_rewind() || tries_ >= retry.attempts ||
       hedges_sent_ >= retry.hedge->max_hedges) {
     return;
   }
-  // Another endpoint than every try under way, and than those this request could not reach.
-  UnreachableEndpoints busy = unreachable_;
-  busy.add(endpoint_.get());
-  for (const std::unique_ptr<HedgeTry>& h : res_.hedges) {
-    if (h->racing) busy.add(h->endpoint.get());
-  }
-  EndpointPool* pool = cluster_->pick(nullptr, &busy);
-  if (pool == nullptr || busy.contains(pool)) return;  // no other endpoint to hedge on
+  // An endpoint no try of this request went to (those it could not reach included).
+  EndpointPool* pool = cluster_->pick(nullptr, &tried_);
+  if (pool == nullptr || tried_.contains(pool)) return;  // no other endpoint to hedge on
   filters::CircuitBreaker::Permit permit;
   if (filters::CircuitBreaker* circuit = cluster_->shared.circuit.get()) {
     permit = circuit->try_acquire();
@@ -94,6 +89,7 @@ void Exchange::start_hedge() {
     uint32_t host_len = host_len_;
     rewrite_host(h->request, *pool, host_len);
   }
+  tried_.add(pool);
   h->endpoint = pool;
   h->circuit = std::move(permit);
   h->started_ms = uv_now(worker_.loop());
@@ -113,8 +109,15 @@ void Exchange::start_hedge() {
   // Connected at once (an idle pooled connection) or connecting; a hedge never waits for a
   // connection slot: when the pool is full it is not sent.
   if (h->upstream->start(*pool, false, true) != UpstreamRequest::Start::kStarted) {
+    // Not sent, so not a try (its retry of the budget is spent all the same).
     h->upstream->cancel_wait();
-    end_hedge(*h, HedgeOutcome::kFailed, "pool-full");
+    h->upstream->release(false);
+    h->racing = false;
+    --hedges_racing_;
+    h->circuit.reset();
+    h->endpoint.reset();
+    --tries_;
+    --hedges_sent_;
   }
 }
 
@@ -134,6 +137,14 @@ void Exchange::hedge_failed(HedgeTry& h, filters::TryFailure failure, LocalReaso
 }
 
 bool Exchange::hedge_answered(HedgeTry& h, const http::MessageHead& head) {
+  if (head.status == 101) {
+    // A switch nobody asked for (hedged requests are never upgrades): a broken answer, which
+    // must not cancel the lead.
+    cluster_->stats.upstream_requests.inc(head.status);
+    record_outcome(h.endpoint.get(), h.circuit, h.upstream->start_us(), 0, false);
+    end_hedge(h, HedgeOutcome::kFailed, "reset");
+    return false;
+  }
   if (route_->shared->retry.retriable_status(head.status)) {
     // No better than waiting for the lead.
     cluster_->stats.upstream_requests.inc(head.status);
@@ -162,9 +173,13 @@ void Exchange::hedge_lead_answered() {
     lead_hedge_counted_ = true;
     count_hedge(HedgeOutcome::kWon);
   }
-  if (route_->recent_latency)
-    route_->recent_latency->record(static_cast<filters::Micros>(upstream_us_),
-                                   static_cast<filters::Micros>(now_us()));
+  // From the start of the try the hedges raced (the time the client waited on the upstream),
+  // not of the winner: a hedge's win is no sign that tries got faster.
+  if (route_->recent_latency) {
+    const uint64_t now = now_us();
+    route_->recent_latency->record(static_cast<filters::Micros>(now - lead_start_us_),
+                                   static_cast<filters::Micros>(now));
+  }
 }
 
 bool Exchange::hand_over_to_hedge() {

@@ -116,6 +116,7 @@ void Exchange::start_try() {
   first_try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this),
                      res_.response_parser, res_.to_upstream);
   try_ = &*first_try_;
+  lead_start_us_ = now_us();
   if (lead_hedge_ != nullptr && !lead_hedge_counted_) count_hedge(HedgeOutcome::kFailed);
   lead_hedge_ = nullptr;
   const config::RetryConfig& retry = route_->shared->retry.config();
@@ -416,6 +417,7 @@ void Exchange::connect_upstream(bool fresh_only) {
   } else {
     endpoint_ = cluster_->pick(failed_endpoint_, &unreachable_);
   }
+  tried_.add(endpoint_.get());
   if (endpoint_ == nullptr) {
     // No connect attempt and no wait: the answer is known now.
     upstream_failed(
@@ -457,7 +459,26 @@ void Exchange::on_try_pool_capacity(UpstreamRequest& t) {
   if (wait_ != Wait::kPool || &t != try_) return;
   wait_ = Wait::kNone;
   res_.wait_timer.stop();
-  connect_upstream(false);
+  if (lead_hedge_ != nullptr) {
+    restart_lead_hedge(false);
+  } else {
+    connect_upstream(false);
+  }
+}
+
+void Exchange::restart_lead_hedge(bool fresh_only) {
+  // Its copy of the request names its endpoint (host_rewrite: auto): it stays there.
+  switch (try_->start(*endpoint_, fresh_only, false)) {
+    case UpstreamRequest::Start::kStarted:
+      return;
+    case UpstreamRequest::Start::kWaiting:
+      wait_ = Wait::kPool;
+      res_.wait_timer.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
+      return;
+    case UpstreamRequest::Start::kFull:
+      upstream_failed(LocalReason::kPoolExhausted, 0);
+      return;
+  }
 }
 
 void Exchange::on_try_ready(UpstreamRequest& t) {
@@ -475,6 +496,24 @@ void Exchange::on_try_replay(UpstreamRequest& t) {
       t.cancel_wait();
       end_hedge(*h, HedgeOutcome::kFailed, "pool-full");
     }
+    return;
+  }
+  if (hedges_racing_ > 0) {
+    // The lead's pooled connection had been closed while idle, and a hedge is under way: the
+    // hedge takes over (a replay would be one more try, perhaps on the hedge's endpoint). No
+    // outcome: the endpoint never saw the request.
+    note_ended_try(endpoint_.get(), "reset", lead_hedge_ != nullptr);
+    if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
+      lead_hedge_counted_ = true;
+      count_hedge(HedgeOutcome::kFailed);
+    }
+    circuit_permit_.reset();
+    hand_over_to_hedge();
+    return;
+  }
+  if (lead_hedge_ != nullptr) {
+    lead_hedge_->request.rewind();
+    restart_lead_hedge(true);
     return;
   }
   res_.to_upstream.rewind();
@@ -531,6 +570,8 @@ bool Exchange::on_try_interim(UpstreamRequest& t, const http::MessageHead& head)
   if (HedgeTry* h = racing_hedge(t)) {
     // Not forwarded: the client hears the interim responses of the try that leads.
     if (t.interim_responses() <= kMaxInterimResponses) return true;
+    cluster_->stats.upstream_requests.inc(0);
+    record_outcome(h->endpoint.get(), h->circuit, t.start_us(), 0, false);
     end_hedge(*h, HedgeOutcome::kFailed, "reset");
     return false;
   }
@@ -574,6 +615,12 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
     hand_over_to_hedge();
     return http::ParserCallbacks::kPause;
   }
+  if (head.status == 101 && (!request_upgrade_ || !upgrade_was_offered(head))) {
+    // A switch the request did not offer: a malformed answer, so a failed try (retried as a
+    // reset, or handed over to a racing hedge), never a success.
+    try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
+    return http::ParserCallbacks::kPause;
+  }
   response_status_ = head.status;
   // The try's outcome is known: its deadline no longer applies, and the circuit hears of it.
   upstream_us_ = now_us() - t.start_us();
@@ -590,11 +637,7 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
   ExchangeStream::HeadInfo info;
   info.request_id = {request_id_, request_id_len_};
   info.attempts = tries_;
-  if (head.status == 101) {
-    if (!request_upgrade_ || !upgrade_was_offered(head)) {
-      upstream_failed(LocalReason::kUpstreamProtocolError, 0);
-      return http::ParserCallbacks::kPause;
-    }
+  if (head.status == 101) {  // one the request offered (checked above)
     info.upgrade = true;
     stream_.send_head(head, info);
     response_head_sent_ = true;

@@ -110,7 +110,8 @@ TEST_CASE("loadgen: sends at a constant rate over keep-alive connections and rep
                                              "completed", "rate_achieved", "ok", "failed",
                                              "error_connect", "error_reset", "error_timeout",
                                              "error_parse", "p50_us", "p90_us", "p99_us", "p999_us",
-                                             "max_us", "mean_us"});
+                                             "max_us", "mean_us", "ok_p50_us", "ok_p99_us",
+                                             "ok_p999_us"});
   CHECK(run.values["rate_target"] == "200");
   CHECK(run.values["duration_s"] == "2.000");
   CHECK(run.count("connections") == 4);
@@ -209,6 +210,27 @@ TEST_CASE("loadgen: counts non-2xx statuses as failures, by status") {
   };
   CHECK(at("failed") + 1 == at("status_503"));
   CHECK(at("status_503") + 1 == at("error_connect"));
+}
+
+TEST_CASE("loadgen: the ok_ percentiles count only the requests answered 2xx") {
+  // Every 503 is held 300 ms, every 200 answered at once: the percentiles of all requests see
+  // the slow failures, those of the ok ones do not.
+  std::atomic<int> counter{0};
+  TestUpstream upstream([&counter](UpstreamConn& conn) {
+    while (conn.read_request(Millis{20000})) {
+      const bool fail = counter++ % 2 == 0;
+      if (fail && !conn.pause(Millis{300})) return;
+      if (!conn.write_response(fail ? 503 : 200, "x\n")) return;
+    }
+  });
+  auto run = run_loadgen(rate_args(upstream.port(), "50", "40", "1s"));
+  INFO("stdout:\n" << run.out << "\nstderr:\n" << run.err);
+  REQUIRE(run.exit_code == 0);
+  CHECK(run.count("ok") >= 20);
+  CHECK(run.count("p99_us") >= 250'000);
+  CHECK(run.count("ok_p99_us") < 100'000);
+  CHECK(run.count("ok_p50_us") <= run.count("ok_p99_us"));
+  CHECK(run.count("ok_p99_us") <= run.count("ok_p999_us"));
 }
 
 TEST_CASE("loadgen: counts connect, reset, timeout and parse errors, and still exits 0") {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -292,4 +293,116 @@ TEST_CASE("delay: auto hedges after the route's recent p95") {
   }
   CHECK(hedges(bulwark, "won") + hedges(bulwark, "lost") == warm_hedges + 1);
   CHECK(flaky_closed.wait(Millis{2000}));
+}
+
+TEST_CASE("a hedge that took the lead is sent again when its pooled connection turns out closed") {
+  // Three endpoints with a pooled connection each. The lead answers garbage after 100 ms, so the
+  // hedge (on a pooled connection, sent at 50 ms) takes over; at 150 ms that connection closes
+  // without an answer, as an idle close would look: the hedge's request goes again, whole, on a
+  // new connection to its endpoint, which answers.
+  std::atomic<int> visits{0};
+  auto handler = [&visits](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      if (request->target != "/promo") {
+        if (!conn.write_response(200, "warm\n")) return;
+        continue;
+      }
+      const int n = ++visits;
+      if (n == 1) {
+        conn.pause(Millis{100});
+        conn.write("garbage\r\n\r\n");
+        return;
+      }
+      if (n == 2) {
+        conn.pause(Millis{150});
+        return;
+      }
+      if (!conn.write_response(200, "promoted\n")) return;
+    }
+  };
+  TestUpstream a(handler, "a"), b(handler, "b"), c(handler, "c");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 3s\nretry: {attempts: 3, hedge: {delay: 50ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(a.address() + ", " + b.address() + ", " + c.address(), options));
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(client.send(make_request("GET", "/warm")));
+    auto warm = client.read_response();
+    REQUIRE(warm);
+    REQUIRE(warm->status == 200);
+  }
+  const auto started = Clock::now();
+  REQUIRE(client.send(make_request("GET", "/promo")));
+  auto response = client.read_response();
+  const auto elapsed = Clock::now() - started;
+  REQUIRE(response);
+  INFO(describe(response));
+  CHECK(response->status == 200);
+  CHECK(response->body == "promoted\n");
+  CHECK(elapsed < Millis{1000});
+  CHECK(visits == 3);
+}
+
+TEST_CASE("a hedge answering 101 to a request that asked no upgrade does not cancel the lead") {
+  std::atomic<int> upgrades{0};
+  TestUpstream switcher(
+      [&upgrades](UpstreamConn& conn) {
+        if (!conn.read_request()) return;
+        ++upgrades;
+        conn.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n");
+        conn.wait_peer_close(Millis{10000});
+      },
+      "switcher");
+  TestUpstream slow_ok(answers_after(Millis{300}, "slow-ok"), "slow-ok");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(switcher, slow_ok), options));
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(client.send(make_request("GET", "/no-upgrade/" + std::to_string(i))));
+    auto response = client.read_response();
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "slow-ok");
+  }
+  CHECK(upgrades == 2);  // once as a lead (retried), once as a hedge (ended)
+  CHECK(hedges(bulwark, "won") == 0);
+  CHECK(hedges(bulwark, "failed") == 1);
+}
+
+TEST_CASE("a request's hedges never go back to an endpoint one of its tries went to") {
+  // "hung" never answers, "busy" answers 503 at once, "good" answers 200. With two hedges, a
+  // request stuck on "hung" whose first hedge got "busy"'s 503 sends its second to "good".
+  Event hung_closed;
+  std::atomic<int> hung_requests{0};
+  TestUpstream hung(never_answers(hung_closed, hung_requests), "hung");
+  TestUpstream busy(
+      [](UpstreamConn& conn) {
+        while (auto request = conn.read_request()) {
+          if (!conn.write_response(503, "busy\n")) return;
+        }
+      },
+      "busy");
+  TestUpstream good({}, "good");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 3s\nretry: {attempts: 4, hedge: {delay: 50ms, max_hedges: 2}}";
+  BulwarkProcess bulwark;
+  bulwark.start(
+      proxy_config(hung.address() + ", " + busy.address() + ", " + good.address(), options));
+  for (int i = 0; i < 12; ++i) {
+    auto response = http_get(bulwark.port("inbound"), "/spread/" + std::to_string(i));
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "good");
+  }
+  // No request reached "busy" twice.
+  std::map<std::string, int> seen;
+  for (const Request& r : busy.received()) CHECK(++seen[r.target] == 1);
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -228,7 +229,8 @@ TEST_CASE("replica serves 200, its name and body-bytes, with keep-alive, pipelin
 
 TEST_CASE("replica fails the share of requests set by fail, health checks included") {
   Replica replica;
-  CHECK(replica.set("fail=1") == "fail=1\ndelay=0\ndelay_ms=0\nreset=0\n");
+  CHECK(replica.set("fail=1") ==
+        "fail=1\ndelay=0\ndelay_ms=0\nreset=0\nservice_ms=0\ncapacity=0\n");
   ClientConn conn(replica.port());
   REQUIRE(conn.connected());
   for (int i = 0; i < 10; ++i) {
@@ -305,6 +307,49 @@ TEST_CASE("replica delays answers by delay_ms without holding up other connectio
   REQUIRE(failed);
   CHECK(failed->status == 503);
   CHECK(since(start) >= Millis{150});
+}
+
+TEST_CASE("replica with a capacity serves that many at a time, and a cold start is slower") {
+  // Two at a time, 150 ms each: of four requests on four connections, two answer after about
+  // 150 ms and two after about 300 ms; the health path does not wait.
+  Replica replica({"--service-ms", "150", "--capacity", "2"});
+  std::vector<std::unique_ptr<ClientConn>> conns;
+  const auto start = Clock::now();
+  for (int i = 0; i < 4; ++i) {
+    conns.push_back(std::make_unique<ClientConn>(replica.port()));
+    REQUIRE(conns.back()->send(make_request("GET", "/work/" + std::to_string(i))));
+  }
+  auto health_start = Clock::now();
+  auto health = http_get(replica.port(), "/health");
+  REQUIRE(health);
+  CHECK(health->status == 200);
+  CHECK(since(health_start) < Millis{100});
+  std::vector<Millis> times;
+  for (auto& c : conns) {
+    auto r = c->read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    times.push_back(std::chrono::duration_cast<Millis>(since(start)));
+  }
+  std::sort(times.begin(), times.end());
+  CHECK(times[1] >= Millis{150});
+  CHECK(times[1] < Millis{290});
+  CHECK(times[2] >= Millis{300});
+  CHECK(times[3] < Millis{450});
+  // /set changes both; capacity 0 lifts the limit.
+  CHECK(replica.set("capacity=0&service_ms=50").find("service_ms=50\ncapacity=0\n") !=
+        std::string::npos);
+
+  // Cold: the first 400 ms after the start, service takes 4 times as long.
+  Replica cold({"--service-ms", "50", "--cold-ms", "400", "--cold-factor", "4"});
+  auto t0 = Clock::now();
+  REQUIRE(http_get(cold.port(), "/first"));
+  CHECK(since(t0) >= Millis{200});
+  while (since(t0) < Millis{450}) REQUIRE(http_get(cold.port(), "/meanwhile"));
+  auto t1 = Clock::now();
+  REQUIRE(http_get(cold.port(), "/warm"));
+  CHECK(since(t1) >= Millis{50});
+  CHECK(since(t1) < Millis{190});
 }
 
 TEST_CASE("replica resets the share of connections set by reset") {
@@ -411,7 +456,8 @@ TEST_CASE("replica answers bad control requests with 400, 404 or 405 and malform
     CHECK(response.status == 400);
     CHECK(response.body.find(bad.named) != std::string::npos);
   }
-  CHECK(replica.set("") == "fail=0\ndelay=0\ndelay_ms=0\nreset=0\n");  // nothing changed
+  // Nothing changed.
+  CHECK(replica.set("") == "fail=0\ndelay=0\ndelay_ms=0\nreset=0\nservice_ms=0\ncapacity=0\n");
 
   Response get_set = replica.control("GET", "/set?fail=1");
   CHECK(get_set.status == 405);
