@@ -56,6 +56,8 @@ AdaptiveConcurrency::Permit AdaptiveConcurrency::try_acquire() {
       return Permit();
     }
   } while (!in_flight_.compare_exchange_weak(n, n + 1, kRelaxed));
+  // Racy but never low for long: a lost update is another request's near-equal count.
+  if (n + 1 > peak_in_flight_.load(kRelaxed)) peak_in_flight_.store(n + 1, kRelaxed);
   return Permit(this, epoch_.load(kRelaxed));
 }
 
@@ -95,12 +97,16 @@ void AdaptiveConcurrency::close_window_locked(Micros now) {
     const double sample_rtt = static_cast<double>(std::max<Micros>(median_locked(), 1));
     const double target = static_cast<double>(min_rtt) * (1 + config_.buffer_percent / 100);
     const double gradient = std::clamp(target / sample_rtt, 0.5, 2.0);
-    const double scaled = gradient * limit_.load(kRelaxed);
-    const double next = std::round(scaled + std::sqrt(scaled));
+    const uint32_t limit = limit_.load(kRelaxed);
+    const double scaled = gradient * limit;
+    double next = std::round(scaled + std::sqrt(scaled));
+    // Grown only when the window's traffic used at least half of it.
+    if (next > limit && 2 * peak_in_flight_.load(kRelaxed) < limit) next = limit;
     limit_.store(static_cast<uint32_t>(std::clamp(next, static_cast<double>(config_.min_limit),
                                                   static_cast<double>(config_.max_limit))),
                  kRelaxed);
   }
+  peak_in_flight_.store(in_flight_.load(kRelaxed), kRelaxed);
   samples_.clear();
   window_end_ = now + to_micros(config_.sample_window);
 }

@@ -84,6 +84,11 @@ class AdaptiveConcurrency {
   const Clock& clock_;
   std::atomic<uint32_t> limit_;
   std::atomic<uint32_t> in_flight_{0};
+  // The most requests in flight at once since the window began: a limit the traffic never came
+  // near is not raised (the cluster is not what limits it: "app-limited", as Netflix's
+  // concurrency-limits says), so a quiet spell cannot leave a limit far above what the upstream
+  // takes when a surge comes.
+  std::atomic<uint32_t> peak_in_flight_{0};
   std::atomic<uint64_t> rejected_{0};
   std::atomic<Micros> min_rtt_{0};
   // Counts the minimum measurements begun: only requests admitted during one (at min_limit)

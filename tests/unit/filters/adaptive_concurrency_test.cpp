@@ -107,6 +107,25 @@ TEST_CASE("adaptive concurrency: the limit follows a latency step up and down") 
   CHECK(ac.limit() == 1000);
 }
 
+TEST_CASE("adaptive concurrency: a limit the traffic does not use is not raised") {
+  FakeClock clock;
+  const auto c = test_config();
+  AdaptiveConcurrency ac(c, clock, 1);
+  measure(ac, clock, 10ms);
+  // Three requests at a time, at the minimum latency: the limit grows only while three is at
+  // least half of it (4 -> 7, one growth step past 6, then no more).
+  for (int i = 0; i < 40; ++i) {
+    std::vector<AdaptiveConcurrency::Permit> permits;
+    for (int k = 0; k < 3; ++k) permits.push_back(ac.try_acquire());
+    for (auto& p : permits) p.record(to_micros(10ms));
+    clock.advance(250ms);
+  }
+  CHECK(ac.limit() == 7);
+  // Traffic that fills it lets it grow again.
+  for (int i = 0; i < 40; ++i) window(ac, clock, 10ms);
+  CHECK(ac.limit() == 1000);
+}
+
 TEST_CASE("adaptive concurrency: latency within the buffer still lets the limit grow") {
   FakeClock clock;
   const auto c = test_config();
