@@ -476,6 +476,10 @@ void Exchange::restart_lead_hedge(bool fresh_only) {
       res_.wait_timer.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
       return;
     case UpstreamRequest::Start::kFull:
+      if (!lead_hedge_counted_) {
+        lead_hedge_counted_ = true;
+        count_hedge(HedgeOutcome::kFailed);
+      }
       upstream_failed(LocalReason::kPoolExhausted, 0);
       return;
   }
@@ -577,7 +581,10 @@ bool Exchange::on_try_interim(UpstreamRequest& t, const http::MessageHead& head)
   }
   response_status_ = head.status;
   if (t.interim_responses() > kMaxInterimResponses) {
-    upstream_failed(LocalReason::kUpstreamProtocolError, 0);
+    // A broken upstream: a failed try, as a malformed response is (retried as a reset, or
+    // handed over to a racing hedge). The 1xx already forwarded do no harm: a client takes any
+    // number of them before the final response.
+    try_failed(filters::TryFailure::kReset, LocalReason::kUpstreamProtocolError, 0);
     return false;
   }
   // Interim responses (100 Continue, 103 Early Hints) go to the client as they come.

@@ -406,3 +406,38 @@ TEST_CASE("a request's hedges never go back to an endpoint one of its tries went
   std::map<std::string, int> seen;
   for (const Request& r : busy.received()) CHECK(++seen[r.target] == 1);
 }
+
+TEST_CASE("a lead that floods interim responses while a hedge races hands over to the hedge") {
+  // "chatty" sends twenty 103s 100 ms after the request (more than a try may send); "steady"
+  // answers after 200 ms. The request whose lead is "chatty" gets "steady"'s answer through its
+  // hedge, not a 502.
+  TestUpstream chatty(
+      [](UpstreamConn& conn) {
+        if (!conn.read_request()) return;
+        conn.pause(Millis{100});
+        std::string hints;
+        for (int i = 0; i < 20; ++i) hints += "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
+        conn.write(hints);
+        conn.wait_peer_close(Millis{10000});
+      },
+      "chatty");
+  TestUpstream steady(answers_after(Millis{200}, "steady"), "steady");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(two_endpoints(chatty, steady), options));
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < 2; ++i) {
+    REQUIRE(client.send(make_request("GET", "/hints/" + std::to_string(i))));
+    // The 103s forwarded before the handover come first, each on its own.
+    auto response = client.read_response();
+    int interim = 0;
+    while (response && response->status < 200 && ++interim <= 40) response = client.read_response();
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == "steady");
+  }
+  CHECK(chatty.requests() == 2);  // once as a lead (handed over), once as a hedge (ended)
+}
