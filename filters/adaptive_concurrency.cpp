@@ -48,11 +48,11 @@ AdaptiveConcurrency::AdaptiveConcurrency(const config::AdaptiveConcurrencyConfig
   samples_.reserve(std::max<size_t>(kMaxSamples, config.min_rtt_samples));
 }
 
-AdaptiveConcurrency::Permit AdaptiveConcurrency::try_acquire() {
+AdaptiveConcurrency::Permit AdaptiveConcurrency::acquire(bool count_refusal) {
   uint32_t n = in_flight_.load(kRelaxed);
   do {
     if (n >= limit_.load(kRelaxed)) {
-      rejected_.fetch_add(1, kRelaxed);
+      if (count_refusal) rejected_.fetch_add(1, kRelaxed);
       return Permit();
     }
   } while (!in_flight_.compare_exchange_weak(n, n + 1, kRelaxed));

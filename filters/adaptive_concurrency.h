@@ -61,7 +61,9 @@ class AdaptiveConcurrency {
                       uint64_t seed);
 
   // A permit when fewer than limit() requests are in flight; else an empty one (counted).
-  Permit try_acquire();
+  Permit try_acquire() { return acquire(true); }
+  // The same for a request already refused once and waiting: a miss is not counted again.
+  Permit try_acquire_waiting() { return acquire(false); }
 
   uint32_t limit() const { return limit_.load(std::memory_order_relaxed); }
   uint32_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
@@ -72,6 +74,7 @@ class AdaptiveConcurrency {
   bool measuring() const;
 
  private:
+  Permit acquire(bool count_refusal);
   void end(bool sampled, Micros latency, uint32_t epoch);
   // Under mu_: the window that ended at `now` moves the limit; a new window starts.
   void close_window_locked(Micros now);

@@ -264,7 +264,54 @@ void WorkerCluster::release_connection_slot() {
   }
 }
 
+void WorkerCluster::wait_for_adaptive(AdaptiveWaiter* w) {
+  adaptive_waiters_.push_back(w);
+  w->adaptive_cluster_ = this;
+  shared.adaptive_waiting.fetch_add(1, std::memory_order_seq_cst);
+  // A permit may have ended on another worker between the refusal and now, unseen by it (no
+  // waiter yet): look once more. The fences pair with on_adaptive_release's (the permits'
+  // in-flight count is relaxed).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  serve_adaptive_waiters();
+}
+
+void WorkerCluster::remove_adaptive_waiter(AdaptiveWaiter* w) {
+  if (w->adaptive_cluster_ != this) return;
+  adaptive_waiters_.remove(w);
+  w->adaptive_cluster_ = nullptr;
+  shared.adaptive_waiting.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void AdaptiveWaiter::cancel_adaptive_wait() {
+  if (adaptive_cluster_ != nullptr) adaptive_cluster_->remove_adaptive_waiter(this);
+}
+
+void WorkerCluster::on_adaptive_release() {
+  if (!adaptive_waiters_.empty()) {
+    serve_adaptive_waiters();
+    return;
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (shared.adaptive_waiting.load(std::memory_order_relaxed) > 0 && shared.wake_other_workers)
+    shared.wake_other_workers(worker_.id());
+}
+
+void WorkerCluster::serve_adaptive_waiters() {
+  filters::AdaptiveConcurrency* adaptive = shared.adaptive.get();
+  if (adaptive == nullptr || serving_adaptive_) return;
+  serving_adaptive_ = true;
+  while (!adaptive_waiters_.empty()) {
+    filters::AdaptiveConcurrency::Permit permit = adaptive->try_acquire_waiting();
+    if (!permit) break;
+    AdaptiveWaiter* w = adaptive_waiters_.front();
+    remove_adaptive_waiter(w);
+    w->on_adaptive_permit(std::move(permit));
+  }
+  serving_adaptive_ = false;
+}
+
 void WorkerCluster::on_remote_capacity() {
+  if (!adaptive_waiters_.empty()) serve_adaptive_waiters();
   // Each served waiter either takes a slot or queues again at the back; stop after one round.
   for (size_t n = waiters_.size(); n > 0 && !waiters_.empty(); --n) {
     if (shared.connections.load(std::memory_order_relaxed) >= shared.config.pool.max_connections)

@@ -97,6 +97,10 @@ class ClusterState {
   // Set by the Server before workers start: a worker that closed a connection (freeing a slot
   // of max_connections) while requests of other workers wait for one tells those workers.
   std::function<void(size_t from_worker)> wake_other_workers;
+  // adaptive_concurrency: requests waiting for a permit across all workers (their routes'
+  // bulkheads have a queue). A worker whose permit ended while only others wait wakes them with
+  // wake_other_workers.
+  std::atomic<uint32_t> adaptive_waiting{0};
 
   // Bumped (release) after any change of which endpoints are routable: a health check result
   // that changed an endpoint's state, an ejection, the end of one. Each worker compares it with
@@ -119,6 +123,29 @@ class ClusterState {
 
   mutable std::mutex mu_;
   std::shared_ptr<const EndpointSet> endpoints_;
+};
+
+// A request waiting for an adaptive_concurrency permit of its cluster: the limit was reached
+// and its route's bulkhead has a queue, where it holds a place meanwhile. The wait ends with
+// on_adaptive_permit() or cancel_adaptive_wait(), which the destructor calls.
+class AdaptiveWaiter {
+ public:
+  AdaptiveWaiter() = default;
+  AdaptiveWaiter(const AdaptiveWaiter&) = delete;
+  AdaptiveWaiter& operator=(const AdaptiveWaiter&) = delete;
+  // A permit, taken for this waiter (which is out of the queue already).
+  virtual void on_adaptive_permit(filters::AdaptiveConcurrency::Permit permit) = 0;
+  bool waiting_for_adaptive() const { return adaptive_cluster_ != nullptr; }
+  void cancel_adaptive_wait();
+
+  ListHook<AdaptiveWaiter> adaptive_hook;
+
+ protected:
+  ~AdaptiveWaiter() { cancel_adaptive_wait(); }
+
+ private:
+  friend class WorkerCluster;
+  WorkerCluster* adaptive_cluster_ = nullptr;  // the queue it is in
 };
 
 // One worker's view of a cluster. Lives on the worker's loop thread only.
@@ -174,6 +201,14 @@ class WorkerCluster {
   // Leaves the queue (PoolWaiter::cancel).
   void remove_waiter(PoolWaiter* w);
 
+  // adaptive_concurrency: queues `w` for a permit (first come, first served on this worker),
+  // and serves it at once if one came free meanwhile.
+  void wait_for_adaptive(AdaptiveWaiter* w);
+  void remove_adaptive_waiter(AdaptiveWaiter* w);
+  // A permit of this cluster ended on this worker: its waiters get permits while there are
+  // any, and when it has none while others wait, the other workers are told.
+  void on_adaptive_release();
+
   // Closes idle connections and stops (drain).
   void close_idle();
   // Whether any upstream connection of this cluster is still open (busy, idle or closing).
@@ -226,6 +261,9 @@ class WorkerCluster {
 
   IntrusiveList<PoolWaiter, &PoolWaiter::hook> waiters_;  // oldest first
   bool serving_waiters_ = false;
+  void serve_adaptive_waiters();
+  IntrusiveList<AdaptiveWaiter, &AdaptiveWaiter::adaptive_hook> adaptive_waiters_;  // oldest first
+  bool serving_adaptive_ = false;
 };
 
 }  // namespace bulwark

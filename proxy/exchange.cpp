@@ -409,7 +409,7 @@ void Exchange::finish() {
   }
   // A local reply (circuit open, no endpoint) may leave it held: given back before the
   // generation, and so the cluster it belongs to, may go.
-  adaptive_permit_.reset();
+  release_adaptive(false);
   active_request_.release();
   state_ = State::kDone;
   endpoint_.reset();

@@ -33,6 +33,7 @@
 #include "filters/retry.h"
 #include "proxy/admission.h"
 #include "proxy/buffer.h"
+#include "proxy/cluster.h"
 #include "proxy/codec.h"
 #include "proxy/fwd.h"
 #include "proxy/headers.h"
@@ -97,7 +98,9 @@ struct ExchangeResources {
   void on_deadline_timer();
 };
 
-class Exchange final : private UpstreamRequest::Callbacks, private Admission::Owner {
+class Exchange final : private UpstreamRequest::Callbacks,
+                       private Admission::Owner,
+                       private AdaptiveWaiter {
  public:
   Exchange(Worker& worker, ListenerContext& listener, ExchangeStream& stream,
            ExchangeResources& res);
@@ -168,7 +171,7 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
     kDone,        // finished or cut off
   };
   // What the exchange waits for on the wait timer, between its head and an upstream connection.
-  enum class Wait : uint8_t { kNone, kAdmission, kBackoff, kPool };
+  enum class Wait : uint8_t { kNone, kAdmission, kBackoff, kPool, kAdaptive };
 
   friend struct ExchangeResources;
   void on_wait_timer();
@@ -228,6 +231,12 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   void upstream_failed(LocalReason reason, int err);
   // adaptive_concurrency: the request's latency is known (its response head, or its failure).
   void end_adaptive_sample();
+  // Gives the permit back, with its latency as a sample or without, and lets a waiting request
+  // of the cluster have it.
+  void release_adaptive(bool sample);
+  // Over the limit: waits in the route's bulkhead queue for a permit, or is refused.
+  void wait_for_adaptive();
+  void on_adaptive_permit(filters::AdaptiveConcurrency::Permit permit) override;
   // The exchange stops using its upstream connection: back to the pool when `reusable` and the
   // whole request and response went through, else closed.
   void release_upstream(bool reusable);
@@ -321,6 +330,8 @@ class Exchange final : private UpstreamRequest::Callbacks, private Admission::Ow
   filters::CircuitBreaker::Permit circuit_permit_;
   // adaptive_concurrency: held from admission to the response head (or the local reply).
   filters::AdaptiveConcurrency::Permit adaptive_permit_;
+  // Waiting for a permit: a place in the route's bulkhead queue (against max_queued).
+  filters::Bulkhead::QueuePlace adaptive_queue_place_;
   uint64_t adaptive_since_us_ = 0;
   uint64_t route_deadline_ms_ = 0;                 // loop time; 0 = none
   uint64_t try_deadline_ms_ = 0;                   // loop time; 0 = none

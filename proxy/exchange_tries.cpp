@@ -42,8 +42,7 @@ void Exchange::after_admission(const Admission::Result& result) {
       if (filters::AdaptiveConcurrency* adaptive = cluster_->shared.adaptive.get()) {
         adaptive_permit_ = adaptive->try_acquire();
         if (!adaptive_permit_) {
-          local_reply(LocalReason::kAdaptiveConcurrencyLimited,
-                      request_has_body_ && !request_complete_);
+          wait_for_adaptive();
           return;
         }
         adaptive_since_us_ = now_us();
@@ -59,6 +58,39 @@ void Exchange::after_admission(const Admission::Result& result) {
       res_.wait_timer.start(result.timer_ms);
       return;
   }
+}
+
+void Exchange::wait_for_adaptive() {
+  // Over the cluster's limit: the request waits in its route's bulkhead queue when it has one
+  // (a place of max_queued, at most queue_timeout), else it is refused at once.
+  filters::Bulkhead* bulkhead = route_->shared->bulkhead.get();
+  if (bulkhead != nullptr) adaptive_queue_place_ = bulkhead->try_enqueue();
+  if (!adaptive_queue_place_) {
+    local_reply(LocalReason::kAdaptiveConcurrencyLimited, request_has_body_ && !request_complete_);
+    return;
+  }
+  wait_ = Wait::kAdaptive;
+  res_.wait_timer.start(static_cast<uint64_t>(bulkhead->config().queue_timeout.count()));
+  cluster_->wait_for_adaptive(this);  // may serve it at once (on_adaptive_permit)
+}
+
+void Exchange::on_adaptive_permit(filters::AdaptiveConcurrency::Permit permit) {
+  res_.wait_timer.stop();
+  wait_ = Wait::kNone;
+  adaptive_queue_place_.reset();
+  adaptive_permit_ = std::move(permit);
+  adaptive_since_us_ = now_us();
+  start_try();
+}
+
+void Exchange::release_adaptive(bool sample) {
+  if (!adaptive_permit_) return;
+  if (sample) {
+    adaptive_permit_.record(static_cast<filters::Micros>(now_us() - adaptive_since_us_));
+  } else {
+    adaptive_permit_.reset();
+  }
+  cluster_->on_adaptive_release();
 }
 
 void Exchange::on_admission_resumed(const Admission::Result& result) {
@@ -81,6 +113,10 @@ void Exchange::on_wait_timer() {
     case Wait::kBackoff:
       wait_ = Wait::kNone;
       start_try();
+      return;
+    case Wait::kAdaptive:
+      cancel_wait();
+      local_reply(LocalReason::kAdaptiveConcurrencyLimited, body_unread);
       return;
     case Wait::kNone:
       return;
@@ -250,6 +286,10 @@ void Exchange::cancel_wait() {
     case Wait::kAdmission:
       admission_.release();
       break;
+    case Wait::kAdaptive:
+      cancel_adaptive_wait();
+      adaptive_queue_place_.reset();
+      break;
     default:
       break;
   }
@@ -289,7 +329,7 @@ void Exchange::end_policies() {
   }
   cancel_wait();
   circuit_permit_.reset();
-  adaptive_permit_.reset();
+  release_adaptive(false);
   admission_.release();
   route_deadline_ms_ = try_deadline_ms_ = 0;
 }
@@ -753,11 +793,7 @@ void Exchange::release_upstream(bool reusable) {
   if (try_) try_->release(reusable && request_complete_ && try_->response_complete());
 }
 
-void Exchange::end_adaptive_sample() {
-  if (adaptive_permit_) {
-    adaptive_permit_.record(static_cast<filters::Micros>(now_us() - adaptive_since_us_));
-  }
-}
+void Exchange::end_adaptive_sample() { release_adaptive(true); }
 
 void Exchange::upstream_failed(LocalReason reason, int) {
   // A timeout is a latency too (what overload looks like); a failure to reach the cluster at
@@ -766,7 +802,7 @@ void Exchange::upstream_failed(LocalReason reason, int) {
   if (reason == LocalReason::kUpstreamTimeout || reason == LocalReason::kStreamIdleTimeout) {
     end_adaptive_sample();
   } else {
-    adaptive_permit_.reset();
+    release_adaptive(false);
   }
   release_upstream(false);
   if (response_head_sent_ || stream_.writing()) {

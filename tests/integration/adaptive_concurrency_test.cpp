@@ -249,3 +249,67 @@ TEST_CASE("adaptive concurrency: its refusals still count after a reload replace
   CHECK(scrape_metric(bulwark, "bulwark_adaptive_concurrency_rejected_total", {{"cluster", "app"}})
             .value_or(-1) == 1);
 }
+
+TEST_CASE("over the adaptive limit, requests wait in the route's bulkhead queue when it has one") {
+  // The limit stays at min_limit (2) for the whole test: the minimum latency is still being
+  // measured (1,000 samples). The upstream answers each request after 150 ms. Six clients at
+  // once: two go, the others wait for a permit.
+  TestUpstream upstream(
+      [](UpstreamConn& conn) {
+        while (auto request = conn.read_request()) {
+          if (!conn.pause(Millis{150})) return;
+          if (!conn.write_response(200, "done\n")) return;
+        }
+      },
+      "slow");
+  auto run_six = [&](const std::string& bulkhead, std::vector<int>* statuses,
+                     std::vector<Millis>* times) {
+    ProxyOptions options;
+    options.workers = 2;
+    options.route = bulkhead;
+    options.cluster = "adaptive_concurrency: {min_limit: 2, max_limit: 100, min_rtt_samples: 1000}";
+    BulwarkProcess bulwark;
+    bulwark.start(proxy_config(upstream.address(), options));
+    std::vector<std::thread> clients;
+    std::mutex mu;
+    const auto start = Clock::now();
+    for (int i = 0; i < 6; ++i) {
+      clients.emplace_back([&, i] {
+        auto response = http_get(bulwark.port("inbound"), "/q/" + std::to_string(i));
+        const auto took = std::chrono::duration_cast<Millis>(Clock::now() - start);
+        std::lock_guard<std::mutex> lock(mu);
+        statuses->push_back(response ? response->status : 0);
+        times->push_back(took);
+      });
+    }
+    for (auto& c : clients) c.join();
+    std::sort(statuses->begin(), statuses->end());
+    std::sort(times->begin(), times->end());
+  };
+
+  SUBCASE("a queue long enough: everyone is served, two at a time") {
+    std::vector<int> statuses;
+    std::vector<Millis> times;
+    run_six("bulkhead: {max_concurrent: 100, max_queued: 10, queue_timeout: 3s}", &statuses,
+            &times);
+    CHECK(statuses == std::vector<int>{200, 200, 200, 200, 200, 200});
+    CHECK(times.back() >= Millis{440});  // three waves of 150 ms
+  }
+  SUBCASE("a queue timeout shorter than the wait: refused when it expires") {
+    std::vector<int> statuses;
+    std::vector<Millis> times;
+    run_six("bulkhead: {max_concurrent: 100, max_queued: 10, queue_timeout: 100ms}", &statuses,
+            &times);
+    CHECK(std::count(statuses.begin(), statuses.end(), 200) == 2);
+    CHECK(std::count(statuses.begin(), statuses.end(), 503) == 4);
+    CHECK(times[0] >= Millis{90});  // the refused waited their queue_timeout
+  }
+  SUBCASE("no bulkhead queue: refused at once") {
+    std::vector<int> statuses;
+    std::vector<Millis> times;
+    run_six("bulkhead: {max_concurrent: 100, max_queued: 0}", &statuses, &times);
+    CHECK(std::count(statuses.begin(), statuses.end(), 200) == 2);
+    CHECK(std::count(statuses.begin(), statuses.end(), 503) == 4);
+    CHECK(times[0] < Millis{100});
+  }
+}
