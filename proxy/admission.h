@@ -58,6 +58,8 @@ class Admission : private BulkheadWaiter {
 
   // Runs the chain for a request of `route` from its first step.
   Result start(WorkerRoute& route, Owner* owner, const Request& request, FastRandom& random);
+  // Whether the request waits in the route's bulkhead queue now.
+  bool in_queue() const { return in_queue_; }
   // The wait's timer ran out: a fault delay ended (the chain goes on), or the bulkhead queue
   // timed out (kReply queue_timeout).
   Result on_timer();

@@ -265,8 +265,10 @@ void WorkerCluster::release_connection_slot() {
 }
 
 void WorkerCluster::wait_for_adaptive(AdaptiveWaiter* w) {
+  w->adaptive_ticket_ = shared.next_adaptive_ticket.fetch_add(1);
   adaptive_waiters_.push_back(w);
   w->adaptive_cluster_ = this;
+  if (adaptive_waiters_.front() == w) publish_oldest_adaptive();
   shared.adaptive_waiting.fetch_add(1, std::memory_order_seq_cst);
   // A permit may have ended on another worker between the refusal and now, unseen by it (no
   // waiter yet): look once more. The fences pair with on_adaptive_release's (the permits'
@@ -277,9 +279,18 @@ void WorkerCluster::wait_for_adaptive(AdaptiveWaiter* w) {
 
 void WorkerCluster::remove_adaptive_waiter(AdaptiveWaiter* w) {
   if (w->adaptive_cluster_ != this) return;
+  const bool was_front = adaptive_waiters_.front() == w;
   adaptive_waiters_.remove(w);
   w->adaptive_cluster_ = nullptr;
+  if (was_front) publish_oldest_adaptive();
   shared.adaptive_waiting.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void WorkerCluster::publish_oldest_adaptive() {
+  if (shared.adaptive_oldest == nullptr) return;
+  shared.adaptive_oldest[worker_.id()].store(adaptive_waiters_.empty()
+                                                 ? ClusterState::kNoAdaptiveWaiter
+                                                 : adaptive_waiters_.front()->adaptive_ticket_);
 }
 
 void AdaptiveWaiter::cancel_adaptive_wait() {
@@ -287,20 +298,24 @@ void AdaptiveWaiter::cancel_adaptive_wait() {
 }
 
 void WorkerCluster::on_adaptive_release() {
-  if (!adaptive_waiters_.empty()) {
-    serve_adaptive_waiters();
-    return;
-  }
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (shared.adaptive_waiting.load(std::memory_order_relaxed) > 0 && shared.wake_other_workers)
-    shared.wake_other_workers(worker_.id());
+  if (shared.adaptive_waiting.load(std::memory_order_relaxed) > 0) serve_adaptive_waiters();
 }
 
 void WorkerCluster::serve_adaptive_waiters() {
   filters::AdaptiveConcurrency* adaptive = shared.adaptive.get();
   if (adaptive == nullptr || serving_adaptive_) return;
   serving_adaptive_ = true;
-  while (!adaptive_waiters_.empty()) {
+  // Free permits go to the oldest waiters of all workers: served here while they are this
+  // worker's, else their worker is told (and serves in turn).
+  while (shared.adaptive_waiting.load() > 0) {
+    const size_t oldest = shared.oldest_adaptive_worker();
+    if (oldest == ClusterState::kNoWorker) break;  // its owner serves right after publishing
+    if (oldest != worker_.id()) {
+      if (adaptive->in_flight() < adaptive->limit() && shared.wake_worker)
+        shared.wake_worker(oldest);
+      break;
+    }
     filters::AdaptiveConcurrency::Permit permit = adaptive->try_acquire_waiting();
     if (!permit) break;
     AdaptiveWaiter* w = adaptive_waiters_.front();

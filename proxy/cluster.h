@@ -101,6 +101,33 @@ class ClusterState {
   // bulkheads have a queue). A worker whose permit ended while only others wait wakes them with
   // wake_other_workers.
   std::atomic<uint32_t> adaptive_waiting{0};
+  // Their order over all workers, as the route bulkhead's queue: each waiter takes a ticket,
+  // each worker publishes its oldest waiter's, and a freed permit goes to the oldest of all (its
+  // worker is woken with wake_worker when it is another). Set up by the Server before workers
+  // start.
+  static constexpr uint64_t kNoAdaptiveWaiter = UINT64_MAX;
+  static constexpr size_t kNoWorker = SIZE_MAX;
+  std::atomic<uint64_t> next_adaptive_ticket{0};
+  std::unique_ptr<std::atomic<uint64_t>[]> adaptive_oldest;  // [worker]
+  size_t adaptive_workers = 0;
+  std::function<void(size_t worker)> wake_worker;
+  void init_adaptive_queue(size_t workers) {
+    adaptive_workers = workers;
+    adaptive_oldest = std::make_unique<std::atomic<uint64_t>[]>(workers);
+    for (size_t w = 0; w < workers; ++w) adaptive_oldest[w].store(kNoAdaptiveWaiter);
+  }
+  size_t oldest_adaptive_worker() const {
+    size_t best = kNoWorker;
+    uint64_t best_ticket = kNoAdaptiveWaiter;
+    for (size_t w = 0; w < adaptive_workers; ++w) {
+      const uint64_t t = adaptive_oldest[w].load();
+      if (t < best_ticket) {
+        best_ticket = t;
+        best = w;
+      }
+    }
+    return best;
+  }
 
   // Bumped (release) after any change of which endpoints are routable: a health check result
   // that changed an endpoint's state, an ejection, the end of one. Each worker compares it with
@@ -146,6 +173,7 @@ class AdaptiveWaiter {
  private:
   friend class WorkerCluster;
   WorkerCluster* adaptive_cluster_ = nullptr;  // the queue it is in
+  uint64_t adaptive_ticket_ = 0;
 };
 
 // One worker's view of a cluster. Lives on the worker's loop thread only.
@@ -262,6 +290,7 @@ class WorkerCluster {
   IntrusiveList<PoolWaiter, &PoolWaiter::hook> waiters_;  // oldest first
   bool serving_waiters_ = false;
   void serve_adaptive_waiters();
+  void publish_oldest_adaptive();
   IntrusiveList<AdaptiveWaiter, &AdaptiveWaiter::adaptive_hook> adaptive_waiters_;  // oldest first
   bool serving_adaptive_ = false;
 };

@@ -332,6 +332,7 @@ class Exchange final : private UpstreamRequest::Callbacks,
   filters::AdaptiveConcurrency::Permit adaptive_permit_;
   // Waiting for a permit: a place in the route's bulkhead queue (against max_queued).
   filters::Bulkhead::QueuePlace adaptive_queue_place_;
+  uint64_t queue_entered_ms_ = 0;  // loop time it joined the bulkhead queue; 0: it did not
   uint64_t adaptive_since_us_ = 0;
   uint64_t route_deadline_ms_ = 0;                 // loop time; 0 = none
   uint64_t try_deadline_ms_ = 0;                   // loop time; 0 = none

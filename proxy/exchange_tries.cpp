@@ -40,7 +40,11 @@ void Exchange::after_admission(const Admission::Result& result) {
   switch (result.status) {
     case Admission::Status::kContinue:
       if (filters::AdaptiveConcurrency* adaptive = cluster_->shared.adaptive.get()) {
-        adaptive_permit_ = adaptive->try_acquire();
+        // Requests already waiting for a permit go first (when this one may wait too).
+        const bool queue_behind = cluster_->shared.adaptive_waiting.load() > 0 &&
+                                  route_->shared->bulkhead != nullptr &&
+                                  route_->shared->bulkhead->config().max_queued > 0;
+        if (!queue_behind) adaptive_permit_ = adaptive->try_acquire();
         if (!adaptive_permit_) {
           wait_for_adaptive();
           return;
@@ -54,6 +58,8 @@ void Exchange::after_admission(const Admission::Result& result) {
                   result.retry_after_s);
       return;
     case Admission::Status::kWait:
+      if (admission_.in_queue() && queue_entered_ms_ == 0)
+        queue_entered_ms_ = uv_now(worker_.loop());
       wait_ = Wait::kAdmission;
       res_.wait_timer.start(result.timer_ms);
       return;
@@ -69,8 +75,17 @@ void Exchange::wait_for_adaptive() {
     local_reply(LocalReason::kAdaptiveConcurrencyLimited, request_has_body_ && !request_complete_);
     return;
   }
+  // queue_timeout bounds the whole time in the queue: a wait for a bulkhead slot before counts.
+  const auto timeout = static_cast<uint64_t>(bulkhead->config().queue_timeout.count());
+  const uint64_t now = uv_now(worker_.loop());
+  const uint64_t waited = queue_entered_ms_ != 0 ? now - queue_entered_ms_ : 0;
+  if (waited >= timeout) {
+    adaptive_queue_place_.reset();
+    local_reply(LocalReason::kAdaptiveConcurrencyLimited, request_has_body_ && !request_complete_);
+    return;
+  }
   wait_ = Wait::kAdaptive;
-  res_.wait_timer.start(static_cast<uint64_t>(bulkhead->config().queue_timeout.count()));
+  res_.wait_timer.start(timeout - waited);
   cluster_->wait_for_adaptive(this);  // may serve it at once (on_adaptive_permit)
 }
 

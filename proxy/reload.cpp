@@ -268,6 +268,8 @@ std::vector<std::unique_ptr<Server::ClusterRuntime>> Server::build_clusters(
         if (ClusterRuntime* r = runtime_of(raw)) r->health->on_ejection();
       });
     };
+    c->init_adaptive_queue(config->workers);
+    c->wake_worker = [this, raw](size_t w) { workers_[w]->wake_pool_waiters(raw); };
     c->wake_other_workers = [this, raw](size_t from) {
       for (auto& w : workers_) {
         if (w->id() != from) w->wake_pool_waiters(raw);

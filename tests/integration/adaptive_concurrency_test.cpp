@@ -313,3 +313,93 @@ TEST_CASE("over the adaptive limit, requests wait in the route's bulkhead queue 
     CHECK(times[0] < Millis{100});
   }
 }
+
+TEST_CASE("requests waiting for an adaptive permit are served in order over all workers") {
+  // A limit held at 2, an upstream that answers in 20 ms, four workers and eight clients that
+  // each send request after request on a connection of their own. Served first come first served
+  // over all workers, each waits about 8 x 20 / 2 = 80 ms; a worker that kept handing its own
+  // freed permits to its own next waiter would starve the clients of the others.
+  TestUpstream upstream(
+      [](UpstreamConn& conn) {
+        while (auto request = conn.read_request()) {
+          if (!conn.pause(Millis{20})) return;
+          if (!conn.write_response(200, "done\n")) return;
+        }
+      },
+      "paced");
+  ProxyOptions options;
+  options.workers = 4;
+  options.route = "bulkhead: {max_concurrent: 100, max_queued: 100, queue_timeout: 3s}";
+  options.cluster = "adaptive_concurrency: {min_limit: 2, max_limit: 100, min_rtt_samples: 100000}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  constexpr int kClients = 8;
+  std::vector<int> served(kClients, 0), refused(kClients, 0);
+  std::vector<Millis> worst(kClients, Millis{0});
+  std::vector<std::thread> clients;
+  const auto end = Clock::now() + Millis{2000};
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      ClientConn conn(bulwark.port("inbound"));
+      while (Clock::now() < end) {
+        const auto t0 = Clock::now();
+        if (!conn.send(make_request("GET", "/fair/" + std::to_string(c)))) return;
+        auto response = conn.read_response(false, Millis{5000});
+        if (!response) return;
+        worst[c] = std::max(worst[c], std::chrono::duration_cast<Millis>(Clock::now() - t0));
+        (response->status == 200 ? served : refused)[c]++;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  const int most = *std::max_element(served.begin(), served.end());
+  for (int c = 0; c < kClients; ++c) {
+    CAPTURE(c);
+    CAPTURE(served[c]);
+    CAPTURE(most);
+    CHECK(refused[c] == 0);
+    CHECK(worst[c] < Millis{1000});
+    CHECK(served[c] * 3 >= most);
+  }
+}
+
+TEST_CASE("queue_timeout bounds a request's whole wait: for a bulkhead slot, then for a permit") {
+  // A limit held at 2, a bulkhead of 3. Two long requests hold both permits; a third takes the
+  // last slot and waits for a permit; a fourth waits for a slot, gets the third's when that
+  // one's queue_timeout ends, and then waits for a permit only for what is left of its own.
+  TestUpstream upstream(
+      [](UpstreamConn& conn) {
+        while (auto request = conn.read_request()) {
+          if (!conn.pause(Millis{1500})) return;
+          if (!conn.write_response(200, "done\n")) return;
+        }
+      },
+      "long");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = "bulkhead: {max_concurrent: 3, max_queued: 10, queue_timeout: 600ms}";
+  options.cluster = "adaptive_concurrency: {min_limit: 2, max_limit: 100, min_rtt_samples: 100000}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  ClientConn a(bulwark.port("inbound")), b(bulwark.port("inbound")), c(bulwark.port("inbound")),
+      d(bulwark.port("inbound"));
+  REQUIRE(a.send(make_request("GET", "/a")));
+  REQUIRE(b.send(make_request("GET", "/b")));
+  REQUIRE(eventually([&] { return upstream.requests() == 2; }));
+  REQUIRE(c.send(make_request("GET", "/c")));
+  REQUIRE(eventually([&] {
+    return scrape_metric(bulwark, "bulwark_bulkhead_queued", {{"route", "api"}}) == 1;
+  }));
+  const auto d_sent = Clock::now();
+  REQUIRE(d.send(make_request("GET", "/d")));
+  auto rc = c.read_response();
+  REQUIRE(rc);
+  CHECK(rc->get("x-bulwark-reason") == "adaptive_concurrency_limited");
+  auto rd = d.read_response();
+  const auto d_took = Clock::now() - d_sent;
+  REQUIRE(rd);
+  INFO(describe(rd));
+  CHECK(rd->status == 503);
+  CHECK(d_took >= Millis{550});
+  CHECK(d_took < Millis{900});  // not 600 ms for the slot plus 600 more for a permit
+}
