@@ -167,7 +167,7 @@ void Exchange::start_try() {
   first_try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this),
                      res_.response_parser, res_.to_upstream);
   try_ = &*first_try_;
-  lead_start_us_ = now_us();
+  lead_start_us_ = first_try_->start_us();  // no clock read of its own
   if (lead_hedge_ != nullptr && !lead_hedge_counted_) count_hedge(HedgeOutcome::kFailed);
   lead_hedge_ = nullptr;
   const config::RetryConfig& retry = route_->shared->retry.config();
@@ -472,7 +472,7 @@ void Exchange::connect_upstream(bool fresh_only) {
   } else {
     endpoint_ = cluster_->pick(failed_endpoint_, &unreachable_);
   }
-  tried_.add(endpoint_.get());
+  if (route_->shared->retry.config().hedge) tried_.add(endpoint_.get());  // for hedges only
   if (endpoint_ == nullptr) {
     // No connect attempt and no wait: the answer is known now.
     upstream_failed(
