@@ -253,6 +253,8 @@ class Exchange final : private UpstreamRequest::Callbacks,
   // The lead try failed (or got a status to retry) while hedges race: the earliest takes the
   // lead instead of a retry. False when none races.
   bool hand_over_to_hedge();
+  // The lead try checks out a connection to endpoint_: started, waiting for the pool, or refused.
+  void start_lead(bool fresh_only, bool may_replay);
   // A hedge that leads starts again on its endpoint: after a replay, or a wait for the pool.
   void restart_lead_hedge(bool fresh_only);
   // Makes `h` the lead try (the lead is released or cancelled by the caller).
@@ -263,6 +265,8 @@ class Exchange final : private UpstreamRequest::Callbacks,
   // Every racing hedge ends with `outcome` (a response won, or the exchange ended).
   void end_racing_hedges(HedgeOutcome outcome);
   void count_hedge(HedgeOutcome outcome);
+  // The hedge that leads ends with `outcome`, counted once (nothing when the lead is no hedge).
+  void count_lead_hedge(HedgeOutcome outcome);
   // A racing hedge failed without a response head: recorded against its endpoint, and it ends.
   void hedge_failed(HedgeTry& h, filters::TryFailure failure, LocalReason reason, int err);
   // A racing hedge's response head: true when the hedge wins (it leads now), false when its
@@ -319,7 +323,6 @@ class Exchange final : private UpstreamRequest::Callbacks,
   std::optional<UpstreamRequest> first_try_;
   HedgeTry* lead_hedge_ = nullptr;
   uint64_t hedge_at_ms_ = 0;  // loop time the current try gets a hedge; 0 = none
-  uint64_t lead_start_us_ = 0;  // when the current try (first or retry) started
   // Every endpoint a try of this request went to: a hedge goes elsewhere.
   UnreachableEndpoints tried_;
   uint8_t hedges_sent_ = 0;

@@ -156,10 +156,7 @@ bool Exchange::hedge_answered(HedgeTry& h, const http::MessageHead& head) {
   }
   // The lead is cancelled: no outcome for it.
   note_ended_try(endpoint_.get(), "cancelled", lead_hedge_ != nullptr);
-  if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
-    lead_hedge_counted_ = true;
-    count_hedge(HedgeOutcome::kLost);
-  }
+  count_lead_hedge(HedgeOutcome::kLost);
   release_upstream(false);
   circuit_permit_.reset();
   promote(h);
@@ -169,15 +166,12 @@ bool Exchange::hedge_answered(HedgeTry& h, const http::MessageHead& head) {
 void Exchange::hedge_lead_answered() {
   hedge_at_ms_ = 0;
   if (hedges_racing_ > 0) end_racing_hedges(HedgeOutcome::kLost);
-  if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
-    lead_hedge_counted_ = true;
-    count_hedge(HedgeOutcome::kWon);
-  }
+  count_lead_hedge(HedgeOutcome::kWon);
   // From the start of the try the hedges raced (the time the client waited on the upstream),
   // not of the winner: a hedge's win is no sign that tries got faster.
   if (route_->recent_latency) {
     const uint64_t now = now_us();
-    route_->recent_latency->record(static_cast<filters::Micros>(now - lead_start_us_),
+    route_->recent_latency->record(static_cast<filters::Micros>(now - first_try_->start_us()),
                                    static_cast<filters::Micros>(now));
   }
 }
@@ -229,6 +223,12 @@ void Exchange::end_racing_hedges(HedgeOutcome outcome) {
   for (const std::unique_ptr<HedgeTry>& h : res_.hedges) {
     if (h->racing) end_hedge(*h, outcome, word);
   }
+}
+
+void Exchange::count_lead_hedge(HedgeOutcome outcome) {
+  if (lead_hedge_ == nullptr || lead_hedge_counted_) return;
+  lead_hedge_counted_ = true;
+  count_hedge(outcome);
 }
 
 void Exchange::count_hedge(HedgeOutcome outcome) {

@@ -167,8 +167,7 @@ void Exchange::start_try() {
   first_try_.emplace(worker_, static_cast<UpstreamRequest::Callbacks&>(*this),
                      res_.response_parser, res_.to_upstream);
   try_ = &*first_try_;
-  lead_start_us_ = first_try_->start_us();  // no clock read of its own
-  if (lead_hedge_ != nullptr && !lead_hedge_counted_) count_hedge(HedgeOutcome::kFailed);
+  count_lead_hedge(HedgeOutcome::kFailed);
   lead_hedge_ = nullptr;
   const config::RetryConfig& retry = route_->shared->retry.config();
   if (retry.per_try_timeout.count() > 0) {
@@ -225,10 +224,7 @@ void Exchange::try_failed(filters::TryFailure failure, LocalReason reason, int e
   if (!response_head_sent_) {
     if (endpoint_ != nullptr) cluster_->stats.upstream_requests.inc(0);
     record_try_outcome(0, local_origin);
-    if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
-      lead_hedge_counted_ = true;
-      count_hedge(HedgeOutcome::kFailed);
-    }
+    count_lead_hedge(HedgeOutcome::kFailed);
     const std::optional<filters::RetryReason> retriable =
         route_->shared->retry.retriable_failure(failure);
     if (hedges_racing_ > 0) {
@@ -338,10 +334,7 @@ void Exchange::note_ended_try(const EndpointPool* pool, std::string_view outcome
 void Exchange::end_policies() {
   hedge_at_ms_ = 0;
   if (hedges_racing_ > 0) end_racing_hedges(HedgeOutcome::kCancelled);
-  if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
-    lead_hedge_counted_ = true;
-    count_hedge(HedgeOutcome::kCancelled);
-  }
+  count_lead_hedge(HedgeOutcome::kCancelled);
   cancel_wait();
   circuit_permit_.reset();
   release_adaptive(false);
@@ -481,7 +474,11 @@ void Exchange::connect_upstream(bool fresh_only) {
     return;
   }
   if (host_auto_) rewrite_host(res_.to_upstream, *endpoint_, host_len_);
-  switch (try_->start(*endpoint_, fresh_only, may_resend_ && !request_suspect_)) {
+  start_lead(fresh_only, may_resend_ && !request_suspect_);
+}
+
+void Exchange::start_lead(bool fresh_only, bool may_replay) {
+  switch (try_->start(*endpoint_, fresh_only, may_replay)) {
     case UpstreamRequest::Start::kStarted:
       return;
     case UpstreamRequest::Start::kWaiting:
@@ -489,6 +486,8 @@ void Exchange::connect_upstream(bool fresh_only) {
       res_.wait_timer.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
       return;
     case UpstreamRequest::Start::kFull:
+      // A hedge that led and now finds no slot is a hedge that failed.
+      count_lead_hedge(HedgeOutcome::kFailed);
       upstream_failed(LocalReason::kPoolExhausted, 0);
       return;
   }
@@ -523,21 +522,7 @@ void Exchange::on_try_pool_capacity(UpstreamRequest& t) {
 
 void Exchange::restart_lead_hedge(bool fresh_only) {
   // Its copy of the request names its endpoint (host_rewrite: auto): it stays there.
-  switch (try_->start(*endpoint_, fresh_only, false)) {
-    case UpstreamRequest::Start::kStarted:
-      return;
-    case UpstreamRequest::Start::kWaiting:
-      wait_ = Wait::kPool;
-      res_.wait_timer.start(static_cast<uint64_t>(cluster_->config().pool.pending_timeout.count()));
-      return;
-    case UpstreamRequest::Start::kFull:
-      if (!lead_hedge_counted_) {
-        lead_hedge_counted_ = true;
-        count_hedge(HedgeOutcome::kFailed);
-      }
-      upstream_failed(LocalReason::kPoolExhausted, 0);
-      return;
-  }
+  start_lead(fresh_only, false);
 }
 
 void Exchange::on_try_ready(UpstreamRequest& t) {
@@ -562,10 +547,7 @@ void Exchange::on_try_replay(UpstreamRequest& t) {
     // hedge takes over (a replay would be one more try, perhaps on the hedge's endpoint). No
     // outcome: the endpoint never saw the request.
     note_ended_try(endpoint_.get(), "reset", lead_hedge_ != nullptr);
-    if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
-      lead_hedge_counted_ = true;
-      count_hedge(HedgeOutcome::kFailed);
-    }
+    count_lead_hedge(HedgeOutcome::kFailed);
     circuit_permit_.reset();
     hand_over_to_hedge();
     return;
@@ -668,10 +650,7 @@ http::ParserCallbacks::HeadAction Exchange::on_try_head(UpstreamRequest& t,
     response_status_ = head.status;
     cluster_->stats.upstream_requests.inc(head.status);
     record_try_outcome(head.status);
-    if (lead_hedge_ != nullptr && !lead_hedge_counted_) {
-      lead_hedge_counted_ = true;
-      count_hedge(HedgeOutcome::kFailed);
-    }
+    count_lead_hedge(HedgeOutcome::kFailed);
     note_failed_lead("");
     release_upstream(false);
     hand_over_to_hedge();
