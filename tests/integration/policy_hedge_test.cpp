@@ -48,6 +48,35 @@ std::string two_endpoints(const TestUpstream& a, const TestUpstream& b) {
   return a.address() + ", " + b.address();
 }
 
+// bulwark with one worker (so round robin alternates the endpoints for the requests of one
+// connection) and route "api" with `route`'s keys.
+void start_one_worker(BulwarkProcess& bulwark, const std::string& endpoints,
+                      const std::string& route) {
+  ProxyOptions options;
+  options.workers = 1;
+  options.route = route;
+  bulwark.start(proxy_config(endpoints, options));
+}
+
+// Sends GET PATH/0 .. PATH/COUNT-1 on one connection: each must be answered 200 by `upstream`
+// within `within`, after `attempts` tries when it is not empty.
+void expect_answers(const BulwarkProcess& bulwark, const std::string& path, int count,
+                    const std::string& upstream, const std::string& attempts, Millis within) {
+  ClientConn client(bulwark.port("inbound"));
+  for (int i = 0; i < count; ++i) {
+    const auto started = Clock::now();
+    REQUIRE(client.send(make_request("GET", path + "/" + std::to_string(i))));
+    auto response = client.read_response(false, Millis{5000});
+    const auto elapsed = Clock::now() - started;
+    REQUIRE(response);
+    INFO(describe(response));
+    CHECK(response->status == 200);
+    CHECK(response->get("x-upstream") == upstream);
+    if (!attempts.empty()) CHECK(response->get("x-bulwark-attempts") == attempts);
+    CHECK(elapsed < within);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("a hedge hides a replica that does not answer: the first head wins, the lead is "
@@ -117,24 +146,10 @@ TEST_CASE("the lead answering first cancels the hedge, and the hedge answering f
   // other one each time: "quick" wins both races, as lead and as hedge.
   TestUpstream quick(answers_after(Millis{200}, "quick"), "quick");
   TestUpstream sluggish(answers_after(Millis{3000}, "sluggish"), "sluggish");
-  ProxyOptions options;
-  options.workers = 1;
-  options.route = "timeout: 10s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
   BulwarkProcess bulwark;
-  bulwark.start(proxy_config(two_endpoints(quick, sluggish), options));
-  ClientConn client(bulwark.port("inbound"));
-  for (int i = 0; i < 2; ++i) {
-    const auto started = Clock::now();
-    REQUIRE(client.send(make_request("GET", "/race/" + std::to_string(i))));
-    auto response = client.read_response(false, Millis{5000});
-    const auto elapsed = Clock::now() - started;
-    REQUIRE(response);
-    INFO(describe(response));
-    CHECK(response->status == 200);
-    CHECK(response->get("x-upstream") == "quick");
-    CHECK(response->get("x-bulwark-attempts") == "2");
-    CHECK(elapsed < Millis{2000});
-  }
+  start_one_worker(bulwark, two_endpoints(quick, sluggish),
+                   "timeout: 10s\nretry: {attempts: 2, hedge: {delay: 50ms}}");
+  expect_answers(bulwark, "/race", 2, "quick", "2", Millis{2000});
   CHECK(hedges(bulwark, "won") == 1);
   CHECK(hedges(bulwark, "lost") == 1);
   CHECK(quick.requests() == 2);
@@ -156,24 +171,10 @@ TEST_CASE("a lead that fails while a hedge is under way hands over to the hedge"
       },
       "failing");
   TestUpstream steady(answers_after(Millis{300}, "steady"), "steady");
-  ProxyOptions options;
-  options.workers = 1;
-  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
   BulwarkProcess bulwark;
-  bulwark.start(proxy_config(two_endpoints(failing, steady), options));
-  ClientConn client(bulwark.port("inbound"));
-  for (int i = 0; i < 2; ++i) {
-    const auto started = Clock::now();
-    REQUIRE(client.send(make_request("GET", "/handover/" + std::to_string(i))));
-    auto response = client.read_response(false, Millis{5000});
-    const auto elapsed = Clock::now() - started;
-    REQUIRE(response);
-    INFO(describe(response));
-    CHECK(response->status == 200);
-    CHECK(response->get("x-upstream") == "steady");
-    CHECK(response->get("x-bulwark-attempts") == "2");
-    CHECK(elapsed < Millis{1000});
-  }
+  start_one_worker(bulwark, two_endpoints(failing, steady),
+                   "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}");
+  expect_answers(bulwark, "/handover", 2, "steady", "2", Millis{1000});
   CHECK(resets == 2);
   CHECK(failing.requests() == 2);
   CHECK(steady.requests() == 2);  // no third try: the hedge was the retry
@@ -356,20 +357,10 @@ TEST_CASE("a hedge answering 101 to a request that asked no upgrade does not can
       },
       "switcher");
   TestUpstream slow_ok(answers_after(Millis{300}, "slow-ok"), "slow-ok");
-  ProxyOptions options;
-  options.workers = 1;
-  options.route = "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}";
   BulwarkProcess bulwark;
-  bulwark.start(proxy_config(two_endpoints(switcher, slow_ok), options));
-  ClientConn client(bulwark.port("inbound"));
-  for (int i = 0; i < 2; ++i) {
-    REQUIRE(client.send(make_request("GET", "/no-upgrade/" + std::to_string(i))));
-    auto response = client.read_response();
-    REQUIRE(response);
-    INFO(describe(response));
-    CHECK(response->status == 200);
-    CHECK(response->get("x-upstream") == "slow-ok");
-  }
+  start_one_worker(bulwark, two_endpoints(switcher, slow_ok),
+                   "timeout: 5s\nretry: {attempts: 2, hedge: {delay: 50ms}}");
+  expect_answers(bulwark, "/no-upgrade", 2, "slow-ok", "", Millis{5000});
   CHECK(upgrades == 2);  // once as a lead (retried), once as a hedge (ended)
   CHECK(hedges(bulwark, "won") == 0);
   CHECK(hedges(bulwark, "failed") == 1);
