@@ -1235,3 +1235,81 @@ TEST_CASE("adversarial: a request that kills its upstream, and clients that vani
   REQUIRE(after);
   CHECK(after->status == 200);
 }
+
+TEST_CASE("adversarial: hostile upstreams racing hedges never give a client another's answer") {
+  // Three upstreams that answer each request in turn one of five ways: late (so a hedge wins
+  // and this try is cancelled mid-wait), correctly but followed by an unsolicited second
+  // response (a smuggling attempt on a pooled connection), a 101 nobody asked for and raw
+  // bytes, a flood of 1xx before the answer, or half a head and a hang. Requests go on three
+  // keep-alive connections with two hedges each, so pooled connections are reused after every
+  // kind of abuse. Every 200 must carry the body of its own request; anything else must be one
+  // of bulwark's own replies.
+  std::atomic<int> turn{0};
+  auto hostile = [&turn](UpstreamConn& conn) {
+    while (auto request = conn.read_request()) {
+      const std::string own = request->target + "\n";
+      const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: " +
+                                 std::to_string(own.size()) + "\r\n\r\n" + own;
+      switch (turn++ % 5) {
+        case 0:
+          if (!conn.pause(Millis{80}) || !conn.write(answer)) return;
+          break;
+        case 1:
+          if (!conn.write(answer + "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n/evil\n")) return;
+          break;
+        case 2:
+          conn.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+                     "not http at all");
+          conn.pause(Millis{100});
+          return;
+        case 3: {
+          std::string hints;
+          for (int i = 0; i < 20; ++i) hints += "HTTP/1.1 103 Early Hints\r\n\r\n";
+          if (!conn.write(hints + answer)) return;
+          break;
+        }
+        default:
+          conn.write("HTTP/1.1 200 OK\r\nContent-Len");
+          conn.pause(Millis{150});
+          return;
+      }
+    }
+  };
+  TestUpstream a(hostile, "a"), b(hostile, "b"), c(hostile, "c");
+  ProxyOptions options;
+  options.workers = 1;
+  options.route =
+      "timeout: 3s\n"
+      "retry: {attempts: 3, per_try_timeout: 1s, hedge: {delay: 30ms, max_hedges: 2},\n"
+      "        budget: {enabled: false}}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(a.address() + ", " + b.address() + ", " + c.address(), options));
+  const uint16_t port = bulwark.port("inbound");
+  int ok = 0;
+  for (int round = 0; round < 5; ++round) {
+    for (int k = 0; k < 3; ++k) {
+      const std::string path = "/r" + std::to_string(round) + "/c" + std::to_string(k);
+      ClientConn client(port);
+      REQUIRE(client.send(make_request("GET", path)));
+      auto response = client.read_response();
+      while (response && response->status < 200) response = client.read_response();
+      REQUIRE_MESSAGE(response, path);
+      INFO(path << ": " << describe(response));
+      if (response->status == 200) {
+        CHECK(response->body == path + "\n");
+        ++ok;
+      } else {
+        CHECK(response->status >= 500);
+        CHECK_FALSE(response->get("x-bulwark-reason").empty());
+      }
+    }
+  }
+  CHECK(ok > 0);
+  // Still serving, on what is left in the pool.
+  ClientConn last(port);
+  REQUIRE(last.send(make_request("GET", "/after")));
+  auto after = last.read_response();
+  while (after && after->status < 200) after = last.read_response();
+  REQUIRE(after);
+  CHECK((after->status == 200 ? after->body == "/after\n" : after->status >= 500));
+}
