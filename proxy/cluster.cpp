@@ -255,8 +255,11 @@ bool WorkerCluster::try_reserve_connection() {
   return false;
 }
 
-void WorkerCluster::release_connection_slot() {
+void WorkerCluster::return_connection_slot() {
   shared.connections.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void WorkerCluster::announce_connection_slot() {
   if (!waiters_.empty()) {
     on_capacity();
   } else if (shared.pending.load(std::memory_order_seq_cst) > 0 && shared.wake_other_workers) {

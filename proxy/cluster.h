@@ -218,8 +218,12 @@ class WorkerCluster {
   // Takes back a leased connection (UpstreamLease::release).
   void checkin(UpstreamConnection* conn, bool reusable);
 
-  // A slot of the cluster-wide connection limit was given back (a connection was freed).
-  void release_connection_slot();
+  // A connection closed: its slot of the cluster-wide connection limit is free at once, so a
+  // request re-sent from inside the close (its pooled connection was found closed) can take it.
+  void return_connection_slot();
+  // The closed connection was freed: tell waiters, from the deferred-work loop (never from
+  // inside the close, which may run inside a waiter's own call).
+  void announce_connection_slot();
   // Another worker freed a connection slot: serve this worker's waiters while slots are free.
   void on_remote_capacity();
   // Called by pools when a connection of this cluster went idle or closed, so waiting requests

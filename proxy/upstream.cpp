@@ -32,7 +32,7 @@ UpstreamConnection::UpstreamConnection(Worker& worker, EndpointPool& pool)
 UpstreamConnection::~UpstreamConnection() {
   in.release(worker_.buffers());
   pool_->connections--;
-  pool_->cluster.release_connection_slot();
+  pool_->cluster.announce_connection_slot();
 }
 
 void UpstreamConnection::connect(Owner* owner, uint64_t timeout_ms) {
@@ -116,6 +116,7 @@ void UpstreamConnection::close() {
   state_ = State::kClosed;
   owner_ = nullptr;
   transport_.reset();
+  pool_->cluster.return_connection_slot();
   DeadlineList::Entry::cancel();
   worker_.deferred().defer(this);
 }

@@ -279,7 +279,7 @@ TEST_CASE("delay: auto hedges after the route's recent p95") {
     // slower than the p95 (about 1 in 20) may be hedged.
     if (i < 20) CHECK(response->get("x-bulwark-attempts").empty());
   }
-  const double warm_hedges = hedges(bulwark, "won") + hedges(bulwark, "lost");
+  const double warm_won = hedges(bulwark, "won");
   stuck = true;
   for (int i = 0; i < 2; ++i) {
     const auto started = Clock::now();
@@ -292,7 +292,10 @@ TEST_CASE("delay: auto hedges after the route's recent p95") {
     CHECK(response->get("x-upstream") == "fast");
     CHECK(elapsed < Millis{1000});
   }
-  CHECK(hedges(bulwark, "won") + hedges(bulwark, "lost") == warm_hedges + 1);
+  // The request stuck on "flaky" was won by its hedge. (The other one went to "fast"; on a
+  // loaded machine its answer may come after the p95 and be hedged too, and that hedge, sent to
+  // "flaky", can only lose.)
+  CHECK(hedges(bulwark, "won") == warm_won + 1);
   CHECK(flaky_closed.wait(Millis{2000}));
 }
 

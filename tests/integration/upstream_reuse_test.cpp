@@ -123,5 +123,33 @@ TEST_CASE("upstream reuse: a response that ends while the request is still being
   }));
 }
 
+// Answers the first request of each connection, then closes it when the next one comes, as an
+// upstream whose keep-alive timeout ran out at that moment does.
+void one_request_per_connection(UpstreamConn& conn) {
+  auto request = conn.read_request(Millis{30000});
+  if (!request || !conn.write_response(200, request->target + "\n")) return;
+  conn.read_request_head(Millis{30000});
+}
+
+TEST_CASE("upstream reuse: a request re-sent after a pooled connection closed finds its slot free") {
+  // Noticed in issue 16: the closed connection's slot in max_connections was given back only
+  // when its deferred deletion ran, after the re-send had been refused pool_exhausted.
+  ProxyOptions options;
+  options.workers = 1;
+  options.cluster = "pool: {max_connections: 1, max_pending: 0}";
+  ProxyFixture proxy(one_request_per_connection, options);
+  ClientConn client(proxy.port());
+  REQUIRE(client.connected());
+  for (int i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    const std::string target = "/r" + std::to_string(i);
+    REQUIRE(client.send(make_request("GET", target)));
+    auto r = client.read_response();
+    REQUIRE_MESSAGE(r, client.last_error_text());
+    CHECK(r->status == 200);
+    CHECK(r->body == target + "\n");
+  }
+}
+
 }  // namespace
 }  // namespace bulwark::test
