@@ -201,7 +201,8 @@ enum class TlsVersion { k1_2, k1_3 };  // YAML "1.2" | "1.3"
 struct TlsCertificateConfig {
   std::string cert;
   std::string key;
-  SourceLocation location;
+  SourceLocation location;          // of the entry
+  SourceLocation cert_at, key_at;  // of each path, for errors about that file
 };
 
 // What a listener does with an incoming X-Forwarded-Client-Cert (Envoy's names).
@@ -230,7 +231,8 @@ struct ListenerTlsConfig {
   bool require_client_certificate = true;    // with client_ca: no certificate = handshake fails
   std::vector<SanMatch> allowed_client_sans;  // empty: any certificate client_ca verifies
   ForwardClientCert forward_client_cert = ForwardClientCert::kSanitize;
-  SourceLocation location;
+  SourceLocation location;                // of the tls key
+  SourceLocation client_ca_at, ciphers_at;  // of those values, for errors about them
 };
 
 // TLS origination to a cluster's endpoints.
@@ -244,7 +246,8 @@ struct ClusterTlsConfig {
   std::string key;
   TlsVersion min_version = TlsVersion::k1_2;
   std::vector<std::string> alpn{"http/1.1"};
-  SourceLocation location;
+  SourceLocation location;                  // of the tls key
+  SourceLocation ca_at, cert_at, key_at;  // of each path, for errors about that file
 };
 
 // Which way a listener's traffic goes, for the shutdown in a pod: an inbound listener takes the

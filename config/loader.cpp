@@ -1516,9 +1516,11 @@ class Loader {
 
   // A file the proxy reads (a PEM certificate, key or CA bundle): a non-empty string. The loader
   // does not open it; the proxy does, and reports a missing or unreadable file itself. Returns
-  // true when the field was present and valid, and so stored in `out`.
-  bool read_file_path(const Field* field, std::string& out) {
+  // true when the field was present and valid, and so stored in `out` (and its place in `at`, for
+  // the proxy's errors about the file).
+  bool read_file_path(const Field* field, std::string& out, SourceLocation* at) {
     if (field == nullptr) return false;
+    *at = location(field->mark);
     auto text = scalar(*field, "a file path");
     if (!text) return false;
     if (text->empty()) {
@@ -1627,8 +1629,8 @@ class Loader {
   void read_certificate(const Field& field, TlsCertificateConfig& certificate) {
     certificate.location = location(field.mark);
     MapView map = read_map(field, "certificate", {"cert", "key"});
-    read_file_path(require(map, "cert"), certificate.cert);
-    read_file_path(require(map, "key"), certificate.key);
+    read_file_path(require(map, "cert"), certificate.cert, &certificate.cert_at);
+    read_file_path(require(map, "key"), certificate.key, &certificate.key_at);
   }
 
   void read_listener_tls(const Field& field, std::optional<ListenerTlsConfig>& out) {
@@ -1645,6 +1647,7 @@ class Loader {
     }
     read_tls_version(map.find("min_version"), tls.min_version);
     if (const Field* ciphers = map.find("ciphers")) {
+      tls.ciphers_at = location(ciphers->mark);
       if (auto text = scalar(*ciphers, "an OpenSSL cipher list such as ECDHE+AESGCM")) {
         if (text->empty()) {
           error(*ciphers, "must not be empty (leave it out for OpenSSL's default ciphers)");
@@ -1655,7 +1658,7 @@ class Loader {
     }
     if (const Field* alpn = map.find("alpn")) read_alpn(*alpn, tls.alpn);
     const Field* client_ca = map.find("client_ca");
-    read_file_path(client_ca, tls.client_ca);
+    read_file_path(client_ca, tls.client_ca, &tls.client_ca_at);
     // Only a client CA makes the listener ask for a certificate: without one these do nothing.
     const auto with_client_ca = [&](std::string_view key) -> const Field* {
       const Field* found = map.find(key);
@@ -1740,7 +1743,7 @@ class Loader {
     if (!map.valid) return false;
     if (const Field* sni = map.find("sni")) read_server_name(*sni, tls.sni);
     const Field* ca = map.find("ca");
-    read_file_path(ca, tls.ca);
+    read_file_path(ca, tls.ca, &tls.ca_at);
     read_bool(map.find("verify"), tls.verify);
     read_bool(map.find("verify_hostname"), tls.verify_hostname);
     const Field* sans = map.find("allowed_server_sans");
@@ -1748,8 +1751,8 @@ class Loader {
     // A client certificate (mTLS) is a certificate and its key: both or neither.
     const Field* cert = map.find("cert");
     const Field* key = map.find("key");
-    read_file_path(cert, tls.cert);
-    read_file_path(key, tls.key);
+    read_file_path(cert, tls.cert, &tls.cert_at);
+    read_file_path(key, tls.key, &tls.key_at);
     if (cert != nullptr && key == nullptr) {
       error(*cert, "the client certificate needs its private key: 'key' is missing");
     } else if (key != nullptr && cert == nullptr) {

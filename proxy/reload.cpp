@@ -1,9 +1,12 @@
 // Server: putting a config in force, at start and on reload (server.h).
 
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -390,24 +393,51 @@ void Server::start_config_watch() {
   watching_ = true;
 }
 
-void Server::watch_tls_files() {
-  std::vector<std::string> dirs;
-  for (const std::string& f : tls_.files()) {
-    size_t slash = f.rfind('/');
-    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : f.substr(0, slash);
-    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+namespace {
+
+std::string parent_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// The directories to watch for `file`, each with what it resolves to now: the file's own
+// directory, and the parent of each symlinked directory on its path (swapping such a symlink
+// shows in its parent, not in the directory it pointed to). Kubernetes' ..data swap happens in
+// the file's own directory.
+void add_watch_dirs(const std::string& file, std::vector<std::string>* dirs) {
+  auto add = [dirs](const std::string& dir) {
+    char resolved[PATH_MAX];
+    std::string key = dir + '\0' + (::realpath(dir.c_str(), resolved) ? resolved : "");
+    if (std::find(dirs->begin(), dirs->end(), key) == dirs->end()) dirs->push_back(key);
+  };
+  std::string dir = parent_of(file);
+  add(dir);
+  for (int depth = 0; depth < 16 && dir != "/" && dir != "."; ++depth) {
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) add(parent_of(dir));
+    dir = parent_of(dir);
   }
+}
+
+}  // namespace
+
+void Server::watch_tls_files() {
+  std::vector<std::string> dirs;  // "DIR\0RESOLVED"
+  for (const std::string& f : tls_.files()) add_watch_dirs(f, &dirs);
   if (!tls_timers_ && !dirs.empty()) {
     tls_timers_ = true;
     uv_timer_init(&loop_, &tls_poll_timer_);
     uv_timer_init(&loop_, &tls_settle_timer_);
-    tls_poll_timer_.data = tls_settle_timer_.data = this;
+    uv_timer_init(&loop_, &tls_retry_timer_);
+    tls_poll_timer_.data = tls_settle_timer_.data = tls_retry_timer_.data = this;
     uv_timer_start(
         &tls_poll_timer_,
         [](uv_timer_t* t) { static_cast<Server*>(t->data)->rotate_certificates("poll"); }, 10000,
         10000);
     uv_unref(reinterpret_cast<uv_handle_t*>(&tls_poll_timer_));
+    uv_unref(reinterpret_cast<uv_handle_t*>(&tls_retry_timer_));
   }
+  // A watch follows the directory it was started on: watch again when any resolves elsewhere.
   if (dirs == tls_dirs_) return;
   for (uv_fs_event_t* w : tls_dir_watches_) {
     uv_close(reinterpret_cast<uv_handle_t*>(w),
@@ -415,7 +445,8 @@ void Server::watch_tls_files() {
   }
   tls_dir_watches_.clear();
   tls_dirs_ = dirs;
-  for (const std::string& dir : dirs) {
+  for (const std::string& key : dirs) {
+    const std::string dir = key.substr(0, key.find('\0'));
     auto* w = new uv_fs_event_t;
     uv_fs_event_init(&loop_, w);
     w->data = this;
@@ -455,6 +486,16 @@ void Server::rotate_certificates(const char* trigger) {
         .str("trigger", trigger)
         .num("contexts", static_cast<int64_t>(replaced));
   }
+  watch_tls_files();
+  // New files refused only because a certificate is not valid yet: try them when it is.
+  if (const int64_t at = tls_.next_retry_s(); at != 0 && tls_timers_) {
+    const int64_t now = static_cast<int64_t>(time(nullptr));
+    const uint64_t delay_ms = at > now ? static_cast<uint64_t>(at - now) * 1000 + 500 : 500;
+    uv_timer_start(
+        &tls_retry_timer_,
+        [](uv_timer_t* t) { static_cast<Server*>(t->data)->rotate_certificates("valid_from"); },
+        delay_ms, 0);
+  }
 }
 
 void Server::stop_tls_watch() {
@@ -467,6 +508,7 @@ void Server::stop_tls_watch() {
   if (tls_timers_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&tls_poll_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&tls_settle_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tls_retry_timer_), nullptr);
     tls_timers_ = false;
   }
 }

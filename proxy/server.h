@@ -192,9 +192,10 @@ class Server : private AdminTarget {
   uv_fs_poll_t config_watch_;         // watch_config
   bool watching_ = false;
   std::vector<uv_fs_event_t*> tls_dir_watches_;  // one per directory holding a TLS file
-  std::vector<std::string> tls_dirs_;            // those directories
+  std::vector<std::string> tls_dirs_;            // those directories, "DIR\0RESOLVED"
   uv_timer_t tls_poll_timer_;                    // every 10 s
   uv_timer_t tls_settle_timer_;                  // a moment after a file event
+  uv_timer_t tls_retry_timer_;                   // when a refused certificate becomes valid
   bool tls_timers_ = false;
   uv_signal_t sighup_;
   size_t workers_drained_ = 0;

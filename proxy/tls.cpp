@@ -92,18 +92,24 @@ struct LoadedCertificate {
   }
 };
 
+// On failure `error` says what is wrong and `at` is the place of the file at fault (the key's or
+// the certificate's); a certificate not valid yet sets `valid_from` (when it will be).
 bool load_certificate(const std::string& cert_path, const std::string& key_path,
-                      LoadedCertificate& out, std::string* error) {
+                      const config::SourceLocation& cert_at,
+                      const config::SourceLocation& key_at, LoadedCertificate& out,
+                      std::string* error, int64_t* valid_from) {
+  const auto fail = [&](const config::SourceLocation& at, std::string what) {
+    *error = where(at) + what;
+    return false;
+  };
   BIO* bio = BIO_new_file(cert_path.c_str(), "r");
   if (bio == nullptr) {
-    *error = "cannot read certificate " + cert_path + ": " + openssl_error();
-    return false;
+    return fail(cert_at, "cannot read certificate " + cert_path + ": " + openssl_error());
   }
   out.leaf = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
   if (out.leaf == nullptr) {
     BIO_free(bio);
-    *error = "no PEM certificate in " + cert_path + ": " + openssl_error();
-    return false;
+    return fail(cert_at, "no PEM certificate in " + cert_path + ": " + openssl_error());
   }
   out.chain = sk_X509_new_null();
   while (X509* extra = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
@@ -114,8 +120,7 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
 
   bio = BIO_new_file(key_path.c_str(), "r");
   if (bio == nullptr) {
-    *error = "cannot read private key " + key_path + ": " + openssl_error();
-    return false;
+    return fail(key_at, "cannot read private key " + key_path + ": " + openssl_error());
   }
   // No passphrase callback would make OpenSSL ask for one on the terminal, blocking the thread.
   auto no_passphrase = [](char*, int, int, void*) { return -1; };
@@ -123,25 +128,23 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
   BIO_free(bio);
   if (out.key == nullptr) {
     const bool encrypted = read_file(key_path).find("ENCRYPTED") != std::string::npos;
-    *error = encrypted ? "private key " + key_path +
-                             " is encrypted: bulwark cannot ask for a passphrase (store it "
-                             "unencrypted, readable only by bulwark's user)"
-                       : "no PEM private key in " + key_path + ": " + openssl_error();
+    std::string what = encrypted ? "private key " + key_path +
+                                       " is encrypted: bulwark cannot ask for a passphrase (store "
+                                       "it unencrypted, readable only by bulwark's user)"
+                                 : "no PEM private key in " + key_path + ": " + openssl_error();
     ERR_clear_error();
-    return false;
+    return fail(key_at, std::move(what));
   }
   if (X509_check_private_key(out.leaf, out.key) != 1) {
     ERR_clear_error();
-    *error = "private key " + key_path + " does not match certificate " + cert_path;
-    return false;
+    return fail(key_at, "private key " + key_path + " does not match certificate " + cert_path);
   }
   if (X509_cmp_current_time(X509_get0_notBefore(out.leaf)) > 0) {
-    *error = "certificate " + cert_path + " is not valid yet";
-    return false;
+    if (valid_from != nullptr) *valid_from = to_epoch(X509_get0_notBefore(out.leaf));
+    return fail(cert_at, "certificate " + cert_path + " is not valid yet");
   }
   if (X509_cmp_current_time(X509_get0_notAfter(out.leaf)) < 0) {
-    *error = "certificate " + cert_path + " has expired";
-    return false;
+    return fail(cert_at, "certificate " + cert_path + " has expired");
   }
   return true;
 }
@@ -189,11 +192,36 @@ SSL_CTX* new_ctx(const SSL_METHOD* method, config::TlsVersion min_version) {
   return ctx;
 }
 
-bool load_ca(SSL_CTX* ctx, const std::string& path, std::string* error) {
+// When the last certificate of a CA file expires (0 when none can be read): from then on the file
+// verifies nothing.
+int64_t ca_file_expiry(const std::string& path) {
+  int64_t last = 0;
+  BIO* bio = BIO_new_file(path.c_str(), "r");
+  if (bio == nullptr) return 0;
+  while (X509* cert = PEM_read_bio_X509_AUX(bio, nullptr, nullptr, nullptr)) {
+    last = std::max(last, to_epoch(X509_get0_notAfter(cert)));
+    X509_free(cert);
+  }
+  ERR_clear_error();  // the end of the file reads as an error
+  BIO_free(bio);
+  return last;
+}
+
+// Loads a CA file into `ctx`. A configured file (not the system store) whose every certificate
+// has expired is refused, and its expiry goes into `facts` for the metric and --check.
+bool load_ca(SSL_CTX* ctx, const std::string& path, const config::SourceLocation& at,
+             std::vector<CertificateFacts>* facts, std::string* error) {
   if (SSL_CTX_load_verify_file(ctx, path.c_str()) != 1) {
-    *error = "cannot load CA file " + path + ": " + openssl_error();
+    *error = where(at) + "cannot load CA file " + path + ": " + openssl_error();
     return false;
   }
+  if (facts == nullptr) return true;
+  const int64_t expiry = ca_file_expiry(path);
+  if (expiry != 0 && expiry < static_cast<int64_t>(time(nullptr))) {
+    *error = where(at) + "every certificate of CA file " + path + " has expired";
+    return false;
+  }
+  facts->push_back({path, expiry, true});
   return true;
 }
 
@@ -383,7 +411,8 @@ bool TicketKeys::find(const unsigned char* name, Key& out, bool& fresh) {
 
 std::shared_ptr<const TlsServerContext> TlsServerContext::build(
     const config::ListenerTlsConfig& config, const std::string& listener_name,
-    std::shared_ptr<TlsStats> stats, std::shared_ptr<TicketKeys> keys, std::string* error) {
+    std::shared_ptr<TlsStats> stats, std::shared_ptr<TicketKeys> keys, std::string* error,
+    int64_t* valid_from) {
   std::shared_ptr<TlsServerContext> c(new TlsServerContext());
   c->config_ = config;
   c->name_ = listener_name;
@@ -410,8 +439,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
 
   for (const config::TlsCertificateConfig& cc : config.certificates) {
     LoadedCertificate loaded;
-    if (!load_certificate(cc.cert, cc.key, loaded, error)) {
-      *error = where(cc.location) + *error;
+    if (!load_certificate(cc.cert, cc.key, cc.cert_at, cc.key_at, loaded, error, valid_from)) {
       return nullptr;
     }
     Cert cert;
@@ -426,11 +454,11 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
     c->certs_.push_back(cert);  // freed by the destructor from here
     SSL_CTX* ctx = cert.ctx;
     if (SSL_CTX_use_cert_and_key(ctx, loaded.leaf, loaded.key, loaded.chain, 1) != 1) {
-      *error = where(cc.location) + "cannot use certificate " + cc.cert + ": " + openssl_error();
+      *error = where(cc.cert_at) + "cannot use certificate " + cc.cert + ": " + openssl_error();
       return nullptr;
     }
     if (!config.ciphers.empty() && SSL_CTX_set_cipher_list(ctx, config.ciphers.c_str()) != 1) {
-      *error = where(config.location) + "no usable cipher in \"" + config.ciphers + "\"";
+      *error = where(config.ciphers_at) + "no usable cipher in \"" + config.ciphers + "\"";
       ERR_clear_error();
       return nullptr;
     }
@@ -456,8 +484,9 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
     SSL_CTX_set_tlsext_servername_callback(ctx, &TlsServerContext::on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, c.get());
     if (!config.client_ca.empty()) {
-      if (!load_ca(ctx, config.client_ca, error)) {
-        *error = where(config.location) + *error;
+      // Its expiry is reported once, with the first certificate's context.
+      if (!load_ca(ctx, config.client_ca, config.client_ca_at,
+                   c->certs_.size() == 1 ? &c->facts_ : nullptr, error)) {
         return nullptr;
       }
       STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.client_ca.c_str());
@@ -556,7 +585,7 @@ int TlsServerContext::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char
 
 std::shared_ptr<const TlsClientContext> TlsClientContext::build(
     const config::ClusterTlsConfig& config, const std::string& cluster_name,
-    std::shared_ptr<TlsStats> stats, std::string* error) {
+    std::shared_ptr<TlsStats> stats, std::string* error, int64_t* valid_from) {
   std::shared_ptr<TlsClientContext> c(new TlsClientContext());
   c->config_ = config;
   c->name_ = cluster_name;
@@ -575,8 +604,9 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(
       const char* env = getenv(X509_get_default_cert_file_env());
       ca = env != nullptr ? env : X509_get_default_cert_file();
     }
-    if (!load_ca(ctx, ca, error)) {
-      *error = where(config.location) + *error;
+    // The system store is not ours to judge: only a configured file's expiry is reported.
+    if (!load_ca(ctx, ca, config.ca.empty() ? config.location : config.ca_at,
+                 config.ca.empty() ? nullptr : &c->facts_, error)) {
       return nullptr;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_peer);
@@ -585,13 +615,13 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(
   }
   if (!config.cert.empty()) {
     LoadedCertificate loaded;
-    if (!load_certificate(config.cert, config.key, loaded, error)) {
-      *error = where(config.location) + *error;
+    if (!load_certificate(config.cert, config.key, config.cert_at, config.key_at, loaded, error,
+                          valid_from)) {
       return nullptr;
     }
     if (SSL_CTX_use_cert_and_key(ctx, loaded.leaf, loaded.key, loaded.chain, 1) != 1) {
       *error =
-          where(config.location) + "cannot use certificate " + config.cert + ": " + openssl_error();
+          where(config.cert_at) + "cannot use certificate " + config.cert + ": " + openssl_error();
       return nullptr;
     }
     c->facts_.push_back({config.cert, to_epoch(X509_get0_notAfter(loaded.leaf))});

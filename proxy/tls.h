@@ -73,8 +73,9 @@ struct TlsStats {
 
 // A certificate as loaded from its files: what metrics and --check report.
 struct CertificateFacts {
-  std::string path;       // the certificate file
-  int64_t not_after = 0;  // seconds since the epoch
+  std::string path;       // the certificate file, or a CA file
+  int64_t not_after = 0;  // seconds since the epoch; of a CA file, its last certificate's
+  bool ca = false;
 };
 
 // Keys for TLS session tickets, shared by all of a listener's contexts (so a ticket survives a
@@ -103,12 +104,15 @@ class TicketKeys {
 class TlsServerContext {
  public:
   // Loads the files `config` names. Null with `error` set (naming the file and what is wrong,
-  // prefixed with the config's file:line:col) when a file cannot be used.
+  // prefixed with the file:line:col of its path in the config) when a file cannot be used; a
+  // certificate that is not valid yet also sets `valid_from` (when it will be, for rotation to
+  // try again then).
   static std::shared_ptr<const TlsServerContext> build(const config::ListenerTlsConfig& config,
                                                        const std::string& listener_name,
                                                        std::shared_ptr<TlsStats> stats,
                                                        std::shared_ptr<TicketKeys> keys,
-                                                       std::string* error);
+                                                       std::string* error,
+                                                       int64_t* valid_from = nullptr);
   ~TlsServerContext();
   TlsServerContext(const TlsServerContext&) = delete;
   TlsServerContext& operator=(const TlsServerContext&) = delete;
@@ -148,7 +152,8 @@ class TlsClientContext {
   static std::shared_ptr<const TlsClientContext> build(const config::ClusterTlsConfig& config,
                                                        const std::string& cluster_name,
                                                        std::shared_ptr<TlsStats> stats,
-                                                       std::string* error);
+                                                       std::string* error,
+                                                       int64_t* valid_from = nullptr);
   ~TlsClientContext();
   TlsClientContext(const TlsClientContext&) = delete;
   TlsClientContext& operator=(const TlsClientContext&) = delete;

@@ -29,6 +29,7 @@ bool TlsContexts::prepare(const config::Config& config, std::vector<std::string>
     built.listener_prints.push_back(file_fingerprint(tls_files(*l.tls)));  // before reading
     auto c = TlsServerContext::build(*l.tls, l.name, stats, keys, &error);
     if (c == nullptr) {
+      stats->reload_errors.fetch_add(1, std::memory_order_relaxed);
       errors->push_back(error);
       ok = false;
     }
@@ -50,6 +51,7 @@ bool TlsContexts::prepare(const config::Config& config, std::vector<std::string>
     built.cluster_prints.push_back(file_fingerprint(tls_files(*cc.tls)));
     auto c = TlsClientContext::build(*cc.tls, cc.name, stats, &error);
     if (c == nullptr) {
+      stats->reload_errors.fetch_add(1, std::memory_order_relaxed);
       errors->push_back(error);
       ok = false;
     }
@@ -81,6 +83,7 @@ void TlsContexts::commit() {
       e.stats = built_.listener_stats[i];
     }
     e.fingerprint = built_.listener_prints[i];
+    e.retry_at_s = 0;
     listener_slots_.push_back(e.slot);
     listeners[name] = e;
   }
@@ -101,6 +104,7 @@ void TlsContexts::commit() {
       e.stats = built_.cluster_stats[i];
     }
     e.fingerprint = built_.cluster_prints[i];
+    e.retry_at_s = 0;
     cluster_slots_.push_back(e.slot);
     clusters[name] = e;
   }
@@ -132,39 +136,74 @@ std::vector<TlsContexts::View> TlsContexts::views() const {
   return out;
 }
 
+namespace {
+
+// Whether an entry's files are to be read again: they changed since its context was built, or
+// they were refused only for a certificate that has become valid since.
+template <class Slot>
+bool due(TlsContexts::Entry<Slot>& e, const std::string& print, int64_t now_s) {
+  if (print != e.fingerprint) return true;
+  return e.retry_at_s != 0 && now_s >= e.retry_at_s;
+}
+
+// After an attempt: files are tried once per change (a bad file is not re-read every poll),
+// unless only time stands in their way.
+template <class Slot, class Context>
+bool settle(TlsContexts::Entry<Slot>& e, std::string print, std::shared_ptr<const Context> c,
+            int64_t valid_from, int64_t now_s) {
+  e.fingerprint = std::move(print);
+  e.retry_at_s = c == nullptr && valid_from > now_s ? valid_from : 0;
+  if (c == nullptr) {
+    e.stats->reload_errors.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  e.slot->set(std::move(c));
+  return true;
+}
+
+}  // namespace
+
 size_t TlsContexts::rotate(std::vector<std::string>* errors) {
+  const int64_t now_s = static_cast<int64_t>(time(nullptr));
   size_t replaced = 0;
   for (auto& [name, e] : listeners_) {
     std::shared_ptr<const TlsServerContext> old = e.slot->get();
     std::string print = file_fingerprint(tls_files(old->config()));
-    if (print == e.fingerprint) continue;
+    if (!due(e, print, now_s)) continue;
     std::string error;
-    auto c = TlsServerContext::build(old->config(), name, e.stats, ticket_keys_[name], &error);
-    e.fingerprint = print;  // tried once per change: a bad file is not re-read every poll
-    if (c == nullptr) {
-      e.stats->reload_errors.fetch_add(1, std::memory_order_relaxed);
+    int64_t valid_from = 0;
+    auto c = TlsServerContext::build(old->config(), name, e.stats, ticket_keys_[name], &error,
+                                     &valid_from);
+    if (!settle(e, std::move(print), std::move(c), valid_from, now_s)) {
       errors->push_back("listener " + name + ": " + error);
       continue;
     }
-    e.slot->set(std::move(c));
     ++replaced;
   }
   for (auto& [name, e] : clusters_) {
     std::shared_ptr<const TlsClientContext> old = e.slot->get();
     std::string print = file_fingerprint(tls_files(old->config()));
-    if (print == e.fingerprint) continue;
+    if (!due(e, print, now_s)) continue;
     std::string error;
-    auto c = TlsClientContext::build(old->config(), name, e.stats, &error);
-    e.fingerprint = print;
-    if (c == nullptr) {
-      e.stats->reload_errors.fetch_add(1, std::memory_order_relaxed);
+    int64_t valid_from = 0;
+    auto c = TlsClientContext::build(old->config(), name, e.stats, &error, &valid_from);
+    if (!settle(e, std::move(print), std::move(c), valid_from, now_s)) {
       errors->push_back("cluster " + name + ": " + error);
       continue;
     }
-    e.slot->set(std::move(c));
     ++replaced;
   }
   return replaced;
+}
+
+int64_t TlsContexts::next_retry_s() const {
+  int64_t next = 0;
+  auto consider = [&next](int64_t at) {
+    if (at != 0 && (next == 0 || at < next)) next = at;
+  };
+  for (const auto& [name, e] : listeners_) consider(e.retry_at_s);
+  for (const auto& [name, e] : clusters_) consider(e.retry_at_s);
+  return next;
 }
 
 std::vector<std::string> TlsContexts::files() const {
@@ -224,7 +263,8 @@ bool check_tls(const config::Config& config, std::vector<std::string>* errors,
     for (const CertificateFacts& c : v.certificates) {
       if (c.not_after < soon) {
         const int64_t days = (c.not_after - static_cast<int64_t>(time(nullptr))) / 86400;
-        warnings->push_back(std::string(v.side) + " " + v.name + ": certificate " + c.path +
+        warnings->push_back(std::string(v.side) + " " + v.name + ": " +
+                            (c.ca ? "the last certificate of CA file " : "certificate ") + c.path +
                             " expires in " + std::to_string(days) + " days");
       }
     }

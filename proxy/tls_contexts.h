@@ -25,10 +25,13 @@ class TlsContexts {
     std::shared_ptr<Slot> slot;
     std::shared_ptr<TlsStats> stats;
     std::string fingerprint;  // of its files when its context was built (file_fingerprint)
+    // New files that failed only for a certificate not valid yet: when to try them again.
+    int64_t retry_at_s = 0;
   };
 
   // Builds the contexts of `config`. False with `errors` (one per file that cannot be used,
-  // each "FILE:LINE:COL: what") when any fails; nothing is published either way.
+  // each "FILE:LINE:COL: what") when any fails, counted in the reload_errors of the listener or
+  // cluster it belongs to; nothing is published either way.
   bool prepare(const config::Config& config, std::vector<std::string>* errors);
   // Publishes what the last successful prepare() built.
   void commit();
@@ -37,8 +40,12 @@ class TlsContexts {
   // since their context was built (a file replaced, rewritten, or a symlink pointing elsewhere,
   // as a Kubernetes Secret volume's ..data swap does). Each gets a new context that new
   // handshakes take; one whose new files cannot be used keeps its context, and the error (with
-  // the path) goes into `errors` and its reload_errors counter. Returns the contexts replaced.
+  // the path) goes into `errors` and its reload_errors counter; files refused for a certificate
+  // not valid yet are tried again once it is. Returns the contexts replaced.
   size_t rotate(std::vector<std::string>* errors);
+  // The earliest time (seconds since the epoch) rotate() has files to try again for a
+  // certificate that was not valid yet; 0 when none.
+  int64_t next_retry_s() const;
   // Every file the contexts in force were built from (to watch).
   std::vector<std::string> files() const;
 
@@ -71,8 +78,6 @@ class TlsContexts {
   Built built_;
 };
 
-// --check: builds every TLS context of `config` (so every file is read and checked) and reports
-// certificates that expire within 30 days as warnings. False when any context cannot be built.
 // What identifies the current content of these files without reading them: device, inode, size,
 // modification and change time of each (following symlinks; the change time moves with any
 // write, even one that keeps the size and sets the old mtime back), or stat()'s error.
@@ -81,6 +86,9 @@ std::string file_fingerprint(const std::vector<std::string>& paths);
 std::vector<std::string> tls_files(const config::ListenerTlsConfig& c);
 std::vector<std::string> tls_files(const config::ClusterTlsConfig& c);
 
+// --check: builds every TLS context of `config` (so every file is read and checked) and reports
+// certificates (and configured CA files) that expire within 30 days as warnings. False when any
+// context cannot be built.
 bool check_tls(const config::Config& config, std::vector<std::string>* errors,
                std::vector<std::string>* warnings);
 

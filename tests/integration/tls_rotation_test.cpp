@@ -270,6 +270,102 @@ TEST_CASE("tls rotation: a Kubernetes Secret volume's ..data symlink swap is pic
   CHECK(reload_errors(proxy.bulwark) == 0);
 }
 
+TEST_CASE("tls rotation: a swapped directory symlink is picked up at once, every time") {
+  // Not Kubernetes' layout, but a common one: the configured directory is itself a symlink
+  // (live -> v1), switched to a new directory by renaming a new symlink over it. The swap shows
+  // in the symlink's parent directory, not in the directory it pointed to.
+  TempDir dir;
+  TestPki pki(dir.path());
+  const std::string live = dir.file("live");
+  auto switch_to = [&](const std::string& version, const IssuedCert& c) {
+    std::filesystem::create_directory(dir.file(version));
+    write_file(dir.file(version) + "/tls.crt", c.cert_pem);
+    write_file(dir.file(version) + "/tls.key", c.key_pem);
+    std::filesystem::create_directory_symlink(version, dir.file("live.tmp"));
+    std::filesystem::rename(dir.file("live.tmp"), live);
+  };
+  switch_to("v1", pki.server);
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(live + "/tls.crt", live + "/tls.key")};
+  TlsListenerFixture proxy(options);
+  CHECK(served(proxy.port()) == pki.server.sha256);
+
+  // Well within the 10 s poll: the file events saw each switch.
+  const IssuedCert second = issue_server(pki.ca, "second");
+  switch_to("v2", second);
+  REQUIRE_MESSAGE(wait_for_log_lines(proxy.bulwark, {kRotatedLog, "\"trigger\":\"file\""}, 1,
+                                     Millis{5000}),
+                  proxy.bulwark.logs_text());
+  CHECK(served(proxy.port()) == second.sha256);
+  // v2 is watched now, not v1: a change made in it is seen too.
+  const IssuedCert third = issue_server(pki.ca, "third");
+  write_file(dir.file("v2") + "/tls.key", third.key_pem);
+  write_file(dir.file("v2") + "/tls.crt", third.cert_pem);
+  REQUIRE_MESSAGE(wait_for_log_lines(proxy.bulwark, {kRotatedLog, "\"trigger\":\"file\""}, 2,
+                                     Millis{5000}),
+                  proxy.bulwark.logs_text());
+  CHECK(served(proxy.port()) == third.sha256);
+  CHECK(reload_errors(proxy.bulwark) == 0);
+}
+
+TEST_CASE("tls rotation: a change no file event shows is found by the poll within 10 s") {
+  // The certificate is a hard link to a file kept elsewhere, rewritten there: inotify reports a
+  // change to the directory it was made through, not to the watched one.
+  TempDir dir;
+  TestPki pki(dir.path());
+  LiveFiles live(dir);
+  const std::string store = dir.file("store");
+  std::filesystem::create_directory(store);
+  write_file(store + "/tls.crt", pki.server.cert_pem);
+  write_file(store + "/tls.key", pki.server.key_pem);
+  std::filesystem::create_hard_link(store + "/tls.crt", live.cert());
+  std::filesystem::create_hard_link(store + "/tls.key", live.key());
+  TlsListenerOptions options;
+  options.certificates = {live.entry()};
+  TlsListenerFixture proxy(options);
+  CHECK(served(proxy.port()) == pki.server.sha256);
+
+  const IssuedCert rotated = issue_server(pki.ca, "rotated");
+  const auto start = Clock::now();
+  write_file(store + "/tls.key", rotated.key_pem);  // in place: the links stay
+  write_file(store + "/tls.crt", rotated.cert_pem);
+  REQUIRE_MESSAGE(wait_for_log_lines(proxy.bulwark, {kRotatedLog, "\"trigger\":\"poll\""}, 1,
+                                     Millis{15000}),
+                  proxy.bulwark.logs_text());
+  CHECK(Clock::now() - start < Millis{11000});
+  CHECK(count_lines(proxy.bulwark.logs(), {kRotatedLog, "\"trigger\":\"file\""}) == 0);
+  CHECK(served(proxy.port()) == rotated.sha256);
+}
+
+TEST_CASE("tls rotation: a certificate installed before it is valid is taken once it is") {
+  TempDir dir;
+  TestPki pki(dir.path());
+  LiveFiles live(dir);
+  live.install(pki.server);
+  TlsListenerOptions options;
+  options.certificates = {live.entry()};
+  TlsListenerFixture proxy(options);
+
+  CertSpec spec;
+  spec.common_name = "early";
+  spec.dns_sans = {"localhost"};
+  spec.not_before_days = 0;
+  spec.not_before_seconds = 3;
+  const IssuedCert early = pki.ca.issue("early", spec);
+  live.install(early);
+  // Refused for now, and the old certificate stays.
+  REQUIRE_MESSAGE(wait_for_log_lines(proxy.bulwark, {kRotationFailedLog, "is not valid yet"}),
+                  proxy.bulwark.logs_text());
+  CHECK(served(proxy.port()) == pki.server.sha256);
+  // Taken when it becomes valid, with no further change to the files (before the poll, which
+  // would not read unchanged files again anyway).
+  REQUIRE_MESSAGE(wait_for_log_lines(proxy.bulwark, {kRotatedLog, "\"trigger\":\"valid_from\""},
+                                     1, Millis{8000}),
+                  proxy.bulwark.logs_text());
+  CHECK(served(proxy.port()) == early.sha256);
+  CHECK(reload_errors(proxy.bulwark) == 1);
+}
+
 TEST_CASE("tls rotation: unusable new files keep the old certificate, logged with the path") {
   TempDir dir;
   TestPki pki(dir.path());
@@ -416,6 +512,8 @@ TEST_CASE("tls rotation: a reload naming a certificate that cannot be used keeps
   // The log says it too (read by the harness a little after the answer came).
   CHECK_MESSAGE(wait_for_log_lines(bulwark, {kReloadFailedLog, gone}), bulwark.logs_text());
   CHECK(scrape_metric(bulwark, "bulwark_config_reloads_total", {{"result", "failure"}}) == 1);
+  // Counted against the listener as a file that could not replace the one in force.
+  CHECK(reload_errors(bulwark) == 1);
   CHECK(served(port) == pki.server.sha256);
   CHECK(must_get_status(port, trusting(pki)) == 200);
 
@@ -426,6 +524,7 @@ TEST_CASE("tls rotation: a reload naming a certificate that cannot be used keeps
   REQUIRE(sighup_reload(bulwark) == false);
   CHECK(last_log_line(bulwark, kReloadFailedLog).find(pki.expired.cert_file + " has expired") !=
         std::string::npos);
+  CHECK(reload_errors(bulwark) == 2);
   CHECK(served(port) == pki.server.sha256);
 
   // A config that only changes a route, while the certificate file in force has turned bad (the
@@ -440,6 +539,7 @@ TEST_CASE("tls rotation: a reload naming a certificate that cannot be used keeps
   CHECK(must_get_status(port, trusting(pki)) == 200);
   CHECK(scrape_metric(bulwark, "bulwark_config_reloads_total", {{"result", "failure"}}) == 3);
   CHECK(scrape_metric(bulwark, "bulwark_config_reloads_total", {{"result", "success"}}) == 0);
+  CHECK(reload_errors(bulwark) == 4);  // the watch's refusal, then the reload's
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,6 +648,22 @@ TEST_CASE("tls rotation: bulwark --check loads the certificates and warns of one
       warned.out);
   CHECK(warned.out.find(pki.server.cert_file) == std::string::npos);  // a year: no warning
   CHECK(warned.out.find(warned.config_path + ": ok\n") != std::string::npos);
+
+  // A client CA is judged by its last certificate: when it expires the file verifies nothing.
+  CertSpec ca_spec;
+  ca_spec.common_name = "short-lived CA";
+  ca_spec.is_ca = true;
+  ca_spec.not_after_days = 5;
+  const IssuedCert short_ca = pki.ca.issue("short-ca", ca_spec);
+  options.certificates = {cert_entry(pki.server)};
+  options.tls = "client_ca: " + short_ca.cert_file;
+  CheckResult ca_warned = run_check(tls_listener_config("127.0.0.1:1", options));
+  CHECK_MESSAGE(ca_warned.exit_code == 0, ca_warned.out << ca_warned.err);
+  CHECK_MESSAGE(std::regex_search(ca_warned.out,
+                                  std::regex("warning: listener secure: the last certificate of CA "
+                                             "file " +
+                                             short_ca.cert_file + " expires in (4|5) days\n")),
+                ca_warned.out);
 }
 
 TEST_CASE("tls rotation: bulwark --check reports unusable files with file:line:col and the path") {
@@ -563,6 +679,12 @@ TEST_CASE("tls rotation: bulwark --check reports unusable files with file:line:c
     std::string message;  // what the error says
   };
   const std::string garbage_ca = dir.file("garbage-ca.crt");
+  CertSpec expired_spec;
+  expired_spec.common_name = "expired CA";
+  expired_spec.is_ca = true;
+  expired_spec.not_before_days = -30;
+  expired_spec.not_after_days = -1;
+  const IssuedCert expired_ca = pki.ca.issue("expired-ca", expired_spec);
   for (const Case& c : {
            Case{"a missing certificate file", cert_entry(missing, pki.server.key_file), "", missing,
                 "cannot read certificate " + missing},
@@ -579,9 +701,12 @@ TEST_CASE("tls rotation: bulwark --check reports unusable files with file:line:c
                 pki.not_yet_valid.cert_file,
                 "certificate " + pki.not_yet_valid.cert_file + " is not valid yet"},
            Case{"a missing client CA", cert_entry(pki.server), "client_ca: " + missing,
-                "tls:", "cannot load CA file " + missing},
+                "client_ca: " + missing, "cannot load CA file " + missing},
            Case{"a client CA that is not PEM", cert_entry(pki.server), "client_ca: " + garbage_ca,
-                "tls:", "cannot load CA file " + garbage_ca},
+                "client_ca: " + garbage_ca, "cannot load CA file " + garbage_ca},
+           Case{"a client CA whose every certificate has expired", cert_entry(pki.server),
+                "client_ca: " + expired_ca.cert_file, "client_ca: " + expired_ca.cert_file,
+                "every certificate of CA file " + expired_ca.cert_file + " has expired"},
        }) {
     CAPTURE(c.what);
     TlsListenerOptions options;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -575,6 +576,12 @@ TEST_CASE("tls upstream: a client certificate is presented to an upstream that r
                     {{"side", "cluster"}, {"name", "web"}, {"path", pki.client_web.cert_file}});
   REQUIRE(expiry);
   CHECK(*expiry > static_cast<double>(::time(nullptr)) + 300 * 86400.0);
+  // And the CA file's, which verifies nothing once its last certificate expires.
+  auto ca_expiry =
+      scrape_metric(bulwark, "bulwark_tls_certificate_expiry_timestamp_seconds",
+                    {{"side", "cluster"}, {"name", "web"}, {"path", pki.ca.root_cert_file()}});
+  REQUIRE(ca_expiry);
+  CHECK(*ca_expiry > static_cast<double>(::time(nullptr)) + 300 * 86400.0);
 
   Response via_chain = get(port, "/chained/x");
   INFO(describe(via_chain));
@@ -1160,6 +1167,64 @@ TEST_CASE("tls upstream: nginx serving HTTPS answers through bulwark") {
 
 // ---------------------------------------------------------------------------------------------
 // Failing: bulwark bugs these tests show, each described in its test.
+
+TEST_CASE("tls upstream: a rotated client certificate is presented on the next connection") {
+  // The cluster's certificate files are watched as a listener's are. New connections present
+  // the new certificate, and do not resume a session made with the old one (the upstream would
+  // go on seeing the old certificate).
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream upstream(closing_handler());  // a new connection for each request
+  TlsServerOptions mtls = serving(pki.server);
+  mtls.client_ca_file = pki.ca.cert_file();
+  mtls.require_client_cert = true;
+  TlsFrontDoor door(mtls, upstream.port());
+  const std::string live = dir.file("client");
+  std::filesystem::create_directory(live);
+  write_file(live + "/tls.crt", pki.client_web.cert_pem);
+  write_file(live + "/tls.key", pki.client_web.key_pem);
+  Setup setup;
+  setup.clusters = {{"web",
+                     {loopback_address(door.port())},
+                     trusting(pki.ca, "sni: localhost, cert: " + live + "/tls.crt, key: " + live +
+                                          "/tls.key")}};
+  BulwarkProcess bulwark;
+  start(bulwark, setup);
+  const uint16_t port = bulwark.port("inbound");
+
+  for (int i = 1; i <= 2; ++i) {
+    Response response = get(port, "/web/" + std::to_string(i));
+    INFO(describe(response));
+    CHECK(response.status == 200);
+    REQUIRE(door.wait_closed(static_cast<size_t>(i)));
+  }
+  REQUIRE(handshake_of(door, 1).client_cert);
+  CHECK(handshake_of(door, 1).client_cert->sha256 == pki.client_web.sha256);
+  CHECK(handshake_of(door, 2).resumed);
+
+  CertSpec spec;
+  spec.common_name = "web-rotated";
+  spec.uri_sans = {TestPki::kSpiffeWeb};
+  spec.usage = CertUsage::kClient;
+  const IssuedCert rotated = pki.ca.issue("web-rotated", spec);
+  write_file(live + "/tls.key", rotated.key_pem);
+  write_file(live + "/tls.crt", rotated.cert_pem);
+  REQUIRE_MESSAGE(wait_for_log_lines(bulwark, {"\"msg\":\"TLS certificates reloaded\""}),
+                  bulwark.logs_text());
+
+  Response response = get(port, "/web/3");
+  INFO(describe(response));
+  CHECK(response.status == 200);
+  const TlsConnectionRecord third = handshake_of(door, 3);
+  CHECK_FALSE(third.resumed);
+  REQUIRE(third.client_cert);
+  CHECK(third.client_cert->sha256 == rotated.sha256);
+  CHECK(third.client_cert->subject == "CN=web-rotated");
+  auto expiry = scrape_metric(bulwark, "bulwark_tls_certificate_expiry_timestamp_seconds",
+                              {{"side", "cluster"}, {"name", "web"}, {"path", live + "/tls.crt"}});
+  REQUIRE(expiry);
+  CHECK(*expiry > static_cast<double>(::time(nullptr)) + 300 * 86400.0);
+}
 
 TEST_CASE("tls upstream: a new connection to an endpoint resumes its TLS session") {
   // A connection that simply ends keeps its session resumable (freeing an SSL that never shut

@@ -304,7 +304,8 @@ X509Ptr make_cert(const CertSpec& spec, EVP_PKEY* key, X509* issuer_cert, EVP_PK
   X509Ptr cert(X509_new());
   X509_set_version(cert.get(), X509_VERSION_3);
   set_random_serial(cert.get());
-  X509_time_adj_ex(X509_getm_notBefore(cert.get()), spec.not_before_days, 0, nullptr);
+  X509_time_adj_ex(X509_getm_notBefore(cert.get()), spec.not_before_days,
+                   spec.not_before_seconds, nullptr);
   X509_time_adj_ex(X509_getm_notAfter(cert.get()), spec.not_after_days, 0, nullptr);
   X509_set_pubkey(cert.get(), key);
   X509_NAME* subject = X509_get_subject_name(cert.get());

@@ -49,6 +49,7 @@ struct CertSpec {
   std::vector<std::string> ip_sans;   // "127.0.0.1", "::1"
   std::vector<std::string> uri_sans;  // "spiffe://cluster.local/ns/shop/sa/web"
   int not_before_days = -1;
+  long not_before_seconds = 0;  // added to not_before_days (a certificate valid in a moment)
   int not_after_days = 365;
   KeyType key = KeyType::kEcdsaP256;
   CertUsage usage = CertUsage::kServer;
