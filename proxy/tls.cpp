@@ -649,9 +649,10 @@ std::string TlsClientContext::server_name_for(std::string_view endpoint_name) co
   if (!config_.sni.empty()) return config_.sni;
   std::string_view host = endpoint_name;
   if (!host.empty() && host.front() == '[') return {};  // an IPv6 literal
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(AF_INET6, std::string(host).c_str(), buf) == 1) return {};  // one without a port
   size_t colon = host.rfind(':');
   if (colon != std::string_view::npos) host = host.substr(0, colon);
-  unsigned char buf[sizeof(in6_addr)];
   std::string h(host);
   if (inet_pton(AF_INET, h.c_str(), buf) == 1 || inet_pton(AF_INET6, h.c_str(), buf) == 1) {
     return {};
