@@ -174,6 +174,14 @@ bool san_matches(std::string_view san, const config::SanMatch& m) {
   return san == m.value;
 }
 
+// Counts the handshake messages a peer sends after the handshake (TlsConnectionData).
+void count_post_handshake(int write_p, int /*version*/, int content_type, const void* /*buf*/,
+                          size_t /*len*/, SSL* ssl, void* /*arg*/) {
+  if (write_p != 0 || content_type != SSL3_RT_HANDSHAKE) return;
+  TlsConnectionData* data = connection_data(ssl);
+  if (data != nullptr && data->established) ++data->post_handshake_messages;
+}
+
 // The part of SSL_CTX setup listeners and clusters share.
 SSL_CTX* new_ctx(const SSL_METHOD* method, config::TlsVersion min_version) {
   SSL_CTX* ctx = SSL_CTX_new(method);
@@ -187,6 +195,11 @@ SSL_CTX* new_ctx(const SSL_METHOD* method, config::TlsVersion min_version) {
   // write ends), and an idle connection gives its 34 KiB of record buffers back.
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
+  // SSL_read returns once what was read ahead is used up, even with no application data: with
+  // auto-retry it went on reading the socket for as long as a peer kept sending KeyUpdates (each
+  // answered by a write), a whole worker's time for one connection. The transport counts them.
+  SSL_CTX_clear_mode(ctx, SSL_MODE_AUTO_RETRY);
+  SSL_CTX_set_msg_callback(ctx, count_post_handshake);
   // Read as much as the socket has, not a record header and then its body: half the syscalls.
   SSL_CTX_set_read_ahead(ctx, 1);
   return ctx;

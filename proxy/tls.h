@@ -212,7 +212,13 @@ struct TlsConnectionData {
   uint64_t context_id = 0;                       // client side: TlsClientContext::id()
   TlsError verify_error = TlsError::kUntrusted;  // why verification refused
   bool san_refused = false;
+  bool established = false;  // the handshake is done: what comes now is post-handshake
+  // Handshake messages received after the handshake (KeyUpdate, NewSessionTicket) since the last
+  // application data: a peer flooding them would keep a worker busy answering (read_once).
+  uint32_t post_handshake_messages = 0;
 };
+// More post-handshake messages than this with no application data between ends a connection.
+inline constexpr uint32_t kMaxPostHandshakeMessages = 32;
 void set_connection_data(SSL* ssl, TlsConnectionData* data);
 TlsConnectionData* connection_data(const SSL* ssl);
 

@@ -271,6 +271,7 @@ TlsError TlsTransport::classify_failure(int ssl_error) {
 void TlsTransport::handshake_done() {
   handshaking_ = false;
   handshake_wants_write_ = false;
+  data_.established = true;
   TlsSession& s = *session_;
   const int version = SSL_version(ssl_);
   s.version = SSL_get_version(ssl_);
@@ -403,9 +404,16 @@ bool TlsTransport::read_once() {
     int rc = SSL_read(ssl_, in_->tail(), static_cast<int>(std::min<size_t>(room, INT32_MAX)));
     read_wants_write_ = false;
     waiting_for_socket_ = false;
-    if (rc > 0) {
+    if (data_.post_handshake_messages > kMaxPostHandshakeMessages) {
+      // KeyUpdates (or tickets) by the dozen and no data: a peer keeping us busy answering.
+      ERR_clear_error();
+      fatal_ = true;
+      stats()->count_error(TlsError::kProtocol);
+      n = UV_EPROTO;
+    } else if (rc > 0) {
       n = rc;
       got_data_ = true;
+      data_.post_handshake_messages = 0;
     } else {
       int err = SSL_get_error(ssl_, rc);
       if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {

@@ -315,6 +315,39 @@ TEST_CASE("tls hostile: a client that stops inside a TLS record does not stall t
   CHECK_MESSAGE(cpu < 0.5, "bulwark used " << cpu << " s of CPU while nothing happened");
 }
 
+TEST_CASE("tls hostile: a KeyUpdate flood ends its connection, the worker serves on") {
+  // Each KeyUpdate that asks for one back costs a write; OpenSSL answered a whole flood inside
+  // one read, for as long as the socket had more (seconds of a worker for 300,000).
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  options.tls = "min_version: \"1.3\"";
+  options.workers = 1;
+  TlsListenerFixture proxy(options);
+
+  TlsClientConn attacker(proxy.port(), trusting(pki));
+  REQUIRE_MESSAGE(attacker.connected(), attacker.last_error_text());
+  REQUIRE(tls_get(attacker, "/before"));
+  TlsClientConn bystander(proxy.port(), trusting(pki));
+  REQUIRE(tls_get(bystander, "/bystander"));
+  // A few are fine (a long connection updates its keys now and then)...
+  CHECK(attacker.send_key_updates(3, true) == 3);
+  auto after_few = tls_get(attacker, "/after-a-few");
+  REQUIRE_MESSAGE(after_few, attacker.last_error_text());
+  CHECK(after_few->status == 200);
+  // ...a flood is not.
+  const size_t sent = attacker.send_key_updates(20000, true, Millis{5000});
+  INFO("KeyUpdates sent: " << sent);
+  const auto start = Clock::now();
+  auto answer = tls_get(bystander, "/during");
+  REQUIRE_MESSAGE(answer, bystander.last_error_text());
+  CHECK(answer->status == 200);
+  CHECK(since(start) < Millis{1000});
+  CHECK_MESSAGE(attacker.is_closed(Millis{3000}), "the flooding connection stays open");
+  CHECK(wait_tls_errors(proxy.bulwark, "protocol_error", 1) >= 1);
+}
+
 TEST_CASE("tls hostile: records that arrive in pieces do not make the worker spin") {
   TempDir dir;
   TestPki pki(dir.path());

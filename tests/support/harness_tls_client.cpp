@@ -308,6 +308,29 @@ void TlsClientConn::close(bool reset) {
   ClientConn::close(reset);
 }
 
+size_t TlsClientConn::send_key_updates(size_t count, bool request_update, Millis timeout) {
+  if (!ssl_ || !handshake_ok_) return 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const int type = request_update ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED;
+  for (size_t sent = 0; sent < count; ++sent) {
+    ERR_clear_error();
+    if (SSL_key_update(ssl_, type) != 1) return sent;
+    for (;;) {
+      const int rc = SSL_do_handshake(ssl_);  // writes the KeyUpdate
+      if (rc == 1) break;
+      const int err = SSL_get_error(ssl_, rc);
+      const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+      if ((err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ) || left.count() <= 0) {
+        ERR_clear_error();
+        return sent;
+      }
+      pollfd p{fd(), static_cast<short>(err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
+      ::poll(&p, 1, static_cast<int>(left.count()));
+    }
+  }
+  return count;
+}
+
 TlsSession TlsClientConn::get_session(Millis wait) {
   auto deadline = Clock::now() + wait;
   char chunk[16 * 1024];

@@ -357,6 +357,11 @@ class TlsClientConn : public ClientConn {
   // for the readers (a failure or close found meanwhile is reported by the next read).
   TlsSession get_session(Millis wait = Millis{0});
 
+  // Sends `count` TLS 1.3 KeyUpdate messages, each asking the server to update its keys too when
+  // `request_update`, reading nothing meanwhile. Returns how many went before the connection
+  // failed or `timeout` passed.
+  size_t send_key_updates(size_t count, bool request_update, Millis timeout = kDefaultTimeout);
+
  protected:
   Io transport_read(char* out, size_t size, size_t& moved) override;
   Io transport_write(const char* data, size_t size, size_t& moved) override;
