@@ -1,9 +1,6 @@
 #include "proxy/admin_api.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +11,7 @@
 
 #include "config/json.h"
 #include "config/json_writer.h"
+#include "proxy/files.h"
 #include "proxy/log.h"
 
 namespace bulwark {
@@ -170,31 +168,9 @@ void write_cluster(config::JsonWriter& w, const ClusterStatus& cluster) {
 }  // namespace
 
 std::string read_admin_token(const std::string& path, std::string* error) {
-  // On the main loop: never block (a FIFO put there would wait for a writer) and never read
-  // without bound (/dev/zero): a regular file of at most kMaxAdminTokenFile bytes, or nothing.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    *error = "cannot read " + path + ": " + std::strerror(errno);
-    return {};
-  }
-  struct stat st {};
+  // On the main loop: never block, never read without bound (read_regular_file).
   std::string token;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    *error = path + " is not a regular file";
-  } else if (st.st_size > static_cast<off_t>(kMaxAdminTokenFile)) {
-    *error = path + " is larger than " + std::to_string(kMaxAdminTokenFile) + " bytes";
-  } else {
-    token.resize(kMaxAdminTokenFile + 1);
-    const ssize_t n = ::read(fd, token.data(), token.size());
-    token.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    if (n < 0) *error = "cannot read " + path + ": " + std::strerror(errno);
-    if (token.size() > kMaxAdminTokenFile) {  // it grew since fstat
-      *error = path + " is larger than " + std::to_string(kMaxAdminTokenFile) + " bytes";
-      token.clear();
-    }
-  }
-  ::close(fd);
-  if (!error->empty()) return {};
+  if (!read_regular_file(path, kMaxAdminTokenFile, &token, error)) return {};
   const char* space = " \t\r\n";
   token.erase(0, std::min(token.size(), token.find_first_not_of(space)));
   token.erase(token.find_last_not_of(space) + 1);

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 
+#include "proxy/files.h"
 #include "proxy/transport.h"
 
 namespace bulwark {
@@ -50,17 +51,14 @@ std::string openssl_error() {
   return std::string(at == std::string_view::npos ? s : s.substr(at + 1));
 }
 
-// The bytes of a file (empty when it cannot be read: loading it then reports the error).
-std::string read_file(const std::string& path) {
-  if (path.empty()) return {};
-  std::string out;
-  if (FILE* f = std::fopen(path.c_str(), "rb")) {
-    char buf[8192];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    std::fclose(f);
-  }
-  return out;
+// Size bounds of the files TLS reads (read_regular_file): a certificate chain or a key is a
+// few KiB; a CA bundle (the system's is about 200 KiB) may be larger.
+constexpr size_t kMaxCertificateFile = 1 << 20;
+constexpr size_t kMaxCaFile = 16 << 20;
+
+// A memory BIO over `bytes` (which must outlive it).
+BIO* memory_bio(const std::string& bytes) {
+  return BIO_new_mem_buf(bytes.data(), static_cast<int>(bytes.size()));
 }
 
 std::string where(const config::SourceLocation& at) {
@@ -102,10 +100,13 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
     *error = where(at) + what;
     return false;
   };
-  BIO* bio = BIO_new_file(cert_path.c_str(), "r");
-  if (bio == nullptr) {
-    return fail(cert_at, "cannot read certificate " + cert_path + ": " + openssl_error());
+  // Read as bytes first: OpenSSL's own file reading would block on a FIFO and read /dev/zero
+  // until memory ran out, on the main thread.
+  std::string bytes, why;
+  if (!read_regular_file(cert_path, kMaxCertificateFile, &bytes, &why)) {
+    return fail(cert_at, "cannot read certificate " + cert_path + ": " + why);
   }
+  BIO* bio = memory_bio(bytes);
   out.leaf = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
   if (out.leaf == nullptr) {
     BIO_free(bio);
@@ -118,16 +119,16 @@ bool load_certificate(const std::string& cert_path, const std::string& key_path,
   ERR_clear_error();  // the end of the file reads as an error
   BIO_free(bio);
 
-  bio = BIO_new_file(key_path.c_str(), "r");
-  if (bio == nullptr) {
-    return fail(key_at, "cannot read private key " + key_path + ": " + openssl_error());
+  if (!read_regular_file(key_path, kMaxCertificateFile, &bytes, &why)) {
+    return fail(key_at, "cannot read private key " + key_path + ": " + why);
   }
+  bio = memory_bio(bytes);
   // No passphrase callback would make OpenSSL ask for one on the terminal, blocking the thread.
   auto no_passphrase = [](char*, int, int, void*) { return -1; };
   out.key = PEM_read_bio_PrivateKey(bio, nullptr, no_passphrase, nullptr);
   BIO_free(bio);
   if (out.key == nullptr) {
-    const bool encrypted = read_file(key_path).find("ENCRYPTED") != std::string::npos;
+    const bool encrypted = bytes.find("ENCRYPTED") != std::string::npos;
     std::string what = encrypted ? "private key " + key_path +
                                        " is encrypted: bulwark cannot ask for a passphrase (store "
                                        "it unencrypted, readable only by bulwark's user)"
@@ -205,36 +206,62 @@ SSL_CTX* new_ctx(const SSL_METHOD* method, config::TlsVersion min_version) {
   return ctx;
 }
 
-// When the last certificate of a CA file expires (0 when none can be read): from then on the file
-// verifies nothing.
-int64_t ca_file_expiry(const std::string& path) {
-  int64_t last = 0;
-  BIO* bio = BIO_new_file(path.c_str(), "r");
-  if (bio == nullptr) return 0;
-  while (X509* cert = PEM_read_bio_X509_AUX(bio, nullptr, nullptr, nullptr)) {
-    last = std::max(last, to_epoch(X509_get0_notAfter(cert)));
-    X509_free(cert);
-  }
-  ERR_clear_error();  // the end of the file reads as an error
-  BIO_free(bio);
-  return last;
+// Reads a CA file (a PEM bundle of certificates, and CRLs if any) as bytes: see
+// load_certificate.
+bool read_ca_file(const std::string& path, const config::SourceLocation& at, std::string* pem,
+                  std::string* error) {
+  std::string why;
+  if (read_regular_file(path, kMaxCaFile, pem, &why)) return true;
+  *error = where(at) + "cannot load CA file " + path + ": " + why;
+  return false;
 }
 
-// Loads a CA file into `ctx`. A configured file (not the system store) whose every certificate
-// has expired is refused, and its expiry goes into `facts` for the metric and --check.
-bool load_ca(SSL_CTX* ctx, const std::string& path, const config::SourceLocation& at,
-             std::vector<CertificateFacts>* facts, std::string* error) {
-  if (SSL_CTX_load_verify_file(ctx, path.c_str()) != 1) {
-    *error = where(at) + "cannot load CA file " + path + ": " + openssl_error();
+// Loads the CA file `path` (its bytes: `pem`) into `ctx`'s trust store, and the names of its
+// certificates into the list a server sends when asking for a client certificate when
+// `client_names`. A configured file (not the system store) whose every certificate has expired
+// is refused, and its expiry (its last certificate's) goes into `facts`, for the metric and
+// --check.
+bool load_ca(SSL_CTX* ctx, const std::string& path, const std::string& pem,
+             const config::SourceLocation& at, std::vector<CertificateFacts>* facts,
+             bool client_names, std::string* error) {
+  BIO* bio = memory_bio(pem);
+  STACK_OF(X509_INFO)* infos = PEM_X509_INFO_read_bio(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  ERR_clear_error();  // the end of the bytes reads as an error
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  STACK_OF(X509_NAME)* names = client_names ? sk_X509_NAME_new_null() : nullptr;
+  int certificates = 0;
+  int64_t last_expiry = 0;
+  for (int i = 0; infos != nullptr && i < sk_X509_INFO_num(infos); ++i) {
+    X509_INFO* info = sk_X509_INFO_value(infos, i);
+    if (info->crl != nullptr) X509_STORE_add_crl(store, info->crl);
+    if (info->x509 == nullptr) continue;
+    ++certificates;
+    X509_STORE_add_cert(store, info->x509);
+    last_expiry = std::max(last_expiry, to_epoch(X509_get0_notAfter(info->x509)));
+    if (names != nullptr) {
+      X509_NAME* subject = X509_get_subject_name(info->x509);
+      bool seen = false;
+      for (int j = 0; j < sk_X509_NAME_num(names) && !seen; ++j) {
+        seen = X509_NAME_cmp(sk_X509_NAME_value(names, j), subject) == 0;
+      }
+      if (!seen) sk_X509_NAME_push(names, X509_NAME_dup(subject));
+    }
+  }
+  sk_X509_INFO_pop_free(infos, X509_INFO_free);
+  ERR_clear_error();  // a certificate already in the store
+  if (certificates == 0) {
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    *error = where(at) + "cannot load CA file " + path + ": no PEM certificate in it";
     return false;
   }
+  if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);  // takes them
   if (facts == nullptr) return true;
-  const int64_t expiry = ca_file_expiry(path);
-  if (expiry != 0 && expiry < static_cast<int64_t>(time(nullptr))) {
+  if (last_expiry < static_cast<int64_t>(time(nullptr))) {
     *error = where(at) + "every certificate of CA file " + path + " has expired";
     return false;
   }
-  facts->push_back({path, expiry, true});
+  facts->push_back({path, last_expiry, true});
   return true;
 }
 
@@ -438,8 +465,13 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
   // against the old one resume.
   // Whether a certificate is required, the versions and ciphers are part of it too: sessions made
   // when a certificate was optional must not resume once it is required.
+  std::string client_ca;
+  if (!config.client_ca.empty() &&
+      !read_ca_file(config.client_ca, config.client_ca_at, &client_ca, error)) {
+    return nullptr;
+  }
   std::string policy =
-      listener_name + "\n" + config.client_ca + "\n" + read_file(config.client_ca) +
+      listener_name + "\n" + config.client_ca + "\n" + client_ca +
       "\nrequire=" + (config.require_client_certificate ? "1" : "0") +
       "\nmin=" + config::to_string(config.min_version) + "\nciphers=" + config.ciphers;
   for (const config::SanMatch& m : config.allowed_client_sans) {
@@ -498,13 +530,10 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
     SSL_CTX_set_tlsext_servername_arg(ctx, c.get());
     if (!config.client_ca.empty()) {
       // Its expiry is reported once, with the first certificate's context.
-      if (!load_ca(ctx, config.client_ca, config.client_ca_at,
-                   c->certs_.size() == 1 ? &c->facts_ : nullptr, error)) {
+      if (!load_ca(ctx, config.client_ca, client_ca, config.client_ca_at,
+                   c->certs_.size() == 1 ? &c->facts_ : nullptr, true, error)) {
         return nullptr;
       }
-      STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.client_ca.c_str());
-      if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
-      ERR_clear_error();
       int mode = SSL_VERIFY_PEER;
       if (config.require_client_certificate) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
       SSL_CTX_set_verify(ctx, mode, verify_peer);
@@ -618,8 +647,10 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(
       ca = env != nullptr ? env : X509_get_default_cert_file();
     }
     // The system store is not ours to judge: only a configured file's expiry is reported.
-    if (!load_ca(ctx, ca, config.ca.empty() ? config.location : config.ca_at,
-                 config.ca.empty() ? nullptr : &c->facts_, error)) {
+    const config::SourceLocation& at = config.ca.empty() ? config.location : config.ca_at;
+    std::string pem;
+    if (!read_ca_file(ca, at, &pem, error) ||
+        !load_ca(ctx, ca, pem, at, config.ca.empty() ? nullptr : &c->facts_, false, error)) {
       return nullptr;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_peer);

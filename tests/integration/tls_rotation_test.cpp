@@ -393,6 +393,26 @@ TEST_CASE("tls rotation: unusable new files keep the old certificate, logged wit
       {"an expired certificate", [&] { live.install(pki.expired); }, live.cert(), "has expired"},
       {"a key file that is gone", [&] { std::filesystem::remove(live.key()); }, live.key(),
        "cannot read private key " + live.key()},
+      // Paths that lead somewhere no file should be (from a hostile review: the main thread
+      // blocked for good in the open of a FIFO, and /dev/zero killed the process).
+      {"a key that is a FIFO",
+       [&] {
+         std::filesystem::remove(live.key());
+         REQUIRE(::mkfifo(live.key().c_str(), 0600) == 0);
+       },
+       live.key(), live.key() + " is not a regular file"},
+      {"a certificate that leads to /dev/zero",
+       [&] {
+         std::filesystem::remove(live.cert());
+         std::filesystem::create_symlink("/dev/zero", live.cert());
+       },
+       live.cert(), live.cert() + " is not a regular file"},
+      {"a certificate of 2 MiB",
+       [&] {
+         std::filesystem::remove(live.cert());
+         write_file(live.cert(), rotated.cert_pem + std::string(2 << 20, '\n'));
+       },
+       live.cert(), live.cert() + " is larger than 1048576 bytes"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
@@ -413,6 +433,8 @@ TEST_CASE("tls rotation: unusable new files keep the old certificate, logged wit
   CHECK(days_from_now(expiry_of(proxy.bulwark, live.cert()).value_or(0)) > 364);
 
   // Good files again: taken at once, and the error count stays.
+  std::filesystem::remove(live.key());  // the FIFO: writing it would wait for a reader
+  std::filesystem::remove(live.cert());
   live.install(rotated);
   REQUIRE(wait_for_log_lines(proxy.bulwark, {kRotatedLog}));
   CHECK(served(proxy.port()) == rotated.sha256);
@@ -685,6 +707,8 @@ TEST_CASE("tls rotation: bulwark --check reports unusable files with file:line:c
   expired_spec.not_before_days = -30;
   expired_spec.not_after_days = -1;
   const IssuedCert expired_ca = pki.ca.issue("expired-ca", expired_spec);
+  const std::string fifo = dir.file("fifo-ca.crt");  // would block an open until a writer came
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   for (const Case& c : {
            Case{"a missing certificate file", cert_entry(missing, pki.server.key_file), "", missing,
                 "cannot read certificate " + missing},
@@ -704,6 +728,9 @@ TEST_CASE("tls rotation: bulwark --check reports unusable files with file:line:c
                 "client_ca: " + missing, "cannot load CA file " + missing},
            Case{"a client CA that is not PEM", cert_entry(pki.server), "client_ca: " + garbage_ca,
                 "client_ca: " + garbage_ca, "cannot load CA file " + garbage_ca},
+           Case{"a client CA that is a FIFO", cert_entry(pki.server), "client_ca: " + fifo,
+                "client_ca: " + fifo, "cannot load CA file " + fifo + ": " + fifo +
+                " is not a regular file"},
            Case{"a client CA whose every certificate has expired", cert_entry(pki.server),
                 "client_ca: " + expired_ca.cert_file, "client_ca: " + expired_ca.cert_file,
                 "every certificate of CA file " + expired_ca.cert_file + " has expired"},
