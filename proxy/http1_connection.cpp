@@ -90,10 +90,13 @@ bool Http1Connection::move_to_newest_config() {
   if (&listener_->gen == &newest) return true;
   ListenerContext* next = newest.listener_named(listener_->config.name);
   if (next == nullptr) return false;
-  // A client let in under the old TLS policy must pass the new one (a reload that drops its
-  // identity, or requires a certificate, ends its connection).
+  // A client admitted under one TLS policy is not carried over to another (a reload that changes
+  // the client CA, requires a certificate, narrows the allowed SANs, raises the version or
+  // changes the ciphers ends its connection; it may come back under the new one), nor between
+  // TLS and plaintext. A certificate rotation alone changes no policy.
   const TlsSession* tls = transport_ ? transport_->tls() : nullptr;
-  if (tls != nullptr && next->config.tls && !session_allowed(*tls, *next->config.tls)) return false;
+  if ((tls != nullptr) != (next->tls != nullptr)) return false;
+  if (tls != nullptr && next->tls->get()->policy_id() != tls->policy_id) return false;
   WorkerGen& old = listener_->gen;
   listener_->stats.connections->add(-1);
   next->stats.connections->add(1);

@@ -342,19 +342,6 @@ std::optional<std::string> allowed_san(X509* cert, const std::vector<config::San
   return std::nullopt;
 }
 
-bool session_allowed(const TlsSession& session, const config::ListenerTlsConfig& policy) {
-  if (policy.client_ca.empty()) return true;
-  if (!session.peer_certificate) return !policy.require_client_certificate;
-  if (policy.allowed_client_sans.empty()) return true;
-  for (const config::SanMatch& m : policy.allowed_client_sans) {
-    const bool uri = m.value.find("://") != std::string::npos;
-    for (const std::string& san : uri ? session.peer_uri_sans : session.peer_dns_sans) {
-      if (san_matches(san, m)) return true;
-    }
-  }
-  return false;
-}
-
 bool san_allowed(X509* cert, const std::vector<config::SanMatch>& allowed) {
   return allowed_san(cert, allowed).has_value();
 }
@@ -481,6 +468,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
   unsigned int sid_len = 0;
   EVP_Digest(policy.data(), policy.size(), sid, &sid_len, sha256(), nullptr);
   sid_len = std::min<unsigned int>(sid_len, SSL_MAX_SID_CTX_LENGTH);
+  std::memcpy(&c->policy_id_, sid, std::min<size_t>(sid_len, sizeof c->policy_id_));
 
   for (const config::TlsCertificateConfig& cc : config.certificates) {
     LoadedCertificate loaded;

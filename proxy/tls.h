@@ -123,6 +123,11 @@ class TlsServerContext {
   TlsStats& stats() const { return *stats_; }
   const std::vector<CertificateFacts>& certificates() const { return facts_; }
   bool asks_client_certificate() const { return !config_.client_ca.empty(); }
+  // Identifies the policy a client was admitted under: the client CA's contents, whether a
+  // certificate is required, the allowed SANs, versions and ciphers (not the certificates
+  // served). Sessions resume only under the same policy (it makes their id context), and a
+  // connection whose policy a reload changed is ended (Http1Connection::move_to_newest_config).
+  uint64_t policy_id() const { return policy_id_; }
 
  private:
   struct Cert {
@@ -144,6 +149,7 @@ class TlsServerContext {
   std::vector<CertificateFacts> facts_;
   std::shared_ptr<TlsStats> stats_;
   std::shared_ptr<TicketKeys> keys_;
+  uint64_t policy_id_ = 0;
 };
 
 // The TLS policy of one cluster, with its CA and client certificate loaded.
@@ -246,10 +252,6 @@ using TlsClientSlot = TlsContextSlot<TlsClientContext>;
 
 // SAN values of `cert` of one GENERAL_NAME type (GEN_DNS, GEN_URI), in order.
 std::vector<std::string> sans_of(X509* cert, int type);
-
-// Whether a client's session still passes a listener's TLS policy (after a reload changed it):
-// a certificate when one is required, a SAN that allowed_client_sans lets in.
-bool session_allowed(const struct TlsSession& session, const config::ListenerTlsConfig& policy);
 
 // The identity a peer certificate carries: the SAN `allowed` let it in by, else (no list) its
 // first URI SAN, else its first DNS SAN.

@@ -58,6 +58,7 @@ TransportPtr TlsTransport::accept(const TransportContext* ctx, int fd,
   self->data_.allowed_sans = &self->server_->config().allowed_client_sans;
   set_connection_data(self->ssl_, &self->data_);
   self->session_ = std::make_unique<TlsSession>();
+  self->session_->policy_id = self->server_->policy_id();  // the handshake is this context's
   // The client speaks first: the handshake starts when its hello arrives.
   self->update_events();
   return t;
@@ -299,10 +300,6 @@ void TlsTransport::handshake_done() {
     }
     s.peer_identity = peer_identity(peer, *data_.allowed_sans);
     s.peer_certificate = true;
-    if (server_ != nullptr) {
-      s.peer_uri_sans = sans_of(peer, GEN_URI);
-      s.peer_dns_sans = sans_of(peer, GEN_DNS);
-    }
     if (server_ != nullptr &&
         server_->config().forward_client_cert != config::ForwardClientCert::kSanitize) {
       s.forwarded_client_cert = forwarded_client_cert(peer);

@@ -36,7 +36,7 @@ struct TlsSession {
   bool resumed = false;
   std::string peer_identity;      // the peer certificate's first URI SAN, else DNS SAN; empty: none
   bool peer_certificate = false;  // the peer presented a (verified) certificate
-  std::vector<std::string> peer_uri_sans, peer_dns_sans;  // listeners: checked again at reloads
+  uint64_t policy_id = 0;  // listeners: TlsServerContext::policy_id() of the handshake
   std::string forwarded_client_cert;  // listeners: Envoy's XFCC element for the client's cert
 };
 

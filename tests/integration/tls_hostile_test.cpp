@@ -607,6 +607,59 @@ TEST_CASE("tls hostile: XFCC and X-Forwarded-Proto forged on a plaintext listene
   CHECK(last->get_all("x-forwarded-proto") == std::vector<std::string>{"https"});
 }
 
+TEST_CASE("tls hostile: a reload that changes the TLS policy ends open connections, others stay") {
+  // From a hostile review: an open keep-alive connection went on being served after a reload
+  // replaced the client CA or raised min_version, while new handshakes were refused.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  options.tls = "client_ca: " + pki.ca.cert_file();
+  TestUpstream upstream;
+  BulwarkProcess bulwark;
+  bulwark.start(tls_listener_config(upstream.address(), options));
+  const uint16_t port = bulwark.port("secure");
+  auto reload_to = [&](const TlsListenerOptions& next_options) {
+    const std::string next = bulwark.config_path() + ".next";
+    write_file(next, tls_listener_config(upstream.address(), next_options));
+    REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
+    auto reloaded = post_reload(bulwark);
+    REQUIRE(reloaded);
+    REQUIRE((reloaded->status == 200 || reloaded->status == 409));
+  };
+
+  // A reload that leaves the TLS policy alone (a new listener key) keeps the connection.
+  TlsClientConn kept(port, with_cert(trusting(pki), pki.client_web));
+  REQUIRE(tls_get(kept, "/first"));
+  TlsListenerOptions same = options;
+  same.listener = "idle_timeout: 61s";
+  reload_to(same);
+  auto again = tls_get(kept, "/same-policy");
+  REQUIRE_MESSAGE(again, kept.last_error_text());
+  CHECK(again->status == 200);
+
+  // Another client CA: the client, verified by the old one, is not carried over.
+  TlsListenerOptions other_ca = same;
+  other_ca.tls = "client_ca: " + pki.other_ca.cert_file();
+  reload_to(other_ca);
+  auto after_ca = tls_get(kept, "/other-ca");
+  CHECK_MESSAGE(!after_ca, "served under a client CA that never verified it: " << describe(after_ca));
+
+  // TLS 1.2 connections once the listener takes 1.3 only.
+  TlsListenerOptions v12 = options;
+  v12.tls = "";
+  reload_to(v12);
+  TlsClientOptions old_client = trusting(pki);
+  old_client.max_version = TlsVersion::kTls1_2;
+  TlsClientConn old_version(port, old_client);
+  REQUIRE_MESSAGE(tls_get(old_version, "/tls12"), old_version.last_error_text());
+  TlsListenerOptions v13 = v12;
+  v13.tls = "min_version: \"1.3\"";
+  reload_to(v13);
+  auto after_min = tls_get(old_version, "/after-min-version");
+  CHECK_MESSAGE(!after_min, "TLS 1.2 served after min_version 1.3: " << describe(after_min));
+}
+
 TEST_CASE("tls hostile: a reload that removes a client's identity ends its open connection") {
   TempDir dir;
   TestPki pki(dir.path());
