@@ -186,10 +186,23 @@ void TlsTransport::handshake() {
     // - a handshake record (0x16): the ClientHello's announced length is checked first. OpenSSL
     //   allocates a message's whole length when it reads its header, up to 128 KiB for a hello,
     //   and would hold it for request_headers_timeout for nine bytes sent; real hellos are a
-    //   few KiB, and every client writes its first nine bytes at once.
+    //   few KiB. Fewer than nine bytes so far: the socket is told not to wake us before nine
+    //   (SO_RCVLOWAT; an end or an error still does), and the handshake deadline bounds the wait.
     unsigned char head[9];
     ssize_t n = ::recv(fd_, head, sizeof head, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n > 0 && n < 9 && head[0] == 0x16 && !low_water_) {
+      const int nine = 9;
+      if (::setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &nine, sizeof nine) == 0) {
+        low_water_ = true;
+        return;
+      }
+    }
+    if (low_water_) {
+      const int one = 1;  // a TLS alert is seven bytes
+      (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof one);
+      low_water_ = false;
+    }
     peeked_ = true;
     if (n >= 1 && head[0] >= 'A' && head[0] <= 'Z') {
       fail_handshake(TlsError::kHttpRequest);

@@ -107,6 +107,7 @@ class TlsTransport final : public Transport, public SlabAllocated<TlsTransport> 
   bool fatal_ = false;     // a record or write failed: the session is not worth resuming
   bool got_data_ = false;  // application data has come
   bool peeked_ = false;    // the first byte of a client was looked at
+  bool low_water_ = false;  // SO_RCVLOWAT is 9 until a client's first nine bytes are in
   bool closed_ = false;
 };
 
