@@ -55,6 +55,8 @@ std::string openssl_error() {
 // few KiB; a CA bundle (the system's is about 200 KiB) may be larger.
 constexpr size_t kMaxCertificateFile = 1 << 20;
 constexpr size_t kMaxCaFile = 16 << 20;
+// The longest certificate chain a client may send a listener.
+constexpr long kMaxClientCertificateChain = 32 << 10;
 
 // A memory BIO over `bytes` (which must outlive it).
 BIO* memory_bio(const std::string& bytes) {
@@ -522,6 +524,10 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(
                    c->certs_.size() == 1 ? &c->facts_ : nullptr, true, error)) {
         return nullptr;
       }
+      // A client's certificate chain (a SPIFFE leaf, maybe an intermediate) is a few KiB.
+      // OpenSSL allocates the length a Certificate message announces, up to this, as soon as
+      // its header is in (100 KiB by default), and holds it until the handshake times out.
+      SSL_CTX_set_max_cert_list(ctx, kMaxClientCertificateChain);
       int mode = SSL_VERIFY_PEER;
       if (config.require_client_certificate) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
       SSL_CTX_set_verify(ctx, mode, verify_peer);

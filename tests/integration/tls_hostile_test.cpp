@@ -399,6 +399,58 @@ TEST_CASE("tls hostile: a ClientHello whose first segment is under nine bytes is
   ::close(idle);
 }
 
+TEST_CASE("tls hostile: a client certificate announced larger than 32 KiB is refused at once") {
+  // OpenSSL allocates what a Certificate message's header announces (up to 100 KiB by default)
+  // and held it for the handshake timeout: nine bytes per connection pinned 100 KiB.
+  TempDir dir;
+  TestPki pki(dir.path());
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  options.tls = "client_ca: " + pki.ca.cert_file();
+  options.listener = "request_headers_timeout: 20s";
+  TlsListenerFixture proxy(options);
+
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);  // its Certificate goes in the clear
+  SSL* ssl = SSL_new(ctx);
+  BIO* in = BIO_new(BIO_s_mem());
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, in, out);
+  SSL_set_connect_state(ssl);
+  (void)SSL_do_handshake(ssl);
+  std::string hello(static_cast<size_t>(BIO_pending(out)), '\0');
+  BIO_read(out, hello.data(), static_cast<int>(hello.size()));
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  const int fd = connect_loopback(proxy.port());
+  REQUIRE(send_raw(fd, hello));
+  // The server's flight ends with ServerHelloDone (type 14, length 0).
+  std::string flight;
+  const auto start = Clock::now();
+  while (flight.size() < 4 || flight.compare(flight.size() - 4, 4, "\x0e\x00\x00\x00", 4) != 0) {
+    pollfd p{fd, POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 3000) == 1);
+    char buf[16384];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    REQUIRE(n > 0);
+    flight.append(buf, static_cast<size_t>(n));
+    REQUIRE(since(start) < Millis{3000});
+  }
+  // A Certificate message header announcing 102,396 bytes, and nothing more.
+  REQUIRE(send_raw(fd, std::string("\x16\x03\x03\x00\x04\x0b\x01\x8f\xfc", 9)));
+  const auto sent = Clock::now();
+  bool closed = false;
+  while (!closed && since(sent) < Millis{5000}) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1) break;
+    char buf[256];
+    closed = ::recv(fd, buf, sizeof buf, 0) <= 0;  // an alert, then the close
+  }
+  ::close(fd);
+  CHECK_MESSAGE(closed, "the connection waits with the announced certificate's memory held");
+  CHECK(since(sent) < Millis{2000});
+}
+
 TEST_CASE("tls hostile: a KeyUpdate flood ends its connection, the worker serves on") {
   // Each KeyUpdate that asks for one back costs a write; OpenSSL answered a whole flood inside
   // one read, for as long as the socket had more (seconds of a worker for 300,000).
