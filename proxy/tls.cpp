@@ -586,6 +586,19 @@ int TlsServerContext::on_alpn(SSL*, const unsigned char** out, unsigned char* ou
       }
     }
   }
+  // A client of HTTP/1.0 only (curl --http1.0) is served as on a plaintext listener, where
+  // bulwark answers HTTP/1.0 too: http/1.1 in the list stands for both.
+  static constexpr unsigned char kHttp10[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '0'};
+  static constexpr unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  const bool speaks_11 = std::search(ours.begin(), ours.end(), std::begin(kHttp11),
+                                     std::end(kHttp11)) != ours.end();
+  for (unsigned int j = 0; speaks_11 && j < inlen; j += 1 + in[j]) {
+    if (j + sizeof kHttp10 <= inlen && std::memcmp(&in[j], kHttp10, sizeof kHttp10) == 0) {
+      *out = &in[j + 1];
+      *outlen = in[j];
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
   // The client speaks none of our protocols (h2 only, say): RFC 7301's no_application_protocol.
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }

@@ -284,6 +284,18 @@ TEST_CASE("tls listener: ALPN picks http/1.1 and a client offering only h2 is re
   CHECK_MESSAGE(wait_tls_errors(proxy.bulwark, "protocol_error", 1) == 1,
                 tls_error_summary(proxy.bulwark));
 
+  // A client of HTTP/1.0 only (curl --http1.0 offers "http/1.0") is served, in HTTP/1.0.
+  auto http10 = trusting(pki);
+  http10.alpn = {"http/1.0"};
+  TlsClientConn old(proxy.port(), http10);
+  REQUIRE_MESSAGE(old.connected(), old.last_error_text());
+  CHECK(old.alpn() == "http/1.0");
+  REQUIRE(old.send("GET /ten HTTP/1.0\r\nHost: localhost\r\n\r\n"));
+  auto ten = old.read_response();
+  REQUIRE_MESSAGE(ten, old.last_error_text());
+  CHECK(ten->status == 200);
+  CHECK(ten->version == "HTTP/1.1");  // bulwark's answers are HTTP/1.1, as on plaintext
+
   // Still serving.
   CHECK(must_get(proxy.port(), both, "/after").status == 200);
 }
