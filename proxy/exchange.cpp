@@ -341,6 +341,8 @@ void Exchange::on_downstream_written() {
   switch (state_) {
     case State::kTunnel:
       if (!try_->has_connection()) {
+        // The upstream is gone: after a clean end, the client is told so before the close.
+        if (tunnel_upstream_ended_) end_tunnel_downstream();
         stream_.close();
         return;
       }

@@ -358,6 +358,7 @@ class Exchange final : private UpstreamRequest::Callbacks,
   bool request_sent_ = false;           // some request byte went to an upstream (any try)
   bool tunnel_client_ended_ = false;    // the client half-closed the tunnel
   bool tunnel_upstream_ended_ = false;  // the upstream half-closed the tunnel
+  bool tunnel_end_sent_ = false;        // ...and the client was told (end_tunnel_downstream)
   bool request_has_body_ = false;
   bool request_complete_ = false;
   bool request_head_request_ = false;  // HEAD: the response has no body

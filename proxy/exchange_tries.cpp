@@ -765,8 +765,13 @@ bool Exchange::on_try_tunnel_end(UpstreamRequest&) {
   // Both sides ended. The client's last bytes may still be on their way to the upstream (sent
   // with its FIN before the 101): the connection stays until they and the FIN are written
   // (shut_down_tunnel_upstream ends the tunnel then).
-  if (tunnel_client_ended_ && !res_.to_upstream.in_flight() && res_.to_upstream.empty())
+  if (tunnel_client_ended_ && !res_.to_upstream.in_flight() && res_.to_upstream.empty()) {
+    // The client ended first: the end is passed on before the close (TLS: close_notify, as
+    // when the upstream ends first), now or once the client has the rest.
+    tunnel_upstream_ended_ = true;
+    end_tunnel_downstream();
     return false;
+  }
   tunnel_upstream_ended_ = true;
   arm_deadline_timer();  // the shorter idle bound of a half-closed tunnel
   end_tunnel_downstream();
@@ -775,6 +780,8 @@ bool Exchange::on_try_tunnel_end(UpstreamRequest&) {
 
 void Exchange::end_tunnel_downstream() {
   if (stream_.writing() || stream_.has_unsent()) return;  // on_downstream_written() comes back
+  if (tunnel_end_sent_) return;
+  tunnel_end_sent_ = true;
   stream_.end_sending();
 }
 

@@ -1162,5 +1162,7 @@ TEST_CASE("tls hostile: a WebSocket tunnel with TLS on both sides half-closes bo
   REQUIRE(client.send(" last words"));
   client.shutdown_write();  // close_notify and FIN
   CHECK(client.read_until_close() == "after your end: ping last words");
+  // The end came as TLS says it (close_notify), not a bare FIN, though the client ended first.
+  CHECK(client.close_notify_received());
   CHECK(door.wait_closed(1));
 }
