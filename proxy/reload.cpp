@@ -478,6 +478,9 @@ void Server::rotate_certificates(const char* trigger) {
   if (finished_) return;
   std::vector<std::string> errors;
   size_t replaced = tls_.rotate(&errors);
+  // Watching the directories the files resolve to now comes first: a change made as soon as
+  // the log says the last one was taken is seen.
+  watch_tls_files();
   for (const std::string& e : errors) {
     log::error("cannot use new TLS files; the previous ones stay").str("error", e);
   }
@@ -486,7 +489,6 @@ void Server::rotate_certificates(const char* trigger) {
         .str("trigger", trigger)
         .num("contexts", static_cast<int64_t>(replaced));
   }
-  watch_tls_files();
   // New files refused only because a certificate is not valid yet: try them when it is.
   if (const int64_t at = tls_.next_retry_s(); at != 0 && tls_timers_) {
     const int64_t now = static_cast<int64_t>(time(nullptr));
