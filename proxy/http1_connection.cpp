@@ -80,9 +80,22 @@ void Http1Connection::on_reload() {
   if (closed_) return;
   if (phase_ == Phase::kIdle) {
     if (!move_to_newest_config()) close();
-  } else if (worker_.current().listener_named(listener_->config.name) == nullptr) {
-    draining_ = true;
+    return;
   }
+  const ListenerContext* next = worker_.current().listener_named(listener_->config.name);
+  if (next == nullptr) {
+    draining_ = true;
+  } else if (phase_ == Phase::kTunnel && !same_tls_policy(*next)) {
+    // A tunnel has no "current request" to finish: one admitted under a policy a reload
+    // changed (a client CA replaced, an identity no longer allowed) is cut now.
+    close();
+  }
+}
+
+bool Http1Connection::same_tls_policy(const ListenerContext& next) const {
+  const uint64_t policy = transport_ ? transport_->tls_policy_id() : 0;
+  if ((policy != 0) != (next.tls != nullptr)) return false;
+  return policy == 0 || next.tls->get()->policy_id() == policy;
 }
 
 bool Http1Connection::move_to_newest_config() {
@@ -94,9 +107,8 @@ bool Http1Connection::move_to_newest_config() {
   // the client CA, requires a certificate, narrows the allowed SANs, raises the version or
   // changes the ciphers ends its connection; it may come back under the new one), nor between
   // TLS and plaintext. A certificate rotation alone changes no policy.
-  const TlsSession* tls = transport_ ? transport_->tls() : nullptr;
-  if ((tls != nullptr) != (next->tls != nullptr)) return false;
-  if (tls != nullptr && next->tls->get()->policy_id() != tls->policy_id) return false;
+  // (Also while its handshake is under way: it goes on under the context it started with.)
+  if (!same_tls_policy(*next)) return false;
   WorkerGen& old = listener_->gen;
   listener_->stats.connections->add(-1);
   next->stats.connections->add(1);

@@ -102,6 +102,8 @@ class Http1Connection final : public DeferredDeletable,
   void cut() override;
   void close() override;
   bool end_sending() override;
+  // Whether this connection's TLS policy (none: plaintext) is listener `next`'s too.
+  bool same_tls_policy(const ListenerContext& next) const;
   void request_forwarded(bool keep) override;
   // Full, not merely given back (a buffer with no storage holds nothing up).
   bool request_buffer_full() const override { return in_.has_storage() && in_.space() == 0; }

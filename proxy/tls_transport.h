@@ -52,6 +52,7 @@ class TlsTransport final : public Transport, public SlabAllocated<TlsTransport> 
   bool closed() const override { return closed_; }
   void peer_ip(char* buf, size_t size) const override;
   const TlsSession* tls() const override { return handshaking_ ? nullptr : session_.get(); }
+  uint64_t tls_policy_id() const override { return session_ ? session_->policy_id : 0; }
   bool note_deadline() override;
 
  private:

@@ -105,6 +105,9 @@ class Transport {
   virtual void peer_ip(char* buf, size_t size) const = 0;
   // TLS: what the handshake settled (null for plain TCP, and until the handshake is done).
   virtual const TlsSession* tls() const { return nullptr; }
+  // A listener's TLS transport: TlsServerContext::policy_id() of the context it was accepted
+  // with, from the start of its handshake; 0 otherwise.
+  virtual uint64_t tls_policy_id() const { return 0; }
   // The owner is about to close the transport for one of its deadlines: a TLS handshake still
   // under way (the TCP connect done) is counted as timed out, and true returned.
   virtual bool note_deadline() { return false; }

@@ -318,9 +318,9 @@ TEST_CASE("tls hostile: a client that stops inside a TLS record does not stall t
 
 // Handshakes with bulwark on 127.0.0.1:port from a client whose ClientHello arrives in two TCP
 // segments: its first `split` bytes, then, `delay` later, the rest (a TLS stack writing its
-// record header on its own, or a relay forwarding what it has). "" when the handshake succeeds,
-// else why not.
-std::string handshake_with_split_hello(uint16_t port, size_t split, Millis delay) {
+// record header on its own, or a relay forwarding what it has); over `fd` when given (a connection
+// already open). "" when the handshake succeeds, else why not.
+std::string handshake_with_split_hello(uint16_t port, size_t split, Millis delay, int fd = -1) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL* ssl = SSL_new(ctx);
   BIO* in = BIO_new(BIO_s_mem());
@@ -328,7 +328,7 @@ std::string handshake_with_split_hello(uint16_t port, size_t split, Millis delay
   SSL_set_bio(ssl, in, out);
   SSL_set_connect_state(ssl);
   SSL_set_tlsext_host_name(ssl, "localhost");
-  const int fd = connect_loopback(port);
+  if (fd < 0) fd = connect_loopback(port);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   std::string result = "timed out";
@@ -743,6 +743,45 @@ TEST_CASE("tls hostile: XFCC and X-Forwarded-Proto forged on a plaintext listene
   CHECK(last->get_all("x-forwarded-proto") == std::vector<std::string>{"https"});
 }
 
+TEST_CASE("tls hostile: a reload that replaces the client CA cuts an open tunnel") {
+  // A tunnel has no current request to finish (from the second review: one admitted by a
+  // replaced CA went on for as long as it pleased).
+  TempDir dir;
+  TestPki pki(dir.path());
+  TestUpstream upstream([](UpstreamConn& conn) {
+    if (!conn.read_request()) return;
+    conn.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    while (true) {
+      std::string data = conn.read_some(1, Millis{10000});
+      if (data.empty() || !conn.write(data)) return;
+    }
+  });
+  TlsListenerOptions options;
+  options.certificates = {cert_entry(pki.server)};
+  options.tls = "client_ca: " + pki.ca.cert_file();
+  BulwarkProcess bulwark;
+  bulwark.start(tls_listener_config(upstream.address(), options));
+  TlsClientConn client(bulwark.port("secure"), with_cert(trusting(pki), pki.client_web));
+  REQUIRE(client.connected());
+  REQUIRE(client.send(
+      make_request("GET", "/ws", {{"Connection", "Upgrade"}, {"Upgrade", "websocket"}})));
+  auto switched = client.read_response();
+  REQUIRE_MESSAGE(switched, client.last_error_text());
+  REQUIRE(switched->status == 101);
+  REQUIRE(client.send("echo"));
+  CHECK(client.read_exact(4).value_or("") == "echo");
+
+  TlsListenerOptions other_ca = options;
+  other_ca.tls = "client_ca: " + pki.other_ca.cert_file();
+  const std::string next = bulwark.config_path() + ".next";
+  write_file(next, tls_listener_config(upstream.address(), other_ca));
+  REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
+  auto reloaded = post_reload(bulwark);
+  REQUIRE(reloaded);
+  REQUIRE((reloaded->status == 200 || reloaded->status == 409));
+  CHECK_MESSAGE(client.is_closed(Millis{3000}), "the tunnel outlived the client CA that admitted it");
+}
+
 TEST_CASE("tls hostile: a reload that changes the TLS policy ends open connections, others stay") {
   // From a hostile review: an open keep-alive connection went on being served after a reload
   // replaced the client CA or raised min_version, while new handshakes were refused.
@@ -764,15 +803,21 @@ TEST_CASE("tls hostile: a reload that changes the TLS policy ends open connectio
     REQUIRE((reloaded->status == 200 || reloaded->status == 409));
   };
 
-  // A reload that leaves the TLS policy alone (a new listener key) keeps the connection.
+  // A reload that leaves the TLS policy alone (a new listener key) keeps the connection, and
+  // one whose handshake has not begun yet (from the second review: every reload cut those).
   TlsClientConn kept(port, with_cert(trusting(pki), pki.client_web));
   REQUIRE(tls_get(kept, "/first"));
+  const int early = connect_loopback(port);
+  REQUIRE(early >= 0);
+  std::this_thread::sleep_for(Millis{100});  // accepted before the reload
   TlsListenerOptions same = options;
   same.listener = "idle_timeout: 61s";
   reload_to(same);
   auto again = tls_get(kept, "/same-policy");
   REQUIRE_MESSAGE(again, kept.last_error_text());
   CHECK(again->status == 200);
+  CHECK_MESSAGE(handshake_with_split_hello(port, 1000, Millis{0}, early) == "",
+                "a handshake begun before an unchanged reload was cut");
 
   // Another client CA: the client, verified by the old one, is not carried over.
   TlsListenerOptions other_ca = same;
