@@ -16,6 +16,7 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <unordered_set>
 
 #include "proxy/files.h"
 #include "proxy/transport.h"
@@ -55,6 +56,9 @@ std::string openssl_error() {
 // few KiB; a CA bundle (the system's is about 200 KiB) may be larger.
 constexpr size_t kMaxCertificateFile = 1 << 20;
 constexpr size_t kMaxCaFile = 16 << 20;
+// The most bytes of CA names a listener lists when it asks for a client certificate: the list
+// must fit a handshake message field of 64 KiB, or every handshake fails (about 600 names).
+constexpr size_t kMaxAdvertisedCaNames = 48 << 10;
 // The longest certificate chain a client may send a listener.
 constexpr long kMaxClientCertificateChain = 32 << 10;
 
@@ -208,8 +212,7 @@ SSL_CTX* new_ctx(const SSL_METHOD* method, config::TlsVersion min_version) {
   return ctx;
 }
 
-// Reads a CA file (a PEM bundle of certificates, and CRLs if any) as bytes: see
-// load_certificate.
+// Reads a CA file (a PEM bundle of certificates) as bytes: see load_certificate.
 bool read_ca_file(const std::string& path, const config::SourceLocation& at, std::string* pem,
                   std::string* error) {
   std::string why;
@@ -220,7 +223,9 @@ bool read_ca_file(const std::string& path, const config::SourceLocation& at, std
 
 // Loads the CA file `path` (its bytes: `pem`) into `ctx`'s trust store, and the names of its
 // certificates into the list a server sends when asking for a client certificate when
-// `client_names`. A configured file (not the system store) whose every certificate has expired
+// `client_names` (unless they exceed what that message can carry: the list is optional, and
+// clients then choose their certificate themselves). CRLs in the file are not used: bulwark
+// checks no revocation. A configured file (not the system store) whose every certificate has expired
 // is refused, and its expiry (its last certificate's) goes into `facts`, for the metric and
 // --check.
 bool load_ca(SSL_CTX* ctx, const std::string& path, const std::string& pem,
@@ -232,22 +237,29 @@ bool load_ca(SSL_CTX* ctx, const std::string& path, const std::string& pem,
   ERR_clear_error();  // the end of the bytes reads as an error
   X509_STORE* store = SSL_CTX_get_cert_store(ctx);
   STACK_OF(X509_NAME)* names = client_names ? sk_X509_NAME_new_null() : nullptr;
+  std::unordered_set<std::string> named;  // DER of the names listed (a bundle may repeat one)
+  size_t names_bytes = 0;
   int certificates = 0;
   int64_t last_expiry = 0;
   for (int i = 0; infos != nullptr && i < sk_X509_INFO_num(infos); ++i) {
     X509_INFO* info = sk_X509_INFO_value(infos, i);
-    if (info->crl != nullptr) X509_STORE_add_crl(store, info->crl);
     if (info->x509 == nullptr) continue;
     ++certificates;
     X509_STORE_add_cert(store, info->x509);
     last_expiry = std::max(last_expiry, to_epoch(X509_get0_notAfter(info->x509)));
     if (names != nullptr) {
       X509_NAME* subject = X509_get_subject_name(info->x509);
-      bool seen = false;
-      for (int j = 0; j < sk_X509_NAME_num(names) && !seen; ++j) {
-        seen = X509_NAME_cmp(sk_X509_NAME_value(names, j), subject) == 0;
+      unsigned char* der = nullptr;
+      const int len = i2d_X509_NAME(subject, &der);
+      if (len > 0 && named.emplace(reinterpret_cast<char*>(der), static_cast<size_t>(len)).second) {
+        names_bytes += 2 + static_cast<size_t>(len);
+        sk_X509_NAME_push(names, X509_NAME_dup(subject));
       }
-      if (!seen) sk_X509_NAME_push(names, X509_NAME_dup(subject));
+      OPENSSL_free(der);
+      if (names_bytes > kMaxAdvertisedCaNames) {  // more than a CertificateRequest carries
+        sk_X509_NAME_pop_free(names, X509_NAME_free);
+        names = nullptr;
+      }
     }
   }
   sk_X509_INFO_pop_free(infos, X509_INFO_free);
