@@ -1313,3 +1313,31 @@ TEST_CASE("adversarial: hostile upstreams racing hedges never give a client anot
   REQUIRE(after);
   CHECK((after->status == 200 ? after->body == "/after\n" : after->status >= 500));
 }
+
+TEST_CASE("adversarial: an upstream that drops every pooled connection at reuse never costs a client its slot") {
+  // Each connection answers one request, then closes when the next one comes (a keep-alive
+  // timeout racing the reuse). With one connection allowed and no queue, every such request is
+  // re-sent at once on a new connection: the closed one's slot must be free by then (it was
+  // given back only at its deferred deletion: 503 pool_exhausted).
+  TestUpstream upstream([](UpstreamConn& conn) {
+    auto request = conn.read_request(Millis{30000});
+    if (!request || !conn.write_response(200, request->target + "\n")) return;
+    conn.read_request_head(Millis{30000});
+  });
+  ProxyOptions options;
+  options.workers = 1;
+  options.cluster = "pool: {max_connections: 1, max_pending: 0}";
+  BulwarkProcess bulwark;
+  bulwark.start(proxy_config(upstream.address(), options));
+  ClientConn client(bulwark.port("inbound"));
+  REQUIRE(client.connected());
+  for (int i = 0; i < 20; ++i) {
+    CAPTURE(i);
+    const std::string target = "/reuse/" + std::to_string(i);
+    REQUIRE(client.send(make_request("GET", target)));
+    auto r = client.read_response();
+    REQUIRE_MESSAGE(r, client.last_error_text());
+    CHECK(r->status == 200);
+    CHECK(r->body == target + "\n");  // its own answer, never another's
+  }
+}

@@ -285,6 +285,15 @@ std::optional<Response> post_reload(const BulwarkProcess& bulwark) {
   return http_request(bulwark.admin_port(), "POST", "/reload");
 }
 
+// Replaces the config file of a running bulwark as editors do (a new file renamed over it) and
+// asks for a reload. (The config watch may have reloaded first: this one then answers 409.)
+std::optional<Response> reload_config(const BulwarkProcess& bulwark, const std::string& yaml) {
+  const std::string next = bulwark.config_path() + ".next";
+  write_file(next, yaml);
+  REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
+  return post_reload(bulwark);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -773,10 +782,7 @@ TEST_CASE("tls hostile: a reload that replaces the client CA cuts an open tunnel
 
   TlsListenerOptions other_ca = options;
   other_ca.tls = "client_ca: " + pki.other_ca.cert_file();
-  const std::string next = bulwark.config_path() + ".next";
-  write_file(next, tls_listener_config(upstream.address(), other_ca));
-  REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
-  auto reloaded = post_reload(bulwark);
+  auto reloaded = reload_config(bulwark, tls_listener_config(upstream.address(), other_ca));
   REQUIRE(reloaded);
   REQUIRE((reloaded->status == 200 || reloaded->status == 409));
   CHECK_MESSAGE(client.is_closed(Millis{3000}), "the tunnel outlived the client CA that admitted it");
@@ -795,10 +801,7 @@ TEST_CASE("tls hostile: a reload that changes the TLS policy ends open connectio
   bulwark.start(tls_listener_config(upstream.address(), options));
   const uint16_t port = bulwark.port("secure");
   auto reload_to = [&](const TlsListenerOptions& next_options) {
-    const std::string next = bulwark.config_path() + ".next";
-    write_file(next, tls_listener_config(upstream.address(), next_options));
-    REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
-    auto reloaded = post_reload(bulwark);
+    auto reloaded = reload_config(bulwark, tls_listener_config(upstream.address(), next_options));
     REQUIRE(reloaded);
     REQUIRE((reloaded->status == 200 || reloaded->status == 409));
   };
@@ -861,10 +864,7 @@ TEST_CASE("tls hostile: a reload that removes a client's identity ends its open 
   narrowed.tls = "client_ca: " + pki.ca.cert_file() +
                  "\n"
                  "allowed_client_sans: [\"spiffe://cluster.local/ns/ops/*\"]";
-  const std::string next = bulwark.config_path() + ".next";
-  write_file(next, tls_listener_config(upstream.address(), narrowed));
-  REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
-  auto reloaded = post_reload(bulwark);
+  auto reloaded = reload_config(bulwark, tls_listener_config(upstream.address(), narrowed));
   REQUIRE(reloaded);
   // (The config watch may have reloaded first: then this reload changes nothing, and says so.)
   REQUIRE((reloaded->status == 200 || reloaded->status == 409 || reloaded->status == 400));
@@ -928,10 +928,7 @@ TEST_CASE("tls hostile: a reload that requires client certificates refuses sessi
   required.tls = "client_ca: " + pki.ca.cert_file() +
                  "\n"
                  "require_client_certificate: true";
-  const std::string next = bulwark.config_path() + ".next";
-  write_file(next, tls_listener_config(upstream.address(), required));
-  REQUIRE(std::rename(next.c_str(), bulwark.config_path().c_str()) == 0);
-  auto reloaded = post_reload(bulwark);
+  auto reloaded = reload_config(bulwark, tls_listener_config(upstream.address(), required));
   REQUIRE(reloaded);
   CHECK(reloaded->status == 200);
 
