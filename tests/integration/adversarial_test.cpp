@@ -1233,7 +1233,9 @@ TEST_CASE("adversarial: a request that kills its upstream, and clients that vani
       Millis{5000}));
   auto after = http_get(port, "/after");
   REQUIRE(after);
-  CHECK(after->status == 200);
+  // (A rare 503 here under ASan, once in a fresh-clone run: its reason says which admission
+  // refused it.)
+  CHECK_MESSAGE(after->status == 200, after->get("x-bulwark-reason") << " " << after->body);
 }
 
 TEST_CASE("adversarial: hostile upstreams racing hedges never give a client another's answer") {
